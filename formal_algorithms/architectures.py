@@ -1,0 +1,386 @@
+"""Paper §6, architectures: Algorithm 8 (EDTransformer), 9 (ETransformer), 10 (DTransformer).
+
+Each algorithm is a pure function of a token sequence and a parameter pytree θ whose fields carry
+the paper's symbols. ``*_logits`` returns ``W_u X`` (what training and interop need); the function
+named after the algorithm returns ``P = softmax(W_u X)`` exactly as its last line. The
+hyperparameters ℓ_max, L, H, d_e, d_mlp, d_f, d_attn, d_mid are read off the shapes of θ
+(:func:`hyperparameters`); the init functions take them as arguments.
+
+``W_u = None`` in θ means the tied unembedding ``W_u = W_eᵀ`` (paper §5): one array, two uses, so
+the gradient of ``W_e`` is the sum over both paths.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._checks import check_tokens, fail
+from .attention import (
+    MHAttentionParams,
+    _normal,
+    init_mh_attention,
+    mh_attention,
+    unidirectional_mask,
+)
+from .embeddings import embed, init_embeddings
+from .functions import gelu, relu, softmax
+from .normalisation import EPS, init_layer_norm, layer_norm_columns
+
+
+class Layer(NamedTuple):
+    """One layer l of Algorithms 8 (encoder), 9 and 10: ``W_l``, ``γ_l^1, β_l^1, γ_l^2, β_l^2``, MLP."""
+
+    W: MHAttentionParams  # self-attention, d_x = d_z = d_out = d_e
+    gamma1: jax.Array  # (d_e,)
+    beta1: jax.Array  # (d_e,)
+    gamma2: jax.Array  # (d_e,)
+    beta2: jax.Array  # (d_e,)
+    W_mlp1: jax.Array  # (d_mlp, d_e)
+    b_mlp1: jax.Array  # (d_mlp,)
+    W_mlp2: jax.Array  # (d_e, d_mlp)
+    b_mlp2: jax.Array  # (d_e,)
+
+
+class DecoderLayer(NamedTuple):
+    """One decoder layer l of Algorithm 8: ``W_l^dec``, ``W_l^{e/d}``, ``γ_l^{3,4,5}``, ``β_l^{3,4,5}``, MLP."""
+
+    W_dec: MHAttentionParams  # causal self-attention
+    W_ed: MHAttentionParams  # cross-attention to the encoder's Z
+    gamma3: jax.Array
+    beta3: jax.Array
+    gamma4: jax.Array
+    beta4: jax.Array
+    gamma5: jax.Array
+    beta5: jax.Array
+    W_mlp3: jax.Array  # (d_mlp, d_e)
+    b_mlp3: jax.Array  # (d_mlp,)
+    W_mlp4: jax.Array  # (d_e, d_mlp)
+    b_mlp4: jax.Array  # (d_e,)
+
+
+class EDTransformerParams(NamedTuple):
+    """θ of Algorithm 8. ``W_e``, ``W_p`` are shared by encoder and decoder."""
+
+    W_e: jax.Array  # (d_e, N_V)
+    W_p: jax.Array  # (d_e, ℓ_max)
+    enc: tuple[Layer, ...]  # L_enc layers
+    dec: tuple[DecoderLayer, ...]  # L_dec layers
+    W_u: jax.Array | None  # (N_V, d_e), or None: tied to W_eᵀ
+
+
+class ETransformerParams(NamedTuple):
+    """θ of Algorithm 9 (with the erratum fixed: ``W_u`` is ``(N_V, d_f)``)."""
+
+    W_e: jax.Array  # (d_e, N_V)
+    W_p: jax.Array  # (d_e, ℓ_max)
+    layers: tuple[Layer, ...]  # L layers
+    W_f: jax.Array  # (d_f, d_e)
+    b_f: jax.Array  # (d_f,)
+    gamma: jax.Array  # (d_f,)
+    beta: jax.Array  # (d_f,)
+    W_u: jax.Array | None  # (N_V, d_f), or None: tied to W_eᵀ (needs d_f = d_e)
+
+
+class DTransformerParams(NamedTuple):
+    """θ of Algorithm 10."""
+
+    W_e: jax.Array  # (d_e, N_V)
+    W_p: jax.Array  # (d_e, ℓ_max)
+    layers: tuple[Layer, ...]  # L layers
+    gamma: jax.Array  # (d_e,) final layer norm
+    beta: jax.Array  # (d_e,)
+    W_u: jax.Array | None  # (N_V, d_e), or None: tied to W_eᵀ
+
+
+# ------------------------------------------------------------------------------ building blocks
+
+
+def mlp(X, W_1, b_1, W_2, b_2, activation):
+    """``W_2 σ(W_1 X + b_1 1ᵀ) + b_2 1ᵀ``: the position-wise MLP of lines 7 (Alg 8, 9) and 8 (Alg 10)."""
+    return W_2 @ activation(W_1 @ X + b_1[:, None]) + b_2[:, None]
+
+
+def post_ln_layer(X, layer: Layer, Mask, activation, eps=EPS):
+    """Lines 5-8 of Algorithms 8 (encoder) and 9: a Post-LN layer, the norm after each residual sum."""
+    X = X + mh_attention(X, X, layer.W, Mask)  # line 5
+    X = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 6
+    X = X + mlp(X, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)  # line 7
+    return layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 8
+
+
+def pre_ln_layer(X, layer: Layer, Mask, activation, eps=EPS):
+    """Lines 5-8 of Algorithm 10: a Pre-LN layer; only the branch input X̃ is normalised, never X."""
+    X_tilde = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 5
+    X = X + mh_attention(X_tilde, X_tilde, layer.W, Mask)  # line 6
+    X_tilde = layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 7
+    return X + mlp(X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)  # 8
+
+
+def ed_decoder_layer(X, Z, layer: DecoderLayer, Mask, activation=relu, eps=EPS):
+    """Lines 14-19 of Algorithm 8: causal self-attention, cross-attention to Z, MLP, each Post-LN."""
+    X = X + mh_attention(X, X, layer.W_dec, Mask)  # line 14
+    X = layer_norm_columns(X, layer.gamma3, layer.beta3, eps)  # line 15
+    X = X + mh_attention(X, Z, layer.W_ed, None)  # line 16: Mask ≡ 1
+    X = layer_norm_columns(X, layer.gamma4, layer.beta4, eps)  # line 17
+    X = X + mlp(X, layer.W_mlp3, layer.b_mlp3, layer.W_mlp4, layer.b_mlp4, activation)  # line 18
+    return layer_norm_columns(X, layer.gamma5, layer.beta5, eps)  # line 19
+
+
+def unembedding_matrix(theta):
+    """``W_u``, or ``W_eᵀ`` when θ ties them (``W_u is None``)."""
+    return theta.W_e.T if theta.W_u is None else theta.W_u
+
+
+# --------------------------------------------------------------------------------- Algorithm 8
+
+
+def ed_encode(z, theta: EDTransformerParams, *, eps=EPS):
+    """Lines 1-9 of Algorithm 8: the encoded context ``Z`` of shape ``(d_e, ℓ_z)``."""
+    _check_inputs(theta, "EDTransformer (Algorithm 8)", z=z)
+    Z = embed(z, theta.W_e, theta.W_p)  # lines 1-3
+    for layer in theta.enc:  # line 4
+        Z = post_ln_layer(Z, layer, None, relu, eps)  # lines 5-8, Mask ≡ 1
+    return Z
+
+
+def ed_decode_logits(x, Z, theta: EDTransformerParams, *, eps=EPS):
+    """Lines 10-21 of Algorithm 8 up to the softmax: ``W_u X`` of shape ``(N_V, ℓ_x)``."""
+    _check_inputs(theta, "EDTransformer (Algorithm 8)", x=x)
+    X = embed(x, theta.W_e, theta.W_p)  # lines 10-12
+    Mask = unidirectional_mask(X.shape[1])
+    for layer in theta.dec:  # line 13 (erratum: printed "for i", the body uses l)
+        X = ed_decoder_layer(X, Z, layer, Mask, relu, eps)  # lines 14-19
+    return unembedding_matrix(theta) @ X  # line 21, before the softmax
+
+
+def ed_transformer_logits(z, x, theta: EDTransformerParams, *, eps=EPS):
+    """Algorithm 8 without its final softmax: ``W_u X``, shape ``(N_V, ℓ_x)``."""
+    return ed_decode_logits(x, ed_encode(z, theta, eps=eps), theta, eps=eps)
+
+
+def ed_transformer(z, x, theta: EDTransformerParams, *, eps=EPS):
+    """Algorithm 8, ``P ← EDTransformer(z, x | θ)``: encoder-decoder, Post-LN, ReLU.
+
+    ``z``: context tokens ``(ℓ_z,)``; ``x``: primary tokens ``(ℓ_x,)``; both 0-based ids, at most
+    ℓ_max long. Returns ``P`` of shape ``(N_V, ℓ_x)``; column t is ``P̂(x[t+1] | x[:t+1], z)``.
+    Lines 1-9 are :func:`ed_encode`, lines 10-20 :func:`ed_decode_logits`, line 21 the softmax.
+    """
+    return softmax(ed_transformer_logits(z, x, theta, eps=eps))  # line 21
+
+
+# --------------------------------------------------------------------------------- Algorithm 9
+
+
+def e_transformer_logits(x, theta: ETransformerParams, *, activation=gelu, eps=EPS):
+    """Algorithm 9 without its final softmax: ``W_u X``, shape ``(N_V, ℓ)``."""
+    _check_inputs(theta, "ETransformer (Algorithm 9)", x=x)
+    X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
+    for layer in theta.layers:  # line 4
+        X = post_ln_layer(X, layer, None, activation, eps)  # lines 5-8, Mask ≡ 1
+    X = activation(theta.W_f @ X + theta.b_f[:, None])  # line 10
+    X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 11
+    return unembedding_matrix(theta) @ X  # line 12, before the softmax
+
+
+def e_transformer(x, theta: ETransformerParams, *, activation=gelu, eps=EPS):
+    """Algorithm 9, ``P ← ETransformer(x | θ)``: encoder-only (BERT), Post-LN, GELU.
+
+    ``x``: ``(ℓ,)`` token ids. Returns ``P`` ``(N_V, ℓ)``, each column a distribution over V.
+    ``activation`` defaults to the exact GELU of the paper.
+    """
+    return softmax(e_transformer_logits(x, theta, activation=activation, eps=eps))  # line 12
+
+
+# -------------------------------------------------------------------------------- Algorithm 10
+
+
+def d_transformer_logits(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):
+    """Algorithm 10 without its final softmax: ``W_u X``, shape ``(N_V, ℓ)``."""
+    _check_inputs(theta, "DTransformer (Algorithm 10)", x=x)
+    X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
+    Mask = unidirectional_mask(X.shape[1])
+    for layer in theta.layers:  # line 4
+        X = pre_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8
+    X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
+    return unembedding_matrix(theta) @ X  # line 11, before the softmax
+
+
+def d_transformer(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):
+    """Algorithm 10, ``P ← DTransformer(x | θ)``: decoder-only (GPT-2), Pre-LN, GELU, final LN.
+
+    ``x``: ``(ℓ,)`` token ids. Returns ``P`` ``(N_V, ℓ)``; column t is ``P̂(x[t+1] | x[:t+1])``.
+    ``activation=gelu_tanh`` gives GPT-2's default ``gelu_new``.
+    """
+    return softmax(d_transformer_logits(x, theta, activation=activation, eps=eps))  # line 11
+
+
+# ------------------------------------------------------------------------------ initialisation
+
+
+def _init_layer(key, H, d_e, d_mlp, d_attn, d_mid, dtype) -> Layer:
+    k_att, k_1, k_2 = jax.random.split(key, 3)
+    gamma1, beta1 = init_layer_norm(d_e, dtype)
+    gamma2, beta2 = init_layer_norm(d_e, dtype)
+    return Layer(
+        init_mh_attention(k_att, H, d_e, d_e, d_attn, d_mid, d_e, dtype),
+        gamma1, beta1, gamma2, beta2,
+        _normal(k_1, (d_mlp, d_e), d_e, dtype), jnp.zeros(d_mlp, dtype),
+        _normal(k_2, (d_e, d_mlp), d_mlp, dtype), jnp.zeros(d_e, dtype),
+    )  # fmt: skip
+
+
+def _init_decoder_layer(key, H, d_e, d_mlp, d_attn, d_mid, dtype) -> DecoderLayer:
+    k_dec, k_ed, k_3, k_4 = jax.random.split(key, 4)
+    norms = [a for _ in range(3) for a in init_layer_norm(d_e, dtype)]
+    return DecoderLayer(
+        init_mh_attention(k_dec, H, d_e, d_e, d_attn, d_mid, d_e, dtype),
+        init_mh_attention(k_ed, H, d_e, d_e, d_attn, d_mid, d_e, dtype),
+        *norms,
+        _normal(k_3, (d_mlp, d_e), d_e, dtype), jnp.zeros(d_mlp, dtype),
+        _normal(k_4, (d_e, d_mlp), d_mlp, dtype), jnp.zeros(d_e, dtype),
+    )  # fmt: skip
+
+
+def _head_dims(H, d_e, d_attn, d_mid):
+    if d_attn is None or d_mid is None:
+        if d_e % H:
+            fail("init", "H", f"= {H} does not divide d_e = {d_e}; pass d_attn and d_mid")
+    return (d_e // H if d_attn is None else d_attn), (d_e // H if d_mid is None else d_mid)
+
+
+def _unembedding(key, N_V, d, tied, dtype):
+    return None if tied else _normal(key, (N_V, d), d, dtype)
+
+
+def init_ed_transformer(
+    key, *, N_V, ell_max, L_enc, L_dec, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False,
+    dtype=jnp.float32,
+) -> EDTransformerParams:  # fmt: skip
+    """θ of Algorithm 8. ``d_attn`` and ``d_mid`` default to ``d_e / H`` (as in Vaswani et al.).
+
+    Initialisation (the paper gives none): embeddings N(0, 0.02²); weight matrices N(0, 1/fan_in);
+    biases 0; γ = 1, β = 0.
+    """
+    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
+    k_emb, k_enc, k_dec, k_u = jax.random.split(key, 4)
+    W_e, W_p = init_embeddings(k_emb, N_V, d_e, ell_max, dtype)
+    enc = tuple(
+        _init_layer(k, H, d_e, d_mlp, d_attn, d_mid, dtype) for k in jax.random.split(k_enc, L_enc)
+    )
+    dec = tuple(
+        _init_decoder_layer(k, H, d_e, d_mlp, d_attn, d_mid, dtype)
+        for k in jax.random.split(k_dec, L_dec)
+    )
+    return EDTransformerParams(W_e, W_p, enc, dec, _unembedding(k_u, N_V, d_e, tied, dtype))
+
+
+def init_e_transformer(
+    key, *, N_V, ell_max, L, H, d_e, d_mlp, d_f=None, d_attn=None, d_mid=None, tied=False,
+    dtype=jnp.float32,
+) -> ETransformerParams:  # fmt: skip
+    """θ of Algorithm 9; ``d_f`` defaults to ``d_e`` (as in BERT), ``W_u`` is ``(N_V, d_f)``."""
+    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
+    d_f = d_e if d_f is None else d_f
+    if tied and d_f != d_e:
+        fail("init_e_transformer (Algorithm 9)", "tied", f"needs d_f = d_e, got {d_f} != {d_e}")
+    k_emb, k_layers, k_f, k_u = jax.random.split(key, 4)
+    W_e, W_p = init_embeddings(k_emb, N_V, d_e, ell_max, dtype)
+    layers = tuple(
+        _init_layer(k, H, d_e, d_mlp, d_attn, d_mid, dtype) for k in jax.random.split(k_layers, L)
+    )
+    gamma, beta = init_layer_norm(d_f, dtype)
+    W_f, b_f = _normal(k_f, (d_f, d_e), d_e, dtype), jnp.zeros(d_f, dtype)
+    W_u = _unembedding(k_u, N_V, d_f, tied, dtype)
+    return ETransformerParams(W_e, W_p, layers, W_f, b_f, gamma, beta, W_u)
+
+
+def init_d_transformer(
+    key, *, N_V, ell_max, L, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False,
+    dtype=jnp.float32,
+) -> DTransformerParams:  # fmt: skip
+    """θ of Algorithm 10 (initialisation as :func:`init_ed_transformer`)."""
+    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
+    k_emb, k_layers, k_u = jax.random.split(key, 3)
+    W_e, W_p = init_embeddings(k_emb, N_V, d_e, ell_max, dtype)
+    layers = tuple(
+        _init_layer(k, H, d_e, d_mlp, d_attn, d_mid, dtype) for k in jax.random.split(k_layers, L)
+    )
+    gamma, beta = init_layer_norm(d_e, dtype)
+    return DTransformerParams(
+        W_e, W_p, layers, gamma, beta, _unembedding(k_u, N_V, d_e, tied, dtype)
+    )
+
+
+# ----------------------------------------------------------------------- hyperparameters, checks
+
+
+def hyperparameters(theta) -> dict:
+    """The hyperparameters of θ (Algorithm 8, 9 or 10), read off its shapes."""
+    d_e, N_V = theta.W_e.shape
+    hp = dict(N_V=N_V, ell_max=theta.W_p.shape[1], d_e=d_e, tied=theta.W_u is None)
+    if isinstance(theta, EDTransformerParams):
+        first = (theta.enc or theta.dec)[0]
+        W = first.W if isinstance(first, Layer) else first.W_dec
+        W_mlp = first.W_mlp1 if isinstance(first, Layer) else first.W_mlp3
+        hp.update(L_enc=len(theta.enc), L_dec=len(theta.dec))
+    elif isinstance(theta, (ETransformerParams, DTransformerParams)):
+        if not theta.layers:
+            fail(type(theta).__name__, "theta.layers", "is empty; L must be at least 1")
+        W, W_mlp = theta.layers[0].W, theta.layers[0].W_mlp1
+        hp.update(L=len(theta.layers))
+        if isinstance(theta, ETransformerParams):
+            hp.update(d_f=theta.W_f.shape[0])
+    else:
+        raise TypeError(f"hyperparameters: expected θ of Algorithm 8, 9 or 10, got {type(theta)}")
+    H, d_attn, _ = W.W_q.shape
+    hp.update(H=H, d_mlp=W_mlp.shape[0], d_attn=d_attn, d_mid=W.W_v.shape[1])
+    return hp
+
+
+_INIT = {
+    EDTransformerParams: init_ed_transformer,
+    ETransformerParams: init_e_transformer,
+    DTransformerParams: init_d_transformer,
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _expected_shapes(kind, hp_items):
+    shapes = jax.eval_shape(lambda: _INIT[kind](jax.random.key(0), **dict(hp_items)))
+    return jax.tree_util.tree_flatten_with_path(shapes)
+
+
+def check_params(theta, algorithm: str | None = None, **hp) -> None:
+    """Raise ``ValueError`` naming the first leaf of θ whose shape does not fit the hyperparameters.
+
+    The hyperparameters are read off θ (:func:`hyperparameters`) and may be overridden by keyword
+    (``check_params(theta, d_e=64)`` asserts d_e too). Cheap: compares shapes only.
+    """
+    kind = type(theta)
+    algorithm = algorithm or kind.__name__
+    if kind not in _INIT:
+        raise TypeError(f"{algorithm}: argument 'theta' must be {kind.__name__}, got {type(theta)}")
+    expected_hp = {**hyperparameters(theta), **hp}
+    expected, expected_tree = _expected_shapes(kind, tuple(sorted(expected_hp.items())))
+    actual, actual_tree = jax.tree_util.tree_flatten_with_path(theta)
+    if expected_tree != actual_tree:
+        fail(
+            algorithm,
+            "theta",
+            f"has structure {actual_tree}, expected {expected_tree} for {expected_hp}",
+        )
+    for (path, a), (_, e) in zip(actual, expected, strict=True):
+        if jnp.shape(a) != e.shape:
+            name = "theta" + jax.tree_util.keystr(path)
+            fail(algorithm, name, f"has shape {jnp.shape(a)}, expected {e.shape} for {expected_hp}")
+
+
+def _check_inputs(theta, algorithm, **sequences):
+    check_params(theta, algorithm)
+    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
+    for name, x in sequences.items():
+        check_tokens(algorithm, name, x, N_V, ell_max)

@@ -1,0 +1,63 @@
+"""Element-wise and column-wise functions of the paper's §3 and §5: softmax (eq. 2), GELU, ReLU.
+
+Dtype policy: softmax accumulates in at least float32 (float16/bfloat16 inputs are upcast, the
+result is cast back), so that exponentials and sums neither overflow nor lose the small terms.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def compute_dtype(dtype):
+    """The dtype a reduction runs in: the input's, but never narrower than float32."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def softmax(A, mask=None):
+    """Column-wise softmax, paper eq. 2: ``softmax(A)[t_z, t_x] = exp A[t_z, t_x] / Σ_t exp A[t, t_x]``.
+
+    ``A`` has shape ``(ℓ_z, ℓ_x)`` (a vector is one column). With a boolean ``mask`` of the same
+    shape, entries where ``mask`` is False are treated as ``-∞`` (Algorithm 4, line 5): they get
+    weight exactly 0 and exactly zero gradient. A column whose entries are all masked has no
+    distribution to return (the paper's 0/0); this function returns a column of zeros there, with
+    zero gradient. No ``inf`` or ``nan`` is ever formed, in any dtype.
+    """
+    dtype = A.dtype
+    A = A.astype(compute_dtype(dtype))
+    if mask is None:
+        mask = jnp.ones(A.shape, bool)
+    # The column maximum over allowed entries only; it cancels in the ratio, so no gradient.
+    low = jnp.finfo(A.dtype).min
+    m = jnp.max(jnp.where(mask, A, low), axis=0, keepdims=True)
+    m = jax.lax.stop_gradient(jnp.where(jnp.any(mask, axis=0, keepdims=True), m, 0))
+    # Double `where`: masked entries never reach exp, so neither their value nor their gradient
+    # can be inf or nan (bug class 2).
+    E = jnp.where(mask, jnp.exp(jnp.where(mask, A - m, 0)), 0)
+    Z = jnp.sum(E, axis=0, keepdims=True)
+    return (E / jnp.where(Z > 0, Z, 1)).astype(dtype)
+
+
+def log_softmax(A):
+    """``log softmax(A)`` column-wise (eq. 2), computed stably; used by the training losses."""
+    dtype = A.dtype
+    A = A.astype(compute_dtype(dtype))
+    return jax.nn.log_softmax(A, axis=0).astype(dtype)
+
+
+def gelu(x):
+    """Exact GELU (paper §3): ``GELU(x) = x · P[X < x]`` for ``X ~ N(0, 1)``, i.e. ``x Φ(x)``."""
+    return x * 0.5 * (1 + jax.scipy.special.erf(x / math.sqrt(2)))
+
+
+def gelu_tanh(x):
+    """The tanh approximation of GELU used by GPT-2 (``gelu_new``); not the paper's GELU."""
+    return 0.5 * x * (1 + jnp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def relu(x):
+    """``ReLU(x) = max(0, x)``, element-wise (Algorithm 8)."""
+    return jnp.maximum(x, 0)
