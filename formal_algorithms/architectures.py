@@ -13,22 +13,18 @@ the gradient of ``W_e`` is the sum over both paths.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from ._checks import check_tokens, fail
-from .attention import (
-    MHAttentionParams,
-    _normal,
-    init_mh_attention,
-    mh_attention,
-    unidirectional_mask,
-)
-from .embeddings import embed, init_embeddings
+from .attention import MHAttentionParams, mh_attention, mh_attention_spec, unidirectional_mask
+from .embeddings import embed, embeddings_spec
 from .functions import gelu, relu, softmax
-from .normalisation import EPS, init_layer_norm, layer_norm_columns
+from .initialisation import is_spec, materialise, ones, weight, zeros
+from .normalisation import EPS, layer_norm_columns
 
 
 class Layer(NamedTuple):
@@ -219,29 +215,24 @@ def d_transformer(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):
 
 
 # ------------------------------------------------------------------------------ initialisation
+# Each θ is first described as a tree of leaf specs (see :mod:`.initialisation`); the init
+# functions draw it on the caller's key, and check_params compares against the same specs.
 
 
-def _init_layer(key, H, d_e, d_mlp, d_attn, d_mid, dtype) -> Layer:
-    k_att, k_1, k_2 = jax.random.split(key, 3)
-    gamma1, beta1 = init_layer_norm(d_e, dtype)
-    gamma2, beta2 = init_layer_norm(d_e, dtype)
+def layer_spec(H, d_e, d_mlp, d_attn, d_mid) -> Layer:
     return Layer(
-        init_mh_attention(k_att, H, d_e, d_e, d_attn, d_mid, d_e, dtype),
-        gamma1, beta1, gamma2, beta2,
-        _normal(k_1, (d_mlp, d_e), d_e, dtype), jnp.zeros(d_mlp, dtype),
-        _normal(k_2, (d_e, d_mlp), d_mlp, dtype), jnp.zeros(d_e, dtype),
+        mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e),
+        ones(d_e), zeros(d_e), ones(d_e), zeros(d_e),
+        weight(d_mlp, d_e), zeros(d_mlp), weight(d_e, d_mlp), zeros(d_e),
     )  # fmt: skip
 
 
-def _init_decoder_layer(key, H, d_e, d_mlp, d_attn, d_mid, dtype) -> DecoderLayer:
-    k_dec, k_ed, k_3, k_4 = jax.random.split(key, 4)
-    norms = [a for _ in range(3) for a in init_layer_norm(d_e, dtype)]
+def decoder_layer_spec(H, d_e, d_mlp, d_attn, d_mid) -> DecoderLayer:
     return DecoderLayer(
-        init_mh_attention(k_dec, H, d_e, d_e, d_attn, d_mid, d_e, dtype),
-        init_mh_attention(k_ed, H, d_e, d_e, d_attn, d_mid, d_e, dtype),
-        *norms,
-        _normal(k_3, (d_mlp, d_e), d_e, dtype), jnp.zeros(d_mlp, dtype),
-        _normal(k_4, (d_e, d_mlp), d_mlp, dtype), jnp.zeros(d_e, dtype),
+        mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e),
+        mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e),
+        ones(d_e), zeros(d_e), ones(d_e), zeros(d_e), ones(d_e), zeros(d_e),
+        weight(d_mlp, d_e), zeros(d_mlp), weight(d_e, d_mlp), zeros(d_e),
     )  # fmt: skip
 
 
@@ -252,10 +243,52 @@ def _head_dims(H, d_e, d_attn, d_mid):
     return (d_e // H if d_attn is None else d_attn), (d_e // H if d_mid is None else d_mid)
 
 
-def _unembedding(key, N_V, d, tied, dtype):
-    return None if tied else _normal(key, (N_V, d), d, dtype)
+def ed_transformer_spec(
+    *, N_V, ell_max, L_enc, L_dec, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False
+) -> EDTransformerParams:
+    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
+    return EDTransformerParams(
+        *embeddings_spec(N_V, d_e, ell_max),
+        tuple(layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L_enc)),
+        tuple(decoder_layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L_dec)),
+        None if tied else weight(N_V, d_e),
+    )
 
 
+def e_transformer_spec(
+    *, N_V, ell_max, L, H, d_e, d_mlp, d_f=None, d_attn=None, d_mid=None, tied=False
+) -> ETransformerParams:
+    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
+    d_f = d_e if d_f is None else d_f
+    if tied and d_f != d_e:
+        fail("init_e_transformer (Algorithm 9)", "tied", f"needs d_f = d_e, got {d_f} != {d_e}")
+    return ETransformerParams(
+        *embeddings_spec(N_V, d_e, ell_max),
+        tuple(layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L)),
+        weight(d_f, d_e), zeros(d_f), ones(d_f), zeros(d_f),
+        None if tied else weight(N_V, d_f),
+    )  # fmt: skip
+
+
+def d_transformer_spec(
+    *, N_V, ell_max, L, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False
+) -> DTransformerParams:
+    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
+    return DTransformerParams(
+        *embeddings_spec(N_V, d_e, ell_max),
+        tuple(layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L)),
+        ones(d_e), zeros(d_e),
+        None if tied else weight(N_V, d_e),
+    )  # fmt: skip
+
+
+def _jit_init(init):
+    """Compile an init once per hyperparameter set: everything but the key is static."""
+    static = [name for name in inspect.signature(init).parameters if name != "key"]
+    return functools.wraps(init)(jax.jit(init, static_argnames=static))
+
+
+@_jit_init
 def init_ed_transformer(
     key, *, N_V, ell_max, L_enc, L_dec, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False,
     dtype=jnp.float32,
@@ -263,56 +296,39 @@ def init_ed_transformer(
     """θ of Algorithm 8. ``d_attn`` and ``d_mid`` default to ``d_e / H`` (as in Vaswani et al.).
 
     Initialisation (the paper gives none): embeddings N(0, 0.02²); weight matrices N(0, 1/fan_in);
-    biases 0; γ = 1, β = 0.
+    biases 0; γ = 1, β = 0. ``tied=True`` sets ``W_u = None`` (``W_u = W_eᵀ``).
     """
-    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
-    k_emb, k_enc, k_dec, k_u = jax.random.split(key, 4)
-    W_e, W_p = init_embeddings(k_emb, N_V, d_e, ell_max, dtype)
-    enc = tuple(
-        _init_layer(k, H, d_e, d_mlp, d_attn, d_mid, dtype) for k in jax.random.split(k_enc, L_enc)
-    )
-    dec = tuple(
-        _init_decoder_layer(k, H, d_e, d_mlp, d_attn, d_mid, dtype)
-        for k in jax.random.split(k_dec, L_dec)
-    )
-    return EDTransformerParams(W_e, W_p, enc, dec, _unembedding(k_u, N_V, d_e, tied, dtype))
+    spec = ed_transformer_spec(
+        N_V=N_V, ell_max=ell_max, L_enc=L_enc, L_dec=L_dec, H=H, d_e=d_e, d_mlp=d_mlp,
+        d_attn=d_attn, d_mid=d_mid, tied=tied,
+    )  # fmt: skip
+    return materialise(key, spec, dtype)
 
 
+@_jit_init
 def init_e_transformer(
     key, *, N_V, ell_max, L, H, d_e, d_mlp, d_f=None, d_attn=None, d_mid=None, tied=False,
     dtype=jnp.float32,
 ) -> ETransformerParams:  # fmt: skip
     """θ of Algorithm 9; ``d_f`` defaults to ``d_e`` (as in BERT), ``W_u`` is ``(N_V, d_f)``."""
-    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
-    d_f = d_e if d_f is None else d_f
-    if tied and d_f != d_e:
-        fail("init_e_transformer (Algorithm 9)", "tied", f"needs d_f = d_e, got {d_f} != {d_e}")
-    k_emb, k_layers, k_f, k_u = jax.random.split(key, 4)
-    W_e, W_p = init_embeddings(k_emb, N_V, d_e, ell_max, dtype)
-    layers = tuple(
-        _init_layer(k, H, d_e, d_mlp, d_attn, d_mid, dtype) for k in jax.random.split(k_layers, L)
-    )
-    gamma, beta = init_layer_norm(d_f, dtype)
-    W_f, b_f = _normal(k_f, (d_f, d_e), d_e, dtype), jnp.zeros(d_f, dtype)
-    W_u = _unembedding(k_u, N_V, d_f, tied, dtype)
-    return ETransformerParams(W_e, W_p, layers, W_f, b_f, gamma, beta, W_u)
+    spec = e_transformer_spec(
+        N_V=N_V, ell_max=ell_max, L=L, H=H, d_e=d_e, d_mlp=d_mlp, d_f=d_f, d_attn=d_attn,
+        d_mid=d_mid, tied=tied,
+    )  # fmt: skip
+    return materialise(key, spec, dtype)
 
 
+@_jit_init
 def init_d_transformer(
     key, *, N_V, ell_max, L, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False,
     dtype=jnp.float32,
 ) -> DTransformerParams:  # fmt: skip
     """θ of Algorithm 10 (initialisation as :func:`init_ed_transformer`)."""
-    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
-    k_emb, k_layers, k_u = jax.random.split(key, 3)
-    W_e, W_p = init_embeddings(k_emb, N_V, d_e, ell_max, dtype)
-    layers = tuple(
-        _init_layer(k, H, d_e, d_mlp, d_attn, d_mid, dtype) for k in jax.random.split(k_layers, L)
-    )
-    gamma, beta = init_layer_norm(d_e, dtype)
-    return DTransformerParams(
-        W_e, W_p, layers, gamma, beta, _unembedding(k_u, N_V, d_e, tied, dtype)
-    )
+    spec = d_transformer_spec(
+        N_V=N_V, ell_max=ell_max, L=L, H=H, d_e=d_e, d_mlp=d_mlp, d_attn=d_attn, d_mid=d_mid,
+        tied=tied,
+    )  # fmt: skip
+    return materialise(key, spec, dtype)
 
 
 # ----------------------------------------------------------------------- hyperparameters, checks
@@ -341,17 +357,17 @@ def hyperparameters(theta) -> dict:
     return hp
 
 
-_INIT = {
-    EDTransformerParams: init_ed_transformer,
-    ETransformerParams: init_e_transformer,
-    DTransformerParams: init_d_transformer,
+_SPEC = {
+    EDTransformerParams: ed_transformer_spec,
+    ETransformerParams: e_transformer_spec,
+    DTransformerParams: d_transformer_spec,
 }
 
 
 @functools.lru_cache(maxsize=64)
 def _expected_shapes(kind, hp_items):
-    shapes = jax.eval_shape(lambda: _INIT[kind](jax.random.key(0), **dict(hp_items)))
-    return jax.tree_util.tree_flatten_with_path(shapes)
+    spec = _SPEC[kind](**dict(hp_items))
+    return jax.tree_util.tree_flatten_with_path(spec, is_leaf=is_spec)
 
 
 def check_params(theta, algorithm: str | None = None, **hp) -> None:
@@ -362,7 +378,7 @@ def check_params(theta, algorithm: str | None = None, **hp) -> None:
     """
     kind = type(theta)
     algorithm = algorithm or kind.__name__
-    if kind not in _INIT:
+    if kind not in _SPEC:
         raise TypeError(f"{algorithm}: argument 'theta' must be {kind.__name__}, got {type(theta)}")
     expected_hp = {**hyperparameters(theta), **hp}
     expected, expected_tree = _expected_shapes(kind, tuple(sorted(expected_hp.items())))

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from ._checks import check_mask, check_shape, fail
 from .functions import softmax
+from .initialisation import materialise, weight, zeros
 
 
 class AttentionParams(NamedTuple):
@@ -137,26 +138,30 @@ def _check_attention_inputs(algorithm, X, Z, W_q, W_k, Mask):
         check_mask(algorithm, Mask, Z.shape[1], X.shape[1])
 
 
-def _normal(key, shape, fan_in, dtype):
-    return jax.random.normal(key, shape, dtype) / math.sqrt(fan_in)
+def attention_spec(d_x, d_z, d_attn, d_out) -> AttentionParams:
+    """Shapes and initial distributions of one head (see :mod:`.initialisation`)."""
+    return AttentionParams(
+        weight(d_attn, d_x), zeros(d_attn), weight(d_attn, d_z), zeros(d_attn),
+        weight(d_out, d_z), zeros(d_out),
+    )  # fmt: skip
+
+
+def mh_attention_spec(H, d_x, d_z, d_attn, d_mid, d_out) -> MHAttentionParams:
+    """Shapes and initial distributions of eq. 4's ``W`` with H stacked heads."""
+    lead = (H,)
+    return MHAttentionParams(
+        weight(d_attn, d_x, lead=lead), zeros(H, d_attn),
+        weight(d_attn, d_z, lead=lead), zeros(H, d_attn),
+        weight(d_mid, d_z, lead=lead), zeros(H, d_mid),
+        weight(d_out, H * d_mid), zeros(d_out),
+    )  # fmt: skip
 
 
 def init_attention(key, d_x, d_z, d_attn, d_out, dtype=jnp.float32) -> AttentionParams:
     """One head (Algorithm 4): weights ~ N(0, 1/fan_in), biases 0 (the paper gives no init)."""
-    kq, kk, kv = jax.random.split(key, 3)
-    zeros = jnp.zeros
-    return AttentionParams(
-        _normal(kq, (d_attn, d_x), d_x, dtype), zeros(d_attn, dtype),
-        _normal(kk, (d_attn, d_z), d_z, dtype), zeros(d_attn, dtype),
-        _normal(kv, (d_out, d_z), d_z, dtype), zeros(d_out, dtype),
-    )  # fmt: skip
+    return materialise(key, attention_spec(d_x, d_z, d_attn, d_out), dtype)
 
 
 def init_mh_attention(key, H, d_x, d_z, d_attn, d_mid, d_out, dtype=jnp.float32):
     """Eq. 4's parameter set ``W`` with H heads: weights ~ N(0, 1/fan_in), biases 0."""
-    k_heads, k_o = jax.random.split(key)
-    heads = jax.vmap(lambda k: init_attention(k, d_x, d_z, d_attn, d_mid, dtype))(
-        jax.random.split(k_heads, H)
-    )
-    W_o = _normal(k_o, (d_out, H * d_mid), H * d_mid, dtype)
-    return MHAttentionParams(*heads, W_o, jnp.zeros(d_out, dtype))
+    return materialise(key, mh_attention_spec(H, d_x, d_z, d_attn, d_mid, d_out), dtype)

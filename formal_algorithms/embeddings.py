@@ -6,12 +6,12 @@ Indices are 0-based: the paper's token v ∈ [N_V] is ``v - 1`` here, its positi
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_index, check_shape, check_tokens, fail
 from .functions import softmax
+from .initialisation import Normal, materialise
 
 
 def token_embedding(v, W_e):
@@ -88,13 +88,15 @@ def _check_even(name, d_e):
         fail(name, "d_e", f"= {d_e} must be even: the sinusoids come in sin/cos row pairs")
 
 
-def init_embeddings(key, N_V: int, d_e: int, ell_max: int, dtype=jnp.float32):
-    """Learned ``W_e`` ``(d_e, N_V)`` and ``W_p`` ``(d_e, ℓ_max)``, entries drawn from N(0, 0.02²).
+def embeddings_spec(N_V: int, d_e: int, ell_max: int):
+    """Learned ``W_e`` ``(d_e, N_V)`` and ``W_p`` ``(d_e, ℓ_max)``, entries from N(0, 0.02²).
 
     The paper gives no initialisation; 0.02 is GPT-2's choice and keeps the tied unembedding's
     initial logits small.
     """
-    k_e, k_p = jax.random.split(key)
-    W_e = 0.02 * jax.random.normal(k_e, (d_e, N_V), dtype)
-    W_p = 0.02 * jax.random.normal(k_p, (d_e, ell_max), dtype)
-    return W_e, W_p
+    return Normal((d_e, N_V), 0.02), Normal((d_e, ell_max), 0.02)
+
+
+def init_embeddings(key, N_V: int, d_e: int, ell_max: int, dtype=jnp.float32):
+    """``(W_e, W_p)`` drawn as :func:`embeddings_spec` describes."""
+    return materialise(key, embeddings_spec(N_V, d_e, ell_max), dtype)
