@@ -54,7 +54,7 @@ def check_causal_tokens(f, x, N_V: int, *, atol: float = 0.0):
     x = jnp.asarray(x)
     base = f(x)
     for t in range(1, x.shape[0]):
-        x2 = x.at[t:].set((x[t:] + 1 + jnp.arange(x.shape[0] - t)) % N_V)
+        x2 = x.at[t:].set((x[t:] + 1 + jnp.arange(x.shape[0] - t, dtype=x.dtype)) % N_V)
         out = f(x2)
         if not _close(out[:, :t], base[:, :t], atol):
             bad = int(np.argmax(np.any(~np.isclose(out[:, :t], base[:, :t], atol=atol, rtol=0), 0)))
