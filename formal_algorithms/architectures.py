@@ -339,6 +339,8 @@ def hyperparameters(theta) -> dict:
     d_e, N_V = theta.W_e.shape
     hp = dict(N_V=N_V, ell_max=theta.W_p.shape[1], d_e=d_e, tied=theta.W_u is None)
     if isinstance(theta, EDTransformerParams):
+        if not (theta.enc or theta.dec):
+            fail("EDTransformerParams", "theta", "has no encoder and no decoder layers")
         first = (theta.enc or theta.dec)[0]
         W = first.W if isinstance(first, Layer) else first.W_dec
         W_mlp = first.W_mlp1 if isinstance(first, Layer) else first.W_mlp3
@@ -381,6 +383,8 @@ def check_params(theta, algorithm: str | None = None, **hp) -> None:
     if kind not in _SPEC:
         raise TypeError(f"{algorithm}: argument 'theta' must be {kind.__name__}, got {type(theta)}")
     expected_hp = {**hyperparameters(theta), **hp}
+    if expected_hp["tied"] and expected_hp.get("d_f", expected_hp["d_e"]) != expected_hp["d_e"]:
+        fail(algorithm, "theta.W_u", "is None (tied to W_eᵀ), which needs d_f = d_e")
     expected, expected_tree = _expected_shapes(kind, tuple(sorted(expected_hp.items())))
     actual, actual_tree = jax.tree_util.tree_flatten_with_path(theta)
     if expected_tree != actual_tree:
