@@ -235,3 +235,14 @@ def test_hyperparameters_and_check_params():
 def test_bad_tokens_raise_naming_algorithm_and_argument(call, argument):
     with pytest.raises(ValueError, match=argument):
         call()
+
+
+def test_degenerate_parameter_trees_are_named():
+    th = make_ed()
+    with pytest.raises(ValueError, match="has no encoder and no decoder layers"):
+        fa.hyperparameters(th._replace(enc=(), dec=()))
+    with pytest.raises(
+        ValueError,
+        match=r"ETransformer \(Algorithm 9\): argument 'theta.W_u' is None .* needs d_f = d_e",
+    ):
+        fa.e_transformer(x, make_e()._replace(W_u=None))
