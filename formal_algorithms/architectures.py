@@ -10,8 +10,6 @@ hyperparameters ℓ_max, L, H, d_e, d_mlp, d_f, d_attn, d_mid are read off the s
 the gradient of ``W_e`` is the sum over both paths.
 """
 
-from __future__ import annotations
-
 import functools
 import inspect
 from typing import NamedTuple
@@ -25,6 +23,7 @@ from .embeddings import embed, embeddings_spec
 from .functions import gelu, relu, softmax
 from .initialisation import is_spec, materialise, ones, weight, zeros
 from .normalisation import EPS, layer_norm_columns
+from .shapes import Arr, Float, Int
 
 
 class Layer(NamedTuple):
@@ -95,7 +94,14 @@ class DTransformerParams(NamedTuple):
 # ------------------------------------------------------------------------------ building blocks
 
 
-def mlp(X, W_1, b_1, W_2, b_2, activation):
+def mlp(
+    X: Float[Arr, "d_e ell"],
+    W_1: Float[Arr, "d_mlp d_e"],
+    b_1: Float[Arr, " d_mlp"],
+    W_2: Float[Arr, "d_e d_mlp"],
+    b_2: Float[Arr, " d_e"],
+    activation,
+) -> Float[Arr, "d_e ell"]:
     """``W_2 σ(W_1 X + b_1 1ᵀ) + b_2 1ᵀ``: the position-wise MLP of lines 7 (Alg 8, 9) and 8 (Alg 10)."""
     return W_2 @ activation(W_1 @ X + b_1[:, None]) + b_2[:, None]
 
@@ -134,7 +140,9 @@ def unembedding_matrix(theta):
 # --------------------------------------------------------------------------------- Algorithm 8
 
 
-def ed_encode(z, theta: EDTransformerParams, *, eps=EPS):
+def ed_encode(
+    z: Int[Arr, " ell_z"], theta: EDTransformerParams, *, eps=EPS
+) -> Float[Arr, "d_e ell_z"]:
     """Lines 1-9 of Algorithm 8: the encoded context ``Z`` of shape ``(d_e, ℓ_z)``."""
     _check_inputs(theta, "EDTransformer (Algorithm 8)", z=z)
     Z = embed(z, theta.W_e, theta.W_p)  # lines 1-3
@@ -143,7 +151,9 @@ def ed_encode(z, theta: EDTransformerParams, *, eps=EPS):
     return Z
 
 
-def ed_decode_logits(x, Z, theta: EDTransformerParams, *, eps=EPS):
+def ed_decode_logits(
+    x: Int[Arr, " ell_x"], Z: Float[Arr, "d_e ell_z"], theta: EDTransformerParams, *, eps=EPS
+) -> Float[Arr, "N_V ell_x"]:
     """Lines 10-21 of Algorithm 8 up to the softmax: ``W_u X`` of shape ``(N_V, ℓ_x)``."""
     _check_inputs(theta, "EDTransformer (Algorithm 8)", x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 10-12
@@ -153,12 +163,16 @@ def ed_decode_logits(x, Z, theta: EDTransformerParams, *, eps=EPS):
     return unembedding_matrix(theta) @ X  # line 21, before the softmax
 
 
-def ed_transformer_logits(z, x, theta: EDTransformerParams, *, eps=EPS):
+def ed_transformer_logits(
+    z: Int[Arr, " ell_z"], x: Int[Arr, " ell_x"], theta: EDTransformerParams, *, eps=EPS
+) -> Float[Arr, "N_V ell_x"]:
     """Algorithm 8 without its final softmax: ``W_u X``, shape ``(N_V, ℓ_x)``."""
     return ed_decode_logits(x, ed_encode(z, theta, eps=eps), theta, eps=eps)
 
 
-def ed_transformer(z, x, theta: EDTransformerParams, *, eps=EPS):
+def ed_transformer(
+    z: Int[Arr, " ell_z"], x: Int[Arr, " ell_x"], theta: EDTransformerParams, *, eps=EPS
+) -> Float[Arr, "N_V ell_x"]:
     """Algorithm 8, ``P ← EDTransformer(z, x | θ)``: encoder-decoder, Post-LN, ReLU.
 
     ``z``: context tokens ``(ℓ_z,)``; ``x``: primary tokens ``(ℓ_x,)``; both 0-based ids, at most
@@ -171,7 +185,9 @@ def ed_transformer(z, x, theta: EDTransformerParams, *, eps=EPS):
 # --------------------------------------------------------------------------------- Algorithm 9
 
 
-def e_transformer_logits(x, theta: ETransformerParams, *, activation=gelu, eps=EPS):
+def e_transformer_logits(
+    x: Int[Arr, " ell"], theta: ETransformerParams, *, activation=gelu, eps=EPS
+) -> Float[Arr, "N_V ell"]:
     """Algorithm 9 without its final softmax: ``W_u X``, shape ``(N_V, ℓ)``."""
     _check_inputs(theta, "ETransformer (Algorithm 9)", x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
@@ -182,7 +198,9 @@ def e_transformer_logits(x, theta: ETransformerParams, *, activation=gelu, eps=E
     return unembedding_matrix(theta) @ X  # line 12, before the softmax
 
 
-def e_transformer(x, theta: ETransformerParams, *, activation=gelu, eps=EPS):
+def e_transformer(
+    x: Int[Arr, " ell"], theta: ETransformerParams, *, activation=gelu, eps=EPS
+) -> Float[Arr, "N_V ell"]:
     """Algorithm 9, ``P ← ETransformer(x | θ)``: encoder-only (BERT), Post-LN, GELU.
 
     ``x``: ``(ℓ,)`` token ids. Returns ``P`` ``(N_V, ℓ)``, each column a distribution over V.
@@ -194,7 +212,9 @@ def e_transformer(x, theta: ETransformerParams, *, activation=gelu, eps=EPS):
 # -------------------------------------------------------------------------------- Algorithm 10
 
 
-def d_transformer_logits(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):
+def d_transformer_logits(
+    x: Int[Arr, " ell"], theta: DTransformerParams, *, activation=gelu, eps=EPS
+) -> Float[Arr, "N_V ell"]:
     """Algorithm 10 without its final softmax: ``W_u X``, shape ``(N_V, ℓ)``."""
     _check_inputs(theta, "DTransformer (Algorithm 10)", x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
@@ -205,7 +225,9 @@ def d_transformer_logits(x, theta: DTransformerParams, *, activation=gelu, eps=E
     return unembedding_matrix(theta) @ X  # line 11, before the softmax
 
 
-def d_transformer(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):
+def d_transformer(
+    x: Int[Arr, " ell"], theta: DTransformerParams, *, activation=gelu, eps=EPS
+) -> Float[Arr, "N_V ell"]:
     """Algorithm 10, ``P ← DTransformer(x | θ)``: decoder-only (GPT-2), Pre-LN, GELU, final LN.
 
     ``x``: ``(ℓ,)`` token ids. Returns ``P`` ``(N_V, ℓ)``; column t is ``P̂(x[t+1] | x[:t+1])``.

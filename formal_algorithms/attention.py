@@ -5,8 +5,6 @@ Orientation as in the paper: the primary sequence ``X`` is ``(d_x, ℓ_x)``, the
 over each column (over the context). Masks are boolean: True means "may attend".
 """
 
-from __future__ import annotations
-
 import math
 from typing import NamedTuple
 
@@ -16,6 +14,7 @@ import jax.numpy as jnp
 from ._checks import check_mask, check_shape, fail
 from .functions import softmax
 from .initialisation import materialise, weight, zeros
+from .shapes import Arr, Bool, Float, Int, Shaped
 
 
 class AttentionParams(NamedTuple):
@@ -49,12 +48,12 @@ class MHAttentionParams(NamedTuple):
 # ---------------------------------------------------------------------------------------- eq. 3
 
 
-def bidirectional_mask(ell_z: int, ell_x: int):
+def bidirectional_mask(ell_z: int, ell_x: int) -> Bool[Arr, "ell_z ell_x"]:
     """Eq. 3, bidirectional: ``Mask ≡ 1`` of shape ``(ℓ_z, ℓ_x)``."""
     return jnp.ones((ell_z, ell_x), bool)
 
 
-def unidirectional_mask(ell: int):
+def unidirectional_mask(ell: int) -> Bool[Arr, "ell ell"]:
     """Eq. 3, unidirectional (causal) self-attention: ``Mask[t_z, t_x] = [[t_z ≤ t_x]]``.
 
     Upper-triangular, diagonal included, in the paper's ``[t_z, t_x]`` orientation.
@@ -63,7 +62,7 @@ def unidirectional_mask(ell: int):
     return causal_mask(t, t)
 
 
-def causal_mask(t_z, t_x):
+def causal_mask(t_z: Int[Arr, " ell_z"], t_x: Int[Arr, " ell_x"]) -> Bool[Arr, "ell_z ell_x"]:
     """``Mask[i, j] = [[t_z[i] ≤ t_x[j]]]`` from the positions of context and primary tokens.
 
     Needed when the primary tokens are not the first ℓ_x positions (one new query against a cache
@@ -76,7 +75,9 @@ def causal_mask(t_z, t_x):
 # ---------------------------------------------------------------------------------- Algorithm 3
 
 
-def single_query_attention(e, e_ctx, W: AttentionParams):
+def single_query_attention(
+    e: Float[Arr, " d_in"], e_ctx: Float[Arr, "d_in T"], W: AttentionParams
+) -> Float[Arr, " d_out"]:
     """Algorithm 3, basic single-query attention: ``ṽ = Σ_t α_t v_t``.
 
     ``e``: the current token ``(d_in,)``; ``e_ctx``: the context tokens ``e_t`` as the columns of a
@@ -92,7 +93,12 @@ def single_query_attention(e, e_ctx, W: AttentionParams):
 # ---------------------------------------------------------------------------------- Algorithm 4
 
 
-def attention(X, Z, W: AttentionParams, Mask=None):
+def attention(
+    X: Float[Arr, "d_x ell_x"],
+    Z: Float[Arr, "d_z ell_z"],
+    W: AttentionParams,
+    Mask: Shaped[Arr, "ell_z ell_x"] | None = None,
+) -> Float[Arr, "d_out ell_x"]:
     """Algorithm 4, ``Ṽ ← Attention(X, Z | W_qkv, Mask)``: one masked self- or cross-attention head.
 
     ``X``: primary ``(d_x, ℓ_x)``; ``Z``: context ``(d_z, ℓ_z)``; ``Mask``: ``(ℓ_z, ℓ_x)`` boolean,
@@ -113,7 +119,12 @@ def attention(X, Z, W: AttentionParams, Mask=None):
 # ---------------------------------------------------------------------------------- Algorithm 5
 
 
-def mh_attention(X, Z, W: MHAttentionParams, Mask=None):
+def mh_attention(
+    X: Float[Arr, "d_x ell_x"],
+    Z: Float[Arr, "d_z ell_z"],
+    W: MHAttentionParams,
+    Mask: Shaped[Arr, "ell_z ell_x"] | None = None,
+) -> Float[Arr, "d_out ell_x"]:
     """Algorithm 5, ``Ṽ ← MHAttention(X, Z | W, Mask)``: H heads, concatenated and projected.
 
     Shapes as :func:`attention`; returns ``(d_out, ℓ_x)``. Lines 1-2 run Algorithm 4 once per head;

@@ -4,29 +4,32 @@ Indices are 0-based: the paper's token v ∈ [N_V] is ``v - 1`` here, its positi
 ``t - 1``. A sequence of ℓ embeddings is a matrix ``X`` of shape ``(d_e, ℓ)``, one token per column.
 """
 
-from __future__ import annotations
-
 import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_index, check_shape, check_tokens, fail
 from .functions import softmax
 from .initialisation import Normal, materialise
+from .shapes import Arr, Float, Int
 
 
-def token_embedding(v, W_e):
+def token_embedding(v: int | Int[Arr, ""], W_e: Float[Arr, "d_e N_V"]) -> Float[Arr, " d_e"]:
     """Algorithm 1: ``e = W_e[:, v]``. ``W_e``: ``(d_e, N_V)``; ``v``: a 0-based token id."""
     check_index("token_embedding (Algorithm 1)", "v", v, W_e.shape[1])
     return W_e[:, v]  # line 1
 
 
-def positional_embedding(t, W_p):
+def positional_embedding(
+    t: int | Int[Arr, ""], W_p: Float[Arr, "d_e ell_max"]
+) -> Float[Arr, " d_e"]:
     """Algorithm 2: ``e_p = W_p[:, t]``. ``W_p``: ``(d_e, ℓ_max)``; ``t``: a 0-based position."""
     check_index("positional_embedding (Algorithm 2)", "t", t, W_p.shape[1])
     return W_p[:, t]  # line 1
 
 
-def embed(x, W_e, W_p):
+def embed(
+    x: Int[Arr, " ell"], W_e: Float[Arr, "d_e N_V"], W_p: Float[Arr, "d_e ell_max"]
+) -> Float[Arr, "d_e ell"]:
     """Eq. 1 for a whole sequence: ``X[:, t] = W_e[:, x[t]] + W_p[:, t]`` for t < ℓ; ``X``: ``(d_e, ℓ)``.
 
     This is lines 1-3 of Algorithms 8, 9 and 10 (lines 10-12 of Algorithm 8 for x). Token ids
@@ -40,7 +43,7 @@ def embed(x, W_e, W_p):
     return W_e[:, x] + W_p[:, :ell]
 
 
-def unembedding(e, W_u):
+def unembedding(e: Float[Arr, "d_e *ell"], W_u: Float[Arr, "N_V d_e"]) -> Float[Arr, "N_V *ell"]:  # noqa: F821 (variadic jaxtyping dimension)
     """Algorithm 7: ``p = softmax(W_u e)``; ``W_u``: ``(N_V, d_e)``.
 
     ``e`` may be one vector ``(d_e,)`` or a matrix ``(d_e, ℓ)`` (applied to each column, as line 21

@@ -4,12 +4,12 @@ Dtype policy: softmax accumulates in at least float32 (float16/bfloat16 inputs a
 result is cast back), so that exponentials and sums neither overflow nor lose the small terms.
 """
 
-from __future__ import annotations
-
 import math
 
 import jax
 import jax.numpy as jnp
+
+from .shapes import Arr, Float, Shaped
 
 
 def compute_dtype(dtype):
@@ -17,7 +17,10 @@ def compute_dtype(dtype):
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def softmax(A, mask=None):
+def softmax(
+    A: Float[Arr, "ell_z *ell_x"],  # noqa: F821 ("*ell_x": zero or one jaxtyping dimension)
+    mask: Shaped[Arr, "ell_z *ell_x"] | None = None,  # noqa: F821
+) -> Float[Arr, "ell_z *ell_x"]:  # noqa: F821
     """Column-wise softmax, paper eq. 2: ``softmax(A)[t_z, t_x] = exp A[t_z, t_x] / Σ_t exp A[t, t_x]``.
 
     ``A`` has shape ``(ℓ_z, ℓ_x)`` (a vector is one column). With a boolean ``mask`` of the same
@@ -41,23 +44,23 @@ def softmax(A, mask=None):
     return (E / jnp.where(Z > 0, Z, 1)).astype(dtype)
 
 
-def log_softmax(A):
+def log_softmax(A: Float[Arr, "ell_z *ell_x"]) -> Float[Arr, "ell_z *ell_x"]:  # noqa: F821 (variadic jaxtyping dimension)
     """``log softmax(A)`` column-wise (eq. 2), computed stably; used by the training losses."""
     dtype = A.dtype
     A = A.astype(compute_dtype(dtype))
     return jax.nn.log_softmax(A, axis=0).astype(dtype)
 
 
-def gelu(x):
+def gelu(x: Float[Arr, "*shape"]) -> Float[Arr, "*shape"]:
     """Exact GELU (paper §3): ``GELU(x) = x · P[X < x]`` for ``X ~ N(0, 1)``, i.e. ``x Φ(x)``."""
     return x * 0.5 * (1 + jax.scipy.special.erf(x / math.sqrt(2)))
 
 
-def gelu_tanh(x):
+def gelu_tanh(x: Float[Arr, "*shape"]) -> Float[Arr, "*shape"]:
     """The tanh approximation of GELU used by GPT-2 (``gelu_new``); not the paper's GELU."""
     return 0.5 * x * (1 + jnp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
 
 
-def relu(x):
+def relu(x: Float[Arr, "*shape"]) -> Float[Arr, "*shape"]:
     """``ReLU(x) = max(0, x)``, element-wise (Algorithm 8)."""
     return jnp.maximum(x, 0)

@@ -7,18 +7,19 @@ as printed, computed as the mean of squared deviations (never E[e²] − m², wh
 vectors with a large mean). Low-precision inputs are normalised in float32 and cast back.
 """
 
-from __future__ import annotations
-
 import jax
 import jax.numpy as jnp
 
 from ._checks import check_shape
 from .functions import compute_dtype
+from .shapes import Arr, Float
 
 EPS = 1e-5
 
 
-def layer_norm(e, gamma, beta, eps: float = EPS):
+def layer_norm(
+    e: Float[Arr, " d_e"], gamma: Float[Arr, " d_e"], beta: Float[Arr, " d_e"], eps: float = EPS
+) -> Float[Arr, " d_e"]:
     """Algorithm 6, ``ê ← layer_norm(e | γ, β)`` for one vector ``e`` of shape ``(d_e,)``."""
     check_shape("layer_norm (Algorithm 6)", "e", e, gamma.shape)
     dtype = e.dtype
@@ -28,12 +29,16 @@ def layer_norm(e, gamma, beta, eps: float = EPS):
     return ((e - m) / jnp.sqrt(v + eps) * gamma + beta).astype(dtype)  # line 3
 
 
-def layer_norm_columns(X, gamma, beta, eps: float = EPS):
+def layer_norm_columns(
+    X: Float[Arr, "d_e ell"], gamma: Float[Arr, " d_e"], beta: Float[Arr, " d_e"], eps: float = EPS
+) -> Float[Arr, "d_e ell"]:
     """``for t ∈ [ℓ]: X[:, t] ← layer_norm(X[:, t] | γ, β)``: Algorithm 6 on every column of ``X``."""
     return jax.vmap(layer_norm, in_axes=(1, None, None, None), out_axes=1)(X, gamma, beta, eps)
 
 
-def rms_norm(e, gamma, eps: float = EPS):
+def rms_norm(
+    e: Float[Arr, " d_e"], gamma: Float[Arr, " d_e"], eps: float = EPS
+) -> Float[Arr, " d_e"]:
     """RMSnorm (paper §5): layer_norm with ``m = β = 0``, i.e. ``ê = e / √(Σ_i e[i]² / d_e + ε) ⊙ γ``."""
     check_shape("rms_norm", "e", e, gamma.shape)
     dtype = e.dtype
@@ -41,7 +46,9 @@ def rms_norm(e, gamma, eps: float = EPS):
     return (e / jnp.sqrt(jnp.mean(e**2) + eps) * gamma).astype(dtype)
 
 
-def rms_norm_columns(X, gamma, eps: float = EPS):
+def rms_norm_columns(
+    X: Float[Arr, "d_e ell"], gamma: Float[Arr, " d_e"], eps: float = EPS
+) -> Float[Arr, "d_e ell"]:
     """RMSnorm on every column of ``X``."""
     return jax.vmap(rms_norm, in_axes=(1, None, None), out_axes=1)(X, gamma, eps)
 
