@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import check_mask, check_shape, fail
-from .functions import softmax
+from .functions import compute_dtype, softmax
 from .initialisation import materialise, weight, zeros
 from .shapes import Arr, Bool, Float, Int, Shaped
 
@@ -110,10 +110,13 @@ def attention(
     Q = W.W_q @ X + W.b_q[:, None]  # line 1: (d_attn, ℓ_x)
     K = W.W_k @ Z + W.b_k[:, None]  # line 2: (d_attn, ℓ_z)
     V = W.W_v @ Z + W.b_v[:, None]  # line 3: (d_out, ℓ_z)
-    S = K.T @ Q  # line 4: (ℓ_z, ℓ_x)
+    # Lines 4-6 run in at least float32 (float16/bfloat16 scores overflow and lose weights).
+    c = compute_dtype(V.dtype)
+    S = K.astype(c).T @ Q.astype(c)  # line 4: (ℓ_z, ℓ_x)
     Mask = None if Mask is None else jnp.asarray(Mask).astype(bool)
     # line 5 (S[t_z, t_x] ← −∞ where masked) happens inside the masked softmax of line 6.
-    return V @ softmax(S / math.sqrt(Q.shape[0]), Mask)  # line 6
+    A = softmax(S / math.sqrt(Q.shape[0]), Mask)
+    return (V.astype(c) @ A).astype(V.dtype)  # line 6
 
 
 # ---------------------------------------------------------------------------------- Algorithm 5
