@@ -404,7 +404,12 @@ def check_params(theta, algorithm: str | None = None, **hp) -> None:
     algorithm = algorithm or kind.__name__
     if kind not in _SPEC:
         raise TypeError(f"{algorithm}: argument 'theta' must be {kind.__name__}, got {type(theta)}")
-    expected_hp = {**hyperparameters(theta), **hp}
+    try:
+        read = hyperparameters(theta)
+    except (AttributeError, TypeError, ValueError) as error:  # a field missing or not an array
+        fail(algorithm, "theta", f"has structure {jax.tree_util.tree_structure(theta)}, which "
+             f"is not a complete {kind.__name__} ({error})")  # fmt: skip
+    expected_hp = {**read, **hp}
     if expected_hp["tied"] and expected_hp.get("d_f", expected_hp["d_e"]) != expected_hp["d_e"]:
         fail(algorithm, "theta.W_u", "is None (tied to W_eᵀ), which needs d_f = d_e")
     expected, expected_tree = _expected_shapes(kind, tuple(sorted(expected_hp.items())))
