@@ -25,6 +25,7 @@ from .architectures import (
     init_d_transformer,
     init_e_transformer,
     init_ed_transformer,
+    key_padding_mask,
     mlp,
     post_ln_layer,
     pre_ln_layer,

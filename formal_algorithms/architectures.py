@@ -122,14 +122,26 @@ def pre_ln_layer(X, layer: Layer, Mask, activation, eps=EPS):
     return X + mlp(X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)  # 8
 
 
-def ed_decoder_layer(X, Z, layer: DecoderLayer, Mask, activation=relu, eps=EPS):
-    """Lines 14-19 of Algorithm 8: causal self-attention, cross-attention to Z, MLP, each Post-LN."""
+def ed_decoder_layer(X, Z, layer: DecoderLayer, Mask, activation=relu, eps=EPS, cross_Mask=None):
+    """Lines 14-19 of Algorithm 8: causal self-attention, cross-attention to Z, MLP, each Post-LN.
+
+    ``cross_Mask`` (default ``None``: the paper's ``Mask ≡ 1``) masks padded context tokens.
+    """
     X = X + mh_attention(X, X, layer.W_dec, Mask)  # line 14
     X = layer_norm_columns(X, layer.gamma3, layer.beta3, eps)  # line 15
-    X = X + mh_attention(X, Z, layer.W_ed, None)  # line 16: Mask ≡ 1
+    X = X + mh_attention(X, Z, layer.W_ed, cross_Mask)  # line 16: Mask ≡ 1
     X = layer_norm_columns(X, layer.gamma4, layer.beta4, eps)  # line 17
     X = X + mlp(X, layer.W_mlp3, layer.b_mlp3, layer.W_mlp4, layer.b_mlp4, activation)  # line 18
     return layer_norm_columns(X, layer.gamma5, layer.beta5, eps)  # line 19
+
+
+def key_padding_mask(valid, ell_x: int):
+    """``Mask[t_z, t_x] = valid[t_z]``, shape ``(ℓ_z, ℓ_x)``: every query attends to real keys only.
+
+    ``None`` for ``valid=None``, i.e. the paper's ``Mask ≡ 1``. Padding is not in the paper (it has
+    no batches); the training and inference code pad sequences to shared lengths with it.
+    """
+    return None if valid is None else jnp.broadcast_to(valid[:, None], (valid.shape[0], ell_x))
 
 
 def unembedding_matrix(theta):
@@ -141,33 +153,59 @@ def unembedding_matrix(theta):
 
 
 def ed_encode(
-    z: Int[Arr, " ell_z"], theta: EDTransformerParams, *, eps=EPS
+    z: Int[Arr, " ell_z"], theta: EDTransformerParams, *, activation=relu, eps=EPS, valid=None
 ) -> Float[Arr, "d_e ell_z"]:
-    """Lines 1-9 of Algorithm 8: the encoded context ``Z`` of shape ``(d_e, ℓ_z)``."""
+    """Lines 1-9 of Algorithm 8: the encoded context ``Z`` of shape ``(d_e, ℓ_z)``.
+
+    ``valid`` (optional, ``(ℓ_z,)`` bool): z is padded at its end and only the True positions are
+    real; their keys alone are attended to (:func:`key_padding_mask`), so the real columns equal
+    those of the unpadded z.
+    """
     _check_inputs(theta, "EDTransformer (Algorithm 8)", z=z)
     Z = embed(z, theta.W_e, theta.W_p)  # lines 1-3
+    Mask = key_padding_mask(valid, Z.shape[1])
     for layer in theta.enc:  # line 4
-        Z = post_ln_layer(Z, layer, None, relu, eps)  # lines 5-8, Mask ≡ 1
+        Z = post_ln_layer(Z, layer, Mask, activation, eps)  # lines 5-8, Mask ≡ 1
     return Z
 
 
 def ed_decode_logits(
-    x: Int[Arr, " ell_x"], Z: Float[Arr, "d_e ell_z"], theta: EDTransformerParams, *, eps=EPS
+    x: Int[Arr, " ell_x"],
+    Z: Float[Arr, "d_e ell_z"],
+    theta: EDTransformerParams,
+    *,
+    activation=relu,
+    eps=EPS,
+    z_valid=None,
 ) -> Float[Arr, "N_V ell_x"]:
-    """Lines 10-21 of Algorithm 8 up to the softmax: ``W_u X`` of shape ``(N_V, ℓ_x)``."""
+    """Lines 10-21 of Algorithm 8 up to the softmax: ``W_u X`` of shape ``(N_V, ℓ_x)``.
+
+    ``z_valid`` masks the padded columns of ``Z`` in cross-attention (see :func:`ed_encode`).
+    """
     _check_inputs(theta, "EDTransformer (Algorithm 8)", x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 10-12
     Mask = unidirectional_mask(X.shape[1])
+    cross_Mask = key_padding_mask(z_valid, X.shape[1])
     for layer in theta.dec:  # line 13 (erratum: printed "for i", the body uses l)
-        X = ed_decoder_layer(X, Z, layer, Mask, relu, eps)  # lines 14-19
+        X = ed_decoder_layer(X, Z, layer, Mask, activation, eps, cross_Mask)  # lines 14-19
     return unembedding_matrix(theta) @ X  # line 21, before the softmax
 
 
 def ed_transformer_logits(
-    z: Int[Arr, " ell_z"], x: Int[Arr, " ell_x"], theta: EDTransformerParams, *, eps=EPS
+    z: Int[Arr, " ell_z"],
+    x: Int[Arr, " ell_x"],
+    theta: EDTransformerParams,
+    *,
+    activation=relu,
+    eps=EPS,
+    z_valid=None,
 ) -> Float[Arr, "N_V ell_x"]:
-    """Algorithm 8 without its final softmax: ``W_u X``, shape ``(N_V, ℓ_x)``."""
-    return ed_decode_logits(x, ed_encode(z, theta, eps=eps), theta, eps=eps)
+    """Algorithm 8 without its final softmax: ``W_u X``, shape ``(N_V, ℓ_x)``.
+
+    ``activation`` is the paper's ReLU; ``z_valid`` marks the real tokens of a z padded at its end.
+    """
+    Z = ed_encode(z, theta, activation=activation, eps=eps, valid=z_valid)
+    return ed_decode_logits(x, Z, theta, activation=activation, eps=eps, z_valid=z_valid)
 
 
 def ed_transformer(
@@ -186,13 +224,18 @@ def ed_transformer(
 
 
 def e_transformer_logits(
-    x: Int[Arr, " ell"], theta: ETransformerParams, *, activation=gelu, eps=EPS
+    x: Int[Arr, " ell"], theta: ETransformerParams, *, activation=gelu, eps=EPS, valid=None
 ) -> Float[Arr, "N_V ell"]:
-    """Algorithm 9 without its final softmax: ``W_u X``, shape ``(N_V, ℓ)``."""
+    """Algorithm 9 without its final softmax: ``W_u X``, shape ``(N_V, ℓ)``.
+
+    ``valid`` (optional): x is padded at its end; padded keys are masked in every attention, so the
+    real columns equal those of the unpadded x (the padded columns are meaningless).
+    """
     _check_inputs(theta, "ETransformer (Algorithm 9)", x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
+    Mask = key_padding_mask(valid, X.shape[1])
     for layer in theta.layers:  # line 4
-        X = post_ln_layer(X, layer, None, activation, eps)  # lines 5-8, Mask ≡ 1
+        X = post_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8, Mask ≡ 1
     X = activation(theta.W_f @ X + theta.b_f[:, None])  # line 10
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 11
     return unembedding_matrix(theta) @ X  # line 12, before the softmax

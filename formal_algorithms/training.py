@@ -45,14 +45,9 @@ from .architectures import (
     d_transformer_logits,
     e_transformer_logits,
     ed_transformer_logits,
-    mlp,
-    post_ln_layer,
-    unembedding_matrix,
 )
-from .attention import mh_attention, unidirectional_mask
-from .embeddings import embed
 from .functions import gelu, log_softmax, relu
-from .normalisation import EPS, layer_norm_columns
+from .normalisation import EPS
 
 ALG11 = "EDTraining (Algorithm 11)"
 ALG12 = "ETraining (Algorithm 12)"
@@ -125,12 +120,6 @@ def _token_stats(logits, targets, weights):
     )
 
 
-def key_padding_mask(valid, ell_x: int):
-    """``Mask[t_z, t_x] = valid[t_z]``, shape ``(ℓ_z, ℓ_x)``: every query may attend to the real keys
-    only. Combined with eq. 3's bidirectional ``Mask ≡ 1`` this is the whole mask."""
-    return jnp.broadcast_to(valid[:, None], (valid.shape[0], ell_x))
-
-
 def e_transformer_logits_padded(x, valid, theta: ETransformerParams, *, activation=gelu, eps=EPS):
     """Algorithm 9 up to its softmax, for ``x`` padded at the end; ``valid[t]`` is True for real t.
 
@@ -139,13 +128,7 @@ def e_transformer_logits_padded(x, valid, theta: ETransformerParams, *, activati
     positions are computed but meaningless.
     """
     _check_padded(ALG12, theta, x=(x, valid))
-    X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
-    Mask = key_padding_mask(valid, X.shape[1])
-    for layer in theta.layers:  # line 4
-        X = post_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8, padded keys masked
-    X = activation(theta.W_f @ X + theta.b_f[:, None])  # line 10
-    X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 11
-    return unembedding_matrix(theta) @ X  # line 12, before the softmax
+    return e_transformer_logits(x, theta, activation=activation, eps=eps, valid=valid)
 
 
 def ed_transformer_logits_padded(
@@ -158,21 +141,7 @@ def ed_transformer_logits_padded(
     those of the unpadded ``ed_transformer_logits``. ``activation`` is the paper's ReLU by default.
     """
     _check_padded(ALG11, theta, z=(z, z_valid), x=(x, None))
-    Z = embed(z, theta.W_e, theta.W_p)  # lines 1-3
-    enc_mask = key_padding_mask(z_valid, Z.shape[1])
-    for layer in theta.enc:  # line 4
-        Z = post_ln_layer(Z, layer, enc_mask, activation, eps)  # lines 5-8
-    X = embed(x, theta.W_e, theta.W_p)  # lines 10-12
-    self_mask = unidirectional_mask(X.shape[1])
-    cross_mask = key_padding_mask(z_valid, X.shape[1])
-    for layer in theta.dec:  # line 13
-        X = X + mh_attention(X, X, layer.W_dec, self_mask)  # line 14
-        X = layer_norm_columns(X, layer.gamma3, layer.beta3, eps)  # line 15
-        X = X + mh_attention(X, Z, layer.W_ed, cross_mask)  # line 16, padded z masked
-        X = layer_norm_columns(X, layer.gamma4, layer.beta4, eps)  # line 17
-        X = X + mlp(X, layer.W_mlp3, layer.b_mlp3, layer.W_mlp4, layer.b_mlp4, activation)  # 18
-        X = layer_norm_columns(X, layer.gamma5, layer.beta5, eps)  # line 19
-    return unembedding_matrix(theta) @ X  # line 21, before the softmax
+    return ed_transformer_logits(z, x, theta, activation=activation, eps=eps, z_valid=z_valid)
 
 
 def d_loss_padded(theta: DTransformerParams, x, valid, *, activation=gelu, eps=EPS) -> TokenStats:
