@@ -147,13 +147,33 @@ def _reduce(stats: TokenStats, reduction: str):
     return stats.loss
 
 
+class StepStats(NamedTuple):
+    """What one step saw: the batch's summed ``loss``, ``n_targets``, ``n_correct`` (as
+    :class:`~.training.TokenStats`) and the global norm of the gradient."""
+
+    loss: jax.Array
+    n_targets: jax.Array
+    n_correct: jax.Array
+    grad_norm: jax.Array
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or a gradient became non-finite. ``step`` is the 1-based step at which it did;
+    ``theta`` and ``opt_state`` are the last good ones (before that step); ``history`` the losses
+    of the good steps."""
+
+    def __init__(self, message, *, step, theta, opt_state, history):
+        super().__init__(message)
+        self.step, self.theta, self.opt_state, self.history = step, theta, opt_state, history
+
+
 @functools.partial(jax.jit, static_argnames=("optimizer", "reduction", "activation", "eps"))
 def train_step(
     theta, opt_state, batch: dict, p_mask=0.15, *, optimizer, reduction="mean", activation=None,
     eps=EPS,
 ):  # fmt: skip
-    """One optimiser step on one batch: ``(θ, opt_state, loss, stats)``. Jitted; it compiles once
-    per batch shape (bucket) and optimiser."""
+    """One optimiser step on one batch: ``(θ, opt_state, loss, stats)``, ``stats`` a
+    :class:`StepStats`. Jitted; it compiles once per batch shape (bucket) and optimiser."""
 
     def loss(th):
         stats = batch_stats(th, batch, p_mask, activation=activation, eps=eps)
@@ -161,6 +181,7 @@ def train_step(
 
     (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(theta)
     updates, opt_state = optimizer.update(grads, opt_state, theta)
+    stats = StepStats(*stats, optax.tree.norm(grads))
     return optax.apply_updates(theta, updates), opt_state, value, stats
 
 
@@ -202,7 +223,8 @@ def make_batch(theta, examples, rows, batch_size: int, keys=None) -> dict:
 def train(
     theta, data, key, *, optimizer, N_epochs: int | None = None, N_steps: int | None = None,
     batch_size: int = 32, reduction: str = "mean", p_mask: float = 0.15, shuffle: bool = True,
-    activation=None, eps=EPS, callback=None,
+    activation=None, eps=EPS, callback=None, opt_state=None, start_step: int = 0,
+    return_opt_state: bool = False,
 ):  # fmt: skip
     """Minibatch training of θ on ``data`` with an optax ``optimizer`` (paper §8).
 
@@ -210,7 +232,15 @@ def train(
     ℓ_max long. Runs ``N_epochs`` passes, or stops after ``N_steps`` optimiser steps (passes
     repeat as needed); at least one must be given. ``callback(step, loss, stats)`` is called after
     every step (e.g. a progress bar). Returns ``(θ, history)``, ``history`` the numpy array of the
-    per-step losses (before each update). Deterministic given ``key``.
+    per-step losses (before each update), or ``(θ, history, opt_state)`` with
+    ``return_opt_state=True``. Deterministic given ``key``.
+
+    Resuming: ``train(θ_k, …, opt_state=opt_state_k, start_step=k)`` with the θ and optimizer state
+    saved after step k skips the first k steps of the same data order and masks, so it ends with
+    exactly the parameters of an uninterrupted run of the same ``N_steps``/``N_epochs``.
+
+    If the loss or the gradient of step n becomes non-finite, raises :class:`NonFiniteError`
+    naming n and carrying the last good θ and optimizer state.
     """
     algorithm = _check_theta(theta, "train")
     if N_epochs is None and N_steps is None:
@@ -229,10 +259,11 @@ def train(
     if N == 0:
         fail(algorithm, "data", "is empty")
     k_shuffle, k_mask = jax.random.split(key)
-    opt_state = optimizer.init(theta)
+    opt_state = optimizer.init(theta) if opt_state is None else opt_state
     history = []
+    step = 0  # steps taken or, before start_step, skipped
     epoch = 0
-    while (N_epochs is None or epoch < N_epochs) and (N_steps is None or len(history) < N_steps):
+    while (N_epochs is None or epoch < N_epochs) and (N_steps is None or step < N_steps):
         order = (
             np.asarray(jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), N))
             if shuffle
@@ -240,18 +271,30 @@ def train(
         )
         keys = _mask_keys(theta, k_mask, epoch, N)
         for start in range(0, N, batch_size):
+            step += 1
+            if step <= start_step:  # resuming: this step's update is in θ already
+                continue
             batch = make_batch(theta, examples, order[start : start + batch_size], batch_size, keys)
-            theta, opt_state, loss, stats = train_step(
+            new_theta, new_opt_state, loss, stats = train_step(
                 theta, opt_state, batch, p_mask, optimizer=optimizer, reduction=reduction,
                 activation=activation, eps=eps,
             )  # fmt: skip
+            if not (np.isfinite(loss) and np.isfinite(stats.grad_norm)):
+                raise NonFiniteError(
+                    f"{algorithm}: step {step} gave loss {float(loss)} and gradient norm "
+                    f"{float(stats.grad_norm)}; the last good parameters are attached "
+                    "(.theta, .opt_state)",
+                    step=step, theta=theta, opt_state=opt_state, history=np.asarray(history),
+                )  # fmt: skip
+            theta, opt_state = new_theta, new_opt_state
             history.append(loss)
             if callback is not None:
-                callback(len(history), loss, stats)
-            if N_steps is not None and len(history) >= N_steps:
+                callback(step, loss, stats)
+            if N_steps is not None and step >= N_steps:
                 break
         epoch += 1
-    return theta, np.asarray(jnp.stack(history)) if history else np.zeros(0)
+    history = np.asarray(jnp.stack(history)) if history else np.zeros(0)
+    return (theta, history, opt_state) if return_opt_state else (theta, history)
 
 
 class Evaluation(NamedTuple):
