@@ -14,3 +14,12 @@ def test_quickstart_runs_and_prints_shapes():
     ).stdout  # fmt: skip
     assert "X: (12, 6)  MHAttention(X | W, causal): (12, 6)" in out
     assert "P: (16, 6)" in out
+
+
+def test_readme_python_blocks_run():
+    """Every ```python block of the README runs as printed."""
+    text = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
