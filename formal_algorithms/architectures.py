@@ -23,7 +23,7 @@ from .embeddings import embed, embeddings_spec
 from .functions import gelu, relu, softmax
 from .initialisation import is_spec, materialise, ones, weight, zeros
 from .normalisation import EPS, layer_norm_columns
-from .shapes import Arr, Float, Int
+from .shapes import Arr, Bool, Float, Int
 
 
 class Layer(NamedTuple):
@@ -153,7 +153,12 @@ def unembedding_matrix(theta):
 
 
 def ed_encode(
-    z: Int[Arr, " ell_z"], theta: EDTransformerParams, *, activation=relu, eps=EPS, valid=None
+    z: Int[Arr, " ell_z"],
+    theta: EDTransformerParams,
+    *,
+    activation=relu,
+    eps=EPS,
+    valid: Bool[Arr, " ell_z"] | None = None,
 ) -> Float[Arr, "d_e ell_z"]:
     """Lines 1-9 of Algorithm 8: the encoded context ``Z`` of shape ``(d_e, ℓ_z)``.
 
@@ -176,7 +181,7 @@ def ed_decode_logits(
     *,
     activation=relu,
     eps=EPS,
-    z_valid=None,
+    z_valid: Bool[Arr, " ell_z"] | None = None,
 ) -> Float[Arr, "N_V ell_x"]:
     """Lines 10-21 of Algorithm 8 up to the softmax: ``W_u X`` of shape ``(N_V, ℓ_x)``.
 
@@ -198,7 +203,7 @@ def ed_transformer_logits(
     *,
     activation=relu,
     eps=EPS,
-    z_valid=None,
+    z_valid: Bool[Arr, " ell_z"] | None = None,
 ) -> Float[Arr, "N_V ell_x"]:
     """Algorithm 8 without its final softmax: ``W_u X``, shape ``(N_V, ℓ_x)``.
 
@@ -224,7 +229,12 @@ def ed_transformer(
 
 
 def e_transformer_logits(
-    x: Int[Arr, " ell"], theta: ETransformerParams, *, activation=gelu, eps=EPS, valid=None
+    x: Int[Arr, " ell"],
+    theta: ETransformerParams,
+    *,
+    activation=gelu,
+    eps=EPS,
+    valid: Bool[Arr, " ell"] | None = None,
 ) -> Float[Arr, "N_V ell"]:
     """Algorithm 9 without its final softmax: ``W_u X``, shape ``(N_V, ℓ)``.
 
