@@ -43,6 +43,12 @@ from .attention import (
     single_query_attention,
     unidirectional_mask,
 )
+from .cache import (
+    d_inference_cached,
+    d_inference_cached_batch,
+    ed_inference_cached,
+    ed_inference_cached_batch,
+)
 from .embeddings import (
     embed,
     init_embeddings,
@@ -53,6 +59,7 @@ from .embeddings import (
     vaswani_sinusoidal_W_p,
 )
 from .functions import gelu, gelu_tanh, log_softmax, relu, softmax
+from .inference import d_inference, ed_inference, sample_token, special_tokens
 from .normalisation import (
     EPS,
     init_layer_norm,
@@ -61,5 +68,7 @@ from .normalisation import (
     rms_norm,
     rms_norm_columns,
 )
+from .tokenization import CharTokenizer
+from .training import d_loss, d_training, e_loss, e_training, ed_loss, ed_training
 
 __version__ = "0.1.0"
