@@ -23,3 +23,14 @@ def test_readme_python_blocks_run():
     assert len(blocks) >= 2
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
+
+
+def test_the_core_imports_only_jax_and_numpy():
+    code = (
+        "import sys, formal_algorithms; "
+        "print(sorted(m for m in ('torch', 'transformers', 'optax', 'safetensors', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
