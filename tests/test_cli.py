@@ -1,0 +1,330 @@
+"""The command-line program: its outputs exist and load, a checkpoint written by ``train`` is read
+back by ``sample`` and ``attention``, seq2seq and mlm run, streaming equals Algorithm 14, both
+tokenizers round-trip exactly, and every user error is one line without a traceback.
+
+The end-to-end run goes through a subprocess (``python -m formal_algorithms``), as a user would;
+the other commands call :func:`formal_algorithms.cli.main` in-process, which is the same code
+behind the entry point and saves a JAX start-up per command.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from formal_algorithms import cli
+from formal_algorithms.architectures import init_d_transformer, init_ed_transformer
+from formal_algorithms.bpe import BPETokenizer, stream_text, tokenizer_from_dict
+from formal_algorithms.cache import d_inference_cached
+from formal_algorithms.checkpoint import load_checkpoint, save_checkpoint
+from formal_algorithms.inference import d_inference
+from formal_algorithms.tokenization import CharTokenizer, pydoc_topics_text
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = ["--d-e", "16", "--layers", "1", "--heads", "2", "--batch-size", "4", "--steps", "3"]
+
+
+def run_cli(*args, cwd=None):
+    """``python -m formal_algorithms ARGS`` in a subprocess (the test process's environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "formal_algorithms", *map(str, args)],
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+    )  # fmt: skip
+
+
+def assert_one_line_error(returncode, stderr, pattern):
+    assert returncode != 0
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("formal-algorithms: error: "), lines[0]
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text(pydoc_topics_text()[:6000], encoding="utf-8")
+    return path
+
+
+class EndToEnd:
+    """``train`` → ``sample`` → ``attention`` (+ one user error) in subprocesses, run by a
+    background thread while the in-process tests run: XLA compiles on one core, so the two
+    overlap on a 2-core machine. ``result()`` waits for the chain."""
+
+    def __init__(self, corpus, root):
+        self.corpus, self.out, self.root = corpus, root / "run", root
+        self.procs = {}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        checkpoint = self.out / "model.safetensors"
+        self.procs["train"] = run_cli(
+            "train", "--text", self.corpus, "--out", self.out, *TINY, "--ell-max", "32",
+            "--sample-length", "20", "--prompt", "The ",
+        )  # fmt: skip
+        self.procs["missing"] = run_cli("train", "--text", self.root / "missing.txt")
+        if self.procs["train"].returncode:
+            return
+        self.procs["sample"] = run_cli(
+            "sample", "--checkpoint", checkpoint, "--prompt", "The ", "--length", "40", "--seed",
+            "3", "--temperature", "0.5",
+        )  # fmt: skip
+        self.procs["attention"] = run_cli(
+            "attention", "--checkpoint", checkpoint, "--prompt", "The if", "--out",
+            self.root / "attention.png",
+        )  # fmt: skip
+
+    def result(self, name):
+        self.thread.join()
+        train = self.procs["train"]
+        assert train.returncode == 0, train.stderr
+        return self.procs[name]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def end_to_end(corpus, tmp_path_factory):
+    chain = EndToEnd(corpus, tmp_path_factory.mktemp("end_to_end"))
+    yield chain
+    chain.thread.join()  # never leave a subprocess running after the module
+
+
+@pytest.fixture(scope="module")
+def trained(end_to_end):
+    """The tiny ``train`` run: (output directory, completed process)."""
+    return end_to_end.out, end_to_end.result("train")
+
+
+# ----------------------------------------------------------------------- in-process commands
+
+
+def main(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_bpe_train_sample_round_trip(corpus, tmp_path, capsys):
+    code, out, err = main(capsys, "train", "--text", corpus, "--out", tmp_path, *TINY,
+                          "--ell-max", "16", "--tokenizer", "bpe", "--vocab-size", "300",
+                          "--sample-length", "5")  # fmt: skip
+    assert code == 0, err
+    checkpoint = load_checkpoint(tmp_path / "model.safetensors")
+    tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
+    assert (
+        isinstance(tokenizer, BPETokenizer) and tokenizer.N_V == checkpoint.hyperparameters["N_V"]
+    )
+    code, out, err = main(capsys, "sample", "--checkpoint", tmp_path / "model.safetensors",
+                          "--prompt", "naïve 日本 ", "--length", "6")  # fmt: skip
+    assert code == 0, err
+    assert out.startswith("naïve 日本 ")  # BPE encodes every character
+
+
+def test_seq2seq_reports_exact_match_accuracy(capsys):
+    code, out, err = main(capsys, "seq2seq", *TINY, "--max-len", "4", "--train-size", "40",
+                          "--test-size", "8", "--examples", "2")  # fmt: skip
+    assert code == 0, err
+    match = re.search(r"exact-match accuracy ([\d.]+)% \((\d+)/8\)", out)
+    assert match and 0 <= float(match.group(1)) <= 100
+    assert out.count(" → x̂ = <bos>") == 2
+
+
+def test_mlm_reports_recovery_accuracy_and_baseline(corpus, capsys):
+    code, out, err = main(capsys, "mlm", "--text", corpus, *TINY, "--ell-max", "16",
+                          "--test-size", "8")  # fmt: skip
+    assert code == 0, err
+    assert re.search(
+        r"recovery accuracy [\d.]+% on \d+ masked characters; baseline .* [\d.]+%", out
+    )
+    assert "  masked " in out and "  filled " in out
+
+
+# ------------------------------------------------------------------------------ user errors
+
+
+def test_user_errors_are_one_line(corpus, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n", encoding="utf-8")
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00abc")
+    ed = tmp_path / "ed.safetensors"
+    theta = init_ed_transformer(jax.random.key(0), N_V=8, ell_max=6, L_enc=1, L_dec=1, H=1,
+                                d_e=4, d_mlp=8)  # fmt: skip
+    save_checkpoint(ed, theta)
+    checkpoint = tmp_path / "char.safetensors"
+    theta = init_d_transformer(jax.random.key(0), N_V=8, ell_max=32, L=1, H=1, d_e=4, d_mlp=8)
+    tokenizer = CharTokenizer(tuple("abcde"))
+    save_checkpoint(checkpoint, theta, tokenizer=tokenizer.to_dict(), extra={"activation": "gelu"})
+    good = checkpoint.read_bytes()
+    corrupted = tmp_path / "corrupted.safetensors"
+    blob = bytearray(good)
+    blob[-5] ^= 0xFF  # a tensor byte: the SHA-256 no longer matches
+    corrupted.write_bytes(bytes(blob))
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good[: len(good) // 2])
+    cases = [
+        (("train", "--text", empty), r"--text file .* is empty"),
+        (("train", "--text", binary), r"is not UTF-8 text"),
+        (("train", "--text", corpus, "--steps", "0"), r"--steps must be at least 1"),
+        (("sample", "--checkpoint", ed), r"holds an EDTransformer, not a DTransformer"),
+        (("sample", "--checkpoint", corrupted), r"is corrupted"),
+        (("sample", "--checkpoint", truncated), r"truncated or not a safetensors file"),
+        (("sample", "--checkpoint", tmp_path / "none.safetensors"), r"does not exist"),
+        (("sample", "--checkpoint", checkpoint, "--prompt", "日本"), r"character '日'.*not in the vocabulary"),
+        (("sample", "--checkpoint", checkpoint, "--temperature", "-1"), r"tau"),
+        (("attention", "--checkpoint", ed), r"not a DTransformer"),
+        (("attention", "--checkpoint", checkpoint, "--prompt", "a" * 40), r"ell_max = 32"),
+    ]  # fmt: skip
+    for args, pattern in cases:
+        code, _, err = main(capsys, *args)
+        assert_one_line_error(code, err, pattern)
+
+
+# --------------------------------------------------------------------- streaming Algorithm 14
+
+
+@pytest.fixture(scope="module")
+def small_theta():
+    theta = init_d_transformer(jax.random.key(5), N_V=9, ell_max=6, L=1, H=2, d_e=8, d_mlp=16,
+                               dtype=jnp.float64)  # fmt: skip
+    # Larger logits than at initialisation, so that the draws depend on the model.
+    return theta._replace(W_u=3.0 * theta.W_u)
+
+
+def test_streaming_equals_the_literal_and_the_cached_algorithm(small_theta):
+    cases = [(1.0, 0, [4]), (1.0, 1, [7, 1, 2]), (0.6, 2, list(range(6))), (0.0, 3, [1, 2] * 4)]
+    for tau, seed, prompt in cases:
+        key = jax.random.key(seed)
+        x = jnp.asarray(prompt, jnp.int32)
+        streamed = list(cli.stream_d_inference(x, small_theta, key, ell_gen=10, tau=tau))
+        literal = d_inference(x, small_theta, key, ell_gen=10, tau=tau, window=True)
+        assert streamed == np.asarray(literal).tolist()
+        n_fit = 6 - len(prompt) + 1  # tokens generated before the context is full
+        if n_fit > 0:
+            cached = d_inference_cached(x, small_theta, key, ell_gen=n_fit, tau=tau)
+            assert streamed[:n_fit] == np.asarray(cached).tolist()
+
+
+def test_streaming_is_lazy_and_the_prefix_of_a_longer_run(small_theta):
+    key = jax.random.key(11)
+    x = jnp.asarray([3, 4], jnp.int32)
+    long = list(cli.stream_d_inference(x, small_theta, key, ell_gen=10, tau=1.0))
+    stream = cli.stream_d_inference(x, small_theta, key, ell_gen=10, tau=1.0)
+    assert [next(stream) for _ in range(4)] == long[:4]
+    assert list(cli.stream_d_inference(x, small_theta, key, ell_gen=0)) == []
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+
+def test_char_tokenizer_round_trips_with_the_paper_special_tokens():
+    text = "def f(x):\n\treturn  x  # ünïcode\n"
+    tokenizer = CharTokenizer.from_text(text)
+    ids = tokenizer.encode(text, bos=True, eos=True)
+    assert ids[0] == tokenizer.N_V - 2 and ids[-1] == tokenizer.N_V - 1
+    assert tokenizer.mask_token == tokenizer.N_V - 3 and ids[1:-1].max() < tokenizer.N_V - 3
+    assert tokenizer.decode(ids) == text
+    again = tokenizer_from_dict(json.loads(json.dumps(tokenizer.to_dict())))
+    assert again.decode(again.encode(text)) == text
+
+
+def test_bpe_round_trips_exactly_with_specials_last():
+    corpus = pydoc_topics_text()[:20000]
+    tokenizer = BPETokenizer.train(corpus, 300)
+    N_V = tokenizer.N_V
+    assert N_V == 300
+    assert (tokenizer.mask_token, tokenizer.bos_token, tokenizer.eos_token) == (
+        N_V - 3,
+        N_V - 2,
+        N_V - 1,
+    )
+    samples = [
+        corpus[:500],
+        "naïve café — 日本語 🎉\u00a0end",
+        "  leading, trailing   \t\t tabs\n\n\n  and runs   ",
+        "<eos> and <bos> are text here, not special tokens",
+        "\r\n\x00\u200b",
+        "",
+    ]
+    for text in samples:
+        ids = tokenizer.encode(text)
+        assert ids.dtype == np.int32 and (ids.size == 0 or ids.max() < N_V - 3)
+        assert tokenizer.decode(ids) == text
+        assert "".join(stream_text(tokenizer, ids)) == text
+        wrapped = tokenizer.encode(text, bos=True, eos=True)
+        assert wrapped[0] == N_V - 2 and wrapped[-1] == N_V - 1
+        assert tokenizer.decode(wrapped) == text
+        assert tokenizer.decode(wrapped, special="show") == f"<bos>{text}<eos>"
+    restored = tokenizer_from_dict(json.loads(json.dumps(tokenizer.to_dict())))
+    assert np.array_equal(restored.encode(samples[0]), tokenizer.encode(samples[0]))
+    with pytest.raises(ValueError, match="outside"):
+        tokenizer.decode([N_V])
+    with pytest.raises(ValueError, match="vocab_size"):
+        BPETokenizer.train(corpus, 100)
+
+
+def test_stream_text_holds_back_split_characters():
+    tokenizer = BPETokenizer.train("ab " * 50, 259)  # no merges: one token per byte
+    text = "a🎉b"  # the emoji is four bytes, four tokens
+    ids = tokenizer.encode(text)
+    assert len(ids) == 6
+    pieces = list(stream_text(tokenizer, ids))
+    assert pieces == ["a", "🎉", "b"]
+
+
+# ------------------------------------------------------------------------------- end to end
+
+
+def test_train_writes_a_checkpoint_a_plot_and_a_sample(trained):
+    out, proc = trained
+    checkpoint = load_checkpoint(out / "model.safetensors")
+    assert checkpoint.architecture == "DTransformer"
+    hp = checkpoint.hyperparameters
+    assert (hp["d_e"], hp["L"], hp["H"], hp["ell_max"]) == (16, 1, 2, 32)
+    tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
+    assert isinstance(tokenizer, CharTokenizer) and tokenizer.N_V == hp["N_V"]
+    assert checkpoint.extra["activation"] == "gelu" and checkpoint.extra["eps"] == 1e-5
+    assert checkpoint.extra["config"]["steps"] == 3
+    assert checkpoint.arrays["loss_history"].shape == (3,)
+    assert (out / "loss.png").read_bytes()[:8] == PNG_MAGIC
+    stdout = proc.stdout
+    assert re.search(r"held-out +loss [\d.]+ nats/token.*unigram entropy [\d.]+", stdout)
+    assert "\nThe " in stdout  # the sample starts with its prompt
+    assert "step" in proc.stderr  # the progress bar goes to stderr
+
+
+def test_sample_and_attention_read_the_checkpoint_back(end_to_end):
+    proc = end_to_end.result("sample")
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.rstrip("\n")
+    assert text.startswith("The ") and len(text) > len("The ")
+    proc = end_to_end.result("attention")
+    assert proc.returncode == 0, proc.stderr
+    assert (end_to_end.root / "attention.png").read_bytes()[:8] == PNG_MAGIC
+    assert "1 layers × 2 heads, 7 tokens" in proc.stdout
+
+
+def test_a_user_error_in_the_real_process_is_one_line(end_to_end):
+    proc = end_to_end.result("missing")
+    assert_one_line_error(
+        proc.returncode, proc.stderr, r"--text file .*missing\.txt.* does not exist"
+    )
+
+
+def test_no_pickle_in_the_checkpoint(trained):
+    blob = (trained[0] / "model.safetensors").read_bytes()
+    header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
+    assert all(
+        v.get("dtype") in ("F32", "F64", "I32") for k, v in header.items() if k != "__metadata__"
+    )
+    assert b"\x80\x04\x95" not in blob[:16]  # not a pickle stream
+    assert os.path.getsize(trained[0] / "loss.png") < 200_000
