@@ -50,6 +50,9 @@ CASES = {
     "Algorithm 8": (lambda th: fa.ed_transformer_logits(x[:3], x, th), (ED,)),
     "Algorithm 9": (lambda th: fa.e_transformer_logits(x, th), (E,)),
     "Algorithm 10": (lambda th: fa.d_transformer_logits(x, th), (D,)),
+    "Algorithm 11 loss": (lambda th: fa.ed_loss(th, x[:3], x), (ED,)),
+    "Algorithm 12 loss": (lambda th: fa.e_loss(th, x.at[1].set(5 - 3), x), (E,)),
+    "Algorithm 13 loss": (lambda th: fa.d_loss(th, x), (D,)),
 }
 
 

@@ -135,3 +135,50 @@ def test_batching_and_jit(theta, ell):
     T.check_vmap(lambda x: d_transformer(x, theta), (xs,))
     T.check_jit(fa.d_transformer, xs[0], theta)
     T.check_shape_contract(lambda x: d_transformer(x, theta), (xs[0],), (N_V, ell))
+
+
+# ---------------------------------------------------------------------- Algorithms 11 - 15
+
+
+@given(T.params(fa.init_d_transformer, **D_HP), T.token_sequences(N_V, lengths))
+def test_d_training_loss_is_the_next_token_loss(theta, x):  # Algorithm 13, line 5
+    T.check_next_token_loss(fa.d_loss, fa.d_transformer_logits, theta, x)
+
+
+@given(
+    T.params(fa.init_ed_transformer, **ED_HP),
+    T.token_sequences(N_V, (3,)),
+    T.token_sequences(N_V, lengths),
+)
+def test_ed_training_loss_is_the_next_token_loss(theta, z, x):  # Algorithm 11, line 5
+    T.check_next_token_loss(
+        lambda th, x: fa.ed_loss(th, z, x),
+        lambda x, th: fa.ed_transformer_logits(z, x, th),
+        theta,
+        x,
+    )
+
+
+@given(T.params(fa.init_d_transformer, **D_HP), T.token_sequences(N_V, (5,)))
+def test_cached_decoding_matches_the_full_forward(theta, x):  # Algorithm 14's cache
+    from formal_algorithms.cache import d_cached_logits, init_kv_cache
+
+    def one_at_a_time(x):
+        cache, columns = init_kv_cache(theta), []
+        for t in range(x.shape[0]):
+            logits, cache = d_cached_logits(x[t : t + 1], t, theta, cache)
+            columns.append(logits[:, 0])
+        return jnp.stack(columns, axis=1)
+
+    T.check_incremental_matches_full(one_at_a_time, lambda x: fa.d_transformer_logits(x, theta), x)
+
+
+@given(T.params(fa.init_d_transformer, **D_HP), T.token_sequences(N_V, (3,)), T.seeds())
+def test_sampled_continuations_are_valid_tokens_and_cached_equals_literal(theta, x, seed):  # Alg 14
+    key = jax.random.key(seed)
+    literal = fa.d_inference(x, theta, key, ell_gen=3, tau=1.0)
+    cached = fa.d_inference_cached(x, theta, key, ell_gen=3, tau=1.0)
+    assert (
+        literal.shape == (3,) and ((0 <= np.asarray(literal)) & (np.asarray(literal) < N_V)).all()
+    )
+    np.testing.assert_array_equal(literal, cached)
