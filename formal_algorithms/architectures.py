@@ -474,8 +474,15 @@ def check_params(theta, algorithm: str | None = None, **hp) -> None:
             f"has structure {actual_tree}, expected {expected_tree} for {expected_hp}",
         )
     for (path, a), (_, e) in zip(actual, expected, strict=True):
+        name = "theta" + jax.tree_util.keystr(path)
+        if not jnp.issubdtype(jnp.result_type(a), jnp.floating):
+            fail(
+                algorithm,
+                name,
+                f"has dtype {jnp.result_type(a)}, expected a float dtype",
+                TypeError,
+            )
         if jnp.shape(a) != e.shape:
-            name = "theta" + jax.tree_util.keystr(path)
             fail(algorithm, name, f"has shape {jnp.shape(a)}, expected {e.shape} for {expected_hp}")
 
 
