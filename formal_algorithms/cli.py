@@ -591,11 +591,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="character level (default) or byte-level BPE trained on the text")  # fmt: skip
     p.add_argument("--vocab-size", type=int, default=512,
                    help="BPE vocabulary size N_V, specials included (default %(default)s)")  # fmt: skip
-    p.add_argument("--ell-max", type=int, default=128, help="context length (default %(default)s)")
-    _model_options(p, d_e=128, layers=4, heads=4, steps=300, batch_size=32, lr=2e-3, warmup=30,
+    p.add_argument("--ell-max", type=int, default=64, help="context length (default %(default)s)")
+    _model_options(p, d_e=96, layers=3, heads=3, steps=2400, batch_size=16, lr=3e-3, warmup=100,
                    weight_decay=0.1)  # fmt: skip
     p.add_argument("--prompt", default="", help="prompt of the final sample (default: none)")
-    p.add_argument("--sample-length", type=int, default=256,
+    p.add_argument("--sample-length", type=int, default=300,
                    help="tokens in the final sample (default %(default)s)")  # fmt: skip
     p.add_argument("--temperature", type=float, default=0.8,
                    help="sampling temperature τ (default %(default)s; 0 = argmax)")  # fmt: skip
@@ -646,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--examples", type=int, default=4, help="examples to print (default %(default)s)"
     )
-    _model_options(p, d_e=64, layers=2, heads=4, steps=500, batch_size=64, lr=2e-3, warmup=50,
+    _model_options(p, d_e=64, layers=2, heads=4, steps=250, batch_size=64, lr=2e-3, warmup=25,
                    weight_decay=0.01)  # fmt: skip
     p.set_defaults(run=cmd_seq2seq)
 
@@ -656,14 +656,14 @@ def build_parser() -> argparse.ArgumentParser:
         "recovery accuracy next to the most-frequent-character baseline.",
     )  # fmt: skip
     p.add_argument("--text", metavar="FILE", help="UTF-8 text file (default: pydoc_data/topics)")
-    p.add_argument("--ell-max", type=int, default=64, help="context length (default %(default)s)")
+    p.add_argument("--ell-max", type=int, default=16, help="context length (default %(default)s)")
     p.add_argument(
         "--p-mask", type=float, default=0.15, help="masking probability (default %(default)s)"
     )
     p.add_argument(
-        "--test-size", type=int, default=256, help="held-out sequences (default %(default)s)"
+        "--test-size", type=int, default=512, help="held-out sequences (default %(default)s)"
     )
-    _model_options(p, d_e=64, layers=2, heads=4, steps=300, batch_size=32, lr=2e-3, warmup=30,
+    _model_options(p, d_e=64, layers=2, heads=4, steps=1000, batch_size=64, lr=3e-3, warmup=100,
                    weight_decay=0.01)  # fmt: skip
     p.set_defaults(run=cmd_mlm)
     return parser

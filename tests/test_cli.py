@@ -2,17 +2,15 @@
 back by ``sample`` and ``attention``, seq2seq and mlm run, streaming equals Algorithm 14, both
 tokenizers round-trip exactly, and every user error is one line without a traceback.
 
-The end-to-end run goes through a subprocess (``python -m formal_algorithms``), as a user would;
+The end-to-end run goes through subprocesses (``python -m formal_algorithms``), as a user would;
 the other commands call :func:`formal_algorithms.cli.main` in-process, which is the same code
 behind the entry point and saves a JAX start-up per command.
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
-import threading
 
 import jax
 import jax.numpy as jnp
@@ -20,12 +18,17 @@ import numpy as np
 import pytest
 
 from formal_algorithms import cli
-from formal_algorithms.architectures import init_d_transformer, init_ed_transformer
+from formal_algorithms.architectures import (
+    d_transformer_logits,
+    init_d_transformer,
+    init_ed_transformer,
+)
 from formal_algorithms.bpe import BPETokenizer, stream_text, tokenizer_from_dict
 from formal_algorithms.cache import d_inference_cached
 from formal_algorithms.checkpoint import load_checkpoint, save_checkpoint
-from formal_algorithms.inference import d_inference
+from formal_algorithms.inference import d_inference, sample_token, step_key
 from formal_algorithms.tokenization import CharTokenizer, pydoc_topics_text
+from formal_algorithms.training import d_loss
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--d-e", "16", "--layers", "1", "--heads", "2", "--batch-size", "4", "--steps", "3"]
@@ -53,55 +56,6 @@ def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "text.txt"
     path.write_text(pydoc_topics_text()[:6000], encoding="utf-8")
     return path
-
-
-class EndToEnd:
-    """``train`` → ``sample`` → ``attention`` (+ one user error) in subprocesses, run by a
-    background thread while the in-process tests run: XLA compiles on one core, so the two
-    overlap on a 2-core machine. ``result()`` waits for the chain."""
-
-    def __init__(self, corpus, root):
-        self.corpus, self.out, self.root = corpus, root / "run", root
-        self.procs = {}
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        checkpoint = self.out / "model.safetensors"
-        self.procs["train"] = run_cli(
-            "train", "--text", self.corpus, "--out", self.out, *TINY, "--ell-max", "32",
-            "--sample-length", "20", "--prompt", "The ",
-        )  # fmt: skip
-        self.procs["missing"] = run_cli("train", "--text", self.root / "missing.txt")
-        if self.procs["train"].returncode:
-            return
-        self.procs["sample"] = run_cli(
-            "sample", "--checkpoint", checkpoint, "--prompt", "The ", "--length", "40", "--seed",
-            "3", "--temperature", "0.5",
-        )  # fmt: skip
-        self.procs["attention"] = run_cli(
-            "attention", "--checkpoint", checkpoint, "--prompt", "The if", "--out",
-            self.root / "attention.png",
-        )  # fmt: skip
-
-    def result(self, name):
-        self.thread.join()
-        train = self.procs["train"]
-        assert train.returncode == 0, train.stderr
-        return self.procs[name]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def end_to_end(corpus, tmp_path_factory):
-    chain = EndToEnd(corpus, tmp_path_factory.mktemp("end_to_end"))
-    yield chain
-    chain.thread.join()  # never leave a subprocess running after the module
-
-
-@pytest.fixture(scope="module")
-def trained(end_to_end):
-    """The tiny ``train`` run: (output directory, completed process)."""
-    return end_to_end.out, end_to_end.result("train")
 
 
 # ----------------------------------------------------------------------- in-process commands
@@ -201,7 +155,7 @@ def small_theta():
 
 
 def test_streaming_equals_the_literal_and_the_cached_algorithm(small_theta):
-    cases = [(1.0, 0, [4]), (1.0, 1, [7, 1, 2]), (0.6, 2, list(range(6))), (0.0, 3, [1, 2] * 4)]
+    cases = [(1.0, 1, [7, 1, 2]), (0.6, 2, list(range(6))), (0.0, 3, [1, 2] * 4)]
     for tau, seed, prompt in cases:
         key = jax.random.key(seed)
         x = jnp.asarray(prompt, jnp.int32)
@@ -214,6 +168,31 @@ def test_streaming_equals_the_literal_and_the_cached_algorithm(small_theta):
             assert streamed[:n_fit] == np.asarray(cached).tolist()
 
 
+def reference_window_sampling(x, theta, key, *, ell_gen, tau, context, anchor):
+    """The CLI's sampling written naively: every step runs Algorithm 10 on the whole sequence,
+    or on ``[x[:anchor], x[-(context - anchor):]]`` once it is longer than ``context``."""
+    x, out = [int(v) for v in x], []
+    forward = jax.jit(d_transformer_logits)
+    for i in range(ell_gen):
+        window = x if len(x) <= context else x[:anchor] + x[len(x) - (context - anchor) :]
+        logits = forward(jnp.asarray(window, jnp.int32), theta)[:, -1]
+        y = int(sample_token(step_key(key, i), logits, tau))
+        out.append(y)
+        x.append(y)
+    return out
+
+
+def test_streaming_with_the_cli_window_equals_the_naive_loop(small_theta):
+    # the CLI's setting: at most ℓ_max − 1 = 5 tokens per step, the first (bos) kept
+    for tau, seed, prompt in [(1.0, 4, [8, 3]), (0.6, 5, [8, 1, 2, 3, 4, 5, 6])]:
+        key = jax.random.key(seed)
+        streamed = list(cli.stream_d_inference(np.asarray(prompt), small_theta, key, ell_gen=9,
+                                               tau=tau, context=5, anchor=1))  # fmt: skip
+        expected = reference_window_sampling(prompt, small_theta, key, ell_gen=9, tau=tau,
+                                             context=5, anchor=1)  # fmt: skip
+        assert streamed == expected
+
+
 def test_streaming_is_lazy_and_the_prefix_of_a_longer_run(small_theta):
     key = jax.random.key(11)
     x = jnp.asarray([3, 4], jnp.int32)
@@ -221,6 +200,17 @@ def test_streaming_is_lazy_and_the_prefix_of_a_longer_run(small_theta):
     stream = cli.stream_d_inference(x, small_theta, key, ell_gen=10, tau=1.0)
     assert [next(stream) for _ in range(4)] == long[:4]
     assert list(cli.stream_d_inference(x, small_theta, key, ell_gen=0)) == []
+    with pytest.raises(ValueError, match="context"):
+        next(cli.stream_d_inference(x, small_theta, key, ell_gen=3, context=7))
+
+
+def test_the_last_position_is_never_trained(small_theta):
+    """Why the CLI reads at most ℓ_max − 1 tokens: Algorithm 13's loss on a sequence of length
+    ℓ_max has no term at column ℓ_max − 1, so W_p's last column gets exactly zero gradient."""
+    x = jnp.asarray([8, 1, 2, 3, 4, 5], jnp.int32)  # ℓ = ℓ_max = 6
+    grad = jax.jit(jax.grad(d_loss))(small_theta, x)
+    assert np.all(np.asarray(grad.W_p[:, -1]) == 0)
+    assert np.all(np.abs(np.asarray(grad.W_p[:, :-1])).max(axis=0) > 0)
 
 
 # ----------------------------------------------------------------------------- tokenizers
@@ -282,11 +272,16 @@ def test_stream_text_holds_back_split_characters():
 
 
 # ------------------------------------------------------------------------------- end to end
+# One test function, so that the chain runs once even when pytest-xdist spreads the tests.
 
 
-def test_train_writes_a_checkpoint_a_plot_and_a_sample(trained):
-    out, proc = trained
-    checkpoint = load_checkpoint(out / "model.safetensors")
+def test_train_then_sample_and_attention_in_subprocesses(corpus, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("train", "--text", corpus, "--out", out, *TINY, "--ell-max", "32",
+                   "--sample-length", "20", "--prompt", "The ")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    checkpoint_path = out / "model.safetensors"
+    checkpoint = load_checkpoint(checkpoint_path)
     assert checkpoint.architecture == "DTransformer"
     hp = checkpoint.hyperparameters
     assert (hp["d_e"], hp["L"], hp["H"], hp["ell_max"]) == (16, 1, 2, 32)
@@ -296,35 +291,30 @@ def test_train_writes_a_checkpoint_a_plot_and_a_sample(trained):
     assert checkpoint.extra["config"]["steps"] == 3
     assert checkpoint.arrays["loss_history"].shape == (3,)
     assert (out / "loss.png").read_bytes()[:8] == PNG_MAGIC
-    stdout = proc.stdout
-    assert re.search(r"held-out +loss [\d.]+ nats/token.*unigram entropy [\d.]+", stdout)
-    assert "\nThe " in stdout  # the sample starts with its prompt
+    assert re.search(r"held-out +loss [\d.]+ nats/token.*unigram entropy [\d.]+", proc.stdout)
+    assert "\nThe " in proc.stdout  # the sample starts with its prompt
     assert "step" in proc.stderr  # the progress bar goes to stderr
+    # safetensors, no pickle: every tensor is a plain numeric array
+    blob = checkpoint_path.read_bytes()
+    header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
+    assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} <= {"F32", "I32"}
 
-
-def test_sample_and_attention_read_the_checkpoint_back(end_to_end):
-    proc = end_to_end.result("sample")
+    proc = run_cli("sample", "--checkpoint", checkpoint_path, "--prompt", "The ", "--length",
+                   "40", "--seed", "3", "--temperature", "0.5")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout.rstrip("\n")
     assert text.startswith("The ") and len(text) > len("The ")
-    proc = end_to_end.result("attention")
+
+    png = tmp_path / "attention.png"
+    proc = run_cli("attention", "--checkpoint", checkpoint_path, "--prompt", "The if", "--out",
+                   png)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert (end_to_end.root / "attention.png").read_bytes()[:8] == PNG_MAGIC
+    assert png.read_bytes()[:8] == PNG_MAGIC
     assert "1 layers × 2 heads, 7 tokens" in proc.stdout
 
 
-def test_a_user_error_in_the_real_process_is_one_line(end_to_end):
-    proc = end_to_end.result("missing")
+def test_a_user_error_in_the_real_process_is_one_line(tmp_path):
+    proc = run_cli("train", "--text", tmp_path / "missing.txt")
     assert_one_line_error(
         proc.returncode, proc.stderr, r"--text file .*missing\.txt.* does not exist"
     )
-
-
-def test_no_pickle_in_the_checkpoint(trained):
-    blob = (trained[0] / "model.safetensors").read_bytes()
-    header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
-    assert all(
-        v.get("dtype") in ("F32", "F64", "I32") for k, v in header.items() if k != "__metadata__"
-    )
-    assert b"\x80\x04\x95" not in blob[:16]  # not a pickle stream
-    assert os.path.getsize(trained[0] / "loss.png") < 200_000
