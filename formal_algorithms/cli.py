@@ -71,10 +71,6 @@ def _say(*parts, file=None):
     print(*parts, file=file or sys.stdout, flush=True)
 
 
-def _info(*parts):
-    _say(*parts, file=sys.stderr)
-
-
 def _read_text(path: str | None) -> tuple[str, str]:
     """``(text, description)``: the ``--text`` file, or the default corpus."""
     if path is None:
@@ -537,16 +533,19 @@ def cmd_mlm(args) -> int:
          f"{result.n_targets} masked characters; baseline (always {tokenizer.decode([guess])!r}) "
          f"{baseline:.1%}; loss {result.loss:.3f} nats/char")  # fmt: skip
 
-    x, masked = held[0], masks[0]
-    x_tilde = np.where(masked, tokenizer.mask_token, x)
-    logits = jax.jit(e_transformer_logits)(jnp.asarray(x_tilde), theta)
-    guessed = np.where(masked, np.asarray(jnp.argmax(logits, axis=0)), x)
-    line = slice(1, min(len(x), 73))  # drop bos; one line of text
-    show = functools.partial(tokenizer.decode, special="show")
-    _say("  text   " + show(x[line]).replace("\n", "⏎"))
-    _say("  masked " + "".join("_" if m else tokenizer.decode([t]) for t, m in
-                               zip(x[line], masked[line], strict=True)).replace("\n", "⏎"))  # fmt: skip
-    _say("  filled " + show(guessed[line]).replace("\n", "⏎"))
+    # An example: the first held-out sequences (without their bos) side by side, one line.
+    logits_fn = jax.jit(e_transformer_logits)
+    text, masked_text, filled = [], [], []
+    for x, masked in list(zip(held, masks, strict=True))[: max(1, 72 // args.ell_max)]:
+        x_tilde = np.where(masked, tokenizer.mask_token, x)
+        guess_x = np.asarray(jnp.argmax(logits_fn(jnp.asarray(x_tilde), theta), axis=0))
+        for t in range(1, len(x)):  # position 0 is bos
+            c = tokenizer.decode([x[t]], special="show")
+            text.append(c)
+            masked_text.append("_" if masked[t] else c)
+            filled.append(tokenizer.decode([guess_x[t]], special="show") if masked[t] else c)
+    for name, chars in (("text  ", text), ("masked", masked_text), ("filled", filled)):
+        _say(f"  {name} " + "".join(chars).replace("\n", "⏎"))
     _say(f"done in {_duration(time.perf_counter() - started)}")
     return 0
 
