@@ -4,9 +4,12 @@ Xiong et al. show that at initialisation the gradient of the parameters near the
 larger for Post-LN than for Pre-LN (Pre-LN's is scaled by about 1/√L), and that Pre-LN's
 per-layer gradient norms stay roughly flat across depth. This script measures both on this CPU:
 
-- the same θ (``formal_algorithms.init_d_transformer``: weights N(0, 1/fan_in), embeddings
-  N(0, 0.02²), γ = 1, β = 0) run as Algorithm 10 (Pre-LN, ``pre_ln_d_transformer_logits``) and as
-  its Post-LN form (``post_ln_d_transformer_logits``, which keeps line 10's final norm);
+- the same θ run as Algorithm 10 (Pre-LN, ``pre_ln_d_transformer_logits``) and as its Post-LN
+  form (``post_ln_d_transformer_logits``, which keeps line 10's final norm);
+- θ drawn as in Xiong et al.'s setting (``--init xiong``, the default:
+  ``variants.xiong_init_d_transformer``: Xavier-normal weights, unit-scale token embeddings, the
+  original sinusoid as ``W_p``) or by the library's init (``--init library``: weights
+  N(0, 1/fan_in), embeddings N(0, 0.02²), optionally rescaled by ``--embedding-std``);
 - random token sequences, the next-token loss of Algorithm 13 (line 5) averaged over the batch;
 - per layer l, the Frobenius norm of the gradient of W_o (attention output), W_mlp2 (MLP output)
   and of the whole layer, averaged over ``--seeds`` draws of θ and data;
@@ -15,7 +18,7 @@ per-layer gradient norms stay roughly flat across depth. This script measures bo
 It prints the tables and writes a plot (matplotlib, Agg backend).
 
 Usage:  python benchmarks/ln_gradients.py [--L 6 --d-e 64 --seeds 3 --plot benchmarks/ln_gradients.png]
-        python benchmarks/ln_gradients.py --embedding-std 1.0   # embeddings of unit scale
+        python benchmarks/ln_gradients.py --init library [--embedding-std 1.0]
 """
 
 from __future__ import annotations
@@ -38,8 +41,12 @@ def measure(L, args):
     hp = dict(N_V=args.N_V, ell_max=args.ell, L=L, H=args.H, d_e=args.d_e, d_mlp=args.d_mlp)
     out = {form: {} for form in FORMS}
     for seed in range(args.seeds):
-        theta = fa.init_d_transformer(jax.random.key(seed), **hp)
-        if args.embedding_std is not None:  # rescale the same draws; the init's std is 0.02
+        if args.init == "xiong":
+            theta = V.xiong_init_d_transformer(jax.random.key(seed), **hp)
+        else:
+            theta = fa.init_d_transformer(jax.random.key(seed), **hp)
+        if args.init == "library" and args.embedding_std is not None:
+            # rescale the same draws; the init's std is 0.02
             scale = args.embedding_std / 0.02
             theta = theta._replace(W_e=theta.W_e * scale, W_p=theta.W_p * scale)
         xs = jax.random.randint(jax.random.key(1000 + seed), (args.batch, args.ell), 0, args.N_V)
@@ -106,17 +113,21 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--depths", default="2,4,6,8", help="comma-separated L for the depth sweep")
-    p.add_argument("--embedding-std", type=float, default=None, help="default: the init's 0.02")
+    p.add_argument("--init", choices=("xiong", "library"), default="xiong")
+    p.add_argument("--embedding-std", type=float, default=None, help="with --init library")
     p.add_argument("--plot", default="benchmarks/ln_gradients.png")
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
     t0 = time.perf_counter()
-    std = "0.02 (library init)" if args.embedding_std is None else args.embedding_std
+    if args.init == "xiong":
+        std = "Xiong et al.'s init (Xavier weights, W_e ~ N(0, 1), sinusoidal W_p)"
+    else:
+        std = "library init, embedding std " + str(args.embedding_std or 0.02)
     print(
         f"DTransformer L={args.L}, d_e={args.d_e}, H={args.H}, d_mlp={args.d_mlp}, "
-        f"N_V={args.N_V}, ℓ={args.ell}, batch={args.batch}, seeds={args.seeds}, "
-        f"embedding std {std}, float32, next-token loss at initialisation\n"
+        f"N_V={args.N_V}, ℓ={args.ell}, batch={args.batch}, seeds={args.seeds},\n"
+        f"{std}, float32, next-token loss at initialisation\n"
     )
     norms = measure(args.L, args)
     print_layer_table(norms, args.L)

@@ -10,7 +10,12 @@
 This is an edge of the library: it imports the primitives and architectures, nothing imports it.
 """
 
-from .diagnostics import layer_gradient_norms, next_token_loss
+from .diagnostics import (
+    layer_gradient_norms,
+    next_token_loss,
+    xavier_std,
+    xiong_init_d_transformer,
+)
 from .gopher import (
     GopherDTransformerParams,
     RMSLayer,
@@ -94,4 +99,6 @@ __all__ = [
     "rms_pre_ln_layer",
     "with_final_norms",
     "with_fixed_positions",
+    "xavier_std",
+    "xiong_init_d_transformer",
 ]

@@ -15,7 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..architectures import d_transformer_spec
+from ..embeddings import vaswani_sinusoidal_W_p
 from ..functions import log_softmax
+from ..initialisation import Normal, is_spec, materialise
 
 
 def next_token_loss(logits_fn):
@@ -48,3 +51,40 @@ def layer_gradient_norms(logits_fn, theta, xs) -> dict:
         "W_mlp2": np.array([float(_frobenius(l.W_mlp2)) for l in g.layers]),
         "layer": np.array([float(_frobenius(l)) for l in g.layers]),
     }
+
+
+# --------------------------------------------------------------------- Xiong et al.'s setting
+
+
+def xavier_std(shape: tuple) -> float:
+    """Glorot & Bengio's normal std ``√(2 / (fan_in + fan_out))`` for a weight ``(…, d_out, d_in)``.
+    Heads stacked on a leading axis count as one projection: ``W_q`` of shape ``(H, d_attn, d_x)``
+    is one ``(H·d_attn, d_x)`` matrix, as in implementations that project all heads at once."""
+    fan_out = int(np.prod(shape[:-1]))
+    return float(np.sqrt(2.0 / (shape[-1] + fan_out)))
+
+
+def xiong_init_d_transformer(key, **hp):
+    """θ of Algorithm 10 initialised as in Xiong et al.'s experiments (the fairseq Transformer):
+    every weight matrix of a layer Xavier-normal (:func:`xavier_std`); token embeddings of unit
+    scale, ``W_e`` ~ N(0, 1) (fairseq draws N(0, 1/d_e) and multiplies by √d_e in the forward);
+    ``W_p`` the original Transformer's sinusoid (:func:`~formal_algorithms.vaswani_sinusoidal_W_p`);
+    biases 0, γ = 1, β = 0, and ``W_u`` as the library's N(0, 1/d_e). ``hp`` as
+    :func:`~formal_algorithms.init_d_transformer`'s (float32).
+
+    Why not the library's init: with ``W_e``, ``W_p`` ~ N(0, 0.02²) the residual stream starts near
+    0 and grows ~l-fold over l layers, so Pre-LN's layer norms shrink later layers' gradients
+    several-fold (see ``benchmarks/ln_gradients.py --init library``). Xiong et al.'s flat Pre-LN
+    profile holds for a stream that starts at unit scale, as theirs did.
+    """
+
+    def xavier(path, s):
+        name = jax.tree_util.keystr(path)
+        if isinstance(s, Normal) and len(s.shape) >= 2 and not name.endswith(("W_e", "W_p", "W_u")):
+            return s._replace(std=xavier_std(s.shape))
+        return s
+
+    spec = jax.tree_util.tree_map_with_path(xavier, d_transformer_spec(**hp), is_leaf=is_spec)
+    spec = spec._replace(W_e=Normal(spec.W_e.shape, 1.0))
+    theta = materialise(key, spec)
+    return theta._replace(W_p=vaswani_sinusoidal_W_p(hp["d_e"], hp["ell_max"]))
