@@ -43,10 +43,10 @@ from .normalisation import EPS
 from .trainer import (
     _activation,
     _check_batching,
+    _check_run_length,
     _check_theta,
     _examples,
-    _mask_keys,
-    make_batch,
+    run_steps,
     train_step,
 )
 from .training import _check_key, _check_p_mask
@@ -158,17 +158,19 @@ def data_parallel_train(
     theta, data, key, *, mesh: Mesh | None = None, optimizer, N_epochs: int | None = None,
     N_steps: int | None = None, batch_size: int = 32, reduction: str = "mean",
     p_mask: float = 0.15, shuffle: bool = True, activation=None, eps=EPS, callback=None,
+    opt_state=None, start_step: int = 0, return_opt_state: bool = False,
     param_sharding: str = "replicated", min_shard_size: int = 2**14,
 ):  # fmt: skip
     """:func:`~.trainer.train` with every step data-parallel over ``mesh`` (default: all devices).
 
-    Same arguments, same batches in the same order, same keys, so the same θ as ``train`` up to
-    floating-point summation order. Returns ``(θ, history)``; θ keeps its sharding (gather with
-    ``jax.device_get`` for a host copy). Single process: ``data`` is the whole data set.
+    Same arguments (resuming and :class:`~.trainer.NonFiniteError` included), the same loop
+    (:func:`~.trainer.run_steps`), so the same batches in the same order with the same keys, and
+    the same θ as ``train`` up to floating-point summation order. Returns ``(θ, history)`` or
+    ``(θ, history, opt_state)``; θ keeps its sharding (gather with ``jax.device_get`` for a host
+    copy). Single process: ``data`` is the whole data set.
     """
     algorithm = _check_theta(theta, "data_parallel_train")
-    if N_epochs is None and N_steps is None:
-        fail(algorithm, "N_epochs", "and N_steps are both None; give at least one")
+    _check_run_length(algorithm, N_epochs, N_steps)
     _check_batching(algorithm, batch_size, reduction)
     _check_key(algorithm, key)
     p_mask = _check_p_mask(algorithm, p_mask)
@@ -176,31 +178,15 @@ def data_parallel_train(
     _check_divisible(mesh, batch_size)
     activation = _activation(theta, activation)
     examples = _examples(algorithm, data, theta)
-    N = len(examples)
-    if N == 0:
-        fail(algorithm, "data", "is empty")
-    k_shuffle, k_mask = jax.random.split(key)
-    opt_state = optimizer.init(theta)
+    opt_state = optimizer.init(theta) if opt_state is None else opt_state
     step = data_parallel_step(
         mesh, theta, opt_state, optimizer=optimizer, reduction=reduction, activation=activation,
         eps=eps, param_sharding=param_sharding, min_shard_size=min_shard_size,
     )  # fmt: skip
     theta, opt_state = place(mesh, theta, opt_state, param_sharding, min_shard_size=min_shard_size)
-    history, epoch = [], 0
-    while (N_epochs is None or epoch < N_epochs) and (N_steps is None or len(history) < N_steps):
-        order = (
-            np.asarray(jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), N))
-            if shuffle
-            else np.arange(N)
-        )
-        keys = _mask_keys(theta, k_mask, epoch, N)
-        for start in range(0, N, batch_size):
-            batch = make_batch(theta, examples, order[start : start + batch_size], batch_size, keys)
-            theta, opt_state, loss, stats = step(theta, opt_state, shard_batch(mesh, batch), p_mask)
-            history.append(loss)
-            if callback is not None:
-                callback(len(history), loss, stats)
-            if N_steps is not None and len(history) >= N_steps:
-                break
-        epoch += 1
-    return theta, np.asarray(jax.device_get(history)) if history else np.zeros(0)
+    theta, opt_state, history = run_steps(
+        algorithm, step, theta, opt_state, examples, key, p_mask, N_epochs=N_epochs,
+        N_steps=N_steps, batch_size=batch_size, shuffle=shuffle, callback=callback,
+        start_step=start_step, place_batch=functools.partial(shard_batch, mesh),
+    )  # fmt: skip
+    return (theta, history, opt_state) if return_opt_state else (theta, history)

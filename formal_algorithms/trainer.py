@@ -243,6 +243,25 @@ def train(
     naming n and carrying the last good θ and optimizer state.
     """
     algorithm = _check_theta(theta, "train")
+    _check_run_length(algorithm, N_epochs, N_steps)
+    _check_batching(algorithm, batch_size, reduction)
+    _check_key(algorithm, key)
+    p_mask = _check_p_mask(algorithm, p_mask)
+    activation = _activation(theta, activation)
+    examples = _examples(algorithm, data, theta)
+    step_fn = functools.partial(
+        train_step, optimizer=optimizer, reduction=reduction, activation=activation, eps=eps
+    )
+    opt_state = optimizer.init(theta) if opt_state is None else opt_state
+    theta, opt_state, history = run_steps(
+        algorithm, step_fn, theta, opt_state, examples, key, p_mask, N_epochs=N_epochs,
+        N_steps=N_steps, batch_size=batch_size, shuffle=shuffle, callback=callback,
+        start_step=start_step,
+    )  # fmt: skip
+    return (theta, history, opt_state) if return_opt_state else (theta, history)
+
+
+def _check_run_length(algorithm, N_epochs, N_steps):
     if N_epochs is None and N_steps is None:
         fail(algorithm, "N_epochs", "and N_steps are both None; give at least one")
     for name, value in (("N_epochs", N_epochs), ("N_steps", N_steps)):
@@ -250,16 +269,24 @@ def train(
             isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0
         ):
             fail(algorithm, name, f"must be an integer >= 0, got {value!r}")
-    _check_batching(algorithm, batch_size, reduction)
-    _check_key(algorithm, key)
-    p_mask = _check_p_mask(algorithm, p_mask)
-    activation = _activation(theta, activation)
-    examples = _examples(algorithm, data, theta)
+
+
+def run_steps(
+    algorithm, step_fn, theta, opt_state, examples, key, p_mask, *, N_epochs, N_steps,
+    batch_size, shuffle=True, callback=None, start_step=0, place_batch=None,
+):  # fmt: skip
+    """The minibatch loop of :func:`train`, for any compiled step (e.g. a data-parallel one).
+
+    ``step_fn(θ, opt_state, batch, p_mask) -> (θ, opt_state, loss, stats)`` as
+    :func:`train_step`; ``place_batch(batch)`` puts each host batch where the step wants it
+    (default: as is). Epoch e visits ``examples`` in the order ``permutation(fold_in(k_shuffle,
+    e))`` (or in order without ``shuffle``), masking keys from ``k_mask``; steps ≤ ``start_step``
+    are skipped (resuming). Returns ``(θ, opt_state, history)``; raises :class:`NonFiniteError`.
+    """
     N = len(examples)
     if N == 0:
         fail(algorithm, "data", "is empty")
     k_shuffle, k_mask = jax.random.split(key)
-    opt_state = optimizer.init(theta) if opt_state is None else opt_state
     history = []
     step = 0  # steps taken or, before start_step, skipped
     epoch = 0
@@ -275,10 +302,9 @@ def train(
             if step <= start_step:  # resuming: this step's update is in θ already
                 continue
             batch = make_batch(theta, examples, order[start : start + batch_size], batch_size, keys)
-            new_theta, new_opt_state, loss, stats = train_step(
-                theta, opt_state, batch, p_mask, optimizer=optimizer, reduction=reduction,
-                activation=activation, eps=eps,
-            )  # fmt: skip
+            if place_batch is not None:
+                batch = place_batch(batch)
+            new_theta, new_opt_state, loss, stats = step_fn(theta, opt_state, batch, p_mask)
             if not (np.isfinite(loss) and np.isfinite(stats.grad_norm)):
                 raise NonFiniteError(
                     f"{algorithm}: step {step} gave loss {float(loss)} and gradient norm "
@@ -293,8 +319,8 @@ def train(
             if N_steps is not None and step >= N_steps:
                 break
         epoch += 1
-    history = np.asarray(jnp.stack(history)) if history else np.zeros(0)
-    return (theta, history, opt_state) if return_opt_state else (theta, history)
+    history = np.asarray(jax.device_get(history)) if history else np.zeros(0)
+    return theta, opt_state, history
 
 
 class Evaluation(NamedTuple):

@@ -78,6 +78,15 @@ SCRIPT = textwrap.dedent(
                                  W_mlp1=str(tuple(W.sharding.spec)), W_mlp1_devices=len(W.sharding.device_set),
                                  shard_rows=W.addressable_shards[0].data.shape[0])
 
+    # Resuming (the loop is trainer.run_steps, shared with train): 1 step, then steps 2-3.
+    kw1 = dict(kw, N_steps=1)
+    th1, _, st1 = parallel.data_parallel_train(theta, data, jax.random.key(1), mesh=mesh,
+                                               return_opt_state=True, **kw1)
+    resumed, h_rest = parallel.data_parallel_train(th1, data, jax.random.key(1), mesh=mesh,
+                                                   opt_state=st1, start_step=1, **kw)
+    out["resumed"] = dict(theta=max_diff(single, resumed),
+                          history=float(np.max(np.abs(h1[1:] - h_rest))))
+
     # Algorithm 12: the batch carries one masking key per row, sharded with the rows.
     theta_e = fa.init_e_transformer(jax.random.key(2), **hp, dtype=jnp.float64)
     single, _ = trainer.train(theta_e, data, jax.random.key(3), optimizer=opt, N_steps=2,
@@ -130,6 +139,10 @@ def test_data_parallel_equals_single_device_float64(report, ps):
     assert r["moved"] > 1e-3  # training changed θ, so agreement is not trivial
     assert r["theta"] < 1e-10 and r["history"] < 1e-12
     assert report["e_float64"]["theta"] < 1e-10 and report["e_float64"]["moved"] > 1e-3
+
+
+def test_resumed_data_parallel_run_equals_the_uninterrupted_single_device_run(report):
+    assert report["resumed"]["theta"] < 1e-10 and report["resumed"]["history"] < 1e-12
 
 
 def test_fsdp_splits_the_parameters(report):
