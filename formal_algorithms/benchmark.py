@@ -17,7 +17,8 @@ hits every contender alike):
   14 vs ``GPT2LMHeadModel.generate`` with its cache, through ``benchmarks/generation.py``'s
   contenders (the literal form is timed per step at a few lengths and summed over the 240 fed
   lengths, see that file).
-- the same for :mod:`.fast`'s scanned layer loop (``*_scan``; equal results, tests/test_fast.py).
+- the same for :mod:`.fast`'s batch-as-columns, scanned form (``*_fast``; equal results,
+  tests/test_fast.py).
 - achieved GFLOP/s of our training step (FLOPs from XLA's cost analysis of the compiled step, and
   analytically) against the measured float32 matmul peak (a jitted 2048×2048 ``jnp.dot``).
 
@@ -28,6 +29,7 @@ matplotlib).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -86,57 +88,39 @@ def _tokens(rng, B, ell, N_V):
     return rng.integers(0, N_V - 3, (B, ell)).astype(np.int32)
 
 
-def ours_d(cfg, rng):
-    """Forward and training step of Algorithm 10 on a (B, ℓ) batch; also the compiled step's FLOPs."""
+def ours_d(cfg, rng, fast_path: bool = False):
+    """Forward and training step of Algorithm 10 on a (B, ℓ) batch, and the compiled step's FLOPs.
+
+    The literal form, ``jax.vmap`` of :func:`~.architectures.d_transformer_logits` and
+    :func:`~.trainer.train_step`; or with ``fast_path`` :mod:`.fast`'s batch-as-columns, scanned
+    form (equal results, tests/test_fast.py).
+    """
     import optax
 
-    from . import trainer
+    from . import fast, trainer
 
     hp = {k: v for k, v in cfg.items() if k != "batch"}
     theta = init_d_transformer(jax.random.key(0), **hp)
     x = jnp.asarray(_tokens(rng, cfg["batch"], cfg["ell_max"], cfg["N_V"]))
-    forward = jax.jit(jax.vmap(d_transformer_logits, in_axes=(0, None)))
     opt = optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     batch = dict(x=x, valid=jnp.ones(x.shape, bool))
     state = dict(theta=theta, opt=opt.init(theta))
+    if fast_path:
+        forward = jax.jit(fast.d_transformer_logits_batch)
+        train_step = functools.partial(fast.d_train_step_fast, optimizer=opt)
+    else:
+        forward = jax.jit(jax.vmap(d_transformer_logits, in_axes=(0, None)))
+        train_step = functools.partial(trainer.train_step, p_mask=0.15, optimizer=opt)
 
     def fwd():
         forward(x, theta).block_until_ready()
 
     def step():
-        state["theta"], state["opt"], loss, _ = trainer.train_step(
-            state["theta"], state["opt"], batch, 0.15, optimizer=opt
-        )
+        state["theta"], state["opt"], loss, _ = train_step(state["theta"], state["opt"], batch)
         loss.block_until_ready()
 
-    compiled = trainer.train_step.lower(theta, state["opt"], batch, 0.15, optimizer=opt).compile()
+    compiled = train_step.func.lower(theta, state["opt"], batch, **train_step.keywords).compile()
     return fwd, step, _xla_flops(compiled)
-
-
-def ours_d_scan(cfg, rng):
-    """The same with :mod:`.fast`'s scanned layer loop (equal results, tests/test_fast.py)."""
-    import optax
-
-    from . import fast
-
-    hp = {k: v for k, v in cfg.items() if k != "batch"}
-    theta = init_d_transformer(jax.random.key(0), **hp)
-    x = jnp.asarray(_tokens(rng, cfg["batch"], cfg["ell_max"], cfg["N_V"]))
-    forward = jax.jit(jax.vmap(fast.d_transformer_logits_scan, in_axes=(0, None)))
-    opt = optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    batch = dict(x=x, valid=jnp.ones(x.shape, bool))
-    state = dict(theta=theta, opt=opt.init(theta))
-
-    def fwd():
-        forward(x, theta).block_until_ready()
-
-    def step():
-        state["theta"], state["opt"], loss, _ = fast.d_train_step_scan(
-            state["theta"], state["opt"], batch, optimizer=opt
-        )
-        loss.block_until_ready()
-
-    return fwd, step
 
 
 def ours_ed(cfg, rng):
@@ -371,13 +355,13 @@ def run(*, quick: bool = False, repeats: int | None = None, skip_generation: boo
     log(f"config: {results['config']}\nload average: {os.getloadavg()}")
 
     d_fwd, d_step, xla_flops = ours_d(cfg_d, rng)
-    d_fwd_scan, d_step_scan = ours_d_scan(cfg_d, rng)
+    d_fwd_fast, d_step_fast, _ = ours_d(cfg_d, rng, fast_path=True)
     ed_fwd, ed_step = ours_ed(cfg_ed, rng)
     t_d_fwd, t_d_step, hf_version = torch_gpt2(cfg_d, rng)
     t_ed_fwd, t_ed_step = torch_seq2seq(cfg_ed, rng)
     results["machine"]["transformers"] = hf_version
     runs = {"ours_d_forward": d_fwd, "ours_d_train": d_step,
-            "ours_d_forward_scan": d_fwd_scan, "ours_d_train_scan": d_step_scan,
+            "ours_d_forward_fast": d_fwd_fast, "ours_d_train_fast": d_step_fast,
             "ours_ed_forward": ed_fwd, "ours_ed_train": ed_step}  # fmt: skip
     for name, fn in (("gpt2_forward", t_d_fwd), ("gpt2_train", t_d_step),
                      ("torch_transformer_forward", t_ed_fwd),
@@ -402,10 +386,10 @@ def run(*, quick: bool = False, repeats: int | None = None, skip_generation: boo
     results["matmul_peak"] = peak
     analytic = analytic_train_flops_d(cfg_d)
     step_s = results["ours_d_train"]["median_s"]
-    scan_s = results["ours_d_train_scan"]["median_s"]
+    fast_s = results["ours_d_train_fast"]["median_s"]
     results["ours_d_train_flops"] = dict(
-        gflops_analytic_scan=analytic / scan_s / 1e9,
-        fraction_of_jax_peak_analytic_scan=analytic / scan_s / 1e9 / peak["jax"]["gflops"],
+        gflops_analytic_fast=analytic / fast_s / 1e9,
+        fraction_of_jax_peak_analytic_fast=analytic / fast_s / 1e9 / peak["jax"]["gflops"],
         xla_cost_analysis=xla_flops, analytic_matmul=analytic,
         gflops_xla=xla_flops / step_s / 1e9, gflops_analytic=analytic / step_s / 1e9,
         fraction_of_jax_peak_xla=xla_flops / step_s / 1e9 / peak["jax"]["gflops"],
@@ -427,10 +411,10 @@ def ratios(r: dict) -> dict:
         "forward_ed_ours_over_torch": tps("ours_ed_forward") / tps("torch_transformer_forward"),
         "train_ed_ours_over_torch": tps("ours_ed_train") / tps("torch_transformer_train"),
         "train_d_fraction_of_matmul_peak": r["ours_d_train_flops"]["fraction_of_jax_peak_analytic"],
-        "fast_forward_d_ours_over_gpt2": tps("ours_d_forward_scan") / tps("gpt2_forward"),
-        "fast_train_d_ours_over_gpt2": tps("ours_d_train_scan") / tps("gpt2_train"),
+        "fast_forward_d_ours_over_gpt2": tps("ours_d_forward_fast") / tps("gpt2_forward"),
+        "fast_train_d_ours_over_gpt2": tps("ours_d_train_fast") / tps("gpt2_train"),
         "fast_train_d_fraction_of_matmul_peak": r["ours_d_train_flops"][
-            "fraction_of_jax_peak_analytic_scan"
+            "fraction_of_jax_peak_analytic_fast"
         ],
     }
     g = r.get("generation", {})
@@ -493,12 +477,8 @@ def write(results: dict, json_path: str | None = None, png_path: str | None = No
         pairs = [
             ("forward\nGPT-2-like", "ours_d_forward", "gpt2_forward", "HF GPT2LMHeadModel"),
             ("train step\nGPT-2-like", "ours_d_train", "gpt2_train", "HF GPT2LMHeadModel"),
-            (
-                "train step, scan\nGPT-2-like",
-                "ours_d_train_scan",
-                "gpt2_train",
-                "HF GPT2LMHeadModel",
-            ),
+            ("forward, fast\nGPT-2-like", "ours_d_forward_fast", "gpt2_forward", "HF GPT2"),
+            ("train step, fast\nGPT-2-like", "ours_d_train_fast", "gpt2_train", "HF GPT2"),
             ("forward\nseq2seq", "ours_ed_forward", "torch_transformer_forward", "nn.Transformer"),
             ("train step\nseq2seq", "ours_ed_train", "torch_transformer_train", "nn.Transformer"),
         ]
