@@ -327,7 +327,7 @@ def cmd_train(args) -> int:
     epochs = args.steps * args.batch_size / len(data)
     _say(f"training    {args.steps} steps × {args.batch_size} sequences ({epochs:.1f} epochs), "
          f"AdamW lr {args.lr:g}, warmup + cosine decay, clip 1.0 (the first step compiles)")  # fmt: skip
-    theta, history = _train(theta, data, key_train, args, "train")
+    theta, history = _train(theta, data, key_train, args, "train", fast=True)
     train_seconds = time.perf_counter() - started
 
     from .trainer import evaluate

@@ -224,7 +224,7 @@ def train(
     theta, data, key, *, optimizer, N_epochs: int | None = None, N_steps: int | None = None,
     batch_size: int = 32, reduction: str = "mean", p_mask: float = 0.15, shuffle: bool = True,
     activation=None, eps=EPS, callback=None, opt_state=None, start_step: int = 0,
-    return_opt_state: bool = False,
+    return_opt_state: bool = False, fast: bool = False,
 ):  # fmt: skip
     """Minibatch training of θ on ``data`` with an optax ``optimizer`` (paper §8).
 
@@ -241,17 +241,28 @@ def train(
 
     If the loss or the gradient of step n becomes non-finite, raises :class:`NonFiniteError`
     naming n and carrying the last good θ and optimizer state.
+
+    ``fast=True`` (Algorithm 10 only) runs each step with :func:`.fast.d_train_step_fast` (the
+    batch as columns of one matrix, the layer loop scanned): the same batches and the same
+    mathematics, equal up to floating-point summation order, ~1.3× faster on CPU.
     """
     algorithm = _check_theta(theta, "train")
+    if fast and not isinstance(theta, DTransformerParams):
+        fail(algorithm, "fast", "is for DTransformer (Algorithm 10) only")
     _check_run_length(algorithm, N_epochs, N_steps)
     _check_batching(algorithm, batch_size, reduction)
     _check_key(algorithm, key)
     p_mask = _check_p_mask(algorithm, p_mask)
     activation = _activation(theta, activation)
     examples = _examples(algorithm, data, theta)
-    step_fn = functools.partial(
-        train_step, optimizer=optimizer, reduction=reduction, activation=activation, eps=eps
-    )
+    kw = dict(optimizer=optimizer, reduction=reduction, activation=activation, eps=eps)
+    if fast:
+        from .fast import d_train_step_fast
+
+        def step_fn(theta, opt_state, batch, p_mask):  # Algorithm 13 has no p_mask
+            return d_train_step_fast(theta, opt_state, batch, **kw)
+    else:
+        step_fn = functools.partial(train_step, **kw)
     opt_state = optimizer.init(theta) if opt_state is None else opt_state
     theta, opt_state, history = run_steps(
         algorithm, step_fn, theta, opt_state, examples, key, p_mask, N_epochs=N_epochs,

@@ -96,3 +96,18 @@ def test_fast_paths_reject_bad_input(theta):
         fast.d_transformer_logits_batch(jnp.array([[0, 11]]), theta)  # N_V = 11
     with pytest.raises(ValueError, match="Algorithm 10.*'xs'.*ell_max"):
         fast.d_transformer_logits_batch(jnp.zeros((2, 9), int), theta)  # ℓ_max = 8
+
+
+def test_train_with_fast_steps_equals_train(theta):
+    """``trainer.train(fast=True)``: the same batches and keys, the fast step; SGD, float64."""
+    rng = np.random.default_rng(1)
+    data = [rng.integers(0, 11, n) for n in (3, 8, 5, 6, 2)]
+    kw = dict(optimizer=optax.sgd(0.1), N_steps=3, batch_size=2)
+    a, history_a = trainer.train(theta, data, jax.random.key(0), **kw)
+    b, history_b = trainer.train(theta, data, jax.random.key(0), fast=True, **kw)
+    np.testing.assert_allclose(history_a, history_b, rtol=1e-12)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
+    e_theta = fa.init_e_transformer(jax.random.key(0), **HP, dtype=jnp.float64)
+    with pytest.raises(ValueError, match=r"Algorithm 12.*'fast'.*\(Algorithm 10\) only"):
+        trainer.train(e_theta, data, jax.random.key(0), fast=True, **kw)
