@@ -17,14 +17,12 @@ Imports ``tokenizers`` (the ``train`` extra); the core package does not import t
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from .tokenization import SPECIAL_NAMES, CharTokenizer
+from .tokenization import SPECIAL_NAMES, CharTokenizer, Serialisable
 
 
-class BPETokenizer:
+class BPETokenizer(Serialisable):
     """A byte-level BPE tokenizer (paper §4) with mask/bos/eos as the last three ids."""
 
     def __init__(self, hf_tokenizer):
@@ -129,35 +127,22 @@ class BPETokenizer:
         out.append(self._hf.decode(run, skip_special_tokens=False))
         return "".join(out)
 
+    TYPE, FIELD = "bpe", "tokenizer"
+
     def to_dict(self) -> dict:
-        return {"type": "bpe", "tokenizer": self._hf.to_str()}
+        return {"type": self.TYPE, self.FIELD: self._hf.to_str()}
 
     @classmethod
     def from_dict(cls, d: dict) -> BPETokenizer:
         from tokenizers import Tokenizer
 
-        if (
-            not isinstance(d, dict)
-            or d.get("type") != "bpe"
-            or not isinstance(d.get("tokenizer"), str)
-        ):
-            raise ValueError(
-                "BPETokenizer.from_dict: argument 'd' must be a dict "
-                "{'type': 'bpe', 'tokenizer': str}, as written by to_dict"
-            )
+        stored = cls._stored(d)
         try:
-            return cls(Tokenizer.from_str(d["tokenizer"]))
+            return cls(Tokenizer.from_str(stored))
         except Exception as error:  # tokenizers raises its own Exception type on bad JSON
             raise ValueError(
                 f"BPETokenizer.from_dict: the stored tokenizer does not load ({error})"
             ) from None
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=True)
-
-    @classmethod
-    def from_json(cls, s: str) -> BPETokenizer:
-        return cls.from_dict(json.loads(s))
 
 
 def tokenizer_from_dict(d) -> CharTokenizer | BPETokenizer:

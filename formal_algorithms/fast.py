@@ -76,15 +76,17 @@ def embed_columns(xs, W_e, W_p):
 def mh_attention_columns(X, W: MHAttentionParams, Mask, B: int):
     """Algorithm 5 (self-attention) on each sequence's block of columns of ``X`` (d_x, B·ℓ).
 
-    Lines 1-3 of Algorithm 4 (``Q = W_q X + b_q 1ᵀ``, K, V) and Algorithm 5's ``W_o Y`` are one
-    product over all columns; lines 4-6 (``S = KᵀQ``, the mask, the column softmax, ``V A``) run on
+    Lines 1-3 of Algorithm 4 (``Q = W_q X + b_q 1ᵀ``, K, V) for all heads together are one
+    product over all columns, and so is Algorithm 5's ``W_o Y``; lines 4-6 (``S = KᵀQ``, the mask, the column softmax, ``V A``) run on
     the ``(·, B, ℓ)`` view, per head and sequence, with ``Mask[t_z, t_x]`` (ℓ, ℓ) shared by all.
     """
     ell = X.shape[1] // B
-    Q = jnp.einsum("had,dn->han", W.W_q, X) + W.b_q[:, :, None]  # line 1, (H, d_attn, B·ℓ)
-    K = jnp.einsum("had,dn->han", W.W_k, X) + W.b_k[:, :, None]  # line 2
-    V = jnp.einsum("hmd,dn->hmn", W.W_v, X) + W.b_v[:, :, None]  # line 3, (H, d_mid, B·ℓ)
-    H, d_attn, _ = Q.shape
+    H, d_attn, d_x = W.W_q.shape
+    # Lines 1-3 for every head as one product: [W_q; W_k; W_v] X + [b_q; b_k; b_v] 1ᵀ.
+    W_qkv = jnp.concatenate([M.reshape(-1, d_x) for M in (W.W_q, W.W_k, W.W_v)])
+    b_qkv = jnp.concatenate([b.reshape(-1) for b in (W.b_q, W.b_k, W.b_v)])
+    QKV = W_qkv @ X + b_qkv[:, None]
+    Q, K, V = jnp.split(QKV, [H * d_attn, 2 * H * d_attn])  # (H·d_attn | H·d_mid, B·ℓ)
     Q, K, V = (M.reshape(H, -1, B, ell) for M in (Q, K, V))
     S = jnp.einsum("hdbz,hdbx->hbzx", K, Q)  # line 4: S = KᵀQ per head and sequence
     A = jax.vmap(jax.vmap(softmax, (0, None)), (0, None))(S / math.sqrt(d_attn), Mask)  # line 5

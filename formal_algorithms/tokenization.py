@@ -21,8 +21,37 @@ import numpy as np
 SPECIAL_NAMES = ("<mask>", "<bos>", "<eos>")
 
 
+class Serialisable:
+    """JSON round trips for a tokenizer stored as ``{"type": TYPE, FIELD: str}`` (in checkpoint
+    metadata): subclasses give ``TYPE``, ``FIELD``, ``to_dict`` and ``from_dict``."""
+
+    TYPE: str
+    FIELD: str
+
+    @classmethod
+    def _stored(cls, d) -> str:
+        """The stored string of a dict written by ``to_dict``; anything else is a ValueError."""
+        if (
+            not isinstance(d, dict)
+            or d.get("type") != cls.TYPE
+            or not isinstance(d.get(cls.FIELD), str)
+        ):
+            raise ValueError(
+                f"{cls.__name__}.from_dict: argument 'd' must be a dict "
+                f"{{'type': '{cls.TYPE}', '{cls.FIELD}': str}}, as written by to_dict"
+            )
+        return d[cls.FIELD]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=True)
+
+    @classmethod
+    def from_json(cls, s: str):
+        return cls.from_dict(json.loads(s))
+
+
 @dataclass(frozen=True)
-class CharTokenizer:
+class CharTokenizer(Serialisable):
     """Character-level tokenizer (paper §4). ``chars``: the vocabulary's characters, in id order."""
 
     chars: tuple[str, ...]
@@ -126,28 +155,14 @@ class CharTokenizer:
         return "".join(out)
 
     # Serialisation: a plain dict / JSON string (stored in checkpoint metadata).
+    TYPE, FIELD = "char", "chars"
+
     def to_dict(self) -> dict:
-        return {"type": "char", "chars": "".join(self.chars)}
+        return {"type": self.TYPE, self.FIELD: "".join(self.chars)}
 
     @classmethod
     def from_dict(cls, d: dict) -> CharTokenizer:
-        if (
-            not isinstance(d, dict)
-            or d.get("type") != "char"
-            or not isinstance(d.get("chars"), str)
-        ):
-            raise ValueError(
-                "CharTokenizer.from_dict: argument 'd' must be a dict "
-                "{'type': 'char', 'chars': str}, as written by to_dict"
-            )
-        return cls(tuple(d["chars"]))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=True)
-
-    @classmethod
-    def from_json(cls, s: str) -> CharTokenizer:
-        return cls.from_dict(json.loads(s))
+        return cls(tuple(cls._stored(d)))
 
 
 def pydoc_topics_text() -> str:

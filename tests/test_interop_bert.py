@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from torch_reference import randomise
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
 import formal_algorithms as fa
@@ -75,23 +75,12 @@ _alg9 = jax.jit(fa.e_transformer_logits, static_argnames="activation")
 
 
 def _randomise(model, generator):
-    """Every parameter random: γ ∈ [0.5, 1.5], β and biases (also the output bias) ~ N(0, 0.5²),
-    embeddings ~ N(0, 1), Linear weights ~ N(0, 1/fan_in). Tied parameters are drawn once."""
+    """:func:`torch_reference.randomise`, then the head's two biases made equal: untied, HF keeps
+    a spare ``cls.predictions.bias`` next to the ``decoder.bias`` it uses; the tied model (where
+    they are one Parameter) has them equal."""
+    randomise(model, generator)
     with torch.no_grad():
-        norms = {id(m.weight) for m in model.modules() if isinstance(m, nn.LayerNorm)}
-        embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-        for p in model.parameters():
-            if id(p) in norms:
-                p.copy_(0.5 + torch.rand(p.shape, generator=generator))
-            elif p.ndim == 1:
-                p.copy_(0.5 * torch.randn(p.shape, generator=generator))
-            elif id(p) in embeddings:
-                p.copy_(torch.randn(p.shape, generator=generator))
-            else:
-                p.copy_(torch.randn(p.shape, generator=generator) / p.shape[1] ** 0.5)
         head = model.cls.predictions
-        # Untied, HF keeps a spare `cls.predictions.bias` next to the `decoder.bias` it uses;
-        # keep them equal, as the tied model (where they are one Parameter) does.
         head.bias.copy_(head.decoder.bias)
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from torch_reference import randomise
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
 import formal_algorithms as fa
@@ -60,22 +60,9 @@ _NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id
                    eos_token_id=None)  # fmt: skip
 
 
-def _randomise(model, generator):
-    """Every parameter random: γ ∈ [0.5, 1.5], β and biases ~ N(0, 0.5²), embeddings ~ N(0, 1),
-    Conv1D/Linear weights ~ N(0, 1/fan_in). A tied lm_head is wte itself, drawn once."""
-    with torch.no_grad():
-        norms = {id(m.weight) for m in model.modules() if isinstance(m, nn.LayerNorm)}
-        embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-        for name, p in model.named_parameters():
-            if id(p) in norms:
-                p.copy_(0.5 + torch.rand(p.shape, generator=generator))
-            elif p.ndim == 1:
-                p.copy_(0.5 * torch.randn(p.shape, generator=generator))
-            elif id(p) in embeddings:
-                p.copy_(torch.randn(p.shape, generator=generator))
-            else:  # Conv1D is (in, out), nn.Linear (out, in)
-                fan_in = p.shape[1] if name.endswith("lm_head.weight") else p.shape[0]
-                p.copy_(torch.randn(p.shape, generator=generator) / fan_in**0.5)
+def _conv1d_fan_in(name, p):
+    """GPT-2's Conv1D weights are (in, out); its untied lm_head is an nn.Linear (out, in)."""
+    return p.shape[1] if name.endswith("lm_head.weight") else p.shape[0]
 
 
 def _reference(name, dtype=torch.float32, seed=0, **overrides):
@@ -84,7 +71,7 @@ def _reference(name, dtype=torch.float32, seed=0, **overrides):
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
     g = torch.Generator().manual_seed(seed)
-    _randomise(model, g)
+    randomise(model, g, _conv1d_fan_in)
     x = torch.randint(0, config.vocab_size, (ell,), generator=g)
     return model.to(dtype).eval(), x
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch_reference import randomise
 
 import formal_algorithms as fa
 from formal_algorithms.interop.torch_transformer import (
@@ -44,26 +45,13 @@ def _transformer(d_e, H, L_enc, L_dec, d_mlp, **kwargs):
         return nn.Transformer(d_e, H, L_enc, L_dec, d_mlp, dropout=0.0, **kwargs)
 
 
-def _randomise(module, generator):
-    """Every parameter random: γ ∈ [0.5, 1.5], β and biases ~ N(0, 0.5²), W ~ N(0, 1/fan_in)."""
-    with torch.no_grad():
-        norms = {id(m.weight) for m in module.modules() if isinstance(m, nn.LayerNorm)}
-        for p in module.parameters():
-            if id(p) in norms:
-                p.copy_(0.5 + torch.rand(p.shape, generator=generator))
-            elif p.ndim == 1:
-                p.copy_(0.5 * torch.randn(p.shape, generator=generator))
-            else:
-                p.copy_(torch.randn(p.shape, generator=generator) / p.shape[1] ** 0.5)
-
-
 def _reference(shape, dtype=torch.float32, seed=0, **kwargs):
     """A random torch model (final norms still in place), embeddings, and token sequences."""
     N_V, ell_max, L_enc, L_dec, H, d_e, d_mlp, ell_z, ell_x, tied, batch_first = shape
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = _transformer(d_e, H, L_enc, L_dec, d_mlp, batch_first=batch_first, **kwargs)
-    _randomise(model, g)
+    randomise(model, g)
     model = model.to(dtype).eval()
     W_e = torch.randn(d_e, N_V, generator=g, dtype=dtype)
     W_p = torch.randn(d_e, ell_max, generator=g, dtype=dtype)
