@@ -101,7 +101,7 @@ def test_fast_paths_reject_bad_input(theta):
 def test_train_with_fast_steps_equals_train(theta):
     """``trainer.train(fast=True)``: the same batches and keys, the fast step; SGD, float64."""
     rng = np.random.default_rng(1)
-    data = [rng.integers(0, 11, n) for n in (3, 8, 5, 6, 2)]
+    data = [rng.integers(0, 11, n) for n in (7, 8, 5, 6, 6)]  # one length bucket: 2 compiles
     kw = dict(optimizer=optax.sgd(0.1), N_steps=3, batch_size=2)
     a, history_a = trainer.train(theta, data, jax.random.key(0), **kw)
     b, history_b = trainer.train(theta, data, jax.random.key(0), fast=True, **kw)
