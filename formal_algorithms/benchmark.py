@@ -578,3 +578,24 @@ def write(results: dict, json_path: str | None = None, png_path: str | None = No
         pathlib.Path(png_path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(png_path, dpi=100)
         plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def add_arguments(parser) -> None:
+    """The benchmark's options, shared by ``benchmarks/run.py`` and ``formal-algorithms benchmark``."""
+    parser.add_argument("--json", metavar="FILE.json", help="write the results here")
+    parser.add_argument("--png", metavar="FILE.png", help="write a bar chart here")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    parser.add_argument("--repeats", type=int, help="timed rounds (default 7, quick 3)")
+    parser.add_argument("--skip-generation", action="store_true", help="no generation part")
+
+
+def main(args) -> dict:
+    """Run with parsed ``args`` (see :func:`add_arguments`), print the table, write the files."""
+    if args.repeats is not None and args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    results = run(quick=args.quick, repeats=args.repeats, skip_generation=args.skip_generation)
+    write(results, args.json, args.png)
+    return results

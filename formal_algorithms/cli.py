@@ -400,6 +400,13 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    from . import benchmark  # needs the train and interop extras (optax, torch, transformers)
+
+    benchmark.main(args)
+    return 0
+
+
 def cmd_attention(args) -> int:
     from .visualise import d_attention_weights, plot_attention, token_label
 
@@ -665,6 +672,16 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p, d_e=64, layers=2, heads=4, steps=1000, batch_size=64, lr=3e-3, warmup=100,
                    weight_decay=0.01)  # fmt: skip
     p.set_defaults(run=cmd_mlm)
+    p = sub.add_parser(
+        "benchmark", help="issue 9's benchmark: ours vs PyTorch / Hugging Face, side by side",
+        description="Forward and AdamW training-step throughput against GPT2LMHeadModel and "
+        "torch.nn.Transformer, cached vs literal Algorithm 14 vs transformers' generate, and "
+        "GFLOP/s against the measured matmul peak, in one run (see docs/performance.md).",
+    )  # fmt: skip
+    from .benchmark import add_arguments  # argparse only; the heavy imports happen in run()
+
+    add_arguments(p)
+    p.set_defaults(run=cmd_benchmark)
     return parser
 
 

@@ -318,3 +318,20 @@ def test_a_user_error_in_the_real_process_is_one_line(tmp_path):
     assert_one_line_error(
         proc.returncode, proc.stderr, r"--text file .*missing\.txt.* does not exist"
     )
+
+
+def test_benchmark_command_runs_the_benchmark_with_its_options(monkeypatch, tmp_path, capsys):
+    """``formal-algorithms benchmark`` is ``benchmarks/run.py``: the same options reach
+    ``benchmark.run`` and ``benchmark.write`` (both replaced here: the real run takes minutes and
+    is measured in docs/performance.md, not in the suite)."""
+    from formal_algorithms import benchmark
+
+    calls = {}
+    monkeypatch.setattr(benchmark, "run", lambda **kw: calls.setdefault("run", kw) and {"r": 1})
+    monkeypatch.setattr(benchmark, "write", lambda r, j, p: calls.setdefault("write", (r, j, p)))
+    out = tmp_path / "r.json"
+    assert cli.main(["benchmark", "--quick", "--repeats", "2", "--json", str(out)]) == 0
+    assert calls["run"] == dict(quick=True, repeats=2, skip_generation=False)
+    assert calls["write"] == ({"r": 1}, str(out), None)
+    assert cli.main(["benchmark", "--repeats", "0"]) == 1
+    assert "--repeats must be at least 1" in capsys.readouterr().err
