@@ -3,7 +3,7 @@ the layer loop (line 4) as ``lax.scan``.
 
 Same math, the library's building blocks (Algorithm 6's :func:`~.normalisation.layer_norm_columns`,
 eq. 2's :func:`~.functions.softmax`, :func:`~.architectures.mlp`); only the evaluation order
-changes, in two ways:
+changes:
 
 - **The batch joins the columns.** The paper processes one sequence, a ``(d_e, ℓ)`` matrix whose
   columns are tokens; everything but attention acts on each column alone (eq. 1, layer norm, the
@@ -18,6 +18,7 @@ changes, in two ways:
   backend fuses the backward pass's residual-stream sums of *all* layers into a few huge
   element-wise fusions (80+ operands) and recomputes them inside every consumer; the scan's
   iteration boundary materialises the residual stream once per layer (~15 % faster).
+- **One product for the queries, keys and values** of all heads: ``[W_q; W_k; W_v] X`` (~5 %).
 
 Verified equal to :func:`~.architectures.d_transformer_logits` (vmapped) and to
 :func:`~.trainer.train_step` in tests/test_fast.py (float64, 1e-12). Not for generation (use
@@ -77,8 +78,9 @@ def mh_attention_columns(X, W: MHAttentionParams, Mask, B: int):
     """Algorithm 5 (self-attention) on each sequence's block of columns of ``X`` (d_x, B·ℓ).
 
     Lines 1-3 of Algorithm 4 (``Q = W_q X + b_q 1ᵀ``, K, V) for all heads together are one
-    product over all columns, and so is Algorithm 5's ``W_o Y``; lines 4-6 (``S = KᵀQ``, the mask, the column softmax, ``V A``) run on
-    the ``(·, B, ℓ)`` view, per head and sequence, with ``Mask[t_z, t_x]`` (ℓ, ℓ) shared by all.
+    product over all columns, and so is Algorithm 5's ``W_o Y``; lines 4-6 (``S = KᵀQ``, the
+    mask, the column softmax, ``V A``) run on the ``(·, B, ℓ)`` view, per head and sequence, with
+    ``Mask[t_z, t_x]`` (ℓ, ℓ) shared by all.
     """
     ell = X.shape[1] // B
     H, d_attn, d_x = W.W_q.shape

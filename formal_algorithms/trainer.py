@@ -244,7 +244,8 @@ def train(
 
     ``fast=True`` (Algorithm 10 only) runs each step with :func:`.fast.d_train_step_fast` (the
     batch as columns of one matrix, the layer loop scanned): the same batches and the same
-    mathematics, equal up to floating-point summation order, ~1.3× faster on CPU.
+    mathematics, equal up to floating-point summation order (~1.4× faster on the GPT-2-like
+    benchmark, docs/performance.md).
     """
     algorithm = _check_theta(theta, "train")
     if fast and not isinstance(theta, DTransformerParams):

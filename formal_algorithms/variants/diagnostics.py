@@ -74,8 +74,8 @@ def xiong_init_d_transformer(key, **hp):
 
     Why not the library's init: with ``W_e``, ``W_p`` ~ N(0, 0.02²) the residual stream starts near
     0 and grows ~l-fold over l layers, so Pre-LN's layer norms shrink later layers' gradients
-    several-fold (see ``benchmarks/ln_gradients.py --init library``). Xiong et al.'s flat Pre-LN
-    profile holds for a stream that starts at unit scale, as theirs did.
+    several-fold (see ``benchmarks/ln_gradients.py --init library``). Xiong et al.'s roughly flat
+    Pre-LN profile needs a stream that starts at unit scale, as theirs did.
     """
 
     def xavier(path, s):
