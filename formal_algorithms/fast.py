@@ -1,5 +1,5 @@
-"""Faster evaluation orders of Algorithm 10 for training: a batch as one matrix of columns, and
-the layer loop (line 4) as ``lax.scan``.
+"""Faster evaluation orders of Algorithms 10 and 8 for training: a batch as one matrix of
+columns, and the layer loops as ``lax.scan``.
 
 Same math, the library's building blocks (Algorithm 6's :func:`~.normalisation.layer_norm_columns`,
 eq. 2's :func:`~.functions.softmax`, :func:`~.architectures.mlp`); only the evaluation order
@@ -20,8 +20,9 @@ changes:
   iteration boundary materialises the residual stream once per layer (~15 % faster).
 - **One product for the queries, keys and values** of all heads: ``[W_q; W_k; W_v] X`` (~5 %).
 
-Verified equal to :func:`~.architectures.d_transformer_logits` (vmapped) and to
-:func:`~.trainer.train_step` in tests/test_fast.py (float64, 1e-12). Not for generation (use
+Verified equal to :func:`~.architectures.d_transformer_logits` and
+:func:`~.training.ed_transformer_logits_padded` (vmapped) and to :func:`~.trainer.train_step` in
+tests/test_fast.py (float64, 1e-12). Not for generation (use
 :mod:`.cache`), and not a replacement for the literal form: the literal functions remain the
 definition.
 """
@@ -38,17 +39,19 @@ import numpy as np
 from ._checks import check_tokens, fail
 from .architectures import (
     DTransformerParams,
+    EDTransformerParams,
     _check_inputs,
     check_params,
     mlp,
     unembedding_matrix,
 )
 from .attention import MHAttentionParams, unidirectional_mask
-from .functions import gelu, softmax
+from .functions import gelu, relu, softmax
 from .normalisation import EPS, layer_norm_columns
 from .training import TokenStats, _token_stats
 
 ALG10 = "DTransformer (Algorithm 10)"
+ALG8 = "EDTransformer (Algorithm 8)"
 
 
 def stack_layers(layers):
@@ -74,24 +77,32 @@ def embed_columns(xs, W_e, W_p):
     return W_e[:, xs.reshape(-1)] + jnp.tile(W_p[:, :ell], (1, B))
 
 
-def mh_attention_columns(X, W: MHAttentionParams, Mask, B: int):
-    """Algorithm 5 (self-attention) on each sequence's block of columns of ``X`` (d_x, B·ℓ).
+def mh_attention_columns(X, Z, W: MHAttentionParams, Mask, B: int):
+    """Algorithm 5 on each sequence's block of columns: ``X`` (d_x, B·ℓ_x) attends to ``Z``
+    (d_z, B·ℓ_z), sequence b's queries to sequence b's context only.
 
     Lines 1-3 of Algorithm 4 (``Q = W_q X + b_q 1ᵀ``, K, V) for all heads together are one
-    product over all columns, and so is Algorithm 5's ``W_o Y``; lines 4-6 (``S = KᵀQ``, the
-    mask, the column softmax, ``V A``) run on the ``(·, B, ℓ)`` view, per head and sequence, with
-    ``Mask[t_z, t_x]`` (ℓ, ℓ) shared by all.
+    product over all columns (for self-attention, ``Z is X``, one ``[W_q; W_k; W_v] X``), and so is
+    Algorithm 5's ``W_o Y``; lines 4-6 (``S = KᵀQ``, the mask, the column softmax, ``V A``) run on
+    the ``(·, B, ℓ)`` views, per head and sequence. ``Mask[t_z, t_x]``: ``(ℓ_z, ℓ_x)`` shared by
+    every sequence, ``(B, ℓ_z, ℓ_x)`` one per sequence, or ``None`` (the paper's ``Mask ≡ 1``).
     """
-    ell = X.shape[1] // B
+    ell_x, ell_z = X.shape[1] // B, Z.shape[1] // B
     H, d_attn, d_x = W.W_q.shape
-    # Lines 1-3 for every head as one product: [W_q; W_k; W_v] X + [b_q; b_k; b_v] 1ᵀ.
-    W_qkv = jnp.concatenate([M.reshape(-1, d_x) for M in (W.W_q, W.W_k, W.W_v)])
-    b_qkv = jnp.concatenate([b.reshape(-1) for b in (W.b_q, W.b_k, W.b_v)])
-    QKV = W_qkv @ X + b_qkv[:, None]
-    Q, K, V = jnp.split(QKV, [H * d_attn, 2 * H * d_attn])  # (H·d_attn | H·d_mid, B·ℓ)
-    Q, K, V = (M.reshape(H, -1, B, ell) for M in (Q, K, V))
-    S = jnp.einsum("hdbz,hdbx->hbzx", K, Q)  # line 4: S = KᵀQ per head and sequence
-    A = jax.vmap(jax.vmap(softmax, (0, None)), (0, None))(S / math.sqrt(d_attn), Mask)  # line 5
+    flat = lambda *Ms: jnp.concatenate([M.reshape(M.shape[0] * M.shape[1], -1) for M in Ms])  # noqa: E731
+    if Z is X:  # lines 1-3 as one product: [W_q; W_k; W_v] X + [b_q; b_k; b_v] 1ᵀ
+        QKV = flat(W.W_q, W.W_k, W.W_v) @ X + flat(W.b_q, W.b_k, W.b_v)
+        Q, K, V = jnp.split(QKV, [H * d_attn, 2 * H * d_attn])
+    else:  # line 1 on X; lines 2-3 as one product on Z
+        Q = flat(W.W_q) @ X + flat(W.b_q)
+        K, V = jnp.split(flat(W.W_k, W.W_v) @ Z + flat(W.b_k, W.b_v), [H * d_attn])
+    Q = Q.reshape(H, d_attn, B, ell_x)
+    K, V = (M.reshape(H, -1, B, ell_z) for M in (K, V))
+    S = jnp.einsum("hdbz,hdbx->hbzx", K, Q) / math.sqrt(d_attn)  # line 4, per head and sequence
+    if Mask is None:
+        Mask = jnp.ones((ell_z, ell_x), bool)
+    per_sequence = jax.vmap(softmax, (0, 0 if Mask.ndim == 3 else None))  # over b
+    A = jax.vmap(per_sequence, (0, None))(S, Mask)  # line 5, over h
     Y = jnp.einsum("hmbz,hbzx->hmbx", V, A)  # line 6: V A
     return W.W_o @ Y.reshape(-1, X.shape[1]) + W.b_o[:, None]  # Alg 5 lines 3-4
 
@@ -99,7 +110,7 @@ def mh_attention_columns(X, W: MHAttentionParams, Mask, B: int):
 def pre_ln_layer_columns(X, layer, Mask, B: int, activation, eps=EPS):
     """Algorithm 10's lines 5-8 for one layer, on the ``(d_e, B·ℓ)`` matrix of B sequences."""
     X_tilde = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 5
-    X = X + mh_attention_columns(X_tilde, layer.W, Mask, B)  # line 6
+    X = X + mh_attention_columns(X_tilde, X_tilde, layer.W, Mask, B)  # line 6
     X_tilde = layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 7
     return X + mlp(
         X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation
@@ -140,22 +151,97 @@ def d_batch_stats_columns(theta, xs, valid, *, activation=gelu, eps=EPS) -> Toke
     return TokenStats(*(jnp.sum(s) for s in rows))
 
 
+# ------------------------------------------------------------------ Algorithm 8, batch as columns
+
+
+def post_ln_layer_columns(X, layer, Mask, B: int, activation, eps=EPS):
+    """Algorithm 8's encoder lines 5-8 (Post-LN) for one layer, on the ``(d_e, B·ℓ)`` matrix."""
+    X = X + mh_attention_columns(X, X, layer.W, Mask, B)  # line 5
+    X = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 6
+    X = X + mlp(X, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)  # line 7
+    return layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 8
+
+
+def ed_decoder_layer_columns(X, Z, layer, Mask, cross_Mask, B: int, activation, eps=EPS):
+    """Algorithm 8's decoder lines 14-19 for one layer, ``X`` (d_e, B·ℓ_x), ``Z`` (d_e, B·ℓ_z)."""
+    X = X + mh_attention_columns(X, X, layer.W_dec, Mask, B)  # line 14
+    X = layer_norm_columns(X, layer.gamma3, layer.beta3, eps)  # line 15
+    X = X + mh_attention_columns(X, Z, layer.W_ed, cross_Mask, B)  # line 16
+    X = layer_norm_columns(X, layer.gamma4, layer.beta4, eps)  # line 17
+    X = X + mlp(X, layer.W_mlp3, layer.b_mlp3, layer.W_mlp4, layer.b_mlp4, activation)  # line 18
+    return layer_norm_columns(X, layer.gamma5, layer.beta5, eps)  # line 19
+
+
+def _ed_logits_columns(zs, z_valid, xs, theta: EDTransformerParams, activation, eps):
+    """Algorithm 8's lines 1-20 for the rows of ``zs`` (B, ℓ_z), padded where ``z_valid`` is
+    False, and ``xs`` (B, ℓ_x): logits ``(N_V, B, ℓ_x)``. The padded keys of each z are masked in
+    encoder self-attention and in cross-attention, as :func:`~.training.ed_transformer_logits_padded`."""
+    B, ell_z = zs.shape
+    ell_x = xs.shape[1]
+    Z = embed_columns(zs, theta.W_e, theta.W_p)  # lines 1-3
+    Mask_z = jnp.broadcast_to(z_valid[:, :, None], (B, ell_z, ell_z))  # key padding, per sequence
+
+    def encoder_layer(Z, params):  # lines 5-8
+        return post_ln_layer_columns(Z, params, Mask_z, B, activation, eps), None
+
+    Z, _ = jax.lax.scan(encoder_layer, Z, stack_layers(theta.enc))  # line 4
+    X = embed_columns(xs, theta.W_e, theta.W_p)  # lines 10-12
+    Mask, cross_Mask = unidirectional_mask(ell_x), jnp.broadcast_to(z_valid[:, :, None], (B, ell_z, ell_x))  # fmt: skip
+
+    def decoder_layer(X, params):  # lines 14-19
+        return ed_decoder_layer_columns(X, Z, params, Mask, cross_Mask, B, activation, eps), None
+
+    X, _ = jax.lax.scan(decoder_layer, X, stack_layers(theta.dec))  # line 13
+    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell_x)  # line 21, before the softmax
+
+
+def ed_transformer_logits_batch(zs, z_valid, xs, theta: EDTransformerParams, *, activation=relu, eps=EPS):  # fmt: skip
+    """Algorithm 8 up to its softmax for a batch, the batch as columns and the layer loops
+    scanned: equal to ``vmap(ed_transformer_logits_padded)(zs, z_valid, xs, θ)`` (``z_valid``
+    (B, ℓ_z) bool marks the real tokens of each z, padded at its end), shape ``(B, N_V, ℓ_x)``."""
+    check_params(theta, ALG8)
+    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
+    for name, a in (("zs", zs), ("xs", xs)):
+        if np.ndim(a) != 2 or np.shape(a)[0] != np.shape(zs)[0]:
+            fail(ALG8, name, f"must be a (B, ℓ) batch of token sequences, got shape {np.shape(a)}")
+        check_tokens(ALG8, name, jnp.reshape(a, -1), N_V)
+        if a.shape[1] > ell_max:
+            fail(ALG8, name, f"has length {a.shape[1]} > ell_max = {ell_max}")
+    if np.shape(z_valid) != np.shape(zs):
+        fail(ALG8, "z_valid", f"must have the shape of zs {np.shape(zs)}, got {np.shape(z_valid)}")
+    return jnp.moveaxis(_ed_logits_columns(zs, z_valid, xs, theta, activation, eps), 1, 0)
+
+
+def ed_batch_stats_columns(theta, batch, *, activation=relu, eps=EPS) -> TokenStats:
+    """The padded Algorithm 11 loss (:func:`~.training.ed_loss_padded`) summed over the rows of a
+    batch (``z``, ``z_valid``, ``x``, ``x_valid``), computed with the batch as columns."""
+    xs = batch["x"]
+    logits = _ed_logits_columns(batch["z"], batch["z_valid"], xs, theta, activation, eps)
+    rows = jax.vmap(_token_stats, in_axes=(1, 0, 0))(logits[:, :, :-1], xs[:, 1:], batch["x_valid"][:, 1:])  # fmt: skip
+    return TokenStats(*(jnp.sum(s) for s in rows))
+
+
 @functools.partial(jax.jit, static_argnames=("optimizer", "reduction", "activation", "eps"))
-def d_train_step_fast(
-    theta: DTransformerParams, opt_state, batch: dict, *, optimizer, reduction="mean",
-    activation=gelu, eps=EPS,
+def train_step_fast(
+    theta, opt_state, batch: dict, *, optimizer, reduction="mean", activation=None, eps=EPS
 ):  # fmt: skip
-    """:func:`~.trainer.train_step` for Algorithm 10 (``batch`` with ``x``, ``valid`` from
-    :func:`~.trainer.make_batch`), the forward with the batch as columns and the layer loop
-    scanned. Returns ``(θ, opt_state, loss, stats)``, ``stats`` a :class:`~.trainer.StepStats`."""
+    """:func:`~.trainer.train_step` for Algorithm 10 (``batch`` with ``x``, ``valid``) or
+    Algorithm 8 (``z``, ``z_valid``, ``x``, ``x_valid``), from :func:`~.trainer.make_batch`, the
+    forward with the batch as columns and the layer loops scanned. ``activation`` defaults to
+    the algorithm's (GELU, ReLU). Returns ``(θ, opt_state, loss, stats)``, ``stats`` a
+    :class:`~.trainer.StepStats`."""
     import optax  # the train extra, as in trainer
 
     from .trainer import StepStats
 
+    is_d = isinstance(theta, DTransformerParams)
+    activation = activation or (gelu if is_d else relu)
+
     def loss(th):
-        stats = d_batch_stats_columns(
-            th, batch["x"], batch["valid"], activation=activation, eps=eps
-        )
+        if is_d:
+            stats = d_batch_stats_columns(th, batch["x"], batch["valid"], activation=activation, eps=eps)  # fmt: skip
+        else:
+            stats = ed_batch_stats_columns(th, batch, activation=activation, eps=eps)
         value = stats.loss / jnp.maximum(stats.n_targets, 1) if reduction == "mean" else stats.loss
         return value, stats
 

@@ -242,14 +242,16 @@ def train(
     If the loss or the gradient of step n becomes non-finite, raises :class:`NonFiniteError`
     naming n and carrying the last good θ and optimizer state.
 
-    ``fast=True`` (Algorithm 10 only) runs each step with :func:`.fast.d_train_step_fast` (the
-    batch as columns of one matrix, the layer loop scanned): the same batches and the same
+    ``fast=True`` (Algorithms 8 and 10) runs each step with :func:`.fast.train_step_fast` (the
+    batch as columns of one matrix, the layer loops scanned): the same batches and the same
     mathematics, equal up to floating-point summation order (~1.4× faster on the GPT-2-like
     benchmark, docs/performance.md).
     """
     algorithm = _check_theta(theta, "train")
-    if fast and not isinstance(theta, DTransformerParams):
-        fail(algorithm, "fast", "is for DTransformer (Algorithm 10) only")
+    if fast and isinstance(theta, ETransformerParams):
+        fail(
+            algorithm, "fast", "is for DTransformer (Algorithm 10) and EDTransformer (Algorithm 8)"
+        )
     _check_run_length(algorithm, N_epochs, N_steps)
     _check_batching(algorithm, batch_size, reduction)
     _check_key(algorithm, key)
@@ -258,10 +260,10 @@ def train(
     examples = _examples(algorithm, data, theta)
     kw = dict(optimizer=optimizer, reduction=reduction, activation=activation, eps=eps)
     if fast:
-        from .fast import d_train_step_fast
+        from .fast import train_step_fast
 
-        def step_fn(theta, opt_state, batch, p_mask):  # Algorithm 13 has no p_mask
-            return d_train_step_fast(theta, opt_state, batch, **kw)
+        def step_fn(theta, opt_state, batch, p_mask):  # Algorithms 11, 13 have no p_mask
+            return train_step_fast(theta, opt_state, batch, **kw)
     else:
         step_fn = functools.partial(train_step, **kw)
     opt_state = optimizer.init(theta) if opt_state is None else opt_state

@@ -19,19 +19,17 @@ from formal_algorithms import fast, trainer
 HP = dict(N_V=11, ell_max=8, L=3, H=2, d_e=6, d_mlp=10)
 
 
+def perturbed(theta, seed):
+    """θ plus N(0, 0.1²) noise: non-trivial γ, β and biases, so that every parameter matters."""
+    leaves, tree = jax.tree.flatten(theta)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    noisy = [a + 0.1 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys, strict=True)]  # fmt: skip
+    return jax.tree.unflatten(tree, noisy)
+
+
 @pytest.fixture(scope="module")
 def theta():
-    th = fa.init_d_transformer(jax.random.key(0), **HP, dtype=jnp.float64)
-    # non-trivial γ, β and biases, so that every parameter matters
-    leaves, tree = jax.tree.flatten(th)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    return jax.tree.unflatten(
-        tree,
-        [
-            a + 0.1 * jax.random.normal(k, a.shape, a.dtype)
-            for a, k in zip(leaves, keys, strict=True)
-        ],
-    )
+    return perturbed(fa.init_d_transformer(jax.random.key(0), **HP, dtype=jnp.float64), 1)
 
 
 def test_scan_logits_equal_literal(theta):
@@ -78,7 +76,7 @@ def test_fast_train_step_equals_trainer(theta):
     opt = optax.sgd(1e-1, momentum=0.9)
     state = opt.init(theta)
     a = trainer.train_step(theta, state, batch, optimizer=opt)
-    b = fast.d_train_step_fast(theta, state, batch, optimizer=opt)
+    b = fast.train_step_fast(theta, state, batch, optimizer=opt)
     np.testing.assert_allclose(a[2], b[2], rtol=1e-12)  # loss
     for s, t in zip(a[3], b[3], strict=True):  # loss sum, n_targets, n_correct, grad_norm
         np.testing.assert_allclose(s, t, rtol=1e-12)
@@ -109,5 +107,38 @@ def test_train_with_fast_steps_equals_train(theta):
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
     e_theta = fa.init_e_transformer(jax.random.key(0), **HP, dtype=jnp.float64)
-    with pytest.raises(ValueError, match=r"Algorithm 12.*'fast'.*\(Algorithm 10\) only"):
+    with pytest.raises(ValueError, match=r"Algorithm 12.*'fast'.*\(Algorithm 10\) and"):
         trainer.train(e_theta, data, jax.random.key(0), fast=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def ed_theta():
+    hp = dict(N_V=11, ell_max=8, L_enc=2, L_dec=2, H=2, d_e=6, d_mlp=10)
+    return perturbed(fa.init_ed_transformer(jax.random.key(2), **hp, dtype=jnp.float64), 3)
+
+
+def test_ed_batch_as_columns_equals_vmapped_literal(ed_theta):
+    """Algorithm 8 with padded contexts (key-padding masks differ per sequence) and ℓ_z ≠ ℓ_x."""
+    zs = jnp.array([[3, 1, 4, 1, 5, 0], [2, 7, 1, 0, 0, 0], [9, 2, 6, 5, 3, 5]])
+    z_valid = jnp.array([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
+    xs = jnp.array([[10, 0, 4, 2], [10, 5, 5, 1], [10, 8, 9, 7]])
+    literal = jax.vmap(fa.training.ed_transformer_logits_padded, (0, 0, 0, None))
+    np.testing.assert_allclose(
+        jax.jit(fast.ed_transformer_logits_batch)(zs, z_valid, xs, ed_theta),
+        jax.jit(literal)(zs, z_valid, xs, ed_theta),
+        rtol=1e-12, atol=1e-12,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="Algorithm 8.*'z_valid'"):
+        fast.ed_transformer_logits_batch(zs, z_valid[:, :3], xs, ed_theta)
+
+
+def test_ed_train_with_fast_steps_equals_train(ed_theta):
+    rng = np.random.default_rng(2)
+    data = [(rng.integers(0, 11, m), rng.integers(0, 11, n)) for m, n in
+            ((5, 6), (8, 7), (6, 8), (7, 5))]  # fmt: skip
+    kw = dict(optimizer=optax.sgd(0.1), N_steps=2, batch_size=2)
+    a, history_a = trainer.train(ed_theta, data, jax.random.key(0), **kw)
+    b, history_b = trainer.train(ed_theta, data, jax.random.key(0), fast=True, **kw)
+    np.testing.assert_allclose(history_a, history_b, rtol=1e-12)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
