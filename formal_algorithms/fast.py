@@ -1,5 +1,5 @@
 """Faster evaluation orders of Algorithms 10 and 8 for training: a batch as one matrix of
-columns, and the layer loops as ``lax.scan``.
+columns, and (Algorithm 10) the layer loop as ``lax.scan``.
 
 Same math, the library's building blocks (Algorithm 6's :func:`~.normalisation.layer_norm_columns`,
 eq. 2's :func:`~.functions.softmax`, :func:`~.architectures.mlp`); only the evaluation order
@@ -14,7 +14,7 @@ changes:
   (what the literal functions get) computes the same numbers, but XLA's CPU backend turns the
   vmapped products into batched ones with transposes around them; measured on the GPT-2-like
   benchmark this order makes the training step ~1.6× faster (docs/performance.md).
-- **The layer loop is a scan** over the layers stacked on a leading axis. Unrolled, XLA's CPU
+- **Algorithm 10's layer loop is a scan** over the layers stacked on a leading axis. Unrolled, XLA's CPU
   backend fuses the backward pass's residual-stream sums of *all* layers into a few huge
   element-wise fusions (80+ operands) and recomputes them inside every consumer; the scan's
   iteration boundary materialises the residual stream once per layer (~15 % faster).
@@ -181,22 +181,19 @@ def _ed_logits_columns(zs, z_valid, xs, theta: EDTransformerParams, activation, 
     Z = embed_columns(zs, theta.W_e, theta.W_p)  # lines 1-3
     Mask_z = jnp.broadcast_to(z_valid[:, :, None], (B, ell_z, ell_z))  # key padding, per sequence
 
-    def encoder_layer(Z, params):  # lines 5-8
-        return post_ln_layer_columns(Z, params, Mask_z, B, activation, eps), None
-
-    Z, _ = jax.lax.scan(encoder_layer, Z, stack_layers(theta.enc))  # line 4
+    # Lines 4 and 13 stay Python loops: for Algorithm 8's two-layer stacks a scan measured slower.
+    for layer in theta.enc:  # line 4
+        Z = post_ln_layer_columns(Z, layer, Mask_z, B, activation, eps)  # lines 5-8
     X = embed_columns(xs, theta.W_e, theta.W_p)  # lines 10-12
     Mask, cross_Mask = unidirectional_mask(ell_x), jnp.broadcast_to(z_valid[:, :, None], (B, ell_z, ell_x))  # fmt: skip
 
-    def decoder_layer(X, params):  # lines 14-19
-        return ed_decoder_layer_columns(X, Z, params, Mask, cross_Mask, B, activation, eps), None
-
-    X, _ = jax.lax.scan(decoder_layer, X, stack_layers(theta.dec))  # line 13
+    for layer in theta.dec:  # line 13
+        X = ed_decoder_layer_columns(X, Z, layer, Mask, cross_Mask, B, activation, eps)  # 14-19
     return (unembedding_matrix(theta) @ X).reshape(-1, B, ell_x)  # line 21, before the softmax
 
 
 def ed_transformer_logits_batch(zs, z_valid, xs, theta: EDTransformerParams, *, activation=relu, eps=EPS):  # fmt: skip
-    """Algorithm 8 up to its softmax for a batch, the batch as columns and the layer loops
+    """Algorithm 8 up to its softmax for a batch, the batch as columns
     scanned: equal to ``vmap(ed_transformer_logits_padded)(zs, z_valid, xs, θ)`` (``z_valid``
     (B, ℓ_z) bool marks the real tokens of each z, padded at its end), shape ``(B, N_V, ℓ_x)``."""
     check_params(theta, ALG8)
@@ -227,7 +224,7 @@ def train_step_fast(
 ):  # fmt: skip
     """:func:`~.trainer.train_step` for Algorithm 10 (``batch`` with ``x``, ``valid``) or
     Algorithm 8 (``z``, ``z_valid``, ``x``, ``x_valid``), from :func:`~.trainer.make_batch`, the
-    forward with the batch as columns and the layer loops scanned. ``activation`` defaults to
+    forward with the batch as columns (Algorithm 10: layer loop scanned). ``activation`` defaults to
     the algorithm's (GELU, ReLU). Returns ``(θ, opt_state, loss, stats)``, ``stats`` a
     :class:`~.trainer.StepStats`."""
     import optax  # the train extra, as in trainer

@@ -243,7 +243,7 @@ def train(
     naming n and carrying the last good θ and optimizer state.
 
     ``fast=True`` (Algorithms 8 and 10) runs each step with :func:`.fast.train_step_fast` (the
-    batch as columns of one matrix, the layer loops scanned): the same batches and the same
+    batch as columns of one matrix, Algorithm 10's layer loop scanned): the same batches and the same
     mathematics, equal up to floating-point summation order (~1.4× faster on the GPT-2-like
     benchmark, docs/performance.md).
     """
