@@ -193,8 +193,7 @@ def _ed_logits_columns(zs, z_valid, xs, theta: EDTransformerParams, activation, 
 
 
 def ed_transformer_logits_batch(zs, z_valid, xs, theta: EDTransformerParams, *, activation=relu, eps=EPS):  # fmt: skip
-    """Algorithm 8 up to its softmax for a batch, the batch as columns
-    scanned: equal to ``vmap(ed_transformer_logits_padded)(zs, z_valid, xs, θ)`` (``z_valid``
+    """Algorithm 8 up to its softmax for a batch, the batch as columns: equal to ``vmap(ed_transformer_logits_padded)(zs, z_valid, xs, θ)`` (``z_valid``
     (B, ℓ_z) bool marks the real tokens of each z, padded at its end), shape ``(B, N_V, ℓ_x)``."""
     check_params(theta, ALG8)
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
