@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tokenization import SPECIAL_NAMES, CharTokenizer, Serialisable
+from .tokenization import SPECIAL_NAMES, CharTokenizer, Tokenizer
 
 
-class BPETokenizer(Serialisable):
+class BPETokenizer(Tokenizer):
     """A byte-level BPE tokenizer (paper §4) with mask/bos/eos as the last three ids."""
 
     def __init__(self, hf_tokenizer):
@@ -66,18 +66,6 @@ class BPETokenizer(Serialisable):
     @property
     def N_V(self) -> int:
         return self._n + 3
-
-    @property
-    def mask_token(self) -> int:
-        return self.N_V - 3
-
-    @property
-    def bos_token(self) -> int:
-        return self.N_V - 2
-
-    @property
-    def eos_token(self) -> int:
-        return self.N_V - 1
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> np.ndarray:
         """Token ids (int32) of ``text``, optionally wrapped as ``bos, tokens…, eos``."""

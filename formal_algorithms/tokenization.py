@@ -21,12 +21,27 @@ import numpy as np
 SPECIAL_NAMES = ("<mask>", "<bos>", "<eos>")
 
 
-class Serialisable:
-    """JSON round trips for a tokenizer stored as ``{"type": TYPE, FIELD: str}`` (in checkpoint
-    metadata): subclasses give ``TYPE``, ``FIELD``, ``to_dict`` and ``from_dict``."""
+class Tokenizer:
+    """What the library's tokenizers share: ``N_V`` ids with mask, bos, eos as the last three
+    (0-based ``N_V − 3``, ``N_V − 2``, ``N_V − 1``), and JSON round trips of the dict
+    ``{"type": TYPE, FIELD: str}`` stored in checkpoint metadata. Subclasses give ``N_V``,
+    ``TYPE``, ``FIELD``, ``to_dict`` and ``from_dict``."""
 
     TYPE: str
     FIELD: str
+    N_V: int
+
+    @property
+    def mask_token(self) -> int:
+        return self.N_V - 3
+
+    @property
+    def bos_token(self) -> int:
+        return self.N_V - 2
+
+    @property
+    def eos_token(self) -> int:
+        return self.N_V - 1
 
     @classmethod
     def _stored(cls, d) -> str:
@@ -51,7 +66,7 @@ class Serialisable:
 
 
 @dataclass(frozen=True)
-class CharTokenizer(Serialisable):
+class CharTokenizer(Tokenizer):
     """Character-level tokenizer (paper §4). ``chars``: the vocabulary's characters, in id order."""
 
     chars: tuple[str, ...]
@@ -85,18 +100,6 @@ class CharTokenizer(Serialisable):
     @property
     def N_V(self) -> int:
         return len(self.chars) + 3
-
-    @property
-    def mask_token(self) -> int:
-        return self.N_V - 3
-
-    @property
-    def bos_token(self) -> int:
-        return self.N_V - 2
-
-    @property
-    def eos_token(self) -> int:
-        return self.N_V - 1
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> np.ndarray:
         """Token ids (int32) of ``text``, optionally wrapped as ``bos, tokens…, eos`` (paper §3).
