@@ -106,30 +106,38 @@ def mlp(
     return W_2 @ activation(W_1 @ X + b_1[:, None]) + b_2[:, None]
 
 
-def post_ln_layer(X, layer: Layer, Mask, activation, eps=EPS):
-    """Lines 5-8 of Algorithms 8 (encoder) and 9: a Post-LN layer, the norm after each residual sum."""
-    X = X + mh_attention(X, X, layer.W, Mask)  # line 5
+def post_ln_layer(X, layer: Layer, Mask, activation, eps=EPS, *, attention=mh_attention):
+    """Lines 5-8 of Algorithms 8 (encoder) and 9: a Post-LN layer, the norm after each residual sum.
+
+    ``attention``: Algorithm 5 (``attention(X, Z, W, Mask)``), or another evaluation of it (the
+    batch-as-columns one of :mod:`.fast`)."""
+    X = X + attention(X, X, layer.W, Mask)  # line 5
     X = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 6
     X = X + mlp(X, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)  # line 7
     return layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 8
 
 
-def pre_ln_layer(X, layer: Layer, Mask, activation, eps=EPS):
-    """Lines 5-8 of Algorithm 10: a Pre-LN layer; only the branch input X̃ is normalised, never X."""
+def pre_ln_layer(X, layer: Layer, Mask, activation, eps=EPS, *, attention=mh_attention):
+    """Lines 5-8 of Algorithm 10: a Pre-LN layer; only the branch input X̃ is normalised, never X.
+    ``attention`` as in :func:`post_ln_layer`."""
     X_tilde = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 5
-    X = X + mh_attention(X_tilde, X_tilde, layer.W, Mask)  # line 6
+    X = X + attention(X_tilde, X_tilde, layer.W, Mask)  # line 6
     X_tilde = layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 7
     return X + mlp(X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)  # 8
 
 
-def ed_decoder_layer(X, Z, layer: DecoderLayer, Mask, activation=relu, eps=EPS, cross_Mask=None):
+def ed_decoder_layer(
+    X, Z, layer: DecoderLayer, Mask, activation=relu, eps=EPS, cross_Mask=None, *,
+    attention=mh_attention,
+):  # fmt: skip
     """Lines 14-19 of Algorithm 8: causal self-attention, cross-attention to Z, MLP, each Post-LN.
 
-    ``cross_Mask`` (default ``None``: the paper's ``Mask ≡ 1``) masks padded context tokens.
+    ``cross_Mask`` (default ``None``: the paper's ``Mask ≡ 1``) masks padded context tokens;
+    ``attention`` as in :func:`post_ln_layer`.
     """
-    X = X + mh_attention(X, X, layer.W_dec, Mask)  # line 14
+    X = X + attention(X, X, layer.W_dec, Mask)  # line 14
     X = layer_norm_columns(X, layer.gamma3, layer.beta3, eps)  # line 15
-    X = X + mh_attention(X, Z, layer.W_ed, cross_Mask)  # line 16: Mask ≡ 1
+    X = X + attention(X, Z, layer.W_ed, cross_Mask)  # line 16: Mask ≡ 1
     X = layer_norm_columns(X, layer.gamma4, layer.beta4, eps)  # line 17
     X = X + mlp(X, layer.W_mlp3, layer.b_mlp3, layer.W_mlp4, layer.b_mlp4, activation)  # line 18
     return layer_norm_columns(X, layer.gamma5, layer.beta5, eps)  # line 19

@@ -82,17 +82,7 @@ class BPETokenizer(Tokenizer):
         prefix of a token sequence may end inside a multi-byte character; its partial bytes
         decode to U+FFFD (see :func:`stream_text` for streaming).
         """
-        if special not in ("skip", "show", "raise"):
-            raise ValueError(
-                f"BPETokenizer.decode: argument 'special' must be 'skip', 'show' or 'raise', "
-                f"got {special!r}"
-            )
-        tokens = np.asarray(tokens)
-        if tokens.ndim != 1 or (tokens.size and not np.issubdtype(tokens.dtype, np.integer)):
-            raise ValueError(
-                f"BPETokenizer.decode: argument 'tokens' must be a 1-D sequence of integer ids, "
-                f"got shape {tokens.shape} and dtype {tokens.dtype}"
-            )
+        tokens = self._decode_arguments(tokens, special)
         out, run = [], []  # runs of ordinary ids are decoded together (bytes span tokens)
         for i, v in enumerate(tokens.tolist()):
             if 0 <= v < self._n:

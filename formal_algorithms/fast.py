@@ -42,7 +42,9 @@ from .architectures import (
     EDTransformerParams,
     _check_inputs,
     check_params,
-    mlp,
+    ed_decoder_layer,
+    post_ln_layer,
+    pre_ln_layer,
     unembedding_matrix,
 )
 from .attention import MHAttentionParams, unidirectional_mask
@@ -107,39 +109,38 @@ def mh_attention_columns(X, Z, W: MHAttentionParams, Mask, B: int):
     return W.W_o @ Y.reshape(-1, X.shape[1]) + W.b_o[:, None]  # Alg 5 lines 3-4
 
 
-def pre_ln_layer_columns(X, layer, Mask, B: int, activation, eps=EPS):
-    """Algorithm 10's lines 5-8 for one layer, on the ``(d_e, B·ℓ)`` matrix of B sequences."""
-    X_tilde = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 5
-    X = X + mh_attention_columns(X_tilde, X_tilde, layer.W, Mask, B)  # line 6
-    X_tilde = layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 7
-    return X + mlp(
-        X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation
-    )  # line 8
-
-
 def _d_logits_columns(xs, theta: DTransformerParams, activation, eps):
     """Algorithm 10's lines 1-11 for the rows of ``xs`` (B, ℓ): logits of shape ``(N_V, B, ℓ)``."""
     B, ell = xs.shape
     X = embed_columns(xs, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(ell)
+    attend = functools.partial(mh_attention_columns, B=B)  # Algorithm 5 per sequence block
 
     def layer(X, params):  # lines 5-8 for one l
-        return pre_ln_layer_columns(X, params, Mask, B, activation, eps), None
+        return pre_ln_layer(X, params, Mask, activation, eps, attention=attend), None
 
     X, _ = jax.lax.scan(layer, X, stack_layers(theta.layers))  # line 4: for l = 1..L
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
     return (unembedding_matrix(theta) @ X).reshape(-1, B, ell)  # line 11, before the softmax
 
 
+def _check_batches(algorithm, theta, **batches):
+    """θ, and each batch a (B, ℓ) integer array of ids in [0, N_V), ℓ ≤ ℓ_max, all with one B."""
+    check_params(theta, algorithm)
+    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
+    B = np.shape(next(iter(batches.values())))[:1]  # the first batch's row count
+    for name, a in batches.items():
+        if np.ndim(a) != 2 or np.shape(a)[:1] != B:
+            fail(algorithm, name, f"must be a (B, ℓ) batch of token sequences, got shape {np.shape(a)}")  # fmt: skip
+        check_tokens(algorithm, name, jnp.reshape(a, -1), N_V)
+        if a.shape[1] > ell_max:
+            fail(algorithm, name, f"has length {a.shape[1]} > ell_max = {ell_max}")
+
+
 def d_transformer_logits_batch(xs, theta: DTransformerParams, *, activation=gelu, eps=EPS):
     """Algorithm 10 up to its softmax for a batch ``xs`` (B, ℓ), the batch as columns and the
     layer loop scanned: equal to ``vmap(d_transformer_logits)(xs, θ)``, shape ``(B, N_V, ℓ)``."""
-    if np.ndim(xs) != 2:
-        fail(ALG10, "xs", f"must be a (B, ℓ) batch of token sequences, got shape {np.shape(xs)}")
-    check_params(theta, ALG10)
-    check_tokens(ALG10, "xs", jnp.reshape(xs, -1), theta.W_e.shape[1])
-    if xs.shape[1] > theta.W_p.shape[1]:
-        fail(ALG10, "xs", f"has length {xs.shape[1]} > ell_max = {theta.W_p.shape[1]}")
+    _check_batches(ALG10, theta, xs=xs)
     return jnp.moveaxis(_d_logits_columns(xs, theta, activation, eps), 1, 0)
 
 
@@ -154,24 +155,6 @@ def d_batch_stats_columns(theta, xs, valid, *, activation=gelu, eps=EPS) -> Toke
 # ------------------------------------------------------------------ Algorithm 8, batch as columns
 
 
-def post_ln_layer_columns(X, layer, Mask, B: int, activation, eps=EPS):
-    """Algorithm 8's encoder lines 5-8 (Post-LN) for one layer, on the ``(d_e, B·ℓ)`` matrix."""
-    X = X + mh_attention_columns(X, X, layer.W, Mask, B)  # line 5
-    X = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 6
-    X = X + mlp(X, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)  # line 7
-    return layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 8
-
-
-def ed_decoder_layer_columns(X, Z, layer, Mask, cross_Mask, B: int, activation, eps=EPS):
-    """Algorithm 8's decoder lines 14-19 for one layer, ``X`` (d_e, B·ℓ_x), ``Z`` (d_e, B·ℓ_z)."""
-    X = X + mh_attention_columns(X, X, layer.W_dec, Mask, B)  # line 14
-    X = layer_norm_columns(X, layer.gamma3, layer.beta3, eps)  # line 15
-    X = X + mh_attention_columns(X, Z, layer.W_ed, cross_Mask, B)  # line 16
-    X = layer_norm_columns(X, layer.gamma4, layer.beta4, eps)  # line 17
-    X = X + mlp(X, layer.W_mlp3, layer.b_mlp3, layer.W_mlp4, layer.b_mlp4, activation)  # line 18
-    return layer_norm_columns(X, layer.gamma5, layer.beta5, eps)  # line 19
-
-
 def _ed_logits_columns(zs, z_valid, xs, theta: EDTransformerParams, activation, eps):
     """Algorithm 8's lines 1-20 for the rows of ``zs`` (B, ℓ_z), padded where ``z_valid`` is
     False, and ``xs`` (B, ℓ_x): logits ``(N_V, B, ℓ_x)``. The padded keys of each z are masked in
@@ -179,30 +162,24 @@ def _ed_logits_columns(zs, z_valid, xs, theta: EDTransformerParams, activation, 
     B, ell_z = zs.shape
     ell_x = xs.shape[1]
     Z = embed_columns(zs, theta.W_e, theta.W_p)  # lines 1-3
+    attend = functools.partial(mh_attention_columns, B=B)  # Algorithm 5 per sequence block
     Mask_z = jnp.broadcast_to(z_valid[:, :, None], (B, ell_z, ell_z))  # key padding, per sequence
 
     # Lines 4 and 13 stay Python loops: for Algorithm 8's two-layer stacks a scan measured slower.
     for layer in theta.enc:  # line 4
-        Z = post_ln_layer_columns(Z, layer, Mask_z, B, activation, eps)  # lines 5-8
+        Z = post_ln_layer(Z, layer, Mask_z, activation, eps, attention=attend)  # lines 5-8
     X = embed_columns(xs, theta.W_e, theta.W_p)  # lines 10-12
     Mask, cross_Mask = unidirectional_mask(ell_x), jnp.broadcast_to(z_valid[:, :, None], (B, ell_z, ell_x))  # fmt: skip
 
     for layer in theta.dec:  # line 13
-        X = ed_decoder_layer_columns(X, Z, layer, Mask, cross_Mask, B, activation, eps)  # 14-19
+        X = ed_decoder_layer(X, Z, layer, Mask, activation, eps, cross_Mask, attention=attend)
     return (unembedding_matrix(theta) @ X).reshape(-1, B, ell_x)  # line 21, before the softmax
 
 
 def ed_transformer_logits_batch(zs, z_valid, xs, theta: EDTransformerParams, *, activation=relu, eps=EPS):  # fmt: skip
     """Algorithm 8 up to its softmax for a batch, the batch as columns: equal to ``vmap(ed_transformer_logits_padded)(zs, z_valid, xs, θ)`` (``z_valid``
     (B, ℓ_z) bool marks the real tokens of each z, padded at its end), shape ``(B, N_V, ℓ_x)``."""
-    check_params(theta, ALG8)
-    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
-    for name, a in (("zs", zs), ("xs", xs)):
-        if np.ndim(a) != 2 or np.shape(a)[0] != np.shape(zs)[0]:
-            fail(ALG8, name, f"must be a (B, ℓ) batch of token sequences, got shape {np.shape(a)}")
-        check_tokens(ALG8, name, jnp.reshape(a, -1), N_V)
-        if a.shape[1] > ell_max:
-            fail(ALG8, name, f"has length {a.shape[1]} > ell_max = {ell_max}")
+    _check_batches(ALG8, theta, zs=zs, xs=xs)
     if np.shape(z_valid) != np.shape(zs):
         fail(ALG8, "z_valid", f"must have the shape of zs {np.shape(zs)}, got {np.shape(z_valid)}")
     return jnp.moveaxis(_ed_logits_columns(zs, z_valid, xs, theta, activation, eps), 1, 0)

@@ -44,6 +44,22 @@ class Tokenizer:
         return self.N_V - 1
 
     @classmethod
+    def _decode_arguments(cls, tokens, special) -> np.ndarray:
+        """``decode``'s arguments checked: ``special`` one of the three modes, ``tokens`` 1-D ids."""
+        if special not in ("skip", "show", "raise"):
+            raise ValueError(
+                f"{cls.__name__}.decode: argument 'special' must be 'skip', 'show' or 'raise', "
+                f"got {special!r}"
+            )
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 1 or (tokens.size and not np.issubdtype(tokens.dtype, np.integer)):
+            raise ValueError(
+                f"{cls.__name__}.decode: argument 'tokens' must be a 1-D sequence of integer ids, "
+                f"got shape {tokens.shape} and dtype {tokens.dtype}"
+            )
+        return tokens
+
+    @classmethod
     def _stored(cls, d) -> str:
         """The stored string of a dict written by ``to_dict``; anything else is a ValueError."""
         if (
@@ -126,17 +142,7 @@ class CharTokenizer(Tokenizer):
         ``special``: what to do with mask/bos/eos ids: ``"skip"`` (drop them), ``"show"`` (render
         them as ``<mask>``, ``<bos>``, ``<eos>``) or ``"raise"``. Ids outside ``[0, N_V)`` raise.
         """
-        if special not in ("skip", "show", "raise"):
-            raise ValueError(
-                f"CharTokenizer.decode: argument 'special' must be 'skip', 'show' or 'raise', "
-                f"got {special!r}"
-            )
-        tokens = np.asarray(tokens)
-        if tokens.ndim != 1 or (tokens.size and not np.issubdtype(tokens.dtype, np.integer)):
-            raise ValueError(
-                f"CharTokenizer.decode: argument 'tokens' must be a 1-D sequence of integer ids, "
-                f"got shape {tokens.shape} and dtype {tokens.dtype}"
-            )
+        tokens = self._decode_arguments(tokens, special)
         out = []
         n_chars = len(self.chars)
         for i, v in enumerate(tokens.tolist()):
