@@ -165,7 +165,7 @@ def _train(theta, data, key, args, desc, **kw):
     bar, callback = _progress_callback(args.steps, desc)
     try:
         theta, history = train(theta, data, key, optimizer=optimizer, N_steps=args.steps,
-                               batch_size=args.batch_size, callback=callback, **kw)  # fmt: skip
+                               batch_size=args.batch_size, callback=callback, fast=True, **kw)  # fmt: skip
     finally:
         bar.close()
     return theta, history
@@ -327,7 +327,7 @@ def cmd_train(args) -> int:
     epochs = args.steps * args.batch_size / len(data)
     _say(f"training    {args.steps} steps × {args.batch_size} sequences ({epochs:.1f} epochs), "
          f"AdamW lr {args.lr:g}, warmup + cosine decay, clip 1.0 (the first step compiles)")  # fmt: skip
-    theta, history = _train(theta, data, key_train, args, "train", fast=True)
+    theta, history = _train(theta, data, key_train, args, "train")
     train_seconds = time.perf_counter() - started
 
     from .trainer import evaluate

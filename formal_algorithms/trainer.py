@@ -51,12 +51,12 @@ from .training import (
     _check_data,
     _check_key,
     _check_p_mask,
+    _mask_for,
     _sequence,
     bucket_length,
     d_loss_padded,
     e_loss_padded,
     ed_loss_padded,
-    mask_tokens,
     pad,
 )
 
@@ -125,12 +125,9 @@ def batch_stats(theta, batch: dict, p_mask=0.15, *, activation=None, eps=EPS) ->
             batch["x"], batch["valid"]
         )
     elif isinstance(theta, ETransformerParams):
-        N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
 
         def row(key, x, valid):  # Algorithm 12, lines 4-9
-            x_tilde = mask_tokens(
-                key, x, p_mask=p_mask, mask_token=N_V - 3, ell_max=ell_max, valid=valid
-            )
+            x_tilde = _mask_for(theta, key, x, valid, p_mask)
             return e_loss_padded(theta, x_tilde, x, valid, **kw)
 
         per_row = jax.vmap(row)(batch["key"], batch["x"], batch["valid"])
@@ -242,16 +239,12 @@ def train(
     If the loss or the gradient of step n becomes non-finite, raises :class:`NonFiniteError`
     naming n and carrying the last good θ and optimizer state.
 
-    ``fast=True`` (Algorithms 8 and 10) runs each step with :func:`.fast.train_step_fast` (the
-    batch as columns of one matrix, Algorithm 10's layer loop scanned): the same batches and the same
+    ``fast=True`` runs each step with :func:`.fast.train_step_fast` (the batch as columns of one
+    matrix, Algorithm 10's layer loop scanned): the same batches, masks and
     mathematics, equal up to floating-point summation order (~1.4× faster on the GPT-2-like
     benchmark, docs/performance.md).
     """
     algorithm = _check_theta(theta, "train")
-    if fast and isinstance(theta, ETransformerParams):
-        fail(
-            algorithm, "fast", "is for DTransformer (Algorithm 10) and EDTransformer (Algorithm 8)"
-        )
     _check_run_length(algorithm, N_epochs, N_steps)
     _check_batching(algorithm, batch_size, reduction)
     _check_key(algorithm, key)
@@ -262,8 +255,7 @@ def train(
     if fast:
         from .fast import train_step_fast
 
-        def step_fn(theta, opt_state, batch, p_mask):  # Algorithms 11, 13 have no p_mask
-            return train_step_fast(theta, opt_state, batch, **kw)
+        step_fn = functools.partial(train_step_fast, **kw)
     else:
         step_fn = functools.partial(train_step, **kw)
     opt_state = optimizer.init(theta) if opt_state is None else opt_state

@@ -160,8 +160,18 @@ def e_loss_padded(
 ) -> TokenStats:
     """:func:`e_loss` for ``x̃``, ``x`` padded at their ends: ``T̃`` restricted to real positions."""
     logits = e_transformer_logits_padded(x_tilde, valid, theta, activation=activation, eps=eps)
-    T_tilde = (x_tilde == theta.W_e.shape[1] - 3) & valid  # line 7
-    return _token_stats(logits, x, T_tilde)
+    return _token_stats(logits, x, _masked_positions(theta, x_tilde, valid))  # lines 7-9
+
+
+def _mask_for(theta: ETransformerParams, key, x, valid, p_mask):
+    """Algorithm 12, lines 4-6 for θ's model: its reserved mask token (id N_V − 3), its ℓ_max."""
+    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
+    return mask_tokens(key, x, p_mask=p_mask, mask_token=N_V - 3, ell_max=ell_max, valid=valid)
+
+
+def _masked_positions(theta: ETransformerParams, x_tilde, valid):
+    """Algorithm 12, line 7: ``T̃``, the real positions of ``x̃`` that hold the mask token."""
+    return (x_tilde == theta.W_e.shape[1] - 3) & valid
 
 
 def ed_loss_padded(
@@ -231,8 +241,7 @@ def _ed_update(theta, z, z_valid, x, x_valid, eta, *, activation, eps):
 
 @functools.partial(jax.jit, static_argnames=("activation", "eps"))
 def _e_update(theta, key, x, valid, eta, p_mask, *, activation, eps):
-    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
-    x_tilde = mask_tokens(key, x, p_mask=p_mask, mask_token=N_V - 3, ell_max=ell_max, valid=valid)
+    x_tilde = _mask_for(theta, key, x, valid, p_mask)  # lines 4-6
 
     def loss(th):  # lines 7-9
         return e_loss_padded(th, x_tilde, x, valid, activation=activation, eps=eps).loss

@@ -1,5 +1,5 @@
-"""The fast path (formal_algorithms.fast: the batch as columns, the layer loop scanned) equals the
-literal Algorithm 10 (vmapped over the batch) and the trainer.
+"""The fast path (formal_algorithms.fast: the batch as columns, Algorithm 10's layer loop scanned)
+equals the literal Algorithms 10, 9 and 8 (vmapped over the batch) and the trainer.
 
 The expectation is the literal code (architectures.d_transformer_logits, trainer.train_step), an
 independent evaluation order of the same math; float64, 1e-12.
@@ -106,9 +106,6 @@ def test_train_with_fast_steps_equals_train(theta):
     np.testing.assert_allclose(history_a, history_b, rtol=1e-12)
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
-    e_theta = fa.init_e_transformer(jax.random.key(0), **HP, dtype=jnp.float64)
-    with pytest.raises(ValueError, match=r"Algorithm 12.*'fast'.*\(Algorithm 10\) and"):
-        trainer.train(e_theta, data, jax.random.key(0), fast=True, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +136,64 @@ def test_ed_train_with_fast_steps_equals_train(ed_theta):
     kw = dict(optimizer=optax.sgd(0.1), N_steps=2, batch_size=2)
     a, history_a = trainer.train(ed_theta, data, jax.random.key(0), **kw)
     b, history_b = trainer.train(ed_theta, data, jax.random.key(0), fast=True, **kw)
+    np.testing.assert_allclose(history_a, history_b, rtol=1e-12)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def e_theta():
+    return perturbed(fa.init_e_transformer(jax.random.key(4), **HP, d_f=5, dtype=jnp.float64), 5)
+
+
+def test_e_batch_as_columns_equals_vmapped_literal(e_theta):
+    """Algorithm 9 with padded rows (key-padding masks differ per sequence), and without padding."""
+    xs = jnp.array([[3, 1, 4, 1, 5, 0], [2, 7, 1, 0, 0, 0], [9, 2, 6, 5, 3, 5]])
+    valid = jnp.array([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
+    padded = jax.vmap(fa.training.e_transformer_logits_padded, (0, 0, None))
+    np.testing.assert_allclose(
+        jax.jit(partial(fast.e_transformer_logits_batch))(xs, e_theta, valid=valid),
+        jax.jit(padded)(xs, valid, e_theta),
+        rtol=1e-12, atol=1e-12,
+    )  # fmt: skip
+    for activation in (fa.gelu, fa.relu):
+        literal = jax.vmap(partial(fa.e_transformer_logits, activation=activation), (0, None))
+        np.testing.assert_allclose(
+            jax.jit(partial(fast.e_transformer_logits_batch, activation=activation))(xs, e_theta),
+            jax.jit(literal)(xs, e_theta),
+            rtol=1e-12, atol=1e-12,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="Algorithm 9.*'valid'"):
+        fast.e_transformer_logits_batch(xs, e_theta, valid=valid[:, :3])
+    with pytest.raises(ValueError, match="Algorithm 9.*'xs'"):
+        fast.e_transformer_logits_batch(xs.at[0, 0].set(11), e_theta)  # N_V = 11
+
+
+def test_e_fast_train_step_equals_trainer(e_theta):
+    """The same masks (lines 4-6 from the batch's keys), the same loss, gradient and step."""
+    rng = np.random.default_rng(3)
+    data = [rng.integers(0, 8, n) for n in (5, 8, 6)]
+    keys = jax.random.split(jax.random.key(6), 3)
+    batch = trainer.make_batch(e_theta, data, range(3), 4, keys=keys)  # one empty filler row
+    opt = optax.sgd(1e-1, momentum=0.9)  # linear in the gradient: see the Algorithm 10 test
+    state = opt.init(e_theta)
+    a = trainer.train_step(e_theta, state, batch, 0.4, optimizer=opt)
+    b = fast.train_step_fast(e_theta, state, batch, 0.4, optimizer=opt)
+    assert int(a[3].n_targets) > 0  # some tokens were masked
+    for s, t in zip(a[2:4], b[2:4], strict=True):  # loss; loss sum, n_targets, n_correct, grad norm
+        np.testing.assert_allclose(s, t, rtol=1e-12)
+    for u, v in zip(jax.tree.leaves(a[:2]), jax.tree.leaves(b[:2]), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-12)
+    c = fast.train_step_fast(e_theta, state, batch, 0.05, optimizer=opt)  # p_mask reaches the masks
+    assert int(c[3].n_targets) < int(b[3].n_targets)
+
+
+def test_e_train_with_fast_steps_equals_train(e_theta):
+    rng = np.random.default_rng(4)
+    data = [rng.integers(0, 8, n) for n in (5, 8, 6, 7)]
+    kw = dict(optimizer=optax.sgd(0.1), N_steps=2, batch_size=2, p_mask=0.3)
+    a, history_a = trainer.train(e_theta, data, jax.random.key(0), **kw)
+    b, history_b = trainer.train(e_theta, data, jax.random.key(0), fast=True, **kw)
     np.testing.assert_allclose(history_a, history_b, rtol=1e-12)
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
