@@ -16,7 +16,7 @@ hits every contender alike):
 - generation (batch 1, prompt 16, 240 new tokens): our cached Algorithm 14 vs the literal Algorithm
   14 vs ``GPT2LMHeadModel.generate`` with its cache (the literal form is timed per step at a few
   lengths and summed over the 240 fed lengths, see :func:`generation`).
-- the same for :mod:`.fast`'s batch-as-columns, scanned form (``*_fast``; equal results,
+- the same for :mod:`.fast`'s batch-as-columns form (``*_fast``; equal results,
   tests/test_fast.py).
 - achieved GFLOP/s of our training step (FLOPs from XLA's cost analysis of the compiled step, and
   analytically) against the measured float32 matmul peak (a jitted 2048×2048 ``jnp.dot``).
@@ -90,8 +90,7 @@ def ours_d(cfg, rng, fast_path: bool = False):
     """Forward and training step of Algorithm 10 on a (B, ℓ) batch, and the compiled step's FLOPs.
 
     The literal form, ``jax.vmap`` of :func:`~.architectures.d_transformer_logits` and
-    :func:`~.trainer.train_step`; or with ``fast_path`` :mod:`.fast`'s batch-as-columns, scanned
-    form (equal results, tests/test_fast.py).
+    :func:`~.trainer.train_step`; or with ``fast_path`` :mod:`.fast`'s batch-as-columns form (equal results, tests/test_fast.py).
     """
     import optax
 
@@ -124,7 +123,7 @@ def ours_d(cfg, rng, fast_path: bool = False):
 def ours_ed(cfg, rng, fast_path: bool = False):
     """Forward and training step of Algorithm 8 on a batch of (z, x) pairs: the literal form
     (``jax.vmap`` of :func:`~.architectures.ed_transformer_logits`, :func:`~.trainer.train_step`)
-    or with ``fast_path`` :mod:`.fast`'s batch-as-columns, scanned form."""
+    or with ``fast_path`` :mod:`.fast`'s batch-as-columns form."""
     import optax
 
     from . import fast, trainer

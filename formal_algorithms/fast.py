@@ -1,5 +1,5 @@
 """Faster evaluation orders of Algorithms 10, 9 and 8 for training: a batch as one matrix of
-columns, and (Algorithm 10) the layer loop as ``lax.scan``.
+columns.
 
 Same math, the library's building blocks (Algorithm 6's :func:`~.normalisation.layer_norm_columns`,
 eq. 2's :func:`~.functions.softmax`, :func:`~.architectures.mlp`); only the evaluation order
@@ -14,10 +14,10 @@ changes:
   (what the literal functions get) computes the same numbers, but XLA's CPU backend turns the
   vmapped products into batched ones with transposes around them; measured on the GPT-2-like
   benchmark this order makes the training step ~1.6× faster (docs/performance.md).
-- **Algorithm 10's layer loop is a scan** over the layers stacked on a leading axis. Unrolled, XLA's CPU
-  backend fuses the backward pass's residual-stream sums of *all* layers into a few huge
-  element-wise fusions (80+ operands) and recomputes them inside every consumer; the scan's
-  iteration boundary materialises the residual stream once per layer (~15 % faster).
+- **The layer loops stay Python loops** (unrolled into one program). A ``lax.scan`` over the
+  stacked layers (:func:`d_transformer_logits_scan`) keeps compile time flat in L, but for the
+  benchmark's 4-layer GPT-2-like step it measured 10-18 % slower: the scan zero-fills and then
+  writes stacked per-layer buffers of everything the backward pass needs (docs/performance.md).
 - **One product for the queries, keys and values** of all heads: ``[W_q; W_k; W_v] X`` (~5 %).
 
 Verified equal to :func:`~.architectures.d_transformer_logits`,
@@ -65,10 +65,10 @@ def stack_layers(layers):
 
 def d_transformer_logits_scan(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):
     """Algorithm 10 up to its softmax, lines 1-11, for one sequence, with line 4's loop as
-    ``lax.scan`` (the batch form below with B = 1). Equal to
-    :func:`~.architectures.d_transformer_logits` (``(N_V, ℓ)``)."""
+    ``lax.scan`` over the stacked layers: one compiled layer body whatever L (for deep models).
+    Equal to :func:`~.architectures.d_transformer_logits` (``(N_V, ℓ)``)."""
     _check_inputs(theta, ALG10, x=x)
-    return _d_logits_columns(x[None], theta, activation, eps)[:, 0]
+    return _d_logits_columns(x[None], theta, activation, eps, scan=True)[:, 0]
 
 
 # ------------------------------------------------------------------ a batch as one matrix
@@ -111,8 +111,9 @@ def mh_attention_columns(X, Z, W: MHAttentionParams, Mask, B: int):
     return W.W_o @ Y.reshape(-1, X.shape[1]) + W.b_o[:, None]  # Alg 5 lines 3-4
 
 
-def _d_logits_columns(xs, theta: DTransformerParams, activation, eps):
-    """Algorithm 10's lines 1-11 for the rows of ``xs`` (B, ℓ): logits of shape ``(N_V, B, ℓ)``."""
+def _d_logits_columns(xs, theta: DTransformerParams, activation, eps, scan=False):
+    """Algorithm 10's lines 1-11 for the rows of ``xs`` (B, ℓ): logits of shape ``(N_V, B, ℓ)``;
+    line 4 a Python loop, or with ``scan`` a ``lax.scan`` over the stacked layers."""
     B, ell = xs.shape
     X = embed_columns(xs, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(ell)
@@ -121,7 +122,11 @@ def _d_logits_columns(xs, theta: DTransformerParams, activation, eps):
     def layer(X, params):  # lines 5-8 for one l
         return pre_ln_layer(X, params, Mask, activation, eps, attention=attend), None
 
-    X, _ = jax.lax.scan(layer, X, stack_layers(theta.layers))  # line 4: for l = 1..L
+    if scan:
+        X, _ = jax.lax.scan(layer, X, stack_layers(theta.layers))  # line 4: for l = 1..L
+    else:
+        for params in theta.layers:  # line 4
+            X, _ = layer(X, params)
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
     return (unembedding_matrix(theta) @ X).reshape(-1, B, ell)  # line 11, before the softmax
 
@@ -140,8 +145,7 @@ def _check_batches(algorithm, theta, **batches):
 
 
 def d_transformer_logits_batch(xs, theta: DTransformerParams, *, activation=gelu, eps=EPS):
-    """Algorithm 10 up to its softmax for a batch ``xs`` (B, ℓ), the batch as columns and the
-    layer loop scanned: equal to ``vmap(d_transformer_logits)(xs, θ)``, shape ``(B, N_V, ℓ)``."""
+    """Algorithm 10 up to its softmax for a batch ``xs`` (B, ℓ), the batch as columns: equal to ``vmap(d_transformer_logits)(xs, θ)``, shape ``(B, N_V, ℓ)``."""
     _check_batches(ALG10, theta, xs=xs)
     return jnp.moveaxis(_d_logits_columns(xs, theta, activation, eps), 1, 0)
 
@@ -165,8 +169,8 @@ def _e_logits_columns(xs, valid, theta: ETransformerParams, activation, eps):
     X = embed_columns(xs, theta.W_e, theta.W_p)  # lines 1-3
     attend = functools.partial(mh_attention_columns, B=B)  # Algorithm 5 per sequence block
     Mask = None if valid is None else jnp.broadcast_to(valid[:, :, None], (B, ell, ell))
-    # Line 4 stays a Python loop: for these Post-LN layers a scan measured slower (the GPT-2-sized
-    # BERT step: 1.31× the literal one unrolled, 1.02× scanned).
+    # Line 4 a Python loop, as for Algorithm 10 (a BERT-sized step: 1.18-1.31× the literal one
+    # unrolled, 0.93-1.02× scanned).
     for layer in theta.layers:  # line 4
         X = post_ln_layer(X, layer, Mask, activation, eps, attention=attend)  # lines 5-8
     X = activation(theta.W_f @ X + theta.b_f[:, None])  # line 10
@@ -209,7 +213,7 @@ def _ed_logits_columns(zs, z_valid, xs, theta: EDTransformerParams, activation, 
     attend = functools.partial(mh_attention_columns, B=B)  # Algorithm 5 per sequence block
     Mask_z = jnp.broadcast_to(z_valid[:, :, None], (B, ell_z, ell_z))  # key padding, per sequence
 
-    # Lines 4 and 13 stay Python loops: for Algorithm 8's two-layer stacks a scan measured slower.
+    # Lines 4 and 13: Python loops, as for Algorithm 10.
     for layer in theta.enc:  # line 4
         Z = post_ln_layer(Z, layer, Mask_z, activation, eps, attention=attend)  # lines 5-8
     X = embed_columns(xs, theta.W_e, theta.W_p)  # lines 10-12
@@ -246,7 +250,7 @@ def train_step_fast(
     """:func:`~.trainer.train_step` for Algorithm 10 (``batch`` with ``x``, ``valid``), Algorithm 9
     (``x``, ``valid``, ``key``; masked with probability ``p_mask``) or Algorithm 8 (``z``,
     ``z_valid``, ``x``, ``x_valid``), from :func:`~.trainer.make_batch`, the forward with the batch
-    as columns (Algorithm 10: layer loop scanned). ``activation`` defaults to the
+    as columns. ``activation`` defaults to the
     algorithm's (GELU, GELU, ReLU). Returns ``(θ, opt_state, loss, stats)``, ``stats`` a
     :class:`~.trainer.StepStats`."""
     import optax  # the train extra, as in trainer

@@ -240,7 +240,7 @@ def train(
     naming n and carrying the last good θ and optimizer state.
 
     ``fast=True`` runs each step with :func:`.fast.train_step_fast` (the batch as columns of one
-    matrix, Algorithm 10's layer loop scanned): the same batches, masks and
+    matrix): the same batches, masks and
     mathematics, equal up to floating-point summation order (~1.4× faster on the GPT-2-like
     benchmark, docs/performance.md).
     """

@@ -1,5 +1,4 @@
-"""The fast path (formal_algorithms.fast: the batch as columns, Algorithm 10's layer loop scanned)
-equals the literal Algorithms 10, 9 and 8 (vmapped over the batch) and the trainer.
+"""The fast path (formal_algorithms.fast: the batch as columns; a scanned layer loop) equals the literal Algorithms 10, 9 and 8 (vmapped over the batch) and the trainer.
 
 The expectation is the literal code (architectures.d_transformer_logits, trainer.train_step), an
 independent evaluation order of the same math; float64, 1e-12.
