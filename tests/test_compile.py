@@ -7,9 +7,9 @@ Already pinned elsewhere (not repeated here):
 - cached generation (Algorithms 14, 15: new prompt lengths in a bucket, ℓ_gen, τ, keys,
   max_length, batches): tests/test_cache.py::test_compile_once_per_bucket.
 
-What this module adds: ``trainer.train_step`` for all three architectures over many sequence
-lengths within one bucket (and one new trace per new bucket), ``trainer.evaluate``, and
-``parallel.data_parallel_train``. A trace is counted by an activation that records its calls:
+What this module adds: ``trainer.train_step`` and ``fast.train_step_fast`` for all three
+architectures over many sequence lengths within one bucket (and one new trace per new bucket),
+``trainer.evaluate``, and ``parallel.data_parallel_train``. A trace is counted by an activation that records its calls:
 Python code inside a jitted function runs only while JAX traces it, so a new call means a new
 trace. The activation is numerically the paper's (GELU, ReLU) and a module-level object, so it
 is one static argument value throughout.
@@ -95,6 +95,29 @@ def test_e_and_ed_train_step_trace_once_per_bucket():
     # z lengths 3, 4 are bucket 4; x lengths 5..8 bucket 8 (a new bucket: see the D test above)
     assert traces_of(lambda: run_ed([3, 4], [5, 8], 0)) >= 1
     assert traces_of(lambda: run_ed([4, 3, 3, 4], [6, 7, 5, 8], 1)) == 0
+
+
+def test_fast_train_steps_trace_once_per_bucket():
+    """``train(fast=True)`` (what the command line runs) for Algorithms 10, 9 and 8."""
+    thetas = [
+        fa.init_d_transformer(jax.random.key(3), **HP, L=1, dtype=jnp.float64),
+        fa.init_e_transformer(jax.random.key(4), **HP, L=1, dtype=jnp.float64),
+        fa.init_ed_transformer(jax.random.key(5), **HP, L_enc=1, L_dec=1, dtype=jnp.float64),
+    ]
+    activations = [counting_gelu, counting_gelu, counting_relu]
+    for theta, activation in zip(thetas, activations, strict=True):
+
+        def run(lengths, seed, theta=theta, activation=activation):
+            data = seqs(lengths, seed)
+            if isinstance(theta, fa.EDTransformerParams):
+                data = list(zip(data, seqs(lengths[::-1], seed + 100), strict=True))
+            trainer.train(
+                theta, data, jax.random.key(seed), optimizer=OPT, N_epochs=2, batch_size=2,
+                p_mask=0.3, activation=activation, fast=True,
+            )  # fmt: skip
+
+        assert traces_of(lambda: run([5, 8, 6], 0)) >= 1, type(theta).__name__
+        assert traces_of(lambda: run([7, 6, 5, 8, 7], 1)) == 0, type(theta).__name__
 
 
 def test_evaluate_traces_once_per_bucket():
