@@ -8,7 +8,9 @@
     sequences (Algorithm 15 literally on the shortest contexts, its cached form on all).
 
 The text is Python's own ``pydoc_data.topics`` (no download). Models are float32 and small; the
-hyperparameters were chosen so that each test passes with a wide margin, not at the edge.
+hyperparameters were chosen so that each test passes with a wide margin, not at the edge. The
+trainer runs its fast steps (``fast=True``, what the command line runs; ~25 % less time here);
+that they compute the literal steps' numbers is tests/test_fast.py's job.
 """
 
 import math
@@ -65,8 +67,9 @@ def test_d_training_on_english_beats_the_unigram_entropy(corpus):
     N_steps = 300
     optimizer = make_optimizer(1e-2, N_steps=N_steps, warmup_steps=20)
     theta, history = train(
-        theta, data, jax.random.key(1), optimizer=optimizer, N_steps=N_steps, batch_size=32
-    )
+        theta, data, jax.random.key(1), optimizer=optimizer, N_steps=N_steps, batch_size=32,
+        fast=True,
+    )  # fmt: skip
     after = evaluate(theta, held)
     assert np.all(np.isfinite(history))
     assert after.loss < 0.85 * H, (after.loss, H)  # measured: ≈ 0.70 H
@@ -87,7 +90,7 @@ def test_e_training_on_english_recovers_masked_characters(corpus):
     optimizer = make_optimizer(3e-2, N_steps=N_steps, warmup_steps=20)
     theta, _ = train(
         theta, data, jax.random.key(1), optimizer=optimizer, N_steps=N_steps, batch_size=128,
-        p_mask=p_mask,
+        p_mask=p_mask, fast=True,
     )  # fmt: skip
     after = evaluate(theta, held, key, p_mask=p_mask)
     # The frequency baseline on exactly these masked characters (evaluate's documented masks).
@@ -127,7 +130,7 @@ def test_ed_training_and_ed_inference_learn_sequence_reversal():
     optimizer = make_optimizer(1e-2, N_steps=N_steps, warmup_steps=20)
     theta, _ = train(
         theta, data, jax.random.key(1), optimizer=optimizer, N_steps=N_steps,
-        batch_size=batch_size,
+        batch_size=batch_size, fast=True,
     )  # fmt: skip
     keys = jax.random.split(jax.random.key(2), len(held))
     # Algorithm 15 literally (it compiles once per (ℓ_z, length(x̂)) pair, so on the short
