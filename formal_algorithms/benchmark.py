@@ -90,7 +90,8 @@ def ours_d(cfg, rng, fast_path: bool = False):
     """Forward and training step of Algorithm 10 on a (B, ℓ) batch, and the compiled step's FLOPs.
 
     The literal form, ``jax.vmap`` of :func:`~.architectures.d_transformer_logits` and
-    :func:`~.trainer.train_step`; or with ``fast_path`` :mod:`.fast`'s batch-as-columns form (equal results, tests/test_fast.py).
+    :func:`~.trainer.train_step`; or with ``fast_path`` :mod:`.fast`'s batch-as-columns form
+    (equal results, tests/test_fast.py).
     """
     import optax
 

@@ -22,9 +22,9 @@ changes:
 
 Verified equal to :func:`~.architectures.d_transformer_logits`,
 :func:`~.training.e_transformer_logits_padded` and :func:`~.training.ed_transformer_logits_padded`
-(vmapped) and to :func:`~.trainer.train_step` in tests/test_fast.py (float64, 1e-12). Not for generation (use
-:mod:`.cache`), and not a replacement for the literal form: the literal functions remain the
-definition.
+(vmapped) and to :func:`~.trainer.train_step` in tests/test_fast.py (float64, 1e-12). Not for
+generation (use :mod:`.cache`), and not a replacement for the literal form: the literal functions
+remain the definition.
 """
 
 from __future__ import annotations
@@ -145,7 +145,8 @@ def _check_batches(algorithm, theta, **batches):
 
 
 def d_transformer_logits_batch(xs, theta: DTransformerParams, *, activation=gelu, eps=EPS):
-    """Algorithm 10 up to its softmax for a batch ``xs`` (B, ℓ), the batch as columns: equal to ``vmap(d_transformer_logits)(xs, θ)``, shape ``(B, N_V, ℓ)``."""
+    """Algorithm 10 up to its softmax for a batch ``xs`` (B, ℓ), the batch as columns: equal to
+    ``vmap(d_transformer_logits)(xs, θ)``, shape ``(B, N_V, ℓ)``."""
     _check_batches(ALG10, theta, xs=xs)
     return jnp.moveaxis(_d_logits_columns(xs, theta, activation, eps), 1, 0)
 
@@ -179,9 +180,9 @@ def _e_logits_columns(xs, valid, theta: ETransformerParams, activation, eps):
 
 
 def e_transformer_logits_batch(xs, theta: ETransformerParams, *, valid=None, activation=gelu, eps=EPS):  # fmt: skip
-    """Algorithm 9 up to its softmax for a batch ``xs`` (B, ℓ), the batch as columns: equal to ``vmap(e_transformer_logits_padded)(xs, valid, θ)`` (``valid`` (B, ℓ)
-    bool marks the real tokens, padded at the end; ``None``: every token is real), shape
-    ``(B, N_V, ℓ)``."""
+    """Algorithm 9 up to its softmax for a batch ``xs`` (B, ℓ), the batch as columns: equal to
+    ``vmap(e_transformer_logits_padded)(xs, valid, θ)`` (``valid`` (B, ℓ) bool marks the real
+    tokens, padded at the end; ``None``: every token is real), shape ``(B, N_V, ℓ)``."""
     _check_batches(ALG9, theta, xs=xs)
     if valid is not None and np.shape(valid) != np.shape(xs):
         fail(ALG9, "valid", f"must have the shape of xs {np.shape(xs)}, got {np.shape(valid)}")
@@ -250,9 +251,8 @@ def train_step_fast(
     """:func:`~.trainer.train_step` for Algorithm 10 (``batch`` with ``x``, ``valid``), Algorithm 9
     (``x``, ``valid``, ``key``; masked with probability ``p_mask``) or Algorithm 8 (``z``,
     ``z_valid``, ``x``, ``x_valid``), from :func:`~.trainer.make_batch`, the forward with the batch
-    as columns. ``activation`` defaults to the
-    algorithm's (GELU, GELU, ReLU). Returns ``(θ, opt_state, loss, stats)``, ``stats`` a
-    :class:`~.trainer.StepStats`."""
+    as columns. ``activation`` defaults to the algorithm's (GELU, GELU, ReLU). Returns
+    ``(θ, opt_state, loss, stats)``, ``stats`` a :class:`~.trainer.StepStats`."""
     import optax  # the train extra, as in trainer
 
     from .trainer import StepStats

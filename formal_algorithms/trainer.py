@@ -240,9 +240,8 @@ def train(
     naming n and carrying the last good θ and optimizer state.
 
     ``fast=True`` runs each step with :func:`.fast.train_step_fast` (the batch as columns of one
-    matrix): the same batches, masks and
-    mathematics, equal up to floating-point summation order (~1.4× faster on the GPT-2-like
-    benchmark, docs/performance.md).
+    matrix): the same batches, masks and mathematics, equal up to floating-point summation order
+    (~1.4-1.6× faster on the GPT-2-like benchmark, docs/performance.md).
     """
     algorithm = _check_theta(theta, "train")
     _check_run_length(algorithm, N_epochs, N_steps)
