@@ -95,16 +95,21 @@ def test_fast_paths_reject_bad_input(theta):
         fast.d_transformer_logits_batch(jnp.zeros((2, 9), int), theta)  # ℓ_max = 8
 
 
-def test_train_with_fast_steps_equals_train(theta):
-    """``trainer.train(fast=True)``: the same batches and keys, the fast step; SGD, float64."""
-    rng = np.random.default_rng(1)
-    data = [rng.integers(0, 11, n) for n in (7, 8, 5, 6, 6)]  # one length bucket: 2 compiles
-    kw = dict(optimizer=optax.sgd(0.1), N_steps=3, batch_size=2)
+def assert_fast_train_equals_train(theta, data, **kw):
+    """``trainer.train(fast=True)``: the same batches, keys (and masks), the fast step; SGD,
+    float64: the same loss history and final θ."""
+    kw = dict(optimizer=optax.sgd(0.1), batch_size=2, **kw)
     a, history_a = trainer.train(theta, data, jax.random.key(0), **kw)
     b, history_b = trainer.train(theta, data, jax.random.key(0), fast=True, **kw)
     np.testing.assert_allclose(history_a, history_b, rtol=1e-12)
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
+
+
+def test_train_with_fast_steps_equals_train(theta):
+    rng = np.random.default_rng(1)
+    data = [rng.integers(0, 11, n) for n in (7, 8, 5, 6, 6)]  # one length bucket: 2 compiles
+    assert_fast_train_equals_train(theta, data, N_steps=3)
 
 
 @pytest.fixture(scope="module")
@@ -132,12 +137,7 @@ def test_ed_train_with_fast_steps_equals_train(ed_theta):
     rng = np.random.default_rng(2)
     data = [(rng.integers(0, 11, m), rng.integers(0, 11, n)) for m, n in
             ((5, 6), (8, 7), (6, 8), (7, 5))]  # fmt: skip
-    kw = dict(optimizer=optax.sgd(0.1), N_steps=2, batch_size=2)
-    a, history_a = trainer.train(ed_theta, data, jax.random.key(0), **kw)
-    b, history_b = trainer.train(ed_theta, data, jax.random.key(0), fast=True, **kw)
-    np.testing.assert_allclose(history_a, history_b, rtol=1e-12)
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
+    assert_fast_train_equals_train(ed_theta, data, N_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -190,9 +190,4 @@ def test_e_fast_train_step_equals_trainer(e_theta):
 def test_e_train_with_fast_steps_equals_train(e_theta):
     rng = np.random.default_rng(4)
     data = [rng.integers(0, 8, n) for n in (5, 8, 6, 7)]
-    kw = dict(optimizer=optax.sgd(0.1), N_steps=2, batch_size=2, p_mask=0.3)
-    a, history_a = trainer.train(e_theta, data, jax.random.key(0), **kw)
-    b, history_b = trainer.train(e_theta, data, jax.random.key(0), fast=True, **kw)
-    np.testing.assert_allclose(history_a, history_b, rtol=1e-12)
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-12)
+    assert_fast_train_equals_train(e_theta, data, N_steps=2, p_mask=0.3)
