@@ -9,9 +9,9 @@ Already pinned elsewhere (not repeated here):
 
 What this module adds: ``trainer.train_step`` and ``fast.train_step_fast`` for all three
 architectures over many sequence lengths within one bucket (and one new trace per new bucket),
-``trainer.evaluate``, and ``parallel.data_parallel_train``. A trace is counted by an activation that records its calls:
-Python code inside a jitted function runs only while JAX traces it, so a new call means a new
-trace. The activation is numerically the paper's (GELU, ReLU) and a module-level object, so it
+``trainer.evaluate``, and ``parallel.data_parallel_train``. A trace is counted by an activation
+that records its calls: Python code inside a jitted function runs only while JAX traces it, so a
+new call means a new trace. The activation is numerically the paper's (GELU, ReLU) and a module-level object, so it
 is one static argument value throughout.
 """
 

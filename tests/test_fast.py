@@ -1,7 +1,9 @@
-"""The fast path (formal_algorithms.fast: the batch as columns; a scanned layer loop) equals the literal Algorithms 10, 9 and 8 (vmapped over the batch) and the trainer.
+"""The fast path (formal_algorithms.fast: the batch as columns; a scanned layer loop) equals the
+literal Algorithms 10, 9 and 8 (vmapped over the batch) and the trainer.
 
-The expectation is the literal code (architectures.d_transformer_logits, trainer.train_step), an
-independent evaluation order of the same math; float64, 1e-12.
+The expectation is the literal code (architectures.d_transformer_logits,
+training.e_transformer_logits_padded, training.ed_transformer_logits_padded, trainer.train_step),
+an independent evaluation order of the same math; float64, 1e-12.
 """
 
 from functools import partial
@@ -151,7 +153,7 @@ def test_e_batch_as_columns_equals_vmapped_literal(e_theta):
     valid = jnp.array([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
     padded = jax.vmap(fa.training.e_transformer_logits_padded, (0, 0, None))
     np.testing.assert_allclose(
-        jax.jit(partial(fast.e_transformer_logits_batch))(xs, e_theta, valid=valid),
+        jax.jit(fast.e_transformer_logits_batch)(xs, e_theta, valid=valid),
         jax.jit(padded)(xs, valid, e_theta),
         rtol=1e-12, atol=1e-12,
     )  # fmt: skip
