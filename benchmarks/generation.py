@@ -10,8 +10,8 @@ reported), so that a change in the machine's load hits each of them alike; every
 The contenders and the timing are ``formal_algorithms.benchmark``'s (``generation``), which
 ``benchmarks/run.py`` also runs; this script runs the generation part alone:
 
-- ours, cached: ``formal_algorithms.cache.d_inference_cached`` (one jitted while-loop over steps).
-- ours, literal: ``formal_algorithms.inference.d_inference``, the full forward on the whole
+- ours, cached: ``formal_algorithms.practice.cache.d_inference_cached`` (one jitted while-loop over steps).
+- ours, literal: ``formal_algorithms.paper.inference.d_inference``, the full forward on the whole
   sequence at every step, jitted once per length. Compiling 240 lengths takes minutes on a small
   CPU, so by default its time is measured per step at ``--literal-lengths`` sequence lengths
   and the time of a 240-token run is the sum of the

@@ -5,7 +5,7 @@ The table of contents is the paper's: see ``algorithms.md`` for each algorithm's
 line-by-line map and every departure from the printed text.
 """
 
-from .architectures import (
+from .paper.architectures import (
     DecoderLayer,
     DTransformerParams,
     EDTransformerParams,
@@ -31,7 +31,7 @@ from .architectures import (
     pre_ln_layer,
     unembedding_matrix,
 )
-from .attention import (
+from .paper.attention import (
     AttentionParams,
     MHAttentionParams,
     attention,
@@ -43,13 +43,7 @@ from .attention import (
     single_query_attention,
     unidirectional_mask,
 )
-from .cache import (
-    d_inference_cached,
-    d_inference_cached_batch,
-    ed_inference_cached,
-    ed_inference_cached_batch,
-)
-from .embeddings import (
+from .paper.embeddings import (
     embed,
     init_embeddings,
     paper_sinusoidal_W_p,
@@ -58,9 +52,9 @@ from .embeddings import (
     unembedding,
     vaswani_sinusoidal_W_p,
 )
-from .functions import gelu, gelu_tanh, log_softmax, relu, softmax
-from .inference import d_inference, ed_inference, sample_token, special_tokens
-from .normalisation import (
+from .paper.functions import gelu, gelu_tanh, log_softmax, relu, softmax
+from .paper.inference import d_inference, ed_inference, sample_token, special_tokens
+from .paper.normalisation import (
     EPS,
     init_layer_norm,
     layer_norm,
@@ -68,7 +62,42 @@ from .normalisation import (
     rms_norm,
     rms_norm_columns,
 )
-from .tokenization import CharTokenizer
-from .training import d_loss, d_training, e_loss, e_training, ed_loss, ed_training
+from .paper.tokenization import CharTokenizer
+from .paper.training import (
+    d_loss,
+    d_training,
+    draw_mask,
+    e_loss,
+    e_training,
+    ed_loss,
+    ed_training,
+    mask_tokens,
+)
+from .practice.cache import (
+    d_inference_cached,
+    d_inference_cached_batch,
+    ed_inference_cached,
+    ed_inference_cached_batch,
+)
 
 __version__ = "0.1.0"
+
+__all__ = sorted(name for name in dir() if not name.startswith("_") and name not in {
+    "paper", "practice"})  # fmt: skip
+
+# The submodules of the flat layout before 0.2 (``fa.trainer``, ``from formal_algorithms import
+# cache``) resolve to their new homes on first use; nothing heavy is imported until then.
+_MOVED = {
+    **{m: "paper" for m in ("architectures", "attention", "embeddings", "functions", "inference",
+                            "initialisation", "normalisation", "shapes", "tokenization",
+                            "training")},
+    **{m: "practice" for m in ("bpe", "cache", "checkpoint", "fast", "parallel", "trainer")},
+}  # fmt: skip
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{_MOVED[name]}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .architectures import DTransformerParams, check_params, mlp, unembedding_matrix
-from .attention import MHAttentionParams, unidirectional_mask
-from .embeddings import embed
-from .functions import gelu, softmax
-from .normalisation import EPS, layer_norm_columns
+from .paper.architectures import DTransformerParams, check_params, mlp, unembedding_matrix
+from .paper.attention import MHAttentionParams, unidirectional_mask
+from .paper.embeddings import embed
+from .paper.functions import gelu, softmax
+from .paper.normalisation import EPS, layer_norm_columns
 
 ALG10 = "DTransformer (Algorithm 10)"
 

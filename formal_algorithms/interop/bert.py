@@ -26,8 +26,7 @@ import jax.numpy as jnp
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from .._checks import check_shape, check_tokens, fail
-from ..architectures import (
+from ..paper.architectures import (
     ETransformerParams,
     Layer,
     check_params,
@@ -35,23 +34,24 @@ from ..architectures import (
     post_ln_layer,
     unembedding_matrix,
 )
-from ..attention import MHAttentionParams
-from ..embeddings import embed
-from ..functions import gelu
-from ..normalisation import layer_norm_columns
+from ..paper.attention import MHAttentionParams
+from ..paper.checks import check_shape, check_tokens, fail
+from ..paper.embeddings import embed
+from ..paper.functions import gelu
+from ..paper.normalisation import layer_norm_columns
 from .torch_transformer import (
-    _activation_from_hf,
-    _activation_to_hf,
-    _check_head_dims,
-    _check_layer_norm,
-    _check_no_dropout,
-    _linear,
-    _norm,
-    _set_linear,
-    _set_norm,
-    _to_jax,
-    _to_torch,
-    _torch_dtype,
+    activation_from_hf,
+    activation_to_hf,
+    check_head_dims,
+    check_layer_norm,
+    check_no_dropout,
+    linear_params,
+    norm_params,
+    set_linear,
+    set_norm,
+    to_jax,
+    to_torch,
+    torch_dtype_of,
 )
 
 __all__ = [
@@ -134,7 +134,7 @@ def bert_kwargs_from_hf(model_or_config) -> dict:
     """``{"activation": …, "eps": …}`` for :func:`bert_logits` from a BERT model or config."""
     config = getattr(model_or_config, "config", model_or_config)
     name = "bert_kwargs_from_hf"
-    activation = _activation_from_hf(name, "config.hidden_act", config.hidden_act)
+    activation = activation_from_hf(name, "config.hidden_act", config.hidden_act)
     return {"activation": activation, "eps": config.layer_norm_eps}
 
 
@@ -161,48 +161,48 @@ def bert_from_hf(model: BertForMaskedLM) -> BertParams:
     if not isinstance(model, BertForMaskedLM):
         fail(name, "model", f"must be a BertForMaskedLM, got {type(model).__name__}", TypeError)
     _check_bert_config(name, model)
-    _check_no_dropout(name, model)
+    check_no_dropout(name, model)
     eps = model.config.layer_norm_eps
     emb = model.bert.embeddings
     layers = []
     for i, m in enumerate(model.bert.encoder.layer):
         where = f"model.bert.encoder.layer[{i}]"
-        _check_layer_norm(
+        check_layer_norm(
             name, f"{where}.attention.output.LayerNorm", m.attention.output.LayerNorm, eps
         )
-        _check_layer_norm(name, f"{where}.output.LayerNorm", m.output.LayerNorm, eps)
+        check_layer_norm(name, f"{where}.output.LayerNorm", m.output.LayerNorm, eps)
         s = m.attention.self
         H, d_head = s.num_attention_heads, s.attention_head_size
         heads = []
         for lin in (s.query, s.key, s.value):
-            W, b = _linear(lin)  # rows of W are the heads in order: (H·d_head, d_e)
+            W, b = linear_params(lin)  # rows of W are the heads in order: (H·d_head, d_e)
             heads += [W.reshape(H, d_head, W.shape[1]), b.reshape(H, d_head)]
         layers.append(
             Layer(
-                MHAttentionParams(*heads, *_linear(m.attention.output.dense)),
-                *_norm(m.attention.output.LayerNorm),
-                *_norm(m.output.LayerNorm),
-                *_linear(m.intermediate.dense),
-                *_linear(m.output.dense),
+                MHAttentionParams(*heads, *linear_params(m.attention.output.dense)),
+                *norm_params(m.attention.output.LayerNorm),
+                *norm_params(m.output.LayerNorm),
+                *linear_params(m.intermediate.dense),
+                *linear_params(m.output.dense),
             )  # fmt: skip
         )
     head = model.cls.predictions
-    _check_layer_norm(name, "model.bert.embeddings.LayerNorm", emb.LayerNorm, eps)
-    _check_layer_norm(
+    check_layer_norm(name, "model.bert.embeddings.LayerNorm", emb.LayerNorm, eps)
+    check_layer_norm(
         name, "model.cls.predictions.transform.LayerNorm", head.transform.LayerNorm, eps
     )
-    W_u, b_u = _linear(head.decoder)
+    W_u, b_u = linear_params(head.decoder)
     tied = head.decoder.weight is emb.word_embeddings.weight
     theta = ETransformerParams(
-        _to_jax(emb.word_embeddings.weight).T,
-        _to_jax(emb.position_embeddings.weight).T,
+        to_jax(emb.word_embeddings.weight).T,
+        to_jax(emb.position_embeddings.weight).T,
         tuple(layers),
-        *_linear(head.transform.dense),
-        *_norm(head.transform.LayerNorm),
+        *linear_params(head.transform.dense),
+        *norm_params(head.transform.LayerNorm),
         None if tied else W_u,
     )
     params = BertParams(
-        theta, _to_jax(emb.token_type_embeddings.weight).T, *_norm(emb.LayerNorm), b_u
+        theta, to_jax(emb.token_type_embeddings.weight).T, *norm_params(emb.LayerNorm), b_u
     )
     _check_bert_params(name, params)
     return params
@@ -210,7 +210,7 @@ def bert_from_hf(model: BertForMaskedLM) -> BertParams:
 
 def _check_bert_config(name, model):
     config = model.config
-    _activation_from_hf(name, "model.config.hidden_act", config.hidden_act)
+    activation_from_hf(name, "model.config.hidden_act", config.hidden_act)
     if config.add_cross_attention:
         fail(
             name, "model.config.add_cross_attention", "is True; Algorithm 9 has no cross-attention"
@@ -251,7 +251,7 @@ def bert_to_hf(
     _check_bert_params(name, params)
     theta = params.theta
     hp = hyperparameters(theta)
-    _check_head_dims(name, hp)
+    check_head_dims(name, hp)
     if hp["d_f"] != hp["d_e"]:
         fail(name, "params.theta.W_f", f"maps to d_f = {hp['d_f']}; BERT's head needs d_f = d_e")
     if params.gamma_emb is None:
@@ -260,12 +260,12 @@ def bert_to_hf(
     dtype = theta.W_e.dtype
     W_tt = jnp.zeros((d_e, 1), dtype) if params.W_tt is None else params.W_tt
     b_u = jnp.zeros(N_V, dtype) if params.b_u is None else params.b_u
-    torch_dtype = _torch_dtype(
+    torch_dtype = torch_dtype_of(
         name, BertParams(theta, W_tt, params.gamma_emb, params.beta_emb, b_u)
     )
     config = BertConfig(
         vocab_size=N_V, hidden_size=d_e, num_hidden_layers=hp["L"], num_attention_heads=hp["H"],
-        intermediate_size=hp["d_mlp"], hidden_act=_activation_to_hf(name, activation),
+        intermediate_size=hp["d_mlp"], hidden_act=activation_to_hf(name, activation),
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         max_position_embeddings=hp["ell_max"], type_vocab_size=W_tt.shape[1], layer_norm_eps=eps,
         tie_word_embeddings=hp["tied"], attn_implementation=attn_implementation,
@@ -274,26 +274,26 @@ def bert_to_hf(
         model = BertForMaskedLM(config).to(torch_dtype)
     emb = model.bert.embeddings
     with torch.no_grad():
-        emb.word_embeddings.weight.copy_(_to_torch(theta.W_e.T))
-        emb.position_embeddings.weight.copy_(_to_torch(theta.W_p.T))
-        emb.token_type_embeddings.weight.copy_(_to_torch(W_tt.T))
-        _set_norm(emb.LayerNorm, params.gamma_emb, params.beta_emb)
+        emb.word_embeddings.weight.copy_(to_torch(theta.W_e.T))
+        emb.position_embeddings.weight.copy_(to_torch(theta.W_p.T))
+        emb.token_type_embeddings.weight.copy_(to_torch(W_tt.T))
+        set_norm(emb.LayerNorm, params.gamma_emb, params.beta_emb)
         for m, layer in zip(model.bert.encoder.layer, theta.layers, strict=True):
             W = layer.W
             s = m.attention.self
             for lin, W_x, b_x in ((s.query, W.W_q, W.b_q), (s.key, W.W_k, W.b_k),
                                   (s.value, W.W_v, W.b_v)):  # fmt: skip
-                _set_linear(lin, W_x.reshape(d_e, d_e), b_x.reshape(d_e))
-            _set_linear(m.attention.output.dense, W.W_o, W.b_o)
-            _set_norm(m.attention.output.LayerNorm, layer.gamma1, layer.beta1)
-            _set_linear(m.intermediate.dense, layer.W_mlp1, layer.b_mlp1)
-            _set_linear(m.output.dense, layer.W_mlp2, layer.b_mlp2)
-            _set_norm(m.output.LayerNorm, layer.gamma2, layer.beta2)
+                set_linear(lin, W_x.reshape(d_e, d_e), b_x.reshape(d_e))
+            set_linear(m.attention.output.dense, W.W_o, W.b_o)
+            set_norm(m.attention.output.LayerNorm, layer.gamma1, layer.beta1)
+            set_linear(m.intermediate.dense, layer.W_mlp1, layer.b_mlp1)
+            set_linear(m.output.dense, layer.W_mlp2, layer.b_mlp2)
+            set_norm(m.output.LayerNorm, layer.gamma2, layer.beta2)
         head = model.cls.predictions
-        _set_linear(head.transform.dense, theta.W_f, theta.b_f)
-        _set_norm(head.transform.LayerNorm, theta.gamma, theta.beta)
+        set_linear(head.transform.dense, theta.W_f, theta.b_f)
+        set_norm(head.transform.LayerNorm, theta.gamma, theta.beta)
         if theta.W_u is not None:
-            head.decoder.weight.copy_(_to_torch(theta.W_u))
-        head.decoder.bias.copy_(_to_torch(b_u))
-        head.bias.copy_(_to_torch(b_u))  # the same Parameter when tied; HF's spare copy if not
+            head.decoder.weight.copy_(to_torch(theta.W_u))
+        head.decoder.bias.copy_(to_torch(b_u))
+        head.bias.copy_(to_torch(b_u))  # the same Parameter when tied; HF's spare copy if not
     return model.eval()

@@ -23,22 +23,22 @@ import jax.numpy as jnp
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from .._checks import fail
-from ..architectures import DTransformerParams, Layer, check_params, hyperparameters
-from ..attention import MHAttentionParams
-from ..functions import gelu
-from ..normalisation import EPS
+from ..paper.architectures import DTransformerParams, Layer, check_params, hyperparameters
+from ..paper.attention import MHAttentionParams
+from ..paper.checks import fail
+from ..paper.functions import gelu
+from ..paper.normalisation import EPS
 from .torch_transformer import (
-    _activation_from_hf,
-    _activation_to_hf,
-    _check_head_dims,
-    _check_layer_norm,
-    _check_no_dropout,
-    _norm,
-    _set_norm,
-    _to_jax,
-    _to_torch,
-    _torch_dtype,
+    activation_from_hf,
+    activation_to_hf,
+    check_head_dims,
+    check_layer_norm,
+    check_no_dropout,
+    norm_params,
+    set_norm,
+    to_jax,
+    to_torch,
+    torch_dtype_of,
 )
 
 __all__ = ["d_transformer_from_gpt2", "d_transformer_to_gpt2", "d_transformer_kwargs_from_gpt2"]
@@ -50,7 +50,7 @@ def d_transformer_kwargs_from_gpt2(model_or_config) -> dict:
     ``"relu"`` → ``relu``; ``eps = layer_norm_epsilon``."""
     config = getattr(model_or_config, "config", model_or_config)
     name = "d_transformer_kwargs_from_gpt2"
-    activation = _activation_from_hf(name, "config.activation_function", config.activation_function)
+    activation = activation_from_hf(name, "config.activation_function", config.activation_function)
     return {"activation": activation, "eps": config.layer_norm_epsilon}
 
 
@@ -76,32 +76,32 @@ def d_transformer_from_gpt2(model: GPT2LMHeadModel) -> DTransformerParams:
         fail(name, "model", f"must be a GPT2LMHeadModel, got {type(model).__name__}", TypeError)
     config = model.config
     _check_gpt2_config(name, config)
-    _check_no_dropout(name, model)
+    check_no_dropout(name, model)
     gpt = model.transformer
     eps = config.layer_norm_epsilon
     layers = []
     for i, block in enumerate(gpt.h):
         where = f"model.transformer.h[{i}]"
-        _check_layer_norm(name, f"{where}.ln_1", block.ln_1, eps)
-        _check_layer_norm(name, f"{where}.ln_2", block.ln_2, eps)
+        check_layer_norm(name, f"{where}.ln_1", block.ln_1, eps)
+        check_layer_norm(name, f"{where}.ln_2", block.ln_2, eps)
         H, d_e = block.attn.num_heads, block.attn.embed_dim
         W = _conv1d(block.attn.c_attn)[0].reshape(3, H, d_e // H, d_e)  # [W_q; W_k; W_v]
-        b = _to_jax(block.attn.c_attn.bias).reshape(3, H, d_e // H)
+        b = to_jax(block.attn.c_attn.bias).reshape(3, H, d_e // H)
         attn = MHAttentionParams(W[0], b[0], W[1], b[1], W[2], b[2], *_conv1d(block.attn.c_proj))
         layers.append(
-            Layer(attn, *_norm(block.ln_1), *_norm(block.ln_2),
+            Layer(attn, *norm_params(block.ln_1), *norm_params(block.ln_2),
                   *_conv1d(block.mlp.c_fc), *_conv1d(block.mlp.c_proj))
         )  # fmt: skip
-    _check_layer_norm(name, "model.transformer.ln_f", gpt.ln_f, eps)
+    check_layer_norm(name, "model.transformer.ln_f", gpt.ln_f, eps)
     if model.lm_head.bias is not None:
         fail(name, "model.lm_head", "has a bias; line 11 of Algorithm 10 has none")
     tied = model.lm_head.weight is gpt.wte.weight
     theta = DTransformerParams(
-        _to_jax(gpt.wte.weight).T,
-        _to_jax(gpt.wpe.weight).T,
+        to_jax(gpt.wte.weight).T,
+        to_jax(gpt.wpe.weight).T,
         tuple(layers),
-        *_norm(gpt.ln_f),
-        None if tied else _to_jax(model.lm_head.weight),
+        *norm_params(gpt.ln_f),
+        None if tied else to_jax(model.lm_head.weight),
     )
     check_params(theta, name)
     return theta
@@ -109,11 +109,11 @@ def d_transformer_from_gpt2(model: GPT2LMHeadModel) -> DTransformerParams:
 
 def _conv1d(m):
     """``(W, b)`` in the paper's orientation from a GPT-2 ``Conv1D`` (``weight``: ``(in, out)``)."""
-    return _to_jax(m.weight).T, _to_jax(m.bias)
+    return to_jax(m.weight).T, to_jax(m.bias)
 
 
 def _check_gpt2_config(name, config):
-    _activation_from_hf(name, "model.config.activation_function", config.activation_function)
+    activation_from_hf(name, "model.config.activation_function", config.activation_function)
     if config.add_cross_attention:
         fail(
             name, "model.config.add_cross_attention", "is True; Algorithm 10 has no cross-attention"
@@ -151,12 +151,12 @@ def d_transformer_to_gpt2(
     name = "d_transformer_to_gpt2"
     check_params(theta, name)
     hp = hyperparameters(theta)
-    _check_head_dims(name, hp)
-    dtype = _torch_dtype(name, theta)
+    check_head_dims(name, hp)
+    dtype = torch_dtype_of(name, theta)
     N_V, d_e, H = hp["N_V"], hp["d_e"], hp["H"]
     config = GPT2Config(
         vocab_size=N_V, n_positions=hp["ell_max"], n_embd=d_e, n_layer=hp["L"], n_head=H,
-        n_inner=hp["d_mlp"], activation_function=_activation_to_hf(name, activation),
+        n_inner=hp["d_mlp"], activation_function=activation_to_hf(name, activation),
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=eps,
         tie_word_embeddings=hp["tied"], bos_token_id=N_V - 2 if N_V >= 3 else None,
         eos_token_id=N_V - 1 if N_V >= 3 else None, attn_implementation=attn_implementation,
@@ -165,23 +165,23 @@ def d_transformer_to_gpt2(
         model = GPT2LMHeadModel(config).to(dtype)
     gpt = model.transformer
     with torch.no_grad():
-        gpt.wte.weight.copy_(_to_torch(theta.W_e.T))
-        gpt.wpe.weight.copy_(_to_torch(theta.W_p.T))
+        gpt.wte.weight.copy_(to_torch(theta.W_e.T))
+        gpt.wpe.weight.copy_(to_torch(theta.W_p.T))
         for block, layer in zip(gpt.h, theta.layers, strict=True):
             W = layer.W
-            _set_norm(block.ln_1, layer.gamma1, layer.beta1)
+            set_norm(block.ln_1, layer.gamma1, layer.beta1)
             W_qkv = jnp.concatenate([w.reshape(d_e, d_e) for w in (W.W_q, W.W_k, W.W_v)])
             _set_conv1d(block.attn.c_attn, W_qkv, jnp.concatenate([W.b_q, W.b_k, W.b_v], axis=None))
             _set_conv1d(block.attn.c_proj, W.W_o, W.b_o)
-            _set_norm(block.ln_2, layer.gamma2, layer.beta2)
+            set_norm(block.ln_2, layer.gamma2, layer.beta2)
             _set_conv1d(block.mlp.c_fc, layer.W_mlp1, layer.b_mlp1)
             _set_conv1d(block.mlp.c_proj, layer.W_mlp2, layer.b_mlp2)
-        _set_norm(gpt.ln_f, theta.gamma, theta.beta)
+        set_norm(gpt.ln_f, theta.gamma, theta.beta)
         if theta.W_u is not None:
-            model.lm_head.weight.copy_(_to_torch(theta.W_u))
+            model.lm_head.weight.copy_(to_torch(theta.W_u))
     return model.eval()
 
 
 def _set_conv1d(m, W, b):
-    m.weight.copy_(_to_torch(W.T))
-    m.bias.copy_(_to_torch(b))
+    m.weight.copy_(to_torch(W.T))
+    m.bias.copy_(to_torch(b))

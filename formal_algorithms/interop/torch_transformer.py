@@ -27,11 +27,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import fail
-from ..architectures import DecoderLayer, EDTransformerParams, Layer, check_params, hyperparameters
-from ..attention import MHAttentionParams
-from ..functions import gelu, gelu_tanh, relu
-from ..normalisation import EPS
+from ..paper.architectures import (
+    DecoderLayer,
+    EDTransformerParams,
+    Layer,
+    check_params,
+    hyperparameters,
+)
+from ..paper.attention import MHAttentionParams
+from ..paper.checks import fail
+from ..paper.functions import gelu, gelu_tanh, relu
+from ..paper.normalisation import EPS
 
 __all__ = [
     "ed_transformer_from_torch",
@@ -64,7 +70,7 @@ def ed_transformer_from_torch(model: nn.Transformer, W_e, W_p, W_u=None, *, eps:
         fail(
             name, "model", f"must be a torch.nn.Transformer, got {type(model).__name__}", TypeError
         )
-    _check_no_dropout(name, model)
+    check_no_dropout(name, model)
     encoder, decoder = model.encoder, model.decoder
     # Exact types: a subclass may override forward and compute something else.
     if type(encoder) is not nn.TransformerEncoder or type(decoder) is not nn.TransformerDecoder:
@@ -82,7 +88,7 @@ def ed_transformer_from_torch(model: nn.Transformer, W_e, W_p, W_u=None, *, eps:
     dec = tuple(_decoder_layer(name, f"model.decoder.layers[{i}]", m, eps)
                 for i, m in enumerate(decoder.layers))  # fmt: skip
     theta = EDTransformerParams(
-        _to_jax(W_e), _to_jax(W_p), enc, dec, None if W_u is None else _to_jax(W_u)
+        to_jax(W_e), to_jax(W_p), enc, dec, None if W_u is None else to_jax(W_u)
     )
     check_params(theta, name)
     return theta
@@ -94,8 +100,8 @@ def _encoder_layer(name, where, m, eps) -> Layer:
     _check_post_ln_relu(name, where, m, (m.norm1, m.norm2), eps)
     return Layer(
         _mha_from_torch(name, f"{where}.self_attn", m.self_attn),
-        *_norm(m.norm1), *_norm(m.norm2),
-        *_linear(m.linear1), *_linear(m.linear2),
+        *norm_params(m.norm1), *norm_params(m.norm2),
+        *linear_params(m.linear1), *linear_params(m.linear2),
     )  # fmt: skip
 
 
@@ -106,8 +112,8 @@ def _decoder_layer(name, where, m, eps) -> DecoderLayer:
     return DecoderLayer(
         _mha_from_torch(name, f"{where}.self_attn", m.self_attn),
         _mha_from_torch(name, f"{where}.multihead_attn", m.multihead_attn),
-        *_norm(m.norm1), *_norm(m.norm2), *_norm(m.norm3),
-        *_linear(m.linear1), *_linear(m.linear2),
+        *norm_params(m.norm1), *norm_params(m.norm2), *norm_params(m.norm3),
+        *linear_params(m.linear1), *linear_params(m.linear2),
     )  # fmt: skip
 
 
@@ -117,7 +123,7 @@ def _check_post_ln_relu(name, where, m, norms, eps):
     if not (m.activation is torch.nn.functional.relu or isinstance(m.activation, nn.ReLU)):
         fail(name, f"{where}.activation", f"is {m.activation!r}; Algorithm 8 uses ReLU")
     for i, norm in enumerate(norms, 1):
-        _check_layer_norm(name, f"{where}.norm{i}", norm, eps)
+        check_layer_norm(name, f"{where}.norm{i}", norm, eps)
 
 
 def _mha_from_torch(name, where, mha: nn.MultiheadAttention) -> MHAttentionParams:
@@ -127,9 +133,9 @@ def _mha_from_torch(name, where, mha: nn.MultiheadAttention) -> MHAttentionParam
     if mha.bias_k is not None or mha.add_zero_attn:
         fail(name, where, "uses add_bias_kv or add_zero_attn, which Algorithm 5 does not have")
     H, d = mha.num_heads, mha.embed_dim
-    W = _to_jax(mha.in_proj_weight).reshape(3, H, d // H, d)  # [W_q; W_k; W_v], heads by rows
+    W = to_jax(mha.in_proj_weight).reshape(3, H, d // H, d)  # [W_q; W_k; W_v], heads by rows
     b = _bias(mha.in_proj_bias, 3 * d, W.dtype).reshape(3, H, d // H)
-    W_o, b_o = _linear(mha.out_proj)
+    W_o, b_o = linear_params(mha.out_proj)
     return MHAttentionParams(W[0], b[0], W[1], b[1], W[2], b[2], W_o, b_o)
 
 
@@ -151,10 +157,10 @@ def ed_transformer_to_torch(
     check_params(theta, name)
     hp = hyperparameters(theta)
     d_e, H, d_mlp = hp["d_e"], hp["H"], hp["d_mlp"]
-    _check_head_dims(name, hp)
+    check_head_dims(name, hp)
     if hp["L_enc"] < 1 or hp["L_dec"] < 1:
         fail(name, "theta", "needs at least one encoder and one decoder layer for nn.Transformer")
-    dtype = _torch_dtype(name, theta)
+    dtype = torch_dtype_of(name, theta)
     common = dict(
         d_model=d_e, nhead=H, dim_feedforward=d_mlp, dropout=0.0, activation="relu",
         layer_norm_eps=eps, batch_first=batch_first, norm_first=False, dtype=dtype,
@@ -176,28 +182,28 @@ def ed_transformer_to_torch(
     with torch.no_grad():
         for m, layer in zip(model.encoder.layers, theta.enc, strict=True):
             _mha_to_torch(m.self_attn, layer.W)
-            _set_norm(m.norm1, layer.gamma1, layer.beta1)
-            _set_linear(m.linear1, layer.W_mlp1, layer.b_mlp1)
-            _set_linear(m.linear2, layer.W_mlp2, layer.b_mlp2)
-            _set_norm(m.norm2, layer.gamma2, layer.beta2)
+            set_norm(m.norm1, layer.gamma1, layer.beta1)
+            set_linear(m.linear1, layer.W_mlp1, layer.b_mlp1)
+            set_linear(m.linear2, layer.W_mlp2, layer.b_mlp2)
+            set_norm(m.norm2, layer.gamma2, layer.beta2)
         for m, layer in zip(model.decoder.layers, theta.dec, strict=True):
             _mha_to_torch(m.self_attn, layer.W_dec)
-            _set_norm(m.norm1, layer.gamma3, layer.beta3)
+            set_norm(m.norm1, layer.gamma3, layer.beta3)
             _mha_to_torch(m.multihead_attn, layer.W_ed)
-            _set_norm(m.norm2, layer.gamma4, layer.beta4)
-            _set_linear(m.linear1, layer.W_mlp3, layer.b_mlp3)
-            _set_linear(m.linear2, layer.W_mlp4, layer.b_mlp4)
-            _set_norm(m.norm3, layer.gamma5, layer.beta5)
+            set_norm(m.norm2, layer.gamma4, layer.beta4)
+            set_linear(m.linear1, layer.W_mlp3, layer.b_mlp3)
+            set_linear(m.linear2, layer.W_mlp4, layer.b_mlp4)
+            set_norm(m.norm3, layer.gamma5, layer.beta5)
     return model.eval()
 
 
 def _mha_to_torch(mha: nn.MultiheadAttention, W: MHAttentionParams):
     H, d_head, d = W.W_q.shape
     mha.in_proj_weight.copy_(
-        _to_torch(jnp.concatenate([w.reshape(H * d_head, d) for w in (W.W_q, W.W_k, W.W_v)]))
+        to_torch(jnp.concatenate([w.reshape(H * d_head, d) for w in (W.W_q, W.W_k, W.W_v)]))
     )
-    mha.in_proj_bias.copy_(_to_torch(jnp.concatenate([W.b_q, W.b_k, W.b_v], axis=None)))
-    _set_linear(mha.out_proj, W.W_o, W.b_o)
+    mha.in_proj_bias.copy_(to_torch(jnp.concatenate([W.b_q, W.b_k, W.b_v], axis=None)))
+    set_linear(mha.out_proj, W.W_o, W.b_o)
 
 
 # --------------------------------------------------------------------------- reference forward
@@ -227,7 +233,7 @@ def torch_ed_transformer_logits(model: nn.Transformer, W_e, W_p, W_u, z, x):
 # ------------------------------------------------------------------ helpers (shared with HF code)
 
 
-def _to_jax(t) -> jax.Array:
+def to_jax(t) -> jax.Array:
     """A torch tensor (or array) as a jax array of the same dtype (bfloat16 via float32)."""
     if isinstance(t, torch.Tensor):
         t = t.detach().cpu()
@@ -237,7 +243,7 @@ def _to_jax(t) -> jax.Array:
     return jnp.asarray(t)
 
 
-def _to_torch(a) -> torch.Tensor:
+def to_torch(a) -> torch.Tensor:
     a = jnp.asarray(a)
     if a.dtype == jnp.bfloat16:
         return torch.from_numpy(np.asarray(a, np.float32)).to(torch.bfloat16)
@@ -247,32 +253,32 @@ def _to_torch(a) -> torch.Tensor:
 def _as_torch(a, dtype) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a.detach().to(dtype)
-    return _to_torch(a).to(dtype)
+    return to_torch(a).to(dtype)
 
 
-def _torch_dtype(name, theta) -> torch.dtype:
+def torch_dtype_of(name, theta) -> torch.dtype:
     dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(theta)}
     if len(dtypes) != 1:
         fail(name, "theta", f"mixes dtypes {sorted(map(str, dtypes))}; use one dtype", TypeError)
-    return _to_torch(jnp.zeros((), dtypes.pop())).dtype
+    return to_torch(jnp.zeros((), dtypes.pop())).dtype
 
 
 def _bias(t, n, dtype):
     """A bias vector, or zeros where the torch module was built with ``bias=False``."""
-    return jnp.zeros(n, dtype) if t is None else _to_jax(t)
+    return jnp.zeros(n, dtype) if t is None else to_jax(t)
 
 
-def _linear(m: nn.Linear):
+def linear_params(m: nn.Linear):
     """``(W, b)`` of an ``nn.Linear``: torch's ``weight`` is ``(d_out, d_in)``, the paper's W."""
-    W = _to_jax(m.weight)
+    W = to_jax(m.weight)
     return W, _bias(m.bias, W.shape[0], W.dtype)
 
 
-def _norm(m: nn.LayerNorm):
+def norm_params(m: nn.LayerNorm):
     """``(γ, β)`` of an ``nn.LayerNorm`` (``γ = 1``/``β = 0`` where it has no affine part)."""
     (d,) = m.normalized_shape
-    dtype = _to_jax(torch.zeros((), dtype=_module_dtype(m))).dtype
-    gamma = jnp.ones(d, dtype) if m.weight is None else _to_jax(m.weight)
+    dtype = to_jax(torch.zeros((), dtype=_module_dtype(m))).dtype
+    gamma = jnp.ones(d, dtype) if m.weight is None else to_jax(m.weight)
     return gamma, _bias(m.bias, d, dtype)
 
 
@@ -280,17 +286,17 @@ def _module_dtype(m):
     return next((p.dtype for p in m.parameters()), torch.get_default_dtype())
 
 
-def _set_linear(m: nn.Linear, W, b):
-    m.weight.copy_(_to_torch(W))
-    m.bias.copy_(_to_torch(b))
+def set_linear(m: nn.Linear, W, b):
+    m.weight.copy_(to_torch(W))
+    m.bias.copy_(to_torch(b))
 
 
-def _set_norm(m: nn.LayerNorm, gamma, beta):
-    m.weight.copy_(_to_torch(gamma))
-    m.bias.copy_(_to_torch(beta))
+def set_norm(m: nn.LayerNorm, gamma, beta):
+    m.weight.copy_(to_torch(gamma))
+    m.bias.copy_(to_torch(beta))
 
 
-def _check_layer_norm(name, where, m, eps):
+def check_layer_norm(name, where, m, eps):
     if not isinstance(m, nn.LayerNorm):
         fail(name, where, f"must be an nn.LayerNorm (Algorithm 6), got {type(m).__name__}")
     if len(m.normalized_shape) != 1:
@@ -299,7 +305,7 @@ def _check_layer_norm(name, where, m, eps):
         fail(name, where, f"has eps = {m.eps}, but eps = {eps} was requested; pass eps={m.eps}")
 
 
-def _check_no_dropout(name, model: nn.Module):
+def check_no_dropout(name, model: nn.Module):
     """Dropout is not in the paper. A module in eval mode applies none, so only a dropout module
     (or an ``nn.MultiheadAttention`` with attention dropout) in training mode with p > 0 fails."""
     for where, m in model.named_modules():
@@ -318,7 +324,7 @@ def _check_no_dropout(name, model: nn.Module):
             )
 
 
-def _check_head_dims(name, hp):
+def check_head_dims(name, hp):
     if hp["d_attn"] != hp["d_mid"] or hp["d_attn"] * hp["H"] != hp["d_e"]:
         fail(
             name,
@@ -340,13 +346,13 @@ _HF_ACTIVATIONS = {
 _HF_NAMES = {gelu: "gelu", gelu_tanh: "gelu_new", relu: "relu"}
 
 
-def _activation_from_hf(name, argument, act):
+def activation_from_hf(name, argument, act):
     if not isinstance(act, str) or act not in _HF_ACTIVATIONS:
         fail(name, argument, f"= {act!r} is not one of {sorted(_HF_ACTIVATIONS)}")
     return _HF_ACTIVATIONS[act]
 
 
-def _activation_to_hf(name, activation):
+def activation_to_hf(name, activation):
     if not callable(activation) or activation not in _HF_NAMES:
         fail(
             name,

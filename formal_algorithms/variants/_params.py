@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_tokens, fail
-from ..architectures import check_params
+from ..paper.architectures import check_params
+from ..paper.checks import check_tokens, fail
 
 
 def check_extra_leaves(algorithm: str, theta, names, d: int) -> None:

@@ -22,11 +22,17 @@ from typing import NamedTuple
 
 import jax
 
-from ..architectures import DTransformerParams, Layer, init_d_transformer, mlp, unembedding_matrix
-from ..attention import MHAttentionParams, mh_attention, unidirectional_mask
-from ..embeddings import embed
-from ..functions import gelu, softmax
-from ..normalisation import EPS, rms_norm_columns
+from ..paper.architectures import (
+    DTransformerParams,
+    Layer,
+    init_d_transformer,
+    mlp,
+    unembedding_matrix,
+)
+from ..paper.attention import MHAttentionParams, mh_attention, unidirectional_mask
+from ..paper.embeddings import embed
+from ..paper.functions import gelu, softmax
+from ..paper.normalisation import EPS, rms_norm_columns
 from ._params import check_inputs
 
 ALG10_RMS = "Gopher DTransformer (Algorithm 10 with RMSnorm)"

@@ -30,7 +30,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..attention import AttentionParams, MHAttentionParams, unidirectional_mask
+from ..paper.attention import AttentionParams, MHAttentionParams, unidirectional_mask
 
 
 def elu_plus_one(x):

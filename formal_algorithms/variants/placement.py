@@ -36,7 +36,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..architectures import (
+from ..paper.architectures import (
     DecoderLayer,
     DTransformerParams,
     EDTransformerParams,
@@ -51,10 +51,10 @@ from ..architectures import (
     pre_ln_layer,
     unembedding_matrix,
 )
-from ..attention import mh_attention, unidirectional_mask
-from ..embeddings import embed
-from ..functions import gelu, relu, softmax
-from ..normalisation import EPS, layer_norm_columns
+from ..paper.attention import mh_attention, unidirectional_mask
+from ..paper.embeddings import embed
+from ..paper.functions import gelu, relu, softmax
+from ..paper.normalisation import EPS, layer_norm_columns
 from ._params import check_inputs
 
 ALG8_PRE = "Pre-LN EDTransformer (Algorithm 8, Pre-LN form)"

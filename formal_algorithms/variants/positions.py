@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import jax
 
-from .._checks import fail
-from ..embeddings import paper_sinusoidal_W_p, vaswani_sinusoidal_W_p
+from ..paper.checks import fail
+from ..paper.embeddings import paper_sinusoidal_W_p, vaswani_sinusoidal_W_p
 
 SINUSOIDS = {"paper": paper_sinusoidal_W_p, "vaswani": vaswani_sinusoidal_W_p}
 

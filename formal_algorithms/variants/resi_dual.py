@@ -25,11 +25,11 @@ Decisions:
 
 from __future__ import annotations
 
-from ..architectures import DTransformerParams, mlp, unembedding_matrix
-from ..attention import mh_attention, unidirectional_mask
-from ..embeddings import embed
-from ..functions import gelu, softmax
-from ..normalisation import EPS, layer_norm_columns
+from ..paper.architectures import DTransformerParams, mlp, unembedding_matrix
+from ..paper.attention import mh_attention, unidirectional_mask
+from ..paper.embeddings import embed
+from ..paper.functions import gelu, softmax
+from ..paper.normalisation import EPS, layer_norm_columns
 from ._params import check_inputs
 
 RESIDUAL = "ResiDual DTransformer (Algorithm 10 with dual residual streams)"

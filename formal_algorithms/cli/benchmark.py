@@ -1,0 +1,25 @@
+"""``formal-algorithms benchmark``: issue 9's benchmark against PyTorch / Hugging Face
+(:mod:`formal_algorithms.benchmark`)."""
+
+from __future__ import annotations
+
+
+def run(args) -> int:
+    from .. import benchmark  # needs the train and interop extras (optax, torch, transformers)
+
+    benchmark.main(args)
+    return 0
+
+
+def register(sub) -> None:
+    """Add the ``benchmark`` command to the parser's subcommands."""
+    p = sub.add_parser(
+        "benchmark", help="issue 9's benchmark: ours vs PyTorch / Hugging Face, side by side",
+        description="Forward and AdamW training-step throughput against GPT2LMHeadModel and "
+        "torch.nn.Transformer, cached vs literal Algorithm 14 vs transformers' generate, and "
+        "GFLOP/s against the measured matmul peak, in one run (see docs/performance.md).",
+    )  # fmt: skip
+    from ..benchmark import add_arguments  # argparse only; the heavy imports happen in run()
+
+    add_arguments(p)
+    p.set_defaults(run=run)

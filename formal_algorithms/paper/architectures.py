@@ -1,0 +1,501 @@
+"""Paper §6, architectures: Algorithm 8 (EDTransformer), 9 (ETransformer), 10 (DTransformer).
+
+Each algorithm is a pure function of a token sequence and a parameter pytree θ whose fields carry
+the paper's symbols. ``*_logits`` returns ``W_u X`` (what training and interop need); the function
+named after the algorithm returns ``P = softmax(W_u X)`` exactly as its last line. The
+hyperparameters ℓ_max, L, H, d_e, d_mlp, d_f, d_attn, d_mid are read off the shapes of θ
+(:func:`hyperparameters`); the init functions take them as arguments.
+
+``W_u = None`` in θ means the tied unembedding ``W_u = W_eᵀ`` (paper §5): one array, two uses, so
+the gradient of ``W_e`` is the sum over both paths.
+"""
+
+import functools
+import inspect
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .attention import MHAttentionParams, mh_attention, mh_attention_spec, unidirectional_mask
+from .checks import check_tokens, fail
+from .embeddings import embed, embeddings_spec
+from .functions import gelu, relu, softmax
+from .initialisation import is_spec, materialise, ones, weight, zeros
+from .normalisation import EPS, layer_norm_columns
+from .shapes import Arr, Bool, Float, Int
+
+
+class Layer(NamedTuple):
+    """One layer l of Algorithms 8 (encoder), 9 and 10: ``W_l``, ``γ_l^1, β_l^1, γ_l^2, β_l^2``, MLP."""
+
+    W: MHAttentionParams  # self-attention, d_x = d_z = d_out = d_e
+    gamma1: jax.Array  # (d_e,)
+    beta1: jax.Array  # (d_e,)
+    gamma2: jax.Array  # (d_e,)
+    beta2: jax.Array  # (d_e,)
+    W_mlp1: jax.Array  # (d_mlp, d_e)
+    b_mlp1: jax.Array  # (d_mlp,)
+    W_mlp2: jax.Array  # (d_e, d_mlp)
+    b_mlp2: jax.Array  # (d_e,)
+
+
+class DecoderLayer(NamedTuple):
+    """One decoder layer l of Algorithm 8: ``W_l^dec``, ``W_l^{e/d}``, ``γ_l^{3,4,5}``, ``β_l^{3,4,5}``, MLP."""
+
+    W_dec: MHAttentionParams  # causal self-attention
+    W_ed: MHAttentionParams  # cross-attention to the encoder's Z
+    gamma3: jax.Array
+    beta3: jax.Array
+    gamma4: jax.Array
+    beta4: jax.Array
+    gamma5: jax.Array
+    beta5: jax.Array
+    W_mlp3: jax.Array  # (d_mlp, d_e)
+    b_mlp3: jax.Array  # (d_mlp,)
+    W_mlp4: jax.Array  # (d_e, d_mlp)
+    b_mlp4: jax.Array  # (d_e,)
+
+
+class EDTransformerParams(NamedTuple):
+    """θ of Algorithm 8. ``W_e``, ``W_p`` are shared by encoder and decoder."""
+
+    W_e: jax.Array  # (d_e, N_V)
+    W_p: jax.Array  # (d_e, ℓ_max)
+    enc: tuple[Layer, ...]  # L_enc layers
+    dec: tuple[DecoderLayer, ...]  # L_dec layers
+    W_u: jax.Array | None  # (N_V, d_e), or None: tied to W_eᵀ
+
+
+class ETransformerParams(NamedTuple):
+    """θ of Algorithm 9 (with the erratum fixed: ``W_u`` is ``(N_V, d_f)``)."""
+
+    W_e: jax.Array  # (d_e, N_V)
+    W_p: jax.Array  # (d_e, ℓ_max)
+    layers: tuple[Layer, ...]  # L layers
+    W_f: jax.Array  # (d_f, d_e)
+    b_f: jax.Array  # (d_f,)
+    gamma: jax.Array  # (d_f,)
+    beta: jax.Array  # (d_f,)
+    W_u: jax.Array | None  # (N_V, d_f), or None: tied to W_eᵀ (needs d_f = d_e)
+
+
+class DTransformerParams(NamedTuple):
+    """θ of Algorithm 10."""
+
+    W_e: jax.Array  # (d_e, N_V)
+    W_p: jax.Array  # (d_e, ℓ_max)
+    layers: tuple[Layer, ...]  # L layers
+    gamma: jax.Array  # (d_e,) final layer norm
+    beta: jax.Array  # (d_e,)
+    W_u: jax.Array | None  # (N_V, d_e), or None: tied to W_eᵀ
+
+
+# ------------------------------------------------------------------------------ building blocks
+
+
+def mlp(
+    X: Float[Arr, "d_e ell"],
+    W_1: Float[Arr, "d_mlp d_e"],
+    b_1: Float[Arr, " d_mlp"],
+    W_2: Float[Arr, "d_e d_mlp"],
+    b_2: Float[Arr, " d_e"],
+    activation,
+) -> Float[Arr, "d_e ell"]:
+    """``W_2 σ(W_1 X + b_1 1ᵀ) + b_2 1ᵀ``: the position-wise MLP of lines 7 (Alg 8, 9) and 8 (Alg 10)."""
+    return W_2 @ activation(W_1 @ X + b_1[:, None]) + b_2[:, None]
+
+
+def post_ln_layer(X, layer: Layer, Mask, activation, eps=EPS, *, attention=mh_attention):
+    """Lines 5-8 of Algorithms 8 (encoder) and 9: a Post-LN layer, the norm after each residual sum.
+
+    ``attention``: Algorithm 5 (``attention(X, Z, W, Mask)``), or another evaluation of it (the
+    batch-as-columns one of :mod:`.fast`)."""
+    X = X + attention(X, X, layer.W, Mask)  # line 5
+    X = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 6
+    X = X + mlp(X, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)  # line 7
+    return layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 8
+
+
+def pre_ln_layer(X, layer: Layer, Mask, activation, eps=EPS, *, attention=mh_attention):
+    """Lines 5-8 of Algorithm 10: a Pre-LN layer; only the branch input X̃ is normalised, never X.
+    ``attention`` as in :func:`post_ln_layer`."""
+    X_tilde = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 5
+    X = X + attention(X_tilde, X_tilde, layer.W, Mask)  # line 6
+    X_tilde = layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 7
+    return X + mlp(X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)  # 8
+
+
+def ed_decoder_layer(
+    X, Z, layer: DecoderLayer, Mask, activation=relu, eps=EPS, cross_Mask=None, *,
+    attention=mh_attention,
+):  # fmt: skip
+    """Lines 14-19 of Algorithm 8: causal self-attention, cross-attention to Z, MLP, each Post-LN.
+
+    ``cross_Mask`` (default ``None``: the paper's ``Mask ≡ 1``) masks padded context tokens;
+    ``attention`` as in :func:`post_ln_layer`.
+    """
+    X = X + attention(X, X, layer.W_dec, Mask)  # line 14
+    X = layer_norm_columns(X, layer.gamma3, layer.beta3, eps)  # line 15
+    X = X + attention(X, Z, layer.W_ed, cross_Mask)  # line 16: Mask ≡ 1
+    X = layer_norm_columns(X, layer.gamma4, layer.beta4, eps)  # line 17
+    X = X + mlp(X, layer.W_mlp3, layer.b_mlp3, layer.W_mlp4, layer.b_mlp4, activation)  # line 18
+    return layer_norm_columns(X, layer.gamma5, layer.beta5, eps)  # line 19
+
+
+def key_padding_mask(valid, ell_x: int):
+    """``Mask[t_z, t_x] = valid[t_z]``, shape ``(ℓ_z, ℓ_x)``: every query attends to real keys only.
+
+    ``None`` for ``valid=None``, i.e. the paper's ``Mask ≡ 1``. Padding is not in the paper (it has
+    no batches); the training and inference code pad sequences to shared lengths with it.
+    """
+    return None if valid is None else jnp.broadcast_to(valid[:, None], (valid.shape[0], ell_x))
+
+
+def unembedding_matrix(theta):
+    """``W_u``, or ``W_eᵀ`` when θ ties them (``W_u is None``)."""
+    return theta.W_e.T if theta.W_u is None else theta.W_u
+
+
+# --------------------------------------------------------------------------------- Algorithm 8
+
+
+def ed_encode(
+    z: Int[Arr, " ell_z"],
+    theta: EDTransformerParams,
+    *,
+    activation=relu,
+    eps=EPS,
+    valid: Bool[Arr, " ell_z"] | None = None,
+) -> Float[Arr, "d_e ell_z"]:
+    """Lines 1-9 of Algorithm 8: the encoded context ``Z`` of shape ``(d_e, ℓ_z)``.
+
+    ``valid`` (optional, ``(ℓ_z,)`` bool): z is padded at its end and only the True positions are
+    real; their keys alone are attended to (:func:`key_padding_mask`), so the real columns equal
+    those of the unpadded z.
+    """
+    check_inputs(theta, "EDTransformer (Algorithm 8)", z=z)
+    Z = embed(z, theta.W_e, theta.W_p)  # lines 1-3
+    Mask = key_padding_mask(valid, Z.shape[1])
+    for layer in theta.enc:  # line 4
+        Z = post_ln_layer(Z, layer, Mask, activation, eps)  # lines 5-8, Mask ≡ 1
+    return Z
+
+
+def ed_decode_logits(
+    x: Int[Arr, " ell_x"],
+    Z: Float[Arr, "d_e ell_z"],
+    theta: EDTransformerParams,
+    *,
+    activation=relu,
+    eps=EPS,
+    z_valid: Bool[Arr, " ell_z"] | None = None,
+) -> Float[Arr, "N_V ell_x"]:
+    """Lines 10-21 of Algorithm 8 up to the softmax: ``W_u X`` of shape ``(N_V, ℓ_x)``.
+
+    ``z_valid`` masks the padded columns of ``Z`` in cross-attention (see :func:`ed_encode`).
+    """
+    check_inputs(theta, "EDTransformer (Algorithm 8)", x=x)
+    X = embed(x, theta.W_e, theta.W_p)  # lines 10-12
+    Mask = unidirectional_mask(X.shape[1])
+    cross_Mask = key_padding_mask(z_valid, X.shape[1])
+    for layer in theta.dec:  # line 13 (erratum: printed "for i", the body uses l)
+        X = ed_decoder_layer(X, Z, layer, Mask, activation, eps, cross_Mask)  # lines 14-19
+    return unembedding_matrix(theta) @ X  # line 21, before the softmax
+
+
+def ed_transformer_logits(
+    z: Int[Arr, " ell_z"],
+    x: Int[Arr, " ell_x"],
+    theta: EDTransformerParams,
+    *,
+    activation=relu,
+    eps=EPS,
+    z_valid: Bool[Arr, " ell_z"] | None = None,
+) -> Float[Arr, "N_V ell_x"]:
+    """Algorithm 8 without its final softmax: ``W_u X``, shape ``(N_V, ℓ_x)``.
+
+    ``activation`` is the paper's ReLU; ``z_valid`` marks the real tokens of a z padded at its end.
+    """
+    Z = ed_encode(z, theta, activation=activation, eps=eps, valid=z_valid)
+    return ed_decode_logits(x, Z, theta, activation=activation, eps=eps, z_valid=z_valid)
+
+
+def ed_transformer(
+    z: Int[Arr, " ell_z"], x: Int[Arr, " ell_x"], theta: EDTransformerParams, *, eps=EPS
+) -> Float[Arr, "N_V ell_x"]:
+    """Algorithm 8, ``P ← EDTransformer(z, x | θ)``: encoder-decoder, Post-LN, ReLU.
+
+    ``z``: context tokens ``(ℓ_z,)``; ``x``: primary tokens ``(ℓ_x,)``; both 0-based ids, at most
+    ℓ_max long. Returns ``P`` of shape ``(N_V, ℓ_x)``; column t is ``P̂(x[t+1] | x[:t+1], z)``.
+    Lines 1-9 are :func:`ed_encode`, lines 10-20 :func:`ed_decode_logits`, line 21 the softmax.
+    """
+    return softmax(ed_transformer_logits(z, x, theta, eps=eps))  # line 21
+
+
+# --------------------------------------------------------------------------------- Algorithm 9
+
+
+def e_transformer_logits(
+    x: Int[Arr, " ell"],
+    theta: ETransformerParams,
+    *,
+    activation=gelu,
+    eps=EPS,
+    valid: Bool[Arr, " ell"] | None = None,
+) -> Float[Arr, "N_V ell"]:
+    """Algorithm 9 without its final softmax: ``W_u X``, shape ``(N_V, ℓ)``.
+
+    ``valid`` (optional): x is padded at its end; padded keys are masked in every attention, so the
+    real columns equal those of the unpadded x (the padded columns are meaningless).
+    """
+    check_inputs(theta, "ETransformer (Algorithm 9)", x=x)
+    X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
+    Mask = key_padding_mask(valid, X.shape[1])
+    for layer in theta.layers:  # line 4
+        X = post_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8, Mask ≡ 1
+    X = activation(theta.W_f @ X + theta.b_f[:, None])  # line 10
+    X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 11
+    return unembedding_matrix(theta) @ X  # line 12, before the softmax
+
+
+def e_transformer(
+    x: Int[Arr, " ell"], theta: ETransformerParams, *, activation=gelu, eps=EPS
+) -> Float[Arr, "N_V ell"]:
+    """Algorithm 9, ``P ← ETransformer(x | θ)``: encoder-only (BERT), Post-LN, GELU.
+
+    ``x``: ``(ℓ,)`` token ids. Returns ``P`` ``(N_V, ℓ)``, each column a distribution over V.
+    ``activation`` defaults to the exact GELU of the paper.
+    """
+    return softmax(e_transformer_logits(x, theta, activation=activation, eps=eps))  # line 12
+
+
+# -------------------------------------------------------------------------------- Algorithm 10
+
+
+def d_transformer_logits(
+    x: Int[Arr, " ell"], theta: DTransformerParams, *, activation=gelu, eps=EPS
+) -> Float[Arr, "N_V ell"]:
+    """Algorithm 10 without its final softmax: ``W_u X``, shape ``(N_V, ℓ)``."""
+    check_inputs(theta, "DTransformer (Algorithm 10)", x=x)
+    X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
+    Mask = unidirectional_mask(X.shape[1])
+    for layer in theta.layers:  # line 4
+        X = pre_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8
+    X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
+    return unembedding_matrix(theta) @ X  # line 11, before the softmax
+
+
+def d_transformer(
+    x: Int[Arr, " ell"], theta: DTransformerParams, *, activation=gelu, eps=EPS
+) -> Float[Arr, "N_V ell"]:
+    """Algorithm 10, ``P ← DTransformer(x | θ)``: decoder-only (GPT-2), Pre-LN, GELU, final LN.
+
+    ``x``: ``(ℓ,)`` token ids. Returns ``P`` ``(N_V, ℓ)``; column t is ``P̂(x[t+1] | x[:t+1])``.
+    ``activation=gelu_tanh`` gives GPT-2's default ``gelu_new``.
+    """
+    return softmax(d_transformer_logits(x, theta, activation=activation, eps=eps))  # line 11
+
+
+# ------------------------------------------------------------------------------ initialisation
+# Each θ is first described as a tree of leaf specs (see :mod:`.initialisation`); the init
+# functions draw it on the caller's key, and check_params compares against the same specs.
+
+
+def layer_spec(H, d_e, d_mlp, d_attn, d_mid) -> Layer:
+    return Layer(
+        mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e),
+        ones(d_e), zeros(d_e), ones(d_e), zeros(d_e),
+        weight(d_mlp, d_e), zeros(d_mlp), weight(d_e, d_mlp), zeros(d_e),
+    )  # fmt: skip
+
+
+def decoder_layer_spec(H, d_e, d_mlp, d_attn, d_mid) -> DecoderLayer:
+    return DecoderLayer(
+        mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e),
+        mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e),
+        ones(d_e), zeros(d_e), ones(d_e), zeros(d_e), ones(d_e), zeros(d_e),
+        weight(d_mlp, d_e), zeros(d_mlp), weight(d_e, d_mlp), zeros(d_e),
+    )  # fmt: skip
+
+
+def _head_dims(H, d_e, d_attn, d_mid):
+    if d_attn is None or d_mid is None:
+        if d_e % H:
+            fail("init", "H", f"= {H} does not divide d_e = {d_e}; pass d_attn and d_mid")
+    return (d_e // H if d_attn is None else d_attn), (d_e // H if d_mid is None else d_mid)
+
+
+def ed_transformer_spec(
+    *, N_V, ell_max, L_enc, L_dec, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False
+) -> EDTransformerParams:
+    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
+    return EDTransformerParams(
+        *embeddings_spec(N_V, d_e, ell_max),
+        tuple(layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L_enc)),
+        tuple(decoder_layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L_dec)),
+        None if tied else weight(N_V, d_e),
+    )
+
+
+def e_transformer_spec(
+    *, N_V, ell_max, L, H, d_e, d_mlp, d_f=None, d_attn=None, d_mid=None, tied=False
+) -> ETransformerParams:
+    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
+    d_f = d_e if d_f is None else d_f
+    if tied and d_f != d_e:
+        fail("init_e_transformer (Algorithm 9)", "tied", f"needs d_f = d_e, got {d_f} != {d_e}")
+    return ETransformerParams(
+        *embeddings_spec(N_V, d_e, ell_max),
+        tuple(layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L)),
+        weight(d_f, d_e), zeros(d_f), ones(d_f), zeros(d_f),
+        None if tied else weight(N_V, d_f),
+    )  # fmt: skip
+
+
+def d_transformer_spec(
+    *, N_V, ell_max, L, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False
+) -> DTransformerParams:
+    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
+    return DTransformerParams(
+        *embeddings_spec(N_V, d_e, ell_max),
+        tuple(layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L)),
+        ones(d_e), zeros(d_e),
+        None if tied else weight(N_V, d_e),
+    )  # fmt: skip
+
+
+def _jit_init(init):
+    """Compile an init once per hyperparameter set: everything but the key is static."""
+    static = [name for name in inspect.signature(init).parameters if name != "key"]
+    return functools.wraps(init)(jax.jit(init, static_argnames=static))
+
+
+@_jit_init
+def init_ed_transformer(
+    key, *, N_V, ell_max, L_enc, L_dec, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False,
+    dtype=jnp.float32,
+) -> EDTransformerParams:  # fmt: skip
+    """θ of Algorithm 8. ``d_attn`` and ``d_mid`` default to ``d_e / H`` (as in Vaswani et al.).
+
+    Initialisation (the paper gives none): embeddings N(0, 0.02²); weight matrices N(0, 1/fan_in);
+    biases 0; γ = 1, β = 0. ``tied=True`` sets ``W_u = None`` (``W_u = W_eᵀ``).
+    """
+    spec = ed_transformer_spec(
+        N_V=N_V, ell_max=ell_max, L_enc=L_enc, L_dec=L_dec, H=H, d_e=d_e, d_mlp=d_mlp,
+        d_attn=d_attn, d_mid=d_mid, tied=tied,
+    )  # fmt: skip
+    return materialise(key, spec, dtype)
+
+
+@_jit_init
+def init_e_transformer(
+    key, *, N_V, ell_max, L, H, d_e, d_mlp, d_f=None, d_attn=None, d_mid=None, tied=False,
+    dtype=jnp.float32,
+) -> ETransformerParams:  # fmt: skip
+    """θ of Algorithm 9; ``d_f`` defaults to ``d_e`` (as in BERT), ``W_u`` is ``(N_V, d_f)``."""
+    spec = e_transformer_spec(
+        N_V=N_V, ell_max=ell_max, L=L, H=H, d_e=d_e, d_mlp=d_mlp, d_f=d_f, d_attn=d_attn,
+        d_mid=d_mid, tied=tied,
+    )  # fmt: skip
+    return materialise(key, spec, dtype)
+
+
+@_jit_init
+def init_d_transformer(
+    key, *, N_V, ell_max, L, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False,
+    dtype=jnp.float32,
+) -> DTransformerParams:  # fmt: skip
+    """θ of Algorithm 10 (initialisation as :func:`init_ed_transformer`)."""
+    spec = d_transformer_spec(
+        N_V=N_V, ell_max=ell_max, L=L, H=H, d_e=d_e, d_mlp=d_mlp, d_attn=d_attn, d_mid=d_mid,
+        tied=tied,
+    )  # fmt: skip
+    return materialise(key, spec, dtype)
+
+
+# ----------------------------------------------------------------------- hyperparameters, checks
+
+
+def hyperparameters(theta) -> dict:
+    """The hyperparameters of θ (Algorithm 8, 9 or 10), read off its shapes."""
+    d_e, N_V = theta.W_e.shape
+    hp = dict(N_V=N_V, ell_max=theta.W_p.shape[1], d_e=d_e, tied=theta.W_u is None)
+    if isinstance(theta, EDTransformerParams):
+        if not (theta.enc or theta.dec):
+            fail("EDTransformerParams", "theta", "has no encoder and no decoder layers")
+        first = (theta.enc or theta.dec)[0]
+        W = first.W if isinstance(first, Layer) else first.W_dec
+        W_mlp = first.W_mlp1 if isinstance(first, Layer) else first.W_mlp3
+        hp.update(L_enc=len(theta.enc), L_dec=len(theta.dec))
+    elif isinstance(theta, (ETransformerParams, DTransformerParams)):
+        if not theta.layers:
+            fail(type(theta).__name__, "theta.layers", "is empty; L must be at least 1")
+        W, W_mlp = theta.layers[0].W, theta.layers[0].W_mlp1
+        hp.update(L=len(theta.layers))
+        if isinstance(theta, ETransformerParams):
+            hp.update(d_f=theta.W_f.shape[0])
+    else:
+        raise TypeError(f"hyperparameters: expected θ of Algorithm 8, 9 or 10, got {type(theta)}")
+    H, d_attn, _ = W.W_q.shape
+    hp.update(H=H, d_mlp=W_mlp.shape[0], d_attn=d_attn, d_mid=W.W_v.shape[1])
+    return hp
+
+
+_SPEC = {
+    EDTransformerParams: ed_transformer_spec,
+    ETransformerParams: e_transformer_spec,
+    DTransformerParams: d_transformer_spec,
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _expected_shapes(kind, hp_items):
+    spec = _SPEC[kind](**dict(hp_items))
+    return jax.tree_util.tree_flatten_with_path(spec, is_leaf=is_spec)
+
+
+def check_params(theta, algorithm: str | None = None, **hp) -> None:
+    """Raise ``ValueError`` naming the first leaf of θ whose shape does not fit the hyperparameters.
+
+    The hyperparameters are read off θ (:func:`hyperparameters`) and may be overridden by keyword
+    (``check_params(theta, d_e=64)`` asserts d_e too). Cheap: compares shapes only.
+    """
+    kind = type(theta)
+    algorithm = algorithm or kind.__name__
+    if kind not in _SPEC:
+        raise TypeError(f"{algorithm}: argument 'theta' must be {kind.__name__}, got {type(theta)}")
+    try:
+        read = hyperparameters(theta)
+    except (AttributeError, TypeError, ValueError) as error:  # a field missing or not an array
+        fail(algorithm, "theta", f"has structure {jax.tree_util.tree_structure(theta)}, which "
+             f"is not a complete {kind.__name__} ({error})")  # fmt: skip
+    expected_hp = {**read, **hp}
+    if expected_hp["tied"] and expected_hp.get("d_f", expected_hp["d_e"]) != expected_hp["d_e"]:
+        fail(algorithm, "theta.W_u", "is None (tied to W_eᵀ), which needs d_f = d_e")
+    expected, expected_tree = _expected_shapes(kind, tuple(sorted(expected_hp.items())))
+    actual, actual_tree = jax.tree_util.tree_flatten_with_path(theta)
+    if expected_tree != actual_tree:
+        fail(
+            algorithm,
+            "theta",
+            f"has structure {actual_tree}, expected {expected_tree} for {expected_hp}",
+        )
+    for (path, a), (_, e) in zip(actual, expected, strict=True):
+        name = "theta" + jax.tree_util.keystr(path)
+        if not jnp.issubdtype(jnp.result_type(a), jnp.floating):
+            fail(
+                algorithm,
+                name,
+                f"has dtype {jnp.result_type(a)}, expected a float dtype",
+                TypeError,
+            )
+        if jnp.shape(a) != e.shape:
+            fail(algorithm, name, f"has shape {jnp.shape(a)}, expected {e.shape} for {expected_hp}")
+
+
+def check_inputs(theta, algorithm, **sequences):
+    check_params(theta, algorithm)
+    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
+    for name, x in sequences.items():
+        check_tokens(algorithm, name, x, N_V, ell_max)

@@ -1,0 +1,181 @@
+"""Paper §5, attention: masks (eq. 3), Algorithm 3, Algorithm 4, Algorithm 5 (parameters: eq. 4).
+
+Orientation as in the paper: the primary sequence ``X`` is ``(d_x, ℓ_x)``, the context ``Z`` is
+``(d_z, ℓ_z)``, scores and masks are ``(ℓ_z, ℓ_x)`` indexed ``[t_z, t_x]``, and the softmax runs
+over each column (over the context). Masks are boolean: True means "may attend".
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .checks import check_mask, check_shape, fail
+from .functions import compute_dtype, softmax
+from .initialisation import materialise, weight, zeros
+from .shapes import Arr, Bool, Float, Int, Shaped
+
+
+class AttentionParams(NamedTuple):
+    """``W_qkv`` of Algorithms 3 and 4: one head."""
+
+    W_q: jax.Array  # (d_attn, d_x)
+    b_q: jax.Array  # (d_attn,)
+    W_k: jax.Array  # (d_attn, d_z)
+    b_k: jax.Array  # (d_attn,)
+    W_v: jax.Array  # (d_out, d_z)
+    b_v: jax.Array  # (d_out,)
+
+
+class MHAttentionParams(NamedTuple):
+    """``W`` of eq. 4 and Algorithm 5, the H heads stacked on a leading axis (head h is ``[h]``)."""
+
+    W_q: jax.Array  # (H, d_attn, d_x)
+    b_q: jax.Array  # (H, d_attn)
+    W_k: jax.Array  # (H, d_attn, d_z)
+    b_k: jax.Array  # (H, d_attn)
+    W_v: jax.Array  # (H, d_mid, d_z)
+    b_v: jax.Array  # (H, d_mid)
+    W_o: jax.Array  # (d_out, H * d_mid)
+    b_o: jax.Array  # (d_out,)
+
+    def head(self, h: int) -> AttentionParams:
+        """``W_qkv^h``: the parameters of head h (0-based) as an Algorithm 4 parameter set."""
+        return AttentionParams(*(w[h] for w in self[:6]))
+
+
+# ---------------------------------------------------------------------------------------- eq. 3
+
+
+def bidirectional_mask(ell_z: int, ell_x: int) -> Bool[Arr, "ell_z ell_x"]:
+    """Eq. 3, bidirectional: ``Mask ≡ 1`` of shape ``(ℓ_z, ℓ_x)``."""
+    return jnp.ones((ell_z, ell_x), bool)
+
+
+def unidirectional_mask(ell: int) -> Bool[Arr, "ell ell"]:
+    """Eq. 3, unidirectional (causal) self-attention: ``Mask[t_z, t_x] = [[t_z ≤ t_x]]``.
+
+    Upper-triangular, diagonal included, in the paper's ``[t_z, t_x]`` orientation.
+    """
+    t = jnp.arange(ell)
+    return causal_mask(t, t)
+
+
+def causal_mask(t_z: Int[Arr, " ell_z"], t_x: Int[Arr, " ell_x"]) -> Bool[Arr, "ell_z ell_x"]:
+    """``Mask[i, j] = [[t_z[i] ≤ t_x[j]]]`` from the positions of context and primary tokens.
+
+    Needed when the primary tokens are not the first ℓ_x positions (one new query against a cache
+    of earlier keys): building the mask from positions, not from a top-left-aligned triangle,
+    keeps the newest query able to see every earlier key.
+    """
+    return t_z[:, None] <= t_x[None, :]
+
+
+# ---------------------------------------------------------------------------------- Algorithm 3
+
+
+def single_query_attention(
+    e: Float[Arr, " d_in"], e_ctx: Float[Arr, "d_in T"], W: AttentionParams
+) -> Float[Arr, " d_out"]:
+    """Algorithm 3, basic single-query attention: ``ṽ = Σ_t α_t v_t``.
+
+    ``e``: the current token ``(d_in,)``; ``e_ctx``: the context tokens ``e_t`` as the columns of a
+    ``(d_in, T)`` matrix. Returns ``ṽ`` of shape ``(d_out,)``.
+    """
+    q = W.W_q @ e + W.b_q  # line 1
+    K = W.W_k @ e_ctx + W.b_k[:, None]  # line 2: k_t = K[:, t]
+    V = W.W_v @ e_ctx + W.b_v[:, None]  # line 3: v_t = V[:, t]
+    alpha = softmax(q @ K / math.sqrt(q.shape[0]))  # line 4: α_t ∝ exp(qᵀk_t / √d_attn)
+    return V @ alpha  # line 5
+
+
+# ---------------------------------------------------------------------------------- Algorithm 4
+
+
+def attention(
+    X: Float[Arr, "d_x ell_x"],
+    Z: Float[Arr, "d_z ell_z"],
+    W: AttentionParams,
+    Mask: Shaped[Arr, "ell_z ell_x"] | None = None,
+) -> Float[Arr, "d_out ell_x"]:
+    """Algorithm 4, ``Ṽ ← Attention(X, Z | W_qkv, Mask)``: one masked self- or cross-attention head.
+
+    ``X``: primary ``(d_x, ℓ_x)``; ``Z``: context ``(d_z, ℓ_z)``; ``Mask``: ``(ℓ_z, ℓ_x)`` boolean,
+    ``None`` meaning bidirectional (``Mask ≡ 1``). Returns ``Ṽ`` of shape ``(d_out, ℓ_x)``.
+    Self-attention is ``attention(X, X, W, Mask)``. A column ``t_x`` with no allowed context
+    (possible only with user masks such as padding) returns a zero column: see :func:`softmax`.
+    """
+    _check_attention_inputs("attention (Algorithm 4)", X, Z, W.W_q, W.W_k, Mask)
+    Q = W.W_q @ X + W.b_q[:, None]  # line 1: (d_attn, ℓ_x)
+    K = W.W_k @ Z + W.b_k[:, None]  # line 2: (d_attn, ℓ_z)
+    V = W.W_v @ Z + W.b_v[:, None]  # line 3: (d_out, ℓ_z)
+    # Lines 4-6 run in at least float32 (float16/bfloat16 scores overflow and lose weights).
+    c = compute_dtype(V.dtype)
+    S = K.astype(c).T @ Q.astype(c)  # line 4: (ℓ_z, ℓ_x)
+    Mask = None if Mask is None else jnp.asarray(Mask).astype(bool)
+    # line 5 (S[t_z, t_x] ← −∞ where masked) happens inside the masked softmax of line 6.
+    A = softmax(S / math.sqrt(Q.shape[0]), Mask)
+    return (V.astype(c) @ A).astype(V.dtype)  # line 6
+
+
+# ---------------------------------------------------------------------------------- Algorithm 5
+
+
+def mh_attention(
+    X: Float[Arr, "d_x ell_x"],
+    Z: Float[Arr, "d_z ell_z"],
+    W: MHAttentionParams,
+    Mask: Shaped[Arr, "ell_z ell_x"] | None = None,
+) -> Float[Arr, "d_out ell_x"]:
+    """Algorithm 5, ``Ṽ ← MHAttention(X, Z | W, Mask)``: H heads, concatenated and projected.
+
+    Shapes as :func:`attention`; returns ``(d_out, ℓ_x)``. Lines 1-2 run Algorithm 4 once per head;
+    ``vmap`` over the stacked head axis is that loop, evaluated in parallel.
+    """
+    _check_attention_inputs("mh_attention (Algorithm 5)", X, Z, W.W_q[0], W.W_k[0], Mask)
+    heads = AttentionParams(*W[:6])
+    Y = jax.vmap(attention, in_axes=(None, None, 0, None))(X, Z, heads, Mask)  # lines 1-2
+    H, d_mid, ell_x = Y.shape
+    Y = Y.reshape(H * d_mid, ell_x)  # line 3: Y = [Y^1; Y^2; …; Y^H]
+    return W.W_o @ Y + W.b_o[:, None]  # line 4
+
+
+def _check_attention_inputs(algorithm, X, Z, W_q, W_k, Mask):
+    if X.ndim != 2 or Z.ndim != 2:
+        fail(
+            algorithm, "X" if X.ndim != 2 else "Z", "must be a matrix (d, ℓ) with tokens as columns"
+        )
+    check_shape(algorithm, "X", X, (W_q.shape[-1], None))
+    check_shape(algorithm, "Z", Z, (W_k.shape[-1], None))
+    if Mask is not None:
+        check_mask(algorithm, Mask, Z.shape[1], X.shape[1])
+
+
+def attention_spec(d_x, d_z, d_attn, d_out) -> AttentionParams:
+    """Shapes and initial distributions of one head (see :mod:`.initialisation`)."""
+    return AttentionParams(
+        weight(d_attn, d_x), zeros(d_attn), weight(d_attn, d_z), zeros(d_attn),
+        weight(d_out, d_z), zeros(d_out),
+    )  # fmt: skip
+
+
+def mh_attention_spec(H, d_x, d_z, d_attn, d_mid, d_out) -> MHAttentionParams:
+    """Shapes and initial distributions of eq. 4's ``W`` with H stacked heads."""
+    lead = (H,)
+    return MHAttentionParams(
+        weight(d_attn, d_x, lead=lead), zeros(H, d_attn),
+        weight(d_attn, d_z, lead=lead), zeros(H, d_attn),
+        weight(d_mid, d_z, lead=lead), zeros(H, d_mid),
+        weight(d_out, H * d_mid), zeros(d_out),
+    )  # fmt: skip
+
+
+def init_attention(key, d_x, d_z, d_attn, d_out, dtype=jnp.float32) -> AttentionParams:
+    """One head (Algorithm 4): weights ~ N(0, 1/fan_in), biases 0 (the paper gives no init)."""
+    return materialise(key, attention_spec(d_x, d_z, d_attn, d_out), dtype)
+
+
+def init_mh_attention(key, H, d_x, d_z, d_attn, d_mid, d_out, dtype=jnp.float32):
+    """Eq. 4's parameter set ``W`` with H heads: weights ~ N(0, 1/fan_in), biases 0."""
+    return materialise(key, mh_attention_spec(H, d_x, d_z, d_attn, d_mid, d_out), dtype)

@@ -1,0 +1,99 @@
+"""Eager input checks shared by every public entry point.
+
+JAX clamps out-of-range gathers and broadcasts silently, so a wrong token id or a wrong shape
+gives a plausible-looking result instead of an error. These checks run on concrete inputs
+(eager calls); under ``jit``/``vmap`` the values are abstract and only shapes can be checked.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def concrete(x):
+    """``x`` as a numpy array, or ``None`` if it is an abstract value inside a transformation."""
+    try:
+        return np.asarray(x)
+    except Exception:  # jax.errors.TracerArrayConversionError and relatives
+        return None
+
+
+def fail(algorithm: str, argument: str, message: str, error=ValueError):
+    raise error(f"{algorithm}: argument {argument!r} {message}")
+
+
+def check_shape(algorithm: str, argument: str, x, shape: tuple) -> None:
+    """``shape`` may contain ``None`` for a free dimension."""
+    actual = tuple(np.shape(x))
+    if len(actual) != len(shape) or any(
+        e is not None and e != a for e, a in zip(shape, actual, strict=True)
+    ):
+        expected = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
+        fail(algorithm, argument, f"has shape {actual}, expected {expected}")
+
+
+def check_tokens(algorithm: str, argument: str, x, N_V: int, ell_max: int | None = None) -> None:
+    """A token sequence: 1-D, integer, non-empty, ids in [0, N_V), length <= ell_max."""
+    if np.ndim(x) != 1:
+        fail(algorithm, argument, f"must be a 1-D token sequence, got shape {np.shape(x)}")
+    dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
+    if not np.issubdtype(dtype, np.integer):
+        fail(algorithm, argument, f"must hold integer token ids, got dtype {dtype}", TypeError)
+    ell = np.shape(x)[0]
+    if ell == 0:
+        fail(algorithm, argument, "is empty; the algorithm needs at least one token")
+    if ell_max is not None and ell > ell_max:
+        fail(algorithm, argument, f"has length {ell} > ell_max = {ell_max}")
+    values = concrete(x)
+    if values is not None and (values.min() < 0 or values.max() >= N_V):
+        bad = values[(values < 0) | (values >= N_V)]
+        fail(algorithm, argument, f"holds token ids {bad[:5].tolist()} outside [0, N_V = {N_V})")
+
+
+def check_index(algorithm: str, argument: str, i, size: int) -> None:
+    values = concrete(i)
+    if values is None:
+        return
+    if not np.issubdtype(values.dtype, np.integer):
+        fail(algorithm, argument, f"must be an integer index, got dtype {values.dtype}", TypeError)
+    if np.any(values < 0) or np.any(values >= size):
+        fail(algorithm, argument, f"= {values.tolist()} is outside [0, {size})")
+
+
+def check_mask(algorithm: str, mask, ell_z: int, ell_x: int) -> None:
+    check_shape(algorithm, "Mask", mask, (ell_z, ell_x))
+    dtype = np.dtype(mask.dtype) if hasattr(mask, "dtype") else np.asarray(mask).dtype
+    if dtype != np.bool_:
+        values = concrete(mask)
+        if values is None or not np.isin(values, (0, 1)).all():
+            fail(algorithm, "Mask", f"must be boolean or 0/1, got dtype {dtype}", TypeError)
+
+
+def check_key(algorithm, key):
+    """A key is a typed PRNG key array of shape () or a raw uint32 key of shape (2,)."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if not (typed and key.shape == ()) and not (key.dtype == jnp.uint32 and key.shape == (2,)):
+        fail(
+            algorithm,
+            "key",
+            f"must be one jax.random key (jax.random.key(...) or PRNGKey(...)), got "
+            f"dtype {key.dtype} shape {key.shape}",
+            TypeError,
+        )
+
+
+def check_count(algorithm, name, n, minimum=0):
+    if isinstance(n, (bool, np.bool_)):
+        fail(algorithm, name, f"must be an integer, got {n!r}", TypeError)
+    try:
+        n = operator.index(n)
+    except TypeError:
+        fail(algorithm, name, f"must be an integer, got {n!r}", TypeError)
+    if n < minimum:
+        fail(algorithm, name, f"= {n} must be at least {minimum}")
+    return n

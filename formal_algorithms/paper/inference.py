@@ -1,0 +1,248 @@
+"""Paper §7, inference: Algorithm 14 (DInference) and Algorithm 15 (EDInference), literally.
+
+Each step calls the whole transformer (Algorithm 10 or 8) on the sequence generated so far and
+samples one token from the last column. That is the reference; :mod:`formal_algorithms.cache` has
+the key/value-cache forms, tested to return the same tokens for the same key.
+
+Departures from the printed algorithms (each one a documented decision):
+
+- **Log-space sampling.** Line 5 of Alg 14 and line 6 of Alg 15 sample from ``q ∝ p^{1/τ}``.
+  Raising ``p`` to ``1/τ`` underflows to ``0/0`` for small τ, so we sample from
+  ``log q = (log p)/τ + const = (W_u X)[:, t]/τ + const``: the transformer's logits (``log P`` up to
+  a per-column constant, which cancels) divided by τ, through the Gumbel-max trick of
+  ``jax.random.categorical``. The logits are shifted by their maximum before dividing, so that
+  even τ = 1e-300 gives finite or ``-inf`` scores, never NaN.
+- **τ limits.** The paper's box says τ ∈ (0, ∞); its prose names the limits. ``tau=0`` returns the
+  argmax (the lowest index among exact ties) and ``tau=math.inf`` samples uniformly over V; both
+  are extensions. ``tau < 0``, NaN or a non-number is a ``ValueError``.
+- **Keys.** The paper's sampling is implicit; here randomness is an explicit ``jax.random`` key.
+  Step i (0-based: the token that lands at output index i of Alg 14, or at ``x̂[i+1]`` in Alg 15)
+  draws with ``jax.random.fold_in(key, i)``, nothing else. So a run is a prefix of any longer run
+  with the same key, and the cached forms reproduce the same draws exactly.
+- **Length guards.** Alg 14 feeds ``ℓ + ℓ_gen − 1`` tokens to DTransformer in its last step; more
+  than ℓ_max is a ``ValueError`` (the paper leaves it open) unless ``window=True`` asks for a
+  sliding window: each step then feeds only the last ℓ_max tokens (at positions 0..ℓ_max−1).
+  Alg 15's loop may never end: ``max_length`` (default ℓ_max, at most ℓ_max + 1) caps the length of
+  ``x̂`` including ``bos_token``; when the cap is reached the sequence is returned as it is, without
+  a final ``eos_token`` (the caller can test ``x̂[-1] == eos_token``).
+- **Empty prompt.** ``P[:, ℓ + i − 1]`` needs ℓ ≥ 1; an empty prompt is a ``ValueError``
+  (prompt with ``bos_token`` for an unconditional sample).
+- Special tokens, 0-based: ``mask_token = N_V − 3``, ``bos_token = N_V − 2``, ``eos_token = N_V − 1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .architectures import (
+    DTransformerParams,
+    EDTransformerParams,
+    check_params,
+    d_transformer_logits,
+    ed_decode_logits,
+    ed_encode,
+)
+from .checks import check_count, check_key, check_tokens, fail
+from .functions import gelu
+from .normalisation import EPS
+
+D_INFERENCE = "DInference (Algorithm 14)"
+ED_INFERENCE = "EDInference (Algorithm 15)"
+
+
+def special_tokens(N_V: int) -> dict:
+    """The paper's special tokens at the top of V, 0-based: mask, bos, eos = N_V − 3, N_V − 2, N_V − 1."""
+    return dict(mask_token=N_V - 3, bos_token=N_V - 2, eos_token=N_V - 1)
+
+
+# ------------------------------------------------------------------------------------ sampling
+
+
+def check_tau(algorithm: str, tau) -> float:
+    """Validate τ eagerly: a real number in [0, ∞]; 0 means argmax, ``math.inf`` uniform."""
+    if isinstance(tau, (bool, np.bool_, str, bytes)) or np.ndim(tau) != 0:
+        fail(algorithm, "tau", f"must be a real number in [0, inf], got {tau!r}", TypeError)
+    try:
+        tau = float(tau)  # also rejects complex numbers and traced values
+    except Exception:
+        fail(
+            algorithm, "tau", f"must be a concrete real number in [0, inf], got {tau!r}", TypeError
+        )
+    if math.isnan(tau) or tau < 0:
+        fail(algorithm, "tau", f"= {tau} must be in [0, inf] (0: argmax, inf: uniform)")
+    return tau
+
+
+def sample_token(key, logits, tau):
+    """Line 5 of Alg 14 / line 6 of Alg 15: one token from ``q ∝ p^{1/τ}``, in log space.
+
+    ``logits``: ``(N_V,)``, the column ``(W_u X)[:, t]`` whose softmax is ``p``, so that
+    ``log q = logits / τ + const``. ``tau`` is a runtime number (a new τ does not recompile):
+    ``tau == 0`` takes the argmax (lowest index among exact ties), ``tau == inf`` draws uniformly
+    over V, any other τ > 0 draws by Gumbel-max (``jax.random.categorical``). Validate τ first with
+    :func:`check_tau`. Returns a 0-d int32 token id.
+    """
+    tau = jnp.asarray(tau, logits.dtype)
+    # Shift by the max first: (logits − max)/τ is ≤ 0, finite or −inf for every τ > 0, so no
+    # overflow and no inf − inf; the shift is constant over the column and cancels in q.
+    # τ = ∞ gives equal scores (uniform q); τ = 0 divides by 1 and is then overruled by the argmax.
+    safe_tau = jnp.where(tau == 0, 1, tau)
+    scores = jnp.where(jnp.isinf(tau), 0, (logits - jnp.max(logits)) / safe_tau)
+    y = jax.random.categorical(key, scores)  # Gumbel-max: argmax(scores + Gumbel noise)
+    return jnp.where(tau == 0, jnp.argmax(logits), y).astype(jnp.int32)  # τ → 0: the argmax
+
+
+def step_key(key, i):
+    """The key of step i (0-based) of Algorithms 14 and 15: ``fold_in(key, i)``."""
+    return jax.random.fold_in(key, i)
+
+
+# --------------------------------------------------------------------------------- Algorithm 14
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "eps"))
+def d_step(x, theta, key, tau, *, activation, eps):
+    """Lines 3-5 of Alg 14 for the current ``x``; jit caches one executable per length of x."""
+    P_col = d_transformer_logits(x, theta, activation=activation, eps=eps)[:, -1]  # lines 3-4
+    return sample_token(key, P_col, tau)  # line 5
+
+
+def d_inference(x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, window=False,
+                activation=gelu, eps=EPS):  # fmt: skip
+    """Algorithm 14, ``y ← DInference(x, θ̂)``: prompt a decoder-only transformer.
+
+    ``x``: the prompt ``(ℓ,)``, 0-based token ids, ℓ ≥ 1. ``key``: a ``jax.random`` key; step i
+    draws with ``fold_in(key, i)``. ``ell_gen``: number of tokens to generate. ``tau``: the
+    temperature, ``0`` (argmax) and ``inf`` (uniform) included. Returns ``y`` ``(ell_gen,)``, the
+    ell_gen new tokens only (line 8), in ``x``'s integer dtype.
+
+    ``ℓ + ℓ_gen − 1 > ℓ_max`` raises ``ValueError`` unless ``window=True``, which feeds the last
+    ℓ_max tokens at each step (and then also accepts prompts longer than ℓ_max).
+    ``activation``/``eps`` are passed to Algorithm 10. Line map: line 1 ``ell``; line 2 the loop;
+    lines 3-5 one call of a jitted step (the full forward on ``x``, its last column, one sample);
+    line 6 the append; line 8 the slice. The key may be a tracer (``vmap`` over keys works).
+    """
+    check_params(theta, D_INFERENCE)
+    if not isinstance(theta, DTransformerParams):
+        fail(D_INFERENCE, "theta", f"must be DTransformerParams, got {type(theta)}", TypeError)
+    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
+    x = jnp.asarray(x)
+    check_tokens(D_INFERENCE, "x", x, N_V, None if window else ell_max)
+    check_key(D_INFERENCE, key)
+    ell_gen = check_count(D_INFERENCE, "ell_gen", ell_gen)
+    tau = check_tau(D_INFERENCE, tau)
+    ell = x.shape[0]  # line 1
+    if not window and ell + ell_gen - 1 > ell_max:
+        fail(
+            D_INFERENCE,
+            "ell_gen",
+            f"= {ell_gen} with a prompt of length {ell} would run DTransformer on "
+            f"{ell + ell_gen - 1} tokens > ell_max = {ell_max}; shorten the prompt or ell_gen, "
+            f"or pass window=True for a sliding window",
+        )
+    dtype = x.dtype
+    x = _tokens_int32(x)
+    for i in range(ell_gen):  # line 2 (i is the paper's i − 1)
+        x_in = x[-ell_max:] if window else x  # the sliding window, when asked for
+        y = d_step(_device(x_in), theta, step_key(key, i), tau, activation=activation, eps=eps)
+        x = _append(x, y)  # line 6: x ← [x, y]
+    y = x[ell:]  # line 8: y = x[ℓ+1 : ℓ+ℓ_gen] (1-based)
+    return y.astype(dtype) if isinstance(y, jax.core.Tracer) else jnp.asarray(y.astype(dtype))
+
+
+# Token sequences live on the host (numpy int32) between steps whenever they are concrete, so
+# that the growing x needs no device operation compiled for each new length; int32 for every
+# input dtype so that the jitted steps compile once per length, not once per length and dtype.
+# Under a transformation (e.g. vmap over keys) the sampled tokens are tracers and x moves to jnp.
+
+
+def _tokens_int32(x):
+    return x.astype(jnp.int32) if isinstance(x, jax.core.Tracer) else np.asarray(x, np.int32)
+
+
+def _append(x, y):
+    if isinstance(x, jax.core.Tracer) or isinstance(y, jax.core.Tracer):
+        return jnp.concatenate([jnp.asarray(x), jnp.reshape(y, (1,)).astype(jnp.int32)])
+    return np.append(x, np.int32(y))
+
+
+def _device(x):
+    return x if isinstance(x, jax.core.Tracer) else jnp.asarray(x)
+
+
+# --------------------------------------------------------------------------------- Algorithm 15
+
+
+@functools.partial(jax.jit, static_argnames=("eps",))
+def _ed_encode(z, theta, *, eps):
+    return ed_encode(z, theta, eps=eps)
+
+
+@functools.partial(jax.jit, static_argnames=("eps",))
+def _ed_step(Z, x_hat, theta, key, tau, *, eps):
+    """Lines 10-21 of Alg 8 on the current ``x̂`` (one executable per length), last column, sample."""
+    P_col = ed_decode_logits(x_hat, Z, theta, eps=eps)[:, -1]  # lines 4-5
+    return sample_token(key, P_col, tau)  # line 6
+
+
+def check_max_length(algorithm, max_length, ell_max):
+    """``max_length`` caps ``length(x̂)`` (bos and eos included): 2 ≤ max_length ≤ ℓ_max + 1.
+
+    The decoder sees ``x̂`` minus its last token, so ℓ_max + 1 is the longest x̂ Algorithm 8 can
+    produce; the default ℓ_max keeps every returned x̂ a valid Algorithm 8 input.
+    """
+    if max_length is None:
+        return ell_max
+    max_length = check_count(algorithm, "max_length", max_length, minimum=2)
+    if max_length > ell_max + 1:
+        fail(
+            algorithm,
+            "max_length",
+            f"= {max_length} > ell_max + 1 = {ell_max + 1}: the decoder cannot read more than "
+            f"ell_max = {ell_max} tokens",
+        )
+    return max_length
+
+
+def ed_inference(z, theta: EDTransformerParams, key, *, tau=1.0, max_length=None, eps=EPS):
+    """Algorithm 15, ``x̂ ← EDInference(z, θ̂)``: sequence-to-sequence prediction.
+
+    ``z``: the context ``(ℓ_z,)``, 0-based token ids. ``key``: a ``jax.random`` key; the token
+    ``x̂[i+1]`` is drawn with ``fold_in(key, i)``. ``tau``: temperature, ``0`` and ``inf`` included.
+    Returns ``x̂`` (1-D, ``z``'s integer dtype) starting with ``bos_token = N_V − 2`` and, unless
+    the guard stopped it, ending with the first sampled ``eos_token = N_V − 1``.
+
+    Guard (the paper's loop may never end): ``length(x̂) ≤ max_length`` (default ℓ_max; at most
+    ℓ_max + 1). When x̂ reaches ``max_length`` without eos, it is returned as it is (no eos).
+    Line map: line 1 ``x_hat``; line 2 ``y = None``; line 3 the ``while``; lines 4-6 one call of a
+    jitted step (full Algorithm 8 on (z, x̂), its last column, one sample); line 7 the append.
+    """
+    check_params(theta, ED_INFERENCE)
+    if not isinstance(theta, EDTransformerParams):
+        fail(ED_INFERENCE, "theta", f"must be EDTransformerParams, got {type(theta)}", TypeError)
+    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
+    z = jnp.asarray(z)
+    check_tokens(ED_INFERENCE, "z", z, N_V, ell_max)
+    check_key(ED_INFERENCE, key)
+    tau = check_tau(ED_INFERENCE, tau)
+    max_length = check_max_length(ED_INFERENCE, max_length, ell_max)
+    z_int32 = jnp.asarray(np.asarray(z, np.int32))  # one executable per length, not per dtype
+    eos = special_tokens(N_V)["eos_token"]
+    x_hat = [special_tokens(N_V)["bos_token"]]  # line 1
+    y = None  # line 2: a sentinel that is no token
+    while y != eos:  # line 3
+        if len(x_hat) >= max_length:  # the length guard (not in the paper)
+            break
+        i = len(x_hat) - 1  # this draw lands at x̂[i + 1]
+        x_in = jnp.asarray(np.asarray(x_hat, np.int32))
+        # lines 4-6. Line 4 is Algorithm 8 in full: its encoder (lines 1-9) runs again at every
+        # step, jitted apart from the decoder only so that it compiles once per length of z.
+        Z = _ed_encode(z_int32, theta, eps=eps)
+        y = int(_ed_step(Z, x_in, theta, step_key(key, i), tau, eps=eps))
+        x_hat.append(y)  # line 7
+    return jnp.asarray(np.asarray(x_hat, z.dtype))  # line 9

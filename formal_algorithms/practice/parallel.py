@@ -1,0 +1,192 @@
+"""Data-parallel training on JAX's own multi-device runtime (``jax.sharding``), paper §8 at scale.
+
+Nothing here changes the math: the data-parallel step *is* :func:`formal_algorithms.trainer.train_step`
+(the padded losses of Algorithms 11-13, ``jax.vmap`` over the batch, an optax update), compiled by
+``jax.jit`` with shardings on its inputs and outputs. XLA's SPMD partitioner then runs each
+device's rows of the batch locally and inserts the all-reduce that sums the gradients, so the
+result equals single-device training up to the summation order of floating-point reductions.
+
+- :func:`data_mesh`: a 1-D :class:`jax.sharding.Mesh` with axis ``"data"`` over the devices
+  (all of them by default; with ``jax.distributed.initialize`` that is every device of every host).
+- The batch (every array of :func:`~.trainer.make_batch`'s dict, including Algorithm 12's keys) is
+  split along its row axis over ``"data"``: ``batch_size`` must be a multiple of the mesh size.
+- θ and the optimiser state are replicated (``param_sharding="replicated"``, default), or sharded
+  over the same ``"data"`` axis (``param_sharding="fsdp"``: each array of at least
+  ``min_shard_size`` elements is split along its largest axis divisible by the mesh size — the
+  ZeRO-3/FSDP layout; XLA all-gathers the weights where the step needs them). Both give the same
+  numbers.
+
+Typical use::
+
+    mesh = data_mesh()
+    theta, history = data_parallel_train(theta, data, key, mesh=mesh, optimizer=make_optimizer(),
+                                         N_steps=1000, batch_size=64)
+
+or, one step at a time: ``step = data_parallel_step(mesh, theta, opt_state, optimizer=...)``,
+``theta, opt_state = place(mesh, theta, opt_state)``, then
+``theta, opt_state, loss, stats = step(theta, opt_state, shard_batch(mesh, batch))``.
+
+This module imports ``optax`` through :mod:`.trainer` (the ``train`` extra).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ..paper.checks import check_key, fail
+from ..paper.normalisation import EPS
+from ..paper.training import check_p_mask
+from .trainer import (
+    as_examples,
+    check_batching,
+    check_run_length,
+    check_theta,
+    default_activation,
+    run_steps,
+    train_step,
+)
+
+DATA = "data"
+PARAM_SHARDINGS = ("replicated", "fsdp")
+
+
+def data_mesh(devices=None, axis: str = DATA) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: ``jax.devices()``, every device of every process)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (axis,))
+
+
+def batch_sharding(mesh: Mesh, axis: str = DATA) -> NamedSharding:
+    """Rows (the leading axis) split over ``axis``; the other axes whole on each device."""
+    return NamedSharding(mesh, P(axis))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def _leaf_spec(shape, n: int, axis: str, min_size: int) -> P:
+    """FSDP layout of one array: split its largest axis that ``n`` divides, if it is big enough."""
+    if int(np.prod(shape, dtype=np.int64)) < min_size:
+        return P()
+    candidates = [i for i in range(len(shape)) if shape[i] % n == 0 and shape[i] >= n]
+    if not candidates:
+        return P()
+    i = max(candidates, key=lambda i: (shape[i], -i))
+    return P(*([None] * i + [axis]))
+
+
+def tree_shardings(
+    mesh: Mesh, tree, param_sharding: str = "replicated", *, axis: str = DATA,
+    min_shard_size: int = 2**14,
+):  # fmt: skip
+    """The ``NamedSharding`` of every leaf of θ or of an optimiser state.
+
+    The rule depends on a leaf's shape only, so Adam's moments get the layout of their parameter.
+    """
+    if param_sharding not in PARAM_SHARDINGS:
+        fail("data_parallel", "param_sharding", f"must be one of {PARAM_SHARDINGS}, got {param_sharding!r}")  # fmt: skip
+    if param_sharding == "replicated":
+        return jax.tree.map(lambda _: replicated(mesh), tree)
+    n = mesh.shape[axis]
+    return jax.tree.map(
+        lambda a: NamedSharding(mesh, _leaf_spec(np.shape(a), n, axis, min_shard_size)), tree
+    )
+
+
+def _check_divisible(mesh, batch_size, axis=DATA):
+    n = mesh.shape[axis]
+    if batch_size % n:
+        fail("data_parallel", "batch_size", f"= {batch_size} must be a multiple of the {n} devices of mesh axis {axis!r}")  # fmt: skip
+
+
+def shard_batch(mesh: Mesh, batch: dict, axis: str = DATA) -> dict:
+    """Put a batch of :func:`~.trainer.make_batch` on the mesh, rows split over ``axis``.
+
+    Single process: the whole batch is on this host and is scattered with ``jax.device_put``.
+    Multi-process (after ``jax.distributed.initialize``): every process passes the rows of *its*
+    devices (its local slice of the global batch, the same number of rows on every process) and
+    the global array is assembled with ``jax.make_array_from_process_local_data``.
+    """
+    rows = len(next(iter(batch.values())))
+    sharding = batch_sharding(mesh, axis)
+    if jax.process_count() == 1:
+        _check_divisible(mesh, rows, axis)
+        return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def place(mesh: Mesh, theta, opt_state, param_sharding: str = "replicated", **kw):
+    """θ and the optimiser state on the mesh, replicated or FSDP-sharded (see :func:`tree_shardings`)."""
+    theta = jax.device_put(theta, tree_shardings(mesh, theta, param_sharding, **kw))
+    opt_state = jax.device_put(opt_state, tree_shardings(mesh, opt_state, param_sharding, **kw))
+    return theta, opt_state
+
+
+def data_parallel_step(
+    mesh: Mesh, theta, opt_state, *, optimizer, reduction: str = "mean", activation=None,
+    eps=EPS, param_sharding: str = "replicated", axis: str = DATA, min_shard_size: int = 2**14,
+):  # fmt: skip
+    """:func:`~.trainer.train_step` compiled for ``mesh``: ``step(θ, opt_state, batch, p_mask)``.
+
+    ``theta`` and ``opt_state`` give the shapes (and tree structure) the shardings are built for;
+    the returned function is jitted with batch rows split over ``axis``, θ and the optimiser state
+    laid out as ``param_sharding``, and the loss and statistics replicated. It compiles once per
+    batch shape, like ``train_step``.
+    """
+    activation = default_activation(theta, activation)
+    kw = dict(axis=axis, min_shard_size=min_shard_size)
+    theta_sh = tree_shardings(mesh, theta, param_sharding, **kw)
+    opt_sh = tree_shardings(mesh, opt_state, param_sharding, **kw)
+    rep = replicated(mesh)
+    step = functools.partial(
+        train_step, optimizer=optimizer, reduction=reduction, activation=activation, eps=eps
+    )
+    return jax.jit(
+        step,
+        in_shardings=(theta_sh, opt_sh, batch_sharding(mesh, axis), rep),
+        out_shardings=(theta_sh, opt_sh, rep, rep),
+    )
+
+
+def data_parallel_train(
+    theta, data, key, *, mesh: Mesh | None = None, optimizer, N_epochs: int | None = None,
+    N_steps: int | None = None, batch_size: int = 32, reduction: str = "mean",
+    p_mask: float = 0.15, shuffle: bool = True, activation=None, eps=EPS, callback=None,
+    opt_state=None, start_step: int = 0, return_opt_state: bool = False,
+    param_sharding: str = "replicated", min_shard_size: int = 2**14,
+):  # fmt: skip
+    """:func:`~.trainer.train` with every step data-parallel over ``mesh`` (default: all devices).
+
+    Same arguments (resuming and :class:`~.trainer.NonFiniteError` included), the same loop
+    (:func:`~.trainer.run_steps`), so the same batches in the same order with the same keys, and
+    the same θ as ``train`` up to floating-point summation order. Returns ``(θ, history)`` or
+    ``(θ, history, opt_state)``; θ keeps its sharding (gather with ``jax.device_get`` for a host
+    copy). Single process: ``data`` is the whole data set.
+    """
+    algorithm = check_theta(theta, "data_parallel_train")
+    check_run_length(algorithm, N_epochs, N_steps)
+    check_batching(algorithm, batch_size, reduction)
+    check_key(algorithm, key)
+    p_mask = check_p_mask(algorithm, p_mask)
+    mesh = data_mesh() if mesh is None else mesh
+    _check_divisible(mesh, batch_size)
+    activation = default_activation(theta, activation)
+    examples = as_examples(algorithm, data, theta)
+    opt_state = optimizer.init(theta) if opt_state is None else opt_state
+    step = data_parallel_step(
+        mesh, theta, opt_state, optimizer=optimizer, reduction=reduction, activation=activation,
+        eps=eps, param_sharding=param_sharding, min_shard_size=min_shard_size,
+    )  # fmt: skip
+    theta, opt_state = place(mesh, theta, opt_state, param_sharding, min_shard_size=min_shard_size)
+    theta, opt_state, history = run_steps(
+        algorithm, step, theta, opt_state, examples, key, p_mask, N_epochs=N_epochs,
+        N_steps=N_steps, batch_size=batch_size, shuffle=shuffle, callback=callback,
+        start_step=start_step, place_batch=functools.partial(shard_batch, mesh),
+    )  # fmt: skip
+    return (theta, history, opt_state) if return_opt_state else (theta, history)

@@ -1,0 +1,417 @@
+"""Paper §8, practical training: a minibatch trainer over the losses of Algorithms 11, 12 and 13.
+
+The paper's training algorithms are per-sequence SGD; §8 names what is used in practice instead:
+minibatches, better optimisers (Adam), learning-rate schedules, weight decay. This module adds
+exactly those and nothing else; the loss of every sequence is still the paper's sum
+(:mod:`formal_algorithms.training`), computed on sequences padded to a bucket with a validity mask.
+
+- Which algorithm is trained follows from θ: ``DTransformerParams`` → Algorithm 13 (next token),
+  ``ETransformerParams`` → Algorithm 12 (masked tokens), ``EDTransformerParams`` → Algorithm 11.
+- A batch is ``batch_size`` sequences padded to one bucket (:func:`~.training.bucket_length` of
+  the longest); a last, short batch is filled with empty rows (all invalid, weight 0), so every
+  step has the same shape and :func:`train_step` compiles once per bucket. The batch's losses come
+  from ``jax.vmap`` of the per-sequence padded losses.
+- ``reduction="mean"`` (default): the loss is the batch's summed loss divided by its number of
+  predicted tokens, i.e. the mean negative log-likelihood per token, so the learning rate does
+  not depend on sequence length or batch size. ``reduction="sum"``: the paper's sum over the
+  batch; with ``batch_size=1``, ``shuffle=False`` and ``optax.sgd(η)`` this is Algorithm 11, 12
+  or 13 exactly.
+- Randomness: ``key`` is split into a shuffling key and a masking key. Epoch i shuffles with
+  ``fold_in(k_shuffle, i)``; Algorithm 12's masks use the keys of :func:`~.training.e_training`
+  with ``k_mask`` (sequence n of epoch i: ``split(fold_in(k_mask, i), N_data)[n]``), so a run is
+  deterministic given ``key``.
+
+This module imports ``optax`` (the ``train`` extra); the core package does not.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..paper.architectures import (
+    DTransformerParams,
+    EDTransformerParams,
+    ETransformerParams,
+    check_params,
+)
+from ..paper.checks import check_key, fail
+from ..paper.functions import gelu, relu
+from ..paper.normalisation import EPS
+from ..paper.training import (
+    ALG11,
+    ALG12,
+    ALG13,
+    TokenStats,
+    bucket_length,
+    check_data,
+    check_p_mask,
+    check_sequence,
+    d_loss_padded,
+    e_loss_padded,
+    ed_loss_padded,
+    mask_for,
+    pad,
+)
+from .fast import StepStats, train_step_fast
+
+_ALGORITHM = {
+    DTransformerParams: ALG13,
+    ETransformerParams: ALG12,
+    EDTransformerParams: ALG11,
+}
+
+
+def make_optimizer(
+    learning_rate: float = 1e-3, *, N_steps: int | None = None, warmup_steps: int = 0,
+    decay: str | None = "cosine", end_fraction: float = 0.1, weight_decay: float = 0.01,
+    clip_norm: float | None = 1.0, b1: float = 0.9, b2: float = 0.99,
+) -> optax.GradientTransformation:  # fmt: skip
+    """AdamW with linear warmup, cosine or linear decay, and global-norm gradient clipping.
+
+    The learning rate rises linearly from 0 to ``learning_rate`` over ``warmup_steps``, then decays
+    (``"cosine"`` or ``"linear"``; ``None``: stays constant) to ``end_fraction · learning_rate`` at
+    step ``N_steps``. Weight decay applies to matrices only (not to biases, γ, β). ``clip_norm``:
+    the gradient's global norm is clipped to it first (``None``: no clipping).
+    """
+    if decay not in ("cosine", "linear", None):
+        fail("make_optimizer", "decay", f"must be 'cosine', 'linear' or None, got {decay!r}")
+    if decay is not None and (N_steps is None or N_steps <= warmup_steps):
+        fail("make_optimizer", "N_steps", f"must exceed warmup_steps for a decay, got {N_steps}")
+    end = end_fraction * learning_rate
+    if decay == "cosine":
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, learning_rate, warmup_steps, N_steps, end
+        )
+    else:
+        after = (
+            optax.constant_schedule(learning_rate)
+            if decay is None
+            else optax.linear_schedule(learning_rate, end, N_steps - warmup_steps)
+        )
+        schedule = (
+            optax.join_schedules(
+                [optax.linear_schedule(0.0, learning_rate, warmup_steps), after], [warmup_steps]
+            )
+            if warmup_steps
+            else after
+        )
+    adamw = optax.adamw(
+        schedule, b1=b1, b2=b2, weight_decay=weight_decay,
+        mask=lambda params: jax.tree.map(lambda a: a.ndim >= 2, params),
+    )  # fmt: skip
+    return adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
+
+
+# --------------------------------------------------------------------------------- one batch
+
+
+def batch_stats(theta, batch: dict, p_mask=0.15, *, activation=None, eps=EPS) -> TokenStats:
+    """The padded losses of a batch, summed over its rows (``jax.vmap`` of the per-sequence ones).
+
+    ``batch`` (built by :func:`make_batch`): ``x``, ``valid`` of shape ``(B, ℓ)`` for Algorithms
+    12 and 13, plus ``key`` ``(B,)`` for Algorithm 12's masks; ``z``, ``z_valid``, ``x``,
+    ``x_valid`` for Algorithm 11.
+    """
+    activation = default_activation(theta, activation)
+    kw = dict(activation=activation, eps=eps)
+    if isinstance(theta, DTransformerParams):
+        per_row = jax.vmap(lambda x, v: d_loss_padded(theta, x, v, **kw))(
+            batch["x"], batch["valid"]
+        )
+    elif isinstance(theta, ETransformerParams):
+
+        def row(key, x, valid):  # Algorithm 12, lines 4-9
+            x_tilde = mask_for(theta, key, x, valid, p_mask)
+            return e_loss_padded(theta, x_tilde, x, valid, **kw)
+
+        per_row = jax.vmap(row)(batch["key"], batch["x"], batch["valid"])
+    else:
+        per_row = jax.vmap(lambda z, zv, x, xv: ed_loss_padded(theta, z, zv, x, xv, **kw))(
+            batch["z"], batch["z_valid"], batch["x"], batch["x_valid"]
+        )
+    return TokenStats(*(jnp.sum(s) for s in per_row))
+
+
+def _reduce(stats: TokenStats, reduction: str):
+    if reduction == "mean":
+        return stats.loss / jnp.maximum(stats.n_targets, 1)
+    return stats.loss
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or a gradient became non-finite. ``step`` is the 1-based step at which it did;
+    ``theta`` and ``opt_state`` are the last good ones (before that step); ``history`` the losses
+    of the good steps."""
+
+    def __init__(self, message, *, step, theta, opt_state, history):
+        super().__init__(message)
+        self.step, self.theta, self.opt_state, self.history = step, theta, opt_state, history
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer", "reduction", "activation", "eps"))
+def train_step(
+    theta, opt_state, batch: dict, p_mask=0.15, *, optimizer, reduction="mean", activation=None,
+    eps=EPS,
+):  # fmt: skip
+    """One optimiser step on one batch: ``(θ, opt_state, loss, stats)``, ``stats`` a
+    :class:`StepStats`. Jitted; it compiles once per batch shape (bucket) and optimiser."""
+
+    def loss(th):
+        stats = batch_stats(th, batch, p_mask, activation=activation, eps=eps)
+        return _reduce(stats, reduction), stats
+
+    (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(theta)
+    updates, opt_state = optimizer.update(grads, opt_state, theta)
+    stats = StepStats(*stats, optax.tree.norm(grads))
+    return optax.apply_updates(theta, updates), opt_state, value, stats
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "eps"))
+def _eval_step(theta, batch, p_mask, *, activation, eps):
+    return batch_stats(theta, batch, p_mask, activation=activation, eps=eps)
+
+
+def make_batch(theta, examples, rows, batch_size: int, keys=None) -> dict:
+    """Pad ``examples[rows]`` to one bucket and fill up to ``batch_size`` with empty rows.
+
+    ``examples``: int32 arrays (Algorithms 12, 13) or pairs ``(z, x)`` (Algorithm 11);
+    ``keys``: one masking key per example (Algorithm 12).
+    """
+    ell_max = theta.W_p.shape[1]
+    rows = list(rows)
+    real = np.arange(batch_size) < len(rows)
+    rows = rows + rows[:1] * (batch_size - len(rows))  # filler rows, made invalid below
+
+    def padded(seqs):
+        ell_pad = bucket_length(max(len(s) for s in seqs), ell_max)
+        x, valid = (np.stack(a) for a in zip(*(pad(s, ell_pad) for s in seqs), strict=True))
+        return x, valid & real[:, None]
+
+    if isinstance(theta, EDTransformerParams):
+        z, z_valid = padded([examples[r][0] for r in rows])
+        x, x_valid = padded([examples[r][1] for r in rows])
+        return dict(z=z, z_valid=z_valid, x=x, x_valid=x_valid)
+    x, valid = padded([examples[r] for r in rows])
+    batch = dict(x=x, valid=valid)
+    if isinstance(theta, ETransformerParams):
+        batch["key"] = keys[np.asarray(rows)]
+    return batch
+
+
+# ------------------------------------------------------------------------------ train, evaluate
+
+
+def train(
+    theta, data, key, *, optimizer, N_epochs: int | None = None, N_steps: int | None = None,
+    batch_size: int = 32, reduction: str = "mean", p_mask: float = 0.15, shuffle: bool = True,
+    activation=None, eps=EPS, callback=None, opt_state=None, start_step: int = 0,
+    return_opt_state: bool = False, fast: bool = False,
+):  # fmt: skip
+    """Minibatch training of θ on ``data`` with an optax ``optimizer`` (paper §8).
+
+    ``data``: token sequences (Algorithms 12, 13) or pairs ``(z, x)`` (Algorithm 11), each at most
+    ℓ_max long. Runs ``N_epochs`` passes, or stops after ``N_steps`` optimiser steps (passes
+    repeat as needed); at least one must be given. ``callback(step, loss, stats)`` is called after
+    every step (e.g. a progress bar). Returns ``(θ, history)``, ``history`` the numpy array of the
+    per-step losses (before each update), or ``(θ, history, opt_state)`` with
+    ``return_opt_state=True``. Deterministic given ``key``.
+
+    Resuming: ``train(θ_k, …, opt_state=opt_state_k, start_step=k)`` with the θ and optimizer state
+    saved after step k skips the first k steps of the same data order and masks, so it ends with
+    exactly the parameters of an uninterrupted run of the same ``N_steps``/``N_epochs``.
+
+    If the loss or the gradient of step n becomes non-finite, raises :class:`NonFiniteError`
+    naming n and carrying the last good θ and optimizer state.
+
+    ``fast=True`` runs each step with :func:`.fast.train_step_fast` (the batch as columns of one
+    matrix): the same batches, masks and mathematics, equal up to floating-point summation order
+    (~1.4-1.6× faster on the GPT-2-like benchmark, docs/performance.md).
+    """
+    algorithm = check_theta(theta, "train")
+    check_run_length(algorithm, N_epochs, N_steps)
+    check_batching(algorithm, batch_size, reduction)
+    check_key(algorithm, key)
+    p_mask = check_p_mask(algorithm, p_mask)
+    activation = default_activation(theta, activation)
+    examples = as_examples(algorithm, data, theta)
+    kw = dict(optimizer=optimizer, reduction=reduction, activation=activation, eps=eps)
+    if fast:
+        step_fn = functools.partial(train_step_fast, **kw)
+    else:
+        step_fn = functools.partial(train_step, **kw)
+    opt_state = optimizer.init(theta) if opt_state is None else opt_state
+    theta, opt_state, history = run_steps(
+        algorithm, step_fn, theta, opt_state, examples, key, p_mask, N_epochs=N_epochs,
+        N_steps=N_steps, batch_size=batch_size, shuffle=shuffle, callback=callback,
+        start_step=start_step,
+    )  # fmt: skip
+    return (theta, history, opt_state) if return_opt_state else (theta, history)
+
+
+def check_run_length(algorithm, N_epochs, N_steps):
+    if N_epochs is None and N_steps is None:
+        fail(algorithm, "N_epochs", "and N_steps are both None; give at least one")
+    for name, value in (("N_epochs", N_epochs), ("N_steps", N_steps)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0
+        ):
+            fail(algorithm, name, f"must be an integer >= 0, got {value!r}")
+
+
+def run_steps(
+    algorithm, step_fn, theta, opt_state, examples, key, p_mask, *, N_epochs, N_steps,
+    batch_size, shuffle=True, callback=None, start_step=0, place_batch=None,
+):  # fmt: skip
+    """The minibatch loop of :func:`train`, for any compiled step (e.g. a data-parallel one).
+
+    ``step_fn(θ, opt_state, batch, p_mask) -> (θ, opt_state, loss, stats)`` as
+    :func:`train_step`; ``place_batch(batch)`` puts each host batch where the step wants it
+    (default: as is). Epoch e visits ``examples`` in the order ``permutation(fold_in(k_shuffle,
+    e))`` (or in order without ``shuffle``), masking keys from ``k_mask``; steps ≤ ``start_step``
+    are skipped (resuming). Returns ``(θ, opt_state, history)``; raises :class:`NonFiniteError`.
+    """
+    N = len(examples)
+    if N == 0:
+        fail(algorithm, "data", "is empty")
+    k_shuffle, k_mask = jax.random.split(key)
+    history = []
+    step = 0  # steps taken or, before start_step, skipped
+    epoch = 0
+    while (N_epochs is None or epoch < N_epochs) and (N_steps is None or step < N_steps):
+        order = (
+            np.asarray(jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), N))
+            if shuffle
+            else np.arange(N)
+        )
+        keys = _mask_keys(theta, k_mask, epoch, N)
+        for start in range(0, N, batch_size):
+            step += 1
+            if step <= start_step:  # resuming: this step's update is in θ already
+                continue
+            batch = make_batch(theta, examples, order[start : start + batch_size], batch_size, keys)
+            if place_batch is not None:
+                batch = place_batch(batch)
+            new_theta, new_opt_state, loss, stats = step_fn(theta, opt_state, batch, p_mask)
+            if not (np.isfinite(loss) and np.isfinite(stats.grad_norm)):
+                raise NonFiniteError(
+                    f"{algorithm}: step {step} gave loss {float(loss)} and gradient norm "
+                    f"{float(stats.grad_norm)}; the last good parameters are attached "
+                    "(.theta, .opt_state)",
+                    step=step, theta=theta, opt_state=opt_state, history=np.asarray(history),
+                )  # fmt: skip
+            theta, opt_state = new_theta, new_opt_state
+            history.append(loss)
+            if callback is not None:
+                callback(step, loss, stats)
+            if N_steps is not None and step >= N_steps:
+                break
+        epoch += 1
+    history = np.asarray(jax.device_get(history)) if history else np.zeros(0)
+    return theta, opt_state, history
+
+
+class Evaluation(NamedTuple):
+    """Held-out results: ``loss`` per predicted token (nats), ``accuracy`` (argmax = target),
+    ``n_targets`` (the number of predicted tokens)."""
+
+    loss: float
+    accuracy: float
+    n_targets: int
+
+
+def evaluate(
+    theta, data, key=None, *, batch_size: int = 64, p_mask: float = 0.15, activation=None,
+    eps=EPS,
+) -> Evaluation:  # fmt: skip
+    """Mean held-out loss per predicted token (and argmax accuracy) of θ on ``data``.
+
+    The predicted tokens are those of the algorithm's loss: every next token (Algorithms 11, 13),
+    the masked tokens (Algorithm 12, which needs ``key``: sequence n is masked with
+    ``split(key, N)[n]``).
+    """
+    algorithm = check_theta(theta, "evaluate")
+    check_batching(algorithm, batch_size, "mean")
+    p_mask = check_p_mask(algorithm, p_mask)
+    activation = default_activation(theta, activation)
+    examples = as_examples(algorithm, data, theta)
+    keys = None
+    if isinstance(theta, ETransformerParams):
+        if key is None:
+            fail(algorithm, "key", "is required to draw the masks of Algorithm 12", TypeError)
+        check_key(algorithm, key)
+        keys = jax.random.split(key, len(examples))
+    total = np.zeros(3)
+    for start in range(0, len(examples), batch_size):
+        rows = range(start, min(start + batch_size, len(examples)))
+        batch = make_batch(theta, examples, rows, batch_size, keys)
+        stats = _eval_step(theta, batch, p_mask, activation=activation, eps=eps)
+        total += np.asarray(stats, dtype=np.float64)
+    loss, n, correct = total
+    return Evaluation(loss / max(n, 1), correct / max(n, 1), int(n))
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def check_theta(theta, name):
+    algorithm = _ALGORITHM.get(type(theta))
+    if algorithm is None:
+        raise TypeError(
+            f"{name}: argument 'theta' must be the parameters of Algorithm 8, 9 or 10, "
+            f"got {type(theta)}"
+        )
+    check_params(theta, algorithm)
+    return f"{name} ({algorithm})"
+
+
+def check_batching(algorithm, batch_size, reduction):
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        fail(algorithm, "batch_size", f"must be an integer >= 1, got {batch_size!r}")
+    if reduction not in ("mean", "sum"):
+        fail(algorithm, "reduction", f"must be 'mean' or 'sum', got {reduction!r}")
+
+
+def default_activation(theta, activation):
+    """The paper's activation unless overridden: ReLU for Algorithm 8, GELU for 9 and 10."""
+    if activation is not None:
+        return activation
+    return relu if isinstance(theta, EDTransformerParams) else gelu
+
+
+def as_examples(algorithm, data, theta):
+    examples = []
+    mask_token = theta.W_e.shape[1] - 3
+    for n, item in enumerate(check_data(algorithm, data)):
+        if isinstance(theta, EDTransformerParams):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                fail(algorithm, f"data[{n}]", "must be a pair (z_n, x_n) of token sequences")
+            examples.append(
+                (
+                    check_sequence(algorithm, f"data[{n}][0] (z_n)", item[0], theta),
+                    check_sequence(algorithm, f"data[{n}][1] (x_n)", item[1], theta),
+                )
+            )
+            continue
+        x = check_sequence(algorithm, f"data[{n}]", item, theta)
+        if isinstance(theta, ETransformerParams) and np.any(x == mask_token):
+            fail(
+                algorithm, f"data[{n}]", f"contains mask_token = {mask_token}, reserved for masking"
+            )
+        examples.append(x)
+    return examples
+
+
+def _mask_keys(theta, k_mask, epoch, N):
+    if not isinstance(theta, ETransformerParams):
+        return None
+    return jax.random.split(jax.random.fold_in(k_mask, epoch), N)
