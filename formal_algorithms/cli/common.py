@@ -173,3 +173,23 @@ def model_options(p, *, d_e, layers, heads, steps, batch_size, lr, warmup, weigh
     p.add_argument("--weight-decay", type=float, default=weight_decay,
                    help="AdamW weight decay of the matrices (default %(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+
+
+def sample_key(seed: int, j: int = 0):
+    """The key of sample ``j`` (0-based) for ``--seed``: ``fold_in(k_sample, j)`` with ``k_sample``
+    the third of ``split(key(seed), 3)`` (the first two initialise and train the model). ``train``
+    prints sample 0, so ``sample --seed s`` repeats the sample that ``train --seed s`` printed."""
+    return jax.random.fold_in(jax.random.split(jax.random.key(seed), 3)[2], j)
+
+
+def unescape(text: str) -> str:
+    r"""``\n``, ``\t`` and ``\\`` typed on the command line as the characters they name."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in "nt\\":
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
