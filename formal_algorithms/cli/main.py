@@ -12,6 +12,8 @@ Subcommands, one per thing the paper's algorithms do:
   accuracy of greedy Algorithm 15 (cached) on held-out sequences.
 - ``mlm``: train an ETransformer (Algorithms 9, 12) on masked characters and report recovery
   accuracy next to the most-frequent-character baseline.
+- ``check``: run the conformance battery of :mod:`formal_algorithms.testing.conformance` on a
+  local Hugging Face model directory (``--hf DIR``); exit status 1 on a violated invariant.
 
 Streaming (``sample``) is :func:`stream_d_inference`: Algorithm 14 one token at a time, from the
 public per-position step of :mod:`formal_algorithms.cache` (prefill once, then one jitted column
@@ -35,11 +37,11 @@ import argparse
 import os
 import sys
 
-from . import attention, benchmark, mlm, sample, seq2seq, train
+from . import attention, benchmark, check, mlm, sample, seq2seq, train
 from .common import PROG
 
 # The commands, in the order --help lists them: each module has register(sub) and run(args).
-COMMANDS = [train, sample, attention, seq2seq, mlm, benchmark]
+COMMANDS = [train, sample, attention, seq2seq, mlm, benchmark, check]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,8 +2,37 @@
 
 ``invariants`` holds the checkers for functions written with this library and the strategies; see
 its docstring. ``import formal_algorithms.testing as T`` gives all of them.
+
+``adapters`` turns anyone's model (PyTorch, Hugging Face, JAX, Equinox, Flax, any callable) into a
+``TokenModel``; ``conformance`` checks the paper's invariants on it and ``run_battery`` reports
+(``formal-algorithms check``). Frameworks are imported only when an adapter is given their model.
 """
 
+from .adapters import (
+    NotSupported,
+    TokenModel,
+    from_callable,
+    from_equinox,
+    from_flax,
+    from_hf,
+    from_jax,
+    from_paper,
+    from_torch,
+)
+from .conformance import (
+    ConformanceReport,
+    ConformanceViolation,
+    NotApplicable,
+    check_batch,
+    check_batched_generation,
+    check_cache,
+    check_causality,
+    check_determinism,
+    check_distributions,
+    check_padding,
+    check_permutation,
+    run_battery,
+)
 from .invariants import (
     SMALL_DIMS,
     SMALL_LENGTHS,
