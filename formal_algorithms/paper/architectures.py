@@ -12,13 +12,14 @@ the gradient of ``W_e`` is the sum over both paths.
 
 import functools
 import inspect
+import re
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from .attention import MHAttentionParams, mh_attention, mh_attention_spec, unidirectional_mask
-from .checks import check_tokens, fail
+from .checks import as_tokens, check_sizes, check_tokens, fail
 from .embeddings import embed, embeddings_spec
 from .functions import gelu, relu, softmax
 from .initialisation import is_spec, materialise, ones, weight, zeros
@@ -123,7 +124,10 @@ def pre_ln_layer(X, layer: Layer, Mask, activation, eps=EPS, *, attention=mh_att
     X_tilde = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 5
     X = X + attention(X_tilde, X_tilde, layer.W, Mask)  # line 6
     X_tilde = layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 7
-    return X + mlp(X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)  # 8
+    X = X + mlp(
+        X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation
+    )  # line 8
+    return X
 
 
 def ed_decoder_layer(
@@ -174,7 +178,7 @@ def ed_encode(
     real; their keys alone are attended to (:func:`key_padding_mask`), so the real columns equal
     those of the unpadded z.
     """
-    check_inputs(theta, "EDTransformer (Algorithm 8)", z=z)
+    (z,) = check_inputs(theta, "EDTransformer (Algorithm 8)", z=z)
     Z = embed(z, theta.W_e, theta.W_p)  # lines 1-3
     Mask = key_padding_mask(valid, Z.shape[1])
     for layer in theta.enc:  # line 4
@@ -195,7 +199,7 @@ def ed_decode_logits(
 
     ``z_valid`` masks the padded columns of ``Z`` in cross-attention (see :func:`ed_encode`).
     """
-    check_inputs(theta, "EDTransformer (Algorithm 8)", x=x)
+    (x,) = check_inputs(theta, "EDTransformer (Algorithm 8)", x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 10-12
     Mask = unidirectional_mask(X.shape[1])
     cross_Mask = key_padding_mask(z_valid, X.shape[1])
@@ -249,7 +253,7 @@ def e_transformer_logits(
     ``valid`` (optional): x is padded at its end; padded keys are masked in every attention, so the
     real columns equal those of the unpadded x (the padded columns are meaningless).
     """
-    check_inputs(theta, "ETransformer (Algorithm 9)", x=x)
+    (x,) = check_inputs(theta, "ETransformer (Algorithm 9)", x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = key_padding_mask(valid, X.shape[1])
     for layer in theta.layers:  # line 4
@@ -277,7 +281,7 @@ def d_transformer_logits(
     x: Int[Arr, " ell"], theta: DTransformerParams, *, activation=gelu, eps=EPS
 ) -> Float[Arr, "N_V ell"]:
     """Algorithm 10 without its final softmax: ``W_u X``, shape ``(N_V, ℓ)``."""
-    check_inputs(theta, "DTransformer (Algorithm 10)", x=x)
+    (x,) = check_inputs(theta, "DTransformer (Algorithm 10)", x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(X.shape[1])
     for layer in theta.layers:  # line 4
@@ -319,6 +323,15 @@ def decoder_layer_spec(H, d_e, d_mlp, d_attn, d_mid) -> DecoderLayer:
     )  # fmt: skip
 
 
+def _check_sizes(algorithm, N_V, ell_max, **sizes):
+    """Every size a positive integer; N_V leaves room for the paper's three special tokens."""
+    check_sizes(algorithm, 0, N_V=N_V)
+    if N_V < 3:
+        fail(algorithm, "N_V", f"= {N_V} must be at least 3: the special tokens mask, bos, eos "
+             "are the ids N_V - 3, N_V - 2, N_V - 1")  # fmt: skip
+    check_sizes(algorithm, ell_max=ell_max, **sizes)
+
+
 def _head_dims(H, d_e, d_attn, d_mid):
     if d_attn is None or d_mid is None:
         if d_e % H:
@@ -329,6 +342,11 @@ def _head_dims(H, d_e, d_attn, d_mid):
 def ed_transformer_spec(
     *, N_V, ell_max, L_enc, L_dec, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False
 ) -> EDTransformerParams:
+    name = "init_ed_transformer (Algorithm 8)"
+    check_sizes(name, 0, L_enc=L_enc, L_dec=L_dec)
+    if L_enc == L_dec == 0:
+        fail(name, "L_enc", "and L_dec are both 0; give at least one layer")
+    _check_sizes(name, N_V, ell_max, H=H, d_e=d_e, d_mlp=d_mlp, d_attn=d_attn, d_mid=d_mid)
     d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
     return EDTransformerParams(
         *embeddings_spec(N_V, d_e, ell_max),
@@ -341,6 +359,8 @@ def ed_transformer_spec(
 def e_transformer_spec(
     *, N_V, ell_max, L, H, d_e, d_mlp, d_f=None, d_attn=None, d_mid=None, tied=False
 ) -> ETransformerParams:
+    _check_sizes("init_e_transformer (Algorithm 9)", N_V, ell_max, L=L, H=H, d_e=d_e,
+                 d_mlp=d_mlp, d_f=d_f, d_attn=d_attn, d_mid=d_mid)  # fmt: skip
     d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
     d_f = d_e if d_f is None else d_f
     if tied and d_f != d_e:
@@ -356,6 +376,8 @@ def e_transformer_spec(
 def d_transformer_spec(
     *, N_V, ell_max, L, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False
 ) -> DTransformerParams:
+    _check_sizes("init_d_transformer (Algorithm 10)", N_V, ell_max, L=L, H=H, d_e=d_e,
+                 d_mlp=d_mlp, d_attn=d_attn, d_mid=d_mid)  # fmt: skip
     d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
     return DTransformerParams(
         *embeddings_spec(N_V, d_e, ell_max),
@@ -455,16 +477,95 @@ def _expected_shapes(kind, hp_items):
     return jax.tree_util.tree_flatten_with_path(spec, is_leaf=is_spec)
 
 
-def check_params(theta, algorithm: str | None = None, **hp) -> None:
-    """Raise ``ValueError`` naming the first leaf of θ whose shape does not fit the hyperparameters.
+_EXPECTED = {
+    8: EDTransformerParams, 11: EDTransformerParams, 15: EDTransformerParams,
+    9: ETransformerParams, 12: ETransformerParams,
+    10: DTransformerParams, 13: DTransformerParams, 14: DTransformerParams,
+}  # fmt: skip
+_ALGORITHM_OF = {EDTransformerParams: 8, ETransformerParams: 9, DTransformerParams: 10}
 
+
+def _describe(value, expected=None) -> str:
+    """A short description of a wrong argument (never a tree dump)."""
+    if isinstance(value, type):  # an expected class
+        n = _ALGORITHM_OF.get(value)
+        return f"{value.__name__} (θ of Algorithm {n})" if n else value.__name__
+    if isinstance(value, dict):
+        text = f"a plain dict with keys {sorted(map(str, value))[:8]}"
+        if expected is not None and hasattr(expected, "_fields"):
+            missing = [f for f in expected._fields if f not in value]
+            text += f" (missing {missing})" if missing else ""
+            text += f"; build it with {expected.__name__}(**theta)"
+        return text
+    if type(value) in _ALGORITHM_OF:
+        return _describe(type(value))
+    if hasattr(value, "_fields"):
+        return type(value).__name__
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    if value is None:
+        return "None"
+    return f"{type(value).__name__} {str(value)[:40]!r}"
+
+
+@functools.lru_cache(maxsize=8)
+def _template(kind):
+    """θ's structure with one layer of every kind, all sizes 1: the expected type and number of
+    dimensions of every field."""
+    hp = dict(N_V=3, ell_max=1, H=1, d_e=1, d_mlp=1)
+    hp.update(dict(L_enc=1, L_dec=1) if kind is EDTransformerParams else dict(L=1))
+    return _SPEC[kind](**hp)
+
+
+def _check_node(algorithm, path, node, template):
+    """Field by field against ``template``: the first wrong field is named by its path."""
+    cls = type(template)
+    if type(node) is not cls:
+        fail(algorithm, path, f"must be a {cls.__name__}, got {_describe(node, cls)}", TypeError)
+    for name, value, t in zip(cls._fields, node, template, strict=True):
+        where = f"{path}.{name}"
+        if isinstance(t, tuple) and not hasattr(t, "_fields"):  # the layers
+            if type(value) is not tuple:
+                fail(algorithm, where, f"must be a tuple of {type(t[0]).__name__} (one per "
+                     f"layer), got {_describe(value)}", TypeError)  # fmt: skip
+            for i, layer in enumerate(value):
+                _check_node(algorithm, f"{where}[{i}]", layer, t[0])
+        elif not is_spec(t):  # a nested parameter set (MHAttentionParams)
+            _check_node(algorithm, where, value, t)
+        elif value is None and name == "W_u":  # tied to W_eᵀ
+            continue
+        elif not (hasattr(value, "shape") and hasattr(value, "dtype")):
+            fail(algorithm, where, f"must be an array with {len(t.shape)} dimensions, got "
+                 f"{_describe(value)}", TypeError)  # fmt: skip
+        elif len(value.shape) != len(t.shape):
+            fail(algorithm, where, f"has shape {tuple(value.shape)}, expected "
+                 f"{len(t.shape)} dimensions")  # fmt: skip
+
+
+def check_params(theta, algorithm: str | None = None, *, expected=None, **hp) -> None:
+    """Raise ``TypeError``/``ValueError`` naming the first field of θ that is wrong: θ of another
+    algorithm, a plain dict or tuple, a list where a tuple of layers belongs, a missing array, or
+    a leaf whose shape does not fit the hyperparameters.
+
+    ``expected``: the parameter class the algorithm needs; by default read off ``algorithm``
+    ("… (Algorithm 10)" needs :class:`DTransformerParams`, 13 and 14 too; 9 and 12
+    :class:`ETransformerParams`; 8, 11 and 15 :class:`EDTransformerParams`).
     The hyperparameters are read off θ (:func:`hyperparameters`) and may be overridden by keyword
-    (``check_params(theta, d_e=64)`` asserts d_e too). Cheap: compares shapes only.
+    (``check_params(theta, d_e=64)`` asserts d_e too). Cheap: compares types and shapes only.
     """
     kind = type(theta)
-    algorithm = algorithm or kind.__name__
+    if expected is None and algorithm is not None:
+        match = re.search(r"\(Algorithm (\d+)\)", algorithm)  # "DInference (Algorithm 14)"
+        expected = _EXPECTED.get(match and int(match.group(1)))
+    if expected is not None and kind is not expected:
+        fail(algorithm or "check_params", "theta", f"must be {_describe(expected)}, got "
+             f"{_describe(theta, expected)}", TypeError)  # fmt: skip
     if kind not in _SPEC:
-        raise TypeError(f"{algorithm}: argument 'theta' must be {kind.__name__}, got {type(theta)}")
+        fail(algorithm or "check_params", "theta", "must be θ of Algorithm 8, 9 or 10 "
+             f"(EDTransformerParams, ETransformerParams, DTransformerParams), got "
+             f"{_describe(theta)}", TypeError)  # fmt: skip
+    algorithm = algorithm or kind.__name__
+    _check_node(algorithm, "theta", theta, _template(kind))
     try:
         read = hyperparameters(theta)
     except (AttributeError, TypeError, ValueError) as error:  # a field missing or not an array
@@ -495,7 +596,13 @@ def check_params(theta, algorithm: str | None = None, **hp) -> None:
 
 
 def check_inputs(theta, algorithm, **sequences):
+    """:func:`check_params`, then each token sequence (a list or tuple is taken as an array);
+    returns the sequences as arrays, in order."""
     check_params(theta, algorithm)
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
+    out = []
     for name, x in sequences.items():
+        x = as_tokens(x)
         check_tokens(algorithm, name, x, N_V, ell_max)
+        out.append(x)
+    return out

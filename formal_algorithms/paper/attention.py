@@ -114,8 +114,9 @@ def attention(
     c = compute_dtype(V.dtype)
     S = K.astype(c).T @ Q.astype(c)  # line 4: (ℓ_z, ℓ_x)
     Mask = None if Mask is None else jnp.asarray(Mask).astype(bool)
-    # line 5 (S[t_z, t_x] ← −∞ where masked) happens inside the masked softmax of line 6.
-    A = softmax(S / math.sqrt(Q.shape[0]), Mask)
+    # Line 5 (S[t_z, t_x] ← −∞ where masked) happens inside the masked softmax: a masked entry
+    # weighs exactly 0 and −∞ is never formed. A: the attention weights, columns summing to 1.
+    A = softmax(S / math.sqrt(Q.shape[0]), Mask)  # lines 5-6: softmax(S / √d_attn), masked
     return (V.astype(c) @ A).astype(V.dtype)  # line 6
 
 

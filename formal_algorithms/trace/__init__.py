@@ -1,0 +1,163 @@
+"""See what every line computes: a trace of any run, addressed by the paper's algorithm and line.
+
+``tr = trace(fn, *args, **kwargs)`` runs ``fn`` (any of Algorithms 1-15, the fast and cached forms,
+the variants, or your own composition of the primitives) eagerly and returns a :class:`Trace`:
+``tr.result`` is what ``fn`` returned and ``tr.records`` holds, in execution order, one
+:class:`Record` per executed paper line: ``algorithm`` (1-15 or ``"eq. 1"``), ``line`` (the last
+paper line of the statement; ``lines`` has them all), ``indices`` (the paper's loop variables,
+1-based: ``{"l": 2, "h": 1}``), ``path``, ``value``, ``pseudocode``, and where it is in the code
+(``function``, ``code``, ``source``).
+
+The functions stay the transcription: the trace reads their ``# line N`` comments
+(:mod:`.index`) and follows an eager run with Python's line tracing (:mod:`.recorder`).
+Limits (algorithms.md, "The trace"): ``fn`` runs with ``jax.disable_jit()`` (a ``jit`` inside
+``fn`` is run eagerly; values inside a ``jit`` the trace cannot disable, or inside
+``lax.scan``/``while_loop`` bodies compiled by XLA, are not recorded); values inside ``vmap`` are
+split per index; values inside ``jax.grad`` are their primal.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import pathlib
+
+import numpy as np
+
+from .recorder import Record, Recorder
+
+__all__ = ["Record", "Trace", "trace"]
+
+_PACKAGE = str(pathlib.Path(__file__).resolve().parent.parent) + "/"
+
+
+class Trace:
+    """What :func:`trace` returns: ``result``, ``records`` and ways to look them up."""
+
+    def __init__(self, result, records: list[Record]):
+        self.result = result
+        self.records = records
+
+    def __len__(self):
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def find(self, algorithm=None, line=None, *, name=None, **indices) -> list[Record]:
+        """Every record of ``algorithm`` (and ``line``: any of a record's ``lines``) whose
+        indices include ``indices`` (``l=2``) and, if given, whose variable is ``name``."""
+        return [
+            r
+            for r in self.records
+            if (algorithm is None or r.algorithm == algorithm)
+            and (line is None or line in r.lines)
+            and (name is None or r.name == name)
+            and all(r.indices.get(k) == v for k, v in indices.items())
+        ]
+
+    def get(self, algorithm, line, *, name=None, **indices):
+        """The one value of ``line`` of ``algorithm`` at ``indices``.
+
+        Records whose ``line`` is exactly ``line`` come first (a statement covering ``lines 5-8``
+        answers only if nothing finer does). Several left: they must be the same paper line at the
+        same indices (e.g. Algorithm 4's line 6 gives the weights ``A`` and then ``Ṽ``), and the
+        last, the value the line ends with, is returned; ``name=`` picks another. Otherwise the
+        error lists the indices that tell them apart.
+        """
+        found = self.find(algorithm, line, name=name, **indices)
+        exact = [r for r in found if r.line == line]
+        found = exact or found
+        if not found:
+            have = sorted({(r.algorithm, n) for r in self.records for n in r.lines}, key=str)
+            raise KeyError(
+                f"trace: no record of {_alg(algorithm)} line {line} at {indices or 'any indices'}"
+                f" (recorded: {', '.join(f'{_alg(a)} line {n}' for a, n in have[:40])}…)"
+            )
+        apart = sorted({k for r in found for k in r.indices if k not in indices})
+        keys = {tuple(sorted(r.indices.items(), key=str)) for r in found}
+        if len(keys) > 1:
+            raise KeyError(
+                f"trace: {_alg(algorithm)} line {line} was recorded {len(found)} times; "
+                f"give {', '.join(f'{k}=' for k in apart)} to choose one"
+            )
+        return found[-1].value
+
+    def table(self, algorithm=None, line=None, **indices) -> str:
+        """One row per record: path | pseudocode | shape | a summary of the value."""
+        rows = [("path", "pseudocode", "shape", "value")]
+        for r in self.find(algorithm, line, **indices):
+            rows.append((r.path, r.pseudocode, _shape(r.value), summary(r.value)))
+        widths = [
+            min(max(len(row[i]) for row in rows), cap) for i, cap in enumerate((70, 48, 14, 60))
+        ]
+        out = []
+        for k, row in enumerate(rows):
+            out.append(" | ".join(_cut(c, w).ljust(w) for c, w in zip(row, widths, strict=True)))
+            if k == 0:
+                out.append("-+-".join("-" * w for w in widths))
+        return "\n".join(s.rstrip() for s in out)
+
+    def to_html(self, path) -> pathlib.Path:
+        """Write the self-contained page of this trace (:mod:`.html`); returns its path."""
+        from .html import write_html
+
+        return write_html(self, path)
+
+
+def trace(fn, *args, **kwargs) -> Trace:
+    """Run ``fn(*args, **kwargs)`` eagerly and record the value of every executed paper line."""
+    files = {_PACKAGE}
+    try:
+        files.add(inspect.getsourcefile(inspect.unwrap(fn)) or "")
+    except TypeError:  # a builtin or a callable object without source
+        pass
+    recorder = Recorder(files)
+    result = recorder.run(fn, args, kwargs)
+    return Trace(result, recorder.records)
+
+
+def _alg(algorithm) -> str:
+    return f"Algorithm {algorithm}" if isinstance(algorithm, int) else str(algorithm)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _shape(value) -> str:
+    shape = np.shape(value) if _is_arrayish(value) else None
+    return "" if shape is None else "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _is_arrayish(value) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def summary(value) -> str:
+    """A one-line description of a recorded value: a scalar, a few entries, or statistics."""
+    if value is None:
+        return "—"
+    if isinstance(value, int | float | bool | np.generic):
+        return f"{value:.6g}" if isinstance(value, float | np.floating) else str(value)
+    if _is_arrayish(value):
+        a = np.asarray(value)
+        if a.size == 0:
+            return "empty"
+        if a.ndim == 0:
+            return summary(a.item())
+        if a.dtype == bool:
+            return f"{int(a.sum())} of {a.size} True"
+        if a.size <= 6:
+            return np.array2string(a.ravel(), precision=4, separator=", ")
+        if np.issubdtype(a.dtype, np.integer):
+            return f"[{', '.join(map(str, a.ravel()[:6]))}, …]"
+        finite = a[np.isfinite(a)]
+        mean = float(finite.mean()) if finite.size else math.nan
+        return (
+            f"mean {mean:.4g}, std {float(finite.std()) if finite.size else math.nan:.4g}, "
+            f"min {float(a.min()):.4g}, max {float(a.max()):.4g}"
+        )
+    if isinstance(value, tuple | list):
+        return f"{type(value).__name__} of {len(value)}"
+    return type(value).__name__

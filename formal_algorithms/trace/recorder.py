@@ -1,0 +1,328 @@
+"""The mechanism: Python's own line tracing (``sys.settrace``) of an eager run.
+
+``fn`` runs under ``jax.disable_jit()``, so every jitted step of the library runs its Python code
+on concrete arrays. A frame is followed only if its function carries ``# line N`` comments
+(:mod:`.index`); every other frame (JAX's own, numpy's) is left at full speed after one dictionary
+lookup. When a statement that implements paper lines has run (the frame's next line event, or its
+return), the variable it assigned, or the value it returned, is recorded.
+
+Values inside ``vmap`` are batched tracers: a statement that vectorises a paper loop
+(``Y = jax.vmap(attention, …)(…)  # lines 1-2`` of Algorithm 5, whose line 1 is ``for h ∈ [H]``)
+names the batch axis, and each value recorded below it is split into one record per ``h``.
+Values inside ``jax.grad`` are recorded as their primal (the value itself, not the tangent).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from ..paper import pseudocode
+from .index import FunctionIndex, Statement, index_file
+
+_MISSING = object()
+
+
+class Record(NamedTuple):
+    """One executed paper line: see :func:`formal_algorithms.trace.trace`."""
+
+    algorithm: int | str
+    line: int
+    lines: tuple[int, ...]
+    indices: dict
+    path: str
+    value: Any
+    pseudocode: str
+    name: str  # the code's variable ("X", "A"), "return", or the loop variable
+    function: str
+    code: str
+    source: str  # file:line
+
+
+class _Segment(NamedTuple):
+    text: str
+    fixed: dict  # loop indices in force at this level
+    vector: tuple[str, ...]  # loop variables vectorised (vmap) at this level
+
+
+class _Frame:
+    __slots__ = (
+        "index",
+        "algorithm",
+        "prefix",
+        "vector",
+        "carry",
+        "pending",
+        "counters",
+        "current",
+    )
+
+    def __init__(self, index, algorithm, prefix, vector, carry=None):
+        self.index: FunctionIndex = index
+        self.algorithm = algorithm
+        self.prefix: list[_Segment] = prefix  # the path down to this frame
+        self.vector: tuple[str, ...] = vector  # vectorised loop variables, innermost last
+        self.carry: dict = carry or {}  # indices of transparent callers, shown on the next segment
+        self.pending: Statement | None = None
+        self.counters: dict[int, int] = {}  # loop statement start -> 1-based iteration
+        self.current: Statement | None = None
+
+
+def _label(lines) -> str:
+    if len(lines) == 1:
+        return f"line {lines[0]}"
+    if lines == tuple(range(lines[0], lines[-1] + 1)):
+        return f"lines {lines[0]}-{lines[-1]}"
+    return "lines " + ", ".join(map(str, lines))
+
+
+def _with_indices(text, indices):
+    return f"{text} ({', '.join(f'{k}={v}' for k, v in indices.items())})" if indices else text
+
+
+class Recorder:
+    def __init__(self, files: set[str]):
+        self.files = files
+        self.records: list[Record] = []
+        self.frames: dict[int, _Frame] = {}
+        self.codes: dict = {}
+
+    # ----------------------------------------------------------------------------- the hooks
+
+    def run(self, fn, args, kwargs):
+        previous = sys.gettrace()
+        sys.settrace(self._call)
+        try:
+            with jax.disable_jit():
+                return fn(*args, **kwargs)
+        finally:
+            sys.settrace(previous)
+
+    def _index(self, code):
+        index = self.codes.get(code, _MISSING)
+        if index is _MISSING:
+            index = None
+            if code.co_filename in self.files or any(
+                code.co_filename.startswith(f) for f in self.files if f.endswith("/")
+            ):
+                index = index_file(code.co_filename).get(code.co_firstlineno)
+            self.codes[code] = index
+        return index
+
+    def _call(self, frame, event, arg):
+        index = self._index(frame.f_code)
+        if index is None:
+            return None
+        parent = None
+        back = frame.f_back
+        while back is not None:
+            parent = self.frames.get(id(back))
+            if parent is not None:
+                break
+            back = back.f_back
+        self.frames[id(frame)] = self._new_frame(index, parent)
+        return self._local
+
+    def _new_frame(self, index, parent):
+        own = index.algorithm
+        if parent is None:
+            algorithm = own
+            prefix = [_Segment(pseudocode.label(own), {}, ())] if own is not None else []
+            return _Frame(index, algorithm, prefix, ())
+        algorithm = own if own is not None else parent.algorithm
+        site = parent.current
+        vector, prefix, carry = parent.vector, list(parent.prefix), dict(parent.carry)
+        fixed = self._loop_indices(parent, site) if site is not None else {}
+        new_vector = self._vectorised(parent, site) if site is not None else ()
+        if own is not None and own != parent.algorithm:  # a new algorithm: the call site shows
+            if site is not None:
+                prefix.append(_Segment(_label(site.lines), {**carry, **fixed}, new_vector))
+                vector = vector + new_vector
+            prefix.append(_Segment(pseudocode.label(own), {}, ()))
+            carry = {}
+        elif new_vector:  # a helper that vectorises a loop: its call site shows
+            prefix.append(_Segment(_label(site.lines), {**carry, **fixed}, new_vector))
+            vector, carry = vector + new_vector, {}
+        else:  # a helper (or the same algorithm again): transparent, its indices carried down
+            carry.update(fixed)
+        return _Frame(index, algorithm, prefix, vector, carry)
+
+    def _local(self, frame, event, arg):
+        state = self.frames.get(id(frame))
+        if state is None:
+            return None
+        if event == "line":
+            stmt = state.index.by_line.get(frame.f_lineno)
+            if state.pending is not None and stmt is not state.pending:
+                self._finish(state, frame, state.pending, _MISSING)
+                state.pending = None
+            if stmt is not None and stmt is not state.current:
+                if stmt.kind == "loop":
+                    self._enter_loop(state, stmt)
+                state.pending = stmt
+            elif stmt is None:
+                self._leave_loops(state, frame.f_lineno)
+            state.current = stmt
+        elif event == "return":
+            if state.pending is not None:
+                self._finish(state, frame, state.pending, arg)
+            del self.frames[id(frame)]
+        return self._local
+
+    # ------------------------------------------------------------------------------ loops
+
+    def _enter_loop(self, state, stmt):
+        # Re-entering the header from inside the body is the next iteration; from outside, the first.
+        inside = (
+            state.current is not None
+            and state.current.start > stmt.start
+            and (stmt.body and state.current.start <= stmt.body[1])
+        )
+        state.counters[stmt.start] = state.counters.get(stmt.start, 0) + 1 if inside else 1
+
+    def _leave_loops(self, state, lineno):
+        for stmt in state.index.statements:
+            if stmt.kind == "loop" and stmt.body and not stmt.start <= lineno <= stmt.body[1]:
+                state.counters.pop(stmt.start, None)
+
+    def _loop_indices(self, state, stmt) -> dict:
+        """The paper's loop variables in force at ``stmt``: its enclosing Python loops."""
+        out = {}
+        for loop in state.index.statements:
+            if (
+                loop.kind == "loop"
+                and loop.body
+                and loop.body[0] <= stmt.start <= loop.body[1]
+                and loop.start in state.counters
+            ):
+                for n in loop.lines:
+                    var = pseudocode.loop_variable(state.algorithm, n)
+                    if var:
+                        out[var] = state.counters[loop.start]
+        return out
+
+    def _vectorised(self, state, stmt) -> tuple[str, ...]:
+        """The loop variables of a statement that opens a paper loop without a Python loop."""
+        if stmt.kind == "loop":
+            return ()
+        names = (pseudocode.loop_variable(state.algorithm, n) for n in stmt.lines)
+        return tuple(n for n in names if n)
+
+    # ---------------------------------------------------------------------------- records
+
+    def _finish(self, state, frame, stmt, returned):
+        if stmt.kind == "loop":
+            if stmt.body and not (stmt.body[0] <= frame.f_lineno <= stmt.body[1]):
+                state.counters.pop(stmt.start, None)  # the loop ended: no iteration recorded
+                return
+            var = next(
+                (v for n in stmt.lines if (v := pseudocode.loop_variable(state.algorithm, n))),
+                "iteration",
+            )
+            value, name = state.counters.get(stmt.start, 1), var
+            loop_index = {var: value}
+        elif stmt.kind == "return":
+            if returned is _MISSING:
+                return
+            value, name = returned, "return"
+        elif stmt.target:
+            names = stmt.target.split(",")
+            values = [frame.f_locals.get(n, _MISSING) for n in names]
+            if any(v is _MISSING for v in values):
+                return
+            value, name = (values[0] if len(values) == 1 else tuple(values)), stmt.target
+        else:
+            value, name = None, ""
+        if state.algorithm is None:
+            return
+        if stmt.kind != "loop":
+            loop_index = {}
+        fixed = {}
+        for segment in state.prefix:
+            fixed.update(segment.fixed)
+        fixed.update(state.carry)
+        own = {**state.carry, **self._loop_indices(state, stmt), **loop_index}
+        fixed.update(own)
+        vector_here = self._vectorised(state, stmt)
+        for extra, v in _split(value, state.vector, vector_here):
+            indices = {**fixed, **extra}
+            path = []
+            for seg in state.prefix:
+                shown = {k: indices[k] for k in (*seg.fixed, *seg.vector) if k in indices}
+                path.append(_with_indices(seg.text, shown))
+            shown = {k: indices[k] for k in (*own, *vector_here) if k in indices}
+            path.append(_with_indices(_label(stmt.lines), shown))
+            self.records.append(
+                Record(
+                    algorithm=state.algorithm,
+                    line=stmt.lines[-1],
+                    lines=stmt.lines,
+                    indices=indices,
+                    path=" › ".join(path),
+                    value=v,
+                    pseudocode=pseudocode.text(state.algorithm, stmt.lines),
+                    name=name,
+                    function=state.index.name,
+                    code=stmt.code,
+                    source=f"{state.index.filename}:{stmt.start}",
+                )
+            )
+
+
+def _split(value, vector, vector_here):
+    """``[(extra indices, value)]``: tracers made concrete, batched values split per index."""
+    value = _primal(value)
+    batched = _batch_levels(value)
+    if batched:  # inside vmap: the innermost batch level belongs to the innermost vector var
+        return _unbatch(value, list(vector))
+    if vector_here and _is_array(value) and np.ndim(value) >= 1:
+        # a vectorised loop's own statement: its result stacks the iterations on axis 0
+        return [({vector_here[-1]: i + 1}, value[i]) for i in range(np.shape(value)[0])]
+    return [({}, _concrete(value))]
+
+
+def _primal(value):
+    from jax._src.interpreters import ad  # the JVP/linearize tracers of jax.grad
+
+    while isinstance(value, ad.JVPTracer | ad.LinearizeTracer):
+        value = value.primal
+    return value
+
+
+def _batch_levels(value) -> bool:
+    from jax._src.interpreters import batching
+
+    return isinstance(value, batching.BatchTracer)
+
+
+def _unbatch(value, names):
+    """Split a (possibly nested) batched value: the innermost level first, named from the end of
+    ``names`` (the vectorised paper loops), then ``b`` for a batch axis the caller added."""
+    from jax._src.interpreters import batching
+
+    value = _primal(value)
+    if not isinstance(value, batching.BatchTracer):
+        return [({}, _concrete(value))]
+    name = names.pop() if names else "b"
+    axis = value.batch_dim
+    results = []
+    for extra, v in _unbatch(value.val, list(names)):
+        if axis is None or isinstance(axis, batching.NotMapped) or v is None:
+            results.append(({**extra, name: "all"}, v))
+        else:
+            for i in range(np.shape(v)[axis]):
+                results.append(({**extra, name: i + 1}, np.take(np.asarray(v), i, axis=axis)))
+    return results
+
+
+def _is_array(value):
+    return isinstance(value, jax.Array | np.ndarray)
+
+
+def _concrete(value):
+    if isinstance(value, jax.core.Tracer):
+        return None  # abstract (inside jit or another transformation): nothing to show
+    return value
