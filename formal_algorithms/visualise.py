@@ -132,9 +132,12 @@ def plot_attention(A, labels, path, *, title: str | None = None):
     return path
 
 
-def plot_loss(history, path, *, held_out=None, unigram=None, title=None, unit="nats/token"):
+def plot_loss(history, path, *, held_out=None, unigram=None, title=None, unit="nats/token",
+              held_out_curve=None):  # fmt: skip
     """Save the per-step training loss (and its running mean) as a PNG; ``held_out`` (the final
-    held-out loss) and ``unigram`` (the unigram entropy) are drawn as horizontal lines."""
+    held-out loss) and ``unigram`` (the unigram entropy) are drawn as horizontal lines;
+    ``held_out_curve``: ``(steps, losses)`` of the periodic held-out evaluations, drawn as a curve
+    over the steps (then ``held_out`` is not drawn as a line)."""
     history = np.asarray(history, dtype=np.float64)
     steps = np.arange(1, len(history) + 1)
     fig = _figure(6.4, 3.6)
@@ -146,7 +149,11 @@ def plot_loss(history, path, *, held_out=None, unigram=None, title=None, unit="n
         ax.plot(steps[window - 1 :], smooth, color="C0", label=f"running mean ({window} steps)")
     if unigram is not None:
         ax.axhline(unigram, color="C3", linestyle=":", label=f"unigram entropy {unigram:.2f}")
-    if held_out is not None:
+    if held_out_curve is not None and len(held_out_curve[0]):
+        eval_steps, eval_losses = held_out_curve
+        ax.plot(eval_steps, eval_losses, color="C2", marker="o", markersize=3,
+                label=f"held-out loss (last {eval_losses[-1]:.2f})")  # fmt: skip
+    elif held_out is not None:
         ax.axhline(held_out, color="C2", linestyle="--", label=f"held-out loss {held_out:.2f}")
     ax.set_xlabel("step")
     ax.set_ylabel(f"loss ({unit})")

@@ -85,17 +85,21 @@ def duration(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 
-def progress_callback(total: int, desc: str):
+def progress_callback(total: int, desc: str, initial: int = 0):
     """A tqdm bar for trainer.train's ``callback(step, loss, stats)``: loss, tokens/s, ETA.
 
-    Tokens/s counts the predicted tokens of each batch and leaves out the first step (which
-    compiles). The bar goes to stderr, so stdout holds only results.
+    Tokens/s and the ETA leave out the first step (which compiles): the ETA is the remaining
+    steps times the mean time per step since then (evaluations left out), so it is not absurd
+    at the first step; ``callback.exclude(seconds)`` leaves out time spent between steps (an
+    evaluation). ``initial``: steps already done (a resumed run). The bar goes to stderr,
+    so stdout holds only results.
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True,
-               mininterval=0.5, smoothing=0.1)  # fmt: skip
-    state = {"t0": None, "tokens": 0.0}
+    bar = tqdm(total=total, initial=initial, desc=desc, unit="step", file=sys.stderr,
+               dynamic_ncols=True, mininterval=0.5,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")  # fmt: skip
+    state = {"t0": None, "tokens": 0.0, "steps": 0, "excluded": 0.0}
 
     def callback(step, loss, stats):
         loss = float(loss)  # waits for the step: the rate is honest
@@ -104,11 +108,22 @@ def progress_callback(total: int, desc: str):
             state["t0"] = now  # after the first (compiling) step
         else:
             state["tokens"] += float(stats.n_targets)
-        elapsed = now - state["t0"]
+            state["steps"] += 1
+        elapsed = now - state["t0"] - state["excluded"]
         rate = state["tokens"] / elapsed if elapsed > 0 else 0.0
-        bar.set_postfix_str(f"loss {loss:.3f}, {rate:,.0f} tok/s", refresh=False)
+        eta = (
+            f"ETA {duration((total - step) * elapsed / state['steps'])}"
+            if state["steps"]
+            else "ETA after the first step (it compiles)"
+        )
+        bar.set_postfix_str(f"{eta}, loss {loss:.3f}, {rate:,.0f} tok/s", refresh=False)
         bar.update(1)
 
+    def exclude(seconds):  # time spent between steps (an evaluation) is not training time
+        if state["t0"] is not None:
+            state["excluded"] += seconds
+
+    callback.exclude = exclude
     return bar, callback
 
 
@@ -159,12 +174,13 @@ def load_lm(path):
     return checkpoint, tokenizer, ACTIVATIONS[name], float(checkpoint.extra.get("eps", EPS))
 
 
-def model_options(p, *, d_e, layers, heads, steps, batch_size, lr, warmup, weight_decay):
+def model_options(p, *, d_e, layers, heads, steps, batch_size, lr, warmup, weight_decay,
+                  steps_help="optimiser steps (default %(default)s)"):  # fmt: skip
     p.add_argument("--d-e", type=int, default=d_e, help="embedding width d_e (default %(default)s)")
     p.add_argument("--layers", type=int, default=layers, help="layers L (default %(default)s)")
     p.add_argument("--heads", type=int, default=heads, help="heads H (default %(default)s)")
     p.add_argument("--d-mlp", type=int, default=None, help="MLP width d_mlp (default 4 d_e)")
-    p.add_argument("--steps", type=int, default=steps, help="optimiser steps (default %(default)s)")
+    p.add_argument("--steps", type=int, default=steps, help=steps_help)
     p.add_argument("--batch-size", type=int, default=batch_size,
                    help="sequences per step (default %(default)s)")  # fmt: skip
     p.add_argument("--lr", type=float, default=lr, help="peak learning rate (default %(default)s)")

@@ -37,11 +37,11 @@ import argparse
 import os
 import sys
 
-from . import attention, benchmark, check, mlm, sample, seq2seq, train
+from . import attention, benchmark, check, compile_cache, info, mlm, sample, seq2seq, train
 from .common import PROG
 
 # The commands, in the order --help lists them: each module has register(sub) and run(args).
-COMMANDS = [train, sample, attention, seq2seq, mlm, benchmark, check]
+COMMANDS = [train, sample, attention, seq2seq, mlm, info, benchmark, check]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
+    for command_parser in sub.choices.values():
+        compile_cache.add_option(command_parser)  # --no-compile-cache on every command
     return parser
 
 
@@ -63,6 +65,8 @@ def one_line(error: BaseException) -> str:
 def main(argv=None) -> int:
     """Entry point of ``formal-algorithms``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if argv is None:  # the real entry point: JAX's persistent compilation cache, unless off
+        compile_cache.setup(args)
     try:
         return args.run(args)
     except (ValueError, TypeError, OSError) as error:  # FileNotFoundError is an OSError
