@@ -1,0 +1,81 @@
+"""What the encoder families share: Algorithm 9's lines 1-9 with BERT's embedding extras.
+
+Algorithm 9 lines 1-3 embed, ``X[:, t] ← W_e[:, x[t]] + W_p[:, t]``; BERT and ALBERT add a
+token-type (segment) column ``W_tt[:, s[t]]`` and normalise each embedding column
+(``layer_norm(· | γ_emb, β_emb)``) before line 4. Lines 4-8 are the paper's Post-LN layers
+(:func:`formal_algorithms.paper.architectures.post_ln_layer`), unchanged.
+
+Arrays are read from checkpoints with Hugging Face's names by :func:`linear`, :func:`norm` and
+:func:`heads`: an ``nn.Linear`` weight is ``(d_out, d_in)``, the paper's ``W`` as it is, and the
+rows of a query/key/value projection are the heads in order.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..paper.architectures import Layer, post_ln_layer
+from ..paper.attention import MHAttentionParams
+from ..paper.checks import check_tokens, fail
+from ..paper.embeddings import embed
+from ..paper.normalisation import layer_norm_columns
+
+
+def embed_with_segments(x, W_e, W_p, W_tt, gamma_emb, beta_emb, eps, token_type_ids=None):
+    """Lines 1-3 of Algorithm 9 plus BERT's extras: ``LN(W_e[:, x] + W_p[:, :ℓ] + W_tt[:, s])``."""
+    X = embed(x, W_e, W_p)  # lines 1-3
+    s = jnp.zeros(x.shape[0], jnp.int32) if token_type_ids is None else jnp.asarray(token_type_ids)
+    X = X + W_tt[:, s]  # BERT: the segment embedding of each token
+    X = layer_norm_columns(X, gamma_emb, beta_emb, eps)  # BERT: LayerNorm of the embeddings
+    return X
+
+
+def post_ln_stack(X, layers, activation, eps, Mask=None):
+    """Lines 4-8 of Algorithm 9 (``Mask ≡ 1`` unless given): the paper's Post-LN layers."""
+    for layer in layers:  # line 4
+        X = post_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8
+    return X
+
+
+def check_sequence(algorithm, x, N_V, ell_max):
+    """A token sequence for an encoder: 1-D integer ids in [0, N_V), at most ℓ_max long."""
+    check_tokens(algorithm, "x", x, N_V, ell_max)
+    return jnp.asarray(x)
+
+
+class StateDict:
+    """Arrays by Hugging Face name, converted to the paper's orientation on request."""
+
+    def __init__(self, arrays: dict, where: str, dtype=jnp.float32):
+        self.arrays, self.where, self.dtype = arrays, where, dtype
+
+    def __call__(self, name):
+        if name not in self.arrays:
+            fail(self.where, "checkpoint", f"has no tensor {name!r}")
+        return jnp.asarray(np.asarray(self.arrays[name]), self.dtype)
+
+    def linear(self, prefix):
+        """``(W, b)`` of an ``nn.Linear``: W is ``(d_out, d_in)``, the paper's orientation."""
+        return self(prefix + ".weight"), self(prefix + ".bias")
+
+    def norm(self, prefix):
+        """``(γ, β)`` of an ``nn.LayerNorm``."""
+        return self(prefix + ".weight"), self(prefix + ".bias")
+
+    def heads(self, prefix, H):
+        """``(W, b)`` of a query/key/value ``nn.Linear`` split into H heads: ``(H, d, d_in)``."""
+        W, b = self.linear(prefix)
+        return W.reshape(H, -1, W.shape[1]), b.reshape(H, -1)
+
+
+def bert_layer(sd: StateDict, p: str, H: int, *, attention: str, output: str, ffn: str,
+               ffn_out: str, norm1: str, norm2: str) -> Layer:  # fmt: skip
+    """One Post-LN :class:`~formal_algorithms.Layer` from a BERT-style checkpoint: ``p`` is the
+    layer's prefix, the keyword arguments name its submodules (BERT and ALBERT differ)."""
+    W = MHAttentionParams(
+        *sd.heads(f"{p}{attention}.query", H), *sd.heads(f"{p}{attention}.key", H),
+        *sd.heads(f"{p}{attention}.value", H), *sd.linear(p + output),
+    )  # fmt: skip
+    return Layer(W, *sd.norm(p + norm1), *sd.norm(p + norm2), *sd.linear(p + ffn),
+                 *sd.linear(p + ffn_out))  # fmt: skip

