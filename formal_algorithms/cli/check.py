@@ -77,6 +77,6 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the inputs and of sampling")
     p.add_argument("--length", type=int, default=8, help="tokens per test sequence (default 8)")
     p.add_argument("--atol", type=float, default=1e-4,
-                   help="tolerance, times max(1, max |logit|) (default %(default)g)")  # fmt: skip
+                   help="tolerance relative to the largest |logit| (default %(default)g)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run)

@@ -603,7 +603,8 @@ class _FunctionModel(TokenModel):
         import jax
         import jax.numpy as jnp
 
-        J = jax.jacrev(lambda E: self._project(E, jnp.asarray(r, E.dtype)))(jnp.asarray(E))
+        E = jnp.asarray(E)
+        J = jax.jit(jax.jacrev(lambda E: self._project(E, jnp.asarray(r, E.dtype))))(E)
         return np.abs(np.asarray(J, np.float64)).sum(-1)  # (ℓ_out, ℓ_in)
 
     def _fd_influence(self, E, r):
