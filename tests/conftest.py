@@ -21,6 +21,9 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The command line's persistent compilation cache stays out of the user's cache directory
+# (tests/tools/test_cli_startup.py turns it on in a temporary one).
+os.environ.setdefault("FA_NO_COMPILE_CACHE", "1")
 
 
 def _xla_accepts(flag: str) -> bool:

@@ -3,6 +3,7 @@ AdamW, report held-out loss, write a checkpoint and a loss plot, print a sample 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import pathlib
@@ -89,15 +90,11 @@ def run(args) -> int:
         f"{args.lr:g}, warmup + cosine decay, clip 1.0; held-out evaluation every {eval_every} "
         "steps (the first step compiles)")  # fmt: skip
 
-    from ..practice.trainer import make_optimizer
-
-    optimizer = make_optimizer(
-        args.lr, N_steps=args.steps, warmup_steps=min(args.warmup, args.steps // 2),
-        weight_decay=args.weight_decay, clip_norm=1.0,
-    )  # fmt: skip
+    optimizer = make_optimizer(args.lr, args.steps, min(args.warmup, args.steps // 2),
+                               args.weight_decay)  # fmt: skip
     unigram = unigram_entropy(data)
     config = {k: getattr(args, k) for k in CONFIG_KEYS}
-    config.update(d_mlp=d_mlp)
+    config.update(d_mlp=d_mlp, eval_every=eval_every, early_stop=args.early_stop)
     record = dict(tokenizer=tokenizer.to_dict(), config=config, corpus=source,
                   text_sha256=text_sha256, unigram_entropy=unigram, evals=[])  # fmt: skip
     if resumed is None:
@@ -167,6 +164,16 @@ CONFIG_KEYS = ("steps", "batch_size", "ell_max", "d_e", "layers", "heads", "d_ml
                "warmup", "weight_decay", "seed", "tokenizer", "vocab_size", "text")  # fmt: skip
 
 
+@functools.lru_cache(maxsize=8)
+def make_optimizer(lr, steps, warmup, weight_decay):
+    """The trainer's AdamW with warmup + cosine decay and clipping at 1.0; one object per setting
+    in a process, so that a run resumed in the same process reuses the compiled step."""
+    from ..practice.trainer import make_optimizer
+
+    return make_optimizer(lr, N_steps=steps, warmup_steps=warmup, weight_decay=weight_decay,
+                          clip_norm=1.0)  # fmt: skip
+
+
 def epoch_count(steps: int, n_sequences: int, batch_size: int) -> str:
     """How many passes over the data ``steps`` make, as the trainer takes them: an epoch is
     ``ceil(N / batch_size)`` steps (its last batch may be short), e.g. "3 epochs", "2.5 epochs"."""
@@ -229,6 +236,9 @@ def load_run(args):
     steps = args.steps
     for k in CONFIG_KEYS:
         setattr(args, k, config[k])
+    for k in ("eval_every", "early_stop"):  # the run's own unless given now
+        if getattr(args, k) is None:
+            setattr(args, k, config.get(k))
     done = int(checkpoint.extra["step"])
     if steps is not None and steps != config["steps"]:
         if steps <= done:
