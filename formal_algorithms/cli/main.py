@@ -37,11 +37,23 @@ import argparse
 import os
 import sys
 
-from . import attention, benchmark, check, compile_cache, info, mlm, sample, seq2seq, train
+from . import (
+    attention,
+    benchmark,
+    chat,
+    check,
+    compile_cache,
+    info,
+    mlm,
+    sample,
+    seq2seq,
+    trace,
+    train,
+)
 from .common import PROG
 
 # The commands, in the order --help lists them: each module has register(sub) and run(args).
-COMMANDS = [train, sample, attention, seq2seq, mlm, info, benchmark, check]
+COMMANDS = [train, sample, attention, trace, seq2seq, mlm, info, benchmark, check, chat]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -242,9 +242,16 @@ def _cached_attention(W: MHAttentionParams, X, start, K_l, V_l, rope_base):
     Q = Q.reshape(G, H // G, d_attn, n)  # head h = g · H/G + r uses key/value set g
     S = jnp.einsum("gta,gran->tgrn", K_l, Q) / math.sqrt(d_attn)  # line 4, context axis first
     Mask = causal_mask(jnp.arange(K_l.shape[1]), pos)[:, None, None, :]  # [[t_z ≤ t_x]]
-    A = softmax(S, jnp.broadcast_to(Mask, S.shape))  # lines 5-6: softmax over the context
+    A = column_softmax(S, Mask)  # lines 5-6: softmax over the context
     Y = jnp.einsum("gtm,tgrn->grmn", V_l, A.astype(V_l.dtype))  # line 6, every head
     return W.W_o @ Y.reshape(-1, n), K_l, V_l  # Alg 5 lines 3-4 (bias-free)
+
+
+def column_softmax(S, Mask):
+    """Eq. 2's softmax over axis 0 (the context) of an array with more axes (heads, columns):
+    the paper's :func:`~formal_algorithms.softmax` on its ``(ℓ_z, ·)`` matrix view."""
+    Mask = jnp.broadcast_to(Mask, S.shape).reshape(S.shape[0], -1)
+    return softmax(S.reshape(S.shape[0], -1), Mask).reshape(S.shape)
 
 
 def _cached_block(tokens, start, stacked: LlamaLayer, W_e, gamma, W_u, cache, rope_base, eps):
@@ -284,7 +291,7 @@ def _cached_column(token, t, stacked: LlamaLayer, W_e, gamma, W_u, cache, rope_b
         q = q.T.reshape(G, H // G, d_attn)
         s = jnp.einsum("gta,gra->tgr", K_l, q) / math.sqrt(d_attn)  # qᵀk_t' for cached t'
         mask = (jnp.arange(K_l.shape[1]) <= t)[:, None, None]  # [[t' ≤ t]]
-        alpha = softmax(s, jnp.broadcast_to(mask, s.shape))  # line 4
+        alpha = column_softmax(s, mask)  # line 4
         y = jnp.einsum("tgr,gtm->grm", alpha.astype(V_l.dtype), V_l)  # line 5, every head
         e = e + W.W_o @ y.reshape(-1)  # line 6 (Alg 5 lines 3-4)
         e_tilde = rms_norm(e, layer.gamma2, eps)  # line 7

