@@ -257,3 +257,18 @@ def test_cli_trace_errors_are_one_line(args, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("formal-algorithms: error: "), err
     assert re.search(message, err[0]), err[0]
+
+
+def test_trace_benchmark_runs():
+    """The cost benchmark's three runs, on the tiny model (the default model is for the report)."""
+    from formal_algorithms.benchmark import trace as bench
+
+    model = dict(N_V=99, ell_max=16, **TINY)
+    lines = []
+    r = bench.run(rounds=1, model=model, prompt_length=6, log=lines.append)
+    assert set(r["median_s"]) == {"eager", "traced", "jit"}
+    assert r["records"] == len(trace(d_transformer, jnp.zeros(6, jnp.int32), tiny_model(99)))
+    assert r["ratio_traced_over_eager"] == r["median_s"]["traced"] / r["median_s"]["eager"] > 0
+    assert "traced / eager = " in lines[0]
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        bench.run(rounds=0, model=model)
