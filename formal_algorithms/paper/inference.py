@@ -47,16 +47,19 @@ from .architectures import (
     ed_decode_logits,
     ed_encode,
 )
-from .checks import check_count, check_key, check_tokens, fail
+from .checks import check_count, check_key, check_token_dtype, check_tokens, concrete, fail
 from .functions import gelu
 from .normalisation import EPS
 
 D_INFERENCE = "DInference (Algorithm 14)"
 ED_INFERENCE = "EDInference (Algorithm 15)"
+SAMPLE_TOKEN = "sample_token (Algorithm 14 line 5, Algorithm 15 line 6)"
 
 
 def special_tokens(N_V: int) -> dict:
     """The paper's special tokens at the top of V, 0-based: mask, bos, eos = N_V − 3, N_V − 2, N_V − 1."""
+    if check_count("special_tokens", "N_V", N_V) < 3:
+        fail("special_tokens", "N_V", f"= {N_V} must be at least 3 (mask, bos, eos)")
     return dict(mask_token=N_V - 3, bos_token=N_V - 2, eos_token=N_V - 1)
 
 
@@ -86,7 +89,21 @@ def sample_token(key, logits, tau):
     ``tau == 0`` takes the argmax (lowest index among exact ties), ``tau == inf`` draws uniformly
     over V, any other τ > 0 draws by Gumbel-max (``jax.random.categorical``). Validate τ first with
     :func:`check_tau`. Returns a 0-d int32 token id.
+
+    Logits holding NaN or +∞, or −∞ everywhere, define no distribution. On concrete input that
+    (and a τ outside [0, ∞]) raises ``ValueError``; under ``jit``/``vmap``, where values cannot be
+    checked, the token is ``-1``, an id no vocabulary has, which every caller in this library
+    (Algorithms 14, 15, the cached forms, the command line) checks on the host and reports with
+    :func:`check_sampled`.
     """
+    if jnp.ndim(logits) != 1:
+        fail(SAMPLE_TOKEN, "logits", f"must be one column (N_V,), got shape {jnp.shape(logits)}")
+    check_key(SAMPLE_TOKEN, key)
+    if not isinstance(tau, jax.core.Tracer):
+        check_tau(SAMPLE_TOKEN, tau)
+    values = concrete(logits)
+    if values is not None and not _has_distribution(values):
+        fail(SAMPLE_TOKEN, "logits", f"hold {_what_is_wrong(values)}: no distribution to sample")
     tau = jnp.asarray(tau, logits.dtype)
     # Shift by the max first: (logits − max)/τ is ≤ 0, finite or −inf for every τ > 0, so no
     # overflow and no inf − inf; the shift is constant over the column and cancels in q.
@@ -94,7 +111,43 @@ def sample_token(key, logits, tau):
     safe_tau = jnp.where(tau == 0, 1, tau)
     scores = jnp.where(jnp.isinf(tau), 0, (logits - jnp.max(logits)) / safe_tau)
     y = jax.random.categorical(key, scores)  # Gumbel-max: argmax(scores + Gumbel noise)
-    return jnp.where(tau == 0, jnp.argmax(logits), y).astype(jnp.int32)  # τ → 0: the argmax
+    y = jnp.where(tau == 0, jnp.argmax(logits), y)  # τ → 0: the argmax
+    no_distribution = jnp.any(jnp.isnan(logits) | jnp.isposinf(logits)) | jnp.all(
+        jnp.isneginf(logits)
+    )
+    return jnp.where(no_distribution, -1, y).astype(jnp.int32)
+
+
+def _has_distribution(logits) -> bool:
+    return not (np.isnan(logits).any() or np.isposinf(logits).any() or np.isneginf(logits).all())
+
+
+def _what_is_wrong(logits) -> str:
+    if np.isnan(logits).any():
+        return "NaN"
+    return "+inf" if np.isposinf(logits).any() else "-inf in every entry"
+
+
+def check_sampled(algorithm: str, y, step, theta=None) -> None:
+    """Raise if a concrete sampled token is ``-1`` (:func:`sample_token` found no distribution):
+    the logits of that step held NaN or ±∞, which names θ (its first non-finite leaf, if any)."""
+    values = concrete(y)
+    if values is None or not np.any(values < 0):
+        return
+    leaf = first_non_finite(theta) if theta is not None else None
+    cause = f"{leaf} is not finite" if leaf else "the logits overflowed (θ itself is finite)"
+    fail(algorithm, "theta", f"gave logits with NaN or infinities at step {step}, so there is no "
+         f"distribution to sample from: {cause}")  # fmt: skip
+
+
+def first_non_finite(tree, prefix="theta"):
+    """The path of the first leaf of ``tree`` holding NaN or ±∞ (``None`` if all are finite)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        values = concrete(leaf)
+        if values is not None and np.issubdtype(values.dtype, np.inexact):
+            if not np.isfinite(values).all():
+                return prefix + jax.tree_util.keystr(path)
+    return None
 
 
 def step_key(key, i):
@@ -133,6 +186,7 @@ def d_inference(x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, window=F
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
     x = jnp.asarray(x)
     check_tokens(D_INFERENCE, "x", x, N_V, None if window else ell_max)
+    check_token_dtype(D_INFERENCE, "x", x, N_V)
     check_key(D_INFERENCE, key)
     ell_gen = check_count(D_INFERENCE, "ell_gen", ell_gen)
     tau = check_tau(D_INFERENCE, tau)
@@ -150,6 +204,7 @@ def d_inference(x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, window=F
     for i in range(ell_gen):  # line 2 (i is the paper's i − 1)
         x_in = x[-ell_max:] if window else x  # the sliding window, when asked for
         y = d_step(_device(x_in), theta, step_key(key, i), tau, activation=activation, eps=eps)
+        check_sampled(D_INFERENCE, y, i, theta)  # -1: the logits had no distribution
         x = _append(x, y)  # line 6: x ← [x, y]
     y = x[ell:]  # line 8: y = x[ℓ+1 : ℓ+ℓ_gen] (1-based)
     return y.astype(dtype) if isinstance(y, jax.core.Tracer) else jnp.asarray(y.astype(dtype))
@@ -185,7 +240,8 @@ def _ed_encode(z, theta, *, eps):
 
 @functools.partial(jax.jit, static_argnames=("eps",))
 def _ed_step(Z, x_hat, theta, key, tau, *, eps):
-    """Lines 10-21 of Alg 8 on the current ``x̂`` (one executable per length), last column, sample."""
+    """Lines 4-6 of Alg 15: Algorithm 8 on the current ``x̂`` (one executable per length), its
+    last column, one sample."""
     P_col = ed_decode_logits(x_hat, Z, theta, eps=eps)[:, -1]  # lines 4-5
     return sample_token(key, P_col, tau)  # line 6
 
@@ -228,6 +284,7 @@ def ed_inference(z, theta: EDTransformerParams, key, *, tau=1.0, max_length=None
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
     z = jnp.asarray(z)
     check_tokens(ED_INFERENCE, "z", z, N_V, ell_max)
+    check_token_dtype(ED_INFERENCE, "z", z, N_V)
     check_key(ED_INFERENCE, key)
     tau = check_tau(ED_INFERENCE, tau)
     max_length = check_max_length(ED_INFERENCE, max_length, ell_max)
@@ -244,5 +301,6 @@ def ed_inference(z, theta: EDTransformerParams, key, *, tau=1.0, max_length=None
         # step, jitted apart from the decoder only so that it compiles once per length of z.
         Z = _ed_encode(z_int32, theta, eps=eps)
         y = int(_ed_step(Z, x_in, theta, step_key(key, i), tau, eps=eps))
+        check_sampled(ED_INFERENCE, y, i, theta)  # -1: the logits had no distribution
         x_hat.append(y)  # line 7
     return jnp.asarray(np.asarray(x_hat, z.dtype))  # line 9

@@ -60,13 +60,21 @@ from ..paper.architectures import (
     unembedding_matrix,
 )
 from ..paper.attention import MHAttentionParams, causal_mask
-from ..paper.checks import check_count, check_key, check_tokens, concrete, fail
+from ..paper.checks import (
+    check_count,
+    check_key,
+    check_token_dtype,
+    check_tokens,
+    concrete,
+    fail,
+)
 from ..paper.embeddings import embed
 from ..paper.functions import gelu, relu, softmax
 from ..paper.inference import (
     D_INFERENCE,
     ED_INFERENCE,
     check_max_length,
+    check_sampled,
     check_tau,
     sample_token,
     special_tokens,
@@ -168,7 +176,7 @@ def _cached_self_attention(W: MHAttentionParams, X, start, K_l, V_l):
 
 
 def _self_attention_column(W: MHAttentionParams, e, t, K_l, V_l):
-    """One column at position t: Algorithm 3 per head (single query) over the cached context.
+    """Algorithm 3 per head (single query) over the cached context: one column at position t.
 
     The same mathematics as :func:`_cached_self_attention` with n = 1, on vectors: XLA runs a
     matrix-vector product much faster than a matrix times a (d, 1) matrix on CPU.
@@ -217,6 +225,7 @@ def init_kv_cache_shapes(theta):
 
 
 def _d_block(tokens, start, theta, cache, activation, eps):
+    """Algorithm 10, lines 1-11 for the columns at start..start+n−1, keys and values cached."""
     X = _embed_at(tokens, start, theta)  # lines 1-3, at the true positions
     K, V = [], []
     for layer, K_l, V_l in zip(theta.layers, cache.K, cache.V, strict=True):  # line 4
@@ -232,6 +241,7 @@ def _d_block(tokens, start, theta, cache, activation, eps):
 
 
 def _d_column(token, t, theta, cache, activation, eps):
+    """Algorithm 10, lines 1-11 for the one column at position t (Algorithm 3 per head)."""
     e = theta.W_e[:, token] + jax.lax.dynamic_index_in_dim(theta.W_p, t, 1, False)  # eq. 1
     K, V = [], []
     for layer, K_l, V_l in zip(theta.layers, cache.K, cache.V, strict=True):  # line 4
@@ -271,7 +281,7 @@ def _d_generate(theta, prompt, ell, key, n_steps, tau, activation, eps):
     p = jax.lax.dynamic_index_in_dim(logits, ell - 1, axis=1, keepdims=False)  # P[:, ℓ−1]
     out = jnp.zeros(theta.W_p.shape[1], jnp.int32)
 
-    def step(i, carry):  # one pass of lines 2-6: sample y_i, then the next column of P
+    def step(i, carry):  # lines 2-6, one pass: sample y_i, then the next column of P
         p, cache, out = carry
         y = sample_token(step_key(key, i), p, tau)  # line 5
         out = out.at[i].set(y)  # line 6
@@ -303,6 +313,7 @@ def _check_d(theta, prompts, ell_gen, tau):
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
     for name, x in prompts:
         check_tokens(D_INFERENCE, name, x, N_V, ell_max)
+        check_token_dtype(D_INFERENCE, name, x, N_V)
     ell_gen = check_count(D_INFERENCE, "ell_gen", ell_gen)
     longest = max(np.shape(x)[0] for _, x in prompts)
     if longest + ell_gen - 1 > ell_max:
@@ -314,6 +325,16 @@ def _check_d(theta, prompts, ell_gen, tau):
             f"ell_gen (the cached form has no sliding window)",
         )
     return ell_gen, check_tau(D_INFERENCE, tau)
+
+
+def _first_bad(out, b=None) -> str:
+    """Where the first ``-1`` (no distribution, see :func:`sample_token`) is, for the message."""
+    where = np.argwhere(np.asarray(out) < 0)
+    if not len(where):
+        return ""
+    *row, i = where[0].tolist()
+    row = row[0] if row else b
+    return f"{i}" + ("" if row is None else f" of sequence {row}")
 
 
 def _pad(sequences, length):
@@ -340,7 +361,9 @@ def d_inference_cached(x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, a
     prompt = _pad([x], length_bucket(x.shape[0], ell_max))[0]
     out = _d_generate_one(theta, prompt, x.shape[0], key, ell_gen, tau, activation=activation,
                           eps=eps)  # fmt: skip
-    return jnp.asarray(np.asarray(out)[:ell_gen].astype(x.dtype))
+    out = np.asarray(out)[:ell_gen]
+    check_sampled(D_INFERENCE, out, _first_bad(out), theta)  # -1: no distribution to sample
+    return jnp.asarray(out.astype(x.dtype))
 
 
 def d_inference_cached_batch(prompts, theta: DTransformerParams, keys, *, ell_gen, tau=1.0,
@@ -364,7 +387,9 @@ def d_inference_cached_batch(prompts, theta: DTransformerParams, keys, *, ell_ge
     ells = np.asarray([x.shape[0] for x in xs], np.int32)
     out = _d_generate_batch(theta, padded, ells, keys, ell_gen, tau, activation=activation,
                             eps=eps)  # fmt: skip
-    return jnp.asarray(np.asarray(out)[:, :ell_gen])
+    out = np.asarray(out)[:, :ell_gen]
+    check_sampled(D_INFERENCE, out, _first_bad(out), theta)
+    return jnp.asarray(out)
 
 
 def _check_keys(algorithm, keys, B):
@@ -405,6 +430,7 @@ def ed_cross_cache(Z, theta: EDTransformerParams, valid=None) -> CrossCache:
 
 
 def _ed_block(tokens, start, theta, cache, cross, eps):
+    """Algorithm 8, lines 10-21 for the columns at start..start+n−1, keys and values cached."""
     X = _embed_at(tokens, start, theta)  # lines 10-12, at the true positions
     n = tokens.shape[0]
     K, V = [], []
@@ -445,7 +471,7 @@ def _ed_generate(theta, z, ell_z, key, max_length, tau, eps):
         i, _, _, done = carry
         return jnp.logical_not(done) & (i + 1 < max_length)
 
-    def step(carry):  # x̂ has i + 1 tokens; feed x̂[i] at position i, sample x̂[i+1]
+    def step(carry):  # lines 3-7, one pass: x̂ has i + 1 tokens; feed x̂[i] at i, sample x̂[i+1]
         i, cache, out, _ = carry
         token = jax.lax.dynamic_slice_in_dim(out, i, 1)
         logits, cache = _ed_block(token, i, theta, cache, cross, eps)  # lines 4-5
@@ -478,6 +504,7 @@ def _check_ed(theta, contexts, tau, max_length):
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
     for name, z in contexts:
         check_tokens(ED_INFERENCE, name, z, N_V, ell_max)
+        check_token_dtype(ED_INFERENCE, name, z, N_V)
     return check_tau(ED_INFERENCE, tau), check_max_length(ED_INFERENCE, max_length, ell_max)
 
 
@@ -490,7 +517,9 @@ def ed_inference_cached(z, theta: EDTransformerParams, key, *, tau=1.0, max_leng
     check_key(ED_INFERENCE, key)
     padded = _pad([z], length_bucket(z.shape[0], theta.W_p.shape[1]))[0]
     out, length = _ed_generate_one(theta, padded, z.shape[0], key, max_length, tau, eps=eps)
-    return jnp.asarray(np.asarray(out)[: int(length)].astype(z.dtype))
+    out = np.asarray(out)[: int(length)]
+    check_sampled(ED_INFERENCE, out, _first_bad(out), theta)
+    return jnp.asarray(out.astype(z.dtype))
 
 
 def ed_inference_cached_batch(contexts, theta: EDTransformerParams, keys, *, tau=1.0,
@@ -511,4 +540,8 @@ def ed_inference_cached_batch(contexts, theta: EDTransformerParams, keys, *, tau
     ell_zs = np.asarray([z.shape[0] for z in zs], np.int32)
     out, lengths = _ed_generate_batch(theta, padded, ell_zs, keys, max_length, tau, eps=eps)
     out, lengths = np.asarray(out), np.asarray(lengths)
+    for b in range(len(zs)):
+        check_sampled(
+            ED_INFERENCE, out[b, : lengths[b]], _first_bad(out[b, : lengths[b]], b), theta
+        )
     return [jnp.asarray(out[b, : lengths[b]]) for b in range(len(zs))]

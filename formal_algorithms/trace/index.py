@@ -36,6 +36,7 @@ class FunctionIndex(NamedTuple):
     statements: tuple[Statement, ...]
     by_line: dict  # physical line -> Statement
     filename: str
+    def_lines: tuple[int, ...]  # the lines its `def` comment names (a loop body called per pass)
 
 
 def parse_lines(comment: str) -> tuple[int, ...] | None:
@@ -163,16 +164,18 @@ def _index_function(node, comments, full_line, source_lines, filename):
         statements.append(
             Statement(stmt.lineno, end, lines, _kind(stmt), _target(stmt), body, code)
         )
-    if not statements:
-        return None
+    algorithm = docstring_algorithm(ast.get_docstring(node))
+    if not statements and algorithm is None:
+        return None  # neither lines nor an algorithm: the trace passes it by
     by_line = {}
     for s in statements:
         for n in range(s.start, s.end + 1):
             by_line[n] = s
     return FunctionIndex(
         node.name,
-        docstring_algorithm(ast.get_docstring(node)),
+        algorithm,
         tuple(statements),
         by_line,
         filename,
+        default or (),
     )

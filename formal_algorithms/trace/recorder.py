@@ -58,6 +58,7 @@ class _Frame:
         "pending",
         "counters",
         "current",
+        "calls",
     )
 
     def __init__(self, index, algorithm, prefix, vector, carry=None):
@@ -69,6 +70,7 @@ class _Frame:
         self.pending: Statement | None = None
         self.counters: dict[int, int] = {}  # loop statement start -> 1-based iteration
         self.current: Statement | None = None
+        self.calls: dict = {}  # code object -> how often this frame called it (loop passes)
 
 
 def _label(lines) -> str:
@@ -148,6 +150,18 @@ class Recorder:
             vector, carry = vector + new_vector, {}
         else:  # a helper (or the same algorithm again): transparent, its indices carried down
             carry.update(fixed)
+        # A function whose `def` names a loop's line is that loop's body, called once per pass
+        # (the body of lax.fori_loop / while_loop): count the passes.
+        for n in index.def_lines:
+            var = pseudocode.loop_variable(algorithm, n)
+            if var:
+                key = (
+                    index.filename,
+                    index.name,
+                    index.statements[0].start if index.statements else 0,
+                )
+                parent.calls[key] = parent.calls.get(key, 0) + 1
+                carry[var] = parent.calls[key]
         return _Frame(index, algorithm, prefix, vector, carry)
 
     def _local(self, frame, event, arg):
