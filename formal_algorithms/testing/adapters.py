@@ -530,7 +530,7 @@ def _load_hf(path, kind, torch_dtype):
 class _FunctionModel(TokenModel):
     def __init__(self, fn, where, *, batched, kind, vocab_size, pad_token_id, special_ids,
                  max_length, output, positions, name, embed, from_embeddings, framework,
-                 columns=False):  # fmt: skip
+                 columns=False, cached=None):  # fmt: skip
         if not callable(fn):
             _bad(where, "fn", f"must be callable, got {type(fn).__name__}", TypeError)
         if (embed is None) != (from_embeddings is None):
@@ -547,6 +547,9 @@ class _FunctionModel(TokenModel):
         if kind == "seq2seq" and "z" not in accepted:
             _bad(where, "fn", "must take the context as z= for kind='seq2seq'", TypeError)
         self.embed, self.from_embeddings = embed, from_embeddings
+        if cached is not None and not callable(cached):
+            _bad(where, "cached", f"must be callable, got {type(cached).__name__}", TypeError)
+        self.cached, self.has_cache = cached, cached is not None
         if embed is not None:
             self.gradient = "jax.jacrev" if framework == "jax" else "finite differences"
 
@@ -575,6 +578,18 @@ class _FunctionModel(TokenModel):
             one = {k: v[b] for k, v in kwargs.items()}
             rows.append(self._call_one(self.fn, x[b], one))
         return np.stack(rows)
+
+    def _cached_forward(self, x, cache, z, z_mask):
+        if self.cached is None:
+            raise NotSupported(f"{self.name} has no cache (give cached=)")
+        states = [None] * x.shape[0] if cache is None else cache
+        outs, new = [], []
+        for b in range(x.shape[0]):
+            kw = {} if z is None else {"z": np.asarray(z)[b]}
+            out, state = self.cached(x[b], states[b], **kw)
+            outs.append(np.asarray(out).T if self.columns else np.asarray(out))
+            new.append(state)
+        return np.stack(outs), new
 
     def _influence(self, x, attention_mask, position_ids, z, z_mask):
         if self.embed is None:
@@ -624,12 +639,13 @@ class _FunctionModel(TokenModel):
 
 def _function_model(fn, where, framework, *, vocab_size, kind="causal", batched=True,
                     pad_token_id=0, special_ids=(), max_length=None, output="logits",
-                    positions=None, name=None, embed=None, from_embeddings=None, columns=False):  # fmt: skip
+                    positions=None, name=None, embed=None, from_embeddings=None, columns=False,
+                    cached=None):  # fmt: skip
     return _FunctionModel(
         fn, where, batched=batched, kind=kind, vocab_size=vocab_size, pad_token_id=pad_token_id,
         special_ids=special_ids, max_length=max_length, output=output, positions=positions,
         name=name, embed=embed, from_embeddings=from_embeddings, framework=framework,
-        columns=columns,
+        columns=columns, cached=cached,
     )  # fmt: skip
 
 
@@ -640,8 +656,10 @@ def from_callable(fn, *, vocab_size: int, **options) -> TokenModel:
 
     Gradients, when ``embed(ids (ℓ,)) → E (ℓ, d)`` and ``from_embeddings(E) → (ℓ, N_V)`` split the
     model at its embedding: central finite differences (:meth:`TokenModel.influence`).
+    A cache, when ``cached(new_ids (n,), state) → (logits (n, N_V), state)`` decodes one example's
+    next n tokens after those its opaque ``state`` holds (``state`` is None at the start).
     Options: ``kind``, ``batched``, ``pad_token_id``, ``special_ids``, ``max_length``, ``output``,
-    ``positions``, ``name``, ``embed``, ``from_embeddings``.
+    ``positions``, ``name``, ``embed``, ``from_embeddings``, ``cached``.
     """
     return _function_model(fn, "from_callable", "callable", vocab_size=vocab_size, **options)
 
@@ -686,7 +704,9 @@ def from_paper(fn, *, N_V: int, kind: str = "causal", **options) -> TokenModel:
     """A function of this library's orientation, one sequence to columns: ``fn(x (ℓ,)) →
     (N_V, ℓ)``, e.g. ``lambda x: d_transformer_logits(x, theta)`` (Algorithm 10) or, with
     ``kind="seq2seq"``, ``lambda x, z: ed_transformer_logits(z, x, theta)``. ``embed``/
-    ``from_embeddings`` may split it (``E`` is then ``(d_e, ℓ)``, the paper's X; transposed here)."""
+    ``from_embeddings`` may split it (``E`` is then ``(d_e, ℓ)``, the paper's X; transposed here);
+    ``cached(new_x (n,), state) → (logits (N_V, n), state)`` gives it a cache (state None at
+    first), e.g. around :func:`~formal_algorithms.practice.cache.d_cached_logits`."""
     embed, from_embeddings = options.pop("embed", None), options.pop("from_embeddings", None)
     if embed is not None and from_embeddings is not None:
         inner_embed, inner_from = embed, from_embeddings

@@ -210,6 +210,46 @@ def test_the_papers_algorithm_10_through_from_paper_with_jax_gradients():
         C.check_causality(broken, length=5)
 
 
+def cached_paper_model(logits_fn, cached_logits_fn, new_cache, N_V, *, off_by=0):
+    """A JAX model of this library with its own cache: ``cached_logits_fn(tokens, start, cache)``
+    (``d_cached_logits``, ``llama_cached_logits``); ``off_by`` shifts the start position."""
+
+    step = jax.jit(cached_logits_fn, static_argnums=1)  # one program per (length, start)
+
+    def cached(tokens, state):
+        start, cache = (0, new_cache()) if state is None else state
+        shift = off_by if start else 0  # the prefill is right; the steps are off
+        logits, cache = step(jnp.asarray(tokens), start + shift, cache)
+        return logits, (start + len(tokens), cache)
+
+    return A.from_paper(jax.jit(logits_fn), N_V=N_V, cached=cached, max_length=12)
+
+
+def test_the_librarys_cached_decoders_pass_and_an_offset_cache_is_caught():
+    from formal_algorithms.families import llama as fl
+    from formal_algorithms.practice import cache as pc
+
+    theta = fa.init_d_transformer(
+        jax.random.key(1), N_V=12, ell_max=16, L=1, H=2, d_e=8, d_mlp=16, dtype=jnp.float64
+    )
+    llama = fl.init_llama(jax.random.key(2), N_V=12, L=1, H=2, G=1, d_e=8, d_mlp=16,
+                          dtype=jnp.float64)  # fmt: skip
+    models = {
+        "Algorithm 10": (lambda x: fa.d_transformer_logits(x, theta),
+                         lambda t, s, c: pc.d_cached_logits(t, s, theta, c),
+                         lambda: pc.init_kv_cache(theta)),
+        "Llama family": (lambda x: fl.llama_logits(x, llama),
+                         lambda t, s, c: fl.llama_cached_logits(t, s, llama, c),
+                         lambda: fl.init_llama_cache(llama, 16)),
+    }  # fmt: skip
+    for parts in models.values():  # few lengths: each compiles
+        assert "4 positions through the cache" in C.check_cache(
+            cached_paper_model(*parts, 12), length=4, new_tokens=2
+        )
+        with pytest.raises(C.ConformanceViolation, match="cache: the output at position 1"):
+            C.check_cache(cached_paper_model(*parts, 12, off_by=1), length=4, new_tokens=2)
+
+
 def numpy_model(leak):
     """A causal "model" in plain numpy: output t = W_u tanh(mean of e_1..e_t) + leak · e_{t+1}."""
     rng = np.random.default_rng(0)
