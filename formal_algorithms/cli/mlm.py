@@ -3,6 +3,7 @@ characters, scored against the most-frequent-character baseline."""
 
 from __future__ import annotations
 
+import pathlib
 import time
 
 import jax
@@ -11,7 +12,10 @@ import numpy as np
 
 from ..paper.architectures import e_transformer_logits, init_e_transformer
 from ..paper.tokenization import CharTokenizer, split_text
+from ..practice.checkpoint import save_checkpoint
 from .common import (
+    CHECKPOINT_NAME,
+    PROG,
     check_positive,
     chunks,
     duration,
@@ -21,6 +25,9 @@ from .common import (
     say,
     train_with_progress,
 )
+from .train import prepare_out_dir
+
+FAMILY = "masked-character model (Algorithms 9, 12)"
 
 
 def run(args) -> int:
@@ -31,6 +38,7 @@ def run(args) -> int:
     from ..practice.trainer import evaluate
 
     started = time.perf_counter()
+    out = prepare_out_dir(pathlib.Path(args.out), force=args.force)
     text, source = read_text(args.text)
     train_text, held_text = split_text(text, 0.1)
     tokenizer = CharTokenizer.from_text(text)
@@ -45,7 +53,7 @@ def run(args) -> int:
     say(f"model       ETransformer (Algorithm 9): L = {args.layers}, H = {args.heads}, "
          f"d_e = {args.d_e}, d_mlp = {d_mlp}; {n_params(theta) / 1e6:.2f} M parameters; "
          f"training: Algorithm 12's loss, {args.steps} AdamW steps")  # fmt: skip
-    theta, _ = train_with_progress(theta, data, key_train, args, "mlm", p_mask=args.p_mask)
+    theta, history = train_with_progress(theta, data, key_train, args, "mlm", p_mask=args.p_mask)
 
     result = evaluate(theta, held, key_eval, batch_size=args.batch_size, p_mask=args.p_mask)
     # The baseline on the very same masked positions (evaluate's masks: split(key, N)[n]):
@@ -79,6 +87,19 @@ def run(args) -> int:
             filled.append(tokenizer.decode([guess_x[t]], special="show") if masked[t] else c)
     for name, chars in (("text  ", text), ("masked", masked_text), ("filled", filled)):
         say(f"  {name} " + "".join(chars).replace("\n", "⏎"))
+    config = {k: getattr(args, k) for k in ("ell_max", "p_mask", "test_size", "steps",
+              "batch_size", "d_e", "layers", "heads", "lr", "warmup", "weight_decay", "seed")}  # fmt: skip
+    config.update(d_mlp=d_mlp, text=args.text)
+    path = save_checkpoint(
+        out / CHECKPOINT_NAME, theta, tokenizer=tokenizer.to_dict(),
+        extra={"family": FAMILY, "activation": "gelu", "corpus": source,
+               "task": f"recover masked characters (p_mask = {args.p_mask})", "config": config,
+               "step": args.steps, "status": "finished", "held_out_loss": float(result.loss),
+               "accuracy": float(result.accuracy), "baseline": baseline},
+        arrays={"loss_history": np.asarray(history, np.float32)},
+    )  # fmt: skip
+    say(f"wrote       {path}; try: {PROG} sample --checkpoint {path} --prompt 'th_ _ord' "
+        "(_ = a masked character)")  # fmt: skip
     say(f"done in {duration(time.perf_counter() - started)}")
     return 0
 
@@ -100,4 +121,8 @@ def register(sub) -> None:
     )
     model_options(p, d_e=64, layers=2, heads=4, steps=1000, batch_size=64, lr=3e-3, warmup=100,
                    weight_decay=0.01)  # fmt: skip
+    p.add_argument("--out", metavar="DIR", default=str(pathlib.Path("runs") / "mlm"),
+                   help="output directory of the checkpoint (default %(default)s)")  # fmt: skip
+    p.add_argument("--force", action="store_true",
+                   help="replace the run in --out (default: a new directory --out-2, -3, ...)")  # fmt: skip
     p.set_defaults(run=run)

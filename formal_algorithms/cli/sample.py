@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
+
 from ..paper.inference import check_tau
+from ..practice.checkpoint import load_checkpoint
 from ..practice.sampling import check_top_k, check_top_p
+from . import mlm, seq2seq
 from .common import (
     CHECKPOINT_NAME,
     DEFAULT_OUT,
     check_positive,
+    check_prompt,
     load_lm,
     sample_key,
     say,
@@ -16,13 +23,33 @@ from .common import (
 from .stream import stream_sample
 
 
+def checkpoint_family(path) -> str | None:
+    """The ``family`` a command wrote into a checkpoint's metadata, read from the safetensors
+    header alone (``None`` when there is none or the file is unreadable: the full load then
+    reports what is wrong)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n)) if 0 < n < 1 << 24 else {}
+        return json.loads(header["__metadata__"]["extra"]).get("family")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def run(args) -> int:
     check_positive(args, "length", "num_samples")
     tau = check_tau("--temperature", args.temperature)
     top_k = check_top_k("--top-k", args.top_k)
     top_p = check_top_p("--top-p", args.top_p)
     stop = unescape(args.stop) if args.stop else None
+    family = checkpoint_family(args.checkpoint)
+    if family in (seq2seq.FAMILY, mlm.FAMILY):
+        fill = reverse_sequence if family == seq2seq.FAMILY else fill_masks
+        for j in range(args.num_samples):
+            say(fill(args.checkpoint, args.prompt, sample_key(args.seed, j), tau, top_k, top_p))
+        return 0
     checkpoint, tokenizer, activation, eps = load_lm(args.checkpoint)
+    check_prompt(tokenizer, args.prompt)
     for j in range(args.num_samples):
         if args.num_samples > 1:
             say(f"--- sample {j + 1} of {args.num_samples} (seed {args.seed}, key {j})")
@@ -30,6 +57,58 @@ def run(args) -> int:
                       args.length, tau, activation, eps, top_k=top_k, top_p=top_p,
                       stop=stop)  # fmt: skip
     return 0
+
+
+def reverse_sequence(path, prompt, key, tau, top_k, top_p) -> str:
+    """A ``seq2seq`` checkpoint: Algorithm 15 on the symbols of ``prompt`` ("3 1 4")."""
+    from ..paper.inference import ed_inference
+
+    checkpoint = load_checkpoint(path, architecture="EDTransformer")
+    N_V = checkpoint.hyperparameters["N_V"]
+    try:
+        z = [int(v) for v in prompt.replace(",", " ").split()]
+    except ValueError:
+        z = None
+    if not z or min(z) < 0 or max(z) >= N_V - 3:
+        raise ValueError(
+            f"--prompt {prompt!r}: a seq2seq checkpoint reads symbols 0-{N_V - 4} separated by "
+            "spaces, e.g. --prompt '3 1 4'"
+        )
+    if top_k or top_p < 1:
+        raise ValueError("--top-k and --top-p apply to language-model checkpoints only")
+    x_hat = ed_inference(np.asarray(z, np.int32), checkpoint.theta, key, tau=tau)  # Algorithm 15
+    names = {N_V - 3: "<mask>", N_V - 2: "<bos>", N_V - 1: "<eos>"}
+    return " ".join(names.get(int(t), str(int(t))) for t in np.asarray(x_hat))
+
+
+def fill_masks(path, prompt, key, tau, top_k, top_p) -> str:
+    """An ``mlm`` checkpoint: every ``_`` of ``prompt`` is a masked character; Algorithm 9's
+    output at its position gives the character (each drawn with the sampling options)."""
+    from ..paper.architectures import e_transformer_logits
+    from ..paper.inference import step_key
+    from ..practice.bpe import tokenizer_from_dict
+    from ..practice.sampling import sample_token_filtered
+
+    checkpoint = load_checkpoint(path, architecture="ETransformer")
+    tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
+    if "_" not in prompt:
+        raise ValueError(f"--prompt {prompt!r}: mark the characters to fill with _, e.g. 'th_ c_t'")
+    ell_max = checkpoint.hyperparameters["ell_max"]
+    if len(prompt) + 1 > ell_max:
+        raise ValueError(f"--prompt is {len(prompt)} characters; this model reads at most "
+                         f"{ell_max - 1}")  # fmt: skip
+    x = [tokenizer.bos_token] + [
+        tokenizer.mask_token if c == "_" else int(tokenizer.encode(c)[0]) for c in prompt
+    ]  # fmt: skip
+    logits = np.asarray(e_transformer_logits(np.asarray(x, np.int32), checkpoint.theta))
+    out = []
+    for t, c in enumerate(prompt, start=1):
+        if c != "_":
+            out.append(c)
+            continue
+        y = sample_token_filtered(step_key(key, t), logits[:, t], tau, top_k, top_p)
+        out.append(tokenizer.decode([int(y)], special="show"))
+    return "".join(out)
 
 
 def register(sub) -> None:

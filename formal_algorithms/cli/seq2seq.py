@@ -3,6 +3,7 @@ sequences; greedy cached Algorithm 15 is scored by exact match on held-out seque
 
 from __future__ import annotations
 
+import pathlib
 import time
 
 import jax
@@ -10,7 +11,20 @@ import numpy as np
 
 from ..paper.architectures import init_ed_transformer
 from ..practice.cache import ed_inference_cached_batch
-from .common import check_positive, duration, model_options, n_params, say, train_with_progress
+from ..practice.checkpoint import save_checkpoint
+from .common import (
+    CHECKPOINT_NAME,
+    PROG,
+    check_positive,
+    duration,
+    model_options,
+    n_params,
+    say,
+    train_with_progress,
+)
+from .train import prepare_out_dir
+
+FAMILY = "sequence reversal (Algorithms 8, 11, 15)"
 
 
 def reversal_pairs(rng, n: int, n_symbols: int, max_len: int, exclude=frozenset()):
@@ -35,6 +49,7 @@ def reversal_pairs(rng, n: int, n_symbols: int, max_len: int, exclude=frozenset(
 def run(args) -> int:
     check_positive(args, "steps", "batch_size", "d_e", "layers", "heads", "symbols", "max_len")
     started = time.perf_counter()
+    out = prepare_out_dir(pathlib.Path(args.out), force=args.force)
     rng = np.random.default_rng(args.seed)
     n_sym, max_len = args.symbols, args.max_len
     train_pairs, seen = reversal_pairs(rng, args.train_size, n_sym, max_len)
@@ -69,6 +84,20 @@ def run(args) -> int:
         say(
             f"  z = {show(z):<{2 * max_len}} → x̂ = {show(xh)}  {'✓' if ok else '✗ want ' + show(x)}"
         )
+    config = {k: getattr(args, k) for k in ("symbols", "max_len", "train_size", "test_size",
+              "steps", "batch_size", "d_e", "layers", "heads", "lr", "warmup", "weight_decay",
+              "seed")}  # fmt: skip
+    config.update(d_mlp=d_mlp)
+    path = save_checkpoint(
+        out / CHECKPOINT_NAME, theta,
+        extra={"family": FAMILY, "activation": "relu",
+               "task": f"reverse a sequence of 1-{max_len} symbols 0-{n_sym - 1}",
+               "config": config, "step": args.steps, "status": "finished",
+               "accuracy": accuracy, "final_training_loss": float(history[-1])},
+        arrays={"loss_history": np.asarray(history, np.float32)},
+    )  # fmt: skip
+    example = " ".join(str(v) for v in range(min(n_sym, max_len, 4)))
+    say(f"wrote       {path}; try: {PROG} sample --checkpoint {path} --prompt '{example}'")
     say(f"done in {duration(time.perf_counter() - started)}")
     return 0
 
@@ -93,4 +122,8 @@ def register(sub) -> None:
     )
     model_options(p, d_e=64, layers=2, heads=4, steps=250, batch_size=64, lr=2e-3, warmup=25,
                    weight_decay=0.01)  # fmt: skip
+    p.add_argument("--out", metavar="DIR", default=str(pathlib.Path("runs") / "seq2seq"),
+                   help="output directory of the checkpoint (default %(default)s)")  # fmt: skip
+    p.add_argument("--force", action="store_true",
+                   help="replace the run in --out (default: a new directory --out-2, -3, ...)")  # fmt: skip
     p.set_defaults(run=run)

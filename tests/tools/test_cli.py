@@ -20,10 +20,11 @@ import pytest
 from formal_algorithms import cli
 from formal_algorithms.paper.architectures import (
     d_transformer_logits,
+    e_transformer_logits,
     init_d_transformer,
     init_ed_transformer,
 )
-from formal_algorithms.paper.inference import d_inference, sample_token, step_key
+from formal_algorithms.paper.inference import d_inference, ed_inference, sample_token, step_key
 from formal_algorithms.paper.tokenization import CharTokenizer, pydoc_topics_text
 from formal_algorithms.paper.training import d_loss
 from formal_algorithms.practice.bpe import BPETokenizer, stream_text, tokenizer_from_dict
@@ -83,23 +84,46 @@ def test_bpe_train_sample_round_trip(corpus, tmp_path, capsys):
     assert out.startswith("naïve 日本 ")  # BPE encodes every character
 
 
-def test_seq2seq_reports_exact_match_accuracy(capsys):
-    code, out, err = main(capsys, "seq2seq", *TINY, "--max-len", "4", "--train-size", "40",
-                          "--test-size", "8", "--examples", "2")  # fmt: skip
+def test_seq2seq_reports_exact_match_accuracy(capsys, tmp_path):
+    code, out, err = main(capsys, "seq2seq", "--out", tmp_path, *TINY, "--max-len", "4",
+                          "--train-size", "40", "--test-size", "8", "--examples", "2")  # fmt: skip
     assert code == 0, err
     match = re.search(r"exact-match accuracy ([\d.]+)% \((\d+)/8\)", out)
     assert match and 0 <= float(match.group(1)) <= 100
     assert out.count(" → x̂ = <bos>") == 2
+    # its checkpoint (issue 19): info reads it, sample runs Algorithm 15 on symbols
+    path = tmp_path / "model.safetensors"
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.extra["accuracy"] == int(match.group(2)) / 8
+    code, out, err = main(capsys, "info", path)
+    assert code == 0 and "EDTransformer (Algorithm 8)" in out and "step 3 of 3" in out, err
+    code, out, err = main(capsys, "sample", "--checkpoint", path, "--prompt", "3 1 4",
+                          "--temperature", "0")  # fmt: skip
+    x_hat = ed_inference(jnp.asarray([3, 1, 4]), checkpoint.theta, jax.random.key(0), tau=0)
+    names = {11: "<bos>", 12: "<eos>"}
+    assert code == 0 and out == " ".join(names.get(int(t), str(int(t))) for t in x_hat) + "\n"
 
 
-def test_mlm_reports_recovery_accuracy_and_baseline(corpus, capsys):
-    code, out, err = main(capsys, "mlm", "--text", corpus, *TINY, "--ell-max", "16",
-                          "--test-size", "8")  # fmt: skip
+def test_mlm_reports_recovery_accuracy_and_baseline(corpus, capsys, tmp_path):
+    code, out, err = main(capsys, "mlm", "--out", tmp_path, "--text", corpus, *TINY,
+                          "--ell-max", "16", "--test-size", "8")  # fmt: skip
     assert code == 0, err
     assert re.search(
         r"recovery accuracy [\d.]+% on \d+ masked characters; baseline .* [\d.]+%", out
     )
     assert "  masked " in out and "  filled " in out
+    # its checkpoint (issue 19): sample fills each _ with Algorithm 9's most likely character
+    path = tmp_path / "model.safetensors"
+    checkpoint = load_checkpoint(path)
+    tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
+    code, out, err = main(capsys, "sample", "--checkpoint", path, "--prompt", "t_e _",
+                          "--temperature", "0")  # fmt: skip
+    x = [tokenizer.bos_token, *tokenizer.encode("t"), tokenizer.mask_token, *tokenizer.encode("e "),
+         tokenizer.mask_token]  # fmt: skip
+    guess = np.argmax(np.asarray(e_transformer_logits(jnp.asarray(x), checkpoint.theta)), axis=0)
+    assert code == 0, err
+    fill = [tokenizer.decode([guess[t]], special="show") for t in (2, 5)]
+    assert out == f"t{fill[0]}e {fill[1]}\n"
 
 
 # ------------------------------------------------------------------------------ user errors
