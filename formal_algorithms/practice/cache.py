@@ -454,8 +454,27 @@ def ed_cached_logits(tokens, start, theta: EDTransformerParams, cache: KVCache,
     """Algorithm 8's logits for the decoder columns at positions start..start+n−1, given the
     decoder cache of positions < start and the context's :func:`ed_cross_cache`.
     Returns ``(logits (N_V, n), new cache)``."""
-    _check_block("ed_cached_logits (Algorithm 8, cached)", tokens, start, theta, cache)
+    algorithm = "ed_cached_logits (Algorithm 8, cached)"
+    _check_block(algorithm, tokens, start, theta, cache)
+    _check_cross(algorithm, theta, cross)
     return _ed_block(jnp.asarray(tokens), start, theta, cache, cross, eps)
+
+
+def _check_cross(algorithm, theta, cross):
+    """``cross`` must be :func:`ed_cross_cache` of θ's decoder: per layer K (H, ℓ_z, d_attn) and V
+    (H, ℓ_z, d_mid), with ``valid`` (ℓ_z,)."""
+    ell_z = np.shape(cross.valid)[0] if np.ndim(cross.valid) == 1 else None
+    Ws = [layer.W_ed for layer in theta.dec]
+    expected = [(W.W_k.shape[0], ell_z, W.W_k.shape[1]) for W in Ws]
+    expected += [(W.W_v.shape[0], ell_z, W.W_v.shape[1]) for W in Ws]
+    actual = [np.shape(a) for a in (*cross.K, *cross.V)]
+    if ell_z is None or actual != expected:
+        fail(
+            algorithm,
+            "cross",
+            f"has shapes {actual} (keys, then values) and valid {np.shape(cross.valid)}; θ's "
+            f"L_dec = {len(Ws)} decoder layers need {expected} (see ed_cross_cache)",
+        )
 
 
 def _ed_generate(theta, z, ell_z, key, max_length, tau, eps):

@@ -1,0 +1,133 @@
+"""Behaviours of the practical forms (cache, fast) that a sampled mutation run found unpinned
+(docs/mutation.md, tools/mutate.py): each test fails on a one-token change of the code that the
+rest of the suite let pass.
+
+- a single-token cache step writes the same keys and values as the block prefill (the key bias's
+  sign cancels in the softmax when every key takes the same path, so only the cache shows it);
+- a cross-attention cache for another number of decoder layers is refused by name;
+- malformed θ reaching the cached generations and the batch-as-columns forms is refused by the
+  public function's algorithm, naming the leaf (not later by a layer norm's ``X``);
+- the cached generations' default temperature is 1; a new length bucket traces exactly once.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from params import assert_no_vanishing_terms, perturbed
+
+import formal_algorithms as fa
+from formal_algorithms.practice import cache, fast
+
+# Shapes of their own, so that the trace counts below see no executable of another test.
+D_HP = dict(N_V=9, ell_max=7, L=2, H=2, d_e=6, d_mlp=10)
+ED_HP = dict(N_V=9, ell_max=7, L_enc=1, L_dec=2, H=2, d_e=6, d_mlp=10)
+ALG14, ALG15 = r"DInference \(Algorithm 14\)", r"EDInference \(Algorithm 15\)"
+
+
+@pytest.fixture(scope="module")
+def d_theta():
+    theta = fa.init_d_transformer(jax.random.key(0), **D_HP, dtype=jnp.float64)
+    theta = perturbed(theta._replace(W_e=20 * theta.W_e, W_p=20 * theta.W_p), 1)
+    assert_no_vanishing_terms(theta)
+    return theta
+
+
+@pytest.fixture(scope="module")
+def ed_theta():
+    theta = fa.init_ed_transformer(jax.random.key(2), **ED_HP, dtype=jnp.float64)
+    return perturbed(theta._replace(W_e=20 * theta.W_e, W_p=20 * theta.W_p), 3)
+
+
+def _wrong_gamma(layers, field):
+    """The layers with the first one's ``field`` (a γ) one entry too long."""
+    first = layers[0]
+    bad = jnp.concatenate([getattr(first, field), jnp.ones(1, getattr(first, field).dtype)])
+    return (first._replace(**{field: bad}), *layers[1:])
+
+
+def test_single_token_steps_write_the_cache_the_block_prefill_writes(d_theta):
+    """Prefill 3 tokens as a block, then 3 single-token steps: the cached keys and values (with
+    their biases) and the logits equal those of one 6-token block and of the full forward."""
+    x = jnp.asarray([3, 1, 4, 1, 5, 8])
+    empty = cache.init_kv_cache(d_theta)
+    block_logits, block = cache.d_cached_logits(x, 0, d_theta, empty)
+    logits, stepped = cache.d_cached_logits(x[:3], 0, d_theta, empty)
+    columns = [logits]
+    for t in range(3, 6):
+        logits, stepped = cache.d_cached_logits(x[t : t + 1], t, d_theta, stepped)
+        columns.append(logits)
+    for a, b in zip((*stepped.K, *stepped.V), (*block.K, *block.V), strict=True):
+        np.testing.assert_allclose(a[:, :6], b[:, :6], rtol=0, atol=1e-12)
+    full = fa.d_transformer_logits(x, d_theta)
+    np.testing.assert_allclose(np.concatenate(columns, axis=1), full, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(block_logits, full, rtol=0, atol=1e-12)
+
+
+def test_a_cross_cache_of_another_depth_is_refused(ed_theta):
+    z, x = jnp.asarray([1, 2, 3]), jnp.asarray([ED_HP["N_V"] - 2])
+    shallow = ed_theta._replace(dec=ed_theta.dec[:1])
+    cross = cache.ed_cross_cache(fa.ed_encode(z, shallow), shallow)
+    with pytest.raises(
+        ValueError, match=r"ed_cached_logits.*'cross' has shapes.*L_dec = 2 decoder"
+    ):
+        cache.ed_cached_logits(x, 0, ed_theta, cache.init_kv_cache(ed_theta), cross)
+
+
+def test_malformed_theta_is_named_by_the_cached_generations(d_theta, ed_theta):
+    key, keys = jax.random.key(0), jax.random.split(jax.random.key(0), 2)
+    bad_d = d_theta._replace(layers=_wrong_gamma(d_theta.layers, "gamma1"))
+    bad_ed = ed_theta._replace(dec=_wrong_gamma(ed_theta.dec, "gamma3"))
+    with pytest.raises(ValueError, match=ALG14 + r": argument 'theta\.layers\[0\]\.gamma1'"):
+        fa.d_inference_cached(jnp.arange(3), bad_d, key, ell_gen=2)
+    with pytest.raises(ValueError, match=ALG14 + r": argument 'theta\.layers\[0\]\.gamma1'"):
+        fa.d_inference_cached_batch([jnp.arange(3), jnp.arange(2)], bad_d, keys, ell_gen=2)
+    with pytest.raises(ValueError, match=ALG15 + r": argument 'theta\.dec\[0\]\.gamma3'"):
+        fa.ed_inference_cached(jnp.arange(3), bad_ed, key)
+    with pytest.raises(ValueError, match=ALG15 + r": argument 'theta\.dec\[0\]\.gamma3'"):
+        fa.ed_inference_cached_batch([jnp.arange(3), jnp.arange(2)], bad_ed, keys)
+
+
+def test_malformed_theta_is_named_by_the_batch_as_columns_forms(d_theta, ed_theta):
+    xs = jnp.asarray([[1, 2, 3], [4, 5, 6]])
+    bad_d = d_theta._replace(layers=_wrong_gamma(d_theta.layers, "gamma2"))
+    with pytest.raises(ValueError, match=r"DTransformer \(Algorithm 10\): argument 'theta\.layers\[0\]\.gamma2'"):  # fmt: skip
+        fast.d_transformer_logits_batch(xs, bad_d)
+    bad_ed = ed_theta._replace(enc=_wrong_gamma(ed_theta.enc, "gamma1"))
+    with pytest.raises(ValueError, match=r"EDTransformer \(Algorithm 8\): argument 'theta\.enc\[0\]\.gamma1'"):  # fmt: skip
+        fast.ed_transformer_logits_batch(xs, jnp.ones((2, 3), bool), xs, bad_ed)
+    E_HP = dict(N_V=9, ell_max=7, L=1, H=2, d_e=6, d_mlp=10)
+    e_theta = fa.init_e_transformer(jax.random.key(4), **E_HP, dtype=jnp.float64)
+    bad_e = e_theta._replace(layers=_wrong_gamma(e_theta.layers, "gamma1"))
+    with pytest.raises(ValueError, match=r"ETransformer \(Algorithm 9\): argument 'theta\.layers\[0\]\.gamma1'"):  # fmt: skip
+        fast.e_transformer_logits_batch(xs, bad_e)
+
+
+def test_the_cached_generations_default_temperature_is_one(d_theta, ed_theta):
+    """τ left out samples as τ = 1, not as another τ (which gives other tokens for some key)."""
+    keys = jax.random.split(jax.random.key(7), 6)
+    prompt, z = jnp.asarray([2, 0, 5]), jnp.asarray([1, 2, 3])
+    d = lambda key, **kw: np.asarray(fa.d_inference_cached(prompt, d_theta, key, ell_gen=4, **kw))  # noqa: E731
+    ed = lambda key, **kw: np.asarray(fa.ed_inference_cached(z, ed_theta, key, **kw))  # noqa: E731
+    for f in (d, ed):
+        for key in keys:
+            np.testing.assert_array_equal(f(key), f(key, tau=1.0))
+        assert any(not np.array_equal(f(k, tau=1.0), f(k, tau=2.0)) for k in keys)
+    batch = lambda **kw: np.asarray(  # noqa: E731
+        fa.d_inference_cached_batch([prompt] * len(keys), d_theta, keys, ell_gen=4, **kw)
+    )
+    np.testing.assert_array_equal(batch(), batch(tau=1.0))
+    assert not np.array_equal(batch(tau=1.0), batch(tau=2.0))
+    contexts = [z] * len(keys)
+    ed_batch = lambda **kw: fa.ed_inference_cached_batch(contexts, ed_theta, keys, **kw)  # noqa: E731
+    same = lambda a, b: all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))  # noqa: E731
+    assert same(ed_batch(), ed_batch(tau=1.0)) and not same(ed_batch(tau=1.0), ed_batch(tau=2.0))
+
+
+def test_a_new_length_bucket_traces_exactly_once(d_theta):
+    """TRACE_COUNTS counts traces: the first generation with θ of new shapes traces once (zero
+    would mean the counter is dead and the compile-once tests cannot fail)."""
+    theta = d_theta._replace(W_p=jnp.concatenate([d_theta.W_p, d_theta.W_p[:, :2]], axis=1))
+    before = cache.TRACE_COUNTS["d_generate"]
+    fa.d_inference_cached(jnp.asarray([1, 2]), theta, jax.random.key(0), ell_gen=2)
+    assert cache.TRACE_COUNTS["d_generate"] == before + 1
