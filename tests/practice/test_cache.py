@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from params import perturbed
 
 import formal_algorithms as fa
 from formal_algorithms.paper.inference import d_inference, ed_inference, special_tokens
@@ -41,14 +42,18 @@ rng = np.random.default_rng(0)
 
 
 def d_model(seed=0):
-    """Random Algorithm 10 weights with peaked next-token distributions and strong positions."""
-    theta = fa.init_d_transformer(jax.random.key(seed), **D_HP, dtype=jnp.float64)
+    """Random Algorithm 10 weights with peaked next-token distributions and strong positions;
+    non-zero biases, γ ≠ 1, β ≠ 0 (a bias sign slip in one path must show)."""
+    theta = perturbed(fa.init_d_transformer(jax.random.key(seed), **D_HP, dtype=jnp.float64), seed)
     return theta._replace(W_e=40 * theta.W_e, W_p=40 * theta.W_p, W_u=3 * theta.W_u)
 
 
 def ed_model(seed=0):
-    """Random Algorithm 8 weights; eos made likely enough that sequences stop at varied lengths."""
-    theta = fa.init_ed_transformer(jax.random.key(seed), **ED_HP, dtype=jnp.float64)
+    """Random Algorithm 8 weights, biases, γ and β; eos made likely enough that sequences stop
+    at varied lengths."""
+    theta = perturbed(
+        fa.init_ed_transformer(jax.random.key(seed), **ED_HP, dtype=jnp.float64), seed
+    )
     last = theta.dec[-1]
     beta5 = last.beta5.at[0].set(1.0)
     W_u = (3 * theta.W_u).at[EOS, 0].set(1.5)
