@@ -96,29 +96,45 @@ def _figure(width, height):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
+def tick_step(ell: int, max_labels: int = 16) -> int:
+    """Label every n-th position of an axis of ``ell`` positions: the smallest n of 1, 2, 4, 5,
+    8, 10, 16, 20, 25, 32, … that leaves at most ``max_labels`` labels (ℓ = 64: every 4th)."""
+    n, k = 1, 0
+    while math.ceil(ell / n) > max_labels:
+        k += 1
+        n = (1, 2, 4, 5, 8)[k % 5] * 10 ** (k // 5) if k % 5 else 10 ** (k // 5)
+    return n
+
+
 def plot_attention(A, labels, path, *, title: str | None = None):
     """Save an L×H grid of attention matrices ``A`` ``(L, H, ℓ_z, ℓ_x)`` as a PNG.
 
     Each panel shows ``A[l, h]`` in the paper's orientation: row t_z (the key attended to),
     column t_x (the query); each column sums to 1. ``labels``: ℓ token labels for the ticks.
+    Up to ℓ = 16 every position is labelled with its token; beyond, every n-th
+    (:func:`tick_step`) with its position and token (``"8 a"``), the others get a bare tick.
     """
     A = np.asarray(A, dtype=np.float64)
     L, H, ell, _ = A.shape
     if len(labels) != ell:
         raise ValueError(f"plot_attention: {len(labels)} labels for {ell} positions")
-    size = min(3.2, max(1.8, 0.12 * ell))
+    size = min(4.0, max(1.8, 0.12 * ell))
     fig = _figure(size * H + 0.8, size * L + 0.6)
     axes = fig.subplots(L, H, squeeze=False)
-    step = max(1, math.ceil(ell / 32))  # at most 32 tick labels per axis
+    step = tick_step(ell)
     ticks = list(range(0, ell, step))
-    fontsize = 7 if ell <= 16 else 5
+    names = [labels[t] if step == 1 else f"{t} {labels[t]}" for t in ticks]
+    fontsize = 7 if ell <= 16 else 6
     image = None
     for l in range(L):
         for h in range(H):
             ax = axes[l, h]
             image = ax.imshow(A[l, h], vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
-            ax.set_xticks(ticks, [labels[t] for t in ticks], rotation=90, fontsize=fontsize)
-            ax.set_yticks(ticks, [labels[t] for t in ticks], fontsize=fontsize)
+            ax.set_xticks(ticks, names, rotation=90, fontsize=fontsize)
+            ax.set_yticks(ticks, names, fontsize=fontsize)
+            if step > 1:  # a bare tick at every position
+                ax.set_xticks(range(ell), minor=True)
+                ax.set_yticks(range(ell), minor=True)
             if l == 0:
                 ax.set_title(f"head {h + 1}", fontsize=9)
             if h == 0:

@@ -19,6 +19,7 @@ from formal_algorithms.cli import info as info_cmd
 from formal_algorithms.cli import train as train_cmd
 from formal_algorithms.paper.tokenization import pydoc_topics_text
 from formal_algorithms.practice.checkpoint import load_checkpoint
+from formal_algorithms.visualise import tick_step
 
 TINY = ["--d-e", "16", "--layers", "1", "--heads", "2", "--batch-size", "4", "--ell-max", "16"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -189,3 +190,20 @@ def test_epochs_prompt_suggestion_and_info_helpers():
     assert train_cmd.suggest_prompt(text) == "licence "  # lower case: no 'The ' here
     assert train_cmd.suggest_prompt("12345") == "1"
     assert info_cmd.describe_tokenizer(None, 10).startswith("none stored; N_V = 10")
+
+
+def test_attention_pictures_label_every_nth_position():
+    """ℓ = 64 (the default context) gets 16 labels, every 4th position; short prompts all."""
+    assert [tick_step(ell) for ell in (1, 16, 17, 32, 33, 64, 100, 256)] == [
+        1,
+        1,
+        2,
+        2,
+        4,
+        4,
+        8,
+        20,
+    ]
+    for ell in range(1, 600, 7):
+        n = tick_step(ell)
+        assert math.ceil(ell / n) <= 16 and (n == 1 or math.ceil(ell / (n - 1)) > 16 or n > 2)
