@@ -42,6 +42,7 @@ from . import (
     benchmark,
     chat,
     check,
+    compare,
     compile_cache,
     info,
     mlm,
@@ -53,7 +54,8 @@ from . import (
 from .common import PROG
 
 # The commands, in the order --help lists them: each module has register(sub) and run(args).
-COMMANDS = [train, sample, attention, trace, seq2seq, mlm, info, benchmark, check, chat]
+COMMANDS = [train, sample, attention, trace, compare, seq2seq, mlm, info, benchmark, check,
+            chat]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -88,6 +88,8 @@ class Row:
     bound: float  # max_abs must not exceed this
     source: str  # where the model's value was read: module and hook
     kind: str  # the kind of line, which selects the likely causes
+    top_line: int = 0  # the line of the top algorithm (10, 9 or 8) the record is inside
+    tag: str = ""  # "A": Algorithm 4's attention weights; "logits": W_u X before the softmax
     key: tuple = dataclasses.field(default=(), repr=False, compare=False)
 
     @property
@@ -123,9 +125,8 @@ class Report:
         """The rows as text (``all_rows=False``: only up to the first departing row and a few
         after it), then the verdict, the likely causes and the evidence."""
         rows = self.rows
-        if not all_rows and self.first is not None:
-            i = rows.index(self.first)
-            rows = rows[: i + 4]
+        if not all_rows:
+            rows = [] if self.first is None else rows[: rows.index(self.first) + 4]
         width = max([len(r.path) for r in rows] + [4])
         code_width = 44
         lines = [
@@ -140,15 +141,22 @@ class Report:
                 f"{mark}"
             )
         if len(rows) < len(self.rows):
-            lines.append(f"... {len(self.rows) - len(rows)} more rows (all_rows=True shows them)")
+            lines.append(f"... {len(self.rows) - len(rows)} more rows (all rows: all_rows=True, "
+                         "CLI --all)")  # fmt: skip
         lines.append("")
         lines.append(f"tolerance: {self.tolerance:g} × max(1, max |paper|) per line; "
                      + self.tolerance_note)  # fmt: skip
         first = self.first
         if first is None:
+            worst = max(self.rows, key=lambda r: r.max_rel, default=None)
             lines.append(
                 f"EQUAL: all {len(self.rows)} lines the model exposes agree with {self.algorithm} "
-                "within tolerance."
+                "within tolerance"
+                + (
+                    f" (largest max rel err {worst.max_rel:.2e}, at {worst.path})."
+                    if worst
+                    else "."
+                )
             )
         else:
             lines.append(
@@ -191,6 +199,7 @@ def _row_dict(r: Row) -> dict:
         "path": r.path, "pseudocode": r.pseudocode, "algorithm": r.algorithm, "line": r.line,
         "indices": dict(r.indices), "shape": list(r.shape), "max_abs_err": _num(r.max_abs),
         "max_rel_err": _num(r.max_rel), "bound": r.bound, "ok": r.ok, "kind": r.kind,
+        "top_line": r.top_line, "tag": r.tag,
         "model_value_from": r.source,
     }  # fmt: skip
 
@@ -523,7 +532,10 @@ class _Gpt2(_Family):
             vals.put(_key(A, 7, A, 7, l=l), _cols(g(f"{b}.ln_2")), f"{s}.ln_2 output")
             vals.put(_key(A, 8, A, 8, l=l), _cols(g(b)), f"{s} output")
             for line, sub in ((5, "ln_1"), (7, "ln_2")):
-                vals.extra[("norm", line, l)] = (_cols(g(f"{b}.{sub}", "in")), _cols(g(f"{b}.{sub}")))
+                vals.extra[("norm", line, l)] = (
+                    _cols(g(f"{b}.{sub}", "in")),
+                    _cols(g(f"{b}.{sub}")),
+                )
             vals.extra[("attention input", 6, l)] = _cols(g(f"{b}.attn.c_attn", "in"))
             vals.extra[("mlp input", 8, l)] = _cols(g(f"{b}.mlp", "in"))
             vals.extra[("activation", 8, l)] = (g(f"{b}.mlp.act", "in"), g(f"{b}.mlp.act"))
@@ -760,9 +772,13 @@ class _Torch(_Family):
             hooks.close()
         vals, g, A = _Values(), hooks.get, 8
         if n_enc:
-            vals.put(_key(A, 3, A, 3), _cols(g("encoder.layers.0", "in")), "encoder.layers[0] input")
+            vals.put(
+                _key(A, 3, A, 3), _cols(g("encoder.layers.0", "in")), "encoder.layers[0] input"
+            )
         if n_dec:
-            vals.put(_key(A, 12, A, 12), _cols(g("decoder.layers.0", "in")), "decoder.layers[0] input")
+            vals.put(
+                _key(A, 12, A, 12), _cols(g("decoder.layers.0", "in")), "decoder.layers[0] input"
+            )
         for stack, n, attn in (("encoder", n_enc, ((5, "self_attn"),)),
                                ("decoder", n_dec, ((14, "self_attn"), (16, "multihead_attn")))):  # fmt: skip
             for i in range(n):
@@ -880,9 +896,9 @@ def _family(model, W_e, W_p, W_u, eps, z):
 def _compare(model, x, z, W_e, W_p, W_u, eps, tolerance) -> Report:
     from ..trace import trace
 
+    family = _family(model, W_e, W_p, W_u, eps, z)
     if model.training:
         fail(NAME, "model", "is in training mode; call model.eval() (the paper has no dropout)")
-    family = _family(model, W_e, W_p, W_u, eps, z)
     family.x, family.z = x, z
     dtype = str(jax.tree_util.tree_leaves(family.theta)[0].dtype)
     tol = TOLERANCES.get(dtype, 1e-2) if tolerance is None else float(tolerance)
@@ -954,7 +970,8 @@ def _row(rec, key, value, expected, tol, source, kind) -> Row:
     return Row(
         path=path, pseudocode=str(rec.pseudocode), algorithm=rec.algorithm, line=rec.line,
         indices=dict(rec.indices), shape=tuple(expected.shape), max_abs=max_abs,
-        max_rel=max_rel, bound=tol * max(1.0, scale), source=source, kind=kind, key=key,
+        max_rel=max_rel, bound=tol * max(1.0, scale), source=source, kind=kind,
+        top_line=key[1], tag=key[5], key=key,
     )  # fmt: skip
 
 
