@@ -72,8 +72,9 @@ def fast_weight_attention(X, W: AttentionParams, phi=elu_plus_one):
         z = z + phi_k  # z_t = z_{t−1} + φ(k_t)
         return (W_fast, z), W_fast @ phi_q / (z @ phi_q)  # out_t
 
-    state = (jnp.zeros((V.shape[0], K.shape[0]), V.dtype), jnp.zeros(K.shape[0], K.dtype))
-    _, out = jax.lax.scan(step, state, (phi(Q).T, phi(K).T, V.T))  # one token (column) per step
+    phi_Q, phi_K = phi(Q), phi(K)  # (m, ℓ); m = d_attn for an element-wise φ, any m for FAVOR+
+    state = (jnp.zeros((V.shape[0], phi_K.shape[0]), V.dtype), jnp.zeros(phi_K.shape[0], K.dtype))
+    _, out = jax.lax.scan(step, state, (phi_Q.T, phi_K.T, V.T))  # one token (column) per step
     return out.T  # (d_out, ℓ): tokens back to columns
 
 
