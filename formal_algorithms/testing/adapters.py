@@ -189,22 +189,28 @@ class TokenModel:
         return np.asarray(self._influence(x, attention_mask, position_ids, z, z_mask), np.float64)
 
     def generate(self, x, n, *, use_cache=True, sample=False, seed=0, z=None, z_mask=None,
-                 attention_mask=None):  # fmt: skip
+                 attention_mask=None, return_logits=False):  # fmt: skip
         """``x`` followed by ``n`` generated tokens ``(B, ℓ + n)`` (greedy, or sampled under
         ``seed``): the model's own ``generate`` when it has one (Hugging Face), else this loop:
         each step feeds the whole sequence (``use_cache=False``) or only the new token with the
         cache (``use_cache=True``), and picks the argmax, or samples the softmax of the last column
         by inverse CDF with ``numpy.random.default_rng(seed)``. With ``attention_mask`` (left
-        padding) the loop passes position ids ``cumsum(mask) − 1`` and extends the mask."""
+        padding) the loop passes position ids ``cumsum(mask) − 1`` and extends the mask.
+
+        ``return_logits=True``: ``(tokens, logits)``, the raw outputs each step chose from,
+        ``(B, n, N_V)`` (Hugging Face's ``output_logits``), or None when the model's own
+        ``generate`` cannot give them."""
         x = _int_array(x, f"{self.name}.generate")
         own = self._own_generate(
             x, n, use_cache=use_cache, sample=sample, seed=seed, z=z, z_mask=z_mask,
             attention_mask=attention_mask,
         )  # fmt: skip
         if own is not None:
-            return np.asarray(own)
+            tokens, logits = own
+            return (np.asarray(tokens), logits) if return_logits else np.asarray(tokens)
         rng = np.random.default_rng(seed)
         cache, mask = None, None if attention_mask is None else np.asarray(attention_mask)
+        steps = []
         for step in range(n):
             if use_cache and mask is None:
                 new = x if cache is None else x[:, -1:]
@@ -219,12 +225,13 @@ class TokenModel:
                     if self.accepts_position_ids:
                         kwargs["position_ids"] = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
                 last = self.logits(x, z=z, z_mask=z_mask, **kwargs)[:, :, -1]
+            steps.append(np.asarray(last, np.float64))
             token = _choose(last, self.output, rng if sample else None)
             x = np.concatenate([x, token[:, None]], axis=1)
             if mask is not None:
                 mask = np.concatenate([mask, np.ones_like(mask[:, :1])], axis=1)
             del step
-        return x
+        return (x, np.stack(steps, axis=1)) if return_logits else x
 
     def __repr__(self):
         return f"<TokenModel {self.name!r}: {self.kind}, {self.framework}, N_V={self.vocab_size}>"
@@ -377,10 +384,16 @@ class _TorchModel(TokenModel):
             kw["attention_mask"] = self._tensor(mask)
         if sample:
             kw.update(top_k=0, top_p=1.0, temperature=1.0)
+        hf = self.framework == "hf"
+        if hf:  # the raw logits of every step, to compare beyond the chosen tokens
+            kw.update(output_logits=True, return_dict_in_generate=True)
         torch.manual_seed(seed)
         with torch.no_grad():
             out = self.module.generate(**kw)
-        return out.cpu().numpy()
+        if not hf:
+            return _numpy(out).astype(np.int64), None
+        logits = np.stack([_numpy(step) for step in out.logits], axis=1)
+        return out.sequences.cpu().numpy(), logits
 
     def _embedding_module(self):
         torch = _torch()

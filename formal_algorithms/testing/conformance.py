@@ -361,13 +361,21 @@ def check_cache(model: TokenModel, *, seed: int = 0, length: int = 8, atol: floa
         )  # fmt: skip
     prompt = _tokens(model, rng, (1, _length(model, 4, reserve=new_tokens)))
     for sample in (False, True):
-        kw = {"sample": sample, "seed": seed, "z": z}
-        with_cache = model.generate(prompt, new_tokens, use_cache=True, **kw)
-        without = model.generate(prompt, new_tokens, use_cache=False, **kw)
+        kw = {"sample": sample, "seed": seed, "z": z, "return_logits": True}
+        with_cache, logits_with = model.generate(prompt, new_tokens, use_cache=True, **kw)
+        without, logits_without = model.generate(prompt, new_tokens, use_cache=False, **kw)
         i = _first_difference(with_cache[0], without[0])
-        if i is None:
-            continue
         how = f"sampled generation (seed {seed})" if sample else "greedy generation"
+        step, size = _first_step_apart(logits_with, logits_without, 0, i, prompt.shape[1], atol)
+        if step is not None:
+            _violation(
+                "cache",
+                f"{how}: at position {prompt.shape[1] + step} the logits chosen from with the "
+                f"cache differ from those without by {_fmt(size)}",
+                prompt.shape[1] + step, size,
+            )  # fmt: skip
+        if i is None or logits_with is not None:  # equal logits: a tie or a sampling boundary
+            continue
         if not sample and _is_tie(model, without[:, :i], z, with_cache[0, i], without[0, i], atol):
             continue
         _violation(
@@ -378,6 +386,18 @@ def check_cache(model: TokenModel, *, seed: int = 0, length: int = 8, atol: floa
         )  # fmt: skip
     return (f"{ell} positions through the cache; {new_tokens} generated tokens, greedy and "
             f"sampled, with and without the cache")  # fmt: skip
+
+
+def _first_step_apart(logits_a, logits_b, row, first_token_difference, prompt_length, atol):
+    """The first generation step (0-based) whose logits differ beyond tolerance, up to the first
+    step where the chosen tokens differ (after it the two runs continue different texts)."""
+    if logits_a is None or logits_b is None:
+        return None, None
+    steps = logits_a.shape[1]
+    if first_token_difference is not None:
+        steps = min(steps, first_token_difference - prompt_length + 1)
+    a, b = logits_a[row, :steps].T, logits_b[-1 if logits_b.shape[0] == 1 else row, :steps].T
+    return _first_bad(_column_diff(a, b), _tol(b, atol))
 
 
 def _first_difference(a, b):
@@ -412,12 +432,25 @@ def check_batched_generation(model: TokenModel, *, seed: int = 0, length: int = 
         ids[b, ell - p.shape[1] :], mask[b, ell - p.shape[1] :] = p[0], 1
     # The model's own generate (Hugging Face) pads with its cache; this module's loop without.
     use_cache = model.has_own_generate
-    together = model.generate(ids, new_tokens, attention_mask=mask, use_cache=use_cache)
+    together, logits_together = model.generate(
+        ids, new_tokens, attention_mask=mask, use_cache=use_cache, return_logits=True
+    )
     for b, p in enumerate(prompts):
-        alone = model.generate(p, new_tokens, use_cache=use_cache)
+        alone, logits_alone = model.generate(p, new_tokens, use_cache=use_cache,
+                                             return_logits=True)  # fmt: skip
         got, want = together[b, ell:], alone[0, p.shape[1] :]
         i = _first_difference(got, want)
-        if i is None:
+        step, size = _first_step_apart(logits_together, logits_alone, b, i, 0, atol)
+        if step is not None:
+            _violation(
+                "batched_generation",
+                f"prompt {b} ({p.shape[1]} tokens, {ell - p.shape[1]} of left padding): at "
+                f"generation step {step} the logits in the batch differ from those alone by "
+                f"{_fmt(size)}: are padded keys masked and positions counted from the first real "
+                "token?",
+                p.shape[1] + step, size,
+            )  # fmt: skip
+        if i is None or logits_together is not None:  # equal logits: a tie
             continue
         if _is_tie(model, alone[:, : p.shape[1] + i], None, got[i], want[i], atol):
             continue

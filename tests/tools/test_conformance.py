@@ -174,8 +174,13 @@ def test_hugging_face_model_with_a_broken_forward_is_caught():
         def forward(self, input_ids, attention_mask=None, position_ids=None):
             return self.inner(input_ids, position_ids=position_ids).logits
 
+    model = A.from_torch(DropsMask(), vocab_size=40)
     with pytest.raises(C.ConformanceViolation, match="padding_left: with 1 pad-id"):
-        C.check_padding(A.from_torch(DropsMask(), vocab_size=40), "left")
+        C.check_padding(model, "left")
+    with pytest.raises(
+        C.ConformanceViolation, match=r"batched_generation: prompt 1 .* step 0 the logits in the"
+    ):
+        C.check_batched_generation(model)
 
 
 # ============================================================================= JAX and callables
