@@ -13,19 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from params import perturbed
 
 import formal_algorithms as fa
 from formal_algorithms.practice import fast, trainer
 
 HP = dict(N_V=11, ell_max=8, L=3, H=2, d_e=6, d_mlp=10)
-
-
-def perturbed(theta, seed):
-    """θ plus N(0, 0.1²) noise: non-trivial γ, β and biases, so that every parameter matters."""
-    leaves, tree = jax.tree.flatten(theta)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    noisy = [a + 0.1 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys, strict=True)]  # fmt: skip
-    return jax.tree.unflatten(tree, noisy)
 
 
 @pytest.fixture(scope="module")
