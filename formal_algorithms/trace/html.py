@@ -368,7 +368,7 @@ class _Page:
         self.cells_left -= shown.size
         key = self._store(shown)
         axes = ("t_z", "t_x") if r.algorithm == 4 and r.name in ("S", "A") else ("i", "j")
-        scale = max(2, min(12, 256 // max(shown.shape)))
+        scale = max(2, min(10, 192 // max(shown.shape)))  # the longer side about 192 px
         return (
             f'<canvas class="heatmap" data-key="{key}" data-rows="{shown.shape[0]}" '
             f'data-cols="{shown.shape[1]}" data-axes="{axes[0]},{axes[1]}" '
@@ -445,7 +445,7 @@ h2 { font-size: 1.15em; margin: 1.4em 0 .4em; padding: .3em .5em; background: #e
 h2 .title { font-weight: normal; font-family: "DejaVu Serif", serif; margin-left: .5em; }
 .meta { color: #555; margin: .2em 0; }
 nav ul { display: flex; flex-wrap: wrap; gap: .3em 1.2em; padding: 0; list-style: none; }
-.line { display: grid; grid-template-columns: minmax(14em, 26em) 1fr; gap: 1em;
+.line { display: grid; grid-template-columns: minmax(12em, 22em) 1fr; gap: 1em;
         border-top: 1px solid #e3e3e3; padding: .35em 0; }
 .line[data-recorded="false"] .pseudo { color: #999; }
 .pseudo { font-family: "DejaVu Serif", serif; }
@@ -456,14 +456,16 @@ pre.code { margin: 0; padding: .2em .4em; background: #f6f8fa; font-size: 12px;
 .where { font-size: 11px; color: #777; }
 .note { font-size: 12px; color: #777; font-style: italic; }
 details.index { margin: .15em 0 .15em .6em; }
+/* the innermost groups (heads inside a layer) side by side */
+details.index:not(:has(details)) { display: inline-block; vertical-align: top; }
 details.index > summary { cursor: pointer; color: #4a6fa5; }
 .count { color: #999; font-size: 11px; }
-.record { margin: .3em 0 .5em .6em; }
+.record { display: inline-block; vertical-align: top; margin: .3em 1.2em .5em .6em;
+          max-width: 19em; }
 .rhead .name { font-family: monospace; font-weight: bold; }
 .rhead .shape { font-family: monospace; color: #4a6fa5; }
 .rhead .summary, .part .summary { font-family: monospace; font-size: 12px; color: #333; }
-.path { font-size: 11px; color: #999; white-space: nowrap; overflow: hidden;
-        text-overflow: ellipsis; max-width: 60em; }
+.path { font-size: 11px; color: #999; }
 canvas.heatmap { image-rendering: pixelated; border: 1px solid #ccc; display: block;
                  margin: .2em 0; }
 svg.vector { display: block; margin: .2em 0; background: #fafafa; border: 1px solid #eee; }
