@@ -11,7 +11,9 @@ load hits all alike; medians over the rounds):
   directory each time) and warm (a cache filled by an earlier run of the same command).
 
 Each process is ``python -m formal_algorithms …`` with ``XDG_CACHE_HOME`` pointing at a temporary
-directory, so the user's own cache is neither used nor touched.
+directory, so the user's own cache is neither used nor touched. Besides the wall time, the CPU
+time (user + system) of each process is recorded: on a machine shared with other work the wall
+time grows with the load, the CPU time much less.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,15 +40,19 @@ def commands(run_dir: pathlib.Path) -> dict:
     return {"train --steps 10": train, "sample --length 16": sample}
 
 
-def timed(argv, env) -> float:
-    """Wall time (s) of one ``python -m formal_algorithms ARGV`` process; it must succeed."""
+def timed(argv, env) -> tuple[float, float]:
+    """Wall and CPU time (s) of one ``python -m formal_algorithms ARGV`` process; it must
+    succeed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "formal_algorithms", *argv], env=env,
                           capture_output=True, text=True)  # fmt: skip
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()[-500:]}")
-    return seconds
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
 
 
 def environment(cache_home: pathlib.Path | None) -> dict:
@@ -58,7 +65,7 @@ def environment(cache_home: pathlib.Path | None) -> dict:
 
 
 def run(repeats: int = 3, workdir=None) -> dict:
-    """``{command: {setting: [seconds, …]}}`` over ``repeats`` rounds."""
+    """``{command: {setting: [(wall, cpu) seconds, …]}}`` over ``repeats`` rounds."""
     root = pathlib.Path(workdir or tempfile.mkdtemp(prefix="fa-startup-"))
     run_dir = root / "run"
     warm = root / "warm-cache"
@@ -84,11 +91,15 @@ def run(repeats: int = 3, workdir=None) -> dict:
 
 
 def table(times: dict) -> str:
-    """The medians side by side, one row per command."""
-    lines = [f"{'median wall time (s)':<22}" + "".join(f"{s:>12}" for s in SETTINGS)]
-    for name, by_setting in times.items():
-        cells = "".join(f"{statistics.median(by_setting[s]):>12.2f}" for s in SETTINGS)
-        lines.append(f"{name:<22}{cells}")
+    """The medians side by side, one row per command: wall time, then CPU time."""
+    lines = []
+    for what, index in (("median wall time (s)", 0), ("median CPU time (s)", 1)):
+        lines.append(f"{what:<22}" + "".join(f"{s:>12}" for s in SETTINGS))
+        for name, by_setting in times.items():
+            cells = "".join(
+                f"{statistics.median(t[index] for t in by_setting[s]):>12.2f}" for s in SETTINGS
+            )
+            lines.append(f"{name:<22}{cells}")
     return "\n".join(lines)
 
 

@@ -74,12 +74,17 @@ def test_an_unwritable_cache_directory_switches_the_cache_off(tmp_path):
 
 def test_the_startup_table_puts_the_settings_side_by_side():
     times = {
-        "train --steps 10": {"no cache": [9.0, 8.0, 10.0], "cold cache": [9.5], "warm cache": [4.0, 3.0]},
-        "sample --length 16": {"no cache": [5.0], "cold cache": [5.2], "warm cache": [1.4]},
+        "train --steps 10": {"no cache": [(9.0, 7), (8.0, 6), (10.0, 8)], "cold cache": [(9.5, 8)],
+                             "warm cache": [(4.0, 3), (3.0, 2)]},
+        "sample --length 16": {"no cache": [(5.0, 4)], "cold cache": [(5.2, 4)],
+                               "warm cache": [(1.4, 1)]},
     }  # fmt: skip
     lines = startup.table(times).splitlines()
+    assert lines[0].split()[:3] == ["median", "wall", "time"]
     assert lines[0].split()[-6:] == ["no", "cache", "cold", "cache", "warm", "cache"]
     assert lines[1].split()[-3:] == ["9.00", "9.50", "3.50"]  # medians
     assert lines[2].split()[-3:] == ["5.00", "5.20", "1.40"]
+    assert lines[3].split()[:3] == ["median", "CPU", "time"]
+    assert lines[4].split()[-3:] == ["7.00", "8.00", "2.50"]
     run_dir = pathlib.Path("/r")
     assert startup.commands(run_dir)["sample --length 16"][-2:] == ["--length", "16"]
