@@ -37,7 +37,14 @@ from formal_algorithms.cli.main import main
 from formal_algorithms.testing import adapters as A
 from formal_algorithms.testing import conformance as C
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models: one thread is fastest (and the suite runs a worker per core); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def adapt(model, **options):
