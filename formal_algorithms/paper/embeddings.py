@@ -7,7 +7,7 @@ Indices are 0-based: the paper's token v ∈ [N_V] is ``v - 1`` here, its positi
 import jax.numpy as jnp
 import numpy as np
 
-from .checks import check_index, check_shape, check_tokens, fail
+from .checks import as_tokens, check_index, check_shape, check_sizes, check_tokens, fail
 from .functions import softmax
 from .initialisation import Normal, materialise
 from .shapes import Arr, Float, Int
@@ -15,6 +15,7 @@ from .shapes import Arr, Float, Int
 
 def token_embedding(v: int | Int[Arr, ""], W_e: Float[Arr, "d_e N_V"]) -> Float[Arr, " d_e"]:
     """Algorithm 1: ``e = W_e[:, v]``. ``W_e``: ``(d_e, N_V)``; ``v``: a 0-based token id."""
+    _check_matrix("token_embedding (Algorithm 1)", "W_e", W_e)
     check_index("token_embedding (Algorithm 1)", "v", v, W_e.shape[1])
     return W_e[:, v]  # line 1
 
@@ -23,6 +24,7 @@ def positional_embedding(
     t: int | Int[Arr, ""], W_p: Float[Arr, "d_e ell_max"]
 ) -> Float[Arr, " d_e"]:
     """Algorithm 2: ``e_p = W_p[:, t]``. ``W_p``: ``(d_e, ℓ_max)``; ``t``: a 0-based position."""
+    _check_matrix("positional_embedding (Algorithm 2)", "W_p", W_p)
     check_index("positional_embedding (Algorithm 2)", "t", t, W_p.shape[1])
     return W_p[:, t]  # line 1
 
@@ -36,11 +38,14 @@ def embed(
     outside ``[0, N_V)`` and sequences longer than ℓ_max raise ``ValueError`` on concrete input,
     because the gather below would silently clamp them.
     """
+    x = as_tokens(x)
+    _check_matrix("embed (eq. 1)", "W_e", W_e)
+    _check_matrix("embed (eq. 1)", "W_p", W_p)
     if W_e.shape[0] != W_p.shape[0]:
         fail("embed (eq. 1)", "W_p", f"has d_e = {W_p.shape[0]} rows but W_e has {W_e.shape[0]}")
     check_tokens("embed (eq. 1)", "x", x, N_V=W_e.shape[1], ell_max=W_p.shape[1])
     ell = x.shape[0]
-    return W_e[:, x] + W_p[:, :ell]
+    return W_e[:, x] + W_p[:, :ell]  # line 1, for every t at once: the columns of X
 
 
 def unembedding(e: Float[Arr, "d_e *ell"], W_u: Float[Arr, "N_V d_e"]) -> Float[Arr, "N_V *ell"]:  # noqa: F821 (variadic jaxtyping dimension)
@@ -50,6 +55,13 @@ def unembedding(e: Float[Arr, "d_e *ell"], W_u: Float[Arr, "N_V d_e"]) -> Float[
     of Algorithm 8). The tied form of the paper's prose is ``unembedding(e, W_e.T)``: the same array,
     so gradients through both uses add up.
     """
+    _check_matrix("unembedding (Algorithm 7)", "W_u", W_u)
+    if jnp.ndim(e) not in (1, 2):
+        fail(
+            "unembedding (Algorithm 7)",
+            "e",
+            f"must be (d_e,) or (d_e, ℓ), got shape {jnp.shape(e)}",
+        )
     check_shape("unembedding (Algorithm 7)", "e", e, (W_u.shape[1],) + (None,) * (e.ndim - 1))
     return softmax(W_u @ e)  # line 1
 
@@ -62,6 +74,7 @@ def paper_sinusoidal_W_p(d_e: int, ell_max: int, dtype=jnp.float32):
     Vaswani et al.'s original is :func:`vaswani_sinusoidal_W_p`.
     """
     _check_even("paper_sinusoidal_W_p", d_e)
+    check_sizes("paper_sinusoidal_W_p", ell_max=ell_max)
     i = np.arange(1, d_e // 2 + 1, dtype=np.float64)[:, None]  # 1-based pair index
     t = np.arange(1, ell_max + 1, dtype=np.float64)[None, :]  # 1-based position
     return _interleave(t / float(ell_max) ** (2 * i / d_e), dtype)
@@ -74,6 +87,7 @@ def vaswani_sinusoidal_W_p(d_e: int, ell_max: int, base: float = 10000.0, dtype=
     returned in the paper's orientation ``W_p[:, pos]``.
     """
     _check_even("vaswani_sinusoidal_W_p", d_e)
+    check_sizes("vaswani_sinusoidal_W_p", ell_max=ell_max)
     i = np.arange(d_e // 2, dtype=np.float64)[:, None]
     pos = np.arange(ell_max, dtype=np.float64)[None, :]
     return _interleave(pos / base ** (2 * i / d_e), dtype)
@@ -86,7 +100,13 @@ def _interleave(angles, dtype):
     return jnp.asarray(W_p, dtype)
 
 
+def _check_matrix(algorithm, name, W):
+    if jnp.ndim(W) != 2:
+        fail(algorithm, name, f"must be a matrix, got shape {jnp.shape(W)}")
+
+
 def _check_even(name, d_e):
+    check_sizes(name, d_e=d_e)
     if d_e % 2:
         fail(name, "d_e", f"= {d_e} must be even: the sinusoids come in sin/cos row pairs")
 
@@ -102,4 +122,5 @@ def embeddings_spec(N_V: int, d_e: int, ell_max: int):
 
 def init_embeddings(key, N_V: int, d_e: int, ell_max: int, dtype=jnp.float32):
     """``(W_e, W_p)`` drawn as :func:`embeddings_spec` describes."""
+    check_sizes("init_embeddings", N_V=N_V, d_e=d_e, ell_max=ell_max)
     return materialise(key, embeddings_spec(N_V, d_e, ell_max), dtype)

@@ -45,7 +45,7 @@ from .architectures import (
     e_transformer_logits,
     ed_transformer_logits,
 )
-from .checks import check_key, check_tokens, concrete, fail
+from .checks import as_tokens, check_key, check_tokens, concrete, fail
 from .functions import gelu, log_softmax, relu
 from .normalisation import EPS
 
@@ -63,6 +63,7 @@ def ed_loss(theta: EDTransformerParams, z, x, *, eps=EPS):
     0-based: ``− Σ_{t=0}^{ℓ−2} log P[x[t+1], t]`` with ``P = EDTransformer(z, x | θ)``: column t
     predicts the next token ``x[t+1]``. A pure function of θ; ``jax.grad`` gives line 6's gradient.
     """
+    z, x = as_tokens(z), as_tokens(x)
     ell = x.shape[0]  # line 3
     log_P = log_softmax(ed_transformer_logits(z, x, theta, eps=eps))  # line 4, in log space
     return -jnp.sum(log_P[x[1:], jnp.arange(ell - 1)])  # line 5
@@ -74,6 +75,8 @@ def e_loss(theta: ETransformerParams, x_tilde, x, *, activation=gelu, eps=EPS):
     ``x_tilde``: the masked sequence x̃ (line 5); ``x``: the original. ``T̃ = {t : x̃[t] = mask_token}``
     (line 7) with ``mask_token = N_V − 3``; ``P = ETransformer(x̃ | θ)`` (line 8).
     """
+    check_params(theta, ALG12)
+    x_tilde, x = as_tokens(x_tilde), as_tokens(x)
     N_V = theta.W_e.shape[1]
     check_tokens(ALG12, "x", x, N_V)
     if x.shape != x_tilde.shape:
@@ -89,6 +92,7 @@ def d_loss(theta: DTransformerParams, x, *, activation=gelu, eps=EPS):
 
     0-based: ``− Σ_{t=0}^{ℓ−2} log P[x[t+1], t]`` with ``P = DTransformer(x | θ)``.
     """
+    x = as_tokens(x)
     ell = x.shape[0]  # line 3
     log_P = log_softmax(d_transformer_logits(x, theta, activation=activation, eps=eps))  # line 4
     return -jnp.sum(log_P[x[1:], jnp.arange(ell - 1)])  # line 5
@@ -158,7 +162,8 @@ def d_loss_padded(theta: DTransformerParams, x, valid, *, activation=gelu, eps=E
 def e_loss_padded(
     theta: ETransformerParams, x_tilde, x, valid, *, activation=gelu, eps=EPS
 ) -> TokenStats:
-    """:func:`e_loss` for ``x̃``, ``x`` padded at their ends: ``T̃`` restricted to real positions."""
+    """Algorithm 12, lines 7-9 (:func:`e_loss`) for ``x̃``, ``x`` padded at their ends: ``T̃``
+    restricted to real positions."""
     logits = e_transformer_logits_padded(x_tilde, valid, theta, activation=activation, eps=eps)
     return token_stats(logits, x, masked_positions(theta, x_tilde, valid))  # lines 7-9
 
@@ -233,6 +238,8 @@ def _sgd(theta, grad, eta):
 
 @functools.partial(jax.jit, static_argnames=("activation", "eps"))
 def _ed_update(theta, z, z_valid, x, x_valid, eta, *, activation, eps):
+    """Algorithm 11, lines 3-6 for one (padded) sequence: one SGD step."""
+
     def loss(th):  # lines 3-5
         return ed_loss_padded(th, z, z_valid, x, x_valid, activation=activation, eps=eps).loss
 
@@ -241,6 +248,8 @@ def _ed_update(theta, z, z_valid, x, x_valid, eta, *, activation, eps):
 
 @functools.partial(jax.jit, static_argnames=("activation", "eps"))
 def _e_update(theta, key, x, valid, eta, p_mask, *, activation, eps):
+    """Algorithm 12, lines 4-10 for one (padded) sequence: one SGD step."""
+
     x_tilde = mask_for(theta, key, x, valid, p_mask)  # lines 4-6
 
     def loss(th):  # lines 7-9
@@ -251,6 +260,8 @@ def _e_update(theta, key, x, valid, eta, p_mask, *, activation, eps):
 
 @functools.partial(jax.jit, static_argnames=("activation", "eps"))
 def _d_update(theta, x, valid, eta, *, activation, eps):
+    """Algorithm 13, lines 3-6 for one (padded) sequence: one SGD step."""
+
     def loss(th):  # lines 3-5
         return d_loss_padded(th, x, valid, activation=activation, eps=eps).loss
 

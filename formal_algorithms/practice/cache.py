@@ -233,7 +233,9 @@ def _d_block(tokens, start, theta, cache, activation, eps):
         A, K_l, V_l = _cached_self_attention(layer.W, X_tilde, start, K_l, V_l)
         X = X + A  # line 6
         X_tilde = layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 7
-        X = X + mlp(X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)
+        X = X + mlp(
+            X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation
+        )  # line 8
         K.append(K_l)
         V.append(V_l)
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
@@ -241,7 +243,7 @@ def _d_block(tokens, start, theta, cache, activation, eps):
 
 
 def _d_column(token, t, theta, cache, activation, eps):
-    """Algorithm 10, lines 1-11 for the one column at position t (Algorithm 3 per head)."""
+    """Algorithm 10, lines 1-11 for the one column at position t. Attention: Algorithm 3 per head."""
     e = theta.W_e[:, token] + jax.lax.dynamic_index_in_dim(theta.W_p, t, 1, False)  # eq. 1
     K, V = [], []
     for layer, K_l, V_l in zip(theta.layers, cache.K, cache.V, strict=True):  # line 4
@@ -249,7 +251,9 @@ def _d_column(token, t, theta, cache, activation, eps):
         a, K_l, V_l = _self_attention_column(layer.W, e_tilde, t, K_l, V_l)
         e = e + a  # line 6
         e_tilde = layer_norm(e, layer.gamma2, layer.beta2, eps)  # line 7
-        e = e + layer.W_mlp2 @ activation(layer.W_mlp1 @ e_tilde + layer.b_mlp1) + layer.b_mlp2
+        e = (
+            e + layer.W_mlp2 @ activation(layer.W_mlp1 @ e_tilde + layer.b_mlp1) + layer.b_mlp2
+        )  # line 8
         K.append(K_l)
         V.append(V_l)
     e = layer_norm(e, theta.gamma, theta.beta, eps)  # line 10

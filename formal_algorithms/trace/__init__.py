@@ -89,7 +89,7 @@ class Trace:
         for r in self.find(algorithm, line, **indices):
             rows.append((r.path, r.pseudocode, _shape(r.value), summary(r.value)))
         widths = [
-            min(max(len(row[i]) for row in rows), cap) for i, cap in enumerate((70, 48, 14, 60))
+            min(max(len(row[i]) for row in rows), cap) for i, cap in enumerate((96, 48, 14, 60))
         ]
         out = []
         for k, row in enumerate(rows):

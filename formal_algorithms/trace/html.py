@@ -10,7 +10,8 @@ Nothing is fetched at view time: CSS and JavaScript are inline, vectors are inli
 heatmaps are canvases drawn by the inline script from the page's embedded JSON (one entry per
 distinct matrix, 8 bits per cell: a heatmap shows no more; the tooltip's value is read back from
 those 8 bits, hence "≈"). To keep the page small, a matrix is drawn up to ``max_side`` rows and
-columns (the rest is summarised) and the page draws at most ``max_cells`` cells in all.
+columns (the rest is summarised) and the page draws at most ``max_cells`` cells (and vector
+points) in all.
 
 Stable hooks for tests and scripts: ``section.algorithm[data-algorithm="10"]`` (id ``alg-10``),
 ``.line[data-algorithm="10"][data-line="6"]`` (id ``alg-10-line-6``), ``.record`` elements with
@@ -324,6 +325,9 @@ class _Page:
         finite = a[np.isfinite(a)]
         if finite.size == 0:
             return "<div class=note>no finite entries</div>"
+        if a.size > self.cells_left:  # a plot's points count against the page's budget too
+            return "<div class=note>not drawn: the page's budget of cells is spent</div>"
+        self.cells_left -= a.size
         lo, hi = float(min(finite.min(), 0.0)), float(max(finite.max(), 0.0))
         span = hi - lo or 1.0
         w, h = min(max(4 * a.size, 80), 480), 48
@@ -515,7 +519,7 @@ _SCRIPT = r"""
     var ctx = canvas.getContext("2d"), img = ctx.createImageData(m.c, m.r);
     for (var i = 0; i < q.length; i++) {
       var c = colour(q[i], m.s);
-      img.data[4 * i] = c[0]; img.data[4 * i + 1] = c[1]; img.data[4 * i + 2] = c[2];
+      img.data[4 * i] = c[1]; img.data[4 * i + 1] = c[1]; img.data[4 * i + 2] = c[2];
       img.data[4 * i + 3] = 255;
     }
     ctx.putImageData(img, 0, 0);

@@ -12,11 +12,12 @@ from __future__ import annotations
 import ast
 import functools
 import io
+import pathlib
 import re
 import tokenize
 from typing import NamedTuple
 
-_LINES = re.compile(r"^lines? (\d+)((?:\s*(?:[-–]|,)\s*\d+)*)")
+_LINES = re.compile(r"^(?:Alg(?:orithm)? (\d+),? )?lines? (\d+)((?:\s*(?:[-–]|,)\s*\d+)*)")
 _DOC = re.compile(r"^(?:Lines? [\d\-–, ]+ of )?(?:Algorithm|Alg\.?) (\d+)\b(?!s)|^Eq\. (\d+)\b")
 
 
@@ -24,6 +25,7 @@ class Statement(NamedTuple):
     start: int  # first physical line of the statement
     end: int  # last physical line of its header (simple statements: of the whole statement)
     lines: tuple[int, ...]  # the paper's lines it implements
+    algorithm: int | None  # the algorithm its comment names (``# Alg 5 lines 3-4``), else None
     kind: str  # "assign", "return", "expr", "loop", "other"
     target: str | None  # the variable whose value the line computes (assign, expr)
     body: tuple[int, int] | None  # a loop's body span
@@ -37,18 +39,20 @@ class FunctionIndex(NamedTuple):
     by_line: dict  # physical line -> Statement
     filename: str
     def_lines: tuple[int, ...]  # the lines its `def` comment names (a loop body called per pass)
+    static: tuple  # every algorithm its docstring names, else its enclosing function's
 
 
-def parse_lines(comment: str) -> tuple[int, ...] | None:
-    """``"lines 5-8, Mask ≡ 1"`` -> ``(5, 6, 7, 8)``; ``None`` unless the comment starts so."""
+def parse_lines(comment: str):
+    """``"lines 5-8, Mask ≡ 1"`` -> ``(None, (5, 6, 7, 8))``; ``"Alg 5 lines 3-4"`` ->
+    ``(5, (3, 4))``; ``None`` unless the comment starts so."""
     match = _LINES.match(comment.strip())
     if not match:
         return None
-    numbers = [int(match.group(1))]
-    for sep, n in re.findall(r"\s*([-–]|,)\s*(\d+)", match.group(2)):
+    numbers = [int(match.group(2))]
+    for sep, n in re.findall(r"\s*([-–]|,)\s*(\d+)", match.group(3)):
         n = int(n)
         numbers.extend(range(numbers[-1] + 1, n + 1) if sep in "-–" else [n])
-    return tuple(dict.fromkeys(numbers))
+    return (int(match.group(1)) if match.group(1) else None), tuple(dict.fromkeys(numbers))
 
 
 def docstring_algorithm(doc: str | None) -> int | str | None:
@@ -76,13 +80,50 @@ def index_file(filename: str) -> dict[int, FunctionIndex]:
                 full_line.add(tok.start[0])
     lines_of_source = source.splitlines()
     out = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            index = _index_function(node, comments, full_line, lines_of_source, filename)
-            if index is not None:
-                first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
-                out[first] = index
+
+    def visit(node, enclosing):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                static = docstring_algorithms(ast.get_docstring(child)) or enclosing
+                index = _index_function(child, comments, full_line, lines_of_source, filename)
+                if index is not None:
+                    first = child.decorator_list[0].lineno if child.decorator_list else child.lineno
+                    out[first] = index._replace(static=static)
+                visit(child, static)
+            else:
+                visit(child, enclosing)
+
+    visit(tree, ())
     return out
+
+
+def docstring_algorithms(doc: str | None) -> tuple:
+    """Every algorithm the first sentence of a docstring names: ``"Lines 5-8 of Algorithms 8
+    (encoder) and 9"`` -> ``(8, 9)``."""
+    first = re.split(r"(?<=[.:])\s", (doc or "").strip(), maxsplit=1)[0]
+    found = []
+    for match in re.finditer(
+        r"\b(?:Algorithms?|Alg\.?) ((?:\d+(?: \([^)]*\))?(?:, | and |/)?)+)", first
+    ):
+        found += [int(n) for n in re.findall(r"\d+", re.sub(r"\([^)]*\)", "", match.group(1)))]
+    eq = re.match(r"Eq\. (\d+)", (doc or "").strip())
+    return tuple(dict.fromkeys(found)) or ((f"eq. {eq.group(1)}",) if eq else ())
+
+
+def line_index(filenames) -> dict:
+    """``{(algorithm, line): [function, …]}`` over the statically known algorithms of every
+    function with paper lines in ``filenames`` (the table algorithms.md's "Line index" shows)."""
+    table = {}
+    for filename in filenames:
+        module = pathlib.Path(filename).stem
+        for index in index_file(str(filename)).values():
+            for stmt in index.statements:
+                for algorithm in (stmt.algorithm,) if stmt.algorithm else index.static:
+                    for line in stmt.lines:
+                        names = table.setdefault((algorithm, line), [])
+                        if f"{module}.{index.name}" not in names:
+                            names.append(f"{module}.{index.name}")
+    return table
 
 
 def _comment_lines(start, end, comments, full_line):
@@ -152,17 +193,18 @@ def _index_function(node, comments, full_line, source_lines, filename):
     statements = []
     for stmt in _statements(node.body):
         end = _header_end(stmt)
-        lines = _comment_lines(stmt.lineno, end, comments, full_line)
-        if lines is None and default and isinstance(stmt, ast.Return):
-            lines = default
-        if lines is None:
+        found = _comment_lines(stmt.lineno, end, comments, full_line)
+        if found is None and default and isinstance(stmt, ast.Return):
+            found = default
+        if found is None:
             continue
+        own, lines = found
         body = None
         if isinstance(stmt, ast.For | ast.While):
             body = (stmt.body[0].lineno, stmt.body[-1].end_lineno)
         code = "\n".join(source_lines[stmt.lineno - 1 : end]).strip()
         statements.append(
-            Statement(stmt.lineno, end, lines, _kind(stmt), _target(stmt), body, code)
+            Statement(stmt.lineno, end, lines, own, _kind(stmt), _target(stmt), body, code)
         )
     algorithm = docstring_algorithm(ast.get_docstring(node))
     if not statements and algorithm is None:
@@ -177,5 +219,29 @@ def _index_function(node, comments, full_line, source_lines, filename):
         tuple(statements),
         by_line,
         filename,
-        default or (),
+        default[1] if default else (),
+        (),
     )
+
+
+def package_files() -> list[pathlib.Path]:
+    """The files whose lines algorithms.md's "Line index" lists: the paper's algorithms and the
+    cached forms of Algorithms 14 and 15."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    return sorted(root.glob("paper/*.py")) + [root / "practice" / "cache.py"]
+
+
+def line_index_markdown() -> str:
+    """The "Line index" table of algorithms.md: every line of the paper's pseudocode (the table in
+    :mod:`formal_algorithms.paper.pseudocode`) and the functions whose ``# line`` comments
+    implement it; regenerate with ``python -m formal_algorithms.trace``."""
+    from ..paper.pseudocode import PSEUDOCODE
+
+    table = line_index(package_files())
+    rows = ["| Algorithm | Line | Pseudocode | Code |", "|---|---|---|---|"]
+    for algorithm, lines in PSEUDOCODE.items():
+        for line, text in lines.items():
+            code = ", ".join(f"`{name}`" for name in table.get((algorithm, line), [])) or "—"
+            cell = text.replace("|", "\\|")  # a table cell: the pipes of the notation escaped
+            rows.append(f"| {algorithm} | {line} | `{cell}` | {code} |")
+    return "\n".join(rows)

@@ -125,10 +125,10 @@ class Recorder:
             if parent is not None:
                 break
             back = back.f_back
-        self.frames[id(frame)] = self._new_frame(index, parent)
+        self.frames[id(frame)] = self._new_frame(index, parent, back.f_lineno if parent else 0)
         return self._local
 
-    def _new_frame(self, index, parent):
+    def _new_frame(self, index, parent, lineno):
         own = index.algorithm
         if parent is None:
             algorithm = own
@@ -137,7 +137,7 @@ class Recorder:
         algorithm = own if own is not None else parent.algorithm
         site = parent.current
         vector, prefix, carry = parent.vector, list(parent.prefix), dict(parent.carry)
-        fixed = self._loop_indices(parent, site) if site is not None else {}
+        fixed = self._loop_indices(parent, lineno)
         new_vector = self._vectorised(parent, site) if site is not None else ()
         if own is not None and own != parent.algorithm:  # a new algorithm: the call site shows
             if site is not None:
@@ -202,14 +202,14 @@ class Recorder:
             if stmt.kind == "loop" and stmt.body and not stmt.start <= lineno <= stmt.body[1]:
                 state.counters.pop(stmt.start, None)
 
-    def _loop_indices(self, state, stmt) -> dict:
-        """The paper's loop variables in force at ``stmt``: its enclosing Python loops."""
+    def _loop_indices(self, state, lineno: int) -> dict:
+        """The paper's loop variables in force at source line ``lineno``: its enclosing loops."""
         out = {}
         for loop in state.index.statements:
             if (
                 loop.kind == "loop"
                 and loop.body
-                and loop.body[0] <= stmt.start <= loop.body[1]
+                and loop.body[0] <= lineno <= loop.body[1]
                 and loop.start in state.counters
             ):
                 for n in loop.lines:
@@ -250,7 +250,8 @@ class Recorder:
             value, name = (values[0] if len(values) == 1 else tuple(values)), stmt.target
         else:
             value, name = None, ""
-        if state.algorithm is None:
+        algorithm = stmt.algorithm or state.algorithm
+        if algorithm is None:
             return
         if stmt.kind != "loop":
             loop_index = {}
@@ -258,7 +259,7 @@ class Recorder:
         for segment in state.prefix:
             fixed.update(segment.fixed)
         fixed.update(state.carry)
-        own = {**state.carry, **self._loop_indices(state, stmt), **loop_index}
+        own = {**state.carry, **self._loop_indices(state, stmt.start), **loop_index}
         fixed.update(own)
         vector_here = self._vectorised(state, stmt)
         for extra, v in _split(value, state.vector, vector_here):
@@ -271,13 +272,13 @@ class Recorder:
             path.append(_with_indices(_label(stmt.lines), shown))
             self.records.append(
                 Record(
-                    algorithm=state.algorithm,
+                    algorithm=algorithm,
                     line=stmt.lines[-1],
                     lines=stmt.lines,
                     indices=indices,
                     path=" › ".join(path),
                     value=v,
-                    pseudocode=pseudocode.text(state.algorithm, stmt.lines),
+                    pseudocode=pseudocode.text(algorithm, stmt.lines),
                     name=name,
                     function=state.index.name,
                     code=stmt.code,
