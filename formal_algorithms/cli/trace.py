@@ -9,7 +9,9 @@ is a tiny random DTransformer over a fixed alphabet (printable ASCII and the pro
 
 from __future__ import annotations
 
+import os
 import string
+import sys
 
 from .common import load_lm, say
 
@@ -106,8 +108,12 @@ def run(args) -> int:
         )  # fmt: skip
         have = ", ".join(dict.fromkeys(str(r.algorithm) for r in tr.records))
         raise ValueError(f"no traced line matches {chosen} (the trace has algorithms {have})")
-    say(f"Algorithm 10 on {args.prompt!r}: {len(x)} tokens with bos; {about}")
-    say(tr.table(algorithm, args.line, **indices))
+    try:
+        say(f"Algorithm 10 on {args.prompt!r}: {len(x)} tokens with bos; {about}")
+        say(tr.table(algorithm, args.line, **indices))
+    except BrokenPipeError:  # `formal-algorithms trace | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if args.html:
         labels = [tokenizer.decode([t], special="show") for t in x.tolist()]
         from ..trace.html import write_html

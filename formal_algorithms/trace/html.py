@@ -519,7 +519,7 @@ _SCRIPT = r"""
     var ctx = canvas.getContext("2d"), img = ctx.createImageData(m.c, m.r);
     for (var i = 0; i < q.length; i++) {
       var c = colour(q[i], m.s);
-      img.data[4 * i] = c[1]; img.data[4 * i + 1] = c[1]; img.data[4 * i + 2] = c[2];
+      img.data[4 * i] = c[0]; img.data[4 * i + 1] = c[1]; img.data[4 * i + 2] = c[2];
       img.data[4 * i + 3] = 255;
     }
     ctx.putImageData(img, 0, 0);

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
 from formal_algorithms import cli
@@ -155,6 +156,19 @@ def test_page_in_chromium(traced, browser):
     decoded = A.min() + u * (A.max() - A.min())
     np.testing.assert_allclose(decoded, A, atol=(A.max() - A.min()) / 100)
     assert (red[np.tril_indices(6, -1)] == 255).all()  # masked (t_z > t_x): weight 0, white
+
+    # hovering a cell names it with the paper's 1-based indices and gives its value
+    canvas = browser.find_element(
+        By.CSS_SELECTOR, '.record[data-name="A"][data-l="2"][data-h="2"] canvas.heatmap'
+    )
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", canvas)
+    cell = canvas.size["width"] / 6  # 5 px right of and below the centre: the cell (4, 4)
+    ActionChains(browser).move_to_element_with_offset(canvas, 5, 5).perform()
+    tip = browser.find_element(By.ID, "tip")
+    assert tip.is_displayed() and cell > 5
+    match = re.fullmatch(r"\[t_z=4, t_x=4\] ≈ (\S+)", tip.text)
+    assert match, tip.text
+    assert abs(float(match.group(1)) - A[3, 3]) <= (A.max() - A.min()) / 254 + 0.005 * A[3, 3]
 
     # nothing fetched, no script error
     assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
