@@ -492,12 +492,11 @@ def from_hf(model, *, kind=None, name=None, torch_dtype=None) -> TokenModel:
         (getattr(config, a) for a in ("max_position_embeddings", "n_positions")
          if isinstance(getattr(config, a, None), int)), None,
     )  # fmt: skip
-    pad = config.pad_token_id
-    specials = [pad, config.bos_token_id, config.eos_token_id,
-                getattr(config, "decoder_start_token_id", None)]  # fmt: skip
-    specials = [s for s in specials if isinstance(s, int)]
-    if pad is None:
-        pad = config.eos_token_id if isinstance(config.eos_token_id, int) else 0
+    ids = {
+        a: getattr(config, f"{a}_token_id", None) for a in ("pad", "bos", "eos", "decoder_start")
+    }
+    specials = [i for i in ids.values() if isinstance(i, int)]  # a list of eos ids: not special
+    pad = next((i for i in (ids["pad"], ids["eos"], 0) if isinstance(i, int)), 0)
     return _HFModel(
         model, where, kind=kind, vocab_size=int(vocab), pad_token_id=pad, special_ids=specials,
         max_length=max_length, output="logits", positions=True,

@@ -17,7 +17,8 @@ The invariants (the paper's sections in brackets):
 - ``padding_right``/``padding_left`` (Algorithm 4's Mask): the outputs at the real tokens do not
   change with the amount (1, 3) or the content (the pad id, random ids) of padding; left padding
   passes ``position_ids = cumsum(mask) − 1`` when the model takes position ids (as Hugging Face's
-  ``generate`` does). Gradient: real outputs have exactly zero gradient w.r.t. padding embeddings.
+  ``generate`` does), and ``0 … ℓ−1`` to the unpadded reference. Gradient: real outputs have
+  exactly zero gradient w.r.t. padding embeddings.
 - ``batch``: a batch's outputs equal each example's alone (no statistic over the batch axis).
 - ``cache`` (Algorithm 14 with a key-value cache, :mod:`formal_algorithms.practice.cache`):
   logits decoded through the model's cache (a prefill, a chunk of 2, then one token at a time)
@@ -241,6 +242,10 @@ def check_padding(model: TokenModel, side: str = "right", *, seed: int = 0, leng
     if model.kind == "seq2seq":
         z, x_dec = x, _tokens(model, rng, (1, ell))
         ref = model.logits(x_dec, z=z)[0]
+    elif side == "left" and model.accepts_position_ids:
+        # Explicit 0-based positions on both sides: a model whose default positions start
+        # elsewhere (RoBERTa: after the padding index) is compared with itself.
+        ref = model.logits(x, position_ids=np.arange(ell)[None])[0]
     else:
         ref = model.logits(x)[0]
     tol = _tol(ref, atol)

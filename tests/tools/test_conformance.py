@@ -30,6 +30,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    RobertaConfig,
+    RobertaForMaskedLM,
 )
 
 import formal_algorithms as fa
@@ -136,6 +138,9 @@ def tiny_hf_models():
         "bert": BertForMaskedLM(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2,
                                            num_attention_heads=2, intermediate_size=32,
                                            max_position_embeddings=32, pad_token_id=0)),  # fmt: skip
+        "roberta": RobertaForMaskedLM(RobertaConfig(  # positions start after the pad id
+            vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=32, max_position_embeddings=40, pad_token_id=1)),
         "llama": LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32,
                                               num_hidden_layers=2, num_attention_heads=2,
                                               num_key_value_heads=1, max_position_embeddings=64,
@@ -157,15 +162,16 @@ def test_healthy_hugging_face_models_pass():
         "gpt2": DECODER_CHECKS,
         "llama": DECODER_CHECKS,
         "bert": ["padding_right", "padding_left", "batch", "distributions", "determinism"],
+        "roberta": ["padding_right", "padding_left", "batch", "distributions", "determinism"],
         "bart": ["causality", "padding_right", "batch", "cache", "distributions", "determinism"],
     }
     for name, model in models.items():
         tm = A.from_hf(model.eval())
         assert tm.kind == {"gpt2": "causal", "llama": "causal", "bert": "masked",
-                           "bart": "seq2seq"}[name]  # fmt: skip
+                           "roberta": "masked", "bart": "seq2seq"}[name]  # fmt: skip
         report = C.run_battery(tm)
         assert_passes(report, expected[name])
-        if name != "bert":
+        if tm.kind != "masked":
             assert "exactly 0 (torch.autograd)" in report["causality"].message, name
 
 
