@@ -25,7 +25,9 @@ def _load(directory: str):
         what = "does not exist" if not path.exists() else "has no config.json"
         raise FileNotFoundError(f"--hf directory {directory!r} {what}")
     from transformers import AutoConfig, BertForMaskedLM, GPT2LMHeadModel
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()  # the report is the output
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     classes = {"gpt2": GPT2LMHeadModel, "bert": BertForMaskedLM}
     if config.model_type not in classes:

@@ -8,8 +8,9 @@ of transformer libraries keep reporting (an ε, the GELU form, the attention sca
 placement, a position offset, the mask orientation, the head split, a bias, the final norm, the
 unembedding); each entry says where the comparison must find it.
 
-``inject(model, name)`` applies one to a Hugging Face ``GPT2LMHeadModel`` or ``BertForMaskedLM``
-or to a ``torch.nn.Transformer`` and returns the model; :data:`DEPARTURES` lists them.
+``inject(model, name)`` applies one to a Hugging Face ``GPT2LMHeadModel``, ``BertForMaskedLM`` or
+``LlamaForCausalLM`` or to a ``torch.nn.Transformer`` and returns the model; :data:`DEPARTURES`
+lists them and where each applies.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ def _family(model) -> str:
         return "bert"
     if isinstance(model, nn.Transformer):
         return "torch"
-    fail("inject", "model", f"must be a GPT2LMHeadModel, BertForMaskedLM or torch.nn.Transformer, "
-         f"got {type(model).__name__}", TypeError)  # fmt: skip
+    if type(model).__name__ == "LlamaForCausalLM":
+        return "llama"
+    fail("inject", "model", f"must be a GPT2LMHeadModel, BertForMaskedLM, LlamaForCausalLM or "
+         f"torch.nn.Transformer, got {type(model).__name__}", TypeError)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the patches
@@ -61,6 +64,9 @@ def _hard_coded_eps(norm: nn.LayerNorm, eps: float):
 
 
 def _eps(model, family):
+    if family == "llama":  # LlamaRMSNorm reads its ε from an attribute the converter ignores
+        model.model.layers[-1].post_attention_layernorm.variance_epsilon = 1e-3
+        return
     norm = {
         "gpt2": lambda: model.transformer.h[-1].ln_2,
         "bert": lambda: model.bert.encoder.layer[-1].output.LayerNorm,
@@ -99,9 +105,12 @@ def _gelu_form(model, family):
 
 
 def _scale_d(model, family):
-    attention = model.transformer.h[0].attn if family == "gpt2" else \
-        model.bert.encoder.layer[0].attention.self  # fmt: skip
-    d_attn = attention.head_dim if family == "gpt2" else attention.attention_head_size
+    attention = {
+        "gpt2": lambda: model.transformer.h[0].attn,
+        "bert": lambda: model.bert.encoder.layer[0].attention.self,
+        "llama": lambda: model.model.layers[0].self_attn,
+    }[family]()
+    d_attn = attention.attention_head_size if family == "bert" else attention.head_dim
     attention.scaling = 1.0 / d_attn  # scores / d_attn instead of / √d_attn
 
 
@@ -149,9 +158,10 @@ def _transpose_mask(module, args, kwargs):
 
 
 def _mask_transposed(model, family):
-    if family == "gpt2":
+    if family in ("gpt2", "llama"):
         model.set_attn_implementation("eager")  # an explicit mask, as in hand-written attention
-        model.transformer.h[0].attn.register_forward_pre_hook(_transpose_mask, with_kwargs=True)
+        first = model.transformer.h[0].attn if family == "gpt2" else model.model.layers[0].self_attn
+        first.register_forward_pre_hook(_transpose_mask, with_kwargs=True)
     else:
         layer = model.decoder.layers[0]
         layer.self_attn.register_forward_pre_hook(_transpose_mask, with_kwargs=True)
@@ -200,17 +210,26 @@ def _bias_dropped(model, family):
 
 
 def _final_norm_missing(model, family):
-    norm = model.transformer.ln_f if family == "gpt2" else model.cls.predictions.transform.LayerNorm
+    norm = {
+        "gpt2": lambda: model.transformer.ln_f,
+        "bert": lambda: model.cls.predictions.transform.LayerNorm,
+        "llama": lambda: model.model.norm,
+    }[family]()
     norm.forward = lambda x: x
 
 
 def _untied(model, family):
-    head = model.lm_head if family == "gpt2" else model.cls.predictions.decoder
+    head = model.cls.predictions.decoder if family == "bert" else model.lm_head
+    embedding = {
+        "gpt2": lambda: model.transformer.wte,
+        "bert": lambda: model.bert.embeddings.word_embeddings,
+        "llama": lambda: model.model.embed_tokens,
+    }[family]().weight
     generator = torch.Generator().manual_seed(0)
     other = torch.randn(head.weight.shape, generator=generator) / math.sqrt(head.weight.shape[1])
     head.register_buffer("other_weight", other.to(head.weight.dtype))  # moves with .to(dtype)
-    if family == "gpt2" and model.lm_head.weight is not model.transformer.wte.weight:
-        head.forward = lambda x: F.linear(x, model.transformer.wte.weight)  # tied where untied
+    if head.weight is not embedding:
+        head.forward = lambda x: F.linear(x, embedding, head.bias)  # tied where untied
     else:
         head.forward = lambda x: F.linear(x, head.other_weight, head.bias)  # untied where tied
 
@@ -222,6 +241,7 @@ DEPARTURES = {
             "gpt2": "Algorithm 10, line 7 (l=L)",
             "bert": "Algorithm 9, line 8 (l=L)",
             "torch": "Algorithm 8, line 8 (encoder, l=L_enc)",
+            "llama": "Algorithm 10, line 7 (l=L)",
         },
         _eps,
     ),  # fmt: skip
@@ -240,6 +260,7 @@ DEPARTURES = {
         {
             "gpt2": "Algorithm 4, lines 5-6 (weights) of line 6 (l=1)",
             "bert": "Algorithm 4, lines 5-6 (weights) of line 5 (l=1)",
+            "llama": "Algorithm 4, lines 5-6 (weights) of line 6 (l=1)",
         },
         _scale_d,
     ),  # fmt: skip
@@ -265,6 +286,7 @@ DEPARTURES = {
         {
             "gpt2": "Algorithm 4, lines 5-6 (weights) of line 6 (l=1)",
             "torch": "Algorithm 4, lines 5-6 (weights) of line 14 (l=1)",
+            "llama": "Algorithm 4, lines 5-6 (weights) of line 6 (l=1)",
         },
         _mask_transposed,
     ),  # fmt: skip
@@ -285,13 +307,21 @@ DEPARTURES = {
     ),  # fmt: skip
     "final-norm-missing": Departure(
         "the final layer norm (GPT-2: line 10; BERT: the head's, line 11) returns its input",
-        {"gpt2": "Algorithm 10, line 10", "bert": "Algorithm 9, line 11"},
+        {
+            "gpt2": "Algorithm 10, line 10",
+            "bert": "Algorithm 9, line 11",
+            "llama": "Algorithm 10, line 10",
+        },
         _final_norm_missing,
     ),  # fmt: skip
     "untied": Departure(
         "the logits come from another matrix than the weights say (untied where tied, or W_e "
         "where a separate W_u is stored)",
-        {"gpt2": "Algorithm 10, line 11", "bert": "Algorithm 9, line 12"},
+        {
+            "gpt2": "Algorithm 10, line 11",
+            "bert": "Algorithm 9, line 12",
+            "llama": "Algorithm 10, line 11",
+        },
         _untied,
     ),  # fmt: skip
 }

@@ -2,7 +2,7 @@
 algorithm, and each departure of a catalogue, injected into the code of an otherwise equal
 reference model, is located at the paper line where it happens, with evidence naming it.
 
-The references are tiny Hugging Face GPT-2 and BERT models and a ``torch.nn.Transformer``, every
+The references are tiny Hugging Face GPT-2, BERT and Llama models and a ``torch.nn.Transformer``, every
 parameter re-randomised (:func:`torch_reference.randomise`: γ ≠ 1, β and biases ≠ 0, so a dropped
 bias or norm shows). The expected locations below are written by hand from the paper: where the
 departing code runs first in Algorithm 10, 9 or 8. Nothing is downloaded.
@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_reference import randomise
-from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 from formal_algorithms.cli.main import main
 from formal_algorithms.interop.compare import TOLERANCES, compare
@@ -53,6 +60,17 @@ def bert(**overrides):
     return model.eval()
 
 
+def llama():
+    """Grouped-query attention (H = 4 query heads, G = 2 key/value sets), RoPE, RMSnorm, SwiGLU."""
+    config = LlamaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=24, max_position_embeddings=32,
+                         rms_norm_eps=1e-5)  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    randomise(model, torch.Generator().manual_seed(3))
+    return model.eval()
+
+
 def transformer():
     """``nn.Transformer`` as Algorithm 8 has it (Post-LN, ReLU, no final norms) and its
     embeddings, in the paper's orientation."""
@@ -73,7 +91,7 @@ def run(family, departure=None, **kwargs):
     if family == "torch":
         model, extra = transformer()
     else:
-        model, extra = (gpt2() if family == "gpt2" else bert()), {}
+        model, extra = {"gpt2": gpt2, "bert": bert, "llama": llama}[family](), {}
     if departure is not None:
         inject(model, departure)
     return compare(model, X, **extra, **kwargs)
@@ -82,7 +100,7 @@ def run(family, departure=None, **kwargs):
 # ----------------------------------------------------------------------- equal models: equal
 
 
-@pytest.mark.parametrize("family", ["gpt2", "bert", "torch"])
+@pytest.mark.parametrize("family", ["gpt2", "bert", "torch", "llama"])
 def test_unmodified_models_are_reported_equal(family):
     report = run(family)
     assert not report.departs and report.first is None
@@ -90,7 +108,7 @@ def test_unmodified_models_are_reported_equal(family):
     assert all(row.ok for row in report.rows)
     assert max(row.max_rel for row in report.rows) < 1e-5  # float32 rounding only
     # every layer's lines are compared, and the attention weights of every head
-    top = {"gpt2": 10, "bert": 9, "torch": 8}[family]
+    top = {"gpt2": 10, "bert": 9, "torch": 8, "llama": 10}[family]
     lines = {(r.algorithm, r.line, r.indices.get("l")) for r in report.rows if r.algorithm == top}
     expected = {
         "gpt2": {(10, 3, None), (10, 10, None), (10, 11, None)}
@@ -99,10 +117,12 @@ def test_unmodified_models_are_reported_equal(family):
         | {(9, n, l) for n in (5, 6, 7, 8) for l in (1, 2)},
         "torch": {(8, 3, None), (8, 12, None), (8, 21, None)}
         | {(8, n, 1) for n in (5, 6, 7, 8, 14, 15, 16, 17, 18, 19)},
-    }[family]
+    }
+    expected["llama"] = expected["gpt2"]
+    expected = expected[family]
     assert lines == expected
     weights = [r for r in report.rows if r.tag == "A"]
-    assert len(weights) == {"gpt2": 4, "bert": 4, "torch": 6}[family]
+    assert len(weights) == {"gpt2": 4, "bert": 4, "torch": 6, "llama": 8}[family]
     assert "EQUAL" in report.table() and "tolerance" in report.table()
 
 
@@ -118,6 +138,16 @@ def test_float64_mode_is_tight_and_leaves_the_model_as_it_was():
     assert model.config._attn_implementation == "sdpa"  # switched to eager for the run only
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
+
+
+def test_float64_run_of_llama_finds_its_float32_rms_norm():
+    """A real finding: Hugging Face's Llama RMSnorm computes in float32 whatever the model's dtype,
+    so in float64 the model departs at its first norm by float32 rounding, and the report says so."""
+    report = compare(llama(), X, float64=True)
+    first = report.first
+    assert (first.algorithm, first.line, first.indices) == (10, 5, {"l": 1})
+    assert first.max_rel < 1e-5
+    assert any("float32 rounding" in e for e in report.evidence), report.evidence
 
 
 def test_float64_finds_a_departure_below_float32_resolution():
@@ -156,10 +186,15 @@ CATALOGUE = {
     ("torch", "mask-transposed"): (14, 4, 6, {"l": 1, "h": 1}, "A", r"transpose of the paper's"),
     ("torch", "gelu-form"): (7, 8, 7, {"l": 1}, "", r"applies the exact \(erf\) GELU"),
     ("torch", "bias-dropped"): (7, 8, 7, {"l": 1}, "", r"−b_mlp2 of layer 1"),
+    ("llama", "eps"): (7, 10, 7, {"l": 2}, "", r"RMSnorm with ε ≈ 0\.001"),
+    ("llama", "scale-d"): (6, 4, 6, {"l": 1, "h": 1}, "A", r"divides by d_attn = 4"),
+    ("llama", "untied"): (11, 10, 11, {}, "logits", r"ties what the weights untie"),
 }
 
 
-@pytest.mark.parametrize("family, departure", list(CATALOGUE), ids="-".join)
+@pytest.mark.parametrize(
+    "family, departure", list(CATALOGUE), ids=[f"{f}-{d}" for f, d in CATALOGUE]
+)
 def test_each_departure_is_located_at_its_paper_line(family, departure):
     top_line, algorithm, line, indices, tag, evidence = CATALOGUE[family, departure]
     report = run(family, departure)
