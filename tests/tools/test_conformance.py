@@ -54,8 +54,9 @@ def adapt(model, **options):
 
 
 def assert_passes(report, expected_passes):
-    """Nothing failed, and at least ``expected_passes`` ran (were not skipped)."""
+    """Nothing failed, nothing warned, and at least ``expected_passes`` ran (were not skipped)."""
     assert report.ok, str(report)
+    assert not any(r.warnings for r in report.results), str(report)
     passed = {r.check for r in report.results if r.status == "pass"}
     assert set(expected_passes) <= passed, str(report)
 

@@ -311,6 +311,8 @@ class TinySeq2Seq(nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         self.embed = nn.Embedding(VOCAB, D)
+        # nn.Transformer's own encoder, without the nested-tensor fast path, whose prototype
+        # warning would be recorded in every padded report (the outputs are the same)
         layer = nn.TransformerEncoderLayer(D, HEADS, 2 * D, dropout=0.0, batch_first=True)
         encoder = nn.TransformerEncoder(layer, 1, nn.LayerNorm(D), enable_nested_tensor=False)
         self.transformer = nn.Transformer(
