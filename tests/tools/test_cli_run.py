@@ -145,7 +145,7 @@ def test_top_k_1_is_greedy_and_the_stop_string_ends_a_sample(run, capsys):
     stop = full.rstrip("\n")[5:7]  # two characters that the sample contains
     _, cut, _ = main(capsys, "sample", "--checkpoint", path, "--length", "20", "--stop", stop)
     assert cut == full[: full.index(stop)] + "\n"
-    for option, value, pattern in (("--top-k", "-1", "top_k"), ("--top-p", "0", "top_p")):
+    for option, value, pattern in (("--top-k", "-1", "top.k"), ("--top-p", "0", "top.p")):
         code, _, err = main(capsys, "sample", "--checkpoint", path, option, value)
         assert code == 1 and re.search(pattern, err) and "Traceback" not in err
 
