@@ -153,7 +153,15 @@ def key_padding_mask(valid, ell_x: int):
     ``None`` for ``valid=None``, i.e. the paper's ``Mask ≡ 1``. Padding is not in the paper (it has
     no batches); the training and inference code pad sequences to shared lengths with it.
     """
-    return None if valid is None else jnp.broadcast_to(valid[:, None], (valid.shape[0], ell_x))
+    if valid is None:
+        return None
+    if jnp.ndim(valid) != 1:
+        fail(
+            "key_padding_mask",
+            "valid",
+            f"must be a 1-D boolean (ℓ_z,), got shape {jnp.shape(valid)}",
+        )
+    return jnp.broadcast_to(valid[:, None], (valid.shape[0], ell_x))
 
 
 def unembedding_matrix(theta):
@@ -226,15 +234,21 @@ def ed_transformer_logits(
 
 
 def ed_transformer(
-    z: Int[Arr, " ell_z"], x: Int[Arr, " ell_x"], theta: EDTransformerParams, *, eps=EPS
+    z: Int[Arr, " ell_z"],
+    x: Int[Arr, " ell_x"],
+    theta: EDTransformerParams,
+    *,
+    activation=relu,
+    eps=EPS,
 ) -> Float[Arr, "N_V ell_x"]:
     """Algorithm 8, ``P ← EDTransformer(z, x | θ)``: encoder-decoder, Post-LN, ReLU.
 
     ``z``: context tokens ``(ℓ_z,)``; ``x``: primary tokens ``(ℓ_x,)``; both 0-based ids, at most
     ℓ_max long. Returns ``P`` of shape ``(N_V, ℓ_x)``; column t is ``P̂(x[t+1] | x[:t+1], z)``.
     Lines 1-9 are :func:`ed_encode`, lines 10-20 :func:`ed_decode_logits`, line 21 the softmax.
+    ``activation`` is the paper's ReLU unless given (as for Algorithms 9 and 10).
     """
-    return softmax(ed_transformer_logits(z, x, theta, eps=eps))  # line 21
+    return softmax(ed_transformer_logits(z, x, theta, activation=activation, eps=eps))  # line 21
 
 
 # --------------------------------------------------------------------------------- Algorithm 9
@@ -396,7 +410,7 @@ def _jit_init(init):
 @_jit_init
 def init_ed_transformer(
     key, *, N_V, ell_max, L_enc, L_dec, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False,
-    dtype=jnp.float32,
+    dtype=None,
 ) -> EDTransformerParams:  # fmt: skip
     """θ of Algorithm 8. ``d_attn`` and ``d_mid`` default to ``d_e / H`` (as in Vaswani et al.).
 
@@ -413,7 +427,7 @@ def init_ed_transformer(
 @_jit_init
 def init_e_transformer(
     key, *, N_V, ell_max, L, H, d_e, d_mlp, d_f=None, d_attn=None, d_mid=None, tied=False,
-    dtype=jnp.float32,
+    dtype=None,
 ) -> ETransformerParams:  # fmt: skip
     """θ of Algorithm 9; ``d_f`` defaults to ``d_e`` (as in BERT), ``W_u`` is ``(N_V, d_f)``."""
     spec = e_transformer_spec(
@@ -426,7 +440,7 @@ def init_e_transformer(
 @_jit_init
 def init_d_transformer(
     key, *, N_V, ell_max, L, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False,
-    dtype=jnp.float32,
+    dtype=None,
 ) -> DTransformerParams:  # fmt: skip
     """θ of Algorithm 10 (initialisation as :func:`init_ed_transformer`)."""
     spec = d_transformer_spec(
@@ -441,6 +455,9 @@ def init_d_transformer(
 
 def hyperparameters(theta) -> dict:
     """The hyperparameters of θ (Algorithm 8, 9 or 10), read off its shapes."""
+    if type(theta) not in _ALGORITHM_OF:
+        fail("hyperparameters", "theta", f"must be θ of Algorithm 8, 9 or 10, got {_describe(theta)}",
+             TypeError)  # fmt: skip
     d_e, N_V = theta.W_e.shape
     hp = dict(N_V=N_V, ell_max=theta.W_p.shape[1], d_e=d_e, tied=theta.W_u is None)
     if isinstance(theta, EDTransformerParams):

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .checks import check_mask, check_shape, fail
+from .checks import check_mask, check_shape, check_sizes, fail
 from .functions import compute_dtype, softmax
 from .initialisation import materialise, weight, zeros
 from .shapes import Arr, Bool, Float, Int, Shaped
@@ -50,16 +50,30 @@ class MHAttentionParams(NamedTuple):
 
 def bidirectional_mask(ell_z: int, ell_x: int) -> Bool[Arr, "ell_z ell_x"]:
     """Eq. 3, bidirectional: ``Mask ≡ 1`` of shape ``(ℓ_z, ℓ_x)``."""
+    check_sizes("bidirectional_mask (eq. 3)", 0, ell_z=ell_z, ell_x=ell_x)
     return jnp.ones((ell_z, ell_x), bool)
 
 
-def unidirectional_mask(ell: int) -> Bool[Arr, "ell ell"]:
+def unidirectional_mask(ell: int, ell_x: int | None = None) -> Bool[Arr, "ell ell_x"]:
     """Eq. 3, unidirectional (causal) self-attention: ``Mask[t_z, t_x] = [[t_z ≤ t_x]]``.
 
-    Upper-triangular, diagonal included, in the paper's ``[t_z, t_x]`` orientation.
+    Upper-triangular, diagonal included, in the paper's ``[t_z, t_x]`` orientation; ``(ℓ, ℓ)``.
+    With ``ell_x`` (≤ ℓ) the mask is ``(ℓ, ℓ_x)`` for ℓ_x queries that are the *last* ℓ_x of the
+    ℓ positions (new tokens against a cache of earlier keys): ``[[t_z ≤ t_x + ℓ − ℓ_x]]``, i.e.
+    :func:`causal_mask` of the positions ``0…ℓ−1`` and ``ℓ−ℓ_x…ℓ−1``.
     """
+    check_sizes("unidirectional_mask (eq. 3)", 0, ell=ell)
     t = jnp.arange(ell)
-    return causal_mask(t, t)
+    if ell_x is None:
+        return causal_mask(t, t)
+    check_sizes("unidirectional_mask (eq. 3)", 0, ell_x=ell_x)
+    if ell_x > ell:
+        fail(
+            "unidirectional_mask (eq. 3)",
+            "ell_x",
+            f"= {ell_x} exceeds ell = {ell}: the queries are the last ell_x of the ell positions",
+        )
+    return causal_mask(t, t[ell - ell_x :])
 
 
 def causal_mask(t_z: Int[Arr, " ell_z"], t_x: Int[Arr, " ell_x"]) -> Bool[Arr, "ell_z ell_x"]:
@@ -83,6 +97,13 @@ def single_query_attention(
     ``e``: the current token ``(d_in,)``; ``e_ctx``: the context tokens ``e_t`` as the columns of a
     ``(d_in, T)`` matrix. Returns ``ṽ`` of shape ``(d_out,)``.
     """
+    algorithm = "single_query_attention (Algorithm 3)"
+    _check_W(algorithm, W, AttentionParams)
+    check_shape(algorithm, "e", e, (W.W_q.shape[1],))
+    if jnp.ndim(e_ctx) != 2:
+        fail(algorithm, "e_ctx", f"must be a matrix (d_in, T) of context columns, got shape "
+             f"{jnp.shape(e_ctx)}")  # fmt: skip
+    check_shape(algorithm, "e_ctx", e_ctx, (W.W_k.shape[1], None))
     q = W.W_q @ e + W.b_q  # line 1
     K = W.W_k @ e_ctx + W.b_k[:, None]  # line 2: k_t = K[:, t]
     V = W.W_v @ e_ctx + W.b_v[:, None]  # line 3: v_t = V[:, t]
@@ -106,6 +127,7 @@ def attention(
     Self-attention is ``attention(X, X, W, Mask)``. A column ``t_x`` with no allowed context
     (possible only with user masks such as padding) returns a zero column: see :func:`softmax`.
     """
+    _check_W("attention (Algorithm 4)", W, AttentionParams)
     _check_attention_inputs("attention (Algorithm 4)", X, Z, W.W_q, W.W_k, Mask)
     Q = W.W_q @ X + W.b_q[:, None]  # line 1: (d_attn, ℓ_x)
     K = W.W_k @ Z + W.b_k[:, None]  # line 2: (d_attn, ℓ_z)
@@ -134,6 +156,7 @@ def mh_attention(
     Shapes as :func:`attention`; returns ``(d_out, ℓ_x)``. Lines 1-2 run Algorithm 4 once per head;
     ``vmap`` over the stacked head axis is that loop, evaluated in parallel.
     """
+    _check_W("mh_attention (Algorithm 5)", W, MHAttentionParams)
     _check_attention_inputs("mh_attention (Algorithm 5)", X, Z, W.W_q[0], W.W_k[0], Mask)
     heads = AttentionParams(*W[:6])
     Y = jax.vmap(attention, in_axes=(None, None, 0, None))(X, Z, heads, Mask)  # lines 1-2
@@ -142,8 +165,21 @@ def mh_attention(
     return W.W_o @ Y + W.b_o[:, None]  # line 4
 
 
+def _check_W(algorithm, W, cls):
+    """``W`` of the right parameter class, each field an array with the right number of axes."""
+    if type(W) is not cls:
+        got = type(W).__name__ if hasattr(W, "_fields") else f"a {type(W).__name__}"
+        hint = " (one head; H stacked heads go to mh_attention)" if cls is AttentionParams else ""
+        fail(algorithm, "W", f"must be {cls.__name__}{hint}, got {got}", TypeError)
+    template = attention_spec(1, 1, 1, 1) if cls is AttentionParams else _MH_TEMPLATE
+    for name, w, t in zip(cls._fields, W, template, strict=True):
+        if not hasattr(w, "shape") or len(w.shape) != len(t.shape):
+            fail(algorithm, f"W.{name}", f"must be an array with {len(t.shape)} dimensions, got "
+                 f"shape {getattr(w, 'shape', None)}", TypeError)  # fmt: skip
+
+
 def _check_attention_inputs(algorithm, X, Z, W_q, W_k, Mask):
-    if X.ndim != 2 or Z.ndim != 2:
+    if jnp.ndim(X) != 2 or jnp.ndim(Z) != 2:
         fail(
             algorithm, "X" if X.ndim != 2 else "Z", "must be a matrix (d, ℓ) with tokens as columns"
         )
@@ -172,11 +208,16 @@ def mh_attention_spec(H, d_x, d_z, d_attn, d_mid, d_out) -> MHAttentionParams:
     )  # fmt: skip
 
 
-def init_attention(key, d_x, d_z, d_attn, d_out, dtype=jnp.float32) -> AttentionParams:
+def init_attention(key, d_x, d_z, d_attn, d_out, dtype=None) -> AttentionParams:
     """One head (Algorithm 4): weights ~ N(0, 1/fan_in), biases 0 (the paper gives no init)."""
+    check_sizes("init_attention", d_x=d_x, d_z=d_z, d_attn=d_attn, d_out=d_out)
     return materialise(key, attention_spec(d_x, d_z, d_attn, d_out), dtype)
 
 
-def init_mh_attention(key, H, d_x, d_z, d_attn, d_mid, d_out, dtype=jnp.float32):
+def init_mh_attention(key, H, d_x, d_z, d_attn, d_mid, d_out, dtype=None):
     """Eq. 4's parameter set ``W`` with H heads: weights ~ N(0, 1/fan_in), biases 0."""
+    check_sizes("init_mh_attention", H=H, d_x=d_x, d_z=d_z, d_attn=d_attn, d_mid=d_mid, d_out=d_out)
     return materialise(key, mh_attention_spec(H, d_x, d_z, d_attn, d_mid, d_out), dtype)
+
+
+_MH_TEMPLATE = mh_attention_spec(1, 1, 1, 1, 1, 1)

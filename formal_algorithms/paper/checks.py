@@ -40,12 +40,12 @@ def check_tokens(algorithm: str, argument: str, x, N_V: int, ell_max: int | None
     """A token sequence: 1-D, integer, non-empty, ids in [0, N_V), length <= ell_max."""
     if np.ndim(x) != 1:
         fail(algorithm, argument, f"must be a 1-D token sequence, got shape {np.shape(x)}")
-    dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
-    if not np.issubdtype(dtype, np.integer):
-        fail(algorithm, argument, f"must hold integer token ids, got dtype {dtype}", TypeError)
     ell = np.shape(x)[0]
     if ell == 0:
         fail(algorithm, argument, "is empty; the algorithm needs at least one token")
+    dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
+    if not np.issubdtype(dtype, np.integer):
+        fail(algorithm, argument, f"must hold integer token ids, got dtype {dtype}", TypeError)
     if ell_max is not None and ell > ell_max:
         fail(algorithm, argument, f"has length {ell} > ell_max = {ell_max}")
     values = concrete(x)
@@ -75,7 +75,11 @@ def check_mask(algorithm: str, mask, ell_z: int, ell_x: int) -> None:
 
 def check_key(algorithm, key):
     """A key is a typed PRNG key array of shape () or a raw uint32 key of shape (2,)."""
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    try:
+        key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    except (TypeError, ValueError):
+        fail(algorithm, "key", f"must be one jax.random key (jax.random.key(...)), got {key!r}",
+             TypeError)  # fmt: skip
     typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
     if not (typed and key.shape == ()) and not (key.dtype == jnp.uint32 and key.shape == (2,)):
         fail(
@@ -97,3 +101,29 @@ def check_count(algorithm, name, n, minimum=0):
     if n < minimum:
         fail(algorithm, name, f"= {n} must be at least {minimum}")
     return n
+
+
+def as_tokens(x):
+    """A token sequence given as a Python list or tuple, as an array (arrays and tracers pass
+    unchanged), so that every algorithm accepts the same inputs."""
+    return jnp.asarray(np.asarray(x)) if isinstance(x, (list, tuple)) else x
+
+
+def check_token_dtype(algorithm: str, argument: str, x, N_V: int) -> None:
+    """An integer dtype that holds every id the algorithm may produce (up to N_V − 1)."""
+    dtype = np.dtype(x.dtype)
+    if np.issubdtype(dtype, np.integer) and np.iinfo(dtype).max < N_V - 1:
+        fail(
+            algorithm,
+            argument,
+            f"has dtype {dtype}, which cannot hold the generated token ids up to N_V - 1 = "
+            f"{N_V - 1}; pass the prompt as int32",
+            TypeError,
+        )
+
+
+def check_sizes(algorithm: str, minimum: int = 1, **sizes) -> None:
+    """Hyperparameters that are sizes: integers (not bool) >= ``minimum``; ``None`` is skipped."""
+    for name, n in sizes.items():
+        if n is not None:
+            check_count(algorithm, name, n, minimum)

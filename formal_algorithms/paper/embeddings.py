@@ -9,7 +9,7 @@ import numpy as np
 
 from .checks import as_tokens, check_index, check_shape, check_sizes, check_tokens, fail
 from .functions import softmax
-from .initialisation import Normal, materialise
+from .initialisation import Normal, float_dtype, materialise
 from .shapes import Arr, Float, Int
 
 
@@ -66,7 +66,7 @@ def unembedding(e: Float[Arr, "d_e *ell"], W_u: Float[Arr, "N_V d_e"]) -> Float[
     return softmax(W_u @ e)  # line 1
 
 
-def paper_sinusoidal_W_p(d_e: int, ell_max: int, dtype=jnp.float32):
+def paper_sinusoidal_W_p(d_e: int, ell_max: int, dtype=None):
     """The hard-coded ``W_p`` exactly as the paper prints it (§5), in 1-based indices:
 
     ``W_p[2i−1, t] = sin(t / ℓ_max^{2i/d_e})`` and ``W_p[2i, t] = cos(t / ℓ_max^{2i/d_e})``
@@ -80,7 +80,7 @@ def paper_sinusoidal_W_p(d_e: int, ell_max: int, dtype=jnp.float32):
     return _interleave(t / float(ell_max) ** (2 * i / d_e), dtype)
 
 
-def vaswani_sinusoidal_W_p(d_e: int, ell_max: int, base: float = 10000.0, dtype=jnp.float32):
+def vaswani_sinusoidal_W_p(d_e: int, ell_max: int, base: float = 10000.0, dtype=None):
     """The original Transformer's sinusoid (Vaswani et al. 2017), 0-based pos and i:
 
     ``PE[pos, 2i] = sin(pos / 10000^{2i/d_e})``, ``PE[pos, 2i+1] = cos(pos / 10000^{2i/d_e})``,
@@ -97,7 +97,7 @@ def _interleave(angles, dtype):
     """Rows 0, 2, 4, … get sin, rows 1, 3, 5, … get cos, one row pair per frequency."""
     W_p = np.empty((2 * angles.shape[0], angles.shape[1]))
     W_p[0::2], W_p[1::2] = np.sin(angles), np.cos(angles)
-    return jnp.asarray(W_p, dtype)
+    return jnp.asarray(W_p, float_dtype(dtype))
 
 
 def _check_matrix(algorithm, name, W):
@@ -120,7 +120,7 @@ def embeddings_spec(N_V: int, d_e: int, ell_max: int):
     return Normal((d_e, N_V), 0.02), Normal((d_e, ell_max), 0.02)
 
 
-def init_embeddings(key, N_V: int, d_e: int, ell_max: int, dtype=jnp.float32):
+def init_embeddings(key, N_V: int, d_e: int, ell_max: int, dtype=None):
     """``(W_e, W_p)`` drawn as :func:`embeddings_spec` describes."""
     check_sizes("init_embeddings", N_V=N_V, d_e=d_e, ell_max=ell_max)
     return materialise(key, embeddings_spec(N_V, d_e, ell_max), dtype)

@@ -9,6 +9,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from .checks import fail
 from .shapes import Arr, Float, Shaped
 
 
@@ -27,12 +28,20 @@ def softmax(
     shape, entries where ``mask`` is False are treated as ``-∞`` (Algorithm 4, line 5): they get
     weight exactly 0 and exactly zero gradient. A column whose entries are all masked has no
     distribution to return (the paper's 0/0); this function returns a column of zeros there, with
-    zero gradient. No ``inf`` or ``nan`` is ever formed, in any dtype.
+    zero gradient. An entry of ``A`` that is ``-∞`` counts as masked, so an all-``-∞`` column is
+    zeros too. No ``inf`` or ``nan`` is ever formed from finite or ``-∞`` input, in any dtype
+    (a NaN in ``A`` stays NaN in its column). ``A`` must be a float vector or matrix and ``mask``
+    exactly ``A``'s shape (no broadcasting): checked on shapes, so also under ``jit``.
     """
+    if not hasattr(A, "dtype") or not jnp.issubdtype(A.dtype, jnp.floating) or A.ndim > 2:
+        fail("softmax (eq. 2)", "A", "must be a float vector or matrix, got "
+             f"{getattr(A, 'dtype', type(A).__name__)} of shape {jnp.shape(A)}", TypeError)  # fmt: skip
+    if mask is not None and jnp.shape(mask) != A.shape:
+        fail("softmax (eq. 2)", "mask", f"has shape {jnp.shape(mask)}, expected A's {A.shape}")
     dtype = A.dtype
     A = A.astype(compute_dtype(dtype))
-    if mask is None:
-        mask = jnp.ones(A.shape, bool)
+    allowed = ~jnp.isneginf(A)  # exp(-∞) = 0: a -∞ score is a masked one
+    mask = allowed if mask is None else allowed & jnp.asarray(mask, bool)
     # The column maximum over allowed entries only; it cancels in the ratio, so no gradient.
     low = jnp.finfo(A.dtype).min
     m = jnp.max(jnp.where(mask, A, low), axis=0, keepdims=True)

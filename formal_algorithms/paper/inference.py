@@ -48,7 +48,7 @@ from .architectures import (
     ed_encode,
 )
 from .checks import check_count, check_key, check_token_dtype, check_tokens, concrete, fail
-from .functions import gelu
+from .functions import gelu, relu
 from .normalisation import EPS
 
 D_INFERENCE = "DInference (Algorithm 14)"
@@ -233,16 +233,16 @@ def _device(x):
 # --------------------------------------------------------------------------------- Algorithm 15
 
 
-@functools.partial(jax.jit, static_argnames=("eps",))
-def _ed_encode(z, theta, *, eps):
-    return ed_encode(z, theta, eps=eps)
+@functools.partial(jax.jit, static_argnames=("activation", "eps"))
+def _ed_encode(z, theta, *, activation, eps):
+    return ed_encode(z, theta, activation=activation, eps=eps)
 
 
-@functools.partial(jax.jit, static_argnames=("eps",))
-def _ed_step(Z, x_hat, theta, key, tau, *, eps):
+@functools.partial(jax.jit, static_argnames=("activation", "eps"))
+def _ed_step(Z, x_hat, theta, key, tau, *, activation, eps):
     """Lines 4-6 of Alg 15: Algorithm 8 on the current ``x̂`` (one executable per length), its
     last column, one sample."""
-    P_col = ed_decode_logits(x_hat, Z, theta, eps=eps)[:, -1]  # lines 4-5
+    P_col = ed_decode_logits(x_hat, Z, theta, activation=activation, eps=eps)[:, -1]  # lines 4-5
     return sample_token(key, P_col, tau)  # line 6
 
 
@@ -265,7 +265,9 @@ def check_max_length(algorithm, max_length, ell_max):
     return max_length
 
 
-def ed_inference(z, theta: EDTransformerParams, key, *, tau=1.0, max_length=None, eps=EPS):
+def ed_inference(
+    z, theta: EDTransformerParams, key, *, tau=1.0, max_length=None, activation=relu, eps=EPS
+):
     """Algorithm 15, ``x̂ ← EDInference(z, θ̂)``: sequence-to-sequence prediction.
 
     ``z``: the context ``(ℓ_z,)``, 0-based token ids. ``key``: a ``jax.random`` key; the token
@@ -277,7 +279,20 @@ def ed_inference(z, theta: EDTransformerParams, key, *, tau=1.0, max_length=None
     ℓ_max + 1). When x̂ reaches ``max_length`` without eos, it is returned as it is (no eos).
     Line map: line 1 ``x_hat``; line 2 ``y = None``; line 3 the ``while``; lines 4-6 one call of a
     jitted step (full Algorithm 8 on (z, x̂), its last column, one sample); line 7 the append.
+    ``activation``/``eps`` are passed to Algorithm 8 (ReLU unless given).
+
+    Not under ``vmap`` over keys: the length of x̂ depends on the sampled tokens, so a batch of
+    keys gives x̂ of different lengths. A traced key or z raises ``TypeError`` naming the batched
+    form, :func:`~formal_algorithms.practice.cache.ed_inference_cached_batch`.
     """
+    if isinstance(key, jax.core.Tracer) or isinstance(z, jax.core.Tracer):
+        fail(
+            ED_INFERENCE,
+            "key" if isinstance(key, jax.core.Tracer) else "z",
+            "is traced (vmap/jit): x̂'s length depends on the sampled tokens, so Algorithm 15 "
+            "cannot be vmapped; use practice.cache.ed_inference_cached_batch(contexts, theta, keys)",
+            TypeError,
+        )
     check_params(theta, ED_INFERENCE)
     if not isinstance(theta, EDTransformerParams):
         fail(ED_INFERENCE, "theta", f"must be EDTransformerParams, got {type(theta)}", TypeError)
@@ -299,8 +314,8 @@ def ed_inference(z, theta: EDTransformerParams, key, *, tau=1.0, max_length=None
         x_in = jnp.asarray(np.asarray(x_hat, np.int32))
         # lines 4-6. Line 4 is Algorithm 8 in full: its encoder (lines 1-9) runs again at every
         # step, jitted apart from the decoder only so that it compiles once per length of z.
-        Z = _ed_encode(z_int32, theta, eps=eps)
-        y = int(_ed_step(Z, x_in, theta, step_key(key, i), tau, eps=eps))
+        Z = _ed_encode(z_int32, theta, activation=activation, eps=eps)
+        y = int(_ed_step(Z, x_in, theta, step_key(key, i), tau, activation=activation, eps=eps))
         check_sampled(ED_INFERENCE, y, i, theta)  # -1: the logits had no distribution
         x_hat.append(y)  # line 7
     return jnp.asarray(np.asarray(x_hat, z.dtype))  # line 9

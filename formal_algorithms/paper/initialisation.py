@@ -50,8 +50,18 @@ def is_spec(leaf) -> bool:
     return isinstance(leaf, (Normal, Constant))
 
 
-def materialise(key, spec, dtype=jnp.float32):
-    """Turn a tree of leaf specs into arrays; all normal leaves come from one draw on ``key``."""
+def float_dtype(dtype=None):
+    """``dtype``, or JAX's default float dtype when it is ``None``: float64 with
+    ``jax_enable_x64`` on, float32 otherwise (what ``jnp.asarray(1.0)`` gives)."""
+    return jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+
+
+def materialise(key, spec, dtype=None):
+    """Turn a tree of leaf specs into arrays; all normal leaves come from one draw on ``key``.
+    ``dtype=None``: JAX's default float dtype (:func:`float_dtype`)."""
+    dtype = float_dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"init: argument 'dtype' must be a float dtype, got {jnp.dtype(dtype)}")
     specs, tree = jax.tree_util.tree_flatten(spec, is_leaf=is_spec)
     sizes = [int(np.prod(s.shape)) if isinstance(s, Normal) else 0 for s in specs]
     flat = jax.random.normal(key, (sum(sizes),), dtype)

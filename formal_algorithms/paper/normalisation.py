@@ -10,8 +10,9 @@ vectors with a large mean). Low-precision inputs are normalised in float32 and c
 import jax
 import jax.numpy as jnp
 
-from .checks import check_shape
+from .checks import fail
 from .functions import compute_dtype
+from .initialisation import float_dtype
 from .shapes import Arr, Float
 
 EPS = 1e-5
@@ -33,7 +34,7 @@ def layer_norm(
     e: Float[Arr, " d_e"], gamma: Float[Arr, " d_e"], beta: Float[Arr, " d_e"], eps: float = EPS
 ) -> Float[Arr, " d_e"]:
     """Algorithm 6, ``ê ← layer_norm(e | γ, β)`` for one vector ``e`` of shape ``(d_e,)``."""
-    check_shape("layer_norm (Algorithm 6)", "e", e, gamma.shape)
+    _check_norm("layer_norm (Algorithm 6)", "e", e, 1, gamma, beta)
     return _layer_norm_axis0(e, gamma, beta, eps)
 
 
@@ -46,7 +47,7 @@ def layer_norm_columns(
     same arithmetic per column, but ``vmap`` over axis 1 transposes X there and back, which costs
     ~10 % of a training step on CPU.
     """
-    check_shape("layer_norm (Algorithm 6)", "X", X, (gamma.shape[0], None))
+    _check_norm("layer_norm (Algorithm 6)", "X", X, 2, gamma, beta)
     return _layer_norm_axis0(X, gamma, beta, eps)
 
 
@@ -54,7 +55,7 @@ def rms_norm(
     e: Float[Arr, " d_e"], gamma: Float[Arr, " d_e"], eps: float = EPS
 ) -> Float[Arr, " d_e"]:
     """RMSnorm (paper §5): layer_norm with ``m = β = 0``, i.e. ``ê = e / √(Σ_i e[i]² / d_e + ε) ⊙ γ``."""
-    check_shape("rms_norm", "e", e, gamma.shape)
+    _check_norm("rms_norm", "e", e, 1, gamma)
     dtype = e.dtype
     e = e.astype(compute_dtype(dtype))
     return (e / jnp.sqrt(jnp.mean(e**2) + eps) * gamma).astype(dtype)
@@ -64,9 +65,33 @@ def rms_norm_columns(
     X: Float[Arr, "d_e ell"], gamma: Float[Arr, " d_e"], eps: float = EPS
 ) -> Float[Arr, "d_e ell"]:
     """RMSnorm on every column of ``X``."""
+    _check_norm("rms_norm", "X", X, 2, gamma)
     return jax.vmap(rms_norm, in_axes=(1, None, None), out_axes=1)(X, gamma, eps)
 
 
-def init_layer_norm(d_e: int, dtype=jnp.float32):
-    """``γ = 1``, ``β = 0``: layer_norm starts as pure normalisation."""
+def _check_norm(algorithm, name, x, ndim, gamma, beta=None):
+    """``x`` a vector (d_e,) or a matrix (d_e, ℓ); γ and β vectors of x's d_e (no broadcasting).
+    A mismatch blames the odd one out: x when γ and β agree with each other, else γ or β."""
+    if jnp.ndim(x) != ndim:
+        what = "a vector (d_e,)" if ndim == 1 else "a matrix (d_e, ℓ) with tokens as columns"
+        fail(algorithm, name, f"must be {what}, got shape {jnp.shape(x)}")
+    params = [(n, p) for n, p in (("gamma", gamma), ("beta", beta)) if p is not None]
+    for n, p in params:
+        if jnp.ndim(p) != 1:
+            fail(algorithm, n, f"must be a vector (d_e,), got shape {jnp.shape(p)}")
+    d_e = jnp.shape(x)[0]
+    bad = [(n, p) for n, p in params if jnp.shape(p)[0] != d_e]
+    if len(bad) == 2 and jnp.shape(gamma) == jnp.shape(beta):
+        expected = f"({gamma.shape[0]})" if ndim == 1 else f"({gamma.shape[0]}, *)"
+        fail(algorithm, name, f"has shape {jnp.shape(x)}, expected {expected} to match gamma "
+             "and beta")  # fmt: skip
+    if bad:
+        n, p = bad[0]
+        fail(algorithm, n, f"has shape {jnp.shape(p)}, expected ({d_e},): the d_e of {name}")
+
+
+def init_layer_norm(d_e: int, dtype=None):
+    """``γ = 1``, ``β = 0``: layer_norm starts as pure normalisation (JAX's default float dtype
+    unless ``dtype`` is given)."""
+    dtype = float_dtype(dtype)
     return jnp.ones(d_e, dtype), jnp.zeros(d_e, dtype)

@@ -168,12 +168,6 @@ def e_loss_padded(
     return token_stats(logits, x, masked_positions(theta, x_tilde, valid))  # lines 7-9
 
 
-def mask_for(theta: ETransformerParams, key, x, valid, p_mask):
-    """Algorithm 12, lines 4-6 for θ's model: its reserved mask token (id N_V − 3), its ℓ_max."""
-    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
-    return mask_tokens(key, x, p_mask=p_mask, mask_token=N_V - 3, ell_max=ell_max, valid=valid)
-
-
 def masked_positions(theta: ETransformerParams, x_tilde, valid):
     """Algorithm 12, line 7: ``T̃``, the real positions of ``x̃`` that hold the mask token."""
     return (x_tilde == theta.W_e.shape[1] - 3) & valid
@@ -217,11 +211,15 @@ def draw_mask(key, ell: int, p_mask, ell_max: int):
     return jax.random.bernoulli(key, p_mask, (ell_max,))[:ell]
 
 
-def mask_tokens(key, x, *, p_mask, mask_token: int, ell_max: int, valid=None):
+def mask_tokens(key, x, theta: ETransformerParams, *, p_mask, valid=None):
     """Algorithm 12, lines 4-6: ``x̃[t] ← mask_token`` with probability ``p_mask``, else ``x[t]``.
 
-    ``valid`` (padded input): padded positions are never masked.
+    θ's model fixes the mask token (id N_V − 3, as :func:`e_loss` reads it) and ℓ_max (one coin
+    per context position, :func:`draw_mask`). ``valid`` (padded input): padded positions are never
+    masked.
     """
+    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
+    mask_token = N_V - 3
     masked = draw_mask(key, x.shape[0], p_mask, ell_max)
     if valid is not None:
         masked = masked & valid
@@ -250,7 +248,7 @@ def _ed_update(theta, z, z_valid, x, x_valid, eta, *, activation, eps):
 def _e_update(theta, key, x, valid, eta, p_mask, *, activation, eps):
     """Algorithm 12, lines 4-10 for one (padded) sequence: one SGD step."""
 
-    x_tilde = mask_for(theta, key, x, valid, p_mask)  # lines 4-6
+    x_tilde = mask_tokens(key, x, theta, p_mask=p_mask, valid=valid)  # lines 4-6
 
     def loss(th):  # lines 7-9
         return e_loss_padded(th, x_tilde, x, valid, activation=activation, eps=eps).loss

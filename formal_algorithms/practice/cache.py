@@ -375,8 +375,9 @@ def d_inference_cached_batch(prompts, theta: DTransformerParams, keys, *, ell_ge
     """Algorithm 14 with a cache for a batch of prompts of different lengths.
 
     ``prompts``: a sequence of B 1-D token arrays; ``keys``: B keys (``jax.random.split(key, B)``);
-    prompt b uses ``keys[b]``. Returns ``(B, ell_gen)`` int32, row b equal to
-    ``d_inference_cached(prompts[b], θ, keys[b], ...)``. Prompts are right-padded to the bucket of
+    prompt b uses ``keys[b]``. Returns a list of B int32 arrays (as :func:`ed_inference_cached_batch`:
+    a batch in, a list out), entry b equal to ``d_inference_cached(prompts[b], θ, keys[b], ...)``;
+    ``jnp.stack`` makes them one ``(B, ell_gen)`` array. Prompts are right-padded to the bucket of
     the longest one; each keeps its true positions.
     """
     xs = [np.asarray(x) for x in prompts]
@@ -385,7 +386,7 @@ def d_inference_cached_batch(prompts, theta: DTransformerParams, keys, *, ell_ge
     ell_gen, tau = _check_d(theta, [(f"prompts[{b}]", x) for b, x in enumerate(xs)], ell_gen, tau)
     keys = _check_keys(D_INFERENCE, keys, len(xs))
     if ell_gen == 0:
-        return jnp.zeros((len(xs), 0), jnp.int32)
+        return [jnp.zeros(0, jnp.int32) for _ in xs]
     ell_max = theta.W_p.shape[1]
     padded = _pad(xs, length_bucket(max(x.shape[0] for x in xs), ell_max))
     ells = np.asarray([x.shape[0] for x in xs], np.int32)
@@ -393,7 +394,7 @@ def d_inference_cached_batch(prompts, theta: DTransformerParams, keys, *, ell_ge
                             eps=eps)  # fmt: skip
     out = np.asarray(out)[:, :ell_gen]
     check_sampled(D_INFERENCE, out, _first_bad(out), theta)
-    return jnp.asarray(out)
+    return [jnp.asarray(row) for row in out]
 
 
 def _check_keys(algorithm, keys, B):
@@ -414,13 +415,13 @@ def _check_keys(algorithm, keys, B):
 # ------------------------------------------------------------------- Algorithm 8, incrementally
 
 
-def _ed_encode_padded(z, ell_z, theta, eps):
+def _ed_encode_padded(z, ell_z, theta, activation, eps):
     """Lines 1-9 of Algorithm 8 on a right-padded z: padding is masked out as a context (key)."""
     Z = embed(z, theta.W_e, theta.W_p)  # lines 1-3
     valid = jnp.arange(z.shape[0]) < ell_z
     Mask = jnp.broadcast_to(valid[:, None], (z.shape[0], z.shape[0]))  # Mask[t_z, t_x] = z real
     for layer in theta.enc:  # line 4
-        Z = post_ln_layer(Z, layer, Mask, relu, eps)  # lines 5-8
+        Z = post_ln_layer(Z, layer, Mask, activation, eps)  # lines 5-8
     return Z, valid
 
 
@@ -433,7 +434,7 @@ def ed_cross_cache(Z, theta: EDTransformerParams, valid=None) -> CrossCache:
     return CrossCache(tuple(k for k, _ in KV), tuple(v for _, v in KV), valid)
 
 
-def _ed_block(tokens, start, theta, cache, cross, eps):
+def _ed_block(tokens, start, theta, cache, cross, eps, activation=relu):
     """Algorithm 8, lines 10-21 for the columns at start..start+n−1, keys and values cached."""
     X = _embed_at(tokens, start, theta)  # lines 10-12, at the true positions
     n = tokens.shape[0]
@@ -446,7 +447,9 @@ def _ed_block(tokens, start, theta, cache, cross, eps):
         Mask = jnp.broadcast_to(cross.valid[:, None], (Kz.shape[1], n))  # Mask ≡ 1 on real z
         X = X + _attend(layer.W_ed, _queries(layer.W_ed, X), Kz, Vz, Mask)  # line 16
         X = layer_norm_columns(X, layer.gamma4, layer.beta4, eps)  # line 17
-        X = X + mlp(X, layer.W_mlp3, layer.b_mlp3, layer.W_mlp4, layer.b_mlp4, relu)  # line 18
+        X = X + mlp(
+            X, layer.W_mlp3, layer.b_mlp3, layer.W_mlp4, layer.b_mlp4, activation
+        )  # line 18
         X = layer_norm_columns(X, layer.gamma5, layer.beta5, eps)  # line 19
         K.append(K_l)
         V.append(V_l)
@@ -454,14 +457,14 @@ def _ed_block(tokens, start, theta, cache, cross, eps):
 
 
 def ed_cached_logits(tokens, start, theta: EDTransformerParams, cache: KVCache,
-                     cross: CrossCache, *, eps=EPS):  # fmt: skip
+                     cross: CrossCache, *, activation=relu, eps=EPS):  # fmt: skip
     """Algorithm 8's logits for the decoder columns at positions start..start+n−1, given the
     decoder cache of positions < start and the context's :func:`ed_cross_cache`.
     Returns ``(logits (N_V, n), new cache)``."""
     algorithm = "ed_cached_logits (Algorithm 8, cached)"
     _check_block(algorithm, tokens, start, theta, cache)
     _check_cross(algorithm, theta, cross)
-    return _ed_block(jnp.asarray(tokens), start, theta, cache, cross, eps)
+    return _ed_block(jnp.asarray(tokens), start, theta, cache, cross, eps, activation)
 
 
 def _check_cross(algorithm, theta, cross):
@@ -481,12 +484,12 @@ def _check_cross(algorithm, theta, cross):
         )
 
 
-def _ed_generate(theta, z, ell_z, key, max_length, tau, eps):
+def _ed_generate(theta, z, ell_z, key, max_length, tau, activation, eps):
     """Algorithm 15 with caches: z (P,) right-padded, true length ell_z. Returns (x̂ buffer, length)."""
     TRACE_COUNTS["ed_generate"] += 1
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
     tokens = special_tokens(N_V)
-    Z, valid = _ed_encode_padded(z, ell_z, theta, eps)  # encode once
+    Z, valid = _ed_encode_padded(z, ell_z, theta, activation, eps)  # encode once
     cross = ed_cross_cache(Z, theta, valid)  # cross-attention K, V once
     out = jnp.zeros(ell_max + 1, jnp.int32).at[0].set(tokens["bos_token"])  # line 1
 
@@ -497,7 +500,7 @@ def _ed_generate(theta, z, ell_z, key, max_length, tau, eps):
     def step(carry):  # lines 3-7, one pass: x̂ has i + 1 tokens; feed x̂[i] at i, sample x̂[i+1]
         i, cache, out, _ = carry
         token = jax.lax.dynamic_slice_in_dim(out, i, 1)
-        logits, cache = _ed_block(token, i, theta, cache, cross, eps)  # lines 4-5
+        logits, cache = _ed_block(token, i, theta, cache, cross, eps, activation)  # lines 4-5
         y = sample_token(step_key(key, i), logits[:, 0], tau)  # line 6
         out = out.at[i + 1].set(y)  # line 7
         return i + 1, cache, out, y == tokens["eos_token"]
@@ -507,15 +510,15 @@ def _ed_generate(theta, z, ell_z, key, max_length, tau, eps):
     return out, i + 1
 
 
-@functools.partial(jax.jit, static_argnames=("eps",))
-def _ed_generate_one(theta, z, ell_z, key, max_length, tau, *, eps):
-    return _ed_generate(theta, z, ell_z, key, max_length, tau, eps)
+@functools.partial(jax.jit, static_argnames=("activation", "eps"))
+def _ed_generate_one(theta, z, ell_z, key, max_length, tau, *, activation, eps):
+    return _ed_generate(theta, z, ell_z, key, max_length, tau, activation, eps)
 
 
-@functools.partial(jax.jit, static_argnames=("eps",))
-def _ed_generate_batch(theta, zs, ell_zs, keys, max_length, tau, *, eps):
+@functools.partial(jax.jit, static_argnames=("activation", "eps"))
+def _ed_generate_batch(theta, zs, ell_zs, keys, max_length, tau, *, activation, eps):
     def one(z, ell_z, key):
-        return _ed_generate(theta, z, ell_z, key, max_length, tau, eps)
+        return _ed_generate(theta, z, ell_z, key, max_length, tau, activation, eps)
 
     return jax.vmap(one)(zs, ell_zs, keys)
 
@@ -531,7 +534,9 @@ def _check_ed(theta, contexts, tau, max_length):
     return check_tau(ED_INFERENCE, tau), check_max_length(ED_INFERENCE, max_length, ell_max)
 
 
-def ed_inference_cached(z, theta: EDTransformerParams, key, *, tau=1.0, max_length=None, eps=EPS):
+def ed_inference_cached(
+    z, theta: EDTransformerParams, key, *, tau=1.0, max_length=None, activation=relu, eps=EPS
+):
     """Algorithm 15 with caches: the same ``x̂`` as :func:`~.inference.ed_inference` for the same
     arguments and key (including the ``max_length`` guard). One compiled executable per
     context-length bucket and dtype; τ, ``max_length`` and the key are runtime values."""
@@ -539,14 +544,16 @@ def ed_inference_cached(z, theta: EDTransformerParams, key, *, tau=1.0, max_leng
     tau, max_length = _check_ed(theta, [("z", z)], tau, max_length)
     check_key(ED_INFERENCE, key)
     padded = _pad([z], length_bucket(z.shape[0], theta.W_p.shape[1]))[0]
-    out, length = _ed_generate_one(theta, padded, z.shape[0], key, max_length, tau, eps=eps)
+    out, length = _ed_generate_one(
+        theta, padded, z.shape[0], key, max_length, tau, activation=activation, eps=eps
+    )
     out = np.asarray(out)[: int(length)]
     check_sampled(ED_INFERENCE, out, _first_bad(out), theta)
     return jnp.asarray(out.astype(z.dtype))
 
 
 def ed_inference_cached_batch(contexts, theta: EDTransformerParams, keys, *, tau=1.0,
-                              max_length=None, eps=EPS) -> list:  # fmt: skip
+                              max_length=None, activation=relu, eps=EPS) -> list:  # fmt: skip
     """Algorithm 15 with caches for a batch of contexts of different lengths.
 
     ``contexts``: B 1-D token arrays; ``keys``: B keys, context b uses ``keys[b]``. Returns a list
@@ -561,7 +568,9 @@ def ed_inference_cached_batch(contexts, theta: EDTransformerParams, keys, *, tau
     keys = _check_keys(ED_INFERENCE, keys, len(zs))
     padded = _pad(zs, length_bucket(max(z.shape[0] for z in zs), theta.W_p.shape[1]))
     ell_zs = np.asarray([z.shape[0] for z in zs], np.int32)
-    out, lengths = _ed_generate_batch(theta, padded, ell_zs, keys, max_length, tau, eps=eps)
+    out, lengths = _ed_generate_batch(
+        theta, padded, ell_zs, keys, max_length, tau, activation=activation, eps=eps
+    )
     out, lengths = np.asarray(out), np.asarray(lengths)
     for b in range(len(zs)):
         check_sampled(

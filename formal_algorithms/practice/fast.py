@@ -52,7 +52,7 @@ from ..paper.attention import MHAttentionParams, unidirectional_mask
 from ..paper.checks import check_tokens, fail
 from ..paper.functions import gelu, relu, softmax
 from ..paper.normalisation import EPS, layer_norm_columns
-from ..paper.training import TokenStats, mask_for, masked_positions, token_stats
+from ..paper.training import TokenStats, mask_tokens, masked_positions, token_stats
 
 ALG10 = "DTransformer (Algorithm 10)"
 ALG8 = "EDTransformer (Algorithm 8)"
@@ -205,7 +205,11 @@ def e_batch_stats_columns(theta, batch, p_mask, *, activation=gelu, eps=EPS) -> 
     batch (``x``, ``valid``, ``key``: one masking key per row), computed with the batch as columns.
     Each row is masked exactly as the literal step masks it (lines 4-6, the same keys)."""
     xs, valid = batch["x"], batch["valid"]
-    x_tilde = jax.vmap(mask_for, (None, 0, 0, 0, None))(theta, batch["key"], xs, valid, p_mask)
+
+    def mask(key, x, valid):
+        return mask_tokens(key, x, theta, p_mask=p_mask, valid=valid)
+
+    x_tilde = jax.vmap(mask)(batch["key"], xs, valid)
     logits = _e_logits_columns(x_tilde, valid, theta, activation, eps)
     T_tilde = jax.vmap(masked_positions, (None, 0, 0))(theta, x_tilde, valid)  # line 7
     rows = jax.vmap(token_stats, in_axes=(1, 0, 0))(logits, xs, T_tilde)
@@ -236,10 +240,14 @@ def _ed_logits_columns(zs, z_valid, xs, theta: EDTransformerParams, activation, 
     return (unembedding_matrix(theta) @ X).reshape(-1, B, ell_x)  # line 21, before the softmax
 
 
-def ed_transformer_logits_batch(zs, z_valid, xs, theta: EDTransformerParams, *, activation=relu, eps=EPS):  # fmt: skip
-    """Algorithm 8 up to its softmax for a batch, the batch as columns: equal to ``vmap(ed_transformer_logits_padded)(zs, z_valid, xs, θ)`` (``z_valid``
-    (B, ℓ_z) bool marks the real tokens of each z, padded at its end), shape ``(B, N_V, ℓ_x)``."""
+def ed_transformer_logits_batch(zs, xs, theta: EDTransformerParams, *, z_valid=None, activation=relu, eps=EPS):  # fmt: skip
+    """Algorithm 8 up to its softmax for a batch, the batch as columns: equal to ``vmap(ed_transformer_logits_padded)(zs, z_valid, xs, θ)``, shape ``(B, N_V, ℓ_x)``.
+
+    ``z_valid`` (optional, (B, ℓ_z) bool) marks the real tokens of each z, padded at its end;
+    ``None``: every token is real (as ``valid`` of :func:`e_transformer_logits_batch`)."""
     _check_batches(ALG8, theta, zs=zs, xs=xs)
+    if z_valid is None:
+        z_valid = jnp.ones(np.shape(zs), bool)
     if np.shape(z_valid) != np.shape(zs):
         fail(ALG8, "z_valid", f"must have the shape of zs {np.shape(zs)}, got {np.shape(z_valid)}")
     return jnp.moveaxis(_ed_logits_columns(zs, z_valid, xs, theta, activation, eps), 1, 0)

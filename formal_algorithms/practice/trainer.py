@@ -27,6 +27,7 @@ This module imports ``optax`` (the ``train`` extra); the core package does not.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -40,7 +41,7 @@ from ..paper.architectures import (
     ETransformerParams,
     check_params,
 )
-from ..paper.checks import check_key, fail
+from ..paper.checks import check_count, check_key, fail
 from ..paper.functions import gelu, relu
 from ..paper.normalisation import EPS
 from ..paper.training import (
@@ -55,7 +56,7 @@ from ..paper.training import (
     d_loss_padded,
     e_loss_padded,
     ed_loss_padded,
-    mask_for,
+    mask_tokens,
     pad,
 )
 from .fast import StepStats, train_step_fast
@@ -79,6 +80,16 @@ def make_optimizer(
     step ``N_steps``. Weight decay applies to matrices only (not to biases, γ, β). ``clip_norm``:
     the gradient's global norm is clipped to it first (``None``: no clipping).
     """
+    _check_real("make_optimizer", "learning_rate", learning_rate, low=0, strict=True)
+    _check_real("make_optimizer", "weight_decay", weight_decay, low=0)
+    _check_real("make_optimizer", "end_fraction", end_fraction, low=0)
+    _check_real("make_optimizer", "b1", b1, low=0, high=1)
+    _check_real("make_optimizer", "b2", b2, low=0, high=1)
+    if clip_norm is not None:
+        _check_real("make_optimizer", "clip_norm", clip_norm, low=0, strict=True)
+    check_count("make_optimizer", "warmup_steps", warmup_steps)
+    if N_steps is not None:
+        check_count("make_optimizer", "N_steps", N_steps, 1)
     if decay not in ("cosine", "linear", None):
         fail("make_optimizer", "decay", f"must be 'cosine', 'linear' or None, got {decay!r}")
     if decay is not None and (N_steps is None or N_steps <= warmup_steps):
@@ -127,7 +138,7 @@ def batch_stats(theta, batch: dict, p_mask=0.15, *, activation=None, eps=EPS) ->
     elif isinstance(theta, ETransformerParams):
 
         def row(key, x, valid):  # Algorithm 12, lines 4-9
-            x_tilde = mask_for(theta, key, x, valid, p_mask)
+            x_tilde = mask_tokens(key, x, theta, p_mask=p_mask, valid=valid)
             return e_loss_padded(theta, x_tilde, x, valid, **kw)
 
         per_row = jax.vmap(row)(batch["key"], batch["x"], batch["valid"])
@@ -144,14 +155,54 @@ def _reduce(stats: TokenStats, reduction: str):
     return stats.loss
 
 
+def _check_real(algorithm, name, value, *, low, high=None, strict=False):
+    """A finite real number > low (``strict``) or >= low, and < high if given."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
+        fail(algorithm, name, f"must be a real number, got {value!r}", TypeError)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        fail(algorithm, name, f"must be a real number, got {value!r}", TypeError)
+    bad = (
+        not math.isfinite(v) or v < low or (strict and v == low) or (high is not None and v >= high)
+    )
+    if bad:
+        bounds = f"{'>' if strict else '>='} {low}" + ("" if high is None else f" and < {high}")
+        fail(algorithm, name, f"must be a finite number {bounds}, got {value!r}")
+    return v
+
+
 class NonFiniteError(FloatingPointError):
     """The loss or a gradient became non-finite. ``step`` is the 1-based step at which it did;
-    ``theta`` and ``opt_state`` are the last good ones (before that step); ``history`` the losses
-    of the good steps."""
+    ``theta`` and ``opt_state`` are the last good ones: normally those before that step, or those
+    one step earlier when the update before it already made θ non-finite (a NaN learning rate);
+    ``completed`` is the number of steps in them (resume with ``start_step=completed``);
+    ``history`` the losses of those steps."""
 
-    def __init__(self, message, *, step, theta, opt_state, history):
+    def __init__(self, message, *, step, theta, opt_state, history, completed=None):
         super().__init__(message)
         self.step, self.theta, self.opt_state, self.history = step, theta, opt_state, history
+        self.completed = step - 1 if completed is None else completed
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training: ``theta`` and ``opt_state`` after the last completed step,
+    ``completed`` its number (resume with ``start_step=completed``), ``history`` the losses.
+    A ``KeyboardInterrupt``, so code that catches that still does."""
+
+    def __init__(self, message, *, completed, theta, opt_state, history):
+        super().__init__(message)
+        self.completed, self.theta, self.opt_state = completed, theta, opt_state
+        self.history = history
+
+
+def all_finite(tree) -> bool:
+    """Whether every leaf of ``tree`` is free of NaN and ±∞ (one host transfer per leaf)."""
+    return all(
+        np.isfinite(np.asarray(leaf)).all()
+        for leaf in jax.tree_util.tree_leaves(tree)
+        if np.issubdtype(np.asarray(leaf).dtype, np.inexact)
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer", "reduction", "activation", "eps"))
@@ -274,44 +325,63 @@ def run_steps(
     :func:`train_step`; ``place_batch(batch)`` puts each host batch where the step wants it
     (default: as is). Epoch e visits ``examples`` in the order ``permutation(fold_in(k_shuffle,
     e))`` (or in order without ``shuffle``), masking keys from ``k_mask``; steps ≤ ``start_step``
-    are skipped (resuming). Returns ``(θ, opt_state, history)``; raises :class:`NonFiniteError`.
+    are skipped (resuming). Returns ``(θ, opt_state, history)``; raises :class:`NonFiniteError`,
+    and :class:`TrainingInterrupted` (with the last completed step's state) on Ctrl-C.
     """
     N = len(examples)
     if N == 0:
         fail(algorithm, "data", "is empty")
     k_shuffle, k_mask = jax.random.split(key)
     history = []
+    # (θ, state, steps in them) after the last completed step and after the one before: each
+    # written in one assignment, so that Ctrl-C between two statements never mixes two steps.
+    good = earlier = (theta, opt_state, start_step)
     step = 0  # steps taken or, before start_step, skipped
     epoch = 0
-    while (N_epochs is None or epoch < N_epochs) and (N_steps is None or step < N_steps):
-        order = (
-            np.asarray(jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), N))
-            if shuffle
-            else np.arange(N)
-        )
-        keys = _mask_keys(theta, k_mask, epoch, N)
-        for start in range(0, N, batch_size):
-            step += 1
-            if step <= start_step:  # resuming: this step's update is in θ already
-                continue
-            batch = make_batch(theta, examples, order[start : start + batch_size], batch_size, keys)
-            if place_batch is not None:
-                batch = place_batch(batch)
-            new_theta, new_opt_state, loss, stats = step_fn(theta, opt_state, batch, p_mask)
-            if not (np.isfinite(loss) and np.isfinite(stats.grad_norm)):
-                raise NonFiniteError(
-                    f"{algorithm}: step {step} gave loss {float(loss)} and gradient norm "
-                    f"{float(stats.grad_norm)}; the last good parameters are attached "
-                    "(.theta, .opt_state)",
-                    step=step, theta=theta, opt_state=opt_state, history=np.asarray(history),
-                )  # fmt: skip
-            theta, opt_state = new_theta, new_opt_state
-            history.append(loss)
-            if callback is not None:
-                callback(step, loss, stats)
-            if N_steps is not None and step >= N_steps:
-                break
-        epoch += 1
+    try:
+        while (N_epochs is None or epoch < N_epochs) and (N_steps is None or step < N_steps):
+            order = (
+                np.asarray(jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), N))
+                if shuffle
+                else np.arange(N)
+            )
+            keys = _mask_keys(theta, k_mask, epoch, N)
+            for start in range(0, N, batch_size):
+                step += 1
+                if step <= start_step:  # resuming: this step's update is in θ already
+                    continue
+                rows = order[start : start + batch_size]
+                batch = make_batch(theta, examples, rows, batch_size, keys)
+                if place_batch is not None:
+                    batch = place_batch(batch)
+                new_theta, new_opt_state, loss, stats = step_fn(theta, opt_state, batch, p_mask)
+                if not (np.isfinite(loss) and np.isfinite(stats.grad_norm)):
+                    # θ before this step is the last good one, unless the update before made it
+                    # non-finite without a non-finite loss (a NaN learning rate): then the one
+                    # before that.
+                    last = good if good is earlier or all_finite(good[0]) else earlier
+                    raise NonFiniteError(
+                        f"{algorithm}: step {step} gave loss {float(loss)} and gradient norm "
+                        f"{float(stats.grad_norm)}; the last good parameters (after step "
+                        f"{last[2]}) are attached (.theta, .opt_state)",
+                        step=step, theta=last[0], opt_state=last[1], completed=last[2],
+                        history=np.asarray(history[: last[2] - start_step]),
+                    )  # fmt: skip
+                earlier, good = good, (new_theta, new_opt_state, step)
+                theta, opt_state = new_theta, new_opt_state
+                history.append(loss)
+                if callback is not None:
+                    callback(step, loss, stats)
+                if N_steps is not None and step >= N_steps:
+                    break
+            epoch += 1
+    except KeyboardInterrupt:
+        theta, opt_state, completed = good
+        raise TrainingInterrupted(
+            f"{algorithm}: interrupted after step {completed}",
+            completed=completed, theta=theta, opt_state=opt_state,
+            history=np.asarray(jax.device_get(history[: completed - start_step])),
+        ) from None  # fmt: skip
     history = np.asarray(jax.device_get(history)) if history else np.zeros(0)
     return theta, opt_state, history
 

@@ -47,6 +47,10 @@ from formal_algorithms.practice.trainer import evaluate, make_optimizer, train
 
 N_V, ELL_MAX = 11, 16  # mask_token = 8, bos = 9, eos = 10
 MASK = N_V - 3
+# θ only fixes the mask token and ℓ_max of mask_tokens: any Algorithm 9 θ of these sizes
+THETA_SHAPE = init_e_transformer(
+    jax.random.key(0), N_V=N_V, ell_max=ELL_MAX, L=1, H=2, d_e=8, d_mlp=8
+)
 DIMS = dict(N_V=N_V, ell_max=ELL_MAX, H=2, d_e=8, d_mlp=12, dtype=jnp.float64)
 
 
@@ -257,8 +261,7 @@ def test_masking_frequency_is_p_mask():
 def test_mask_tokens_is_deterministic_per_key_and_respects_padding():
     def mask(seed, x, valid=None):
         return np.asarray(
-            mask_tokens(jax.random.key(seed), jnp.asarray(x), p_mask=0.5, mask_token=MASK,
-                        ell_max=ELL_MAX, valid=valid)
+            mask_tokens(jax.random.key(seed), jnp.asarray(x), THETA_SHAPE, p_mask=0.5, valid=valid)
         )  # fmt: skip
 
     a = mask(4, X_ORIG)

@@ -120,12 +120,12 @@ def test_ed_batch_as_columns_equals_vmapped_literal(ed_theta):
     xs = jnp.array([[10, 0, 4, 2], [10, 5, 5, 1], [10, 8, 9, 7]])
     literal = jax.vmap(fa.training.ed_transformer_logits_padded, (0, 0, 0, None))
     np.testing.assert_allclose(
-        jax.jit(fast.ed_transformer_logits_batch)(zs, z_valid, xs, ed_theta),
+        jax.jit(fast.ed_transformer_logits_batch)(zs, xs, ed_theta, z_valid=z_valid),
         jax.jit(literal)(zs, z_valid, xs, ed_theta),
         rtol=1e-12, atol=1e-12,
     )  # fmt: skip
     with pytest.raises(ValueError, match="Algorithm 8.*'z_valid'"):
-        fast.ed_transformer_logits_batch(zs, z_valid[:, :3], xs, ed_theta)
+        fast.ed_transformer_logits_batch(zs, xs, ed_theta, z_valid=z_valid[:, :3])
 
 
 def test_ed_train_with_fast_steps_equals_train(ed_theta):

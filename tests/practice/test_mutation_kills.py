@@ -95,7 +95,7 @@ def test_malformed_theta_is_named_by_the_batch_as_columns_forms(d_theta, ed_thet
         fast.d_transformer_logits_batch(xs, bad_d)
     bad_ed = ed_theta._replace(enc=_wrong_gamma(ed_theta.enc, "gamma1"))
     with pytest.raises(ValueError, match=r"EDTransformer \(Algorithm 8\): argument 'theta\.enc\[0\]\.gamma1'"):  # fmt: skip
-        fast.ed_transformer_logits_batch(xs, jnp.ones((2, 3), bool), xs, bad_ed)
+        fast.ed_transformer_logits_batch(xs, xs, bad_ed, z_valid=jnp.ones((2, 3), bool))
     E_HP = dict(N_V=9, ell_max=7, L=1, H=2, d_e=6, d_mlp=10)
     e_theta = fa.init_e_transformer(jax.random.key(4), **E_HP, dtype=jnp.float64)
     bad_e = e_theta._replace(layers=_wrong_gamma(e_theta.layers, "gamma1"))
