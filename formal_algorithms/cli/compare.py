@@ -24,12 +24,12 @@ def _load(directory: str):
     if not (path / "config.json").is_file():
         what = "does not exist" if not path.exists() else "has no config.json"
         raise FileNotFoundError(f"--hf directory {directory!r} {what}")
-    from transformers import AutoConfig, BertForMaskedLM, GPT2LMHeadModel
+    from transformers import AutoConfig, BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # the report is the output
     config = AutoConfig.from_pretrained(path, local_files_only=True)
-    classes = {"gpt2": GPT2LMHeadModel, "bert": BertForMaskedLM}
+    classes = {"gpt2": GPT2LMHeadModel, "bert": BertForMaskedLM, "llama": LlamaForCausalLM}
     if config.model_type not in classes:
         raise ValueError(f"--hf {directory!r} holds a {config.model_type!r} model; compare "
                          f"knows {', '.join(sorted(classes))}")  # fmt: skip
@@ -41,7 +41,7 @@ def _limits(model):
     config = model.config
     if config.model_type == "gpt2":
         return config.vocab_size, config.n_positions
-    return config.vocab_size, config.max_position_embeddings
+    return config.vocab_size, config.max_position_embeddings  # BERT, Llama
 
 
 def _tokens(args, model, directory):
@@ -101,9 +101,10 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "compare", help="find where a Hugging Face model departs from the paper, line by line",
-        description="Run a local Hugging Face GPT-2 (Algorithm 10) or BERT (Algorithm 9) model "
-        "and the paper's algorithm on the same tokens, compare every line the model exposes, "
-        "and name the first line beyond tolerance with its likely causes. Exit status 0: equal; "
+        description="Run a local Hugging Face GPT-2 (Algorithm 10), BERT (Algorithm 9) or Llama "
+        "(Algorithm 10 with Llama's substitutions) model and the paper's algorithm on the same "
+        "tokens, compare every line the model exposes, and name the first line beyond tolerance "
+        "with its likely causes. Exit status 0: equal; "
         f"{DEPARTS}: the model departs; 1: error.",
     )  # fmt: skip
     p.add_argument("--hf", metavar="DIR", required=True,

@@ -272,10 +272,10 @@ def test_cli_compare_equal_then_departing(gpt2_dir, capsys):
 
 
 def test_cli_compare_json_and_errors(gpt2_dir, capsys, tmp_path):
-    status = main(["compare", "--hf", str(gpt2_dir), "--length", "6", "--json", "--float64"])
+    status = main(["compare", "--hf", str(gpt2_dir), "--length", "9", "--seed", "1", "--json"])
     data = json.loads(capsys.readouterr().out)
-    assert status == 0 and data["departs"] is False and data["dtype"] == "float64"
-    assert len(data["tokens"]) == 6
+    assert status == 0 and data["departs"] is False and data["dtype"] == "float32"
+    assert len(data["tokens"]) == 9 and data["first_departure"] is None
     assert main(["compare", "--hf", str(tmp_path / "missing")]) == 1
     assert "formal-algorithms: error: --hf" in capsys.readouterr().err
     assert main(["compare", "--hf", str(gpt2_dir), "--tokens", "1 99"]) == 1
