@@ -233,6 +233,18 @@ class TokenModel:
             del step
         return (x, np.stack(steps, axis=1)) if return_logits else x
 
+    def as_function(self, z=None):
+        """The model as a function of the paper's orientation, one sequence ``x (ℓ,)`` to its
+        columns ``(N_V, ℓ)`` (the decoder's, with the context ``z`` fixed, for an encoder-decoder):
+        what the checkers of :mod:`~formal_algorithms.testing.invariants` take, e.g.
+        ``check_causal_tokens(model.as_function(), x, N_V)``."""
+        context = None if z is None else np.asarray(z)[None]
+
+        def f(x):
+            return self.logits(np.asarray(x)[None], z=context)[0]
+
+        return f
+
     def __repr__(self):
         return f"<TokenModel {self.name!r}: {self.kind}, {self.framework}, N_V={self.vocab_size}>"
 
@@ -303,7 +315,9 @@ class _TorchModel(TokenModel):
 
     def _tensor(self, a):
         torch = _torch()
-        return None if a is None else torch.as_tensor(np.asarray(a), device=self._device()).long()
+        if a is None:
+            return None
+        return torch.as_tensor(np.array(a, dtype=np.int64), device=self._device())  # a copy
 
     def _kwargs(self, x, attention_mask, position_ids, z, z_mask):
         t = self._tensor

@@ -35,6 +35,7 @@ from transformers import (
 )
 
 import formal_algorithms as fa
+from formal_algorithms import testing as T
 from formal_algorithms.cli.main import main
 from formal_algorithms.testing import adapters as A
 from formal_algorithms.testing import conformance as C
@@ -95,6 +96,16 @@ def test_violation_messages_name_invariant_position_and_size():
         C.check_padding(adapt(zoo.PositionIdsIgnored()), "left")
     with pytest.raises(C.ConformanceViolation, match=r"at position 0 \(a padding position\)"):
         C.check_distributions(adapt(zoo.NaNOnPadding()))
+
+
+def test_adapted_models_work_with_the_invariant_checkers():
+    x = jnp.asarray([3, 1, 4, 1, 5, 9])
+    with pytest.raises(T.InvariantViolation, match=r"check_causal_tokens: changing x\[1:\]"):
+        T.check_causal_tokens(adapt(zoo.LeakyCausalMask()).as_function(), x, zoo.VOCAB)
+    T.check_causal_tokens(adapt(zoo.TinyLM()).as_function(), x, zoo.VOCAB, atol=1e-6)
+    probabilities = adapt(zoo.SoftmaxOverPositions(), output="probs").as_function()
+    with pytest.raises(T.InvariantViolation, match="check_column_stochastic: .*wrong axis"):
+        T.check_column_stochastic(probabilities(x))
 
 
 def test_a_leak_too_small_to_perturb_is_caught_by_the_gradient():
