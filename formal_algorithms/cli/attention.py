@@ -6,13 +6,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .common import CHECKPOINT_NAME, DEFAULT_OUT, load_lm, say
+from .common import CHECKPOINT_NAME, DEFAULT_OUT, check_prompt, load_lm, say
 
 
 def run(args) -> int:
     from ..visualise import d_attention_weights, plot_attention, token_label
 
     checkpoint, tokenizer, activation, eps = load_lm(args.checkpoint)
+    check_prompt(tokenizer, args.prompt)
     x = tokenizer.encode(args.prompt, bos=True)
     ell_max = checkpoint.hyperparameters["ell_max"]
     if len(x) > ell_max:

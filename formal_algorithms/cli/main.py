@@ -51,7 +51,7 @@ from . import (
     trace,
     train,
 )
-from .common import PROG
+from .common import PROG, explain, validate_options
 
 # The commands, in the order --help lists them: each module has register(sub) and run(args).
 COMMANDS = [train, sample, attention, trace, compare, seq2seq, mlm, info, benchmark, check,
@@ -81,13 +81,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if argv is None:  # the real entry point: JAX's persistent compilation cache, unless off
         compile_cache.setup(args)
+    # The guard (issue 18): no traceback, ever; one line naming the option or file, non-zero exit.
     try:
+        validate_options(args)  # every option, before any work
         return args.run(args)
-    except (ValueError, TypeError, OSError) as error:  # FileNotFoundError is an OSError
+    except KeyboardInterrupt as error:  # Ctrl-C; a training run has saved its state (stop_run)
+        message = " ".join(str(error).split())
+        print(f"{PROG}: {message or 'interrupted'}", file=sys.stderr, flush=True)
+        return 130
+    except Exception as error:
         if os.environ.get("FORMAL_ALGORITHMS_TRACEBACK"):
             raise
-        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr, flush=True)
+        print(f"{PROG}: error: {explain(error, args.command)}", file=sys.stderr, flush=True)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
-        return 130

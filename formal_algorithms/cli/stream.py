@@ -13,7 +13,7 @@ import numpy as np
 
 from ..paper.architectures import DTransformerParams, d_transformer_logits
 from ..paper.functions import gelu
-from ..paper.inference import check_tau, step_key
+from ..paper.inference import D_INFERENCE, check_sampled, check_tau, step_key
 from ..paper.normalisation import EPS
 from ..practice.cache import d_cached_logits, init_kv_cache, length_bucket
 from ..practice.sampling import check_top_k, check_top_p, sample_token_filtered, stop_at
@@ -97,6 +97,7 @@ def stream_d_inference(x, theta: DTransformerParams, key, *, ell_gen: int, tau=1
         y, cache = _prefill(theta, jnp.asarray(prompt), ell, key, tau, *filters, **kw)  # token 0
         for i in range(1, n_cached + 1):
             y = int(y)
+            check_sampled(D_INFERENCE, y, i - 1, theta)  # -1: no distribution (issue 18)
             yield y
             x = np.append(x, np.int32(y))
             if i < n_cached:  # token i: y enters the cache at position ℓ + i − 1
@@ -106,6 +107,7 @@ def stream_d_inference(x, theta: DTransformerParams, key, *, ell_gen: int, tau=1
     for i in range(n_cached, ell_gen):  # the sliding window
         window = np.concatenate([x[:anchor], x[len(x) - (context - anchor) :]])
         y = int(_window_step(theta, jnp.asarray(window), key, i, tau, *filters, **kw))
+        check_sampled(D_INFERENCE, y, i, theta)
         yield y
         x = np.append(x, np.int32(y))
 

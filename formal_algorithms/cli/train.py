@@ -25,6 +25,7 @@ from .common import (
     DEFAULT_OUT,
     PROG,
     check_positive,
+    check_prompt,
     chunks,
     duration,
     make_tokenizer,
@@ -34,6 +35,7 @@ from .common import (
     read_text,
     sample_key,
     say,
+    stop_run,
     unigram_entropy,
 )
 from .stream import stream_sample
@@ -68,6 +70,7 @@ def run(args) -> int:
         tokenizer = tokenizer_from_dict(resumed.tokenizer)
     else:
         tokenizer = make_tokenizer(args.tokenizer, text, train_text, args.vocab_size)
+    check_prompt(tokenizer, args.prompt)  # before training, not after it
     data = chunks(train_text, tokenizer, args.ell_max, "training")
     held = chunks(held_text, tokenizer, args.ell_max, "held-out")
     n_train = sum(len(c) - 1 for c in data)
@@ -303,7 +306,7 @@ def train_and_evaluate(theta, opt_state, data, held, key, optimizer, args, out, 
     resumption, so the parameters equal one uninterrupted run's); after each segment: evaluate on
     the held-out data, write the run's checkpoint (and the best one), warn about overfitting, stop
     early if asked. Returns ``(θ, opt_state, history, step, stopped_early)``."""
-    from ..practice.trainer import evaluate, train
+    from ..practice.trainer import NonFiniteError, TrainingInterrupted, evaluate, train
 
     evals = record["evals"]
     bar, callback = progress_callback(args.steps, "train", initial=step)
@@ -347,6 +350,15 @@ def train_and_evaluate(theta, opt_state, data, held, key, optimizer, args, out, 
                           f"evaluations (--early-stop {args.early_stop})", file=sys.stdout)  # fmt: skip
                 break
             callback.exclude(time.perf_counter() - paused)  # the rate and ETA count steps only
+    except (NonFiniteError, TrainingInterrupted) as error:  # save the last good state (issue 18)
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "diverged"
+        done = np.concatenate([history, np.asarray(error.history, np.float32)])
+
+        def save(theta, opt_state, completed, _):
+            return save_run_checkpoint(out / CHECKPOINT_NAME, theta, opt_state, record,
+                                       step=completed, history=done, status=status)  # fmt: skip
+
+        raise stop_run(error, save, f"continue with: {PROG} train --resume {out}") from None
     finally:
         bar.close()
     return theta, opt_state, history, step, stopped

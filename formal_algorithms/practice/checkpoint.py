@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 
 from ..paper.architectures import (
@@ -73,13 +74,18 @@ def save_checkpoint(
         tensors.update(_flatten("opt_state", opt_state))
     for key, value in (arrays or {}).items():
         tensors[f"extra.{key}"] = np.ascontiguousarray(np.asarray(value))
+    for key, value in tensors.items():
+        if value.dtype not in _STORABLE:
+            raise TypeError(
+                f"{name}: {key} has dtype {value.dtype}, which safetensors cannot store"
+            )
     metadata = {
         "format": FORMAT,
         "architecture": _NAME[type(theta)],
         "hyperparameters": json.dumps(hyperparameters(theta)),
-        "tokenizer": json.dumps(tokenizer),
+        "tokenizer": _json(name, "tokenizer", tokenizer),
         "has_opt_state": json.dumps(opt_state is not None),
-        "extra": json.dumps(extra or {}),
+        "extra": _json(name, "extra", extra or {}),
         "sha256": _digest(tensors),
     }
     return _atomic_write(pathlib.Path(path), save(tensors, metadata=metadata))
@@ -95,27 +101,36 @@ def load_checkpoint(
     assert what the file must hold. Every check passes before anything is returned.
     """
     from safetensors import SafetensorError
-    from safetensors.numpy import load
 
     path = pathlib.Path(path)
     where = f"load_checkpoint: checkpoint {str(path)!r}"
+    if path.is_dir():
+        raise IsADirectoryError(f"{where} is a directory; give the .safetensors file in it")
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{where} does not exist") from None
+    except OSError as error:
+        raise OSError(f"{where} cannot be read ({error.strerror or error})") from None
     try:
-        tensors = load(blob)
-        metadata = _metadata(blob)
-    except (SafetensorError, ValueError, json.JSONDecodeError) as error:
+        tensors = _load_tensors(where, blob)
+        header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
+    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{where} is truncated or not a safetensors file ({error})") from None
-    if metadata.get("format") != FORMAT:
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        found = "no metadata" if not metadata else f"format {metadata.get('format')!r}"
         raise ValueError(
-            f"{where} is not a formal_algorithms checkpoint (format {metadata.get('format')!r})"
+            f"{where} is a safetensors file but not a formal_algorithms checkpoint ({found}; "
+            f"written by another tool?); expected format {FORMAT!r}"
         )
-    if _digest(tensors) != metadata["sha256"]:
+    if _digest(tensors) != _field(where, metadata, "sha256", json_value=False):
         raise ValueError(f"{where} is corrupted: its tensors do not match their SHA-256")
-    kind = metadata["architecture"]
-    hp = json.loads(metadata["hyperparameters"])
+    kind = _field(where, metadata, "architecture", json_value=False)
+    if kind not in ARCHITECTURES:
+        raise ValueError(f"{where}: metadata field 'architecture' is {kind!r}, expected one of "
+                         f"{sorted(ARCHITECTURES)}")  # fmt: skip
+    hp = _field(where, metadata, "hyperparameters")
     if architecture is not None and kind != architecture:
         raise ValueError(f"{where} holds a {kind}, expected a {architecture}")
     wrong = {k: (hp.get(k), v) for k, v in expected_hp.items() if hp.get(k) != v}
@@ -123,11 +138,15 @@ def load_checkpoint(
         detail = ", ".join(f"{k} = {a} (expected {b})" for k, (a, b) in wrong.items())
         raise ValueError(f"{where} holds a {kind} with {detail}")
     cls, spec_fn = ARCHITECTURES[kind]
-    spec = spec_fn(**hp)
+    try:
+        spec = spec_fn(**hp)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: metadata field 'hyperparameters' does not describe a {kind} "
+                         f"({error})") from None  # fmt: skip
     theta, used = _unflatten(where, "theta", spec, tensors, is_leaf=is_spec)
     opt_state = None
     if opt_state_template is not None:
-        if not json.loads(metadata["has_opt_state"]):
+        if not _field(where, metadata, "has_opt_state"):
             raise ValueError(f"{where} has no optimizer state")
         opt_state, used_opt = _unflatten(
             where, "opt_state", opt_state_template, tensors, strict_dtype=True
@@ -140,8 +159,8 @@ def load_checkpoint(
     if unexpected:
         raise ValueError(f"{where} has tensors that fit no leaf: {sorted(unexpected)[:3]}")
     return Checkpoint(
-        theta, kind, hp, json.loads(metadata["tokenizer"]), opt_state,
-        json.loads(metadata["extra"]), arrays,
+        theta, kind, hp, _field(where, metadata, "tokenizer"), opt_state,
+        _field(where, metadata, "extra"), arrays,
     )  # fmt: skip
 
 
@@ -191,9 +210,53 @@ def _digest(tensors: dict) -> str:
     return h.hexdigest()
 
 
-def _metadata(blob: bytes) -> dict:
-    n = int.from_bytes(blob[:8], "little")
-    return json.loads(blob[8 : 8 + n])["__metadata__"]
+# safetensors' names of the dtypes it stores; numpy has no bfloat16 or float8, ml_dtypes (a
+# dependency of JAX) has them, so that every dtype save_checkpoint writes is read back bit-exact.
+_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
+    "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8,
+    "BOOL": np.bool_, "C64": np.complex64,
+}  # fmt: skip
+_STORABLE = {np.dtype(t) for t in _DTYPES.values()}
+
+
+def _load_tensors(where, blob: bytes) -> dict:
+    """The tensors of a safetensors blob as numpy arrays, every dtype of :data:`_DTYPES`."""
+    from safetensors import deserialize
+
+    out = {}
+    for name, view in deserialize(blob):
+        dtype = _DTYPES.get(view["dtype"])
+        if dtype is None:
+            raise ValueError(f"tensor {name!r} has dtype {view['dtype']}, which is not read here")
+        array = np.frombuffer(bytes(view["data"]), np.dtype(dtype).newbyteorder("<"))
+        out[name] = array.astype(dtype, copy=False).reshape(view["shape"])
+    return out
+
+
+def _json(name, argument, value) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name}: argument {argument!r} must be JSON-able ({error})") from None
+
+
+def _field(where, metadata: dict, name: str, *, json_value=True):
+    """Metadata field ``name`` (decoded from JSON unless ``json_value=False``), or a ValueError
+    naming the file and the field."""
+    if name not in metadata:
+        raise ValueError(f"{where}: metadata has no field {name!r}; the file is damaged")
+    if not json_value:
+        return metadata[name]
+    try:
+        return json.loads(metadata[name])
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{where}: metadata field {name!r} is not valid JSON ({error.msg} at character "
+            f"{error.pos}); the file is damaged"
+        ) from None
 
 
 def _atomic_write(path: pathlib.Path, data: bytes) -> pathlib.Path:

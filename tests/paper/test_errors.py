@@ -139,8 +139,8 @@ CATALOGUE = [
     (
         "θ with a missing field",
         lambda: fa.d_transformer(x, D._replace(layers=(D.layers[0]._replace(W=None),))),
-        ValueError,
-        r"DTransformer \(Algorithm 10\): argument 'theta' has structure",
+        TypeError,
+        r"DTransformer \(Algorithm 10\): argument 'theta.layers\[0\].W' must be a MHAttention",
     ),
     (
         "θ of another algorithm",
