@@ -254,8 +254,10 @@ def column_softmax(S, Mask):
     return softmax(S.reshape(S.shape[0], -1), Mask).reshape(S.shape)
 
 
-def _cached_block(tokens, start, stacked: LlamaLayer, W_e, gamma, W_u, cache, rope_base, eps):
-    X = W_e[:, tokens]  # lines 1-3 (no W_p)
+def _cached_block(tokens, start, stacked: LlamaLayer, E, gamma, W_u, cache, rope_base, eps):
+    """Columns at positions start…; ``E = W_eᵀ`` (N_V, d_e): its row v is ``W_e[:, v]``, a
+    contiguous read; ``W_u`` is ``E`` itself when tied (one array, never transposed per step)."""
+    X = E[tokens].T  # lines 1-3: X[:, t] = W_e[:, x[t]] (no W_p)
 
     def layer_step(X, xs):  # lines 5-8 of one layer
         layer, K_l, V_l = xs
@@ -268,13 +270,12 @@ def _cached_block(tokens, start, stacked: LlamaLayer, W_e, gamma, W_u, cache, ro
 
     X, (K, V) = jax.lax.scan(layer_step, X, (stacked, cache.K, cache.V))  # line 4
     X = rms_norm_columns(X, gamma, eps)  # line 10
-    W_u = W_e.T if W_u is None else W_u
     return W_u @ X, LlamaCache(K, V)  # line 11, before the softmax
 
 
-def _cached_column(token, t, stacked: LlamaLayer, W_e, gamma, W_u, cache, rope_base, eps):
+def _cached_column(token, t, stacked: LlamaLayer, E, gamma, W_u, cache, rope_base, eps):
     """One column at position t, as vectors (matrix-vector products are faster on CPU)."""
-    e = W_e[:, token]  # lines 1-3
+    e = E[token]  # lines 1-3: e = W_e[:, x[t]]
 
     def layer_step(e, xs):
         layer, K_l, V_l = xs
@@ -298,20 +299,27 @@ def _cached_column(token, t, stacked: LlamaLayer, W_e, gamma, W_u, cache, rope_b
         e = e + layer.W_down @ (silu(layer.W_gate @ e_tilde) * (layer.W_up @ e_tilde))  # line 8
         return e, (K_l, V_l)
 
-    e, (K, V) = jax.lax.scan(layer_step, e, (stacked, cache.K, cache.V))  # line 4
+    if isinstance(stacked, tuple):  # the layers one by one (unrolled): weights read in place
+        K, V = [], []
+        for l, layer in enumerate(stacked):  # line 4
+            e, (K_l, V_l) = layer_step(e, (layer, cache.K[l], cache.V[l]))
+            K.append(K_l)
+            V.append(V_l)
+        K, V = jnp.stack(K), jnp.stack(V)
+    else:
+        e, (K, V) = jax.lax.scan(layer_step, e, (stacked, cache.K, cache.V))  # line 4
     e = rms_norm(e, gamma, eps)  # line 10
-    W_u = W_e.T if W_u is None else W_u
     return W_u @ e, LlamaCache(K, V)  # line 11, before the softmax
 
 
 @functools.partial(jax.jit, static_argnames=("rope_base", "eps"))
-def _prefill(tokens, stacked, W_e, gamma, W_u, cache, *, rope_base, eps):
-    return _cached_block(tokens, 0, stacked, W_e, gamma, W_u, cache, rope_base, eps)
+def _prefill(tokens, stacked, E, gamma, W_u, cache, *, rope_base, eps):
+    return _cached_block(tokens, 0, stacked, E, gamma, W_u, cache, rope_base, eps)
 
 
 @functools.partial(jax.jit, static_argnames=("rope_base", "eps"), donate_argnums=(6,))
-def _step(token, t, stacked, W_e, gamma, W_u, cache, *, rope_base, eps):
-    return _cached_column(token, t, stacked, W_e, gamma, W_u, cache, rope_base, eps)
+def _step(token, t, stacked, E, gamma, W_u, cache, *, rope_base, eps):
+    return _cached_column(token, t, stacked, E, gamma, W_u, cache, rope_base, eps)
 
 
 def llama_cached_logits(tokens, start, theta: LlamaParams, cache: LlamaCache, *,
@@ -325,8 +333,10 @@ def llama_cached_logits(tokens, start, theta: LlamaParams, cache: LlamaCache, *,
     if start < 0 or start + tokens.shape[0] > cache.K.shape[2]:
         fail(LLAMA_CACHED, "start", f"= {start} with {tokens.shape[0]} tokens does not fit the "
              f"cache of {cache.K.shape[2]} positions")  # fmt: skip
-    return _cached_block(tokens, start, stack_layers(theta), theta.W_e, theta.gamma, theta.W_u,
-                         cache, rope_base, eps)  # fmt: skip
+    E = theta.W_e.T
+    W_u = E if theta.W_u is None else theta.W_u
+    return _cached_block(tokens, start, stack_layers(theta), E, theta.gamma, W_u, cache,
+                         rope_base, eps)  # fmt: skip
 
 
 def _bucket(n: int) -> int:
@@ -341,9 +351,11 @@ class Decoder:
         self.hp = llama_hyperparameters(theta)
         self.theta, self.rope_base, self.eps, self.context = theta, rope_base, eps, context
         self.stacked = stack_layers(theta)
+        self.E = jnp.asarray(np.asarray(theta.W_e).T)  # W_eᵀ, materialised once (row reads)
+        self.W_u = self.E if theta.W_u is None else theta.W_u
 
     def _args(self):
-        return self.stacked, self.theta.W_e, self.theta.gamma, self.theta.W_u
+        return self.stacked, self.E, self.theta.gamma, self.W_u
 
     def stream(self, prompt, *, max_new: int, key=None, tau=0.0, stop=()):
         """Algorithm 14 with a cache, one token at a time: yields each sampled token as soon as
@@ -374,7 +386,9 @@ class Decoder:
             yield y  # line 6
             if y in stop or i == max_new - 1:
                 return
-            p, cache = _step(jnp.int32(y), jnp.int32(ell + i), *self._args(), cache, **kw)
+            p, cache = _step(
+                jnp.int32(y), jnp.int32(ell + i), self.theta.layers, *self._args()[1:], cache, **kw
+            )
 
     def generate(self, prompt, *, max_new: int, key=None, tau=0.0, stop=()) -> list[int]:
         """The tokens of :meth:`stream` as a list."""

