@@ -350,7 +350,10 @@ def train_and_evaluate(theta, opt_state, data, held, key, optimizer, args, out, 
                           f"evaluations (--early-stop {args.early_stop})", file=sys.stdout)  # fmt: skip
                 break
             callback.exclude(time.perf_counter() - paused)  # the rate and ETA count steps only
-    except (NonFiniteError, TrainingInterrupted) as error:  # save the last good state (issue 18)
+    except (NonFiniteError, KeyboardInterrupt) as error:  # save the last good state (issue 18)
+        if not isinstance(error, (NonFiniteError, TrainingInterrupted)):  # Ctrl-C between steps
+            error = TrainingInterrupted("", completed=step, theta=theta, opt_state=opt_state,
+                                        history=np.zeros(0, np.float32))  # fmt: skip
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "diverged"
         done = np.concatenate([history, np.asarray(error.history, np.float32)])
 
