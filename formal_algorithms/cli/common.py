@@ -214,7 +214,15 @@ def model_options(p, *, d_e, layers, heads, steps, batch_size, lr, warmup, weigh
 def sample_key(seed: int, j: int = 0):
     """The key of sample ``j`` (0-based) for ``--seed``: ``fold_in(k_sample, j)`` with ``k_sample``
     the third of ``split(key(seed), 3)`` (the first two initialise and train the model). ``train``
-    prints sample 0, so ``sample --seed s`` repeats the sample that ``train --seed s`` printed."""
+    prints sample 0, so ``sample --seed s`` repeats the sample that ``train --seed s`` printed.
+    One jitted program (six eager key operations would compile six at start-up)."""
+    if not (0 <= seed < 2**31 and 0 <= j < 2**31):  # outside int32: the eager operations
+        return jax.random.fold_in(jax.random.split(jax.random.key(seed), 3)[2], j)
+    return _sample_key(np.int32(seed), np.int32(j))
+
+
+@jax.jit
+def _sample_key(seed, j):
     return jax.random.fold_in(jax.random.split(jax.random.key(seed), 3)[2], j)
 
 

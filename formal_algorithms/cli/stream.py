@@ -8,7 +8,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..paper.architectures import DTransformerParams, d_transformer_logits
@@ -94,7 +93,7 @@ def stream_d_inference(x, theta: DTransformerParams, key, *, ell_gen: int, tau=1
     if n_cached:  # the cached phase
         prompt = np.zeros(length_bucket(ell, ell_max), np.int32)
         prompt[:ell] = x
-        y, cache = _prefill(theta, jnp.asarray(prompt), ell, key, tau, *filters, **kw)  # token 0
+        y, cache = _prefill(theta, prompt, ell, key, tau, *filters, **kw)  # token 0
         for i in range(1, n_cached + 1):
             y = int(y)
             check_sampled(D_INFERENCE, y, i - 1, theta)  # -1: no distribution (issue 18)
@@ -102,11 +101,11 @@ def stream_d_inference(x, theta: DTransformerParams, key, *, ell_gen: int, tau=1
             x = np.append(x, np.int32(y))
             if i < n_cached:  # token i: y enters the cache at position ℓ + i − 1
                 y, cache = _cached_step(
-                    theta, cache, jnp.int32(y), ell + i - 1, key, i, tau, *filters, **kw
+                    theta, cache, np.int32(y), ell + i - 1, key, i, tau, *filters, **kw
                 )
     for i in range(n_cached, ell_gen):  # the sliding window
         window = np.concatenate([x[:anchor], x[len(x) - (context - anchor) :]])
-        y = int(_window_step(theta, jnp.asarray(window), key, i, tau, *filters, **kw))
+        y = int(_window_step(theta, window, key, i, tau, *filters, **kw))
         check_sampled(D_INFERENCE, y, i, theta)
         yield y
         x = np.append(x, np.int32(y))

@@ -310,7 +310,7 @@ def train_and_evaluate(theta, opt_state, data, held, key, optimizer, args, out, 
 
     evals = record["evals"]
     bar, callback = progress_callback(args.steps, "train", initial=step)
-    stopped = False
+    stopped = warned = False
     try:
         while step < args.steps:
             end = min(args.steps, (step // eval_every + 1) * eval_every)
@@ -340,7 +340,12 @@ def train_and_evaluate(theta, opt_state, data, held, key, optimizer, args, out, 
                       f"{evals[-1]['train_loss']:.3f}" + (" (best)" if evals[-1]["held_out_loss"]
                       <= best else ""), file=sys.stdout)  # fmt: skip
             warning = overfitting_warning(evals)
-            if warning:
+            if warning and warned:  # said in full once; then one line
+                b = evals[-1]
+                bar.write(f"warning     held-out loss rose again, to {b['held_out_loss']:.3f} "
+                          f"(training loss {b['train_loss']:.3f})", file=sys.stdout)  # fmt: skip
+            elif warning:
+                warned = True
                 bar.write(f"warning     {warning}; the best checkpoint is kept in "
                           f"{out / BEST_NAME}" + ("" if args.early_stop else
                           "; --early-stop N stops after N evaluations without improvement"),

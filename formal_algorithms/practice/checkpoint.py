@@ -19,7 +19,6 @@ import pathlib
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
@@ -196,7 +195,7 @@ def _unflatten(where, prefix, template, tensors, *, is_leaf=None, strict_dtype=F
             raise ValueError(
                 f"{where}: tensor {key!r} has dtype {value.dtype}, expected {spec.dtype}"
             )
-        out.append(jnp.asarray(value))
+        out.append(jax.device_put(value))  # jnp.asarray would compile a copy per shape
         used.add(key)
     return jax.tree_util.tree_unflatten(tree, out), used
 
