@@ -65,8 +65,12 @@ def environment(cache_home: pathlib.Path | None) -> dict:
 
 
 def run(repeats: int = 3, workdir=None) -> dict:
-    """``{command: {setting: [(wall, cpu) seconds, …]}}`` over ``repeats`` rounds."""
-    root = pathlib.Path(workdir or tempfile.mkdtemp(prefix="fa-startup-"))
+    """``{command: {setting: [(wall, cpu) seconds, …]}}`` over ``repeats`` rounds, in
+    ``workdir`` (default: a temporary directory, removed afterwards)."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="fa-startup-") as tmp:
+            return run(repeats, tmp)
+    root = pathlib.Path(workdir)
     run_dir = root / "run"
     warm = root / "warm-cache"
     cmds = commands(run_dir)
