@@ -44,6 +44,7 @@ from . import (
     check,
     compare,
     compile_cache,
+    finetune,
     info,
     mlm,
     sample,
@@ -54,8 +55,8 @@ from . import (
 from .common import PROG, explain, validate_options
 
 # The commands, in the order --help lists them: each module has register(sub) and run(args).
-COMMANDS = [train, sample, attention, trace, compare, seq2seq, mlm, info, benchmark, check,
-            chat]  # fmt: skip
+COMMANDS = [train, sample, attention, trace, compare, seq2seq, mlm, finetune, info, benchmark,
+            check, chat]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,277 @@
+"""``formal-algorithms finetune``: pretrain, then fine-tune (Howard & Ruder 2018, ULMFiT) at the
+scale of a laptop, on a classification task built from text every Python install carries.
+
+The task: which of a few standard-library packages (default asyncio, email, decimal, unittest) a
+passage of their docstrings comes from. The docstrings are read from the installed standard
+library's source with :mod:`ast` (no import, nothing downloaded); each package's docstrings, with
+whitespace collapsed and joined by spaces, are cut into consecutive passages of ``--passage``
+characters. ``--test-per-class`` passages per class (drawn once, with a fixed seed) are held out
+for evaluation and never seen in pretraining; the rest are the labelled pool.
+
+The experiment:
+
+1. Pretrain a DTransformer (Algorithm 10) as a language model (Algorithm 13's loss, minibatch
+   AdamW) on *unlabelled* text: every passage not held out, plus the docstrings of
+   ``--unlabelled`` other packages.
+2. For each number of labels n per class (``--labels``) and each seed, draw n labelled passages
+   per class from the pool, put a fresh classification head on the last token
+   (:mod:`..variants.classification`) of (a) the pretrained body and (b) a freshly initialised
+   body, and train both the same way (the same examples, steps, learning rate and head init).
+3. Report held-out accuracy (mean and spread over seeds) in a table, a JSON file and a plot.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pathlib
+import sysconfig
+import time
+
+import jax
+import numpy as np
+
+from .common import check_positive, duration, say
+
+CLASSES = ("asyncio", "email", "_pydecimal", "unittest")
+UNLABELLED = ("importlib", "logging", "xml", "http", "json", "typing", "inspect", "statistics")
+
+
+def package_docstrings(name: str, stdlib: pathlib.Path | None = None) -> str:
+    """The docstrings (module, class, function) of an installed standard-library package or
+    module, in file and source order, whitespace collapsed, joined by single spaces. Tests inside
+    the package (``*/test*/``) are skipped."""
+    stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"]) if stdlib is None else stdlib
+    root = stdlib / name
+    files = sorted(root.rglob("*.py")) if root.is_dir() else [stdlib / f"{name}.py"]
+    if not files or not files[0].exists():
+        raise ValueError(f"--classes/--unlabelled: no standard-library package or module {name!r}")
+    texts = []
+    for path in files:
+        if any(part.startswith("test") for part in path.relative_to(stdlib).parts[1:-1]):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8-sig"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc:
+                    texts.append(" ".join(doc.split()))
+    return " ".join(texts)
+
+
+def passages(text: str, length: int) -> list[str]:
+    """Consecutive, non-overlapping passages of exactly ``length`` characters (the rest dropped)."""
+    return [text[i : i + length] for i in range(0, len(text) - length + 1, length)]
+
+
+class Task:
+    """The data of one run: tokenizer, held-out test pairs, labelled pools, unlabelled sequences."""
+
+    def __init__(self, classes, unlabelled, passage: int, test_per_class: int, need: int):
+        from ..paper.tokenization import CharTokenizer
+
+        class_text = {c: package_docstrings(c) for c in classes}
+        extra = [package_docstrings(u) for u in unlabelled]
+        self.tokenizer = CharTokenizer.from_text("".join([*class_text.values(), *extra, " "]))
+        rng = np.random.default_rng(0)  # the split is fixed: the seeds vary the labelled draws
+        self.classes, self.test, self.pools, unlabelled_text = list(classes), [], [], []
+        for c, name in enumerate(classes):
+            ps = passages(class_text[name], passage)
+            if len(ps) < test_per_class + need:
+                raise ValueError(
+                    f"--classes: {name!r} has {len(ps)} passages of {passage} characters; "
+                    f"{test_per_class} held out + {need} labelled need more (lower --passage, "
+                    "--test-per-class or --labels)"
+                )
+            order = rng.permutation(len(ps))
+            self.test += [(self.encode(ps[i]), c) for i in order[:test_per_class]]
+            pool = [ps[i] for i in order[test_per_class:]]
+            self.pools.append([self.encode(p) for p in pool])
+            unlabelled_text += pool
+        for text in extra:
+            unlabelled_text += passages(text, passage)
+        self.unlabelled = [self.encode(p) for p in unlabelled_text]
+        self.ell_max = passage + 2
+
+    def encode(self, passage: str):
+        return self.tokenizer.encode(passage, bos=True, eos=True)  # bos, characters…, eos
+
+    def labelled(self, n: int, seed: int):
+        """n passages per class from the pools, the draw of ``seed``."""
+        rng = np.random.default_rng(1000 + seed)
+        return [
+            (pool[i], c)
+            for c, pool in enumerate(self.pools)
+            for i in rng.choice(len(pool), n, replace=False)
+        ]
+
+
+def run(args) -> int:
+    check_positive(args, "passage", "test_per_class", "seeds", "pretrain_steps",
+                   "finetune_steps", "batch_size", "d_e", "layers", "heads")  # fmt: skip
+    if not 0 < args.finetune_lr < float("inf"):
+        raise ValueError(f"--finetune-lr must be a finite number > 0, got {args.finetune_lr}")
+    labels = _int_list(args.labels, "--labels")
+    classes = [c for c in args.classes.split(",") if c]
+    if len(classes) < 2:
+        raise ValueError(f"--classes needs at least two packages, got {args.classes!r}")
+    unlabelled = [u for u in args.unlabelled.split(",") if u]
+    from ..paper.architectures import init_d_transformer
+    from ..practice.trainer import make_optimizer, train
+    from ..variants.classification import c_evaluate, c_train, init_classifier
+
+    started = time.perf_counter()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    task = Task(classes, unlabelled, args.passage, args.test_per_class, max(labels))
+    say(f"task        which of {', '.join(classes)} a {args.passage}-character passage of "
+        f"docstrings comes from ({len(classes)} classes, chance {1 / len(classes):.0%}); "
+        f"{len(task.test)} held-out passages; labelled pools "
+        f"{', '.join(str(len(p)) for p in task.pools)}")  # fmt: skip
+    hp = dict(N_V=task.tokenizer.N_V, ell_max=task.ell_max, L=args.layers, H=args.heads,
+              d_e=args.d_e, d_mlp=args.d_mlp or 4 * args.d_e)  # fmt: skip
+    key = jax.random.key(args.seed)
+    k_init, k_pre, k_scratch, k_head, k_fine = jax.random.split(key, 5)
+
+    # 1. Pretraining: Algorithm 13's loss on unlabelled passages.
+    theta = init_d_transformer(k_init, **hp)
+    say(f"pretrain    DTransformer (Algorithm 10) L = {args.layers}, H = {args.heads}, d_e = "
+        f"{args.d_e}: Algorithm 13's loss on {len(task.unlabelled)} unlabelled passages, "
+        f"{args.pretrain_steps} AdamW steps")  # fmt: skip
+    t0 = time.perf_counter()
+    optimizer = make_optimizer(args.lr, N_steps=args.pretrain_steps,
+                               warmup_steps=min(100, args.pretrain_steps // 2), weight_decay=0.1)  # fmt: skip
+    pretrained, history = train(theta, task.unlabelled, k_pre, optimizer=optimizer,
+                                N_steps=args.pretrain_steps, batch_size=args.batch_size, fast=True)  # fmt: skip
+    tail = history[-max(1, len(history) // 10) :]
+    say(f"            loss {history[0]:.2f} -> {float(np.mean(tail)):.2f} nats/character in "
+        f"{duration(time.perf_counter() - t0)}")  # fmt: skip
+
+    # 2. Fine-tuning: the same recipe on the pretrained and on a fresh body.
+    finetune_opt = make_optimizer(args.finetune_lr, N_steps=args.finetune_steps,
+                                  warmup_steps=min(10, args.finetune_steps // 2),
+                                  weight_decay=0.01)  # fmt: skip
+    results = {"pretrained": {}, "scratch": {}}
+    where = "the last token" if args.pooling == "token" else "the mean of the columns"
+    say(f"fine-tune   head on {where}, {args.finetune_steps} AdamW steps of "
+        f"{args.batch_size} (lr {args.finetune_lr}), {args.seeds} seeds per cell")  # fmt: skip
+    say(f"{'labels/class':>12} | {'pretrained':>16} | {'from scratch':>16}")
+    for n in labels:
+        row = {}
+        for name in ("pretrained", "scratch"):
+            accs = []
+            for seed in range(args.seeds):
+                body = pretrained
+                if name == "scratch":
+                    body = init_d_transformer(jax.random.fold_in(k_scratch, seed), **hp)
+                params = init_classifier(jax.random.fold_in(k_head, seed), body, len(classes))
+                params, _ = c_train(params, task.labelled(n, seed), jax.random.fold_in(k_fine, seed),
+                                    optimizer=finetune_opt, N_steps=args.finetune_steps,
+                                    batch_size=args.batch_size, pooling=args.pooling)  # fmt: skip
+                accs.append(c_evaluate(params, task.test, batch_size=args.batch_size,
+                                       pooling=args.pooling)[1])  # fmt: skip
+            results[name][n] = accs
+            row[name] = f"{np.mean(accs):.1%} ± {np.std(accs):.1%}"
+        say(f"{n:>12} | {row['pretrained']:>16} | {row['scratch']:>16}")
+
+    summary = dict(
+        task=dict(classes=classes, passage=args.passage, test_per_class=args.test_per_class,
+                  unlabelled=unlabelled, n_unlabelled=len(task.unlabelled)),
+        model=hp, pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
+        batch_size=args.batch_size, pooling=args.pooling, lr=args.lr, finetune_lr=args.finetune_lr, seeds=args.seeds,
+        pretrain_loss=[float(history[0]), float(np.mean(tail))],
+        accuracy={k: {str(n): v for n, v in r.items()} for k, r in results.items()},
+    )  # fmt: skip
+    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot = _plot(results, labels, 1 / len(classes), out / "finetune.png")
+    say(f"wrote       {out / 'results.json'}, {plot}")
+    say(f"done in {duration(time.perf_counter() - started)}")
+    return 0
+
+
+def _plot(results, labels, chance, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
+    for name, style in (("pretrained", "o-"), ("scratch", "s--")):
+        accs = np.array([results[name][n] for n in labels])
+        mean = accs.mean(axis=1)
+        ax.errorbar(labels, mean, yerr=accs.std(axis=1), fmt=style, capsize=3,
+                    label="pretrained (Alg. 13), then fine-tuned" if name == "pretrained"
+                    else "trained from scratch")  # fmt: skip
+    ax.axhline(chance, color="grey", lw=0.8, ls=":", label="chance")
+    ax.set_xscale("log")
+    ax.set_xticks(labels, [str(n) for n in labels])
+    ax.set_xlabel("labelled passages per class")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title("Pretrain, then fine-tune (ULMFiT), at small scale", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{option} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{option} must be comma-separated integers >= 1, got {text!r}")
+    return sorted(set(values))
+
+
+def register(sub) -> None:
+    """Add the ``finetune`` command to the parser's subcommands."""
+    p = sub.add_parser(
+        "finetune", help="pretrain a DTransformer as a language model, then fine-tune it to classify",
+        description="ULMFiT at small scale: pretrain a DTransformer (Algorithms 10, 13) on "
+        "unlabelled standard-library docstrings, then fine-tune it with a classification head to "
+        "tell which package a passage comes from, next to the same model trained from scratch, "
+        "for several numbers of labels per class and seeds. Writes results.json and a plot.",
+    )  # fmt: skip
+    p.add_argument("--classes", default=",".join(CLASSES),
+                   help="standard-library packages, one class each (default %(default)s)")  # fmt: skip
+    p.add_argument("--unlabelled", default=",".join(UNLABELLED),
+                   help="further packages whose docstrings are unlabelled pretraining text "
+                   "(default %(default)s)")  # fmt: skip
+    p.add_argument("--passage", type=int, default=94,
+                   help="characters per passage (default %(default)s)")  # fmt: skip
+    p.add_argument("--test-per-class", type=int, default=100,
+                   help="held-out passages per class (default %(default)s)")  # fmt: skip
+    p.add_argument("--labels", default="10,30,100,300",
+                   help="labelled passages per class, comma-separated (default %(default)s)")  # fmt: skip
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default %(default)s)")
+    p.add_argument("--pretrain-steps", type=int, default=1000,
+                   help="language-model steps (default %(default)s)")  # fmt: skip
+    p.add_argument("--finetune-steps", type=int, default=100,
+                   help="classifier steps per run (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=int, default=32, help="sequences per step (default %(default)s)"
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=3e-3,
+        help="pretraining peak learning rate (default %(default)s)",
+    )
+    p.add_argument("--finetune-lr", type=float, default=1e-3,
+                   help="fine-tuning peak learning rate (default %(default)s)")  # fmt: skip
+    p.add_argument("--d-e", type=int, default=64, help="embedding width d_e (default %(default)s)")
+    p.add_argument("--layers", type=int, default=2, help="layers L (default %(default)s)")
+    p.add_argument("--heads", type=int, default=4, help="heads H (default %(default)s)")
+    p.add_argument("--d-mlp", type=int, default=None, help="MLP width d_mlp (default 4 d_e)")
+    p.add_argument("--pooling", choices=("token", "mean"), default="mean",
+                   help="the head reads the last token's column or the mean of all columns "
+                   "(default %(default)s)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    p.add_argument("--out", metavar="DIR", default=str(pathlib.Path("runs") / "finetune"),
+                   help="output directory (default %(default)s)")  # fmt: skip
+    p.set_defaults(run=run)
