@@ -641,6 +641,26 @@ def test_a_failing_train_run_saves_a_resumable_checkpoint(error_type, files, tmp
     np.testing.assert_array_equal(checkpoint.arrays["loss_history"], np.float32([2.5, 2.4]))
 
 
+def test_ctrl_c_between_segments_saves_the_last_whole_segment(files, tmp_path, monkeypatch,
+                                                              capsys):  # fmt: skip
+    """Ctrl-C during the held-out evaluation after a segment of training: the segment is kept."""
+
+    def segment(theta, data, key, *, optimizer, N_steps, opt_state=None, start_step=0, **kw):
+        opt_state = optimizer.init(theta) if opt_state is None else opt_state
+        return theta, np.full(N_steps - start_step, 2.0, np.float32), opt_state
+
+    def evaluate(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", segment)
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, *train(files, "--out", out, "--steps", "4", "--eval-every", "3"))
+    one_line(code, err, 130, r"interrupted after step 3; the parameters after step 3 are saved")
+    checkpoint = load_checkpoint(out / "model.safetensors")
+    assert checkpoint.extra["step"] == 3 and len(checkpoint.arrays["loss_history"]) == 3
+
+
 def test_a_failing_seq2seq_run_saves_its_state(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(trainer, "train", _failing_train(trainer.TrainingInterrupted))
     code, err = run_cli(capsys, *seq2seq("--out", tmp_path / "s2s"))
