@@ -120,7 +120,7 @@ def register(sub) -> None:
                    "float32's resolution)")  # fmt: skip
     p.add_argument("--tolerance", type=float, default=None,
                    help="bound on max|model − paper| / max(1, max|paper|) per line (default: "
-                   "2e-5 in float32, 1e-10 in float64)")  # fmt: skip
+                   "2e-5 · √(d_e · L / 32) in float32, 1e-10 · √(d_e · L / 32) in float64)")  # fmt: skip
     p.add_argument(
         "--all",
         action="store_true",

@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from formal_algorithms.cli.main import main
-from formal_algorithms.interop.compare import TOLERANCES, compare
+from formal_algorithms.interop.compare import TOLERANCES, compare, tolerance_for
 from formal_algorithms.interop.departures import DEPARTURES, inject
 
 X = np.array([5, 17, 2, 33, 8, 21, 0, 39, 12])  # ℓ = 9 < ℓ_max = 16: room for a position shift
@@ -124,6 +124,14 @@ def test_unmodified_models_are_reported_equal(family):
     weights = [r for r in report.rows if r.tag == "A"]
     assert len(weights) == {"gpt2": 4, "bert": 4, "torch": 6, "llama": 8}[family]
     assert "EQUAL" in report.table() and "tolerance" in report.table()
+
+
+def test_tolerance_grows_with_width_and_depth():
+    assert tolerance_for("float32", 16, 2) == TOLERANCES["float32"] == 2e-5
+    assert tolerance_for("float32", 8, 1) == 2e-5  # never below the base
+    assert tolerance_for("float32", 576, 30) == pytest.approx(2e-5 * (576 * 30 / 32) ** 0.5)
+    assert tolerance_for("float64", 64, 2) == pytest.approx(2e-10)
+    assert run("gpt2", tolerance=1e-3).tolerance == 1e-3
 
 
 def test_float64_mode_is_tight_and_leaves_the_model_as_it_was():
