@@ -1,9 +1,13 @@
-"""``formal-algorithms sample``: continue a prompt from a checkpoint with Algorithm 14, streaming."""
+"""``formal-algorithms sample``: continue a prompt from a checkpoint with Algorithm 14, streaming
+(with the options of :mod:`~formal_algorithms.practice.sampling`: top-k, top-p, a stop string);
+a ``seq2seq`` checkpoint runs Algorithm 15 on the prompt's symbols, an ``mlm`` checkpoint fills
+the prompt's ``_`` with Algorithm 9's prediction."""
 
 from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 
 from ..paper.inference import check_tau
@@ -100,7 +104,7 @@ def fill_masks(path, prompt, key, tau, top_k, top_p) -> str:
     x = [tokenizer.bos_token] + [
         tokenizer.mask_token if c == "_" else int(tokenizer.encode(c)[0]) for c in prompt
     ]  # fmt: skip
-    logits = np.asarray(e_transformer_logits(np.asarray(x, np.int32), checkpoint.theta))
+    logits = np.asarray(jax.jit(e_transformer_logits)(np.asarray(x, np.int32), checkpoint.theta))
     out = []
     for t, c in enumerate(prompt, start=1):
         if c != "_":
