@@ -3,6 +3,7 @@ progress bar, loading a language-model checkpoint, and the model options of the 
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import sys
 import time
@@ -381,6 +382,14 @@ def check_prompt(tokenizer, prompt: str, name: str = "--prompt") -> None:
         tokenizer.encode(prompt)
     except ValueError as error:
         raise ValueError(f"{name} {prompt[:40]!r} cannot be encoded: {error}") from None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors (an unknown option, ``--lr abc``) on one line, naming the
+    option and pointing to ``--help``, exit status 2. Subcommand parsers inherit the class."""
+
+    def error(self, message):
+        self.exit(2, f"{PROG}: error: {' '.join(message.split())} (see: {self.prog} --help)\n")
 
 
 class Diverged(FloatingPointError):

@@ -52,7 +52,7 @@ from . import (
     trace,
     train,
 )
-from .common import PROG, explain, validate_options
+from .common import PROG, OneLineParser, explain, validate_options
 
 # The commands, in the order --help lists them: each module has register(sub) and run(args).
 COMMANDS = [train, sample, attention, trace, compare, seq2seq, mlm, finetune, info, benchmark,
@@ -60,7 +60,7 @@ COMMANDS = [train, sample, attention, trace, compare, seq2seq, mlm, finetune, in
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="The algorithms of 'Formal Algorithms for Transformers' (Phuong & Hutter, "
         "2022), run for real. Start with: formal-algorithms train",

@@ -561,8 +561,30 @@ def test_command_line(case, files, capsys):
     assert re.search(who, lines[0]) and re.search(what, lines[0]), lines[0]
 
 
+USAGE = [
+    (("train", "--lr", "abc"), r"argument --lr: invalid float value: 'abc' \(see: "
+     r"formal-algorithms train --help\)"),
+    (("train", "--steps", "1.5"), r"argument --steps: invalid int value: '1.5'"),
+    (("sample", "--nope", "1"), r"unrecognized arguments: --nope 1"),
+    (("traine",), r"argument COMMAND: invalid choice: 'traine'"),
+    ((), r"the following arguments are required: COMMAND"),
+    (("train", "--tokenizer", "word"), r"argument --tokenizer: invalid choice: 'word'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv, pattern", USAGE, ids=[" ".join(a) or "nothing" for a, _ in USAGE])
+def test_usage_errors_are_one_line_with_status_2(argv, pattern, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(list(argv))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err and "usage:" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("formal-algorithms: error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
 def test_the_catalogue_holds_over_a_hundred_cases():
-    assert len(LIBRARY) + len(CHECKPOINT_CASES) + len(COMMAND_LINE) >= 100
+    assert len(LIBRARY) + len(CHECKPOINT_CASES) + len(COMMAND_LINE) + len(USAGE) >= 100
 
 
 # ------------------------------------------------------ the command line's guard, failing runs
