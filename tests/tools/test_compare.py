@@ -26,6 +26,7 @@ from transformers import (
     LlamaForCausalLM,
 )
 
+from formal_algorithms.cli.compare import INJECTABLE
 from formal_algorithms.cli.main import main
 from formal_algorithms.interop.compare import TOLERANCES, compare, tolerance_for
 from formal_algorithms.interop.departures import DEPARTURES, inject
@@ -221,6 +222,7 @@ def test_each_departure_is_located_at_its_paper_line(family, departure):
 
 def test_catalogue_covers_the_issue_and_every_entry_applies_where_it_says():
     assert len(CATALOGUE) >= 10 and len(DEPARTURES) >= 10
+    assert INJECTABLE == tuple(DEPARTURES)  # the CLI's --inject choices
     assert {d for _, d in CATALOGUE} == set(DEPARTURES)
     for family, name in CATALOGUE:
         assert family in DEPARTURES[name].where
