@@ -207,3 +207,25 @@ def test_attention_pictures_label_every_nth_position():
     for ell in range(1, 600, 7):
         n = tick_step(ell)
         assert math.ceil(ell / n) <= 16 and (n == 1 or math.ceil(ell / (n - 1)) > 16 or n > 2)
+
+
+def test_the_eta_leaves_out_the_compiling_step(monkeypatch):
+    """Step 1 took 50 s (it compiled), step 2 one second: 8 steps left is an ETA of 8 s, not 400."""
+    from types import SimpleNamespace
+
+    from formal_algorithms.cli import common
+
+    clock = iter([50.0, 51.0, 54.0])
+    monkeypatch.setattr(common, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    bar, callback = common.progress_callback(10, "train")
+    stats = SimpleNamespace(n_targets=100)
+    try:
+        callback(1, 2.0, stats)
+        assert "ETA after the first step" in bar.postfix
+        callback(2, 2.0, stats)
+        assert "ETA 8.0s" in bar.postfix and "100 tok/s" in bar.postfix
+        callback.exclude(2.0)  # an evaluation between steps 2 and 3
+        callback(3, 2.0, stats)
+        assert "ETA 7.0s" in bar.postfix  # 2 steps in 2 s of training
+    finally:
+        bar.close()
