@@ -145,6 +145,7 @@ def test_float64_mode_is_tight_and_leaves_the_model_as_it_was():
     assert "float64" in report.tolerance_note
     assert next(model.parameters()).dtype == torch.float32
     assert model.config._attn_implementation == "sdpa"  # switched to eager for the run only
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
 
