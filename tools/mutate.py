@@ -91,6 +91,7 @@ TESTS = {
     ],
 }
 CHECKS_MODULE = "formal_algorithms/paper/checks.py"
+EXTRA_TESTS: list[str] = []  # --tests: these files for every module instead of TESTS
 
 ARITH = {
     ast.Add: ast.Sub,
@@ -419,7 +420,7 @@ def copy_repo(repo: Path, into: Path, commit: str | None) -> Path:
 
 def test_files(repo: Path, module: str) -> list[str]:
     files = []
-    for name in TESTS[module]:
+    for name in EXTRA_TESTS or TESTS[module]:
         found = sorted(repo.glob(f"tests/**/{name}"))
         files += [str(p.relative_to(repo)) for p in found]
     return files
@@ -446,11 +447,23 @@ def run_tests(copy_root: Path, files, timeout: float) -> tuple[str, float, str]:
 
 
 def run(
-    repo: Path, mutants, timeout_factor: float, log, modules=None, fixed_timeout=None, commit=None
+    repo: Path,
+    mutants,
+    timeout_factor: float,
+    log,
+    modules=None,
+    fixed_timeout=None,
+    commit=None,
+    verbose=False,
+    out=None,
 ):
     results = []
     with tempfile.TemporaryDirectory(prefix="fa-mutants-") as tmp:
         root = copy_repo(repo, Path(tmp), commit)
+        files = sorted({f for module in TESTS for f in test_files(root, module)})
+        status, _, tail = run_tests(root, ["--collect-only", *files], timeout=1800)
+        if status != "pass":  # e.g. a commit whose imports need an uncommitted file
+            raise SystemExit(f"the unmutated copy does not even collect its tests:\n{tail}")
         baseline = {}
         for module in modules or sorted({m.module for m in mutants}):
             if fixed_timeout:
@@ -475,7 +488,11 @@ def run(
             failed = [line for line in tail.splitlines() if line.startswith(("FAILED", "ERROR"))]
             results.append({**asdict(m), "outcome": outcome, "seconds": round(seconds, 1),
                             "failed": failed[:3]})  # fmt: skip
+            if out is not None:  # after every mutant: a long run can be stopped and read
+                out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
             log(f"{m.id} {outcome:16s} {seconds:5.0f} s  {describe(m)}")
+            if verbose:
+                log(tail)
     return results
 
 
@@ -502,8 +519,12 @@ def main(argv=None):
                         help="a mutant's time limit: this times the unmutated tests' time")  # fmt: skip
     parser.add_argument("--timeout", type=float,
                         help="a fixed time limit per mutant in seconds (skips the baseline run)")  # fmt: skip
+    parser.add_argument("--tests", nargs="*", metavar="FILE",
+                        help="run these test files (basenames) for every mutant instead of the map")  # fmt: skip
+    parser.add_argument("--verbose", action="store_true", help="print each run's last lines")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    EXTRA_TESTS[:] = args.tests or []
 
     if args.commit is not None:  # a fixed commit: its hash, so that the record names it
         args.commit = subprocess.run(["git", "-C", str(args.repo), "rev-parse", args.commit],
@@ -539,10 +560,16 @@ def main(argv=None):
     if args.run:
         if args.only:
             mutants = [m for m in mutants if m.id in set(args.only)]
-        results = run(args.repo, mutants, args.timeout_factor, lambda s: print(s, flush=True),
-                      fixed_timeout=args.timeout, commit=args.commit)  # fmt: skip
-        if args.out:
-            args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+        results = run(
+            args.repo,
+            mutants,
+            args.timeout_factor,
+            lambda s: print(s, flush=True),
+            fixed_timeout=args.timeout,
+            commit=args.commit,
+            verbose=args.verbose,
+            out=args.out,
+        )
         for group in ("core", "checks"):
             rs = [r for r in results if r["group"] == group]
             killed = sum(r["outcome"].startswith("killed") for r in rs)

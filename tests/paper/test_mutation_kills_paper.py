@@ -143,3 +143,43 @@ def test_algorithm_15_compiles_once_per_length_whatever_the_token_dtype(ed_theta
             again = fa.ed_inference(jnp.asarray([1, 2, 3], dtype), ed_theta, key, max_length=3)
             np.testing.assert_array_equal(again, first)
     assert seen == []
+
+
+def test_key_padding_mask_takes_one_flag_per_context_token():
+    np.testing.assert_array_equal(
+        fa.key_padding_mask(jnp.asarray([True, False]), 3), [[True] * 3, [False] * 3]
+    )
+    with pytest.raises(ValueError, match=r"key_padding_mask: argument 'valid' must be a 1-D"):
+        fa.key_padding_mask(jnp.ones((2, 3), bool), 3)
+
+
+def test_a_padded_context_leaves_the_decoder_unchanged(ed_theta):
+    """Algorithm 8 with z padded at its end and ``z_valid``: the cross-attention mask is
+    (ℓ_z, ℓ_x) (here ℓ_x = 3 ≠ d_e = 4) and the logits equal those of the unpadded z."""
+    z, x = jnp.asarray([3, 4]), jnp.asarray([7, 1, 2])
+    padded, valid = jnp.asarray([3, 4, 0, 0]), jnp.asarray([True, True, False, False])
+    np.testing.assert_allclose(
+        fa.ed_transformer_logits(padded, x, ed_theta, z_valid=valid),
+        fa.ed_transformer_logits(z, x, ed_theta),
+        rtol=0,
+        atol=1e-12,
+    )
+
+
+def test_an_encoder_decoder_may_lack_one_stack():
+    """Algorithm 8 with L_enc = 0 (Z is the embedded z) or L_dec = 0 is a valid θ."""
+    for L_enc, L_dec in ((0, 1), (1, 0)):
+        theta = fa.init_ed_transformer(
+            jax.random.key(0), **{**ED_HP, "L_enc": L_enc, "L_dec": L_dec}
+        )
+        hp = fa.hyperparameters(theta)
+        assert (hp["L_enc"], hp["L_dec"], hp["H"], hp["d_mlp"]) == (L_enc, L_dec, 2, 6)
+        fa.check_params(theta)
+
+
+def test_a_theta_of_another_algorithm_is_named(d_theta, ed_theta):
+    z = jnp.asarray([1, 2])
+    with pytest.raises(TypeError, match=r"Algorithm 8\).*must be EDTransformerParams"):
+        fa.ed_transformer(z, z, d_theta)
+    with pytest.raises(TypeError, match=r"Algorithm 10\).*must be DTransformerParams"):
+        fa.d_transformer(z, ed_theta)
