@@ -4,6 +4,10 @@
 - :mod:`.gopher`: RMSnorm in Algorithm 10 (Gopher, paper §6).
 - :mod:`.resi_dual`: ResiDual's dual residual streams (Xie et al. 2023), decoder-only.
 - :mod:`.linear_attention`: causal linear attention, parallel and recurrent (fast weights).
+- :mod:`.performer`: FAVOR+ positive orthogonal random features (Performers), bidirectional and
+  causal prefix-sum forms (import it as ``formal_algorithms.variants.performer``).
+- :mod:`.classification`: a classification head on Algorithms 9 and 10, its loss, per-sequence
+  and minibatch training (pretrain, then fine-tune; ``formal_algorithms.variants.classification``).
 - :mod:`.positions`: hard-coded sinusoids as a drop-in ``W_p``, and freezing it in training.
 - :mod:`.diagnostics`: per-layer gradient norms at initialisation (Xiong et al. 2020).
 
