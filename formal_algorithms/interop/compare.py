@@ -157,6 +157,9 @@ class Report:
         if not rows:
             lines.append(f"({len(self.rows)} rows, all within tolerance: all_rows=True, CLI "
                          "--all, prints them)")  # fmt: skip
+        if self.not_exposed:
+            lines.append(f"({len(self.not_exposed)} traced values have no counterpart among the "
+                         "model's modules, e.g. Algorithm 4's S: report.not_exposed)")  # fmt: skip
         elif len(rows) < len(self.rows):
             lines.append(f"... {len(self.rows) - len(rows)} more rows (all_rows=True, CLI --all)")
         if rows:
