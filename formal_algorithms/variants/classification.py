@@ -45,7 +45,7 @@ from ..paper.architectures import (
     pre_ln_layer,
 )
 from ..paper.attention import unidirectional_mask
-from ..paper.checks import check_key, fail
+from ..paper.checks import check_key, check_tokens, fail
 from ..paper.embeddings import embed
 from ..paper.functions import gelu, log_softmax
 from ..paper.normalisation import EPS, layer_norm_columns
@@ -113,7 +113,9 @@ def classifier_logits(x, params: ClassifierParams, *, activation=gelu, eps=EPS, 
     """
     if pooling not in POOLINGS:
         fail(ALG, "pooling", f"must be one of {POOLINGS}, got {pooling!r}")
+    _check_params(params)
     theta = params.theta
+    check_tokens(ALG, "x", x, theta.W_e.shape[1], theta.W_p.shape[1])
     ell = x.shape[0]
     if isinstance(theta, ETransformerParams):
         X = e_features(x, theta, activation=activation, eps=eps, valid=valid)
@@ -160,8 +162,8 @@ def c_training(data, params: ClassifierParams, *, N_epochs: int, eta: float, act
     _check_params(params)
     if isinstance(N_epochs, bool) or not isinstance(N_epochs, (int, np.integer)) or N_epochs < 0:
         fail(ALG, "N_epochs", f"must be an integer >= 0, got {N_epochs!r}")
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta > 0:
-        fail(ALG, "eta", f"(η) must be a number > 0, got {eta!r}")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta < float("inf"):
+        fail(ALG, "eta", f"(η) must be a finite number > 0, got {eta!r}")
     examples = _labelled(data, params)
     ell_max = params.theta.W_p.shape[1]
     padded = [(*pad(x, bucket_length(len(x), ell_max)), c) for x, c in examples]

@@ -114,6 +114,10 @@ def test_bad_input_is_named():
         C.init_classifier(jax.random.key(0), params.theta, 1)
     with pytest.raises(ValueError, match=r"Classification.*'params.W_c'"):
         C.c_evaluate(params._replace(W_c=params.W_c[:, :3]), [(np.array([1, 2]), 0)])
+    with pytest.raises(ValueError, match=r"Classification.*'x' holds token ids \[99\]"):
+        C.classifier_logits(jnp.array([1, 99]), params)
+    with pytest.raises(ValueError, match=r"Classification.*'eta'"):
+        C.c_training([(np.array([1, 2]), 0)], params, N_epochs=1, eta=float("inf"))
     with pytest.raises(ValueError, match=r"Classification.*'pooling'"):
         C.classifier_logits(jnp.array([1, 2]), params, pooling="max")
 
