@@ -1,13 +1,15 @@
 """Where does a model depart from the paper? A line-by-line comparison (issue 16).
 
-:func:`compare` takes a Hugging Face ``GPT2LMHeadModel`` or ``BertForMaskedLM``, or a
-``torch.nn.Transformer`` with the embeddings wrapped around it, and a token sequence, and
+:func:`compare` takes a Hugging Face ``GPT2LMHeadModel``, ``BertForMaskedLM`` or
+``LlamaForCausalLM``, or a ``torch.nn.Transformer`` with the embeddings wrapped around it, and a
+token sequence, and
 
 1. converts the model with this package's exact converters (:mod:`.gpt2`, :mod:`.bert`,
-   :mod:`.torch_transformer`), which read its weights and its configuration (ε, activation);
+   :mod:`.torch_transformer`, ``families.llama.llama_from_state_dict``), which read its weights
+   and its configuration (ε, activation, RoPE's base);
 2. runs the paper's algorithm on the converted θ under :func:`formal_algorithms.trace`, which records
    the value of every executed line (Algorithm 10 for GPT-2, Algorithm 9 with BERT's extras for
-   BERT, Algorithm 8 for ``nn.Transformer``);
+   BERT, Algorithm 10 with Llama's substitutions for Llama, Algorithm 8 for ``nn.Transformer``);
 3. runs the model itself on the same tokens with forward hooks on its submodules (inputs and
    outputs of every layer norm, attention, projection and block; the attention probabilities),
    each value turned into the paper's orientation (tokens as columns; scores ``[t_z, t_x]``);
@@ -20,7 +22,7 @@
    offset, which matrix the logits come from.
 
 A model equal to its conversion (every model the converters produce, every stock GPT-2/BERT/
-``nn.Transformer`` they accept) has every row within tolerance. A model whose *code* departs from
+Llama/``nn.Transformer`` they accept) has every row within tolerance. A model whose *code* departs from
 what its weights and configuration say (a hand-written attention with another scale, a
 hard-coded ε, a shifted position index, ...) departs at the first line that code touches.
 
@@ -384,7 +386,7 @@ class _Values:
             if which == 6:
                 self.put(_key(top, top_line, 5, 2, l=l, h=h), part, f"{source}, head {h}")
 
-    def weights(self, top, top_line, l, A, source, query_major=True):
+    def weights(self, top, top_line, l, A, source):
         """Attention probabilities (H, ℓ_x, ℓ_z) → the paper's A[t_z, t_x] per head."""
         if A is None:
             return
