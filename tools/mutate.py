@@ -501,6 +501,18 @@ def describe(m: Site) -> str:
     return f"{short}:{m.line} [{m.op}] {m.original!r} -> {m.replacement!r} in {m.function}"
 
 
+def print_table(results):
+    for group in ("core", "checks"):
+        rs = [r for r in results if r["group"] == group]
+        killed = sum(r["outcome"].startswith("killed") for r in rs)
+        print(f"- {group}: {killed} of {len(rs)} killed")
+    print("\n| mutant | change | outcome | first failing test |\n|---|---|---|---|")
+    for r in results:
+        change = f"`{r['module'].split('/')[-1]}:{r['line']}` {r['op']} in `{r['function']}`"
+        first = r["failed"][0].split(" - ")[0] if r["failed"] else ""
+        print(f"| {r['id']} | {change} | {r['outcome']} | {first} |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", type=Path, default=REPO)
@@ -521,10 +533,14 @@ def main(argv=None):
                         help="a fixed time limit per mutant in seconds (skips the baseline run)")  # fmt: skip
     parser.add_argument("--tests", nargs="*", metavar="FILE",
                         help="run these test files (basenames) for every mutant instead of the map")  # fmt: skip
+    parser.add_argument("--table", type=Path, metavar="JSON", help="print results as markdown")
     parser.add_argument("--verbose", action="store_true", help="print each run's last lines")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     EXTRA_TESTS[:] = args.tests or []
+    if args.table:  # a results file as the markdown of docs/mutation.md
+        print_table(json.loads(args.table.read_text()))
+        return
 
     if args.commit is not None:  # a fixed commit: its hash, so that the record names it
         args.commit = subprocess.run(["git", "-C", str(args.repo), "rev-parse", args.commit],
