@@ -84,7 +84,11 @@ def run(args) -> int:
     model = _load(args.hf)
     x = _tokens(args, model, args.hf)
     for name in args.inject or ():
-        inject(model, name)
+        try:
+            inject(model, name)
+        except ValueError as error:
+            reason = str(error).split(f"= {name!r} ", 1)[-1]
+            raise ValueError(f"--inject {name} {reason}") from None
     report = compare(model, x, float64=args.float64, tolerance=args.tolerance)
     if args.json:
         say(report.to_json())

@@ -295,3 +295,5 @@ def test_cli_compare_json_and_errors(gpt2_dir, capsys, tmp_path):
     assert "formal-algorithms: error: --hf" in capsys.readouterr().err
     assert main(["compare", "--hf", str(gpt2_dir), "--tokens", "1 99"]) == 1
     assert "--tokens" in capsys.readouterr().err
+    assert main(["compare", "--hf", str(gpt2_dir), "--inject", "pre-ln"]) == 1
+    assert "--inject pre-ln does not apply to this model (gpt2)" in capsys.readouterr().err
