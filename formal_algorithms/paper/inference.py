@@ -135,7 +135,8 @@ def check_sampled(algorithm: str, y, step, theta=None) -> None:
     if values is None or not np.any(values < 0):
         return
     leaf = first_non_finite(theta) if theta is not None else None
-    cause = f"{leaf} is not finite" if leaf else "the logits overflowed (θ itself is finite)"
+    too_large = "the logits overflowed (θ is finite but too large: too high a learning rate?)"
+    cause = f"{leaf} is not finite" if leaf else too_large
     fail(algorithm, "theta", f"gave logits with NaN or infinities at step {step}, so there is no "
          f"distribution to sample from: {cause}")  # fmt: skip
 
