@@ -88,7 +88,9 @@ def run(args) -> int:
          f"d_e = {args.d_e}, d_mlp = {d_mlp}, ell_max = {args.ell_max}; "
          f"{n_params(theta) / 1e6:.2f} M parameters")  # fmt: skip
     epochs = epoch_count(args.steps, len(data), args.batch_size)
-    eval_every = args.eval_every or max(1, min(250, args.steps // 10))
+    # a tenth of the run, but not more often than every 50 steps (each evaluation reads the whole
+    # held-out text) nor less often than every 250; a run of up to 50 steps is evaluated at its end
+    eval_every = args.eval_every or min(args.steps, max(50, min(250, args.steps // 10)))
     say(f"training    {args.steps} steps × {args.batch_size} sequences ({epochs}), AdamW lr "
         f"{args.lr:g}, warmup + cosine decay, clip 1.0; held-out evaluation every {eval_every} "
         "steps (the first step compiles)")  # fmt: skip
@@ -393,7 +395,7 @@ def register(sub) -> None:
                   "--resume: the run's own, a larger number trains it longer)")  # fmt: skip
     p.add_argument("--eval-every", type=int, default=None, metavar="N",
                    help="evaluate on the held-out text every N steps and write a checkpoint "
-                   "(default: steps/10, at most 250)")  # fmt: skip
+                   "(default: a tenth of --steps, between 50 and 250)")  # fmt: skip
     p.add_argument("--early-stop", type=int, default=None, metavar="N",
                    help="stop when N evaluations in a row do not improve the best held-out loss "
                    "(default: never)")  # fmt: skip
