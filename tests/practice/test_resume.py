@@ -11,7 +11,10 @@ import formal_algorithms as fa
 from formal_algorithms.practice import trainer
 from formal_algorithms.practice.checkpoint import load_checkpoint, save_checkpoint
 
-theta0 = fa.init_d_transformer(jax.random.key(0), N_V=12, ell_max=8, L=1, H=2, d_e=8, d_mlp=16)
+# float32, as users train: a learning rate of 1e30 overflows it within a step (float64 would not)
+theta0 = fa.init_d_transformer(
+    jax.random.key(0), N_V=12, ell_max=8, L=1, H=2, d_e=8, d_mlp=16, dtype=jnp.float32
+)
 rng = np.random.default_rng(0)
 data = [jnp.asarray(rng.integers(0, 9, n)) for n in (8, 5, 7, 8, 3, 6, 8, 4, 8, 2)]
 key = jax.random.key(42)

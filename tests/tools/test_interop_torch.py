@@ -242,6 +242,6 @@ def test_to_torch_refuses_what_torch_cannot_express():
     with pytest.raises(ValueError, match=r"ed_transformer_to_torch: argument 'theta'.*decoder"):
         ed_transformer_to_torch(no_decoder)
     theta = _random_theta(0, **kw)
-    mixed = theta._replace(W_p=theta.W_p.astype(jnp.float64))
+    mixed = theta._replace(W_p=theta.W_p.astype(jnp.float32))  # the rest is float64
     with pytest.raises(TypeError, match=r"ed_transformer_to_torch: argument 'theta' mixes dtypes"):
         ed_transformer_to_torch(mixed)
