@@ -4,7 +4,8 @@ second run of a command loads them from disk instead (issue 19: ``sample`` 5.0 s
 
 - Where: ``$XDG_CACHE_HOME/formal_algorithms/jax`` (default ``~/.cache/formal_algorithms/jax``;
   ``~/Library/Caches/…`` on macOS, ``%LOCALAPPDATA%\\…`` on Windows), at most 256 MB (JAX evicts
-  the least recently used entries).
+  the least recently used entries; this needs the ``filelock`` package, which the ``train``
+  extra brings through ``tokenizers`` → ``huggingface_hub``; without it the cache is unbounded).
 - Off: ``FA_NO_COMPILE_CACHE=1`` in the environment, or ``--no-compile-cache`` on any command.
   The entry point turns it on (``main()`` reading ``sys.argv``); in-process calls
   ``main([...])`` (tests, notebooks) leave JAX's configuration alone.
@@ -15,6 +16,7 @@ second run of a command loads them from disk instead (issue 19: ``sample`` 5.0 s
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import sys
@@ -61,7 +63,8 @@ def enable(path: pathlib.Path) -> pathlib.Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    if importlib.util.find_spec("filelock") is not None:  # JAX's eviction needs it; else unbounded
+        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     # A damaged entry: JAX warns and compiles afresh; the user needs no warning for that.
     warnings.filterwarnings("ignore", message=r"Error (reading|writing) persistent compilation")
     return path
