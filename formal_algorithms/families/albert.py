@@ -161,8 +161,14 @@ def encode_smiles(smiles: str, vocab: dict) -> list[int]:
     return [vocab["[CLS]"], *ids, vocab["[SEP]"]]
 
 
+_albert_logits_jit = jax.jit(albert_logits, static_argnames=("L", "activation", "eps"))
+
+
 def albert_mlm(ids, model: Rxnmapper):
-    """The logits ``(N_V, ℓ)`` of rxnmapper's ALBERT for the ids (L and ε from its config)."""
+    """The logits ``(N_V, ℓ)`` of rxnmapper's ALBERT for the ids (L and ε from its config),
+    compiled once per sequence length (the token ids are checked first, eagerly)."""
     c = model.config
-    return albert_logits(jnp.asarray(ids, jnp.int32), model.params, L=c["num_hidden_layers"],
-                         eps=c["layer_norm_eps"])  # fmt: skip
+    N_V, ell_max = model.params.W_e.shape[1], model.params.W_p.shape[1]
+    ids = check_sequence(ALBERT, jnp.asarray(ids, jnp.int32), N_V, ell_max)
+    return _albert_logits_jit(ids, model.params, L=c["num_hidden_layers"],
+                              eps=c["layer_norm_eps"])  # fmt: skip

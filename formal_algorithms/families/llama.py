@@ -317,6 +317,11 @@ def _prefill(tokens, stacked, E, gamma, W_u, cache, *, rope_base, eps):
     return _cached_block(tokens, 0, stacked, E, gamma, W_u, cache, rope_base, eps)
 
 
+@functools.partial(jax.jit, static_argnames=("rope_base", "eps"))
+def _block(tokens, start, stacked, E, gamma, W_u, cache, *, rope_base, eps):
+    return _cached_block(tokens, start, stacked, E, gamma, W_u, cache, rope_base, eps)
+
+
 @functools.partial(jax.jit, static_argnames=("rope_base", "eps"), donate_argnums=(6,))
 def _step(token, t, stacked, E, gamma, W_u, cache, *, rope_base, eps):
     return _cached_column(token, t, stacked, E, gamma, W_u, cache, rope_base, eps)
@@ -335,8 +340,8 @@ def llama_cached_logits(tokens, start, theta: LlamaParams, cache: LlamaCache, *,
              f"cache of {cache.K.shape[2]} positions")  # fmt: skip
     E = theta.W_e.T
     W_u = E if theta.W_u is None else theta.W_u
-    return _cached_block(tokens, start, stack_layers(theta), E, theta.gamma, W_u, cache,
-                         rope_base, eps)  # fmt: skip
+    return _block(tokens, jnp.asarray(start), stack_layers(theta), E, theta.gamma, W_u, cache,
+                  rope_base=rope_base, eps=eps)  # fmt: skip
 
 
 def _bucket(n: int) -> int:

@@ -86,7 +86,7 @@ def _theta(model, G, tied):
     return llama_from_state_dict(state, n_layers=2, n_heads=4, n_kv_heads=G)
 
 
-@pytest.mark.parametrize(("G", "tied"), [(4, False), (2, True), (1, False), (2, False)])
+@pytest.mark.parametrize(("G", "tied"), [(4, False), (2, True), (1, False)])
 def test_llama_equals_transformers_random_float64(G, tied):
     model = _tiny_hf(G, tied, seed=G + 10 * tied)
     theta = _theta(model, G, tied)
@@ -193,7 +193,8 @@ def test_smollm2_greedy_generation_equals_generate(smollm2):
 
 
 def test_chat_answers_the_capital_of_france(capsys):
-    status = main(["chat", "--prompt", "What is the capital of France?", "--max-tokens", "16"])
+    # --max-tokens 40: the same cache size as the generation test above, so the same executables
+    status = main(["chat", "--prompt", "What is the capital of France?", "--max-tokens", "40"])
     out = capsys.readouterr().out
     assert status == 0 and "Paris" in out, out
 

@@ -260,10 +260,13 @@ def test_shared_layers_run_one_parameter_set_L_times_in_algorithm_9():
     np.testing.assert_allclose(np.asarray(fa.e_transformer(x, shared)),
                                ref.e_transformer(np.asarray(x), shared), atol=1e-10)  # fmt: skip
     # the gradient of the one set is the sum over its three uses
-    grads = jax.grad(lambda t: fa.e_transformer_logits(x, t).sum())(shared)
+    grads = jax.jit(jax.grad(lambda t: fa.e_transformer_logits(x, t).sum()))(shared)
     g = jax.tree_util.tree_map(lambda *a: sum(a), *grads.layers)
-    g_shared = jax.grad(lambda layer: fa.e_transformer_logits(
-        x, theta._replace(layers=shared_layers(layer, 3))).sum())(theta.layers[0])  # fmt: skip
+
+    def loss_of_the_one_set(layer):
+        return fa.e_transformer_logits(x, theta._replace(layers=shared_layers(layer, 3))).sum()
+
+    g_shared = jax.jit(jax.grad(loss_of_the_one_set))(theta.layers[0])
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_shared), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
 
