@@ -191,3 +191,28 @@ def test_embeddings_are_drawn_with_std_0_02():
     W_e, W_p = fa.init_embeddings(jax.random.key(0), N_V=500, d_e=64, ell_max=500)
     for W in (W_e, W_p):
         assert abs(float(jnp.std(W)) - 0.02) < 0.0004 and abs(float(jnp.mean(W))) < 0.0004
+
+
+def test_the_losses_take_a_python_list(d_theta):
+    np.testing.assert_allclose(
+        fa.d_loss(d_theta, [1, 2, 3]), fa.d_loss(d_theta, jnp.asarray([1, 2, 3])), rtol=1e-15
+    )
+
+
+def _wrong_first(layers, field):
+    first = layers[0]
+    return (first._replace(**{field: jnp.ones(getattr(first, field).shape[0] + 1)}), *layers[1:])
+
+
+def test_malformed_theta_is_named_by_the_training_algorithms(d_theta, ed_theta):
+    x = jnp.asarray([1, 2, 3])
+    bad_ed = ed_theta._replace(dec=_wrong_first(ed_theta.dec, "gamma3"))
+    with pytest.raises(ValueError, match=r"EDTraining \(Algorithm 11\): argument 'theta\.dec\[0\]"):
+        fa.ed_training([(x, x)], bad_ed, N_epochs=1, eta=0.1)
+    bad_d = d_theta._replace(layers=_wrong_first(d_theta.layers, "gamma1"))
+    with pytest.raises(ValueError, match=r"DTraining \(Algorithm 13\): argument 'theta\.layers"):
+        fa.d_training([x], bad_d, N_epochs=1, eta=0.1)
+    e_theta = fa.init_e_transformer(jax.random.key(0), **{**D_HP, "L": 1})
+    bad_e = e_theta._replace(layers=_wrong_first(e_theta.layers, "gamma1"))
+    with pytest.raises(ValueError, match=r"ETraining \(Algorithm 12\): argument 'theta\.layers"):
+        fa.e_training([x], bad_e, jax.random.key(0), N_epochs=1, eta=0.1, p_mask=0.5)
