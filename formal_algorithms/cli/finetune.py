@@ -11,11 +11,11 @@ for evaluation and never seen in pretraining; the rest are the labelled pool.
 The experiment:
 
 1. Pretrain a DTransformer (Algorithm 10) as a language model (Algorithm 13's loss, minibatch
-   AdamW) on *unlabelled* text: every passage not held out, plus the docstrings of
+   AdamW; ``--body e``: an ETransformer, Algorithm 9, with Algorithm 12's loss) on *unlabelled* text: every passage not held out, plus the docstrings of
    ``--unlabelled`` other packages.
 2. For each number of labels n per class (``--labels``) and each seed, draw n labelled passages
-   per class from the pool, put a fresh classification head on the last token
-   (:mod:`..variants.classification`) of (a) the pretrained body and (b) a freshly initialised
+   per class from the pool, put a fresh classification head (on the mean of the output columns,
+   or with ``--pooling token`` on the last token; :mod:`..variants.classification`) of (a) the pretrained body and (b) a freshly initialised
    body, and train both the same way (the same examples, steps, learning rate and head init).
 3. Report held-out accuracy (mean and spread over seeds) in a table, a JSON file and a plot.
 """
@@ -119,7 +119,7 @@ def run(args) -> int:
     if len(classes) < 2:
         raise ValueError(f"--classes needs at least two packages, got {args.classes!r}")
     unlabelled = [u for u in args.unlabelled.split(",") if u]
-    from ..paper.architectures import init_d_transformer
+    from ..paper.architectures import init_d_transformer, init_e_transformer
     from ..practice.trainer import make_optimizer, train
     from ..variants.classification import c_evaluate, c_train, init_classifier
 
@@ -136,10 +136,15 @@ def run(args) -> int:
     key = jax.random.key(args.seed)
     k_init, k_pre, k_scratch, k_head, k_fine = jax.random.split(key, 5)
 
-    # 1. Pretraining: Algorithm 13's loss on unlabelled passages.
-    theta = init_d_transformer(k_init, **hp)
-    say(f"pretrain    DTransformer (Algorithm 10) L = {args.layers}, H = {args.heads}, d_e = "
-        f"{args.d_e}: Algorithm 13's loss on {len(task.unlabelled)} unlabelled passages, "
+    # 1. Pretraining: Algorithm 13's (or 12's) loss on unlabelled passages.
+    init, model, loss_name = (
+        (init_d_transformer, "DTransformer (Algorithm 10)", "Algorithm 13's loss")
+        if args.body == "d"
+        else (init_e_transformer, "ETransformer (Algorithm 9)", "Algorithm 12's loss (p_mask 0.15)")
+    )
+    theta = init(k_init, **hp)
+    say(f"pretrain    {model} L = {args.layers}, H = {args.heads}, d_e = "
+        f"{args.d_e}: {loss_name} on {len(task.unlabelled)} unlabelled passages, "
         f"{args.pretrain_steps} AdamW steps")  # fmt: skip
     t0 = time.perf_counter()
     optimizer = make_optimizer(args.lr, N_steps=args.pretrain_steps,
@@ -155,7 +160,9 @@ def run(args) -> int:
                                   warmup_steps=min(10, args.finetune_steps // 2),
                                   weight_decay=0.01)  # fmt: skip
     results = {"pretrained": {}, "scratch": {}}
-    where = "the last token" if args.pooling == "token" else "the mean of the columns"
+    where = "the mean of the columns"
+    if args.pooling == "token":
+        where = "the last token" if args.body == "d" else "the first (bos) token"
     say(f"fine-tune   head on {where}, {args.finetune_steps} AdamW steps of "
         f"{args.batch_size} (lr {args.finetune_lr}), {args.seeds} seeds per cell")  # fmt: skip
     say(f"{'labels/class':>12} | {'pretrained':>16} | {'from scratch':>16}")
@@ -166,7 +173,7 @@ def run(args) -> int:
             for seed in range(args.seeds):
                 body = pretrained
                 if name == "scratch":
-                    body = init_d_transformer(jax.random.fold_in(k_scratch, seed), **hp)
+                    body = init(jax.random.fold_in(k_scratch, seed), **hp)
                 params = init_classifier(jax.random.fold_in(k_head, seed), body, len(classes))
                 params, _ = c_train(params, task.labelled(n, seed), jax.random.fold_in(k_fine, seed),
                                     optimizer=finetune_opt, N_steps=args.finetune_steps,
@@ -181,18 +188,19 @@ def run(args) -> int:
         task=dict(classes=classes, passage=args.passage, test_per_class=args.test_per_class,
                   unlabelled=unlabelled, n_unlabelled=len(task.unlabelled)),
         model=hp, pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
-        batch_size=args.batch_size, pooling=args.pooling, lr=args.lr, finetune_lr=args.finetune_lr, seeds=args.seeds,
+        batch_size=args.batch_size, body=args.body, pooling=args.pooling, lr=args.lr, finetune_lr=args.finetune_lr, seeds=args.seeds,
         pretrain_loss=[float(history[0]), float(np.mean(tail))],
         accuracy={k: {str(n): v for n, v in r.items()} for k, r in results.items()},
     )  # fmt: skip
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot = _plot(results, labels, 1 / len(classes), out / "finetune.png")
+    plot = _plot(results, labels, 1 / len(classes), out / "finetune.png",
+                 "13" if args.body == "d" else "12")  # fmt: skip
     say(f"wrote       {out / 'results.json'}, {plot}")
     say(f"done in {duration(time.perf_counter() - started)}")
     return 0
 
 
-def _plot(results, labels, chance, path):
+def _plot(results, labels, chance, path, algorithm="13"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,7 +211,7 @@ def _plot(results, labels, chance, path):
         accs = np.array([results[name][n] for n in labels])
         mean = accs.mean(axis=1)
         ax.errorbar(labels, mean, yerr=accs.std(axis=1), fmt=style, capsize=3,
-                    label="pretrained (Alg. 13), then fine-tuned" if name == "pretrained"
+                    label=f"pretrained (Alg. {algorithm}), then fine-tuned" if name == "pretrained"
                     else "trained from scratch")  # fmt: skip
     ax.axhline(chance, color="grey", lw=0.8, ls=":", label="chance")
     ax.set_xscale("log")
@@ -268,8 +276,12 @@ def register(sub) -> None:
     p.add_argument("--layers", type=int, default=2, help="layers L (default %(default)s)")
     p.add_argument("--heads", type=int, default=4, help="heads H (default %(default)s)")
     p.add_argument("--d-mlp", type=int, default=None, help="MLP width d_mlp (default 4 d_e)")
+    p.add_argument("--body", choices=("d", "e"), default="d",
+                   help="d: DTransformer pretrained with Algorithm 13 (GPT, ULMFiT); e: "
+                   "ETransformer pretrained with Algorithm 12 (BERT) (default %(default)s)")  # fmt: skip
     p.add_argument("--pooling", choices=("token", "mean"), default="mean",
-                   help="the head reads the last token's column or the mean of all columns "
+                   help="the head reads one token's column (Algorithm 10: the last; 9: bos) or "
+                   "the mean of all columns "
                    "(default %(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     p.add_argument("--out", metavar="DIR", default=str(pathlib.Path("runs") / "finetune"),

@@ -135,5 +135,14 @@ def test_finetune_command_tiny_run(tmp_path, capsys):
     assert set(results["accuracy"]) == {"pretrained", "scratch"}
     assert [len(v) for v in results["accuracy"]["scratch"].values()] == [2, 2]
     assert (out / "finetune.png").stat().st_size > 1000
+    # The BERT route: an ETransformer pretrained with Algorithm 12, the head on its bos column.
+    status = main(["finetune", "--classes", "json,argparse", "--unlabelled", "", "--body", "e",
+                   "--pooling", "token", "--passage", "14", "--test-per-class", "4",
+                   "--labels", "2", "--seeds", "1", "--pretrain-steps", "2", "--finetune-steps",
+                   "2", "--batch-size", "4", "--d-e", "8", "--layers", "1", "--heads", "2",
+                   "--out", str(tmp_path / "ft_e")])  # fmt: skip
+    text = capsys.readouterr().out
+    assert status == 0 and "ETransformer (Algorithm 9)" in text and "bos" in text, text
+    assert json.loads((tmp_path / "ft_e" / "results.json").read_text())["body"] == "e"
     assert main(["finetune", "--labels", "0", "--out", str(out)]) == 1
     assert "--labels" in capsys.readouterr().err
