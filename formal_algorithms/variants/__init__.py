@@ -10,8 +10,13 @@
   and minibatch training (pretrain, then fine-tune; ``formal_algorithms.variants.classification``).
 - :mod:`.positions`: hard-coded sinusoids as a drop-in ``W_p``, and freezing it in training.
 - :mod:`.diagnostics`: per-layer gradient norms at initialisation (Xiong et al. 2020).
+- Today's substitutions (issue 17; import each module by name): :mod:`.rope` (rotary positions,
+  Algorithm 4 lines 1-2), :mod:`.grouped_attention` (grouped-query and multi-query attention,
+  bias-free projections), :mod:`.gated_mlp` (SwiGLU, GeGLU), :mod:`.alibi` (linear biases at
+  Algorithm 4 line 4), :mod:`.factorised` (ALBERT's factorised embeddings, cross-layer sharing).
 
-This is an edge of the library: it imports the primitives and architectures, nothing imports it.
+This is an edge of the library: it imports the primitives and architectures; only the model
+families (:mod:`formal_algorithms.families`) build on it.
 """
 
 from .diagnostics import (
