@@ -293,9 +293,17 @@ def test_llama_is_causal_and_cached_equals_uncached():
         return jnp.concatenate(cols, axis=1)
 
     check_incremental_matches_full(stepwise, full, x, atol=1e-12)
-    # the decoding loop (one column at a time, vector form) gives the argmax of the full forward
-    tokens = Decoder(theta, rope_base=1e4).generate(x[:2], max_new=4)
-    seq = list(np.asarray(x[:2]))
-    for y in tokens:
-        assert y == int(np.argmax(np.asarray(full(jnp.asarray(seq)))[:, -1]))
-        seq.append(y)
+    # the decoding loop (one column at a time, vector form) is the literal Algorithm 14 on the
+    # full forward: the argmax for τ = 0, the same draws fold_in(key, i) for τ > 0
+    decoder = Decoder(theta, rope_base=1e4)
+    key = jax.random.key(7)
+    for tau in (0.0, 0.9):
+        tokens = decoder.generate(x[:2], max_new=5, key=key, tau=tau)
+        seq = list(np.asarray(x[:2]))
+        for i, y in enumerate(tokens):
+            p = full(jnp.asarray(seq))[:, -1]  # line 4: P[:, ℓ + i − 1] of the whole sequence
+            assert y == int(fa.sample_token(jax.random.fold_in(key, i), p, tau))  # line 5
+            seq.append(y)
+    assert decoder.generate(x[:2], max_new=5, key=key, tau=0.9) != decoder.generate(
+        x[:2], max_new=5, key=jax.random.key(8), tau=0.9
+    )
