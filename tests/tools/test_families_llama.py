@@ -15,7 +15,9 @@ margin while a wrong permutation, norm or position is off by whole units.
 from __future__ import annotations
 
 import functools
+import io
 import os
+import sys
 
 import gguf
 import jax
@@ -192,11 +194,15 @@ def test_smollm2_greedy_generation_equals_generate(smollm2):
     assert got == expected, (tokenizer.decode(got), tokenizer.decode(expected))
 
 
-def test_chat_answers_the_capital_of_france(capsys):
+def test_chat_answers_the_capital_of_france(capsys, monkeypatch):
     # --max-tokens 40: the same cache size as the generation test above, so the same executables
     status = main(["chat", "--prompt", "What is the capital of France?", "--max-tokens", "40"])
     out = capsys.readouterr().out
     assert status == 0 and "Paris" in out, out
+    # without --prompt: questions from standard input, one per line
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What is the capital of France?\n"))
+    assert main(["chat", "--max-tokens", "40"]) == 0
+    assert capsys.readouterr().out == out
 
 
 def test_chat_errors_are_one_line(tmp_path, capsys):
