@@ -131,3 +131,18 @@ def test_a_new_length_bucket_traces_exactly_once(d_theta):
     before = cache.TRACE_COUNTS["d_generate"]
     fa.d_inference_cached(jnp.asarray([1, 2]), theta, jax.random.key(0), ell_gen=2)
     assert cache.TRACE_COUNTS["d_generate"] == before + 1
+
+
+def test_cached_generation_lengths_at_the_edges(d_theta):
+    """ℓ_gen = 1 gives one token (the first of a longer run: a run is a prefix of any longer one
+    with the same key); ℓ_gen = ℓ_max from a one-token prompt (more tokens than d_e = 6) equals
+    the literal Algorithm 14 token for token."""
+    key, x = jax.random.key(3), jnp.asarray([4])
+    longer = np.asarray(fa.d_inference_cached(x, d_theta, key, ell_gen=3))
+    one = np.asarray(fa.d_inference_cached(x, d_theta, key, ell_gen=1))
+    np.testing.assert_array_equal(one, longer[:1])
+    ell_max = D_HP["ell_max"]
+    np.testing.assert_array_equal(
+        fa.d_inference_cached(x, d_theta, key, ell_gen=ell_max),
+        fa.d_inference(x, d_theta, key, ell_gen=ell_max),
+    )
