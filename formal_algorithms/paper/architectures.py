@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from .attention import MHAttentionParams, mh_attention, mh_attention_spec, unidirectional_mask
-from .checks import as_tokens, check_sizes, check_tokens, fail
+from .checks import as_tokens, check_activation, check_sizes, check_tokens, fail
 from .embeddings import embed, embeddings_spec
 from .functions import gelu, relu, softmax
 from .initialisation import is_spec, materialise, ones, weight, zeros
@@ -187,6 +187,7 @@ def ed_encode(
     those of the unpadded z.
     """
     (z,) = check_inputs(theta, "EDTransformer (Algorithm 8)", z=z)
+    check_activation("EDTransformer (Algorithm 8)", activation, eps)
     Z = embed(z, theta.W_e, theta.W_p)  # lines 1-3
     Mask = key_padding_mask(valid, Z.shape[1])
     for layer in theta.enc:  # line 4
@@ -208,6 +209,7 @@ def ed_decode_logits(
     ``z_valid`` masks the padded columns of ``Z`` in cross-attention (see :func:`ed_encode`).
     """
     (x,) = check_inputs(theta, "EDTransformer (Algorithm 8)", x=x)
+    check_activation("EDTransformer (Algorithm 8)", activation, eps)
     X = embed(x, theta.W_e, theta.W_p)  # lines 10-12
     Mask = unidirectional_mask(X.shape[1])
     cross_Mask = key_padding_mask(z_valid, X.shape[1])
@@ -268,6 +270,7 @@ def e_transformer_logits(
     real columns equal those of the unpadded x (the padded columns are meaningless).
     """
     (x,) = check_inputs(theta, "ETransformer (Algorithm 9)", x=x)
+    check_activation("ETransformer (Algorithm 9)", activation, eps)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = key_padding_mask(valid, X.shape[1])
     for layer in theta.layers:  # line 4
@@ -296,6 +299,7 @@ def d_transformer_logits(
 ) -> Float[Arr, "N_V ell"]:
     """Algorithm 10 without its final softmax: ``W_u X``, shape ``(N_V, ℓ)``."""
     (x,) = check_inputs(theta, "DTransformer (Algorithm 10)", x=x)
+    check_activation("DTransformer (Algorithm 10)", activation, eps)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(X.shape[1])
     for layer in theta.layers:  # line 4

@@ -183,6 +183,10 @@ def _check_attention_inputs(algorithm, X, Z, W_q, W_k, Mask):
         fail(
             algorithm, "X" if X.ndim != 2 else "Z", "must be a matrix (d, ℓ) with tokens as columns"
         )
+    for name, A in (("X", X), ("Z", Z)):
+        if not jnp.issubdtype(jnp.result_type(A), jnp.floating):
+            fail(algorithm, name, f"must hold floats (embeddings), got dtype {jnp.result_type(A)}",
+                 TypeError)  # fmt: skip
     check_shape(algorithm, "X", X, (W_q.shape[-1], None))
     check_shape(algorithm, "Z", Z, (W_k.shape[-1], None))
     if Mask is not None:

@@ -122,6 +122,24 @@ def check_token_dtype(algorithm: str, argument: str, x, N_V: int) -> None:
         )
 
 
+def check_eps(algorithm: str, eps) -> None:
+    """Layer norm's ε: a finite real number >= 0 (a traced ε is not checked)."""
+    if isinstance(eps, jax.core.Tracer):
+        return
+    if isinstance(eps, (bool, np.bool_, str, bytes)) or np.ndim(eps) != 0:
+        fail(algorithm, "eps", f"must be a real number >= 0, got {eps!r}", TypeError)
+    if not (np.isfinite(float(eps)) and float(eps) >= 0):
+        fail(algorithm, "eps", f"must be a finite number >= 0, got {eps!r}")
+
+
+def check_activation(algorithm: str, activation, eps) -> None:
+    """``activation`` a function (e.g. ``gelu``, not the string ``"gelu"``) and ε (:func:`check_eps`)."""
+    if not callable(activation):
+        fail(algorithm, "activation", f"must be a function such as formal_algorithms.gelu, got "
+             f"{activation!r}", TypeError)  # fmt: skip
+    check_eps(algorithm, eps)
+
+
 def check_sizes(algorithm: str, minimum: int = 1, **sizes) -> None:
     """Hyperparameters that are sizes: integers (not bool) >= ``minimum``; ``None`` is skipped."""
     for name, n in sizes.items():

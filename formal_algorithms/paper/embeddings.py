@@ -7,7 +7,7 @@ Indices are 0-based: the paper's token v ∈ [N_V] is ``v - 1`` here, its positi
 import jax.numpy as jnp
 import numpy as np
 
-from .checks import as_tokens, check_index, check_shape, check_sizes, check_tokens, fail
+from .checks import as_tokens, check_index, check_sizes, check_tokens, fail
 from .functions import softmax
 from .initialisation import Normal, float_dtype, materialise
 from .shapes import Arr, Float, Int
@@ -62,7 +62,9 @@ def unembedding(e: Float[Arr, "d_e *ell"], W_u: Float[Arr, "N_V d_e"]) -> Float[
             "e",
             f"must be (d_e,) or (d_e, ℓ), got shape {jnp.shape(e)}",
         )
-    check_shape("unembedding (Algorithm 7)", "e", e, (W_u.shape[1],) + (None,) * (e.ndim - 1))
+    if e.shape[0] != W_u.shape[1]:
+        fail("unembedding (Algorithm 7)", "e", f"has shape {e.shape}, expected d_e = {W_u.shape[1]} "
+             f"rows to match W_u of shape {W_u.shape} (N_V, d_e)")  # fmt: skip
     return softmax(W_u @ e)  # line 1
 
 

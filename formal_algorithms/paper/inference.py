@@ -98,6 +98,9 @@ def sample_token(key, logits, tau):
     """
     if jnp.ndim(logits) != 1:
         fail(SAMPLE_TOKEN, "logits", f"must be one column (N_V,), got shape {jnp.shape(logits)}")
+    if not jnp.issubdtype(jnp.result_type(logits), jnp.floating):
+        fail(SAMPLE_TOKEN, "logits", f"must be one float column, got dtype "
+             f"{jnp.result_type(logits)}", TypeError)  # fmt: skip
     check_key(SAMPLE_TOKEN, key)
     if not isinstance(tau, jax.core.Tracer):
         check_tau(SAMPLE_TOKEN, tau)

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .checks import check_key
+
 
 class Normal(NamedTuple):
     """A leaf drawn from N(0, std²)."""
@@ -62,6 +64,7 @@ def materialise(key, spec, dtype=None):
     dtype = float_dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"init: argument 'dtype' must be a float dtype, got {jnp.dtype(dtype)}")
+    check_key("init", key)
     specs, tree = jax.tree_util.tree_flatten(spec, is_leaf=is_spec)
     sizes = [int(np.prod(s.shape)) if isinstance(s, Normal) else 0 for s in specs]
     flat = jax.random.normal(key, (sum(sizes),), dtype)

@@ -10,7 +10,7 @@ vectors with a large mean). Low-precision inputs are normalised in float32 and c
 import jax
 import jax.numpy as jnp
 
-from .checks import fail
+from .checks import check_eps, fail
 from .functions import compute_dtype
 from .initialisation import float_dtype
 from .shapes import Arr, Float
@@ -34,7 +34,7 @@ def layer_norm(
     e: Float[Arr, " d_e"], gamma: Float[Arr, " d_e"], beta: Float[Arr, " d_e"], eps: float = EPS
 ) -> Float[Arr, " d_e"]:
     """Algorithm 6, ``ê ← layer_norm(e | γ, β)`` for one vector ``e`` of shape ``(d_e,)``."""
-    _check_norm("layer_norm (Algorithm 6)", "e", e, 1, gamma, beta)
+    _check_norm("layer_norm (Algorithm 6)", "e", e, 1, gamma, beta, eps)
     return _layer_norm_axis0(e, gamma, beta, eps)
 
 
@@ -47,7 +47,7 @@ def layer_norm_columns(
     same arithmetic per column, but ``vmap`` over axis 1 transposes X there and back, which costs
     ~10 % of a training step on CPU.
     """
-    _check_norm("layer_norm (Algorithm 6)", "X", X, 2, gamma, beta)
+    _check_norm("layer_norm (Algorithm 6)", "X", X, 2, gamma, beta, eps)
     return _layer_norm_axis0(X, gamma, beta, eps)
 
 
@@ -55,7 +55,7 @@ def rms_norm(
     e: Float[Arr, " d_e"], gamma: Float[Arr, " d_e"], eps: float = EPS
 ) -> Float[Arr, " d_e"]:
     """RMSnorm (paper §5): layer_norm with ``m = β = 0``, i.e. ``ê = e / √(Σ_i e[i]² / d_e + ε) ⊙ γ``."""
-    _check_norm("rms_norm", "e", e, 1, gamma)
+    _check_norm("rms_norm", "e", e, 1, gamma, eps=eps)
     dtype = e.dtype
     e = e.astype(compute_dtype(dtype))
     return (e / jnp.sqrt(jnp.mean(e**2) + eps) * gamma).astype(dtype)
@@ -65,13 +65,18 @@ def rms_norm_columns(
     X: Float[Arr, "d_e ell"], gamma: Float[Arr, " d_e"], eps: float = EPS
 ) -> Float[Arr, "d_e ell"]:
     """RMSnorm on every column of ``X``."""
-    _check_norm("rms_norm", "X", X, 2, gamma)
+    _check_norm("rms_norm", "X", X, 2, gamma, eps=eps)
     return jax.vmap(rms_norm, in_axes=(1, None, None), out_axes=1)(X, gamma, eps)
 
 
-def _check_norm(algorithm, name, x, ndim, gamma, beta=None):
-    """``x`` a vector (d_e,) or a matrix (d_e, ℓ); γ and β vectors of x's d_e (no broadcasting).
-    A mismatch blames the odd one out: x when γ and β agree with each other, else γ or β."""
+def _check_norm(algorithm, name, x, ndim, gamma, beta=None, eps=0.0):
+    """``x`` a vector (d_e,) or a matrix (d_e, ℓ); γ and β vectors of x's d_e (no broadcasting);
+    ε finite and >= 0. A mismatch blames the odd one out: x when γ and β agree with each other,
+    else γ or β."""
+    check_eps(algorithm, eps)
+    if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):
+        fail(algorithm, name, f"must be a float array, got {getattr(x, 'dtype', type(x).__name__)}",
+             TypeError)  # fmt: skip
     if jnp.ndim(x) != ndim:
         what = "a vector (d_e,)" if ndim == 1 else "a matrix (d_e, ℓ) with tokens as columns"
         fail(algorithm, name, f"must be {what}, got shape {jnp.shape(x)}")

@@ -63,6 +63,9 @@ def save_checkpoint(
     from safetensors.numpy import save
 
     name = "save_checkpoint"
+    if pathlib.Path(path).is_dir():
+        raise IsADirectoryError(f"{name}: argument 'path' {str(path)!r} is a directory; give a "
+                                "file name such as model.safetensors")  # fmt: skip
     if type(theta) not in _NAME:
         raise TypeError(
             f"{name}: argument 'theta' must be θ of Algorithm 8, 9 or 10, got {type(theta)}"

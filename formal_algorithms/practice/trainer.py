@@ -285,6 +285,9 @@ def train(
     (~1.4-1.6× faster on the GPT-2-like benchmark, docs/performance.md).
     """
     algorithm = check_theta(theta, "train")
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        fail(algorithm, "optimizer", f"must be an optax GradientTransformation (e.g. "
+             f"make_optimizer(1e-3, N_steps=...)), got {optimizer!r}", TypeError)  # fmt: skip
     check_run_length(algorithm, N_epochs, N_steps)
     check_batching(algorithm, batch_size, reduction)
     check_key(algorithm, key)
@@ -407,6 +410,8 @@ def evaluate(
     """
     algorithm = check_theta(theta, "evaluate")
     check_batching(algorithm, batch_size, "mean")
+    if not len(data):
+        fail(algorithm, "data", "is empty; there is nothing to evaluate")
     p_mask = check_p_mask(algorithm, p_mask)
     activation = default_activation(theta, activation)
     examples = as_examples(algorithm, data, theta)
