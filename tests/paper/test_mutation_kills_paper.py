@@ -216,3 +216,8 @@ def test_malformed_theta_is_named_by_the_training_algorithms(d_theta, ed_theta):
     bad_e = e_theta._replace(layers=_wrong_first(e_theta.layers, "gamma1"))
     with pytest.raises(ValueError, match=r"ETraining \(Algorithm 12\): argument 'theta\.layers"):
         fa.e_training([x], bad_e, jax.random.key(0), N_epochs=1, eta=0.1, p_mask=0.5)
+
+
+def test_a_missing_leaf_is_named_as_none(d_theta):
+    with pytest.raises(TypeError, match=r"'theta\.gamma' must be an array .*, got None$"):
+        fa.check_params(d_theta._replace(gamma=None))
