@@ -273,6 +273,30 @@ def _cached_block(tokens, start, stacked: LlamaLayer, E, gamma, W_u, cache, rope
     return W_u @ X, LlamaCache(K, V)  # line 11, before the softmax
 
 
+class FusedLayer(NamedTuple):
+    """A :class:`LlamaLayer` for the decoding step: the rows of ``W_q, W_k, W_v`` stacked into
+    one matrix, and those of ``W_gate, W_up`` into another (fewer, larger matrix-vector products:
+    on CPU each XLA operation has a fixed cost). The same numbers, rearranged."""
+
+    W_qkv: jax.Array  # (H d_attn + G d_attn + G d_mid, d_e)
+    gamma1: jax.Array
+    W_o: jax.Array  # (d_e, H d_mid)
+    gamma2: jax.Array
+    W_gu: jax.Array  # (2 d_mlp, d_e)
+    W_down: jax.Array
+
+
+def fuse_layer(layer: LlamaLayer) -> FusedLayer:
+    """The stacked form of one layer (see :class:`FusedLayer`)."""
+    W = layer.W
+    d_e = W.W_q.shape[2]
+    W_qkv = jnp.concatenate(
+        [W.W_q.reshape(-1, d_e), W.W_k.reshape(-1, d_e), W.W_v.reshape(-1, d_e)]
+    )
+    W_gu = jnp.concatenate([layer.W_gate, layer.W_up])
+    return FusedLayer(W_qkv, layer.gamma1, W.W_o, layer.gamma2, W_gu, layer.W_down)
+
+
 def _cached_column(token, t, stacked: LlamaLayer, E, gamma, W_u, cache, rope_base, eps):
     """One column at position t, as vectors (matrix-vector products are faster on CPU)."""
     e = E[token]  # lines 1-3: e = W_e[:, x[t]]
@@ -299,10 +323,36 @@ def _cached_column(token, t, stacked: LlamaLayer, E, gamma, W_u, cache, rope_bas
         e = e + layer.W_down @ (silu(layer.W_gate @ e_tilde) * (layer.W_up @ e_tilde))  # line 8
         return e, (K_l, V_l)
 
+    def fused_step(e, xs):  # the same lines with W_q, W_k, W_v (and W_gate, W_up) stacked
+        layer, K_l, V_l = xs
+        G, d_attn = K_l.shape[0], K_l.shape[2]
+        H = layer.W_o.shape[1] // d_attn
+        e_tilde = rms_norm(e, layer.gamma1, eps)  # line 5
+        qkv = layer.W_qkv @ e_tilde  # Alg 3 lines 1-3 for every head and key/value set at once
+        q = qkv[: H * d_attn].reshape(H, d_attn).T
+        k = qkv[H * d_attn : (H + G) * d_attn].reshape(G, d_attn).T
+        v = qkv[(H + G) * d_attn :].reshape(G, -1)
+        q = rope(q, jnp.full((H,), t), rope_base)  # line 1, rotated
+        k = rope(k, jnp.full((G,), t), rope_base)  # line 2, rotated
+        K_l = jax.lax.dynamic_update_slice_in_dim(K_l, k.T[:, None].astype(K_l.dtype), t, 1)
+        V_l = jax.lax.dynamic_update_slice_in_dim(V_l, v[:, None].astype(V_l.dtype), t, 1)
+        q = q.T.reshape(G, H // G, d_attn)
+        s = jnp.einsum("gta,gra->tgr", K_l, q) / math.sqrt(d_attn)  # qᵀk_t' for cached t'
+        mask = (jnp.arange(K_l.shape[1]) <= t)[:, None, None]  # [[t' ≤ t]]
+        alpha = column_softmax(s, mask)  # line 4
+        y = jnp.einsum("tgr,gtm->grm", alpha.astype(V_l.dtype), V_l)  # line 5, every head
+        e = e + layer.W_o @ y.reshape(-1)  # line 6 (Alg 5 lines 3-4)
+        e_tilde = rms_norm(e, layer.gamma2, eps)  # line 7
+        gu = layer.W_gu @ e_tilde  # W_gate e and W_up e at once
+        d_mlp = gu.shape[0] // 2
+        e = e + layer.W_down @ (silu(gu[:d_mlp]) * gu[d_mlp:])  # line 8
+        return e, (K_l, V_l)
+
     if isinstance(stacked, tuple):  # the layers one by one (unrolled): weights read in place
         K, V = [], []
         for l, layer in enumerate(stacked):  # line 4
-            e, (K_l, V_l) = layer_step(e, (layer, cache.K[l], cache.V[l]))
+            one = fused_step if isinstance(layer, FusedLayer) else layer_step
+            e, (K_l, V_l) = one(e, (layer, cache.K[l], cache.V[l]))
             K.append(K_l)
             V.append(V_l)
         K, V = jnp.stack(K), jnp.stack(V)
@@ -358,6 +408,7 @@ class Decoder:
         self.stacked = stack_layers(theta)
         self.E = jnp.asarray(np.asarray(theta.W_e).T)  # W_eᵀ, materialised once (row reads)
         self.W_u = self.E if theta.W_u is None else theta.W_u
+        self.fused = tuple(fuse_layer(layer) for layer in theta.layers)
 
     def _args(self):
         return self.stacked, self.E, self.theta.gamma, self.W_u
@@ -392,7 +443,7 @@ class Decoder:
             if y in stop or i == max_new - 1:
                 return
             p, cache = _step(
-                jnp.int32(y), jnp.int32(ell + i), self.theta.layers, *self._args()[1:], cache, **kw
+                jnp.int32(y), jnp.int32(ell + i), self.fused, *self._args()[1:], cache, **kw
             )
 
     def generate(self, prompt, *, max_new: int, key=None, tau=0.0, stop=()) -> list[int]:
