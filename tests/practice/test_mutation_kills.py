@@ -146,3 +146,15 @@ def test_cached_generation_lengths_at_the_edges(d_theta):
         fa.d_inference_cached(x, d_theta, key, ell_gen=ell_max),
         fa.d_inference(x, d_theta, key, ell_gen=ell_max),
     )
+
+
+def test_the_cached_generations_take_python_lists(d_theta, ed_theta):
+    key = jax.random.key(4)
+    np.testing.assert_array_equal(
+        fa.ed_inference_cached([1, 2, 3], ed_theta, key),
+        fa.ed_inference_cached(jnp.asarray([1, 2, 3]), ed_theta, key),
+    )
+    np.testing.assert_array_equal(
+        fa.d_inference_cached([1, 2], d_theta, key, ell_gen=2),
+        fa.d_inference_cached(jnp.asarray([1, 2]), d_theta, key, ell_gen=2),
+    )
