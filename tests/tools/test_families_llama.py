@@ -37,7 +37,8 @@ from formal_algorithms.families.llama import (
 )
 from formal_algorithms.interop.gguf import gguf_tokenizer, read_llama_gguf, smollm2_path
 
-PROMPTS = ["The capital of France is", "def fibonacci(n):", "Gravity is a force that"]
+# three prompts of 6 tokens each: the eager forward compiles its operations once per shape
+PROMPTS = ["The Eiffel Tower is in", "def fibonacci(n):", "Gravity is a force that"]
 
 
 def _tiny_hf(G, tied, seed):
@@ -165,6 +166,7 @@ def test_smollm2_logits_equal_transformers(smollm2):
     ours, tokenizer, hf = smollm2
     for text in PROMPTS:
         ids = tokenizer(text)["input_ids"]
+        assert len(ids) == 6
         with torch.no_grad():
             expected = hf(torch.tensor(ids)[None]).logits[0].numpy().T
         got = np.asarray(llama_logits(np.asarray(ids), ours.theta, rope_base=ours.rope_base,
@@ -184,9 +186,14 @@ def test_smollm2_greedy_generation_equals_generate(smollm2):
                                         return_dict=True)["input_ids"]  # fmt: skip
     n = 40
     x = torch.tensor(ids)[None]
-    with torch.no_grad():  # an explicit mask: the prompt holds <|im_end|>, id 2, the pad id
-        expected = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n,
-                               do_sample=False, eos_token_id=None, pad_token_id=2)  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 8x faster than 2 spinning threads next to another test worker
+    try:
+        with torch.no_grad():  # an explicit mask: the prompt holds <|im_end|>, id 2, the pad id
+            expected = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n,
+                                   do_sample=False, eos_token_id=None, pad_token_id=2)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     expected = expected[0, len(ids) :].tolist()
     decoder = Decoder(ours.theta, rope_base=ours.rope_base, eps=ours.eps, context=ours.context)
     got = decoder.generate(ids, max_new=n)
