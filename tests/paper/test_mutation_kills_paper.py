@@ -179,9 +179,15 @@ def test_an_encoder_decoder_may_lack_one_stack():
 
 def test_a_theta_of_another_algorithm_is_named(d_theta, ed_theta):
     z = jnp.asarray([1, 2])
-    with pytest.raises(TypeError, match=r"Algorithm 8\).*must be EDTransformerParams"):
+    with pytest.raises(
+        TypeError,
+        match=r"8\): argument 'theta' must be EDTransformerParams \(θ of Algorithm 8\), got DTransformerParams \(θ of Algorithm 10\)",
+    ):
         fa.ed_transformer(z, z, d_theta)
-    with pytest.raises(TypeError, match=r"Algorithm 10\).*must be DTransformerParams"):
+    with pytest.raises(
+        TypeError,
+        match=r"10\): argument 'theta' must be DTransformerParams \(θ of Algorithm 10\), got EDTransformerParams \(θ of Algorithm 8\)",
+    ):
         fa.d_transformer(z, ed_theta)
 
 
