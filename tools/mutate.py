@@ -69,7 +69,11 @@ REPO = Path(__file__).resolve().parent.parent
 TESTS = {
     "formal_algorithms/paper/functions.py": ["test_functions_and_norms.py", "test_attention.py"],
     "formal_algorithms/paper/normalisation.py": ["test_functions_and_norms.py"],
-    "formal_algorithms/paper/embeddings.py": ["test_embeddings.py", "test_architectures.py"],
+    "formal_algorithms/paper/embeddings.py": [
+        "test_embeddings.py",
+        "test_architectures.py",
+        "test_mutation_kills_paper.py",
+    ],
     "formal_algorithms/paper/attention.py": ["test_attention.py", "test_architectures.py"],
     "formal_algorithms/paper/architectures.py": [
         "test_architectures.py",
@@ -80,7 +84,7 @@ TESTS = {
         "test_inference.py",
         "test_mutation_kills_paper.py",
     ],
-    "formal_algorithms/paper/training.py": ["test_training.py"],
+    "formal_algorithms/paper/training.py": ["test_training.py", "test_mutation_kills_paper.py"],
     "formal_algorithms/practice/cache.py": ["test_cache.py", "test_mutation_kills.py"],
     "formal_algorithms/practice/fast.py": ["test_fast.py", "test_mutation_kills.py"],
     "formal_algorithms/paper/checks.py": [
