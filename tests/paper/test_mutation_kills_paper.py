@@ -211,17 +211,18 @@ def _wrong_first(layers, field):
 
 
 def test_malformed_theta_is_named_by_the_training_algorithms(d_theta, ed_theta):
+    """θ is checked first, before η (here invalid too) and the data."""
     x = jnp.asarray([1, 2, 3])
     bad_ed = ed_theta._replace(dec=_wrong_first(ed_theta.dec, "gamma3"))
     with pytest.raises(ValueError, match=r"EDTraining \(Algorithm 11\): argument 'theta\.dec\[0\]"):
-        fa.ed_training([(x, x)], bad_ed, N_epochs=1, eta=0.1)
+        fa.ed_training([(x, x)], bad_ed, N_epochs=1, eta=-1.0)
     bad_d = d_theta._replace(layers=_wrong_first(d_theta.layers, "gamma1"))
     with pytest.raises(ValueError, match=r"DTraining \(Algorithm 13\): argument 'theta\.layers"):
-        fa.d_training([x], bad_d, N_epochs=1, eta=0.1)
+        fa.d_training([x], bad_d, N_epochs=1, eta=-1.0)
     e_theta = fa.init_e_transformer(jax.random.key(0), **{**D_HP, "L": 1})
     bad_e = e_theta._replace(layers=_wrong_first(e_theta.layers, "gamma1"))
     with pytest.raises(ValueError, match=r"ETraining \(Algorithm 12\): argument 'theta\.layers"):
-        fa.e_training([x], bad_e, jax.random.key(0), N_epochs=1, eta=0.1, p_mask=0.5)
+        fa.e_training([x], bad_e, jax.random.key(0), N_epochs=1, eta=-1.0, p_mask=0.5)
 
 
 def test_a_missing_leaf_is_named_as_none(d_theta):
