@@ -74,7 +74,11 @@ TESTS = {
         "test_architectures.py",
         "test_mutation_kills_paper.py",
     ],
-    "formal_algorithms/paper/attention.py": ["test_attention.py", "test_architectures.py"],
+    "formal_algorithms/paper/attention.py": [
+        "test_attention.py",
+        "test_architectures.py",
+        "test_mutation_kills_paper.py",
+    ],
     "formal_algorithms/paper/architectures.py": [
         "test_architectures.py",
         "test_errors.py",
