@@ -70,7 +70,9 @@ def ours_ed(cfg, rng, fast_path: bool = False):
     batch = dict(z=z, z_valid=valid, x=x, x_valid=valid)
     state = dict(theta=theta, opt=opt.init(theta))
     if fast_path:
-        forward = jax.jit(lambda z, x, th: fast.ed_transformer_logits_batch(z, x, th, z_valid=valid))
+        forward = jax.jit(
+            lambda z, x, th: fast.ed_transformer_logits_batch(z, x, th, z_valid=valid)
+        )
         train_step = functools.partial(fast.train_step_fast, optimizer=opt)
     else:
         forward = jax.jit(jax.vmap(ed_transformer_logits, in_axes=(0, 0, None)))
