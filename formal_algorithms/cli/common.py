@@ -195,6 +195,14 @@ def load_lm(path):
     return checkpoint, tokenizer, ACTIVATIONS[name], float(checkpoint.extra.get("eps", EPS))
 
 
+def run_options(p, default_out) -> None:
+    """``--out DIR`` and ``--force``, the same for every command that writes a checkpoint."""
+    p.add_argument("--out", metavar="DIR", default=str(default_out),
+                   help="output directory of the checkpoint (default %(default)s)")  # fmt: skip
+    p.add_argument("--force", action="store_true",
+                   help="replace the run in --out (default: a new directory --out-2, -3, ...)")  # fmt: skip
+
+
 def model_options(p, *, d_e, layers, heads, steps, batch_size, lr, warmup, weight_decay,
                   steps_help="optimiser steps (default %(default)s)"):  # fmt: skip
     p.add_argument("--d-e", type=int, default=d_e, help="embedding width d_e (default %(default)s)")

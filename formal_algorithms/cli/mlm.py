@@ -22,6 +22,7 @@ from .common import (
     model_options,
     n_params,
     read_text,
+    run_options,
     say,
     train_with_progress,
 )
@@ -121,8 +122,5 @@ def register(sub) -> None:
     )
     model_options(p, d_e=64, layers=2, heads=4, steps=1000, batch_size=64, lr=3e-3, warmup=100,
                    weight_decay=0.01)  # fmt: skip
-    p.add_argument("--out", metavar="DIR", default=str(pathlib.Path("runs") / "mlm"),
-                   help="output directory of the checkpoint (default %(default)s)")  # fmt: skip
-    p.add_argument("--force", action="store_true",
-                   help="replace the run in --out (default: a new directory --out-2, -3, ...)")  # fmt: skip
+    run_options(p, pathlib.Path("runs") / "mlm")
     p.set_defaults(run=run)

@@ -19,6 +19,7 @@ from .common import (
     duration,
     model_options,
     n_params,
+    run_options,
     say,
     train_with_progress,
 )
@@ -122,8 +123,5 @@ def register(sub) -> None:
     )
     model_options(p, d_e=64, layers=2, heads=4, steps=250, batch_size=64, lr=2e-3, warmup=25,
                    weight_decay=0.01)  # fmt: skip
-    p.add_argument("--out", metavar="DIR", default=str(pathlib.Path("runs") / "seq2seq"),
-                   help="output directory of the checkpoint (default %(default)s)")  # fmt: skip
-    p.add_argument("--force", action="store_true",
-                   help="replace the run in --out (default: a new directory --out-2, -3, ...)")  # fmt: skip
+    run_options(p, pathlib.Path("runs") / "seq2seq")
     p.set_defaults(run=run)
