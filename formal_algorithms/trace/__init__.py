@@ -25,6 +25,7 @@ import pathlib
 import numpy as np
 
 from .recorder import Record, Recorder
+from .values import summary
 
 __all__ = ["Record", "Trace", "trace"]
 
@@ -132,32 +133,3 @@ def _shape(value) -> str:
 
 def _is_arrayish(value) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype")
-
-
-def summary(value) -> str:
-    """A one-line description of a recorded value: a scalar, a few entries, or statistics."""
-    if value is None:
-        return "—"
-    if isinstance(value, int | float | bool | np.generic):
-        return f"{value:.6g}" if isinstance(value, float | np.floating) else str(value)
-    if _is_arrayish(value):
-        a = np.asarray(value)
-        if a.size == 0:
-            return "empty"
-        if a.ndim == 0:
-            return summary(a.item())
-        if a.dtype == bool:
-            return f"{int(a.sum())} of {a.size} True"
-        if a.size <= 6:
-            return np.array2string(a.ravel(), precision=4, separator=", ")
-        if np.issubdtype(a.dtype, np.integer):
-            return f"[{', '.join(map(str, a.ravel()[:6]))}, …]"
-        finite = a[np.isfinite(a)]
-        mean = float(finite.mean()) if finite.size else math.nan
-        return (
-            f"mean {mean:.4g}, std {float(finite.std()) if finite.size else math.nan:.4g}, "
-            f"min {float(a.min()):.4g}, max {float(a.max()):.4g}"
-        )
-    if isinstance(value, tuple | list):
-        return f"{type(value).__name__} of {len(value)}"
-    return type(value).__name__

@@ -26,13 +26,13 @@ import base64
 import hashlib
 import html
 import json
-import math
 import pathlib
 import re
 
 import numpy as np
 
 from ..paper import pseudocode
+from .values import fmt, summary
 
 __all__ = ["write_html"]
 
@@ -90,49 +90,9 @@ def _relative(source: str) -> str:
     return f"{file}:{line}"
 
 
-def _fmt(x: float) -> str:
-    if not math.isfinite(x):
-        return str(x)
-    return f"{x:.4g}"
-
-
-def _summary(value) -> str:
-    """A one-line description of a value: a scalar, a few entries, or statistics (the page's own;
-    ``Trace.table`` has its like, which this module may not import: the package imports this)."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool | int | np.integer | np.bool_):
-        return str(value)
-    if isinstance(value, float | np.floating):
-        return _fmt(float(value))
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        a = np.asarray(value)
-        if a.size == 0:
-            return "empty"
-        if a.ndim == 0:
-            return _summary(a.item())
-        if a.dtype == bool:
-            return f"{int(a.sum())} of {a.size} true"
-        if a.size <= 6:
-            return "[" + ", ".join(_summary(v) for v in a.ravel().tolist()) + "]"
-        if np.issubdtype(a.dtype, np.integer):
-            return "[" + ", ".join(map(str, a.ravel()[:6].tolist())) + ", …]"
-        a = a.astype(np.float64)
-        finite = a[np.isfinite(a)]
-        if finite.size == 0:
-            return "no finite entries"
-        return (
-            f"mean {_fmt(finite.mean())}, std {_fmt(finite.std())}, "
-            f"min {_fmt(a.min())}, max {_fmt(a.max())}"
-        )
-    if isinstance(value, tuple | list):
-        return f"{type(value).__name__} of {len(value)}"
-    return type(value).__name__
-
-
 class _Page:
     def __init__(self, trace, title, tokens, max_side, max_cells):
-        self.summary = _summary
+        self.summary = summary
         self.trace = trace
         self.title = title
         self.tokens = [str(t) for t in tokens] if tokens is not None else None
@@ -346,14 +306,14 @@ class _Page:
         if n_all <= 16:
             values = (
                 "<table class=vals><tr>"
-                + "".join(f"<td>{_fmt(float(v))}</td>" for v in a)
+                + "".join(f"<td>{fmt(float(v))}</td>" for v in a)
                 + "</tr></table>"
             )
         note = f"<div class=note>first 512 of {n_all} entries</div>" if n_all > 512 else ""
         return (
             f'<svg class="vector" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img">'
-            f"<title>{n_all} entries, min {_fmt(float(finite.min()))}, "
-            f"max {_fmt(float(finite.max()))}</title>"
+            f"<title>{n_all} entries, min {fmt(float(finite.min()))}, "
+            f"max {fmt(float(finite.max()))}</title>"
             f'<line x1="0" x2="{w}" y1="{zero:.1f}" y2="{zero:.1f}" class=axis />'
             f'<polyline points="{points}" />{dots}</svg>{values}{note}'
         )
