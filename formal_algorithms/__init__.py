@@ -80,6 +80,11 @@ from .practice.cache import (
     ed_inference_cached_batch,
 )
 
+# The trace (a tool, above the layers it records) is the one tool named at the top: ``fa.trace`` is
+# the function. Binding it after the import keeps it so: the import system sets the attribute
+# ``trace`` to the subpackage only when it first loads it, which is here.
+from .trace import Trace, trace  # noqa: E402  (after the layers it imports)
+
 __version__ = "0.1.0"
 
 __all__ = sorted(name for name in dir() if not name.startswith("_") and name not in {

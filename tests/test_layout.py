@@ -178,7 +178,7 @@ PUBLIC_API = sorted(
     key_padding_mask layer_norm layer_norm_columns log_softmax mask_tokens mh_attention mlp
     paper_sinusoidal_W_p positional_embedding post_ln_layer pre_ln_layer relu rms_norm
     rms_norm_columns sample_token single_query_attention softmax special_tokens token_embedding
-    unembedding unembedding_matrix unidirectional_mask vaswani_sinusoidal_W_p
+    unembedding unembedding_matrix unidirectional_mask vaswani_sinusoidal_W_p Trace trace
     """.split()
 )
 
@@ -187,6 +187,34 @@ def test_public_api_is_pinned():
     assert sorted(fa.__all__) == PUBLIC_API
     for name in fa.__all__:
         assert getattr(fa, name) is not None, name
+
+
+def test_fa_trace_is_the_function_in_a_fresh_interpreter_and_after_every_submodule():
+    """``import formal_algorithms as fa; fa.trace(fn, …)`` as the README writes it: the function
+    after the package alone, and still the function once every submodule has been imported (the
+    import system binds a subpackage's name on its parent when it first loads it)."""
+    import subprocess
+    import sys
+
+    program = (
+        "import importlib, pkgutil, types\n"
+        "import formal_algorithms as fa\n"
+        "assert isinstance(fa.trace, types.FunctionType), fa.trace\n"
+        "for m in pkgutil.walk_packages(fa.__path__, 'formal_algorithms.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "import formal_algorithms.trace\n"
+        "from formal_algorithms.trace import trace\n"
+        "assert fa.trace is trace and isinstance(fa.trace, types.FunctionType), fa.trace\n"
+        "import jax\n"
+        "W = fa.init_attention(jax.random.key(0), 4, 4, 3, 4)\n"
+        "X = jax.random.normal(jax.random.key(1), (4, 5))\n"
+        "tr = fa.trace(fa.attention, X, X, W, fa.unidirectional_mask(5))\n"
+        "print(tr.get(4, 5).shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "(5, 5)", out.stdout
 
 
 def test_submodules_of_the_old_flat_layout_still_resolve_as_attributes():

@@ -139,7 +139,7 @@ def llama_logits(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-5):
     for layer in theta.layers:  # line 4
         X = llama_layer(X, layer, Mask, t, rope_base=rope_base, eps=eps)  # lines 5-8
     X = rms_norm_columns(X, theta.gamma, eps)  # line 10: RMSnorm
-    logits = unembedding_matrix(theta) @ X  # line 11, before the softmax
+    logits = unembedding_matrix(theta) @ X  # line 11 (part: logits)
     return logits
 
 
@@ -270,7 +270,7 @@ def _cached_block(tokens, start, stacked: LlamaLayer, E, gamma, W_u, cache, rope
 
     X, (K, V) = jax.lax.scan(layer_step, X, (stacked, cache.K, cache.V))  # line 4
     X = rms_norm_columns(X, gamma, eps)  # line 10
-    return W_u @ X, LlamaCache(K, V)  # line 11, before the softmax
+    return W_u @ X, LlamaCache(K, V)  # line 11 (part: logits)
 
 
 class FusedLayer(NamedTuple):
@@ -359,7 +359,7 @@ def _cached_column(token, t, stacked: LlamaLayer, E, gamma, W_u, cache, rope_bas
     else:
         e, (K, V) = jax.lax.scan(layer_step, e, (stacked, cache.K, cache.V))  # line 4
     e = rms_norm(e, gamma, eps)  # line 10
-    return W_u @ e, LlamaCache(K, V)  # line 11, before the softmax
+    return W_u @ e, LlamaCache(K, V)  # line 11 (part: logits)
 
 
 @functools.partial(jax.jit, static_argnames=("rope_base", "eps"))

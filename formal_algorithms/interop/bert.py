@@ -107,7 +107,7 @@ def bert_logits(x, params: BertParams, token_type_ids=None, *, activation=gelu, 
         X = post_ln_layer(X, layer, None, activation, eps)  # lines 5-8, Mask ≡ 1
     X = activation(theta.W_f @ X + theta.b_f[:, None])  # line 10
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 11
-    logits = unembedding_matrix(theta) @ X  # line 12, before the softmax
+    logits = unembedding_matrix(theta) @ X  # line 12 (part: logits): before the softmax
     if params.b_u is not None:  # BERT: output bias
         logits = logits + params.b_u[:, None]
     return logits

@@ -215,7 +215,7 @@ def ed_decode_logits(
     cross_Mask = key_padding_mask(z_valid, X.shape[1])
     for layer in theta.dec:  # line 13 (erratum: printed "for i", the body uses l)
         X = ed_decoder_layer(X, Z, layer, Mask, activation, eps, cross_Mask)  # lines 14-19
-    return unembedding_matrix(theta) @ X  # line 21, before the softmax
+    return unembedding_matrix(theta) @ X  # line 21 (part: logits): before the softmax
 
 
 def ed_transformer_logits(
@@ -277,7 +277,7 @@ def e_transformer_logits(
         X = post_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8, Mask ≡ 1
     X = activation(theta.W_f @ X + theta.b_f[:, None])  # line 10
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 11
-    return unembedding_matrix(theta) @ X  # line 12, before the softmax
+    return unembedding_matrix(theta) @ X  # line 12 (part: logits): before the softmax
 
 
 def e_transformer(
@@ -305,7 +305,7 @@ def d_transformer_logits(
     for layer in theta.layers:  # line 4
         X = pre_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
-    return unembedding_matrix(theta) @ X  # line 11, before the softmax
+    return unembedding_matrix(theta) @ X  # line 11 (part: logits): before the softmax
 
 
 def d_transformer(

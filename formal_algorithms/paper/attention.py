@@ -135,10 +135,9 @@ def attention(
     # Lines 4-6 run in at least float32 (float16/bfloat16 scores overflow and lose weights).
     c = compute_dtype(V.dtype)
     S = K.astype(c).T @ Q.astype(c)  # line 4: (ℓ_z, ℓ_x)
-    Mask = None if Mask is None else jnp.asarray(Mask).astype(bool)
-    # Line 5 (S[t_z, t_x] ← −∞ where masked) happens inside the masked softmax: a masked entry
-    # weighs exactly 0 and −∞ is never formed. A: the attention weights, columns summing to 1.
-    A = softmax(S / math.sqrt(Q.shape[0]), Mask)  # lines 5-6: softmax(S / √d_attn), masked
+    S = S if Mask is None else jnp.where(jnp.asarray(Mask, bool), S, -jnp.inf)  # line 5
+    # softmax reads −∞ as masked: weight exactly 0, zero gradient, a zero column if all are.
+    A = softmax(S / math.sqrt(Q.shape[0]))  # line 6 (part: A): the weights, columns sum to 1
     return (V.astype(c) @ A).astype(V.dtype)  # line 6
 
 

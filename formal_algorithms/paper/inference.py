@@ -48,7 +48,7 @@ from .architectures import (
     ed_encode,
 )
 from .checks import check_count, check_key, check_token_dtype, check_tokens, concrete, fail
-from .functions import gelu, relu
+from .functions import gelu, relu, softmax
 from .normalisation import EPS
 
 D_INFERENCE = "DInference (Algorithm 14)"
@@ -108,17 +108,37 @@ def sample_token(key, logits, tau):
     if values is not None and not _has_distribution(values):
         fail(SAMPLE_TOKEN, "logits", f"hold {_what_is_wrong(values)}: no distribution to sample")
     tau = jnp.asarray(tau, logits.dtype)
-    # Shift by the max first: (logits − max)/τ is ≤ 0, finite or −inf for every τ > 0, so no
-    # overflow and no inf − inf; the shift is constant over the column and cancels in q.
-    # τ = ∞ gives equal scores (uniform q); τ = 0 divides by 1 and is then overruled by the argmax.
-    safe_tau = jnp.where(tau == 0, 1, tau)
-    scores = jnp.where(jnp.isinf(tau), 0, (logits - jnp.max(logits)) / safe_tau)
-    y = jax.random.categorical(key, scores)  # Gumbel-max: argmax(scores + Gumbel noise)
+    y = jax.random.categorical(key, _log_q(logits, tau))  # Gumbel-max: argmax(log q + noise)
     y = jnp.where(tau == 0, jnp.argmax(logits), y)  # τ → 0: the argmax
     no_distribution = jnp.any(jnp.isnan(logits) | jnp.isposinf(logits)) | jnp.all(
         jnp.isneginf(logits)
     )
     return jnp.where(no_distribution, -1, y).astype(jnp.int32)
+
+
+def _log_q(logits, tau):
+    """``log q`` up to a constant: ``(logits − max)/τ``, so ``q ∝ p^{1/τ}`` with ``p = softmax``.
+
+    Shifted by the max first: ``(logits − max)/τ`` is ≤ 0, finite or −∞ for every τ > 0, so no
+    overflow and no ∞ − ∞; the shift is constant over the column and cancels in ``q``. τ = ∞ gives
+    equal scores (uniform q); τ = 0 divides by 1 (the callers take the argmax instead).
+    """
+    safe_tau = jnp.where(tau == 0, 1, tau)
+    return jnp.where(jnp.isinf(tau), 0, (logits - jnp.max(logits)) / safe_tau)
+
+
+def tempered_distribution(logits, tau):
+    """The distribution ``q ∝ p^{1/τ}`` that :func:`sample_token` draws from (Alg 14 line 5,
+    Alg 15 line 6), as a column summing to 1: ``softmax((W_u X)[:, t] / τ)``. Its limits, as the
+    sampler takes them: τ = 0 is one-hot at the argmax (lowest index among ties), τ = ∞ uniform.
+
+    The samplers never form it (they draw by Gumbel-max from log q); the inference algorithms
+    compute it beside the draw so the trace can show line 5's q. Under ``jit`` nothing uses it
+    and XLA drops it.
+    """
+    tau = jnp.asarray(tau, logits.dtype)
+    argmax = jax.nn.one_hot(jnp.argmax(logits), logits.shape[0], dtype=logits.dtype)
+    return jnp.where(tau == 0, argmax, softmax(_log_q(logits, tau)))
 
 
 def _has_distribution(logits) -> bool:
@@ -164,9 +184,16 @@ def step_key(key, i):
 
 @functools.partial(jax.jit, static_argnames=("activation", "eps"))
 def d_step(x, theta, key, tau, *, activation, eps):
-    """Lines 3-5 of Alg 14 for the current ``x``; jit caches one executable per length of x."""
-    P_col = d_transformer_logits(x, theta, activation=activation, eps=eps)[:, -1]  # lines 3-4
-    return sample_token(key, P_col, tau)  # line 5
+    """Lines 3-5 of Alg 14 for the current ``x``; jit caches one executable per length of x.
+
+    The samplers read the logits ``W_u X``: ``p`` and ``q`` are formed only for the trace (unused
+    under ``jit``, so XLA drops them)."""
+    logits = d_transformer_logits(x, theta, activation=activation, eps=eps)[:, -1]  # line 3 (part)
+    p = softmax(logits)  # lines 3-4: p ← P[:, ℓ + i − 1]
+    q = tempered_distribution(logits, tau)  # line 5 (part): q ∝ p^{1/τ}
+    y = sample_token(key, logits, tau)  # line 5: y drawn from q
+    del p, q
+    return y
 
 
 def d_inference(x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, window=False,
@@ -246,8 +273,13 @@ def _ed_encode(z, theta, *, activation, eps):
 def _ed_step(Z, x_hat, theta, key, tau, *, activation, eps):
     """Lines 4-6 of Alg 15: Algorithm 8 on the current ``x̂`` (one executable per length), its
     last column, one sample."""
-    P_col = ed_decode_logits(x_hat, Z, theta, activation=activation, eps=eps)[:, -1]  # lines 4-5
-    return sample_token(key, P_col, tau)  # line 6
+    logits = ed_decode_logits(x_hat, Z, theta, activation=activation, eps=eps)
+    logits = logits[:, -1]  # line 4 (part): the last column of W_u X, before the softmax
+    p = softmax(logits)  # lines 4-5: p ← P[:, length(x̂)]
+    q = tempered_distribution(logits, tau)  # line 6 (part): q ∝ p^{1/τ}
+    y = sample_token(key, logits, tau)  # line 6: y drawn from q
+    del p, q
+    return y
 
 
 def check_max_length(algorithm, max_length, ell_max):

@@ -139,7 +139,7 @@ def _d_logits_columns(xs, theta: DTransformerParams, activation, eps, scan=False
         for params in theta.layers:  # line 4
             X, _ = layer(X, params)
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
-    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell)  # line 11, before the softmax
+    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell)  # line 11 (part: logits)
 
 
 def _check_batches(algorithm, theta, **batches):
@@ -187,7 +187,7 @@ def _e_logits_columns(xs, valid, theta: ETransformerParams, activation, eps):
         X = post_ln_layer(X, layer, Mask, activation, eps, attention=attend)  # lines 5-8
     X = activation(theta.W_f @ X + theta.b_f[:, None])  # line 10
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 11
-    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell)  # line 12, before the softmax
+    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell)  # line 12 (part: logits)
 
 
 def e_transformer_logits_batch(xs, theta: ETransformerParams, *, valid=None, activation=gelu, eps=EPS):  # fmt: skip
@@ -237,7 +237,7 @@ def _ed_logits_columns(zs, z_valid, xs, theta: EDTransformerParams, activation, 
 
     for layer in theta.dec:  # line 13
         X = ed_decoder_layer(X, Z, layer, Mask, activation, eps, cross_Mask, attention=attend)
-    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell_x)  # line 21, before the softmax
+    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell_x)  # line 21 (part: logits)
 
 
 def ed_transformer_logits_batch(zs, xs, theta: EDTransformerParams, *, z_valid=None, activation=relu, eps=EPS):  # fmt: skip

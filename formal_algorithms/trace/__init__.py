@@ -58,15 +58,18 @@ class Trace:
         ]
 
     def get(self, algorithm, line, *, name=None, **indices):
-        """The one value of ``line`` of ``algorithm`` at ``indices``.
+        """The one value of ``line`` of ``algorithm`` at ``indices`` (1-based, as the paper's).
 
-        Records whose ``line`` is exactly ``line`` come first (a statement covering ``lines 5-8``
-        answers only if nothing finer does). Several left: they must be the same paper line at the
-        same indices (e.g. Algorithm 4's line 6 gives the weights ``A`` and then ``Ṽ``), and the
-        last, the value the line ends with, is returned; ``name=`` picks another. Otherwise the
-        error lists the indices that tell them apart.
+        The line's own value: a part (a record with ``part=True``, such as Algorithm 4's weights
+        ``A`` inside line 6, or the logits before the softmax of Algorithm 10's line 11) is
+        returned only when ``name=`` asks for it. Records whose ``line`` is exactly ``line`` come
+        first (a statement covering ``lines 5-8`` answers only if nothing finer does). Several
+        records left at different indices: the error lists the indices that tell them apart.
         """
+        _check_address(algorithm, line, indices)
         found = self.find(algorithm, line, name=name, **indices)
+        if name is None:
+            found = [r for r in found if not r.part]
         exact = [r for r in found if r.line == line]
         found = exact or found
         if not found:
@@ -103,11 +106,22 @@ class Trace:
         """Write the self-contained page of this trace (:mod:`.html`); returns its path."""
         from .html import write_html
 
+        folder = pathlib.Path(path).expanduser().parent
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"Trace.to_html: argument 'path' = {str(path)!r}: the folder {str(folder)!r} "
+                f"does not exist (create it first)"
+            )
         return write_html(self, path)
 
 
 def trace(fn, *args, **kwargs) -> Trace:
     """Run ``fn(*args, **kwargs)`` eagerly and record the value of every executed paper line."""
+    if not callable(fn):
+        raise TypeError(
+            f"trace: argument 'fn' must be callable (the function to run, e.g. "
+            f"fa.d_transformer), got {type(fn).__name__} {fn!r:.60}"
+        )
     files = {_PACKAGE}
     try:
         files.add(inspect.getsourcefile(inspect.unwrap(fn)) or "")
@@ -116,6 +130,21 @@ def trace(fn, *args, **kwargs) -> Trace:
     recorder = Recorder(files)
     result = recorder.run(fn, args, kwargs)
     return Trace(result, recorder.records)
+
+
+def _check_address(algorithm, line, indices) -> None:
+    """Algorithms, lines and the paper's loop indices are 1-based: say so for 0 or a negative."""
+    if not (isinstance(algorithm, str) or (isinstance(algorithm, int) and 1 <= algorithm <= 15)):
+        raise ValueError(
+            f"Trace.get: argument 'algorithm' = {algorithm!r} must be 1-15 or an equation such as "
+            f"'eq. 1' (the paper's numbering)"
+        )
+    for key, value in {"line": line, **indices}.items():
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ValueError(
+                f"Trace.get: argument {key!r} = {value} must be at least 1: lines and the paper's "
+                f"indices (l, h, t, i, …) are 1-based, as in the paper"
+            )
 
 
 def _alg(algorithm) -> str:

@@ -1,7 +1,10 @@
 """Where each paper line lives in the source: the ``# line N`` comments, read once per file.
 
 A statement carries paper lines when its own (inline) comment, or the full-line comment block just
-above it, starts with ``line N``, ``lines N-M`` or ``lines N, M``. A ``def`` with such a comment
+above it, starts with ``line N``, ``lines N-M`` or ``lines N, M`` (the tag). A tag followed by
+``(part: name)`` marks a value the code forms on the way to the line's own value (Algorithm 4's
+weights ``A`` inside line 6, the logits before line 11's softmax): the trace records it under
+``name`` as a part, which :meth:`Trace.get` returns only when asked for by name. A ``def`` with such a comment
 lends its lines to the returns of its body that have none (``def loss(th):  # lines 3-5``).
 A function belongs to the algorithm its docstring's first words name (``Algorithm 4, …``,
 ``Lines 5-8 of Algorithm 10``, ``Eq. 1 …``); otherwise it inherits the caller's.
@@ -18,6 +21,7 @@ import tokenize
 from typing import NamedTuple
 
 _LINES = re.compile(r"^(?:Alg(?:orithm)? (\d+),? )?lines? (\d+)((?:\s*(?:[-–]|,)\s*\d+)*)")
+_PART = re.compile(r"\s*\(part(?:: ?([^\s)]+))?\)")
 _DOC = re.compile(r"^(?:Lines? [\d\-–, ]+ of )?(?:Algorithm|Alg\.?) (\d+)\b(?!s)|^Eq\. (\d+)\b")
 
 
@@ -30,6 +34,7 @@ class Statement(NamedTuple):
     target: str | None  # the variable whose value the line computes (assign, expr)
     body: tuple[int, int] | None  # a loop's body span
     code: str  # the statement's source (its header for a loop)
+    part: str | None = None  # a part of its line: the name it is recorded under
 
 
 class FunctionIndex(NamedTuple):
@@ -45,6 +50,13 @@ class FunctionIndex(NamedTuple):
 def parse_lines(comment: str):
     """``"lines 5-8, Mask ≡ 1"`` -> ``(None, (5, 6, 7, 8))``; ``"Alg 5 lines 3-4"`` ->
     ``(5, (3, 4))``; ``None`` unless the comment starts so."""
+    tag = parse_tag(comment)
+    return None if tag is None else tag[:2]
+
+
+def parse_tag(comment: str):
+    """``(algorithm or None, lines, part or None)`` of a tag: ``"line 6 (part: A): weights"`` ->
+    ``(None, (6,), "A")``; ``(part)`` alone gives ``""`` (the assigned variable's name)."""
     match = _LINES.match(comment.strip())
     if not match:
         return None
@@ -52,7 +64,12 @@ def parse_lines(comment: str):
     for sep, n in re.findall(r"\s*([-–]|,)\s*(\d+)", match.group(3)):
         n = int(n)
         numbers.extend(range(numbers[-1] + 1, n + 1) if sep in "-–" else [n])
-    return (int(match.group(1)) if match.group(1) else None), tuple(dict.fromkeys(numbers))
+    part = _PART.match(comment.strip()[match.end() :])
+    return (
+        int(match.group(1)) if match.group(1) else None,
+        tuple(dict.fromkeys(numbers)),
+        None if part is None else (part.group(1) or ""),
+    )
 
 
 def docstring_algorithm(doc: str | None) -> int | str | None:
@@ -129,12 +146,12 @@ def line_index(filenames) -> dict:
 def _comment_lines(start, end, comments, full_line):
     for n in range(start, end + 1):
         if n in comments and n not in full_line:
-            found = parse_lines(comments[n])
+            found = parse_tag(comments[n])
             if found:
                 return found
     n = start - 1  # the full-line comment block just above
     while n in full_line:
-        found = parse_lines(comments[n])
+        found = parse_tag(comments[n])
         if found:
             return found
         n -= 1
@@ -190,6 +207,7 @@ def _index_function(node, comments, full_line, source_lines, filename):
     default = None
     if node.body:  # `def loss(th):  # lines 3-5` lends its lines to unannotated returns
         default = _comment_lines(node.lineno, node.body[0].lineno - 1, comments, full_line)
+        default = default and default[:2] + (None,)  # a `def`'s tag lends lines, never a part
     statements = []
     for stmt in _statements(node.body):
         end = _header_end(stmt)
@@ -198,13 +216,13 @@ def _index_function(node, comments, full_line, source_lines, filename):
             found = default
         if found is None:
             continue
-        own, lines = found
+        own, lines, part = found
         body = None
         if isinstance(stmt, ast.For | ast.While):
             body = (stmt.body[0].lineno, stmt.body[-1].end_lineno)
         code = "\n".join(source_lines[stmt.lineno - 1 : end]).strip()
         statements.append(
-            Statement(stmt.lineno, end, lines, own, _kind(stmt), _target(stmt), body, code)
+            Statement(stmt.lineno, end, lines, own, _kind(stmt), _target(stmt), body, code, part)
         )
     algorithm = docstring_algorithm(ast.get_docstring(node))
     if not statements and algorithm is None:

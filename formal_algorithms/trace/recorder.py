@@ -40,6 +40,7 @@ class Record(NamedTuple):
     function: str
     code: str
     source: str  # file:line
+    part: bool = False  # a value formed on the way to the line's own (Algorithm 4's A at line 6)
 
 
 class _Segment(NamedTuple):
@@ -241,13 +242,14 @@ class Recorder:
         elif stmt.kind == "return":
             if returned is _MISSING:
                 return
-            value, name = returned, "return"
+            value, name = returned, stmt.part or "return"
         elif stmt.target:
             names = stmt.target.split(",")
             values = [frame.f_locals.get(n, _MISSING) for n in names]
             if any(v is _MISSING for v in values):
                 return
-            value, name = (values[0] if len(values) == 1 else tuple(values)), stmt.target
+            value = values[0] if len(values) == 1 else tuple(values)
+            name = stmt.part or stmt.target
         else:
             value, name = None, ""
         algorithm = stmt.algorithm or state.algorithm
@@ -283,6 +285,7 @@ class Recorder:
                     function=state.index.name,
                     code=stmt.code,
                     source=f"{state.index.filename}:{stmt.start}",
+                    part=stmt.part is not None,
                 )
             )
 

@@ -76,7 +76,7 @@ def gopher_d_transformer_logits(x, theta: GopherDTransformerParams, *, activatio
     for layer in theta.layers:  # line 4
         X = rms_pre_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8
     X = rms_norm_columns(X, theta.gamma, eps)  # line 10, RMSnorm
-    return unembedding_matrix(theta) @ X  # line 11, before the softmax
+    return unembedding_matrix(theta) @ X  # line 11 (part: logits): before the softmax
 
 
 def gopher_d_transformer(x, theta: GopherDTransformerParams, *, activation=gelu, eps=EPS):

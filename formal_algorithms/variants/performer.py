@@ -199,7 +199,7 @@ def performer_e_transformer_logits(x, theta: ETransformerParams, Omega, *, activ
         X = post_ln_layer(X, layer, None, activation, eps, attention=attention)  # lines 5-8
     X = activation(theta.W_f @ X + theta.b_f[:, None])  # line 10
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 11
-    return unembedding_matrix(theta) @ X  # line 12, before the softmax
+    return unembedding_matrix(theta) @ X  # line 12 (part: logits): before the softmax
 
 
 def performer_d_transformer_logits(x, theta: DTransformerParams, Omega, *, activation=gelu,
@@ -214,4 +214,4 @@ def performer_d_transformer_logits(x, theta: DTransformerParams, Omega, *, activ
     for layer in theta.layers:  # line 4
         X = pre_ln_layer(X, layer, None, activation, eps, attention=attention)  # lines 5-8
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
-    return unembedding_matrix(theta) @ X  # line 11, before the softmax
+    return unembedding_matrix(theta) @ X  # line 11 (part: logits): before the softmax

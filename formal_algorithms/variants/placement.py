@@ -128,7 +128,7 @@ def e_head(X, theta, activation, eps=EPS):
     """Lines 10-12 of Algorithm 9 up to the softmax: ``W_u layer_norm(σ(W_f X + b_f 1ᵀ))``."""
     X = activation(theta.W_f @ X + theta.b_f[:, None])  # line 10
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 11
-    return unembedding_matrix(theta) @ X  # line 12, before the softmax
+    return unembedding_matrix(theta) @ X  # line 12 (part: logits): before the softmax
 
 
 # --------------------------------------------------------------------------------- Algorithm 8
@@ -146,7 +146,7 @@ def post_ln_ed_transformer_logits(z, x, theta: EDTransformerParams, *, eps=EPS):
     Mask = unidirectional_mask(X.shape[1])
     for layer in theta.dec:  # line 13
         X = ed_decoder_layer(X, Z, layer, Mask, relu, eps)  # lines 14-19
-    return unembedding_matrix(theta) @ X  # line 21, before the softmax
+    return unembedding_matrix(theta) @ X  # line 21 (part: logits): before the softmax
 
 
 def pre_ln_ed_transformer_logits(z, x, theta: PreLNEDTransformerParams, *, eps=EPS):
@@ -159,7 +159,7 @@ def pre_ln_ed_transformer_logits(z, x, theta: PreLNEDTransformerParams, *, eps=E
     for layer in theta.dec:  # line 13
         X = pre_ln_ed_decoder_layer(X, Z, layer, Mask, relu, eps)  # lines 14-19, Pre-LN
     X = layer_norm_columns(X, theta.gamma_dec, theta.beta_dec, eps)  # the decoder's final norm
-    return unembedding_matrix(theta) @ X  # line 21, before the softmax
+    return unembedding_matrix(theta) @ X  # line 21 (part: logits): before the softmax
 
 
 def pre_ln_ed_transformer(z, x, theta: PreLNEDTransformerParams, *, eps=EPS):
@@ -206,7 +206,7 @@ def pre_ln_d_transformer_logits(x, theta: DTransformerParams, *, activation=gelu
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(X.shape[1])
     X = pre_ln_stack(X, theta.layers, Mask, activation, theta.gamma, theta.beta, eps)  # 4-10
-    return unembedding_matrix(theta) @ X  # line 11, before the softmax
+    return unembedding_matrix(theta) @ X  # line 11 (part: logits): before the softmax
 
 
 def post_ln_d_transformer_logits(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):
@@ -217,7 +217,7 @@ def post_ln_d_transformer_logits(x, theta: DTransformerParams, *, activation=gel
     Mask = unidirectional_mask(X.shape[1])
     X = post_ln_stack(X, theta.layers, Mask, activation, eps)  # lines 4-9, Post-LN
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10, kept
-    return unembedding_matrix(theta) @ X  # line 11, before the softmax
+    return unembedding_matrix(theta) @ X  # line 11 (part: logits): before the softmax
 
 
 def post_ln_d_transformer(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):

@@ -59,6 +59,9 @@ def assert_heads(tr, X, Z, W, Mask, **at):
     for h, o in enumerate(per_head, 1):
         for line, key in ((1, "Q"), (2, "K"), (3, "V"), (4, "S")):
             np.testing.assert_allclose(tr.get(4, line, **at, h=h), o[key], atol=ATOL)
+        masked = np.where(np.asarray(Mask, bool), o["S"], -np.inf)  # line 5: −∞ exactly there
+        np.testing.assert_array_equal(np.isneginf(tr.get(4, 5, **at, h=h)), np.isneginf(masked))
+        np.testing.assert_allclose(tr.get(4, 5, **at, h=h), masked, atol=ATOL)
         np.testing.assert_allclose(tr.get(4, 6, **at, h=h, name="A"), o["A"], atol=ATOL)
         np.testing.assert_allclose(tr.get(4, 6, **at, h=h), o["Vt"], atol=ATOL)
         np.testing.assert_allclose(tr.get(5, 2, **at, h=h), o["Vt"], atol=ATOL)
@@ -210,19 +213,78 @@ def test_algorithm_14_each_token_its_distribution_and_sample(d_theta):
     from paper_numpy import d_transformer as np_d_transformer
 
     prompt = jnp.asarray(X_TOKENS[:3])
-    tr = trace(fa.d_inference, prompt, d_theta, jax.random.key(7), ell_gen=3, tau=1.0)
+    tau = 0.7
+    tr = trace(fa.d_inference, prompt, d_theta, jax.random.key(7), ell_gen=3, tau=tau)
     y = np.asarray(tr.result)
     x = list(X_TOKENS[:3])
     assert tr.get(14, 1) == 3
     for i in (1, 2, 3):
         assert tr.get(14, 2, i=i) == i
-        logits = np.asarray(tr.get(14, 4, i=i))  # lines 3-4: P[:, ℓ + i − 1] (as logits)
         p = np_d_transformer(np.asarray(x), d_theta)[:, -1]
-        np.testing.assert_allclose(softmax_columns(logits[:, None])[:, 0], p, atol=ATOL)
+        np.testing.assert_allclose(tr.get(14, 4, i=i), p, atol=ATOL)  # lines 3-4: p, not logits
+        q = p ** (1 / tau) / np.sum(p ** (1 / tau))  # line 5: q ∝ p^{1/τ}
+        np.testing.assert_allclose(tr.get(14, 5, i=i, name="q"), q, atol=ATOL)
         assert int(tr.get(14, 5, i=i)) == y[i - 1]  # the sampled token is the returned one
         x.append(int(y[i - 1]))
         assert list(np.asarray(tr.get(14, 6, i=i))) == x
     assert list(np.asarray(tr.get(14, 8))) == list(y)
+
+
+@pytest.mark.parametrize("tau", [0.0, math.inf])
+def test_algorithm_14_line_5_at_the_limits_of_tau(d_theta, tau):
+    """τ → 0: q is one-hot at the argmax of p (lowest index among ties); τ = ∞: q is uniform."""
+    from paper_numpy import d_transformer as np_d_transformer
+
+    prompt = jnp.asarray(X_TOKENS[:3])
+    tr = trace(fa.d_inference, prompt, d_theta, jax.random.key(3), ell_gen=1, tau=tau)
+    p = np_d_transformer(np.asarray(X_TOKENS[:3]), d_theta)[:, -1]
+    q = np.asarray(tr.get(14, 5, i=1, name="q"))
+    if tau == 0:
+        np.testing.assert_array_equal(q, np.eye(p.shape[0])[np.argmax(p)])
+        assert int(tr.get(14, 5, i=1)) == np.argmax(p)
+    else:
+        np.testing.assert_allclose(q, np.full(p.shape[0], 1 / p.shape[0]), atol=1e-15)
+
+
+def test_algorithm_15_lines_5_and_6_are_p_and_q():
+    from paper_numpy import ed_transformer as np_ed_transformer
+
+    theta = perturbed(fa.init_ed_transformer(jax.random.key(2), N_V=11, ell_max=8, L_enc=1, L_dec=1, H=2, d_e=8, d_mlp=12, dtype=jnp.float64))  # fmt: skip
+    z = jnp.asarray([1, 2, 3, 4])
+    tr = trace(fa.ed_inference, z, theta, jax.random.key(5), tau=0.5, max_length=3)
+    x_hat = list(np.asarray(tr.result))
+    for i in range(1, len(x_hat)):
+        p = np_ed_transformer(np.asarray(z), np.asarray(x_hat[:i]), theta)[:, -1]
+        np.testing.assert_allclose(tr.get(15, 5, i=i), p, atol=ATOL)
+        np.testing.assert_allclose(tr.get(15, 6, i=i, name="q"), p**2 / np.sum(p**2), atol=ATOL)
+        assert int(tr.get(15, 6, i=i)) == x_hat[i]
+
+
+def test_the_last_line_of_algorithms_8_9_10_is_P_with_the_logits_a_named_part(d_theta):
+    from paper_numpy import d_transformer as np_d_transformer
+
+    x = jnp.asarray(X_TOKENS)
+    tr = trace(fa.d_transformer, x, d_theta)
+    P = np_d_transformer(np.asarray(X_TOKENS), d_theta)
+    np.testing.assert_allclose(tr.get(10, 11), P, atol=ATOL)
+    logits = np.asarray(tr.get(10, 11, name="logits"))
+    assert [r.part for r in tr.find(10, 11)] == [True, False]
+    np.testing.assert_allclose(softmax_columns(logits), P, atol=ATOL)
+    assert logits.min() < 0  # logits, not probabilities
+
+
+def test_get_refuses_0_based_and_negative_indices_and_trace_a_non_callable(d_theta):
+    tr = trace(fa.d_transformer, jnp.asarray(X_TOKENS), d_theta)
+    for bad in (dict(line=0), dict(line=4, l=0), dict(line=4, h=-1)):
+        line = bad.pop("line")
+        with pytest.raises(ValueError, match="1-based"):
+            tr.get(4, line, **bad)
+    with pytest.raises(ValueError, match="algorithm"):
+        tr.get(0, 1)
+    with pytest.raises(TypeError, match="trace: argument 'fn'.*callable.*int"):
+        trace(42)
+    with pytest.raises(FileNotFoundError, match="Trace.to_html: argument 'path'.*no-such-folder"):
+        tr.to_html("/tmp/no-such-folder-fa/trace.html")
 
 
 def test_the_cached_form_shows_the_cache_lines(d_theta):
