@@ -40,9 +40,10 @@ def attention_weights(X_tilde, Z, W: MHAttentionParams, Mask=None):
 
     def head(W_q, b_q, W_k, b_k):
         Q = W_q @ X_tilde + b_q[:, None]  # Alg 4 line 1
-        K = W_k @ Z + b_k[:, None]  # line 2
-        S = K.T @ Q  # line 4: (ℓ_z, ℓ_x)
-        return softmax(S / math.sqrt(Q.shape[0]), Mask)  # lines 5-6
+        K = W_k @ Z + b_k[:, None]  # Alg 4 line 2
+        S = K.T @ Q  # Alg 4 line 4: (ℓ_z, ℓ_x)
+        S = S if Mask is None else jnp.where(jnp.asarray(Mask, bool), S, -jnp.inf)  # Alg 4 line 5
+        return softmax(S / math.sqrt(Q.shape[0]))  # Alg 4 line 6 (part: A)
 
     return jax.vmap(head)(W.W_q, W.b_q, W.W_k, W.b_k)
 

@@ -188,12 +188,10 @@ def d_step(x, theta, key, tau, *, activation, eps):
 
     The samplers read the logits ``W_u X``: ``p`` and ``q`` are formed only for the trace (unused
     under ``jit``, so XLA drops them)."""
-    logits = d_transformer_logits(x, theta, activation=activation, eps=eps)[:, -1]  # line 3 (part)
-    p = softmax(logits)  # lines 3-4: p ← P[:, ℓ + i − 1]
-    q = tempered_distribution(logits, tau)  # line 5 (part): q ∝ p^{1/τ}
-    y = sample_token(key, logits, tau)  # line 5: y drawn from q
-    del p, q
-    return y
+    logits = d_transformer_logits(x, theta, activation=activation, eps=eps)  # line 3 (part)
+    p = softmax(logits[:, -1])  # lines 3-4: p ← P[:, ℓ + i − 1]  # noqa: F841
+    q = tempered_distribution(logits[:, -1], tau)  # line 5 (part): q ∝ p^{1/τ}  # noqa: F841
+    return sample_token(key, logits[:, -1], tau)  # line 5: y drawn from q
 
 
 def d_inference(x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, window=False,
@@ -273,13 +271,10 @@ def _ed_encode(z, theta, *, activation, eps):
 def _ed_step(Z, x_hat, theta, key, tau, *, activation, eps):
     """Lines 4-6 of Alg 15: Algorithm 8 on the current ``x̂`` (one executable per length), its
     last column, one sample."""
-    logits = ed_decode_logits(x_hat, Z, theta, activation=activation, eps=eps)
-    logits = logits[:, -1]  # line 4 (part): the last column of W_u X, before the softmax
-    p = softmax(logits)  # lines 4-5: p ← P[:, length(x̂)]
-    q = tempered_distribution(logits, tau)  # line 6 (part): q ∝ p^{1/τ}
-    y = sample_token(key, logits, tau)  # line 6: y drawn from q
-    del p, q
-    return y
+    logits = ed_decode_logits(x_hat, Z, theta, activation=activation, eps=eps)  # line 4 (part)
+    p = softmax(logits[:, -1])  # lines 4-5: p ← P[:, length(x̂)]  # noqa: F841
+    q = tempered_distribution(logits[:, -1], tau)  # line 6 (part): q ∝ p^{1/τ}  # noqa: F841
+    return sample_token(key, logits[:, -1], tau)  # line 6: y drawn from q
 
 
 def check_max_length(algorithm, max_length, ell_max):
@@ -348,10 +343,11 @@ def ed_inference(
             break
         i = len(x_hat) - 1  # this draw lands at x̂[i + 1]
         x_in = jnp.asarray(np.asarray(x_hat, np.int32))
-        # lines 4-6. Line 4 is Algorithm 8 in full: its encoder (lines 1-9) runs again at every
-        # step, jitted apart from the decoder only so that it compiles once per length of z.
-        Z = _ed_encode(z_int32, theta, activation=activation, eps=eps)
-        y = int(_ed_step(Z, x_in, theta, step_key(key, i), tau, activation=activation, eps=eps))
+        # Line 4 is Algorithm 8 in full: its encoder (lines 1-9) runs again at every step,
+        # jitted apart from the decoder only so that it compiles once per length of z.
+        Z = _ed_encode(z_int32, theta, activation=activation, eps=eps)  # line 4 (part: Z)
+        key_i = step_key(key, i)
+        y = int(_ed_step(Z, x_in, theta, key_i, tau, activation=activation, eps=eps))  # lines 4-6
         check_sampled(ED_INFERENCE, y, i, theta)  # -1: the logits had no distribution
         x_hat.append(y)  # line 7
     return jnp.asarray(np.asarray(x_hat, z.dtype))  # line 9

@@ -14,6 +14,7 @@ loop variable first (``for l = 1, …, L``); :func:`loop_variable` reads it back
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 TITLES: dict[int | str, str] = {
     "eq. 1": "token and positional embedding",
@@ -201,3 +202,174 @@ def text(algorithm: int | str, lines: tuple[int, ...]) -> str:
 def label(algorithm: int | str) -> str:
     """``"Algorithm 10"`` or ``"eq. 1"``."""
     return f"Algorithm {algorithm}" if isinstance(algorithm, int) else str(algorithm)
+
+
+# ------------------------------------------------------------------ what each line's value is
+
+
+class Value(NamedTuple):
+    """What a pseudocode line produces: its symbol, its kind and its shape in the paper's
+    orientation (symbols; ``None`` where the line leaves the shape open, e.g. a ``∀t`` line
+    that the code may compute for one ``t`` or for all)."""
+
+    name: str
+    kind: str  # one of KINDS
+    shape: tuple[str, ...] | None = None
+
+
+#: The kinds of value, each with the invariant it implies (checked by ``trace.semantics``).
+KINDS: dict[str, str] = {
+    "array": "a float array, every entry finite",
+    "masked": "a float array, finite except −∞ (exactly where the mask forbids)",
+    "distribution": "a float array, entries ≥ 0, each column summing to 1",
+    "log_distribution": "a float array ≤ 0 whose columns are log-probabilities (logsumexp 0)",
+    "mask": "a boolean array",
+    "token": "one integer token id ≥ 0",
+    "tokens": "a 1-D integer array of token ids ≥ 0",
+    "length": "an integer ≥ 0",
+    "index": "a loop's integer index ≥ 1",
+    "scalar": "one finite float",
+    "params": "the parameters θ (a pytree of finite arrays)",
+}
+
+_EMBED_VALUES = {
+    1: Value("ℓ", "length", ()),
+    2: Value("e_t", "array", ("d_e",)),
+    3: Value("X", "array", ("d_e", "ℓ")),
+}
+_LAYER = ("d_e", "ℓ")
+_TRAINING_VALUES = {1: Value("i", "index", ()), 2: Value("n", "index", ())}
+
+VALUES: dict[int | str, dict[int, Value]] = {
+    "eq. 1": {1: Value("e", "array", None)},  # one column e_t, or all of them at once
+    1: {1: Value("e", "array", ("d_e",))},
+    2: {1: Value("e_p", "array", ("d_e",))},
+    3: {
+        1: Value("q", "array", ("d_attn",)),
+        2: Value("k_t", "array", None),
+        3: Value("v_t", "array", None),
+        4: Value("α", "distribution", ("T",)),
+        5: Value("ṽ", "array", ("d_out",)),
+    },
+    4: {
+        1: Value("Q", "array", ("d_attn", "ℓ_x")),
+        2: Value("K", "array", ("d_attn", "ℓ_z")),
+        3: Value("V", "array", ("d_out", "ℓ_z")),
+        4: Value("S", "array", ("ℓ_z", "ℓ_x")),
+        5: Value("S", "masked", ("ℓ_z", "ℓ_x")),
+        6: Value("Ṽ", "array", ("d_out", "ℓ_x")),
+    },
+    5: {
+        1: Value("h", "index", ()),
+        2: Value("Y^h", "array", ("d_mid", "ℓ_x")),
+        3: Value("Y", "array", ("H·d_mid", "ℓ_x")),
+        4: Value("Ṽ", "array", ("d_out", "ℓ_x")),
+    },
+    6: {
+        1: Value("m", "array", None),
+        2: Value("v", "array", None),
+        3: Value("ê", "array", None),
+    },
+    7: {1: Value("p", "distribution", ("N_V",))},
+    8: {
+        1: Value("ℓ_z", "length", ()),
+        2: Value("e_t", "array", ("d_e",)),
+        3: Value("Z", "array", ("d_e", "ℓ_z")),
+        4: Value("l", "index", ()),
+        **{n: Value("Z", "array", ("d_e", "ℓ_z")) for n in (5, 6, 7, 8)},
+        10: Value("ℓ_x", "length", ()),
+        11: Value("e_t", "array", ("d_e",)),
+        12: Value("X", "array", ("d_e", "ℓ_x")),
+        13: Value("l", "index", ()),
+        **{n: Value("X", "array", ("d_e", "ℓ_x")) for n in range(14, 20)},
+        21: Value("P", "distribution", ("N_V", "ℓ_x")),
+    },
+    9: {
+        **_EMBED_VALUES,
+        4: Value("l", "index", ()),
+        **{n: Value("X", "array", _LAYER) for n in (5, 6, 7, 8, 10, 11)},
+        12: Value("P", "distribution", ("N_V", "ℓ")),
+    },
+    10: {
+        **_EMBED_VALUES,
+        4: Value("l", "index", ()),
+        5: Value("X̃", "array", _LAYER),
+        6: Value("X", "array", _LAYER),
+        7: Value("X̃", "array", _LAYER),
+        **{n: Value("X", "array", _LAYER) for n in (8, 10)},
+        11: Value("P", "distribution", ("N_V", "ℓ")),
+    },
+    11: {
+        **_TRAINING_VALUES,
+        3: Value("ℓ", "length", ()),
+        4: Value("P(θ)", "distribution", ("N_V", "ℓ")),
+        5: Value("loss(θ)", "scalar", ()),
+        6: Value("θ", "params"),
+        9: Value("θ̂", "params"),
+    },
+    12: {
+        **_TRAINING_VALUES,
+        3: Value("ℓ", "length", ()),
+        4: Value("t", "index", ()),
+        5: Value("x̃_n[t]", "token", ()),
+        7: Value("T̃", "mask", ("ℓ",)),  # as its indicator [[t ∈ T̃]]
+        8: Value("P(θ)", "distribution", ("N_V", "ℓ")),
+        9: Value("loss(θ)", "scalar", ()),
+        10: Value("θ", "params"),
+        13: Value("θ̂", "params"),
+    },
+    13: {
+        **_TRAINING_VALUES,
+        3: Value("ℓ", "length", ()),
+        4: Value("P(θ)", "distribution", ("N_V", "ℓ")),
+        5: Value("loss(θ)", "scalar", ()),
+        6: Value("θ", "params"),
+        9: Value("θ̂", "params"),
+    },
+    14: {
+        1: Value("ℓ", "length", ()),
+        2: Value("i", "index", ()),
+        3: Value("P", "distribution", ("N_V", "ℓ")),
+        4: Value("p", "distribution", ("N_V",)),
+        5: Value("y", "token", ()),
+        6: Value("x", "tokens", None),
+        8: Value("y", "tokens", ("ℓ_gen",)),
+    },
+    15: {
+        1: Value("x̂", "tokens", None),
+        2: Value("y", "token", ()),
+        3: Value("i", "index", ()),
+        4: Value("P", "distribution", ("N_V", "ℓ_x")),
+        5: Value("p", "distribution", ("N_V",)),
+        6: Value("y", "token", ()),
+        7: Value("x̂", "tokens", None),
+        9: Value("x̂", "tokens", None),
+    },
+}
+
+_LOGITS = Value("W_u X", "array", ("N_V", "ℓ"))
+_LOG_P = {"log_P": Value("log P(θ)", "log_distribution", ("N_V", "ℓ"))}
+
+#: The parts: values the code forms on the way to a line's own value (``# line N (part: name)``),
+#: by (algorithm, line) and the name they are recorded under.
+PARTS: dict[tuple[int | str, int], dict[str, Value]] = {
+    (4, 6): {"A": Value("softmax(S/√d_attn)", "distribution", ("ℓ_z", "ℓ_x"))},
+    (7, 1): {"logits": Value("W_u e", "array", ("N_V",))},
+    (8, 21): {"logits": Value("W_u X", "array", ("N_V", "ℓ_x"))},
+    (9, 12): {"logits": _LOGITS},
+    (10, 11): {"logits": _LOGITS},
+    (11, 4): _LOG_P,
+    (12, 8): _LOG_P,
+    (13, 4): _LOG_P,
+    (14, 3): {"logits": _LOGITS},
+    (14, 5): {"q": Value("q", "distribution", ("N_V",))},
+    (15, 4): {"logits": _LOGITS, "Z": Value("Z", "array", ("d_e", "ℓ_z"))},
+    (15, 6): {"q": Value("q", "distribution", ("N_V",))},
+}
+
+
+def value(algorithm: int | str, line: int, part: str | None = None) -> Value | None:
+    """The :class:`Value` that ``line`` of ``algorithm`` names (or its part ``part``)."""
+    if part is not None:
+        return PARTS.get((algorithm, line), {}).get(part)
+    return VALUES.get(algorithm, {}).get(line)

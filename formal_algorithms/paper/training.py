@@ -65,7 +65,8 @@ def ed_loss(theta: EDTransformerParams, z, x, *, eps=EPS):
     """
     z, x = as_tokens(z), as_tokens(x)
     ell = x.shape[0]  # line 3
-    log_P = log_softmax(ed_transformer_logits(z, x, theta, eps=eps))  # line 4, in log space
+    log_P = log_softmax(ed_transformer_logits(z, x, theta, eps=eps))  # line 4 (part: log_P)
+    P = jnp.exp(log_P)  # line 4: P(θ), for the trace (the loss reads log P)  # noqa: F841
     return -jnp.sum(log_P[x[1:], jnp.arange(ell - 1)])  # line 5
 
 
@@ -83,7 +84,9 @@ def e_loss(theta: ETransformerParams, x_tilde, x, *, activation=gelu, eps=EPS):
         fail(ALG12, "x", f"has shape {x.shape} but x_tilde has {x_tilde.shape}")
     ell = x.shape[0]  # line 3
     T_tilde = x_tilde == N_V - 3  # line 7
-    log_P = log_softmax(e_transformer_logits(x_tilde, theta, activation=activation, eps=eps))  # 8
+    logits = e_transformer_logits(x_tilde, theta, activation=activation, eps=eps)
+    log_P = log_softmax(logits)  # line 8 (part: log_P)
+    P = jnp.exp(log_P)  # line 8: P(θ), for the trace (the loss reads log P)  # noqa: F841
     return -jnp.sum(jnp.where(T_tilde, log_P[x, jnp.arange(ell)], 0))  # line 9
 
 
@@ -94,7 +97,9 @@ def d_loss(theta: DTransformerParams, x, *, activation=gelu, eps=EPS):
     """
     x = as_tokens(x)
     ell = x.shape[0]  # line 3
-    log_P = log_softmax(d_transformer_logits(x, theta, activation=activation, eps=eps))  # line 4
+    logits = d_transformer_logits(x, theta, activation=activation, eps=eps)
+    log_P = log_softmax(logits)  # line 4 (part: log_P)
+    P = jnp.exp(log_P)  # line 4: P(θ), for the trace (the loss reads log P)  # noqa: F841
     return -jnp.sum(log_P[x[1:], jnp.arange(ell - 1)])  # line 5
 
 
@@ -165,7 +170,7 @@ def e_loss_padded(
     """Algorithm 12, lines 7-9 (:func:`e_loss`) for ``x̃``, ``x`` padded at their ends: ``T̃``
     restricted to real positions."""
     logits = e_transformer_logits_padded(x_tilde, valid, theta, activation=activation, eps=eps)
-    return token_stats(logits, x, masked_positions(theta, x_tilde, valid))  # lines 7-9
+    return token_stats(logits, x, masked_positions(theta, x_tilde, valid))  # sum and count
 
 
 def masked_positions(theta: ETransformerParams, x_tilde, valid):

@@ -263,3 +263,38 @@ def line_index_markdown() -> str:
             cell = text.replace("|", "\\|")  # a table cell: the pipes of the notation escaped
             rows.append(f"| {algorithm} | {line} | `{cell}` | {code} |")
     return "\n".join(rows)
+
+
+# A comment that looks meant as a tag but is not one: a bare number or range (``# 8``,
+# ``# 4-9``, ``# 8: …``), ``# line5``, ``# ln 5``, ``# l. 5``. (Prose that begins "Line 4 is …"
+# is prose.)
+_NEAR_MISS = re.compile(r"^(?:\d+(?:\s*[-–,]\s*\d+)*(?::|\s*$)|(?:ln|l\.)\s*\d|lines?\d)")
+
+
+def tag_problems(filenames) -> list[str]:
+    """Every ``# line`` tag in ``filenames`` that cannot be right: a comment that looks like a tag
+    but does not parse, a part without a name on a ``return``, or a line that the algorithm the
+    tag belongs to does not have (algorithms known from the docstrings or the tag itself)."""
+    from ..paper.pseudocode import PSEUDOCODE
+
+    out = []
+    for filename in filenames:
+        source = pathlib.Path(filename).read_text(encoding="utf-8")
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                text = tok.string.lstrip("#").strip()
+                if _NEAR_MISS.match(text) and parse_tag(text) is None:
+                    out.append(
+                        f"{filename}:{tok.start[0]}: {tok.string!r} looks like a tag but is not one"
+                    )
+        for index in index_file(str(filename)).values():
+            for stmt in index.statements:
+                where = f"{filename}:{stmt.start} ({index.name})"
+                if stmt.part == "" and stmt.kind == "return":
+                    out.append(f"{where}: a returned part needs a name: (part: name)")
+                algorithms = (stmt.algorithm,) if stmt.algorithm else index.static
+                for algorithm in algorithms:
+                    missing = [n for n in stmt.lines if n not in PSEUDOCODE.get(algorithm, {})]
+                    if missing:
+                        out.append(f"{where}: Algorithm {algorithm} has no line {missing}")
+    return out

@@ -248,6 +248,11 @@ class Recorder:
             values = [frame.f_locals.get(n, _MISSING) for n in names]
             if any(v is _MISSING for v in values):
                 return
+            if len(names) > 1 and len(names) == len(stmt.lines) and stmt.part is None:
+                # `Q, K, V = …  # lines 1-3`: each variable is its own line's value
+                for n, line in zip(names, stmt.lines, strict=True):
+                    self._finish(state, frame, stmt._replace(target=n, lines=(line,)), _MISSING)
+                return
             value = values[0] if len(values) == 1 else tuple(values)
             name = stmt.part or stmt.target
         else:

@@ -65,7 +65,9 @@ def rms_pre_ln_layer(X, layer: RMSLayer, Mask, activation=gelu, eps=EPS):
     X_tilde = rms_norm_columns(X, layer.gamma1, eps)  # line 5, RMSnorm
     X = X + mh_attention(X_tilde, X_tilde, layer.W, Mask)  # line 6
     X_tilde = rms_norm_columns(X, layer.gamma2, eps)  # line 7, RMSnorm
-    return X + mlp(X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)  # 8
+    return X + mlp(
+        X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation
+    )  # line 8
 
 
 def gopher_d_transformer_logits(x, theta: GopherDTransformerParams, *, activation=gelu, eps=EPS):

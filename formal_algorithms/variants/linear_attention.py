@@ -46,7 +46,7 @@ def _qkv(X, W: AttentionParams):
 
 
 def causal_linear_attention(X, W: AttentionParams, phi=elu_plus_one):
-    """Causal linear attention, parallel form: ``(d_out, ℓ)`` from ``X`` ``(d_x, ℓ)`` (self-attention).
+    """Algorithm 4 as causal linear attention, parallel form: ``(d_out, ℓ)`` from ``X`` ``(d_x, ℓ)``.
 
     Algorithm 4 with ``exp(kᵀq / √d_attn)`` replaced by ``φ(k)ᵀφ(q)``. O(ℓ²) time and memory.
     """
@@ -57,7 +57,7 @@ def causal_linear_attention(X, W: AttentionParams, phi=elu_plus_one):
 
 
 def fast_weight_attention(X, W: AttentionParams, phi=elu_plus_one):
-    """Causal linear attention, recurrent fast-weight form (a scan over the ℓ tokens).
+    """Algorithm 4 as causal linear attention, recurrent fast-weight form (a scan over the ℓ tokens).
 
     ``W_t = W_{t−1} + v_t φ(k_t)ᵀ``, ``z_t = z_{t−1} + φ(k_t)``, ``out_t = W_t φ(q_t) / (z_tᵀ φ(q_t))``
     with ``W_0 = 0``, ``z_0 = 0``. Equal to :func:`causal_linear_attention`; O(ℓ d_attn d_out)

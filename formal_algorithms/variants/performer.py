@@ -41,6 +41,7 @@ normalised inputs).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -150,7 +151,7 @@ def favor_attention_parallel(X, Z, W: AttentionParams, Omega, Mask=None):
 
 
 def favor_attention(X, Z, W: AttentionParams, Omega, *, causal=False, valid=None):
-    """FAVOR+ attention, linear in ℓ: ``Ṽ`` ``(d_out, ℓ_x)``.
+    """Algorithm 4 with FAVOR+ for lines 4-6, linear in ℓ: ``Ṽ`` ``(d_out, ℓ_x)``.
 
     ``causal=False``: bidirectional (``Mask ≡ 1``), ``valid`` (optional ``(ℓ_z,)`` bool) masks
     padded context tokens by zeroing their features. ``causal=True``: self-attention with the
@@ -158,15 +159,15 @@ def favor_attention(X, Z, W: AttentionParams, Omega, *, causal=False, valid=None
     model's padding at the end never reaches a real token).
     """
     Q, K, V = _qkv(X, Z, W)  # lines 1-3
-    Q_f, K_f = favor_features(Q, Omega), favor_features(K, Omega)  # line 4: φ(Q), φ(K), (m, ℓ)
+    Q_f, K_f = favor_features(Q, Omega), favor_features(K, Omega)  # FAVOR+: φ(Q), φ(K), (m, ℓ)
     if not causal:
         if valid is not None:
             K_f = jnp.where(valid[None, :], K_f, 0)  # masked keys weigh 0
-        C, z = V @ K_f.T, jnp.sum(K_f, axis=1)  # line 5: Σ_tz v φ(k)ᵀ (d_out, m), Σ_tz φ(k) (m,)
+        C, z = V @ K_f.T, jnp.sum(K_f, axis=1)  # Σ_tz v φ(k)ᵀ (d_out, m), Σ_tz φ(k) (m,)
         return (C @ Q_f) / (z @ Q_f)[None, :]  # line 6
     if Q.shape[1] != K.shape[1]:
         _fail("Z", f"has {K.shape[1]} tokens but X has {Q.shape[1]}: causal=True is self-attention")
-    C = jnp.cumsum(V.T[:, :, None] * K_f.T[:, None, :], axis=0)  # line 5: C_t, (ℓ, d_out, m)
+    C = jnp.cumsum(V.T[:, :, None] * K_f.T[:, None, :], axis=0)  # C_t, (ℓ, d_out, m)
     z = jnp.cumsum(K_f.T, axis=0)  # z_t, (ℓ, m)
     numerator = jnp.einsum("tom,mt->ot", C, Q_f)  # C_t φ(q_t)
     return numerator / jnp.einsum("tm,mt->t", z, Q_f)[None, :]  # line 6
@@ -175,8 +176,9 @@ def favor_attention(X, Z, W: AttentionParams, Omega, *, causal=False, valid=None
 def mh_favor_attention(X, Z, W: MHAttentionParams, Omega, *, causal=False, valid=None):
     """Algorithm 5 with :func:`favor_attention` heads (one Ω for all heads): heads stacked, ``W_o``."""
     heads = AttentionParams(*W[:6])
-    Y = jax.vmap(lambda h: favor_attention(X, Z, h, Omega, causal=causal, valid=valid))(heads)
-    H, d_mid, ell = Y.shape  # lines 1-2
+    attend = functools.partial(favor_attention, X, Z, Omega=Omega, causal=causal, valid=valid)
+    Y = jax.vmap(attend)(heads)  # lines 1-2
+    H, d_mid, ell = Y.shape
     return W.W_o @ Y.reshape(H * d_mid, ell) + W.b_o[:, None]  # lines 3-4
 
 

@@ -178,15 +178,17 @@ def post_ln_e_transformer_logits(x, theta: ETransformerParams, *, activation=gel
     check_inputs(ALG9_POST, theta, ETransformerParams, x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     X = post_ln_stack(X, theta.layers, None, activation, eps)  # lines 4-9, Mask ≡ 1
-    return e_head(X, theta, activation, eps)  # lines 10-12
+    return e_head(X, theta, activation, eps)  # lines 10-12 (part: logits)
 
 
 def pre_ln_e_transformer_logits(x, theta: PreLNETransformerParams, *, activation=gelu, eps=EPS):
     """Algorithm 9 in Pre-LN form, the encoder's final norm before the head: ``(N_V, ℓ)``."""
     check_inputs(ALG9_PRE, theta, PreLNETransformerParams, _e_view, _FINAL_NORMS_E, x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
-    X = pre_ln_stack(X, theta.layers, None, activation, theta.gamma_enc, theta.beta_enc, eps)  # 4-9
-    return e_head(X, theta, activation, eps)  # lines 10-12
+    X = pre_ln_stack(
+        X, theta.layers, None, activation, theta.gamma_enc, theta.beta_enc, eps
+    )  # lines 4-9
+    return e_head(X, theta, activation, eps)  # lines 10-12 (part: logits)
 
 
 def pre_ln_e_transformer(x, theta: PreLNETransformerParams, *, activation=gelu, eps=EPS):
@@ -205,7 +207,7 @@ def pre_ln_d_transformer_logits(x, theta: DTransformerParams, *, activation=gelu
     check_inputs(ALG10_PRE, theta, DTransformerParams, x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(X.shape[1])
-    X = pre_ln_stack(X, theta.layers, Mask, activation, theta.gamma, theta.beta, eps)  # 4-10
+    X = pre_ln_stack(X, theta.layers, Mask, activation, theta.gamma, theta.beta, eps)  # lines 4-10
     return unembedding_matrix(theta) @ X  # line 11 (part: logits): before the softmax
 
 

@@ -48,7 +48,7 @@ def resi_dual_d_transformer_logits(x, theta: DTransformerParams, *, activation=g
         X_a = layer_norm_columns(X_a + F, l.gamma2, l.beta2, eps)  # x_a ← LN(x_a + f(x_a))
         X_d = X_d + F  # x_d ← x_d + f(x_a)
     Y = X_a + layer_norm_columns(X_d, theta.gamma, theta.beta, eps)  # y = x_a + LN(x_d)
-    return unembedding_matrix(theta) @ Y  # Alg 10 line 11, before the softmax
+    return unembedding_matrix(theta) @ Y  # Alg 10 line 11 (part: logits)
 
 
 def resi_dual_d_transformer(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):

@@ -95,7 +95,7 @@ def rope_attention(X, Z, W: AttentionParams, Mask=None, *, t_x=None, t_z=None, b
     V = affine(W.W_v, W.b_v, Z)  # line 3
     c = compute_dtype(V.dtype)
     S = K.astype(c).T @ Q.astype(c)  # line 4
-    Mask = None if Mask is None else jnp.asarray(Mask).astype(bool)
-    A = softmax(S / math.sqrt(Q.shape[0]), Mask)  # lines 5-6: masked softmax
+    S = S if Mask is None else jnp.where(jnp.asarray(Mask, bool), S, -jnp.inf)  # line 5
+    A = softmax(S / math.sqrt(Q.shape[0]))  # line 6 (part: A): the weights
     V_tilde = (V.astype(c) @ A).astype(V.dtype)  # line 6
     return V_tilde
