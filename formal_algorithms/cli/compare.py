@@ -102,7 +102,8 @@ def run(args) -> int:
 # interop.departures.DEPARTURES, named here so that building the parser imports no torch (the
 # command line's start-up time); a test keeps the two equal.
 INJECTABLE = ("eps", "gelu-form", "scale-d", "post-ln", "pre-ln", "positions+1", "mask-transposed",
-              "heads-strided", "bias-dropped", "final-norm-missing", "untied")  # fmt: skip
+              "heads-strided", "bias-dropped", "final-norm-missing", "untied",
+              "embedding-scaled", "output-bias-doubled")  # fmt: skip
 
 
 def register(sub) -> None:

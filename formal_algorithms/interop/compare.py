@@ -1294,10 +1294,14 @@ def _norm_evidence(family, key, vals, paper, tol):
 def _embedding_evidence(family, key, vals, paper, tol):
     X = vals.values[key][0]
     x = family.z if key[3] == 3 and family.algorithm == 8 else family.x
-    W_e, W_p = _np(family.theta.W_e), _np(family.theta.W_p)
+    W_e, W_p = _np(family.theta.W_e), _np(getattr(family.theta, "W_p", None))
     ell = X.shape[1]
     tokens = W_e[:, x]
     found = []
+    if W_p is None:  # Llama: no W_p (RoPE inside the attention)
+        if _close(X, math.sqrt(W_e.shape[0]) * tokens, tol):
+            found.append("the model's X is √d_e · W_e[:, x[t]]: a scaled token embedding")
+        return found
     for k in (1, 2):
         if k + ell <= W_p.shape[1] and _close(X, tokens + W_p[:, k : k + ell], tol):
             found.append(f"the model's X is W_e[:, x[t]] + W_p[:, t + {k}]: positions offset by "
@@ -1338,7 +1342,7 @@ def _attention_evidence(family, key, vals, paper, tol):
     found = []
     Q = _per_head(vals, paper, top, top_line, 1, l, H)
     K = _per_head(vals, paper, top, top_line, 2, l, H)
-    explained = False
+    explained, paper_heads, gaps = False, 0, []
     for h in range(1, H + 1):
         weights_key = _key(top, top_line, 4, 6, "A", l=l, h=h)
         if weights_key not in vals.values:
@@ -1363,8 +1367,11 @@ def _attention_evidence(family, key, vals, paper, tol):
         q, k = Q[h - 1], K[h - 1]
         d_attn = q.shape[0]
         S = k.T @ q
-        if _close(A, _softmax_masked(S / math.sqrt(d_attn), mask), tol):
-            continue  # this head's weights are the paper's
+        own = _softmax_masked(S / math.sqrt(d_attn), mask)
+        if _close(A, own, tol):
+            paper_heads += 1  # this head's weights are softmax(S / √d_attn) of its Q and K
+            gaps.append(float(np.abs(A - own).max()))
+            continue
         allowed = A > 1e-30 if mask is None else mask & (A > 1e-30)
         S_c = np.where(allowed, S - _column_mean(S, allowed), 0)
         logA = np.log(np.where(allowed, A, 1.0))
@@ -1391,9 +1398,10 @@ def _attention_evidence(family, key, vals, paper, tol):
             found.append(f"head {h}: the model's weights are softmax(Sᵀ / √d_attn): queries and "
                          "keys swapped, or the softmax taken over the other axis")  # fmt: skip
             explained = True
-    if not explained and any(k in vals.values for k in [_key(top, top_line, 4, 6, "A", l=l, h=1)]):
-        found.append(f"the attention weights of layer {l} are the paper's for every head: look "
-                     "at the values, the head concatenation and W_o")  # fmt: skip
+    if not explained and paper_heads == H:
+        found.append(f"the attention weights of layer {l} equal softmax(S / √d_attn) of the Q "
+                     f"and K above for every head (max abs difference {max(gaps):.2g}): look at "
+                     "the values, the head concatenation and W_o")  # fmt: skip
     return found
 
 

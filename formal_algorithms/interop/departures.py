@@ -115,10 +115,19 @@ def _scale_d(model, family):
 
 
 def _post_ln(model, family):
-    for block in model.transformer.h:
+    import inspect
 
-        def forward(hidden_states, *args, block=block, attention_mask=None, **kwargs):
-            a, _ = block.attn(hidden_states, attention_mask=attention_mask)
+    for block in model.transformer.h:
+        signature = inspect.signature(type(block).forward)
+
+        def forward(*args, block=block, signature=signature, **kwargs):
+            bound = signature.bind(block, *args, **kwargs)  # the causal mask arrives as it may
+            call = dict(bound.arguments)
+            call.pop("self")
+            hidden_states = call.pop("hidden_states")
+            call.update(call.pop("kwargs", {}))
+            call.pop("encoder_hidden_states", None), call.pop("encoder_attention_mask", None)
+            a, _ = block.attn(hidden_states, **call)
             X = block.ln_1(hidden_states + a)  # the norm after the residual sum
             return block.ln_2(X + block.mlp(X))
 
@@ -234,6 +243,27 @@ def _untied(model, family):
         head.forward = lambda x: F.linear(x, head.other_weight, head.bias)  # untied where tied
 
 
+def _embedding_scaled(model, family):
+    table = model.transformer.wte if family == "gpt2" else model.model.embed_tokens
+    scale = math.sqrt(table.weight.shape[1])
+
+    def forward(ids):
+        return F.embedding(ids, table.weight) * scale  # √d_e · W_e[:, x[t]] (Gemma, T5)
+
+    table.forward = forward
+
+
+def _output_bias_doubled(model, family):
+    projection = model.transformer.h[0].attn.c_proj
+
+    def forward(x):
+        return torch.addmm(2 * projection.bias, x.view(-1, x.shape[-1]), projection.weight).view(
+            *x.shape[:-1], -1
+        )  # b_o added twice
+
+    projection.forward = forward
+
+
 DEPARTURES = {
     "eps": Departure(
         "the last layer's second layer norm computes with ε = 1e-3, whatever the config says",
@@ -323,6 +353,16 @@ DEPARTURES = {
             "llama": "Algorithm 10, line 11",
         },
         _untied,
+    ),  # fmt: skip
+    "embedding-scaled": Departure(
+        "the token embedding is multiplied by √d_e (as Gemma and T5 do)",
+        {"gpt2": "Algorithm 10, lines 1-3", "llama": "Algorithm 10, lines 1-3"},
+        _embedding_scaled,
+    ),  # fmt: skip
+    "output-bias-doubled": Departure(
+        "layer 1's attention output projection adds its bias b_o twice",
+        {"gpt2": "Algorithm 5, line 4 of line 6 (l=1)"},
+        _output_bias_doubled,
     ),  # fmt: skip
 }
 

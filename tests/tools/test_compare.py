@@ -205,7 +205,35 @@ CATALOGUE = {
     ("llama", "untied"): (11, 10, 11, {}, "logits", r"ties what the weights untie"),
     ("llama", "mask-transposed"): (6, 4, 6, {"l": 1, "h": 1}, "A", r"transpose of the paper's"),
     ("llama", "final-norm-missing"): (10, 10, 10, {}, "", r"norm is missing"),
+    ("gpt2", "embedding-scaled"): (3, 10, 3, {}, "", r"√d_e · W_e\[:, x\[t\]\] \+ W_p"),
+    ("llama", "embedding-scaled"): (3, 10, 3, {}, "", r"is √d_e · W_e\[:, x\[t\]\]: a scaled"),
+    ("gpt2", "output-bias-doubled"): (6, 5, 4, {"l": 1}, "", r"\+b_o of layer 1"),
 }
+
+WEIGHTS_EQUAL = r"attention weights of layer 1 equal softmax\(S / √d_attn\)"
+
+
+def test_the_weights_sentence_is_printed_only_when_computed_true():
+    """Printed where every head's weights are softmax(S / √d_attn) of the exposed Q and K (the
+    departure is after them), absent where the weights themselves depart."""
+    assert any(re.search(WEIGHTS_EQUAL, e) for e in run("gpt2", "output-bias-doubled").evidence)
+    for family, departure in (("gpt2", "scale-d"), ("llama", "mask-transposed")):
+        evidence = run(family, departure).evidence
+        assert not any(re.search(r"attention weights of layer", e) for e in evidence), evidence
+
+
+def test_post_ln_injection_keeps_the_causal_mask():
+    model = inject(gpt2(), "post-ln")
+    weights = []
+    handle = model.transformer.h[0].attn.register_forward_hook(
+        lambda m, a, out: weights.append(out[1])
+    )
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        model(torch.as_tensor(X)[None])
+    handle.remove()
+    A = weights[0][0]  # (H, t_x, t_z): nothing above the diagonal
+    assert float(torch.triu(A, diagonal=1).abs().max()) == 0.0
 
 
 @pytest.mark.parametrize(
