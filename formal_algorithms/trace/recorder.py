@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from ..paper import pseudocode
+from . import jax_internals
 from .index import FunctionIndex, Statement, index_file
 
 _MISSING = object()
@@ -297,9 +298,8 @@ class Recorder:
 
 def _split(value, vector, vector_here):
     """``[(extra indices, value)]``: tracers made concrete, batched values split per index."""
-    value = _primal(value)
-    batched = _batch_levels(value)
-    if batched:  # inside vmap: the innermost batch level belongs to the innermost vector var
+    value = jax_internals.primal(value)
+    if jax_internals.batched(value) is not None:  # inside vmap: innermost level, innermost var
         return _unbatch(value, list(vector))
     if vector_here and _is_array(value) and np.ndim(value) >= 1:
         # a vectorised loop's own statement: its result stacks the iterations on axis 0
@@ -307,33 +307,17 @@ def _split(value, vector, vector_here):
     return [({}, _concrete(value))]
 
 
-def _primal(value):
-    from jax._src.interpreters import ad  # the JVP/linearize tracers of jax.grad
-
-    while isinstance(value, ad.JVPTracer | ad.LinearizeTracer):
-        value = value.primal
-    return value
-
-
-def _batch_levels(value) -> bool:
-    from jax._src.interpreters import batching
-
-    return isinstance(value, batching.BatchTracer)
-
-
 def _unbatch(value, names):
     """Split a (possibly nested) batched value: the innermost level first, named from the end of
     ``names`` (the vectorised paper loops), then ``b`` for a batch axis the caller added."""
-    from jax._src.interpreters import batching
-
-    value = _primal(value)
-    if not isinstance(value, batching.BatchTracer):
-        return [({}, _concrete(value))]
+    found = jax_internals.batched(jax_internals.primal(value))
+    if found is None:
+        return [({}, _concrete(jax_internals.primal(value)))]
+    inner, axis = found
     name = names.pop() if names else "b"
-    axis = value.batch_dim
     results = []
-    for extra, v in _unbatch(value.val, list(names)):
-        if axis is None or isinstance(axis, batching.NotMapped) or v is None:
+    for extra, v in _unbatch(inner, list(names)):
+        if axis is None or v is None:
             results.append(({**extra, name: "all"}, v))
         else:
             for i in range(np.shape(v)[axis]):

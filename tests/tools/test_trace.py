@@ -407,3 +407,16 @@ def test_every_function_with_paper_lines_names_its_algorithm():
                 assert index.static, (
                     f"{path.name}:{index.name} has # line comments but no algorithm"
                 )
+
+
+def test_the_jax_internals_the_trace_reads_are_where_it_expects_them(monkeypatch):
+    """trace/jax_internals.py is the one place that reads JAX's private tracers; its check
+    passes on the installed JAX and fails, naming the JAX version, when they move."""
+    from jax._src.interpreters import batching
+
+    from formal_algorithms.trace import jax_internals
+
+    jax_internals.check()
+    monkeypatch.delattr(batching, "NotMapped")
+    with pytest.raises(RuntimeError, match=rf"JAX {jax.__version__} has moved.*NotMapped"):
+        jax_internals.check()
