@@ -1,0 +1,135 @@
+"""Where does a model depart from the paper? A line-by-line comparison (issues 16, 27).
+
+:func:`compare` takes a Hugging Face ``GPT2LMHeadModel``, ``BertForMaskedLM`` or
+``LlamaForCausalLM`` (or a class of the user's own of one of these architectures), or a
+``torch.nn.Transformer`` with the embeddings around it, and a token sequence, and
+
+1. converts the model with this package's exact converters (:mod:`..gpt2`, :mod:`..bert`,
+   :mod:`..torch_transformer`, ``families.llama.llama_from_state_dict``);
+2. runs the paper's algorithm on the converted θ under :func:`formal_algorithms.trace`
+   (Algorithm 10 for GPT-2, Algorithm 9 with BERT's extras for BERT, Algorithm 10 with Llama's
+   substitutions for Llama, Algorithm 8 for ``nn.Transformer``);
+3. runs the model on the same tokens with forward hooks (:mod:`.capture`), reading the values
+   its family's table names (:mod:`.families`: paper key ← module, input or output, transform);
+4. aligns both on structured keys built from the trace's records (:mod:`.alignment`) and
+   reports one row per line (:mod:`.report`): label | pseudocode | max abs | max rel error;
+5. names the first line beyond tolerance and its first departing token position, the likely
+   causes for that kind of line in that family (:mod:`.causes`) and the evidence
+   (:mod:`.evidence`: checks computed on the captured values for this report).
+
+A model equal to its conversion has every row within tolerance; a model whose *code* departs
+from what its weights and configuration say departs at the first line that code touches. A line
+is within tolerance when ``max |model − paper| ≤ tol · max(1, max |paper|)``
+(:func:`tolerance_for`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import jax
+import numpy as np
+import torch
+from torch import nn
+
+from ...paper.checks import fail
+from .alignment import Key, align, paper_values
+from .causes import causes_for
+from .evidence import Context, explain
+from .families import TABLES, family_for
+from .report import TOLERANCES, Report, Row, tolerance_for, tolerance_note
+
+__all__ = ["compare", "Report", "Row", "Key", "TABLES", "TOLERANCES", "tolerance_for",
+           "tolerance_note"]  # fmt: skip
+
+NAME = "compare"
+
+
+def compare(model, x, *, z=None, W_e=None, W_p=None, W_u=None, eps: float | None = None,
+            float64: bool = False, tolerance: float | None = None) -> Report:  # fmt: skip
+    """Run ``model`` and the paper's algorithm on the tokens ``x`` and report, line by line,
+    where they part ways (see the module's docstring).
+
+    ``model``: a Hugging Face ``GPT2LMHeadModel`` (Algorithm 10), ``BertForMaskedLM``
+    (Algorithm 9 with BERT's extras) or ``LlamaForCausalLM`` (Algorithm 10 with Llama's
+    substitutions), or a ``torch.nn.Transformer`` (Algorithm 8; then also the context tokens
+    ``z`` and the embeddings around the model in the paper's orientation: ``W_e`` ``(d_e, N_V)``,
+    ``W_p`` ``(d_e, ℓ_max)``, ``W_u`` ``(N_V, d_e)`` or ``None`` for tied; ``eps`` defaults to the
+    model's first LayerNorm's). The model must be in eval mode and convertible.
+    ``x``: 1-D token ids (list, numpy or torch). ``float64=True`` runs both sides in float64: the
+    model is cast in place and cast back afterwards (exact for float32/bfloat16/float16 weights).
+    ``tolerance``: a finite number > 0 overriding :func:`tolerance_for`. Returns a :class:`Report`.
+    """
+    x = _tokens("x", x)
+    z = None if z is None else _tokens("z", z)
+    if tolerance is not None:
+        _check_tolerance(tolerance)
+    if not isinstance(model, nn.Module):
+        fail(NAME, "model", f"must be a torch module (GPT2LMHeadModel, BertForMaskedLM, "
+             f"LlamaForCausalLM or torch.nn.Transformer), got {type(model).__name__}", TypeError)  # fmt: skip
+    dtypes = {p.dtype for p in model.parameters()}
+    if float64 and len(dtypes) > 1:
+        fail(NAME, "model", f"mixes dtypes {sorted(map(str, dtypes))}; float64=True needs one")
+    before = dtypes.pop() if len(dtypes) == 1 else None
+    if float64:
+        model.to(torch.float64)
+        W_e, W_p, W_u = (None if w is None else np.asarray(_as_numpy(w), np.float64)
+                         for w in (W_e, W_p, W_u))  # fmt: skip
+    try:
+        with jax.enable_x64(True) if float64 else contextlib.nullcontext():
+            family = family_for(model, W_e, W_p, W_u, eps, z)
+            if model.training:
+                fail(NAME, "model", "is in training mode; call model.eval() (the paper has no "
+                     "dropout)")  # fmt: skip
+            family.x, family.z, family.float64 = x, z, float64
+            return _compare(family, type(model).__name__, tolerance)
+    finally:
+        if float64 and before is not None:
+            model.to(before)
+
+
+def _check_tolerance(tolerance):
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float | np.floating):
+        fail(NAME, "tolerance", f"must be a number, got {type(tolerance).__name__}", TypeError)
+    if not math.isfinite(tolerance) or tolerance <= 0:
+        fail(NAME, "tolerance", f"must be a finite number > 0, got {tolerance!r}")
+
+
+def _as_numpy(w):
+    return w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)
+
+
+def _tokens(argument, x):
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim != 1 or x.size == 0 or not np.issubdtype(x.dtype, np.integer):
+        fail(NAME, argument, f"must be a non-empty 1-D sequence of integer token ids, got "
+             f"shape {x.shape} and dtype {x.dtype}")  # fmt: skip
+    return x.astype(np.int64)
+
+
+def _compare(family, model_name, tolerance) -> Report:
+    from ...trace import trace
+
+    dtype = str(jax.tree_util.tree_leaves(family.theta)[0].dtype)
+    d_e, L = family.size()
+    tol = tolerance_for(dtype, d_e, L) if tolerance is None else float(tolerance)
+    fn, args, kwargs = family.paper()
+    records = trace(fn, *args, **kwargs).records
+    exposed, extra = family.run()
+    paper_list = paper_values(records, family.algorithm, family.final_line)
+    paper = {k: np.asarray(rec.value, np.float64) for k, rec, _ in paper_list}
+    rows, not_exposed = align(paper_list, exposed, tol, family.kind)
+    report = Report(
+        model=model_name, algorithm=family.name, dtype=dtype, tokens=family.x.tolist(),
+        tolerance=tol, tolerance_note=tolerance_note(dtype, tol), rows=rows,
+        not_exposed=not_exposed, causes=[], evidence=[], known=list(family.known_found),
+    )  # fmt: skip
+    first = report.first
+    if first is not None:
+        ctx = Context(family, first.key, exposed, extra, paper, tol)
+        report.evidence = explain(ctx, first.kind)
+        report.causes, report.ruled_out = causes_for(family, first.kind, ctx.ran, ctx.hit)
+    return report

@@ -1,0 +1,54 @@
+"""One table per model family (:mod:`.gpt2`, :mod:`.bert`, :mod:`.llama`,
+:mod:`.torch_transformer`), read by one mechanism (:mod:`.base`). :data:`TABLES` maps a Hugging
+Face ``model_type`` to its family; :func:`family_for` picks the family of a model."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ....paper.checks import fail
+from .base import Family
+from .bert import Bert
+from .gpt2 import Gpt2
+from .llama import Llama
+from .torch_transformer import TorchTransformer
+
+__all__ = ["TABLES", "Family", "family_for"]
+
+NAME = "compare"
+
+# model_type (config.json) -> the family; a Hugging Face model of another type has no table.
+TABLES = {"gpt2": Gpt2, "bert": Bert, "llama": Llama}
+
+# the Hugging Face class each table reads (its module paths are that class's)
+CLASSES = {"gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM", "llama": "LlamaForCausalLM"}
+
+
+def model_type(model) -> str | None:
+    """The table a model is read with: its class (or a base class) of Hugging Face's, else its
+    configuration's ``model_type`` (a user's own class of that architecture)."""
+    names = {c.__name__ for c in type(model).__mro__}
+    for name, cls in CLASSES.items():
+        if cls in names:
+            return name
+    config = getattr(model, "config", None)
+    kind = getattr(config, "model_type", None)
+    return kind if kind in TABLES else None
+
+
+def family_for(model, W_e, W_p, W_u, eps, z) -> Family:
+    if isinstance(model, nn.Transformer):
+        for name, value in (("z", z), ("W_e", W_e), ("W_p", W_p)):
+            if value is None:
+                fail(NAME, name, "is needed for a torch.nn.Transformer: Algorithm 8 embeds the "
+                     "context z and the tokens x outside the model (W_e, W_p)")  # fmt: skip
+        return TorchTransformer(model, W_e, W_p, W_u, eps)
+    kind = model_type(model)
+    if kind is None:
+        config = getattr(model, "config", None)
+        have = getattr(config, "model_type", None)
+        fail(NAME, "model", f"must be a GPT2LMHeadModel, BertForMaskedLM, LlamaForCausalLM or "
+             f"torch.nn.Transformer (compare has tables for {', '.join(sorted(TABLES))} and "
+             f"nn.Transformer), got {type(model).__name__}"
+             + (f" of model_type {have!r}" if have else ""), TypeError)  # fmt: skip
+    return TABLES[kind](model)

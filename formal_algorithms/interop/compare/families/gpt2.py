@@ -1,0 +1,78 @@
+"""Hugging Face ``GPT2LMHeadModel`` against Algorithm 10 (DTransformer): the table."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .base import COLS, SOFTMAX, WEIGHTS, Extra, Family, Tap, heads, paper_key
+
+H_ = "transformer.h.{i}"
+
+TABLE = (
+    Tap(3, 10, 3, "transformer.h.0", "in"),
+    Tap(5, 10, 5, f"{H_}.ln_1"),
+    *(Tap(6, 4, n, f"{H_}.attn.c_attn", "out", heads(n - 1, 3)) for n in (1, 2, 3)),
+    Tap(6, 4, 6, f"{H_}.attn", "out1", WEIGHTS, "A"),
+    Tap(6, 4, 6, f"{H_}.attn.c_proj", "in", heads()),  # Ṽ of every head
+    Tap(6, 5, 2, f"{H_}.attn.c_proj", "in", heads()),  # Y^h
+    Tap(6, 5, 3, f"{H_}.attn.c_proj", "in"),
+    Tap(6, 5, 4, f"{H_}.attn.c_proj"),
+    Tap(6, 10, 6, f"{H_}.ln_2", "in"),
+    Tap(7, 10, 7, f"{H_}.ln_2"),
+    Tap(8, 10, 8, H_),
+    Tap(10, 10, 10, "transformer.ln_f"),
+    Tap(11, 10, 11, "lm_head", "out", COLS, "logits"),
+    Tap(11, 10, 11, "lm_head", "out", SOFTMAX, "P"),
+)
+
+EXTRAS = (
+    Extra("norm", 5, f"{H_}.ln_1"),
+    Extra("norm", 7, f"{H_}.ln_2"),
+    Extra("norm", 10, "transformer.ln_f"),
+    Extra("attention input", 6, f"{H_}.attn.c_attn"),
+    Extra("mlp input", 8, f"{H_}.mlp"),
+    Extra("activation", 8, f"{H_}.mlp.act"),
+    Extra("logits", 11, "lm_head"),
+)
+
+KINDS = {3: "embedding", 5: "norm", 6: "attention residual", 7: "norm", 8: "mlp residual",
+         10: "final norm", 11: "output"}  # fmt: skip
+
+
+class Gpt2(Family):
+    name, algorithm, final_line = "Algorithm 10 (DTransformer)", 10, 11
+    table, extras, kinds, causal_sites = TABLE, EXTRAS, KINDS, (6,)
+    norm_params = {5: ("gamma1", "beta1"), 7: ("gamma2", "beta2"), 10: ("gamma", "beta")}
+
+    def __init__(self, model):
+        from ...gpt2 import d_transformer_from_gpt2, d_transformer_kwargs_from_gpt2
+
+        self.model = model
+        self.theta = d_transformer_from_gpt2(model)
+        self.kwargs = d_transformer_kwargs_from_gpt2(model)
+        self.H, self.L = model.config.n_head, model.config.n_layer
+
+    def paper(self):
+        from ....paper.architectures import d_transformer
+
+        return d_transformer, (jnp.asarray(self.x), self.theta), self.kwargs
+
+    def norm_of(self, k):
+        if k.algorithm != self.algorithm or k.line not in self.norm_params:
+            return None
+        owner = self.theta if k.l is None else self.theta.layers[k.l - 1]
+        gamma, beta = (getattr(owner, n, None) for n in self.norm_params[k.line])
+        return gamma, beta, self.norm_input(k.line, k.l), self.kwargs["eps"]
+
+    def norm_input(self, line, l):
+        if line == 5:
+            return paper_key(self, 3, 3) if l == 1 else paper_key(self, 8, 8, l=l - 1)
+        if line == 7:
+            return paper_key(self, 6, 6, l=l)
+        return paper_key(self, 8, 8, l=self.L)
+
+    def attention_input(self, site, l, paper):
+        return "X̃ of line 5", paper.get(paper_key(self, 5, 5, l=l))
+
+    def mlp_input(self, site, l, paper):
+        return "X̃ of line 7", paper.get(paper_key(self, 7, 7, l=l))

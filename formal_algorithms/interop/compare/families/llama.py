@@ -1,0 +1,264 @@
+"""Hugging Face ``LlamaForCausalLM`` against Algorithm 10 with Llama's substitutions
+(:func:`formal_algorithms.families.llama.llama_logits`: RMSnorm, RoPE, grouped-query attention,
+SwiGLU, no biases): the table, and its known departure (the float32 RMSnorm)."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from ....paper.checks import fail
+from ..capture import eager_attention
+from .base import COLS, WEIGHTS, Extra, Family, Tap, heads, kv_sets, paper_key
+
+NAME = "compare"
+L_ = "model.layers.{i}"
+A_ = f"{L_}.self_attn"
+
+TABLE = (
+    Tap(3, 10, 3, "model.embed_tokens"),
+    Tap(5, 10, 5, f"{L_}.input_layernorm"),
+    Tap(6, 4, 1, f"{A_}.q_proj", "out", heads()),  # before RoPE: the trace's first Q record
+    Tap(6, 4, 2, f"{A_}.k_proj", "out", kv_sets),
+    Tap(6, 4, 3, f"{A_}.v_proj", "out", kv_sets),
+    Tap(6, 4, 6, A_, "out1", WEIGHTS, "A"),
+    Tap(6, 4, 6, f"{A_}.o_proj", "in", heads()),
+    Tap(6, 5, 2, f"{A_}.o_proj", "in", heads()),
+    Tap(6, 5, 3, f"{A_}.o_proj", "in"),
+    Tap(6, 5, 4, f"{A_}.o_proj"),
+    Tap(6, 10, 6, f"{L_}.post_attention_layernorm", "in"),
+    Tap(7, 10, 7, f"{L_}.post_attention_layernorm"),
+    Tap(8, 10, 8, L_),
+    Tap(10, 10, 10, "model.norm"),
+    Tap(11, 10, 11, "lm_head", "out", COLS, "logits"),
+)
+
+EXTRAS = (
+    Extra("norm", 5, f"{L_}.input_layernorm"),
+    Extra("norm", 7, f"{L_}.post_attention_layernorm"),
+    Extra("norm", 10, "model.norm"),
+    Extra("attention input", 6, f"{A_}.q_proj"),
+    Extra("mlp input", 8, f"{L_}.mlp"),
+    Extra("activation", 8, f"{L_}.mlp.act_fn"),
+    Extra("logits", 11, "lm_head"),
+)
+
+KINDS = {3: "embedding", 5: "norm", 6: "attention residual", 7: "norm", 8: "mlp residual",
+         10: "final norm", 11: "output"}  # fmt: skip
+
+
+class Llama(Family):
+    name, algorithm, final_line = "Algorithm 10 with Llama's substitutions (families.llama)", 10, 11
+    table, extras, kinds, causal_sites, rms = TABLE, EXTRAS, KINDS, (6,), True
+    norm_params = {5: "gamma1", 7: "gamma2", 10: "gamma"}
+    rope = True
+
+    def __init__(self, model):
+        from ....families.llama import llama_from_state_dict
+
+        config = model.config
+        rope = getattr(config, "rope_parameters", None) or {
+            "rope_theta": getattr(config, "rope_theta", 10000.0)
+        }
+        where = "model.config"
+        if rope.get("rope_type", "default") != "default":
+            fail(NAME, f"{where}.rope_parameters", f"has rope_type {rope['rope_type']!r}; the "
+                 "Llama family here has the original RoPE only")  # fmt: skip
+        if config.attention_bias or getattr(config, "mlp_bias", False):
+            fail(NAME, where, "has attention or MLP biases; Llama's projections are bias-free")
+        if config.hidden_act != "silu":
+            fail(NAME, f"{where}.hidden_act", f"= {config.hidden_act!r}; SwiGLU uses silu")
+        self.model = model
+        tied = model.lm_head.weight is model.model.embed_tokens.weight
+        state = {k: v.detach().cpu().to(torch.float64 if v.dtype == torch.float64
+                                        else torch.float32).numpy()
+                 for k, v in model.state_dict().items()
+                 if not (tied and k == "lm_head.weight")}  # fmt: skip
+        self.H, self.G = config.num_attention_heads, config.num_key_value_heads
+        self.L = config.num_hidden_layers
+        self.theta = llama_from_state_dict(state, n_layers=self.L, n_heads=self.H,
+                                           n_kv_heads=self.G)  # fmt: skip
+        self.kwargs = {"rope_base": float(rope["rope_theta"]), "eps": config.rms_norm_eps}
+
+    def paper(self):
+        from ....families.llama import llama_logits
+
+        return llama_logits, (jnp.asarray(self.x), self.theta), self.kwargs
+
+    def norm_of(self, k):
+        if k.algorithm != self.algorithm or k.line not in self.norm_params:
+            return None
+        owner = self.theta if k.l is None else self.theta.layers[k.l - 1]
+        gamma = getattr(owner, self.norm_params[k.line])
+        return gamma, np.zeros(np.shape(gamma)), self.norm_input(k.line, k.l), self.kwargs["eps"]
+
+    def norm_input(self, line, l):
+        if line == 5:
+            return paper_key(self, 3, 3) if l == 1 else paper_key(self, 8, 8, l=l - 1)
+        if line == 7:
+            return paper_key(self, 6, 6, l=l)
+        return paper_key(self, 8, 8, l=self.L)
+
+    def attention_input(self, site, l, paper):
+        return "X̃ of line 5", paper.get(paper_key(self, 5, 5, l=l))
+
+    def mlp_input(self, site, l, paper):
+        return "X̃ of line 7", paper.get(paper_key(self, 7, 7, l=l))
+
+    def activation_name(self):
+        return "SiLU"
+
+    def biases(self, k):
+        return []
+
+    def contexts(self):
+        return [float32_rms_norm(self), float32_rope(self)] if self.float64 else []
+
+    def attention_kernel(self):
+        return float32_softmax(self) if self.float64 else super().attention_kernel()
+
+
+# ------------------------------------------------------------------- the known departure
+
+
+def _stock_rms_norm(module) -> bool:
+    """A Hugging Face RMSnorm running its class's own forward, which casts to float32."""
+    if type(module).__name__ not in ("LlamaRMSNorm",) or "forward" in vars(module):
+        return False
+    try:
+        return "torch.float32" in inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return False
+
+
+def _rms_norm_in_input_dtype(module):
+    def forward(hidden_states):  # the stock formula without its float32 cast
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        return module.weight * (hidden_states * torch.rsqrt(variance + module.variance_epsilon))
+
+    return forward
+
+
+@contextlib.contextmanager
+def float32_rms_norm(family):
+    """The known departure: Hugging Face's ``LlamaRMSNorm`` computes in float32 whatever the
+    model's dtype (its forward casts with ``.to(torch.float32)``). In a float64 run the stock
+    modules run the same formula in float64 for the comparison, so that the lines after them are
+    compared at float64's resolution; the size of the cast is measured on layer 1's first norm
+    and reported. A module whose forward was replaced is left as it is."""
+    stock = [m for m in family.model.modules() if _stock_rms_norm(m)]
+    if not stock:
+        yield
+        return
+    probe = torch.randn(1, 3, stock[0].weight.shape[0], generator=torch.Generator().manual_seed(0),
+                        dtype=stock[0].weight.dtype)  # fmt: skip
+    with torch.no_grad():
+        cast, exact = stock[0](probe), _rms_norm_in_input_dtype(stock[0])(probe)
+    size = float((cast - exact).abs().max() / exact.abs().max())
+    family.known_found.append(
+        f"Hugging Face's LlamaRMSNorm casts its input to float32 whatever the model's dtype "
+        f"(documented in its forward: .to(torch.float32)); measured on a random input, its "
+        f"output differs from the float64 formula by {size:.2g} of its scale. compare ran the "
+        f"{len(stock)} stock RMSnorm modules in float64 for this run, so every line is compared "
+        "at float64's resolution; the model as shipped carries that float32 rounding"
+    )
+    for m in stock:
+        m.forward = _rms_norm_in_input_dtype(m)
+    try:
+        yield
+    finally:
+        for m in stock:
+            del m.forward
+
+
+KERNEL = "formal_algorithms_eager_in_query_dtype"
+
+
+def _eager_in_query_dtype(module, query, key, value, attention_mask, scaling, dropout=0.0, **kw):
+    """Hugging Face's eager Llama attention with its softmax in the query's dtype (no float32
+    cast); its own ``repeat_kv`` (the grouping order stays the model's)."""
+    from transformers.models.llama.modeling_llama import repeat_kv
+
+    key, value = (
+        repeat_kv(key, module.num_key_value_groups),
+        repeat_kv(value, module.num_key_value_groups),
+    )
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = torch.softmax(weights, dim=-1)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+@contextlib.contextmanager
+def float32_softmax(family):
+    """The second known departure: Hugging Face's eager Llama attention (the kernel that returns
+    the weights) takes its softmax in float32 whatever the model's dtype. In a float64 run the
+    model uses that kernel with the softmax in float64 (registered under :data:`KERNEL`); a
+    model whose attention does not call the kernel is unaffected."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    from transformers.models.llama import modeling_llama
+
+    model = family.model
+    before = model.config._attn_implementation
+    source = inspect.getsource(modeling_llama.eager_attention_forward)
+    if "dtype=torch.float32" not in source:
+        with eager_attention(model):
+            yield
+        return
+    AttentionInterface.register(KERNEL, _eager_in_query_dtype)
+    AttentionMaskInterface.register(KERNEL, eager_mask)  # the eager kernel's additive mask
+    family.known_found.append(
+        "Hugging Face's eager Llama attention takes its softmax in float32 whatever the model's "
+        "dtype (documented in eager_attention_forward: softmax(…, dtype=torch.float32)); compare "
+        "ran that kernel with the softmax in float64 for this run"
+    )
+    model.set_attn_implementation(KERNEL)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+@contextlib.contextmanager
+def float32_rope(family):
+    """The third: Hugging Face's Llama rotary embedding computes its angles in float32 (its
+    ``inv_freq`` is made in float32, its forward calls ``.float()``). If the module is stock and
+    its frequencies are the configured base's (to float32's resolution), the run uses the same
+    frequencies in float64; frequencies of another base are a departure and stay as they are."""
+    rotary = family.model.model.rotary_emb
+    try:
+        stock = "forward" not in vars(rotary) and ".float()" in inspect.getsource(
+            type(rotary).forward
+        )
+    except (OSError, TypeError):
+        stock = False
+    d = 2 * rotary.inv_freq.shape[0]
+    base = family.kwargs["rope_base"]
+    exact = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    if not stock or not torch.allclose(rotary.inv_freq.double(), exact, rtol=1e-6, atol=0):
+        yield
+        return
+    scaling = float(getattr(rotary, "attention_scaling", 1.0))
+
+    def forward(x, position_ids):
+        angles = position_ids[..., None].to(torch.float64) * exact
+        emb = torch.cat((angles, angles), dim=-1)
+        return (emb.cos() * scaling).to(x.dtype), (emb.sin() * scaling).to(x.dtype)
+
+    family.known_found.append(
+        "Hugging Face's Llama rotary embedding computes its angles in float32 (inv_freq made in "
+        "float32, position_ids.float() in its forward); its frequencies here are the configured "
+        f"base's ({base:g}) to float32's resolution, and compare computed them in float64 for "
+        "this run"
+    )
+    rotary.forward = forward
+    try:
+        yield
+    finally:
+        del rotary.forward
