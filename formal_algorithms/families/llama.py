@@ -117,11 +117,11 @@ def _check_shapes(theta, hp):
 def llama_layer(X, layer: LlamaLayer, Mask, t, *, rope_base, eps):
     """Lines 5-8 of Algorithm 10 with Llama's substitutions; ``t``: the columns' positions."""
     X_tilde = rms_norm_columns(X, layer.gamma1, eps)  # line 5: RMSnorm
-    A = grouped_attention(X_tilde, X_tilde, layer.W, Mask, rope_base=rope_base, t_x=t, t_z=t)
-    X = X + A  # line 6: grouped-query attention with RoPE, bias-free
+    # line 6: grouped-query attention with RoPE, bias-free
+    X = X + grouped_attention(X_tilde, X_tilde, layer.W, Mask, rope_base=rope_base, t_x=t, t_z=t)
     X_tilde = rms_norm_columns(X, layer.gamma2, eps)  # line 7: RMSnorm
-    M = gated_mlp(X_tilde, layer.W_gate, None, layer.W_up, None, layer.W_down, None, silu)
-    X = X + M  # line 8: SwiGLU
+    # line 8: SwiGLU
+    X = X + gated_mlp(X_tilde, layer.W_gate, None, layer.W_up, None, layer.W_down, None, silu)
     return X
 
 
@@ -144,7 +144,7 @@ def llama_logits(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-5):
 
 
 def llama(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-5):
-    """``P = softmax(W_u X)``: Algorithm 10's output with Llama's substitutions."""
+    """Algorithm 10 with Llama's substitutions: ``P = softmax(W_u X)``."""
     return softmax(llama_logits(x, theta, rope_base=rope_base, eps=eps))  # line 11
 
 
