@@ -103,7 +103,10 @@ def run(args) -> int:
 # command line's start-up time); a test keeps the two equal.
 INJECTABLE = ("eps", "gelu-form", "scale-d", "post-ln", "pre-ln", "positions+1", "mask-transposed",
               "heads-strided", "bias-dropped", "final-norm-missing", "untied",
-              "embedding-scaled", "output-bias-doubled")  # fmt: skip
+              "embedding-scaled", "output-bias-doubled", "temperature", "softmax-axis",
+              "mask-future", "qk-swapped", "causal-where-none", "relu-layer", "unbiased-variance",
+              "rope-base", "rope-scaled", "rope-offset", "kv-tiled", "gate-up-swapped",
+              "rms-plus-one", "rms-centred")  # fmt: skip
 
 
 def register(sub) -> None:

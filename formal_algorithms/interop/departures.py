@@ -176,24 +176,46 @@ def _mask_transposed(model, family):
         layer.self_attn.register_forward_pre_hook(_transpose_mask, with_kwargs=True)
 
 
-def _heads_strided(model, family):
-    attention = model.transformer.h[-1].attn
+def _gpt2_attention(attention, *, strided=False, future=0, axis=-1, swapped=False):
+    """A hand-written GPT-2 attention (the code a user writes), with one departure at a time:
+    heads split strided, a mask that sees ``future`` tokens ahead, the softmax over ``axis``
+    (−2: over the queries), the scores' queries and keys swapped."""
 
-    def forward(hidden_states, *args, attention_mask=None, **kwargs):
+    def forward(hidden_states, *args, **kwargs):
         q, k, v = attention.c_attn(hidden_states).split(attention.split_size, dim=2)
         B, T, D = q.shape
         H = attention.num_heads
 
-        def split(t):  # (B, T, D) -> (B, H, T, D/H), head h = columns h, h + H, ...
-            return t.view(B, T, D // H, H).permute(0, 3, 1, 2)
+        def split(t):  # (B, T, D) -> (B, H, T, D/H)
+            if strided:  # head h = columns h, h + H, ...
+                return t.view(B, T, D // H, H).permute(0, 3, 1, 2)
+            return t.view(B, T, H, D // H).transpose(1, 2)
 
         q, k, v = split(q), split(k), split(v)
-        causal = torch.full((T, T), -math.inf, dtype=q.dtype).triu(1)
-        weights = torch.softmax(q @ k.transpose(-1, -2) * attention.scaling + causal, dim=-1)
-        out = (weights @ v).permute(0, 2, 3, 1).reshape(B, T, D)
-        return attention.c_proj(out), weights
+        scores = (k @ q.transpose(-1, -2)) if swapped else (q @ k.transpose(-1, -2))
+        causal = torch.full((T, T), -math.inf, dtype=q.dtype).triu(1 + future)
+        weights = torch.softmax(scores * attention.scaling + causal, dim=axis)
+        out = weights @ v
+        out = out.permute(0, 2, 3, 1) if strided else out.transpose(1, 2)
+        return attention.c_proj(out.reshape(B, T, D)), weights
 
     attention.forward = forward
+
+
+def _heads_strided(model, family):
+    _gpt2_attention(model.transformer.h[-1].attn, strided=True)
+
+
+def _softmax_axis(model, family):
+    _gpt2_attention(model.transformer.h[0].attn, axis=-2)
+
+
+def _mask_future(model, family):
+    _gpt2_attention(model.transformer.h[0].attn, future=1)
+
+
+def _qk_swapped(model, family):
+    _gpt2_attention(model.transformer.h[0].attn, swapped=True)
 
 
 def _bias_dropped(model, family):
@@ -262,6 +284,130 @@ def _output_bias_doubled(model, family):
         )  # b_o added twice
 
     projection.forward = forward
+
+
+def _temperature(model, family):
+    head = model.cls.predictions.decoder if family == "bert" else model.lm_head
+    linear = head.forward
+    head.forward = lambda x: linear(x) / 2.0  # logits / τ with τ = 2 inside the model
+
+
+def _causal_mask(module, args, kwargs):
+    """A pre-hook: the attention gets a causal mask (−∞ where t_z > t_x) whatever it was given."""
+    name = "attention_mask" if "attention_mask" in kwargs or not args else "attn_mask"
+    hidden = kwargs.get("hidden_states", args[0] if args else None)
+    queries = kwargs.get("query", hidden).shape[-2]
+    keys = kwargs.get("key", args[1] if len(args) > 1 else hidden).shape[-2]
+    mask = torch.full((queries, keys), -math.inf, dtype=hidden.dtype).triu(1)
+    kwargs[name] = mask if name == "attn_mask" else mask[None, None]
+    if name == "attn_mask":
+        kwargs.pop("is_causal", None)
+    return args, kwargs
+
+
+def _causal_where_none(model, family):
+    if family == "bert":
+        attention = model.bert.encoder.layer[0].attention.self
+    else:
+        attention = model.decoder.layers[0].multihead_attn
+    attention.register_forward_pre_hook(_causal_mask, with_kwargs=True)
+
+
+def _relu_layer(model, family):
+    model.transformer.h[-1].mlp.act = nn.ReLU()
+
+
+def _unbiased_variance(model, family):
+    norm = model.transformer.h[0].ln_1
+
+    def forward(x):
+        m = x.mean(-1, keepdim=True)
+        v = x.var(-1, keepdim=True, unbiased=True)  # ÷ (d_e − 1)
+        return (x - m) / torch.sqrt(v + norm.eps) * norm.weight + norm.bias
+
+    norm.forward = forward
+
+
+# ------------------------------------------------------------------------ Llama's departures
+
+
+def _rope_frequencies(model, factor=None, base=None):
+    rotary = model.model.rotary_emb
+    d = 2 * rotary.inv_freq.shape[0]
+    if base is not None:
+        inv = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    else:
+        inv = rotary.inv_freq.double() / factor  # positions divided by the factor
+    rotary.inv_freq = inv.to(rotary.inv_freq.dtype)
+
+
+def _rope_base(model, family):
+    _rope_frequencies(model, base=5e5)
+
+
+def _rope_scaled(model, family):
+    _rope_frequencies(model, factor=2.0)
+
+
+def _llama_attention(model, attention, *, q_shift=0, tiled=False):
+    """A hand-written Llama attention: the queries rotated ``q_shift`` positions ahead of the
+    keys, or the key/value sets tiled (torch ``repeat``) instead of repeated per group."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    rotary = model.model.rotary_emb
+
+    def forward(hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+        B, T, _ = hidden_states.shape
+        d = attention.head_dim
+        q = attention.q_proj(hidden_states).view(B, T, -1, d).transpose(1, 2)
+        k = attention.k_proj(hidden_states).view(B, T, -1, d).transpose(1, 2)
+        v = attention.v_proj(hidden_states).view(B, T, -1, d).transpose(1, 2)
+        cos, sin = position_embeddings
+        q_cos, q_sin = rotary(hidden_states, torch.arange(T)[None] + q_shift)
+        q, _ = apply_rotary_pos_emb(q, q, q_cos, q_sin)
+        _, k = apply_rotary_pos_emb(k, k, cos, sin)
+        n = q.shape[1] // k.shape[1]
+        if tiled:  # head h reads set (h − 1) mod G
+            k, v = k.repeat(1, n, 1, 1), v.repeat(1, n, 1, 1)
+        else:
+            k, v = k.repeat_interleave(n, dim=1), v.repeat_interleave(n, dim=1)
+        causal = torch.full((T, T), -math.inf, dtype=q.dtype).triu(1)
+        weights = torch.softmax(q @ k.transpose(-1, -2) * attention.scaling + causal, dim=-1)
+        out = (weights @ v).transpose(1, 2).reshape(B, T, -1)
+        return attention.o_proj(out), weights
+
+    attention.forward = forward
+
+
+def _rope_offset(model, family):
+    _llama_attention(model, model.model.layers[0].self_attn, q_shift=1)
+
+
+def _kv_tiled(model, family):
+    _llama_attention(model, model.model.layers[0].self_attn, tiled=True)
+
+
+def _gate_up_swapped(model, family):
+    mlp = model.model.layers[0].mlp
+    mlp.forward = lambda x: mlp.down_proj(mlp.act_fn(mlp.up_proj(x)) * mlp.gate_proj(x))
+
+
+def _rms_norm(norm, *, plus_one=False, centred=False):
+    def forward(x):
+        if centred:  # a layer norm's mean subtracted
+            x = x - x.mean(-1, keepdim=True)
+        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+        return (1.0 + norm.weight if plus_one else norm.weight) * y
+
+    norm.forward = forward
+
+
+def _rms_plus_one(model, family):
+    _rms_norm(model.model.layers[0].input_layernorm, plus_one=True)
+
+
+def _rms_centred(model, family):
+    _rms_norm(model.model.layers[0].post_attention_layernorm, centred=True)
 
 
 DEPARTURES = {
@@ -363,6 +509,84 @@ DEPARTURES = {
         "layer 1's attention output projection adds its bias b_o twice",
         {"gpt2": "Algorithm 5, line 4 of line 6 (l=1)"},
         _output_bias_doubled,
+    ),  # fmt: skip
+    "temperature": Departure(
+        "the logits are divided by a temperature τ = 2 inside the model",
+        {
+            "gpt2": "Algorithm 10, line 11",
+            "bert": "Algorithm 9, line 12",
+            "llama": "Algorithm 10, line 11",
+        },
+        _temperature,
+    ),  # fmt: skip
+    "softmax-axis": Departure(
+        "layer 1's softmax normalises over the queries instead of the keys",
+        {"gpt2": "Algorithm 4, line 6 (weights) of line 6 (l=1)"},
+        _softmax_axis,
+    ),  # fmt: skip
+    "mask-future": Departure(
+        "layer 1's causal mask lets each token see one token ahead",
+        {"gpt2": "Algorithm 4, line 6 (weights) of line 6 (l=1)"},
+        _mask_future,
+    ),  # fmt: skip
+    "qk-swapped": Departure(
+        "layer 1's scores are Qᵀ K (queries and keys swapped)",
+        {"gpt2": "Algorithm 4, line 6 (weights) of line 6 (l=1)"},
+        _qk_swapped,
+    ),  # fmt: skip
+    "causal-where-none": Departure(
+        "a causal mask where the paper has none: BERT's layer 1, nn.Transformer's cross-attention",
+        {
+            "bert": "Algorithm 4, line 6 (weights) of line 5 (l=1)",
+            "torch": "Algorithm 4, line 6 (weights) of line 16 (l=1)",
+        },
+        _causal_where_none,
+    ),  # fmt: skip
+    "relu-layer": Departure(
+        "the last layer's MLP applies ReLU instead of the configured GELU",
+        {"gpt2": "Algorithm 10, line 8 (l=L)"},
+        _relu_layer,
+    ),  # fmt: skip
+    "unbiased-variance": Departure(
+        "layer 1's first layer norm divides its variance by d_e − 1",
+        {"gpt2": "Algorithm 10, line 5 (l=1)"},
+        _unbiased_variance,
+    ),  # fmt: skip
+    "rope-base": Departure(
+        "RoPE's frequencies from base 500000 whatever the configuration's rope_theta says",
+        {"llama": "Algorithm 4, line 6 (weights) of line 6 (l=1)"},
+        _rope_base,
+    ),  # fmt: skip
+    "rope-scaled": Departure(
+        "RoPE's positions divided by 2 (linear scaling the configuration does not have)",
+        {"llama": "Algorithm 4, line 6 (weights) of line 6 (l=1)"},
+        _rope_scaled,
+    ),  # fmt: skip
+    "rope-offset": Departure(
+        "layer 1's queries rotated one position ahead of its keys",
+        {"llama": "Algorithm 4, line 6 (weights) of line 6 (l=1)"},
+        _rope_offset,
+    ),  # fmt: skip
+    "kv-tiled": Departure(
+        "layer 1's key/value sets tiled (query head h reads set (h − 1) mod G) instead of "
+        "repeated per group",
+        {"llama": "Algorithm 4, line 6 (weights) of line 6 (l=1)"},
+        _kv_tiled,
+    ),  # fmt: skip
+    "gate-up-swapped": Departure(
+        "layer 1's SwiGLU applies silu to the up projection instead of the gate",
+        {"llama": "Algorithm 10, line 8 (l=1)"},
+        _gate_up_swapped,
+    ),  # fmt: skip
+    "rms-plus-one": Departure(
+        "layer 1's first RMSnorm scales by (1 + γ) (Gemma's convention)",
+        {"llama": "Algorithm 10, line 5 (l=1)"},
+        _rms_plus_one,
+    ),  # fmt: skip
+    "rms-centred": Departure(
+        "layer 1's second RMSnorm subtracts the mean (a layer norm without β)",
+        {"llama": "Algorithm 10, line 7 (l=1)"},
+        _rms_centred,
     ),  # fmt: skip
 }
 

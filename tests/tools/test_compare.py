@@ -225,6 +225,23 @@ CATALOGUE = {
     ("gpt2", "embedding-scaled"): (3, 10, 3, {}, "", r"√d_e · W_e\[:, x\[t\]\] \+ W_p"),
     ("llama", "embedding-scaled"): (3, 10, 3, {}, "", r"is √d_e · W_e\[:, x\[t\]\]: a scaled"),
     ("gpt2", "output-bias-doubled"): (6, 5, 4, {"l": 1}, "", r"\+b_o of layer 1"),
+    ("gpt2", "temperature"): (11, 10, 11, {}, "logits", r"0\.5 × W_u X: .*τ = 2\b"),
+    ("bert", "temperature"): (12, 9, 12, {}, "logits", r"0\.5 × W_u X: .*τ = 2\b"),
+    ("llama", "temperature"): (11, 10, 11, {}, "logits", r"0\.5 × W_u X: .*τ = 2\b"),
+    ("gpt2", "softmax-axis"): (6, 4, 6, {"l": 1, "h": 1}, "A", r"normalised over the queries"),
+    ("gpt2", "mask-future"): (6, 4, 6, {"l": 1, "h": 1}, "A", r"∈ \{1\}: it sees 1 future token$"),
+    ("gpt2", "qk-swapped"): (6, 4, 6, {"l": 1, "h": 1}, "A", r"Qᵀ K instead of Kᵀ Q"),
+    ("bert", "causal-where-none"): (5, 4, 6, {"l": 1, "h": 1}, "A", r"exactly where t_z > t_x"),
+    ("torch", "causal-where-none"): (16, 4, 6, {"l": 1, "h": 1}, "A", r"exactly where t_z > t_x"),
+    ("gpt2", "relu-layer"): (8, 10, 8, {"l": 2}, "", r"applies ReLU; its configuration"),
+    ("gpt2", "unbiased-variance"): (5, 10, 5, {"l": 1}, "", r"unbiased variance"),
+    ("llama", "rope-base"): (6, 4, 6, {"l": 1, "h": 1}, "A", r"RoPE with base 500000 \("),
+    ("llama", "rope-scaled"): (6, 4, 6, {"l": 1, "h": 1}, "A", r"positions divided by 2 "),
+    ("llama", "rope-offset"): (6, 4, 6, {"l": 1, "h": 1}, "A", r"queries' positions \+1"),
+    ("llama", "kv-tiled"): (6, 4, 6, {"l": 1, "h": 2}, "A", r"tiled instead of repeated"),
+    ("llama", "gate-up-swapped"): (8, 10, 8, {"l": 1}, "", r"gate and up projections are swapped"),
+    ("llama", "rms-plus-one"): (5, 10, 5, {"l": 1}, "", r"RMSnorm scaled by \(1 \+ γ\)"),
+    ("llama", "rms-centred"): (7, 10, 7, {"l": 1}, "", r"a layer norm \(the mean subtracted\)"),
 }
 
 WEIGHTS_EQUAL = r"attention weights of layer 1 equal softmax\(S / √d_attn\)"
