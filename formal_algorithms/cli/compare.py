@@ -2,14 +2,18 @@
 
 Loads a local model directory (``config.json`` and weights; nothing is downloaded), runs it and
 the paper's algorithm on the same tokens and prints, line by line, path | pseudocode | max abs
-error | max rel error, then the verdict: EQUAL, or the first line beyond tolerance with the likely
-causes and the evidence (:mod:`formal_algorithms.interop.compare`). ``--json`` prints the report
-as JSON. Exit status: 0 equal, 3 the model departs, 1 an error (a missing directory, a model
-the converters refuse, tokens out of range).
+error | max rel error, then the verdict: EQUAL, or the first line beyond tolerance and its first
+departing token position, the likely causes and the evidence
+(:mod:`formal_algorithms.interop.compare`). ``--all`` lists every departing row; ``--json`` prints
+the report as JSON; ``--model-class module:Class`` loads the directory with a class of the user's
+own. Every option and the directory are checked before the model is loaded. Exit status: 0
+equal, 3 the model departs, 1 an error.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import pathlib
 
 import numpy as np
@@ -18,56 +22,107 @@ from .common import say
 
 DEPARTS = 3  # the exit status of a model that departs from the paper
 
+# interop.compare.TABLES and interop.departures.DEPARTURES, named here so that building the
+# parser and checking the options import no torch (the command line's start-up time); a test
+# keeps them equal.
+TABLES = {"bert": "BertForMaskedLM", "gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
+INJECTABLE = ("eps", "gelu-form", "scale-d", "post-ln", "pre-ln", "positions+1", "mask-transposed",
+              "heads-strided", "bias-dropped", "final-norm-missing", "untied",
+              "embedding-scaled", "output-bias-doubled", "temperature", "softmax-axis",
+              "mask-future", "qk-swapped", "causal-where-none", "relu-layer", "unbiased-variance",
+              "rope-base", "rope-scaled", "rope-offset", "kv-tiled", "gate-up-swapped",
+              "rms-plus-one", "rms-centred")  # fmt: skip
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+           "pytorch_model.bin.index.json")  # fmt: skip
+TOKENIZER = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
 
-def _load(directory: str):
+
+def _config(directory: str) -> dict:
+    """config.json of ``--hf``, its model type checked against the tables; the weights there."""
     path = pathlib.Path(directory)
     if not (path / "config.json").is_file():
         what = "does not exist" if not path.exists() else "has no config.json"
         raise FileNotFoundError(f"--hf directory {directory!r} {what}")
-    from transformers import AutoConfig, BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()  # the report is the output
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    classes = {"gpt2": GPT2LMHeadModel, "bert": BertForMaskedLM, "llama": LlamaForCausalLM}
-    if config.model_type not in classes:
-        raise ValueError(f"--hf {directory!r} holds a {config.model_type!r} model; compare "
-                         f"knows {', '.join(sorted(classes))}")  # fmt: skip
-    model = classes[config.model_type].from_pretrained(path, local_files_only=True)
-    return model.eval()
-
-
-def _limits(model):
-    config = model.config
-    if config.model_type == "gpt2":
-        return config.vocab_size, config.n_positions
-    return config.vocab_size, config.max_position_embeddings  # BERT, Llama
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"--hf {directory!r}: config.json is not JSON ({error})") from None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind not in TABLES:
+        raise ValueError(f"--hf {directory!r} holds a {kind!r} model; compare has a table for "
+                         f"{', '.join(sorted(TABLES))} only")  # fmt: skip
+    weights = [path / name for name in WEIGHTS if (path / name).is_file()]
+    if not weights:
+        raise ValueError(f"--hf {directory!r} has no weights ({' or '.join(WEIGHTS[::2])})")
+    if weights[0].name == "model.safetensors":
+        _check_safetensors(directory, weights[0])
+    return config
 
 
-def _tokens(args, model, directory):
-    N_V, ell_max = _limits(model)
+def _check_safetensors(directory, file):
+    """The header of a safetensors file: 8 bytes of length, then that much JSON."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        ok = 0 < n <= size - 8
+        try:
+            ok = ok and isinstance(json.loads(f.read(n)), dict)
+        except (ValueError, UnicodeDecodeError):
+            ok = False
+    if not ok:
+        raise ValueError(f"--hf {directory!r}: {file.name} is not a readable safetensors file "
+                         "(its header is damaged or it is another format)")  # fmt: skip
+
+
+def _limits(config: dict):
+    positions = config.get("n_positions", config.get("max_position_embeddings"))
+    return int(config["vocab_size"]), int(positions)
+
+
+def _check_options(args, config) -> None:
+    """Every option, before the model is loaded."""
+    if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise ValueError(f"--tolerance must be a finite number > 0, got {args.tolerance}")
+    if args.length < 1:
+        raise ValueError(f"--length must be at least 1, got {args.length}")
+    for name in args.inject or ():
+        from ..interop.departures import DEPARTURES
+
+        if config["model_type"] not in DEPARTURES[name].where:
+            raise ValueError(f"--inject {name} does not apply to this model "
+                             f"({config['model_type']}); it applies to "
+                             f"{', '.join(DEPARTURES[name].where)}")  # fmt: skip
+    if args.text is not None:
+        path = pathlib.Path(args.hf)
+        if not any((path / name).is_file() for name in TOKENIZER):
+            raise ValueError(f"--text needs the model's tokenizer, and --hf {args.hf!r} has none "
+                             f"({', '.join(TOKENIZER)}); give --tokens instead")  # fmt: skip
+
+
+def _tokens(args, config):
+    N_V, ell_max = _limits(config)
     if args.tokens is not None:
         try:
             x = np.array([int(t) for t in args.tokens.replace(",", " ").split()], np.int64)
         except ValueError:
             raise ValueError(f"--tokens {args.tokens!r} must be integers") from None
-        if x.size == 0:
-            raise ValueError("--tokens is empty")
         where = "--tokens"
     elif args.text is not None:
         from transformers import AutoTokenizer
 
         try:
-            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"--text needs a tokenizer in --hf {directory!r}: {error}") from None
-        x = np.asarray(tokenizer(args.text)["input_ids"], np.int64)
+            tokenizer = AutoTokenizer.from_pretrained(args.hf, local_files_only=True)
+            x = np.asarray(tokenizer(args.text)["input_ids"], np.int64)
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"--text: the tokenizer in --hf {args.hf!r} cannot be read "
+                             f"({error})") from None  # fmt: skip
         where = "--text"
     else:
-        if args.length < 1:
-            raise ValueError(f"--length must be at least 1, got {args.length}")
         x = np.random.default_rng(args.seed).integers(0, N_V, min(args.length, ell_max))
         where = "--length"
+    if x.size == 0:
+        raise ValueError(f"{where} gives no tokens")
     if x.min() < 0 or x.max() >= N_V:
         raise ValueError(f"{where} holds token ids outside [0, {N_V}) (the model's vocabulary)")
     if x.size > ell_max:
@@ -77,36 +132,76 @@ def _tokens(args, model, directory):
     return x
 
 
+def _model_class(spec: str):
+    """``module:Class`` or ``path/to/file.py:Class``: the class, importable and loadable."""
+    import importlib
+    import importlib.util
+
+    module_name, _, name = spec.rpartition(":")
+    if not module_name or not name.isidentifier():
+        raise ValueError(f"--model-class {spec!r} must be module:Class (e.g. mypkg.models:MyGPT2"
+                         " or path/to/models.py:MyGPT2)")  # fmt: skip
+    try:
+        if module_name.endswith(".py"):
+            file = pathlib.Path(module_name)
+            if not file.is_file():
+                raise ValueError(f"--model-class {spec!r}: the file {module_name!r} does not exist")
+            loader = importlib.util.spec_from_file_location(file.stem, file)
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(
+            f"--model-class {spec!r}: cannot import {module_name!r} ({error})"
+        ) from None
+    cls = getattr(module, name, None)
+    if not isinstance(cls, type) or not hasattr(cls, "from_pretrained"):
+        raise ValueError(f"--model-class {spec!r}: {module_name!r} has no model class {name!r} "
+                         "with from_pretrained (a transformers PreTrainedModel)")  # fmt: skip
+    return cls
+
+
+def _load(args, config):
+    import transformers
+    from transformers.utils import logging
+
+    kind = config["model_type"]
+    if args.model_class is None:
+        cls = getattr(transformers, TABLES[kind])
+    else:
+        cls = _model_class(args.model_class)
+    logging.disable_progress_bar()  # the report is the output
+    try:
+        hf_config = transformers.AutoConfig.from_pretrained(args.hf, local_files_only=True)
+        model = cls.from_pretrained(args.hf, config=hf_config, local_files_only=True)
+    except Exception as error:  # a damaged or foreign file: one line naming the directory
+        text = " ".join(str(error).split())[:300]
+        raise ValueError(f"--hf {args.hf!r}: {cls.__name__} cannot load it "
+                         f"({type(error).__name__}: {text})") from None  # fmt: skip
+    return model.eval()
+
+
 def run(args) -> int:
+    config = _config(args.hf)
+    _check_options(args, config)
+    x = _tokens(args, config)
+    if args.model_class is not None:
+        _model_class(args.model_class)  # importable, before the weights are read
     from ..interop.compare import compare
     from ..interop.departures import inject
 
-    model = _load(args.hf)
-    x = _tokens(args, model, args.hf)
+    model = _load(args, config)
     for name in args.inject or ():
-        try:
-            inject(model, name)
-        except ValueError as error:
-            reason = str(error).split(f"= {name!r} ", 1)[-1]
-            raise ValueError(f"--inject {name} {reason}") from None
+        inject(model, name)
     report = compare(model, x, float64=args.float64, tolerance=args.tolerance)
     if args.json:
         say(report.to_json())
     else:
         say(f"{args.hf}: {report.model} against {report.algorithm}, {report.dtype}, "
             f"{len(x)} tokens {x.tolist()}")  # fmt: skip
-        say(report.table(all_rows=args.all))
+        say(report.table(all_rows=False, departing=args.all))
     return DEPARTS if report.departs else 0
-
-
-# interop.departures.DEPARTURES, named here so that building the parser imports no torch (the
-# command line's start-up time); a test keeps the two equal.
-INJECTABLE = ("eps", "gelu-form", "scale-d", "post-ln", "pre-ln", "positions+1", "mask-transposed",
-              "heads-strided", "bias-dropped", "final-norm-missing", "untied",
-              "embedding-scaled", "output-bias-doubled", "temperature", "softmax-axis",
-              "mask-future", "qk-swapped", "causal-where-none", "relu-layer", "unbiased-variance",
-              "rope-base", "rope-scaled", "rope-offset", "kv-tiled", "gate-up-swapped",
-              "rms-plus-one", "rms-centred")  # fmt: skip
 
 
 def register(sub) -> None:
@@ -115,9 +210,9 @@ def register(sub) -> None:
         "compare", help="find where a Hugging Face model departs from the paper, line by line",
         description="Run a local Hugging Face GPT-2 (Algorithm 10), BERT (Algorithm 9) or Llama "
         "(Algorithm 10 with Llama's substitutions) model and the paper's algorithm on the same "
-        "tokens, compare every line the model exposes, and name the first line beyond tolerance "
-        "with its likely causes. Exit status 0: equal; "
-        f"{DEPARTS}: the model departs; 1: error.",
+        "tokens, compare every line the model exposes, and name the first line beyond tolerance, "
+        "its first departing token position, its likely causes and the evidence. Exit status 0: "
+        f"equal; {DEPARTS}: the model departs; 1: error.",
     )  # fmt: skip
     p.add_argument("--hf", metavar="DIR", required=True,
                    help="a local model directory (config.json and weights); nothing is downloaded")  # fmt: skip
@@ -131,14 +226,17 @@ def register(sub) -> None:
                    help="run both sides in float64 (a tight tolerance: finds departures below "
                    "float32's resolution)")  # fmt: skip
     p.add_argument("--tolerance", type=float, default=None,
-                   help="bound on max|model − paper| / max(1, max|paper|) per line (default: "
-                   "2e-5 · √(d_e · L / 32) in float32, 1e-10 · √(d_e · L / 32) in float64)")  # fmt: skip
-    p.add_argument(
-        "--all",
-        action="store_true",
-        help="print every row (default: up to a few rows past the first departure)",
-    )
+                   help="bound on max|model − paper| / max(1, max|paper|) per line, a finite "
+                   "number > 0 (default: 2e-5 · √(d_e · L / 32) in float32, 1e-10 · √(d_e · L / "
+                   "32) in float64)")  # fmt: skip
+    p.add_argument("--all", action="store_true",
+                   help="list every departing row, in execution order (default: the rows up to "
+                   "a few past the first departure)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--model-class", metavar="MODULE:CLASS",
+                   help="load --hf with a model class of your own (module:Class or "
+                   "path/to/file.py:Class), e.g. a modified GPT2LMHeadModel that save_pretrained "
+                   "does not carry; its submodules must keep the architecture's names")  # fmt: skip
     p.add_argument("--inject", action="append", choices=INJECTABLE, metavar="NAME",
                    help="inject a deliberate departure into the loaded model first, to see what "
                    f"one looks like: {', '.join(INJECTABLE)} (docs/compare.md)")  # fmt: skip

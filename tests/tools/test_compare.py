@@ -27,7 +27,6 @@ from transformers import (
 )
 
 from formal_algorithms.cli.compare import INJECTABLE
-from formal_algorithms.cli.main import main
 from formal_algorithms.interop.compare import TOLERANCES, compare, tolerance_for
 from formal_algorithms.interop.departures import DEPARTURES, inject
 
@@ -244,6 +243,13 @@ CATALOGUE = {
     ("llama", "rms-centred"): (7, 10, 7, {"l": 1}, "", r"a layer norm \(the mean subtracted\)"),
 }
 
+SAME = r"the same vector in every column"
+ALSO = {
+    ("gpt2", "bias-dropped"): SAME,
+    ("bert", "bias-dropped"): SAME,
+    ("torch", "bias-dropped"): SAME,
+    ("gpt2", "output-bias-doubled"): SAME + r"|attention weights of layer 1 equal",
+}
 WEIGHTS_EQUAL = r"attention weights of layer 1 equal softmax\(S / √d_attn\)"
 
 
@@ -285,6 +291,10 @@ def test_each_departure_is_located_at_its_paper_line(family, departure):
     i = report.rows.index(first)
     assert all(row.ok for row in report.rows[:i])  # every line before it agrees
     assert any(re.search(evidence, e) for e in report.evidence), report.evidence
+    also = ALSO.get((family, departure))  # every other check's sentence is absent
+    assert all(re.search(evidence, e) or (also and re.search(also, e)) for e in report.evidence), (
+        report.evidence
+    )
     assert report.causes  # the likely causes for this kind of line
     assert "DEPARTS at" in report.table()
 
@@ -323,39 +333,70 @@ def test_bad_input_names_the_argument():
         compare(model, X, W_e=extra["W_e"], W_p=extra["W_p"])
     with pytest.raises(ValueError, match=r"inject: argument 'name'"):
         inject(bert(), "post-ln")
+    for bad in (float("nan"), 0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match=r"compare: argument 'tolerance' must be a finite"):
+            compare(model, X, **extra, tolerance=bad)
+    with pytest.raises(TypeError, match=r"compare: argument 'tolerance' must be a number"):
+        compare(model, X, **extra, tolerance="1e-3")
+    stranger = gpt2()
+    stranger.transformer.h[0].attn.c_attn = None  # a class of its own without GPT-2's module names
+    with pytest.raises(ValueError, match=r"cannot be read as GPT2LMHeadModel .*module names"):
+        compare(stranger, X)
+    stranger = gpt2()
+    del stranger.transformer.h[1].mlp.act  # read by the table, not by the converter
+    stranger.transformer.h[1].mlp.forward = lambda x: x
+    with pytest.raises(ValueError, match=r"has no submodule 'transformer.h.1.mlp.act'"):
+        compare(stranger, X)
 
 
-# ---------------------------------------------------------------------------- command line
+# ---------------------------------------------------------------------- first departing position
 
 
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gpt2")
-    gpt2(activation_function="gelu").save_pretrained(path)
-    return path
+def test_first_departing_token_position():
+    """Positions from the fifth on (t ≥ 5, 1-based) read W_p[:, t + 1]: the first departing
+    column is t = 5. With a causal mask, query 1 sees only itself (weight 1 whatever the scale),
+    so a scale departure first shows at t = 2."""
+    model = gpt2()
+    wpe = model.transformer.wpe
+    wpe.forward = lambda ids: F.embedding(torch.where(ids >= 4, ids + 1, ids), wpe.weight)
+    report = compare(model, X)
+    assert (report.first.algorithm, report.first.line, report.first.column) == (10, 3, 5)
+    assert "first at token position t = 5" in report.table()
+    assert run("gpt2", "scale-d").first.column == 2
+    assert all(row.column is None for row in run("gpt2").rows)
 
 
-def test_cli_compare_equal_then_departing(gpt2_dir, capsys):
-    tokens = " ".join(map(str, X))
-    assert main(["compare", "--hf", str(gpt2_dir), "--tokens", tokens]) == 0
-    out = capsys.readouterr().out
-    assert "EQUAL" in out and "Algorithm 10" in out
-    status = main(["compare", "--hf", str(gpt2_dir), "--tokens", tokens, "--inject",
-                   "gelu-form"])  # fmt: skip
-    out = capsys.readouterr().out
-    assert status == 3
-    assert re.search(r"DEPARTS at Algorithm 10 › .*line 8\b.*\(l=1\)|\(l=1\) › line 8\b", out), out
-    assert "applies the tanh GELU (gelu_new)" in out
+def test_departing_rows_in_execution_order():
+    report = run("gpt2", "relu-layer")
+    departing = report.departing
+    assert departing[0] is report.first and all(not r.ok for r in departing)
+    assert [report.rows.index(r) for r in departing] == sorted(
+        report.rows.index(r) for r in departing
+    )
+    assert {r.indices.get("l") for r in departing} <= {2, None}  # layer 1 agrees
+    text = report.table(departing=True)
+    assert text.count("<-- beyond tolerance") == len(departing)
+    assert f"{len(departing)} of {len(report.rows)} rows depart" in text
 
 
-def test_cli_compare_json_and_errors(gpt2_dir, capsys, tmp_path):
-    status = main(["compare", "--hf", str(gpt2_dir), "--length", "9", "--seed", "1", "--json"])
-    data = json.loads(capsys.readouterr().out)
-    assert status == 0 and data["departs"] is False and data["dtype"] == "float32"
-    assert len(data["tokens"]) == 9 and data["first_departure"] is None
-    assert main(["compare", "--hf", str(tmp_path / "missing")]) == 1
-    assert "formal-algorithms: error: --hf" in capsys.readouterr().err
-    assert main(["compare", "--hf", str(gpt2_dir), "--tokens", "1 99"]) == 1
-    assert "--tokens" in capsys.readouterr().err
-    assert main(["compare", "--hf", str(gpt2_dir), "--inject", "pre-ln"]) == 1
-    assert "--inject pre-ln does not apply to this model (gpt2)" in capsys.readouterr().err
+# ------------------------------------------------------------------------------- likely causes
+
+
+def test_likely_causes_know_the_family_and_what_the_checks_ruled_out():
+    llama_report, gpt2_report = run("llama", "rope-base"), run("gpt2", "scale-d")
+    llama_causes, gpt2_causes = " ".join(llama_report.causes), " ".join(gpt2_report.causes)
+    assert "RoPE's base" in llama_causes and "RoPE" not in gpt2_causes
+    assert "key/value grouping order" in llama_causes and "grouping" not in gpt2_causes
+    assert "strided" in " ".join(gpt2_report.ruled_out + gpt2_report.causes)
+    assert "strided" not in " ".join(llama_report.ruled_out + llama_report.causes)
+    # a check that ran and found nothing rules its cause out; the one that found it stays
+    assert any("attention scale" in c for c in gpt2_report.causes)
+    assert any("attention scale" in c for c in llama_report.ruled_out)
+    tiled = run("llama", "kv-tiled")  # every RoPE check ran before the grouping one found it
+    assert {c.split(":")[0] for c in tiled.ruled_out} >= {"RoPE's base", "RoPE's scaling",
+                                                           "RoPE's position offset"}  # fmt: skip
+    assert any("key/value grouping order" in c for c in tiled.causes)
+    norm = run("llama", "rms-centred")
+    assert any("unbiased variance" in c for c in norm.ruled_out)
+    assert any("the mean subtracted" in c for c in norm.causes)
+    assert not any("γ and β swapped" in c for c in norm.causes + norm.ruled_out)  # no β in Llama

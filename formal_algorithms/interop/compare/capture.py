@@ -12,6 +12,8 @@ import contextlib
 import numpy as np
 import torch
 
+from ...paper.checks import fail
+
 __all__ = ["Captured", "captured", "cols", "softmax_cols"]
 
 
@@ -41,7 +43,12 @@ def captured(model, watch: dict, kwargs_hooks: dict | None = None):
     kwargs_hooks = kwargs_hooks or {}
     try:
         for path in sorted(set(watch) | set(kwargs_hooks)):
-            module = model.get_submodule(path)
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                fail("compare", "model", f"has no submodule {path!r}, which the table of its "
+                     "family reads: a model class of your own must keep the architecture's "
+                     "module names")  # fmt: skip
             if watch.get(path) or path in kwargs_hooks:
                 handles.append(module.register_forward_pre_hook(
                     _pre(store, path, watch.get(path), kwargs_hooks.get(path)), with_kwargs=True))  # fmt: skip

@@ -256,6 +256,6 @@ def _kv_order(ctx, heads, h, A, mask, q, k):
     ctx.hit.add("kv-order")
     return (
         f"head {h}: the model's weights are those of query head {h} with key set "
-        f"{tiled + 1} (h mod G), where the paper's grouping gives set {family.group(h) + 1} "
+        f"{tiled + 1} ((h − 1) mod G + 1), where the paper's grouping gives set {family.group(h) + 1} "
         "(⌊(h − 1)·G/H⌋): the key/value sets are tiled instead of repeated per group"
     )

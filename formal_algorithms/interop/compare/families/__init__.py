@@ -51,4 +51,8 @@ def family_for(model, W_e, W_p, W_u, eps, z) -> Family:
              f"torch.nn.Transformer (compare has tables for {', '.join(sorted(TABLES))} and "
              f"nn.Transformer), got {type(model).__name__}"
              + (f" of model_type {have!r}" if have else ""), TypeError)  # fmt: skip
-    return TABLES[kind](model)
+    try:
+        return TABLES[kind](model)
+    except AttributeError as error:  # a class of the user's own, its modules renamed
+        fail(NAME, "model", f"cannot be read as {CLASSES[kind]} ({error}): a model class of your "
+             "own must keep the architecture's module names")  # fmt: skip
