@@ -400,3 +400,91 @@ def test_likely_causes_know_the_family_and_what_the_checks_ruled_out():
     assert any("unbiased variance" in c for c in norm.ruled_out)
     assert any("the mean subtracted" in c for c in norm.causes)
     assert not any("γ and β swapped" in c for c in norm.causes + norm.ruled_out)  # no β in Llama
+
+
+# ------------------------------------------------------- each sentence: printed when true only
+
+
+def _attention_mask_hole(module, args, kwargs):
+    mask = kwargs["attention_mask"].clone()
+    mask[..., 2, 0] = torch.finfo(mask.dtype).min  # query 3 may not see key 1: Mask = 1 there
+    kwargs["attention_mask"] = mask
+    return args, kwargs
+
+
+def _gpt2_with(patch):
+    model = gpt2()
+    patch(model)
+    return model
+
+
+def _ln(norm, f):
+    norm.forward = f
+
+
+SENTENCES = {
+    "soft-capped": (
+        lambda m: setattr(m.lm_head, "forward", lambda x: 30 * torch.tanh(F.linear(x, m.lm_head.weight) / 30)),
+        (10, 11), r"30 · tanh\(W_u X / 30\): soft-capped",
+    ),
+    "log-softmax": (
+        lambda m: setattr(m.lm_head, "forward", lambda x: torch.log_softmax(F.linear(x, m.lm_head.weight), -1)),
+        (10, 11), r"plus a constant per token",
+    ),
+    "no positions": (
+        lambda m: setattr(m.transformer.wpe, "forward", lambda ids: torch.zeros(*ids.shape, 16)),
+        (10, 3), r"W_e\[:, x\[t\]\] alone: no positional embedding",
+    ),
+    "rms for layer norm": (
+        lambda m: _ln(m.transformer.h[0].ln_1, lambda x: F.rms_norm(x, (16,), m.transformer.h[0].ln_1.weight, 1e-5)),
+        (10, 5), r"RMSnorm \(no mean subtracted, no β\)",
+    ),
+    "gamma beta swapped": (
+        lambda m: _ln(m.transformer.h[0].ln_1, lambda x: F.layer_norm(x, (16,), m.transformer.h[0].ln_1.bias, m.transformer.h[0].ln_1.weight, 1e-5)),
+        (10, 5), r"γ and β swapped",
+    ),
+    "zero where mask is 1": (
+        lambda m: (m.set_attn_implementation("eager"), m.transformer.h[0].attn.register_forward_pre_hook(_attention_mask_hole, with_kwargs=True)),
+        (4, 6), r"gives weight 0 where Mask\[t_z, t_x\] = 1",
+    ),
+    "activation none of": (
+        lambda m: setattr(m.transformer.h[0].mlp, "act", nn.Softplus()),
+        (10, 8), r"activation is none of",
+    ),
+    "mlp input": (
+        lambda m: m.transformer.h[0].mlp.register_forward_pre_hook(lambda mod, args: (args[0] + 0.5,)),
+        (10, 8), r"MLP reads another input than the paper's X̃ of line 7",
+    ),
+    "nothing explains": (
+        lambda m: m.transformer.h[0].mlp.register_forward_hook(lambda mod, args, out: 1.5 * out),
+        (10, 8), r"none of the checks for this kind of line explains",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(SENTENCES))
+def test_each_evidence_sentence_is_printed_when_true(name):
+    patch, (algorithm, line), pattern = SENTENCES[name]
+    report = compare(_gpt2_with(patch), X)
+    assert (report.first.algorithm, report.first.line) == (algorithm, line), report.first.path
+    assert [e for e in report.evidence if re.search(pattern, e)] == report.evidence, report.evidence
+
+
+def test_no_sentence_is_printed_when_nothing_departs():
+    for family in ("gpt2", "llama"):
+        report = run(family)
+        assert report.evidence == [] and report.causes == [] and report.ruled_out == []
+        assert "evidence:" not in report.table() and "likely causes" not in report.table()
+
+
+def test_float32_rounding_sentence_in_a_float64_run_only():
+    """A user's own layer norm that computes in float32: in float64 the rounding is named; in
+    float32 the same model is EQUAL (the sentence is absent)."""
+    model = gpt2()
+    norm = model.transformer.h[0].ln_1
+    norm.forward = lambda x: F.layer_norm(x.float(), (16,), norm.weight.float(), norm.bias.float(),
+                                          1e-5).to(x.dtype)  # fmt: skip
+    report = compare(model, X, float64=True)
+    assert (report.first.algorithm, report.first.line) == (10, 5)
+    assert report.evidence and "float32 rounding size in a float64 run" in report.evidence[0]
+    assert not compare(model, X).departs
