@@ -91,7 +91,8 @@ class Trace:
         """One row per record: path | pseudocode | shape | a summary of the value."""
         rows = [("path", "pseudocode", "shape", "value")]
         for r in self.find(algorithm, line, **indices):
-            rows.append((r.path, r.pseudocode, _shape(r.value), summary(r.value)))
+            text = f"(part: {r.name}) {r.pseudocode}" if r.part else r.pseudocode
+            rows.append((r.path, text, _shape(r.value), summary(r.value)))
         widths = [
             min(max(len(row[i]) for row in rows), cap) for i, cap in enumerate((96, 48, 14, 60))
         ]

@@ -177,6 +177,36 @@ def test_page_in_chromium(traced, browser):
     assert severe == []
 
 
+def test_a_real_models_page_in_chromium(tmp_path, browser):
+    """SmolLM2-135M (its GGUF) traced from the command line: the page's heatmaps are labelled with
+    the prompt's tokens (queries on the columns, keys on the rows), the generated token and its
+    probability are shown, and the page draws without a script error or a fetch."""
+    from formal_algorithms.interop.gguf import gguf_tokenizer, smollm2_path
+
+    page = tmp_path / "smollm2.html"
+    prompt = "The capital of France is"
+    args = ["trace", "--gguf", "--prompt", prompt, "--generate", "1", "--layer", "1",
+            "--head", "1", "--html", str(page)]  # fmt: skip
+    assert cli.main(args) == 0
+    tokenizer = gguf_tokenizer(smollm2_path())
+    tokens = [tokenizer.decode([t]) for t in tokenizer.encode(prompt)]
+    browser.get(page.as_uri())
+    assert browser.execute_script("return window.faErrors") == []
+    assert int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-heatmaps")) > 0
+    weights = browser.find_elements(By.CSS_SELECTOR, '.record[data-algorithm="4"][data-name="A"]')
+    assert weights
+    queries = weights[0].find_elements(By.CSS_SELECTOR, '.hmlab.cols[data-axis="queries"] span')
+    keys = weights[0].find_elements(By.CSS_SELECTOR, '.hmlab.rows[data-axis="keys"] span')
+    assert [q.get_attribute("textContent") for q in queries] == tokens
+    assert [k.get_attribute("textContent") for k in keys] == tokens
+    step = browser.find_element(By.CSS_SELECTOR, "table.steps tr.step")
+    y, p = int(step.get_attribute("data-token")), float(step.get_attribute("data-p"))
+    cells = [c.get_attribute("textContent") for c in step.find_elements(By.TAG_NAME, "td")]
+    assert cells == ["1", tokenizer.decode([y]), str(y), f"{p:.4f}"]
+    assert 0 < p <= 1
+    assert not [e for e in browser.get_log("browser") if "net::" in e["message"]]
+
+
 def test_page_caps_matrix_size(tmp_path):
     """A matrix larger than ``max_side`` is drawn cropped (and said so); the cell budget holds."""
     big = np.arange(300 * 200, dtype=np.float32).reshape(300, 200)
@@ -246,7 +276,7 @@ def test_cli_trace_checkpoint_and_html(tmp_path, capsys):
     args = ["trace", "--checkpoint", str(checkpoint), "--prompt", PROMPT, "--layer", "1"]
     assert cli.main([*args, "--html", str(page)]) == 0
     out = capsys.readouterr().out
-    assert f"{checkpoint} (L = 2, H = 2, d_e = 16)" in out.splitlines()[0]
+    assert f"{checkpoint} (DTransformer, L = 2, H = 2, d_e = 16)" in out.splitlines()[0]
     rows = table_rows(out)
     assert rows and all("(l=1)" in r[0] for r in rows)
     assert out.strip().splitlines()[-1].startswith(f"wrote {page}")
@@ -265,7 +295,14 @@ def test_cli_trace_checkpoint_and_html(tmp_path, capsys):
         (["--layer", "0"], r"--layer must be at least 1"),
         (["--head", "3"], r"--head 3: the model has H = 2"),
         (["--checkpoint", "/nonexistent/m.safetensors"], r"m\.safetensors"),
-        (["--prompt", "x" * 40, "--checkpoint", "CKPT"], r"more than the model's ell_max = 16"),
+        (
+            ["--prompt", "x" * 40, "--checkpoint", "CKPT"],
+            r"--prompt is 41 tokens, more than .* \(16\)",
+        ),
+        (["--position", "7"], r"--position 7: the input has 6 tokens"),
+        (["--position", "0"], r"--position must be at least 1"),
+        (["--checkpoint", "CKPT", "--gguf", "x.gguf"], r"give one model: --checkpoint or --gguf"),
+        (["--temperature", "-1", "--generate", "2"], r"--temperature.* -1.0 .*\[0, inf\]"),
     ],
 )
 def test_cli_trace_errors_are_one_line(args, message, tmp_path, capsys):

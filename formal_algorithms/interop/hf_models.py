@@ -1,0 +1,118 @@
+"""A Hugging Face folder as the library's own forward: GPT-2 (Algorithm 10), BERT (Algorithm 9's
+encoder with BERT's substitutions) and Llama (the Llama family), for ``formal-algorithms trace``.
+
+Only what the folder holds is read (``local_files_only``; nothing is downloaded, no environment
+variable is set): its ``config.json``, weights and tokenizer. The converters are the interop
+modules' own (:mod:`.gpt2`, :mod:`.bert`, :func:`~formal_algorithms.families.llama.llama_from_state_dict`).
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+#: The model types this module converts, and the transformers class of each.
+KINDS = {"gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM", "llama": "LlamaForCausalLM"}
+
+
+class Loaded(NamedTuple):
+    kind: str  # a key of KINDS
+    algorithm: int  # the paper's algorithm the forward is
+    decoder: bool  # causal: Algorithm 14 can prompt it
+    logits: Callable  # token ids (ℓ,) -> W_u X, (N_V, ℓ)
+    forward: Callable  # token ids -> what to trace (P where the family has it)
+    tokenizer: Any
+    context: int  # the longest input
+    sizes: dict  # L, H
+    description: str
+
+
+def load_for_trace(directory, option: str = "directory") -> Loaded:
+    """Read ``directory``; errors name ``option`` (the command-line option that gave it)."""
+    import transformers
+
+    path = pathlib.Path(directory)
+    if not (path / "config.json").is_file():
+        what = "does not exist" if not path.exists() else "has no config.json"
+        raise FileNotFoundError(f"{option} {str(directory)!r} {what}")
+    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    if config.model_type not in KINDS:
+        raise ValueError(
+            f"{option} {str(directory)!r} holds a {config.model_type!r} model; the trace reads "
+            f"{', '.join(sorted(KINDS))}"
+        )
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{option} {str(directory)!r} has no usable tokenizer ({error})") from None
+    transformers.utils.logging.disable_progress_bar()
+    cls = getattr(transformers, KINDS[config.model_type])
+    try:
+        model = cls.from_pretrained(path, local_files_only=True).eval()
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"{option} {str(directory)!r}: its weights cannot be read ({error})"
+        ) from None
+    return _CONVERT[config.model_type](model, tokenizer)
+
+
+def _gpt2(model, tokenizer) -> Loaded:
+    from ..paper.architectures import d_transformer, d_transformer_logits, hyperparameters
+    from .gpt2 import d_transformer_from_gpt2, d_transformer_kwargs_from_gpt2
+
+    theta = d_transformer_from_gpt2(model)
+    kw = d_transformer_kwargs_from_gpt2(model)
+    hp = hyperparameters(theta)
+    return Loaded(
+        "gpt2", 10, True,
+        functools.partial(_call, d_transformer_logits, theta=theta, **kw),
+        functools.partial(_call, d_transformer, theta=theta, **kw),
+        tokenizer, hp["ell_max"], {"L": hp["L"], "H": hp["H"]},
+        f"GPT-2 as Algorithm 10: L = {hp['L']}, H = {hp['H']}, d_e = {hp['d_e']}",
+    )  # fmt: skip
+
+
+def _bert(model, tokenizer) -> Loaded:
+    from .bert import bert_from_hf, bert_kwargs_from_hf, bert_logits
+
+    params = bert_from_hf(model)
+    kw = bert_kwargs_from_hf(model)
+    config = model.config
+    logits = functools.partial(_call, bert_logits, theta=params, **kw)
+    return Loaded(
+        "bert", 9, False, logits, logits, tokenizer, config.max_position_embeddings,
+        {"L": config.num_hidden_layers, "H": config.num_attention_heads},
+        f"BERT as Algorithm 9: L = {config.num_hidden_layers}, H = {config.num_attention_heads}",
+    )  # fmt: skip
+
+
+def _llama(model, tokenizer) -> Loaded:
+    from ..families.llama import llama, llama_from_state_dict, llama_logits
+
+    config = model.config
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    theta = llama_from_state_dict(
+        state, n_layers=config.num_hidden_layers, n_heads=config.num_attention_heads,
+        n_kv_heads=config.num_key_value_heads,
+    )  # fmt: skip
+    rope = getattr(config, "rope_parameters", None) or {"rope_theta": config.rope_theta}
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"a Llama with RoPE scaling {rope['rope_type']!r}: not written here")
+    kw = dict(theta=theta, rope_base=float(rope["rope_theta"]), eps=config.rms_norm_eps)
+    return Loaded(
+        "llama", 10, True, functools.partial(_call, llama_logits, **kw),
+        functools.partial(_call, llama, **kw), tokenizer, config.max_position_embeddings,
+        {"L": config.num_hidden_layers, "H": config.num_attention_heads},
+        f"Llama family: L = {config.num_hidden_layers}, H = {config.num_attention_heads}, "
+        f"G = {config.num_key_value_heads}",
+    )  # fmt: skip
+
+
+def _call(fn, x, *, theta, **kw):
+    """``fn(x, θ, **kw)``: the library's argument order (θ after the sequence)."""
+    return fn(x, theta, **kw)
+
+
+_CONVERT = {"gpt2": _gpt2, "bert": _bert, "llama": _llama}
