@@ -329,3 +329,16 @@ def test_trace_benchmark_runs():
     assert "traced / eager = " in lines[0]
     with pytest.raises(ValueError, match="rounds must be at least 1"):
         bench.run(rounds=0, model=model)
+
+
+def test_trace_benchmark_smollm2_part_runs():
+    """The real-model part of the cost benchmark on a short prompt (the report uses 16 tokens)."""
+    from formal_algorithms.benchmark import trace as bench
+
+    lines = []
+    r = bench.run_smollm2(rounds=1, n_tokens=4, log=lines.append)
+    assert r["tokens"] == 4 and r["records"] > 30 * 9 * 6  # every layer's every head
+    assert r["ratio_traced_over_eager"] == r["median_s"]["traced"] / r["median_s"]["eager"]
+    assert (
+        lines[0].startswith("SmolLM2-135M (L = 30, H = 9), 4-token prompt") and "target" in lines[0]
+    )
