@@ -4,8 +4,9 @@
 - :mod:`.gpt2`: Algorithm 10 ⇄ Hugging Face ``GPT2LMHeadModel`` (needs torch and transformers).
 - :mod:`.bert`: Algorithm 9 ⇄ Hugging Face ``BertForMaskedLM``, through a BERT variant of
   Algorithm 9 built from the same primitives (needs torch and transformers).
-- :func:`compare` (:mod:`.compare`): where a GPT-2, BERT or ``nn.Transformer`` departs from the
-  paper, line by line, through the trace; :mod:`.departures`: deliberate departures to inject.
+- :func:`compare` (the package :mod:`.compare`): where a GPT-2, BERT, Llama or ``nn.Transformer``
+  departs from the paper, line by line, through the trace (one table per family in
+  :mod:`.compare.families`); :mod:`.departures`: deliberate departures to inject.
 
 An optional extra (``pip install formal_algorithms[interop]``): ``formal_algorithms`` itself never
 imports this package. The names below load their submodule on first use, so that
@@ -51,7 +52,7 @@ def __dir__():
     return sorted(list(globals()) + __all__)
 
 
-# Bound eagerly: after `import formal_algorithms.interop.compare` the submodule of the same name
+# Bound eagerly: after `import formal_algorithms.interop.compare` the subpackage of the same name
 # would otherwise take the place of the function. It imports torch (as every converter does) and
 # nothing of transformers until it is called.
 from .compare import compare  # noqa: E402

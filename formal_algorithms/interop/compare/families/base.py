@@ -188,7 +188,8 @@ class Family:
             if any(v is None for v in values):
                 continue
             l = paths[0][1]
-            where = " + ".join(f"{p} {'input' if which == 'in' else 'output'}" for p, _ in paths)
+            what = {"in": "input", "out": "output"}[which] + ("[1]" if item else "")
+            where = " + ".join(f"{p} {what}" for p, _ in paths)
             for indices, value, suffix in tap.take(values, self):
                 k = key(self.algorithm, tap.site, tap.algorithm, tap.line, tap.part,
                         **({} if l is None else {"l": l}), **indices)  # fmt: skip
