@@ -4,7 +4,9 @@ A statement carries paper lines when its own (inline) comment, or the full-line 
 above it, starts with ``line N``, ``lines N-M`` or ``lines N, M`` (the tag). A tag followed by
 ``(part: name)`` marks a value the code forms on the way to the line's own value (Algorithm 4's
 weights ``A`` inside line 6, the logits before line 11's softmax): the trace records it under
-``name`` as a part, which :meth:`Trace.get` returns only when asked for by name. A ``def`` with such a comment
+``name`` as a part, which :meth:`Trace.get` returns only when asked for by name. A tag may end
+with the paper's indices of the value's axes, ``[h, :, b, :]``: a value computed for every head
+and sequence at once is recorded once per ``h`` and ``b`` (the ``:`` axes kept). A ``def`` with such a comment
 lends its lines to the returns of its body that have none (``def loss(th):  # lines 3-5``).
 A function belongs to the algorithm its docstring's first words name (``Algorithm 4, …``,
 ``Lines 5-8 of Algorithm 10``, ``Eq. 1 …``); otherwise it inherits the caller's.
@@ -22,6 +24,7 @@ from typing import NamedTuple
 
 _LINES = re.compile(r"^(?:Alg(?:orithm)? (\d+),? )?lines? (\d+)((?:\s*(?:[-–]|,)\s*\d+)*)")
 _PART = re.compile(r"\s*\(part(?:: ?([^\s)]+))?\)")
+_AXES = re.compile(r"\s*\[((?:\s*(?:[a-z]|:)\s*,)*\s*(?:[a-z]|:)\s*)\]")
 _DOC = re.compile(r"^(?:Lines? [\d\-–, ]+ of )?(?:Algorithm|Alg\.?) (\d+)\b(?!s)|^Eq\. (\d+)\b")
 
 
@@ -35,6 +38,7 @@ class Statement(NamedTuple):
     body: tuple[int, int] | None  # a loop's body span
     code: str  # the statement's source (its header for a loop)
     part: str | None = None  # a part of its line: the name it is recorded under
+    axes: tuple[str, ...] | None = None  # the paper's index of each axis of the value, or ":"
 
 
 class FunctionIndex(NamedTuple):
@@ -55,8 +59,9 @@ def parse_lines(comment: str):
 
 
 def parse_tag(comment: str):
-    """``(algorithm or None, lines, part or None)`` of a tag: ``"line 6 (part: A): weights"`` ->
-    ``(None, (6,), "A")``; ``(part)`` alone gives ``""`` (the assigned variable's name)."""
+    """``(algorithm or None, lines, part or None, axes or None)`` of a tag:
+    ``"line 6 (part: A): weights"`` -> ``(None, (6,), "A", None)``; ``(part)`` alone gives ``""``
+    (the assigned variable's name); ``"line 4 [h, b, :, :]"`` -> axes ``("h", "b", ":", ":")``."""
     match = _LINES.match(comment.strip())
     if not match:
         return None
@@ -64,11 +69,15 @@ def parse_tag(comment: str):
     for sep, n in re.findall(r"\s*([-–]|,)\s*(\d+)", match.group(3)):
         n = int(n)
         numbers.extend(range(numbers[-1] + 1, n + 1) if sep in "-–" else [n])
-    part = _PART.match(comment.strip()[match.end() :])
+    rest = comment.strip()[match.end() :]
+    part = _PART.match(rest)
+    rest = rest[part.end() :] if part else rest
+    axes = _AXES.match(rest)
     return (
         int(match.group(1)) if match.group(1) else None,
         tuple(dict.fromkeys(numbers)),
         None if part is None else (part.group(1) or ""),
+        None if axes is None else tuple(a.strip() for a in axes.group(1).split(",")),
     )
 
 
@@ -207,7 +216,7 @@ def _index_function(node, comments, full_line, source_lines, filename):
     default = None
     if node.body:  # `def loss(th):  # lines 3-5` lends its lines to unannotated returns
         default = _comment_lines(node.lineno, node.body[0].lineno - 1, comments, full_line)
-        default = default and default[:2] + (None,)  # a `def`'s tag lends lines, never a part
+        default = default and default[:2] + (None, None)  # a `def` lends lines, never a part
     statements = []
     for stmt in _statements(node.body):
         end = _header_end(stmt)
@@ -216,13 +225,15 @@ def _index_function(node, comments, full_line, source_lines, filename):
             found = default
         if found is None:
             continue
-        own, lines, part = found
+        own, lines, part, axes = found
         body = None
         if isinstance(stmt, ast.For | ast.While):
             body = (stmt.body[0].lineno, stmt.body[-1].end_lineno)
         code = "\n".join(source_lines[stmt.lineno - 1 : end]).strip()
         statements.append(
-            Statement(stmt.lineno, end, lines, own, _kind(stmt), _target(stmt), body, code, part)
+            Statement(
+                stmt.lineno, end, lines, own, _kind(stmt), _target(stmt), body, code, part, axes
+            )
         )
     algorithm = docstring_algorithm(ast.get_docstring(node))
     if not statements and algorithm is None:

@@ -270,7 +270,7 @@ class Recorder:
         own = {**state.carry, **self._loop_indices(state, stmt.start), **loop_index}
         fixed.update(own)
         vector_here = self._vectorised(state, stmt)
-        for extra, v in _split(value, state.vector, vector_here):
+        for extra, v in _split(value, state.vector, vector_here, stmt.axes):
             indices = {**fixed, **extra}
             path = []
             for seg in state.prefix:
@@ -296,9 +296,20 @@ class Recorder:
             )
 
 
-def _split(value, vector, vector_here):
-    """``[(extra indices, value)]``: tracers made concrete, batched values split per index."""
+def _split(value, vector, vector_here, axes=None):
+    """``[(extra indices, value)]``: tracers made concrete, batched values split per index, and a
+    value whose tag names its axes (``[h, :, b, :]``) split along the named ones."""
     value = jax_internals.primal(value)
+    if axes and _is_array(value) and np.ndim(value) == len(axes):
+        named = [k for k, a in enumerate(axes) if a != ":"]
+        a = np.asarray(value)
+        out = []
+        for idx in np.ndindex(*(a.shape[k] for k in named)):
+            where = [slice(None)] * a.ndim
+            for k, i in zip(named, idx, strict=True):
+                where[k] = i
+            out.append(({axes[k]: i + 1 for k, i in zip(named, idx, strict=True)}, a[tuple(where)]))
+        return out
     if jax_internals.batched(value) is not None:  # inside vmap: innermost level, innermost var
         return _unbatch(value, list(vector))
     if vector_here and _is_array(value) and np.ndim(value) >= 1:

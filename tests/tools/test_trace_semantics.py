@@ -171,3 +171,23 @@ def test_the_tag_check_fails_on_a_malformed_tag_and_on_a_line_the_paper_lacks(tm
     assert any("'# 4' looks like a tag" in p for p in found), found
     assert any("Algorithm 4 has no line [9]" in p for p in found), found
     assert any("returned part needs a name" in p for p in found), found
+
+
+def _all_heads(X, W):
+    """Algorithm 4 for every head at once (a test of the tags' axis names)."""
+    Q = jnp.einsum("had,dt->hat", W.W_q, X) + W.b_q[:, :, None]  # line 1 [h, :, :]
+    K = jnp.einsum("had,dt->hat", W.W_k, X) + W.b_k[:, :, None]  # line 2 [h, :, :]
+    S = jnp.einsum("hat,has->hts", K, Q)  # line 4 [h, :, :]
+    return S
+
+
+def test_a_tag_naming_the_axes_splits_a_value_per_head():
+    W = fa.init_mh_attention(KEY, 3, 8, 8, 4, 4, 8)
+    X = jax.random.normal(KEY, (8, 5))
+    tr = trace(_all_heads, X, W)
+    assert problems(tr.records) == []
+    for h in (1, 2, 3):
+        Q = np.asarray(W.W_q[h - 1]) @ np.asarray(X) + np.asarray(W.b_q[h - 1])[:, None]
+        K = np.asarray(W.W_k[h - 1]) @ np.asarray(X) + np.asarray(W.b_k[h - 1])[:, None]
+        np.testing.assert_allclose(tr.get(4, 4, h=h), K.T @ Q, rtol=1e-5, atol=1e-6)
+    assert len(tr.find(4, 4)) == 3
