@@ -30,8 +30,9 @@ INJECTABLE = ("eps", "gelu-form", "scale-d", "post-ln", "pre-ln", "positions+1",
               "heads-strided", "bias-dropped", "final-norm-missing", "untied",
               "embedding-scaled", "output-bias-doubled", "temperature", "softmax-axis",
               "mask-future", "qk-swapped", "causal-where-none", "relu-layer", "unbiased-variance",
-              "rope-base", "rope-scaled", "rope-offset", "kv-tiled", "gate-up-swapped",
-              "rms-plus-one", "rms-centred")  # fmt: skip
+              "rope-base", "rope-scaled", "rope-offset", "kv-tiled",
+              "cache-before-rope", "padding-on-queries", "gate-up-swapped", "rms-plus-one",
+              "rms-centred")  # fmt: skip
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
            "pytorch_model.bin.index.json")  # fmt: skip
 TOKENIZER = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")

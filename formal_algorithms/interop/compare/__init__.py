@@ -40,7 +40,7 @@ from .evidence import Context, explain
 from .families import TABLES, family_for
 from .report import TOLERANCES, Report, Row, tolerance_for, tolerance_note
 
-__all__ = ["compare", "Report", "Row", "Key", "TABLES", "TOLERANCES", "tolerance_for",
+__all__ = ["compare", "compare_batch", "compare_cached", "Report", "Row", "Key", "TABLES", "TOLERANCES", "tolerance_for",
            "tolerance_note"]  # fmt: skip
 
 NAME = "compare"
@@ -61,8 +61,16 @@ def compare(model, x, *, z=None, W_e=None, W_p=None, W_u=None, eps: float | None
     model is cast in place and cast back afterwards (exact for float32/bfloat16/float16 weights).
     ``tolerance``: a finite number > 0 overriding :func:`tolerance_for`. Returns a :class:`Report`.
     """
-    x = _tokens("x", x)
-    z = None if z is None else _tokens("z", z)
+    x = token_ids("x", x)
+    z = None if z is None else token_ids("z", z)
+    with session(model, float64, tolerance, W_e, W_p, W_u, eps, z) as family:
+        family.x = x
+        return comparison(family, type(model).__name__, tolerance)
+
+
+@contextlib.contextmanager
+def session(model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=None, z=None):
+    """The checked model's family, inside float64 (the model cast and cast back) if asked."""
     if tolerance is not None:
         _check_tolerance(tolerance)
     if not isinstance(model, nn.Module):
@@ -82,8 +90,8 @@ def compare(model, x, *, z=None, W_e=None, W_p=None, W_u=None, eps: float | None
             if model.training:
                 fail(NAME, "model", "is in training mode; call model.eval() (the paper has no "
                      "dropout)")  # fmt: skip
-            family.x, family.z, family.float64 = x, z, float64
-            return _compare(family, type(model).__name__, tolerance)
+            family.z, family.float64 = z, float64
+            yield family
     finally:
         if float64 and before is not None:
             model.to(before)
@@ -100,7 +108,7 @@ def _as_numpy(w):
     return w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)
 
 
-def _tokens(argument, x):
+def token_ids(argument, x):
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
@@ -110,7 +118,9 @@ def _tokens(argument, x):
     return x.astype(np.int64)
 
 
-def _compare(family, model_name, tolerance) -> Report:
+def comparison(family, model_name, tolerance, *, captured=None, last_column=False) -> Report:
+    """The report of one comparison; ``captured``: the model's (exposed, extra) when the run is
+    not :meth:`Family.run`'s; ``last_column``: compare the paper's last column only."""
     from ...trace import trace
 
     dtype = str(jax.tree_util.tree_leaves(family.theta)[0].dtype)
@@ -118,10 +128,15 @@ def _compare(family, model_name, tolerance) -> Report:
     tol = tolerance_for(dtype, d_e, L) if tolerance is None else float(tolerance)
     fn, args, kwargs = family.paper()
     records = trace(fn, *args, **kwargs).records
-    exposed, extra = family.run()
+    exposed, extra = family.run() if captured is None else captured
     paper_list = paper_values(records, family.algorithm, family.final_line)
+    if last_column:
+        paper_list = [(k, rec._replace(value=_last(rec.value)), lines)
+                      for k, rec, lines in paper_list]  # fmt: skip
     paper = {k: np.asarray(rec.value, np.float64) for k, rec, _ in paper_list}
     rows, not_exposed = align(paper_list, exposed, tol, family.kind)
+    for row in rows if last_column else ():  # the one column compared is the last token's
+        row.column = None if row.column is None else len(family.x)
     report = Report(
         model=model_name, algorithm=family.name, dtype=dtype, tokens=family.x.tolist(),
         tolerance=tol, tolerance_note=tolerance_note(dtype, tol), rows=rows,
@@ -133,3 +148,11 @@ def _compare(family, model_name, tolerance) -> Report:
         report.evidence = explain(ctx, first.kind)
         report.causes, report.ruled_out = causes_for(family, first.kind, ctx.ran, ctx.hit)
     return report
+
+
+def _last(value):
+    value = np.asarray(value)
+    return value[:, -1:] if value.ndim == 2 else value
+
+
+from .batch import compare_batch, compare_cached  # noqa: E402 (it uses the names above)

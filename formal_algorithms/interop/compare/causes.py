@@ -74,6 +74,8 @@ ATTENTION = [
           "scale"),
     Cause("the mask: Mask[t_z, t_x] transposed, off by one (a future token seen), or a causal "
           "mask where the paper has none", "mask"),
+    Cause("the padding mask on the wrong axis (over the queries t_x instead of the keys t_z)",
+          "padding", lambda f: getattr(f, "padded", False)),
     Cause("heads split in another order (strided instead of contiguous blocks of d_attn rows)",
           "strided", lambda f: not _rope(f) and not _gqa(f)),
     Cause("queries and keys swapped (scores Qᵀ K)", "swapped"),

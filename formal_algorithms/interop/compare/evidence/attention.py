@@ -118,6 +118,15 @@ def _one_head(ctx, heads, h, A):
 
 def _mask_evidence(ctx, h, A, mask):
     ctx.ran.add("mask")
+    total = A.sum(axis=0)  # over the keys the sequence has (a padded run: its real tokens)
+    if getattr(ctx.family, "padded", False):
+        ctx.ran.add("padding")
+    if getattr(ctx.family, "padded", False) and float(total.min()) < 1 - 1e-3:
+        ctx.hit.add("padding")
+        t = int(np.argmin(total)) + 1
+        return (f"head {h}: the model's weights over the sequence's own tokens sum to "
+                f"{float(total.min()):.3g} at t_x = {t}, not 1: weight goes to positions outside "
+                "the sequence (padding not masked over the keys t_z)")  # fmt: skip
     if mask is None:
         zero = A <= 1e-30
         if not zero.any():

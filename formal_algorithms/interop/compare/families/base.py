@@ -161,6 +161,10 @@ class Family:
 
     def run(self):
         """Run the model under the hooks; returns (exposed: Key → (value, source), extra)."""
+        return self.read(*self.capture())
+
+    def capture(self):
+        """(what the hooks kept, the model's output) of one run of :meth:`call`."""
         watch, hooks = self.watch()
         with contextlib.ExitStack() as stack:
             for context in self.contexts():
@@ -168,6 +172,10 @@ class Family:
             stack.enter_context(self.attention_kernel())
             store = stack.enter_context(captured(self.model, watch, hooks))
             output = self.call()
+        return store, output
+
+    def read(self, store, output):
+        """The table read from ``store``: (exposed, extra)."""
         exposed = {}
         for tap in self.table:
             self._read(tap, store, exposed)
@@ -221,8 +229,9 @@ class Family:
 
     def mask(self, k, shape):
         """The paper's Mask[t_z, t_x] at the key's site, or None (no mask)."""
-        if k.site in self.causal_sites:
-            return np.triu(np.ones(shape, bool))
+        if k.site in self.causal_sites:  # the last shape[1] queries of ℓ_z (all of them, or
+            n = shape[0]  # the one step of a cached run)
+            return np.triu(np.ones((n, n), bool))[:, n - shape[1] :]
         return None
 
     def group(self, h):
