@@ -102,10 +102,12 @@ def _check_options(args, config) -> None:
 
 
 def _tokens(args, config):
+    """The token sequences: one, or several from ``--tokens 'a b; c d'`` (a padded batch)."""
     N_V, ell_max = _limits(config)
     if args.tokens is not None:
         try:
-            x = np.array([int(t) for t in args.tokens.replace(",", " ").split()], np.int64)
+            xs = [np.array([int(t) for t in part.replace(",", " ").split()], np.int64)
+                  for part in args.tokens.split(";")]  # fmt: skip
         except ValueError:
             raise ValueError(f"--tokens {args.tokens!r} must be integers") from None
         where = "--tokens"
@@ -114,23 +116,27 @@ def _tokens(args, config):
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(args.hf, local_files_only=True)
-            x = np.asarray(tokenizer(args.text)["input_ids"], np.int64)
+            xs = [np.asarray(tokenizer(args.text)["input_ids"], np.int64)]
         except (OSError, ValueError, TypeError) as error:
             raise ValueError(f"--text: the tokenizer in --hf {args.hf!r} cannot be read "
                              f"({error})") from None  # fmt: skip
         where = "--text"
     else:
-        x = np.random.default_rng(args.seed).integers(0, N_V, min(args.length, ell_max))
+        xs = [np.random.default_rng(args.seed).integers(0, N_V, min(args.length, ell_max))]
         where = "--length"
-    if x.size == 0:
-        raise ValueError(f"{where} gives no tokens")
-    if x.min() < 0 or x.max() >= N_V:
-        raise ValueError(f"{where} holds token ids outside [0, {N_V}) (the model's vocabulary)")
-    if x.size > ell_max:
-        raise ValueError(
-            f"{where} gives {x.size} tokens, more than the model's {ell_max} positions"
-        )
-    return x
+    for x in xs:
+        if x.size == 0:
+            raise ValueError(f"{where} gives no tokens" + (" in one of its ';'-separated "
+                             "sequences" if len(xs) > 1 else ""))  # fmt: skip
+        if x.min() < 0 or x.max() >= N_V:
+            raise ValueError(f"{where} holds token ids outside [0, {N_V}) (the model's vocabulary)")
+        if x.size > ell_max:
+            raise ValueError(f"{where} gives {x.size} tokens, more than the model's {ell_max} "
+                             "positions")  # fmt: skip
+    if args.cached and (len(xs) > 1 or xs[0].size < 2):
+        raise ValueError("--cached needs one sequence of at least 2 tokens (a prefix to cache "
+                         "and the step read through it)")  # fmt: skip
+    return xs
 
 
 def _model_class(spec: str):
@@ -186,23 +192,30 @@ def _load(args, config):
 def run(args) -> int:
     config = _config(args.hf)
     _check_options(args, config)
-    x = _tokens(args, config)
+    xs = _tokens(args, config)
     if args.model_class is not None:
         _model_class(args.model_class)  # importable, before the weights are read
-    from ..interop.compare import compare
+    from ..interop.compare import compare, compare_batch, compare_cached
     from ..interop.departures import inject
 
     model = _load(args, config)
     for name in args.inject or ():
         inject(model, name)
-    report = compare(model, x, float64=args.float64, tolerance=args.tolerance)
-    if args.json:
-        say(report.to_json())
+    options = {"float64": args.float64, "tolerance": args.tolerance}
+    if len(xs) > 1:
+        reports = compare_batch(model, xs, padding=args.padding, **options)
+    elif args.cached:
+        reports = [compare_cached(model, xs[0], **options)]
     else:
+        reports = [compare(model, xs[0], **options)]
+    if args.json:
+        data = [r.to_dict() for r in reports]
+        say(json.dumps(data[0] if len(data) == 1 else data, indent=1, ensure_ascii=False))
+    for report in reports if not args.json else ():
         say(f"{args.hf}: {report.model} against {report.algorithm}, {report.dtype}, "
-            f"{len(x)} tokens {x.tolist()}")  # fmt: skip
+            f"{len(report.tokens)} tokens {report.tokens}")  # fmt: skip
         say(report.table(all_rows=False, departing=args.all))
-    return DEPARTS if report.departs else 0
+    return DEPARTS if any(r.departs for r in reports) else 0
 
 
 def register(sub) -> None:
@@ -218,7 +231,8 @@ def register(sub) -> None:
     p.add_argument("--hf", metavar="DIR", required=True,
                    help="a local model directory (config.json and weights); nothing is downloaded")  # fmt: skip
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--tokens", metavar="IDS", help="token ids, e.g. '464 3290 318'")
+    source.add_argument("--tokens", metavar="IDS", help="token ids, e.g. '464 3290 318'; "
+                        "several sequences separated by ';' are compared as one padded batch")  # fmt: skip
     source.add_argument("--text", help="text, encoded with the directory's own tokenizer")
     p.add_argument("--length", type=int, default=8,
                    help="without --tokens/--text: this many random token ids (default %(default)s)")  # fmt: skip
@@ -234,6 +248,11 @@ def register(sub) -> None:
                    help="list every departing row, in execution order (default: the rows up to "
                    "a few past the first departure)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--padding", choices=("left", "right"), default="right",
+                   help="the side a batch of --tokens 'a b; c' is padded on (default %(default)s)")  # fmt: skip
+    p.add_argument("--cached", action="store_true",
+                   help="compare the last token read through the model's own KV cache (the "
+                   "model run on the others first) with the paper's last column")  # fmt: skip
     p.add_argument("--model-class", metavar="MODULE:CLASS",
                    help="load --hf with a model class of your own (module:Class or "
                    "path/to/file.py:Class), e.g. a modified GPT2LMHeadModel that save_pretrained "

@@ -107,7 +107,10 @@ def test_cli_healthy_float64_llama_exits_0(tmp_path, capsys):
         (["--tolerance", "-1"], r"--tolerance must be a finite number > 0, got -1\.0$"),
         (["--tokens", "1 99"], r"--tokens holds token ids outside \[0, 40\)"),
         (["--tokens", "1 x"], r"--tokens '1 x' must be integers"),
-        (["--tokens", " "], r"--tokens gives no tokens"),
+        (["--tokens", " "], r"--tokens gives no tokens$"),
+        (["--tokens", "1 2;"], r"--tokens gives no tokens in one of its ';'-separated sequences"),
+        (["--tokens", "1 2; 3", "--cached"], r"--cached needs one sequence of at least 2 tokens"),
+        (["--tokens", "1", "--cached"], r"--cached needs one sequence of at least 2 tokens"),
         (["--text", "hello"], r"--text needs the model's tokenizer, and --hf .* has none"),
         (["--inject", "pre-ln"], r"--inject pre-ln does not apply to this model \(gpt2\)"),
         (["--model-class", "nothing"], r"--model-class 'nothing' must be module:Class"),
@@ -159,3 +162,15 @@ def test_cli_missing_directory_and_damaged_weights(gpt2_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "GPT2LMHeadModel cannot load it" in err, err
     assert "unexpected" not in err and torch is not None
+
+
+def test_cli_padded_batch_and_cached_step(gpt2_dir, capsys):
+    batch = f"{TOKENS}; {' '.join(map(str, X[:4]))}"
+    assert main(["compare", "--hf", str(gpt2_dir), "--tokens", batch, "--padding", "left"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("EQUAL") == 2 and "(sequence 2 of 2, left padding)" in out
+    assert main(["compare", "--hf", str(gpt2_dir), "--tokens", batch, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["tokens"] for d in data] == [X.tolist(), X[:4].tolist()]
+    assert main(["compare", "--hf", str(gpt2_dir), "--tokens", TOKENS, "--cached"]) == 0
+    assert f"token {len(X)} through its cache of {len(X) - 1}" in capsys.readouterr().out
