@@ -79,6 +79,7 @@ from ..paper.inference import (
     sample_token,
     special_tokens,
     step_key,
+    tempered_distribution,
 )
 from ..paper.normalisation import EPS, layer_norm, layer_norm_columns
 
@@ -153,9 +154,10 @@ def _attend(W: MHAttentionParams, Q, Kt, Vt, Mask):
     ``Q`` (H, d_attn, n); ``Kt`` (H, T, d_attn); ``Vt`` (H, T, d_mid); ``Mask`` (T, n), True = may
     attend. Returns ``W_o [Y^1; …; Y^H] + b_o 1ᵀ`` of shape (d_out, n).
     """
-    S = jnp.einsum("hta,han->htn", Kt, Q)  # line 4: S = KᵀQ, (H, T, n)
-    A = jax.vmap(softmax, in_axes=(0, None))(S / math.sqrt(Q.shape[1]), Mask)  # lines 5-6
-    Y = jnp.einsum("htm,htn->hmn", Vt, A)  # line 6: V softmax(S/√d_attn), per head
+    S = jnp.einsum("hta,han->htn", Kt, Q)  # line 4 [h, :, :]: S = KᵀQ, (H, T, n)
+    S = jnp.where(Mask, S, -jnp.inf)  # line 5 [h, :, :]
+    A = jax.vmap(softmax)(S / math.sqrt(Q.shape[1]))  # line 6 (part: A) [h, :, :]
+    Y = jnp.einsum("htm,htn->hmn", Vt, A)  # line 6 [h, :, :]: V softmax(S/√d_attn), per head
     H, d_mid, n = Y.shape
     return W.W_o @ Y.reshape(H * d_mid, n) + W.b_o[:, None]  # Alg 5 lines 3-4
 
@@ -181,16 +183,17 @@ def _self_attention_column(W: MHAttentionParams, e, t, K_l, V_l):
     The same mathematics as :func:`_cached_self_attention` with n = 1, on vectors: XLA runs a
     matrix-vector product much faster than a matrix times a (d, 1) matrix on CPU.
     """
-    q = jnp.einsum("had,d->ha", W.W_q, e) + W.b_q  # Alg 3 line 1, every head
-    k = jnp.einsum("had,d->ha", W.W_k, e) + W.b_k  # line 2 for the new position t
-    v = jnp.einsum("hmd,d->hm", W.W_v, e) + W.b_v  # line 3 for the new position t
+    q = jnp.einsum("had,d->ha", W.W_q, e) + W.b_q  # Alg 3 line 1 [h, :], every head
+    k = jnp.einsum("had,d->ha", W.W_k, e) + W.b_k  # line 2 [h, :] for the new position t
+    v = jnp.einsum("hmd,d->hm", W.W_v, e) + W.b_v  # line 3 [h, :] for the new position t
     K_l = jax.lax.dynamic_update_slice_in_dim(K_l, k[:, None, :].astype(K_l.dtype), t, axis=1)
     V_l = jax.lax.dynamic_update_slice_in_dim(V_l, v[:, None, :].astype(V_l.dtype), t, axis=1)
     s = jnp.einsum("hta,ha->ht", K_l, q)  # qᵀk_t' for every cached position t'
     mask = causal_mask(jnp.arange(K_l.shape[1]), jnp.reshape(t, (1,)))[:, 0]  # [[t' ≤ t]]
-    alpha = jax.vmap(softmax, in_axes=(0, None))(s / math.sqrt(q.shape[1]), mask)  # line 4
-    y = jnp.einsum("ht,htm->hm", alpha, V_l)  # line 5: Σ_t' α_t' v_t', per head
-    return W.W_o @ y.reshape(-1) + W.b_o, K_l, V_l  # Alg 5 lines 3-4
+    alpha = jax.vmap(softmax, in_axes=(0, None))(s / math.sqrt(q.shape[1]), mask)  # line 4 [h, :]
+    y = jnp.einsum("ht,htm->hm", alpha, V_l)  # line 5 [h, :]: Σ_t' α_t' v_t', per head
+    out = W.W_o @ y.reshape(-1) + W.b_o  # Alg 5 lines 3-4
+    return out, K_l, V_l
 
 
 def _embed_at(tokens, start, theta):
@@ -239,7 +242,8 @@ def _d_block(tokens, start, theta, cache, activation, eps):
         K.append(K_l)
         V.append(V_l)
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
-    return unembedding_matrix(theta) @ X, KVCache(tuple(K), tuple(V))  # line 11, pre-softmax
+    logits = unembedding_matrix(theta) @ X  # line 11 (part: logits)
+    return logits, KVCache(tuple(K), tuple(V))
 
 
 def _d_column(token, t, theta, cache, activation, eps):
@@ -257,7 +261,8 @@ def _d_column(token, t, theta, cache, activation, eps):
         K.append(K_l)
         V.append(V_l)
     e = layer_norm(e, theta.gamma, theta.beta, eps)  # line 10
-    return unembedding_matrix(theta) @ e, KVCache(tuple(K), tuple(V))  # line 11, pre-softmax
+    logits = unembedding_matrix(theta) @ e  # line 11 (part: logits)
+    return logits, KVCache(tuple(K), tuple(V))
 
 
 def d_cached_logits(tokens, start, theta: DTransformerParams, cache: KVCache, *,
@@ -286,11 +291,15 @@ def _d_generate(theta, prompt, ell, key, n_steps, tau, activation, eps):
     out = jnp.zeros(theta.W_p.shape[1], jnp.int32)
 
     def step(i, carry):  # lines 2-6, one pass: sample y_i, then the next column of P
-        p, cache, out = carry
-        y = sample_token(step_key(key, i), p, tau)  # line 5
+        logits, cache, out = carry
+        p = softmax(logits)  # line 4: p, for the trace (unused: XLA drops it)  # noqa: F841
+        q = tempered_distribution(logits, tau)  # line 5 (part): q ∝ p^{1/τ}  # noqa: F841
+        y = sample_token(step_key(key, i), logits, tau)  # line 5
         out = out.at[i].set(y)  # line 6
-        p, cache = _d_column(y, ell + i, theta, cache, activation, eps)  # lines 3-4
-        return p, cache, out
+        logits, cache = _d_column(
+            y, ell + i, theta, cache, activation, eps
+        )  # line 3 (part: logits)
+        return logits, cache, out
 
     p, cache, out = jax.lax.fori_loop(0, n_steps - 1, step, (p, cache, out))
     y = sample_token(step_key(key, n_steps - 1), p, tau)  # the last token is never fed back
@@ -453,7 +462,8 @@ def _ed_block(tokens, start, theta, cache, cross, eps, activation=relu):
         X = layer_norm_columns(X, layer.gamma5, layer.beta5, eps)  # line 19
         K.append(K_l)
         V.append(V_l)
-    return unembedding_matrix(theta) @ X, KVCache(tuple(K), tuple(V))  # line 21, pre-softmax
+    logits = unembedding_matrix(theta) @ X  # line 21 (part: logits)
+    return logits, KVCache(tuple(K), tuple(V))
 
 
 def ed_cached_logits(tokens, start, theta: EDTransformerParams, cache: KVCache,
@@ -493,19 +503,23 @@ def _ed_generate(theta, z, ell_z, key, max_length, tau, activation, eps):
     cross = ed_cross_cache(Z, theta, valid)  # cross-attention K, V once
     out = jnp.zeros(ell_max + 1, jnp.int32).at[0].set(tokens["bos_token"])  # line 1
 
-    def more(carry):  # line 3 (while y ≠ eos) and the length guard
+    def more(carry):  # Alg 15's `while y ≠ eos`, and the length guard
         i, _, _, done = carry
         return jnp.logical_not(done) & (i + 1 < max_length)
 
     def step(carry):  # lines 3-7, one pass: x̂ has i + 1 tokens; feed x̂[i] at i, sample x̂[i+1]
         i, cache, out, _ = carry
         token = jax.lax.dynamic_slice_in_dim(out, i, 1)
-        logits, cache = _ed_block(token, i, theta, cache, cross, eps, activation)  # lines 4-5
+        logits, cache = _ed_block(
+            token, i, theta, cache, cross, eps, activation
+        )  # line 4 (part: logits)
+        p = softmax(logits[:, 0])  # lines 4-5: p, for the trace (unused)  # noqa: F841
+        q = tempered_distribution(logits[:, 0], tau)  # line 6 (part)  # noqa: F841
         y = sample_token(step_key(key, i), logits[:, 0], tau)  # line 6
         out = out.at[i + 1].set(y)  # line 7
         return i + 1, cache, out, y == tokens["eos_token"]
 
-    carry = (jnp.int32(0), init_kv_cache(theta), out, jnp.bool_(False))  # line 2: y ≠ eos
+    carry = (jnp.int32(0), init_kv_cache(theta), out, jnp.bool_(False))  # (i, cache, x̂, y = eos)
     i, _, out, _ = jax.lax.while_loop(more, step, carry)
     return out, i + 1
 

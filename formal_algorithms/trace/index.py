@@ -143,9 +143,10 @@ def line_index(filenames) -> dict:
     for filename in filenames:
         module = pathlib.Path(filename).stem
         for index in index_file(str(filename)).values():
-            for stmt in index.statements:
-                for algorithm in (stmt.algorithm,) if stmt.algorithm else index.static:
-                    for line in stmt.lines:
+            tagged = [(stmt.algorithm, stmt.lines) for stmt in index.statements]
+            for own, lines in [*tagged, (None, index.def_lines)]:  # a loop body's `def` too
+                for algorithm in (own,) if own else index.static:
+                    for line in lines:
                         names = table.setdefault((algorithm, line), [])
                         if f"{module}.{index.name}" not in names:
                             names.append(f"{module}.{index.name}")
@@ -221,7 +222,12 @@ def _index_function(node, comments, full_line, source_lines, filename):
     for stmt in _statements(node.body):
         end = _header_end(stmt)
         found = _comment_lines(stmt.lineno, end, comments, full_line)
-        if found is None and default and isinstance(stmt, ast.Return):
+        if (
+            found is None
+            and default
+            and isinstance(stmt, ast.Return)
+            and not isinstance(stmt.value, ast.Tuple)
+        ):  # a returned tuple (a loop body's carry) is no paper value
             found = default
         if found is None:
             continue

@@ -145,7 +145,9 @@ class Recorder:
             if site is not None:
                 prefix.append(_Segment(_label(site.lines), {**carry, **fixed}, new_vector))
                 vector = vector + new_vector
-            prefix.append(_Segment(pseudocode.label(own), {}, ()))
+                prefix.append(_Segment(pseudocode.label(own), {}, ()))
+            else:  # called from a statement without a tag: its loop indices stay with the call
+                prefix.append(_Segment(pseudocode.label(own), {**carry, **fixed}, ()))
             carry = {}
         elif new_vector:  # a helper that vectorises a loop: its call site shows
             prefix.append(_Segment(_label(site.lines), {**carry, **fixed}, new_vector))
@@ -164,7 +166,35 @@ class Recorder:
                 )
                 parent.calls[key] = parent.calls.get(key, 0) + 1
                 carry[var] = parent.calls[key]
-        return _Frame(index, algorithm, prefix, vector, carry)
+        state = _Frame(index, algorithm, prefix, vector, carry)
+        for n in index.def_lines:  # each pass is the loop line's value, as a `for` records it
+            var = pseudocode.loop_variable(algorithm, n)
+            if var and algorithm is not None:
+                self._record_pass(state, n, var)
+        return state
+
+    def _record_pass(self, state, line, var):
+        indices = {}
+        for segment in state.prefix:
+            indices.update(segment.fixed)
+        indices.update(state.carry)
+        path = [
+            _with_indices(
+                seg.text, {k: indices[k] for k in (*seg.fixed, *seg.vector) if k in indices}
+            )
+            for seg in state.prefix
+        ]
+        path.append(_with_indices(_label((line,)), {var: state.carry[var]}))
+        first = state.index.statements[0].start if state.index.statements else 0
+        self.records.append(
+            Record(
+                algorithm=state.algorithm, line=line, lines=(line,), indices=indices,
+                path=" › ".join(path), value=state.carry[var],
+                pseudocode=pseudocode.text(state.algorithm, (line,)), name=var,
+                function=state.index.name, code=f"def {state.index.name}(…)  # one pass",
+                source=f"{state.index.filename}:{first}",
+            )
+        )  # fmt: skip
 
     def _local(self, frame, event, arg):
         state = self.frames.get(id(frame))
@@ -249,13 +279,16 @@ class Recorder:
             values = [frame.f_locals.get(n, _MISSING) for n in names]
             if any(v is _MISSING for v in values):
                 return
-            if len(names) > 1 and len(names) == len(stmt.lines) and stmt.part is None:
+            if stmt.part and stmt.part in names:  # `logits, cache = …  # line 3 (part: logits)`
+                value, name = values[names.index(stmt.part)], stmt.part
+            elif len(names) > 1 and len(names) == len(stmt.lines) and stmt.part is None:
                 # `Q, K, V = …  # lines 1-3`: each variable is its own line's value
                 for n, line in zip(names, stmt.lines, strict=True):
                     self._finish(state, frame, stmt._replace(target=n, lines=(line,)), _MISSING)
                 return
-            value = values[0] if len(values) == 1 else tuple(values)
-            name = stmt.part or stmt.target
+            else:
+                value = values[0] if len(values) == 1 else tuple(values)
+                name = stmt.part or stmt.target
         else:
             value, name = None, ""
         algorithm = stmt.algorithm or state.algorithm

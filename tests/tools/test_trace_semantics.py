@@ -97,6 +97,8 @@ def _runs():
         ),  # fmt: skip
         "linear attention": (la.mh_causal_linear_attention, X, W2),
         "Llama": (llama.llama_logits, x, lt),
+        "cached Algorithm 14": (fa.d_inference_cached, x, d, KEY, dict(ell_gen=3)),
+        "cached Algorithm 15": (fa.ed_inference_cached, x, ed, KEY, dict(max_length=3)),
     }
 
 
