@@ -491,3 +491,30 @@ def test_float32_rounding_sentence_in_a_float64_run_only():
     assert (report.first.algorithm, report.first.line) == (10, 5)
     assert report.evidence and "float32 rounding size in a float64 run" in report.evidence[0]
     assert not compare(model, X).departs
+
+
+def _bert_mask_hole(module, args, kwargs):
+    hidden = kwargs.get("hidden_states", args[0] if args else None)
+    T = hidden.shape[1]
+    mask = torch.zeros(1, 1, T, T, dtype=hidden.dtype)
+    mask[..., 4, 1] = torch.finfo(hidden.dtype).min  # query 5 may not see key 2
+    kwargs["attention_mask"] = mask
+    return args, kwargs
+
+
+def test_zero_weights_without_a_mask_and_an_unscaled_softmax_are_named():
+    model = bert()
+    model.bert.encoder.layer[0].attention.self.register_forward_pre_hook(
+        _bert_mask_hole, with_kwargs=True
+    )
+    report = compare(model, X)
+    assert (report.first.algorithm, report.first.line, report.first.tag) == (4, 6, "A")
+    assert report.evidence == [
+        "heads 1, 2: the model gives weight 0 at 1 entry where the paper's attention has no mask"
+    ]
+    model = gpt2()
+    model.transformer.h[0].attn.scaling = 1.0  # no scale at all
+    evidence = compare(model, X).evidence
+    assert evidence == [
+        "heads 1, 2: the model's weights are softmax(S / 1); the paper divides by √d_attn = 2.828"
+    ], evidence

@@ -135,7 +135,8 @@ def _mask_evidence(ctx, h, A, mask):
         causal = np.array_equal(zero, ~np.triu(np.ones(A.shape, bool)))
         return (f"head {h}: the model gives weight 0 " + ("exactly where t_z > t_x: a causal "
                 "mask where the paper's attention here has none (Mask ≡ 1)" if causal else
-                f"at {int(zero.sum())} entries where the paper's attention has no mask"))  # fmt: skip
+                f"at {int(zero.sum())} entr{'y' if zero.sum() == 1 else 'ies'} where the paper's "
+                "attention has no mask"))  # fmt: skip
     leak = (A > 1e-12) & ~mask
     if leak.any():
         ctx.hit.add("mask")
