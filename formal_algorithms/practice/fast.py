@@ -105,20 +105,19 @@ def mh_attention_columns(X, Z, W: MHAttentionParams, Mask, B: int):
     ell_x, ell_z = X.shape[1] // B, Z.shape[1] // B
     H, d_attn, d_x = W.W_q.shape
     flat = lambda *Ms: jnp.concatenate([M.reshape(M.shape[0] * M.shape[1], -1) for M in Ms])  # noqa: E731
-    if Z is X:  # lines 1-3 as one product: [W_q; W_k; W_v] X + [b_q; b_k; b_v] 1ᵀ
+    if Z is X:  # Lines 1-3 as one product: [W_q; W_k; W_v] X + [b_q; b_k; b_v] 1ᵀ
         QKV = flat(W.W_q, W.W_k, W.W_v) @ X + flat(W.b_q, W.b_k, W.b_v)
         Q, K, V = jnp.split(QKV, [H * d_attn, 2 * H * d_attn])
-    else:  # line 1 on X; lines 2-3 as one product on Z
+    else:  # Line 1 on X; lines 2-3 as one product on Z
         Q = flat(W.W_q) @ X + flat(W.b_q)
         K, V = jnp.split(flat(W.W_k, W.W_v) @ Z + flat(W.b_k, W.b_v), [H * d_attn])
-    Q = Q.reshape(H, d_attn, B, ell_x)
-    K, V = (M.reshape(H, -1, B, ell_z) for M in (K, V))
-    S = jnp.einsum("hdbz,hdbx->hbzx", K, Q) / math.sqrt(d_attn)  # line 4, per head and sequence
-    if Mask is None:
-        Mask = jnp.ones((ell_z, ell_x), bool)
-    per_sequence = jax.vmap(softmax, (0, 0 if Mask.ndim == 3 else None))  # over b
-    A = jax.vmap(per_sequence, (0, None))(S, Mask)  # line 5, over h
-    Y = jnp.einsum("hmbz,hbzx->hmbx", V, A)  # line 6: V A
+    Q = Q.reshape(H, d_attn, B, ell_x)  # Alg 4 line 1 [h, :, b, :]
+    K, V = (M.reshape(H, -1, B, ell_z) for M in (K, V))  # Alg 4 lines 2-3 [h, :, b, :]
+    S = jnp.einsum("hdbz,hdbx->hbzx", K, Q)  # Alg 4 line 4 [h, b, :, :]: per head and sequence
+    if Mask is not None:  # (ℓ_z, ℓ_x) or (B, ℓ_z, ℓ_x), against S's (H, B, ℓ_z, ℓ_x)
+        S = jnp.where(jnp.asarray(Mask, bool), S, -jnp.inf)  # Alg 4 line 5 [h, b, :, :]
+    A = jax.vmap(jax.vmap(softmax))(S / math.sqrt(d_attn))  # Alg 4 line 6 (part: A) [h, b, :, :]
+    Y = jnp.einsum("hmbz,hbzx->hmbx", V, A)  # Alg 4 line 6 [h, :, b, :]: V A
     return W.W_o @ Y.reshape(-1, X.shape[1]) + W.b_o[:, None]  # Alg 5 lines 3-4
 
 
@@ -134,12 +133,12 @@ def _d_logits_columns(xs, theta: DTransformerParams, activation, eps, scan=False
         return pre_ln_layer(X, params, Mask, activation, eps, attention=attend), None
 
     if scan:
-        X, _ = jax.lax.scan(layer, X, stack_layers(theta.layers))  # line 4: for l = 1..L
+        X = jax.lax.scan(layer, X, stack_layers(theta.layers))[0]  # lines 4-9, scanned over l
     else:
         for params in theta.layers:  # line 4
             X, _ = layer(X, params)
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
-    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell)  # line 11 (part: logits)
+    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell)  # line 11 (part: logits) [:, b, :]
 
 
 def _check_batches(algorithm, theta, **batches):
@@ -187,7 +186,7 @@ def _e_logits_columns(xs, valid, theta: ETransformerParams, activation, eps):
         X = post_ln_layer(X, layer, Mask, activation, eps, attention=attend)  # lines 5-8
     X = activation(theta.W_f @ X + theta.b_f[:, None])  # line 10
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 11
-    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell)  # line 12 (part: logits)
+    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell)  # line 12 (part: logits) [:, b, :]
 
 
 def e_transformer_logits_batch(xs, theta: ETransformerParams, *, valid=None, activation=gelu, eps=EPS):  # fmt: skip
@@ -237,7 +236,7 @@ def _ed_logits_columns(zs, z_valid, xs, theta: EDTransformerParams, activation, 
 
     for layer in theta.dec:  # line 13
         X = ed_decoder_layer(X, Z, layer, Mask, activation, eps, cross_Mask, attention=attend)
-    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell_x)  # line 21 (part: logits)
+    return (unembedding_matrix(theta) @ X).reshape(-1, B, ell_x)  # line 21 (part: logits) [:, b, :]
 
 
 def ed_transformer_logits_batch(zs, xs, theta: EDTransformerParams, *, z_valid=None, activation=relu, eps=EPS):  # fmt: skip

@@ -13,6 +13,7 @@ import pytest
 import formal_algorithms as fa
 from formal_algorithms.families import llama
 from formal_algorithms.paper import pseudocode
+from formal_algorithms.practice import fast
 from formal_algorithms.trace import trace
 from formal_algorithms.trace.index import tag_problems
 from formal_algorithms.trace.recorder import Record
@@ -40,6 +41,7 @@ def _runs():
         fa.unidirectional_mask(5),
     )
     lt = llama.init_llama(KEY, N_V=11, L=2, H=4, G=2, d_e=8, d_mlp=12, dtype=jnp.float64)
+    xs = jnp.asarray([[1, 2, 3], [4, 5, 6]])
     return {
         "Algorithm 1": (fa.token_embedding, 2, d.W_e),
         "Algorithm 2": (fa.positional_embedding, 1, d.W_p),
@@ -97,6 +99,10 @@ def _runs():
         ),  # fmt: skip
         "linear attention": (la.mh_causal_linear_attention, X, W2),
         "Llama": (llama.llama_logits, x, lt),
+        "fast: d scan": (fast.d_transformer_logits_scan, x, d),
+        "fast: d batch": (fast.d_transformer_logits_batch, xs, d),
+        "fast: e batch": (fast.e_transformer_logits_batch, xs, e),
+        "fast: ed batch": (fast.ed_transformer_logits_batch, xs, xs, ed),
         "cached Algorithm 14": (fa.d_inference_cached, x, d, KEY, dict(ell_gen=3)),
         "cached Algorithm 15": (fa.ed_inference_cached, x, ed, KEY, dict(max_length=3)),
     }
