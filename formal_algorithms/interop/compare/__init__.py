@@ -131,6 +131,7 @@ def comparison(family, model_name, tolerance, *, captured=None, last_column=Fals
     exposed, extra = family.run() if captured is None else captured
     paper_list = paper_values(records, family.algorithm, family.final_line)
     if last_column:
+        family.full_paper = {k: np.asarray(rec.value, np.float64) for k, rec, _ in paper_list}
         paper_list = [(k, rec._replace(value=_last(rec.value)), lines)
                       for k, rec, lines in paper_list]  # fmt: skip
     paper = {k: np.asarray(rec.value, np.float64) for k, rec, _ in paper_list}

@@ -86,6 +86,8 @@ ATTENTION = [
           "does not have", "rope-scaling", _rope),
     Cause("RoPE's position offset: queries and keys rotated by positions that do not match "
           "(a cache position off by one)", "rope-offset", _rope),
+    Cause("keys cached before RoPE and rotated by the step's position when read",
+          "rope-cache", lambda f: _rope(f) and hasattr(f, "full_paper")),
     Cause("key/value grouping order: query head h reading set (h − 1) mod G (tiled) instead of "
           "⌊(h − 1)·G/H⌋ (repeated per group)", "kv-order", _gqa),
 ]  # fmt: skip

@@ -52,18 +52,25 @@ class _Heads:
     def _per_head(self, line):
         ctx, out = self.ctx, []
         k = ctx.key
+        full = getattr(ctx.family, "full_paper", {})  # a cached step: every key the step reads
         for h in range(1, self.H + 1):
             at = key(k.top, k.site, 4, line, **_l(k), h=h)
             value = ctx.model(at)
+            if line == 2 and at in full and (value is None or value.shape != full[at].shape):
+                value = full[at]  # the model exposes only the step's new key: the paper's others
             out.append(value if value is not None else ctx.paper.get(at))
         return None if any(a is None for a in out) else out
 
-    def scores(self, q, k, *, base=None, q_shift=0, scale=1.0):
+    def scores(self, q, k, *, base=None, q_shift=0, scale=1.0, keys_at_step=False):
+        """Kᵀ Q, rotated for a RoPE family: the queries are the last columns of the keys'
+        positions 0 … n_k − 1 (all of them, or a cached step's one)."""
         if self.rope:
             base = self.base if base is None else base
             n_q, n_k = q.shape[1], k.shape[1]
-            q = rope_np(q, (np.arange(n_q) + q_shift) / scale, base)
-            k = rope_np(k, np.arange(n_k) / scale, base)
+            q_at = np.arange(n_k - n_q, n_k) + q_shift
+            k_at = np.full(n_k, n_k - 1) if keys_at_step else np.arange(n_k)
+            q = rope_np(q, q_at / scale, base)
+            k = rope_np(k, k_at / scale, base)
         return k.T @ q
 
 
@@ -242,6 +249,9 @@ def _rope(ctx, heads, h, A, mask, q, k):
     tries += [("rope-offset", dict(q_shift=o), f"RoPE with the queries' positions {o:+d} "
                "relative to the keys' (an offset, e.g. a cache position off by one)")
               for o in ROPE_OFFSETS]  # fmt: skip
+    if q.shape[1] < k.shape[1]:  # a cached step
+        tries.append(("rope-cache", dict(keys_at_step=True), "RoPE with every cached key rotated "
+                      "by the step's position (keys cached before RoPE, rotated when read)"))  # fmt: skip
     for check, options, text in tries:
         ctx.ran.add(check)
         if close(A, softmax_masked(heads.scores(q, k, **options) / math.sqrt(d), mask), ctx.tol):
