@@ -5,7 +5,7 @@ the paper's algorithm; departures that show only there are located and named."""
 import numpy as np
 import pytest
 import torch
-from test_compare import X, gpt2, llama, transformer
+from test_compare import X, bert, gpt2, llama, transformer
 
 from formal_algorithms.interop.compare import compare, compare_batch, compare_cached
 from formal_algorithms.interop.departures import inject
@@ -13,7 +13,7 @@ from formal_algorithms.interop.departures import inject
 SEQUENCES = [X, X[:5], X[2:8]]  # lengths 9, 5, 6: two of them padded
 
 
-@pytest.mark.parametrize("make", [gpt2, llama], ids=["gpt2", "llama"])
+@pytest.mark.parametrize("make", [gpt2, bert, llama], ids=["gpt2", "bert", "llama"])
 @pytest.mark.parametrize("padding", ["left", "right"])
 def test_a_padded_batch_of_a_healthy_model_is_equal(make, padding):
     reports = compare_batch(make(), SEQUENCES, padding=padding)
