@@ -214,7 +214,9 @@ def run(args) -> int:
     for report in reports if not args.json else ():
         say(f"{args.hf}: {report.model} against {report.algorithm}, {report.dtype}, "
             f"{len(report.tokens)} tokens {report.tokens}")  # fmt: skip
-        say(report.table(all_rows=False, departing=args.all))
+        text = report.table(all_rows=False, departing=args.all)
+        say(text.replace("(departing=True lists them)", "(--all lists them)")
+            .replace("needs a float64 run.", "needs --float64."))  # fmt: skip
     return DEPARTS if any(r.departs for r in reports) else 0
 
 

@@ -40,7 +40,7 @@ def tolerance_note(dtype: str, tol: float) -> str:
         f"grows with the width d_e and the depth L; the bound is 2e-5 · √(d_e · L / 32) = "
         f"{tol:.2g} here, ~30× the largest error measured (6e-7 on the test models, 1.1e-5 on "
         "SmolLM2-135M). A smaller departure (a hard-coded ε = 1e-6 where the configuration says "
-        "1e-5) needs float64=True (CLI: --float64)."
+        "1e-5) needs a float64 run."
     )
 
 
@@ -113,7 +113,7 @@ class Report:
             lines.append(f"({len(self.not_exposed)} traced values have no counterpart among the "
                          "model's modules, e.g. Algorithm 4's S: report.not_exposed)")  # fmt: skip
         elif rows and len(rows) < len(self.rows) and not departing:
-            lines.append(f"... {len(self.rows) - len(rows)} more rows (all_rows=True, CLI --all)")
+            lines.append(f"... {len(self.rows) - len(rows)} more rows (all_rows=True)")
         if rows:
             lines.append("")
         note = f"tolerance: {self.tolerance:.2g} × max(1, max |paper|) per line; "
@@ -148,7 +148,7 @@ class Report:
             100, subsequent_indent="  ",
         )  # fmt: skip
         n = len(self.departing)
-        lines.append(f"{n} of {len(self.rows)} rows depart (CLI --all lists them)")
+        lines.append(f"{n} of {len(self.rows)} rows depart (departing=True lists them)")
         for title, items, mark in (("likely causes for this kind of line:", self.causes, "-"),
                                    ("ruled out by the checks below:", self.ruled_out, "-"),
                                    ("evidence:", self.evidence, "*")):  # fmt: skip
