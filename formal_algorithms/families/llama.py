@@ -233,18 +233,19 @@ def _cached_attention(W: MHAttentionParams, X, start, K_l, V_l, rope_base):
     d_e, n = X.shape
     pos = start + jnp.arange(n)
     rot = jax.vmap(rope, in_axes=(0, None, None))  # RoPE for every head's (d_attn, n) block
-    Q = rot(jnp.einsum("had,dn->han", W.W_q, X), pos, rope_base)  # Alg 4 line 1, rotated
-    K = rot(jnp.einsum("gad,dn->gan", W.W_k, X), pos, rope_base)  # line 2, rotated
-    V = jnp.einsum("gmd,dn->gmn", W.W_v, X)  # line 3
+    Q = rot(jnp.einsum("had,dn->han", W.W_q, X), pos, rope_base)  # Alg 4 line 1 [h, :, :], rotated
+    K = rot(jnp.einsum("gad,dn->gan", W.W_k, X), pos, rope_base)  # K per key/value set g, rotated
+    V = jnp.einsum("gmd,dn->gmn", W.W_v, X)  # V per key/value set g
     K_l = jax.lax.dynamic_update_slice_in_dim(K_l, K.transpose(0, 2, 1).astype(K_l.dtype), start, 1)
     V_l = jax.lax.dynamic_update_slice_in_dim(V_l, V.transpose(0, 2, 1).astype(V_l.dtype), start, 1)
     d_attn = Q.shape[1]
     Q = Q.reshape(G, H // G, d_attn, n)  # head h = g · H/G + r uses key/value set g
-    S = jnp.einsum("gta,gran->tgrn", K_l, Q) / math.sqrt(d_attn)  # line 4, context axis first
+    S = jnp.einsum("gta,gran->tgrn", K_l, Q) / math.sqrt(d_attn)  # S/√d_attn, context axis first
     Mask = causal_mask(jnp.arange(K_l.shape[1]), pos)[:, None, None, :]  # [[t_z ≤ t_x]]
-    A = column_softmax(S, Mask)  # lines 5-6: softmax over the context
-    Y = jnp.einsum("gtm,tgrn->grmn", V_l, A.astype(V_l.dtype))  # line 6, every head
-    return W.W_o @ Y.reshape(-1, n), K_l, V_l  # Alg 5 lines 3-4 (bias-free)
+    A = column_softmax(S, Mask)  # the weights, softmax over the context
+    Y = jnp.einsum("gtm,tgrn->grmn", V_l, A.astype(V_l.dtype))  # V A, every head
+    out = W.W_o @ Y.reshape(-1, n)  # Alg 5 lines 3-4 (bias-free)
+    return out, K_l, V_l
 
 
 def column_softmax(S, Mask):
@@ -265,12 +266,14 @@ def _cached_block(tokens, start, stacked: LlamaLayer, E, gamma, W_u, cache, rope
         A, K_l, V_l = _cached_attention(layer.W, X_tilde, start, K_l, V_l, rope_base)
         X = X + A  # line 6
         X_tilde = rms_norm_columns(X, layer.gamma2, eps)  # line 7
-        X = X + gated_mlp(X_tilde, layer.W_gate, None, layer.W_up, None, layer.W_down, None)  # 8
+        # line 8
+        X = X + gated_mlp(X_tilde, layer.W_gate, None, layer.W_up, None, layer.W_down, None)
         return X, (K_l, V_l)
 
-    X, (K, V) = jax.lax.scan(layer_step, X, (stacked, cache.K, cache.V))  # line 4
+    X, (K, V) = jax.lax.scan(layer_step, X, (stacked, cache.K, cache.V))  # lines 4-9
     X = rms_norm_columns(X, gamma, eps)  # line 10
-    return W_u @ X, LlamaCache(K, V)  # line 11 (part: logits)
+    logits = W_u @ X  # line 11 (part: logits)
+    return logits, LlamaCache(K, V)
 
 
 class FusedLayer(NamedTuple):
@@ -307,17 +310,17 @@ def _cached_column(token, t, stacked: LlamaLayer, E, gamma, W_u, cache, rope_bas
         H, G = W.W_q.shape[0], W.W_k.shape[0]
         e_tilde = rms_norm(e, layer.gamma1, eps)  # line 5
         ts = jnp.full((H,), t)
-        q = rope(jnp.einsum("had,d->ah", W.W_q, e_tilde), ts, rope_base)  # Alg 3 line 1, rotated
-        k = rope(jnp.einsum("gad,d->ag", W.W_k, e_tilde), ts[:G], rope_base)  # line 2, rotated
-        v = jnp.einsum("gmd,d->gm", W.W_v, e_tilde)  # line 3
+        q = rope(jnp.einsum("had,d->ah", W.W_q, e_tilde), ts, rope_base)  # Alg 3 line 1 [:, h]
+        k = rope(jnp.einsum("gad,d->ag", W.W_k, e_tilde), ts[:G], rope_base)  # k_t per set g
+        v = jnp.einsum("gmd,d->gm", W.W_v, e_tilde)  # v_t per key/value set g
         K_l = jax.lax.dynamic_update_slice_in_dim(K_l, k.T[:, None].astype(K_l.dtype), t, 1)
         V_l = jax.lax.dynamic_update_slice_in_dim(V_l, v[:, None].astype(V_l.dtype), t, 1)
         d_attn = q.shape[0]
         q = q.T.reshape(G, H // G, d_attn)
         s = jnp.einsum("gta,gra->tgr", K_l, q) / math.sqrt(d_attn)  # qᵀk_t' for cached t'
         mask = (jnp.arange(K_l.shape[1]) <= t)[:, None, None]  # [[t' ≤ t]]
-        alpha = column_softmax(s, mask)  # line 4
-        y = jnp.einsum("tgr,gtm->grm", alpha.astype(V_l.dtype), V_l)  # line 5, every head
+        alpha = column_softmax(s, mask)  # α over the cached positions, (t, g, r)
+        y = jnp.einsum("tgr,gtm->grm", alpha.astype(V_l.dtype), V_l)  # Σ_t α_t v_t, every head
         e = e + W.W_o @ y.reshape(-1)  # line 6 (Alg 5 lines 3-4)
         e_tilde = rms_norm(e, layer.gamma2, eps)  # line 7
         e = e + layer.W_down @ (silu(layer.W_gate @ e_tilde) * (layer.W_up @ e_tilde))  # line 8
@@ -328,19 +331,19 @@ def _cached_column(token, t, stacked: LlamaLayer, E, gamma, W_u, cache, rope_bas
         G, d_attn = K_l.shape[0], K_l.shape[2]
         H = layer.W_o.shape[1] // d_attn
         e_tilde = rms_norm(e, layer.gamma1, eps)  # line 5
-        qkv = layer.W_qkv @ e_tilde  # Alg 3 lines 1-3 for every head and key/value set at once
+        qkv = layer.W_qkv @ e_tilde  # Algorithm 3's lines 1-3, every head and set at once
         q = qkv[: H * d_attn].reshape(H, d_attn).T
         k = qkv[H * d_attn : (H + G) * d_attn].reshape(G, d_attn).T
         v = qkv[(H + G) * d_attn :].reshape(G, -1)
-        q = rope(q, jnp.full((H,), t), rope_base)  # line 1, rotated
-        k = rope(k, jnp.full((G,), t), rope_base)  # line 2, rotated
+        q = rope(q, jnp.full((H,), t), rope_base)  # Alg 3 line 1 [:, h], rotated
+        k = rope(k, jnp.full((G,), t), rope_base)  # k_t per key/value set g, rotated
         K_l = jax.lax.dynamic_update_slice_in_dim(K_l, k.T[:, None].astype(K_l.dtype), t, 1)
         V_l = jax.lax.dynamic_update_slice_in_dim(V_l, v[:, None].astype(V_l.dtype), t, 1)
         q = q.T.reshape(G, H // G, d_attn)
         s = jnp.einsum("gta,gra->tgr", K_l, q) / math.sqrt(d_attn)  # qᵀk_t' for cached t'
         mask = (jnp.arange(K_l.shape[1]) <= t)[:, None, None]  # [[t' ≤ t]]
-        alpha = column_softmax(s, mask)  # line 4
-        y = jnp.einsum("tgr,gtm->grm", alpha.astype(V_l.dtype), V_l)  # line 5, every head
+        alpha = column_softmax(s, mask)  # α over the cached positions, (t, g, r)
+        y = jnp.einsum("tgr,gtm->grm", alpha.astype(V_l.dtype), V_l)  # Σ_t α_t v_t, every head
         e = e + layer.W_o @ y.reshape(-1)  # line 6 (Alg 5 lines 3-4)
         e_tilde = rms_norm(e, layer.gamma2, eps)  # line 7
         gu = layer.W_gu @ e_tilde  # W_gate e and W_up e at once
@@ -357,9 +360,10 @@ def _cached_column(token, t, stacked: LlamaLayer, E, gamma, W_u, cache, rope_bas
             V.append(V_l)
         K, V = jnp.stack(K), jnp.stack(V)
     else:
-        e, (K, V) = jax.lax.scan(layer_step, e, (stacked, cache.K, cache.V))  # line 4
+        e, (K, V) = jax.lax.scan(layer_step, e, (stacked, cache.K, cache.V))  # lines 4-9
     e = rms_norm(e, gamma, eps)  # line 10
-    return W_u @ e, LlamaCache(K, V)  # line 11 (part: logits)
+    logits = W_u @ e  # line 11 (part: logits)
+    return logits, LlamaCache(K, V)
 
 
 @functools.partial(jax.jit, static_argnames=("rope_base", "eps"))

@@ -309,7 +309,8 @@ def tag_problems(filenames) -> list[str]:
                 where = f"{filename}:{stmt.start} ({index.name})"
                 if stmt.part == "" and stmt.kind == "return":
                     out.append(f"{where}: a returned part needs a name: (part: name)")
-                algorithms = (stmt.algorithm,) if stmt.algorithm else index.static
+                own = stmt.algorithm or index.algorithm  # what the recorder will name
+                algorithms = (own,) if own else index.static
                 for algorithm in algorithms:
                     missing = [n for n in stmt.lines if n not in PSEUDOCODE.get(algorithm, {})]
                     if missing:

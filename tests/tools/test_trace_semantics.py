@@ -5,6 +5,8 @@ to catch. The ``# line`` tags of the whole package are checked too (issue 26).""
 
 from __future__ import annotations
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -105,6 +107,14 @@ def _runs():
         "fast: ed batch": (fast.ed_transformer_logits_batch, xs, xs, ed),
         "cached Algorithm 14": (fa.d_inference_cached, x, d, KEY, dict(ell_gen=3)),
         "cached Algorithm 15": (fa.ed_inference_cached, x, ed, KEY, dict(max_length=3)),
+        "cached Llama": (
+            lambda t: llama.llama_cached_logits(x, 0, t, llama.init_llama_cache(t, 8)),
+            lt,
+        ),  # fmt: skip
+        "cached Llama column": (
+            lambda t: llama.llama_cached_logits(x[:1], 0, t, llama.init_llama_cache(t, 8)),
+            lt,
+        ),  # fmt: skip
     }
 
 
@@ -163,6 +173,11 @@ def test_the_table_covers_every_line_that_names_a_value():
             assert (declared is None) == (text == "end"), (algorithm, line, text)
             if declared is not None:
                 assert declared.kind in pseudocode.KINDS
+
+
+def test_every_line_tag_in_the_package_parses_and_names_a_line_of_its_algorithm():
+    root = pathlib.Path(fa.__file__).parent
+    assert tag_problems(sorted(root.rglob("*.py"))) == []
 
 
 def test_the_tag_check_fails_on_a_malformed_tag_and_on_a_line_the_paper_lacks(tmp_path):
