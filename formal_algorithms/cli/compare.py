@@ -81,12 +81,16 @@ def _limits(config: dict):
     return int(config["vocab_size"]), int(positions)
 
 
-def _check_options(args, config) -> None:
-    """Every option, before the model is loaded."""
+def _check_numbers(args) -> None:
+    """The options that need nothing else, before the directory is read."""
     if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance > 0):
         raise ValueError(f"--tolerance must be a finite number > 0, got {args.tolerance}")
     if args.length < 1:
         raise ValueError(f"--length must be at least 1, got {args.length}")
+
+
+def _check_options(args, config) -> None:
+    """Every option that needs the directory's configuration, before the model is loaded."""
     for name in args.inject or ():
         from ..interop.departures import DEPARTURES
 
@@ -190,6 +194,7 @@ def _load(args, config):
 
 
 def run(args) -> int:
+    _check_numbers(args)
     config = _config(args.hf)
     _check_options(args, config)
     xs = _tokens(args, config)

@@ -153,6 +153,8 @@ def test_cli_bad_directories_before_any_load(tmp_path, capsys, no_load, config, 
 def test_cli_missing_directory_and_damaged_weights(gpt2_dir, tmp_path, capsys):
     assert main(["compare", "--hf", str(tmp_path / "missing")]) == 1
     assert "formal-algorithms: error: --hf" in capsys.readouterr().err
+    assert main(["compare", "--hf", str(tmp_path / "missing"), "--tolerance", "-1"]) == 1
+    assert "--tolerance must be a finite number > 0" in capsys.readouterr().err  # checked first
     # a header that parses, tensors that do not: refused by the loader, in one line
     header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
     damaged = len(header).to_bytes(8, "little") + header + b"\x00" * 3
