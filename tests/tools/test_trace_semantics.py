@@ -214,3 +214,16 @@ def test_a_tag_naming_the_axes_splits_a_value_per_head():
         K = np.asarray(W.W_k[h - 1]) @ np.asarray(X) + np.asarray(W.b_k[h - 1])[:, None]
         np.testing.assert_allclose(tr.get(4, 4, h=h), K.T @ Q, rtol=1e-5, atol=1e-6)
     assert len(tr.find(4, 4)) == 3
+
+
+def test_the_encoder_families_on_their_trained_weights():
+    """BERT (all-MiniLM-L6-v2) and ALBERT (rxnmapper), read from their packages: every record
+    of a forward pass is the value its line names."""
+    from formal_algorithms.families.albert import albert_mlm, encode_smiles, load_rxnmapper
+    from formal_algorithms.families.bert import bert_encode, load_minilm
+
+    tr = trace(bert_encode, np.asarray([101, 2023, 2003, 102]), load_minilm().params)
+    assert len(tr.find(4, 5)) == 6 * 12 and problems(tr.records) == []
+    rxn = load_rxnmapper()
+    tr = trace(albert_mlm, encode_smiles("CCO", rxn.vocab), rxn)
+    assert len(tr.find(4, 6, name="A")) > 0 and problems(tr.records) == []
