@@ -4,9 +4,14 @@ file. No pickle anywhere: tensors are raw little-endian arrays, everything else 
 - Bit-exact round trips (every leaf's dtype and bytes are kept).
 - Atomic writes: the file is written beside its destination, flushed, fsynced and renamed over
   it, so a crash mid-save leaves the previous checkpoint intact.
-- Nothing is loaded partially: a truncated or corrupted file (the tensors carry a SHA-256 in the
-  metadata), a file of another architecture or other sizes, a missing or unexpected tensor, each
-  raises ``ValueError`` naming the file and what is wrong before anything is returned.
+- Nothing is loaded partially: a truncated or corrupted file, a file of another architecture or
+  other sizes, a missing or unexpected tensor, each raises ``ValueError`` naming the file and what
+  is wrong before anything is returned. The SHA-256 in the metadata covers the tensors and every
+  other metadata field (tokenizer, hyperparameters, ε, …), so a changed byte anywhere is refused.
+- Reproducible bytes: the file is written here, not by safetensors' writer (whose metadata order
+  varies between runs): tensors in name order, JSON with sorted keys, so two identical runs write
+  identical files and the SHA-256 that ``info`` prints confirms a reproduction. Files of the
+  previous format (``/1``, whose digest covers the tensors only) are still read.
 
 Layout: θ's leaves are stored under ``theta`` + their pytree path (``theta.layers[0].W.W_q``), the
 optimizer state's under ``opt_state`` + path, extra arrays under ``extra.<name>``.
@@ -34,7 +39,8 @@ from ..paper.architectures import (
 )
 from ..paper.initialisation import is_spec
 
-FORMAT = "formal_algorithms.checkpoint/1"
+FORMAT = "formal_algorithms.checkpoint/2"
+_FORMAT_1 = "formal_algorithms.checkpoint/1"  # read: its SHA-256 covers the tensors only
 ARCHITECTURES = {
     "EDTransformer": (EDTransformerParams, ed_transformer_spec),
     "ETransformer": (ETransformerParams, e_transformer_spec),
@@ -60,8 +66,6 @@ def save_checkpoint(
     """Write θ (an Algorithm 8, 9 or 10 parameter tree), and optionally the tokenizer (as its
     ``to_dict()``), an optimizer state, JSON-able ``extra`` metadata and named numpy ``arrays``,
     to ``path`` atomically. Returns the path."""
-    from safetensors.numpy import save
-
     name = "save_checkpoint"
     if pathlib.Path(path).is_dir():
         raise IsADirectoryError(f"{name}: argument 'path' {str(path)!r} is a directory; give a "
@@ -88,9 +92,9 @@ def save_checkpoint(
         "tokenizer": _json(name, "tokenizer", tokenizer),
         "has_opt_state": json.dumps(opt_state is not None),
         "extra": _json(name, "extra", extra or {}),
-        "sha256": _digest(tensors),
     }
-    return _atomic_write(pathlib.Path(path), save(tensors, metadata=metadata))
+    metadata["sha256"] = _digest(tensors, metadata)
+    return _atomic_write(pathlib.Path(path), _serialise(tensors, metadata))
 
 
 def load_checkpoint(
@@ -120,14 +124,20 @@ def load_checkpoint(
     except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{where} is truncated or not a safetensors file ({error})") from None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+    if not isinstance(metadata, dict) or metadata.get("format") not in (FORMAT, _FORMAT_1):
         found = "no metadata" if not metadata else f"format {metadata.get('format')!r}"
         raise ValueError(
             f"{where} is a safetensors file but not a formal_algorithms checkpoint ({found}; "
             f"written by another tool?); expected format {FORMAT!r}"
         )
-    if _digest(tensors) != _field(where, metadata, "sha256", json_value=False):
-        raise ValueError(f"{where} is corrupted: its tensors do not match their SHA-256")
+    covered = {k: v for k, v in metadata.items() if k != "sha256"}
+    if metadata["format"] == _FORMAT_1:
+        covered = None  # the old format's digest covers the tensors only
+    if _digest(tensors, covered) != _field(where, metadata, "sha256", json_value=False):
+        raise ValueError(
+            f"{where} is corrupted: its tensors and metadata do not match their SHA-256 (a byte "
+            f"changed after it was written)"
+        )
     kind = _field(where, metadata, "architecture", json_value=False)
     if kind not in ARCHITECTURES:
         raise ValueError(f"{where}: metadata field 'architecture' is {kind!r}, expected one of "
@@ -203,13 +213,37 @@ def _unflatten(where, prefix, template, tensors, *, is_leaf=None, strict_dtype=F
     return jax.tree_util.tree_unflatten(tree, out), used
 
 
-def _digest(tensors: dict) -> str:
+def _digest(tensors: dict, metadata: dict | None) -> str:
+    """SHA-256 of the tensors (name, dtype, shape, bytes, in name order) and of the metadata
+    fields (name and value, in name order; ``None``: the tensors only, the format /1 digest)."""
     h = hashlib.sha256()
     for key in sorted(tensors):
         value = np.ascontiguousarray(tensors[key])
         h.update(f"{key}|{value.dtype.str}|{value.shape}|".encode())
         h.update(value.tobytes())
+    for key in sorted(metadata or {}):
+        h.update(f"{key}={metadata[key]}\n".encode())
     return h.hexdigest()
+
+
+def _serialise(tensors: dict, metadata: dict) -> bytes:
+    """The safetensors bytes of ``tensors`` and ``metadata``, the same for the same input: the
+    header (8-byte little-endian length, then JSON with sorted keys, padded with spaces to a
+    multiple of 8) and the tensors' little-endian bytes in name order."""
+    header, chunks, offset = {"__metadata__": metadata}, [], 0
+    names = {np.dtype(t): n for n, t in _DTYPES.items()}
+    for key in sorted(tensors):
+        value = np.ascontiguousarray(tensors[key])
+        data = value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[key] = {
+            "dtype": names[value.dtype], "shape": list(value.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }  # fmt: skip
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
 
 
 # safetensors' names of the dtypes it stores; numpy has no bfloat16 or float8, ml_dtypes (a
@@ -240,7 +274,7 @@ def _load_tensors(where, blob: bytes) -> dict:
 
 def _json(name, argument, value) -> str:
     try:
-        return json.dumps(value)
+        return json.dumps(value, sort_keys=True)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name}: argument {argument!r} must be JSON-able ({error})") from None
 

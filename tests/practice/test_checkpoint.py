@@ -1,6 +1,7 @@
 """Checkpoints (safetensors, no pickle): bit-exact round trips, atomic writes that survive an
 interrupted save, and clear errors that load nothing partially."""
 
+import json
 import os
 import pathlib
 import signal
@@ -16,6 +17,7 @@ import optax
 import pytest
 
 import formal_algorithms as fa
+from formal_algorithms.paper.architectures import hyperparameters
 from formal_algorithms.practice.checkpoint import load_checkpoint, save_checkpoint
 
 key = jax.random.key(0)
@@ -113,7 +115,7 @@ def test_truncated_corrupted_and_foreign_files_raise(tmp_path):
         load_checkpoint(truncated)
     corrupted = tmp_path / "corrupted.safetensors"
     corrupted.write_bytes(blob[:-3] + bytes([blob[-3] ^ 0xFF]) + blob[-2:])
-    with pytest.raises(ValueError, match="is corrupted: its tensors do not match their SHA-256"):
+    with pytest.raises(ValueError, match="is corrupted: its tensors and metadata do not match"):
         load_checkpoint(corrupted)
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint")
@@ -147,3 +149,55 @@ def test_mismatched_architecture_or_sizes_raise(tmp_path):
         "ck.safetensors",
         "ck2.safetensors",
     ]
+
+
+def test_the_digest_covers_the_metadata_and_every_byte_is_checked(tmp_path):
+    """Issue 29: a flipped bit in the stored tokenizer or ε loaded silently when the SHA-256
+    covered the tensors only. Now a change to any byte of the file is refused, naming it."""
+    from formal_algorithms.paper.tokenization import CharTokenizer
+
+    tokenizer = CharTokenizer(tuple("helo"))
+    path = save_checkpoint(tmp_path / "ck.safetensors", THETAS["DTransformer"],
+                           tokenizer=tokenizer.to_dict(), extra={"eps": 1e-05})  # fmt: skip
+    blob = path.read_bytes()
+    for old, new in ((b"helo", b"hglo"), (b"1e-05", b"1e-04")):  # the tokenizer, ε
+        assert blob.count(old) >= 1
+        bad = tmp_path / "bad.safetensors"
+        bad.write_bytes(blob.replace(old, new, 1))
+        with pytest.raises(ValueError, match=r"bad\.safetensors' is corrupted"):
+            load_checkpoint(bad)
+    rng = np.random.default_rng(29)
+    for position in sorted({*rng.integers(0, len(blob), 150).tolist(), 0, 8, len(blob) - 1}):
+        flipped = bytearray(blob)
+        flipped[position] ^= 1 << int(rng.integers(0, 8))
+        bad.write_bytes(bytes(flipped))
+        with pytest.raises((ValueError, UnicodeDecodeError)) as caught:
+            load_checkpoint(bad)
+        assert "bad.safetensors" in str(caught.value), (position, caught.value)
+
+
+def test_identical_runs_write_identical_bytes_and_format_1_is_still_read(tmp_path):
+    import hashlib
+
+    from safetensors.numpy import save
+
+    from formal_algorithms.practice import checkpoint
+
+    theta = THETAS["DTransformer"]
+    extra = {"b": [1, 2], "a": {"y": 1, "x": 2}}
+    a = save_checkpoint(tmp_path / "a.safetensors", theta, extra=extra)
+    b = save_checkpoint(tmp_path / "b.safetensors", theta, extra=dict(reversed(extra.items())))
+    assert a.read_bytes() == b.read_bytes()
+    # a file of the previous format: safetensors' writer, the digest over the tensors only
+    tensors = checkpoint._flatten("theta", theta)
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        h.update(f"{key}|{tensors[key].dtype.str}|{tensors[key].shape}|".encode())
+        h.update(tensors[key].tobytes())
+    metadata = {"format": "formal_algorithms.checkpoint/1", "architecture": "DTransformer",
+                "hyperparameters": json.dumps(hyperparameters(theta)), "tokenizer": "null",
+                "has_opt_state": "false", "extra": "{}", "sha256": h.hexdigest()}  # fmt: skip
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(save(tensors, metadata=metadata))
+    loaded = load_checkpoint(old)
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(loaded.theta), jax.tree.leaves(theta), strict=True))  # fmt: skip

@@ -12,6 +12,7 @@ or is interrupted) is tested at the end.
 
 import json
 import math
+import pathlib
 import re
 import sys
 from typing import NamedTuple
@@ -360,10 +361,20 @@ def _header(path):
     return json.loads(blob[8 : 8 + n]), blob[8 + n :]
 
 
-def _rewrite(path, out, edit):
-    """A copy of a checkpoint whose header ``edit(header)`` changed (the tensors unchanged)."""
+def _rewrite(path, out, edit, *, sign=True):
+    """A copy of a checkpoint whose header ``edit(header)`` changed (the tensors unchanged), its
+    SHA-256 made anew over the changed metadata when ``sign`` (a file another writer made, whose
+    fields are then what is checked), left stale otherwise (a byte changed after writing)."""
+    from formal_algorithms.practice import checkpoint
+
     header, data = _header(path)
     edit(header)
+    meta = header["__metadata__"]
+    if sign and "sha256" in meta:
+        tensors = checkpoint._load_tensors(str(path), pathlib.Path(path).read_bytes())
+        meta["sha256"] = checkpoint._digest(
+            tensors, {k: v for k, v in meta.items() if k != "sha256"}
+        )
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
     out.write_bytes(len(text).to_bytes(8, "little") + text + data)
@@ -396,6 +407,11 @@ def files(tmp_path_factory):
     _rewrite(good, d / "bad_json.safetensors", bad_json)
     _rewrite(good, d / "no_digest.safetensors", no_digest)
     _rewrite(good, d / "unknown.safetensors", unknown)
+
+    def flipped_activation(h):  # issue 29: a stored field changed after writing, nothing else
+        h["__metadata__"]["extra"] = h["__metadata__"]["extra"].replace("gelu", "relu")
+
+    _rewrite(good, d / "edited.safetensors", flipped_activation, sign=False)
     (d / "text.txt").write_text(pydoc_topics_text()[:3000], encoding="utf-8")
     (d / "empty.txt").write_text(" \n", encoding="utf-8")
     (d / "binary.txt").write_bytes(b"\xff\xfe\x00abc")
@@ -410,6 +426,8 @@ CHECKPOINT_CASES = [
          r"not a formal_algorithms checkpoint \(no metadata"),
     Case("metadata JSON corrupt", lambda d: load_checkpoint(d / "bad_json.safetensors"),
          ValueError, r"'.*bad_json.safetensors'", r"metadata field 'extra' is not valid JSON"),
+    Case("metadata edited after writing", lambda d: load_checkpoint(d / "edited.safetensors"),
+         ValueError, r"'.*edited.safetensors'", r"is corrupted: its tensors and metadata"),
     Case("metadata field missing", lambda d: load_checkpoint(d / "no_digest.safetensors"),
          ValueError, r"'.*no_digest.safetensors'", r"no field 'sha256'"),
     Case("unknown architecture", lambda d: load_checkpoint(d / "unknown.safetensors"),
