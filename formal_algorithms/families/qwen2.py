@@ -1,0 +1,186 @@
+"""The Qwen2 family (Qwen team 2024) as the Llama family with biases on Q, K and V only.
+
+Algorithm 10, line by line, against :mod:`.llama` (which lists Llama's substitutions):
+
+- line 6, ``X ← X + MHAttention(X̃, X̃ | W_l, Mask)``: as Llama's (grouped-query, RoPE), but
+  Algorithm 4's lines 1-3 keep the paper's biases ``b_q, b_k, b_v``; ``W_o`` stays bias-free
+  (``b_o = None``). Every other line is Llama's.
+
+θ is :class:`.llama.LlamaParams` whose attention parameters hold ``b_q`` ``(H, d_attn)``,
+``b_k`` ``(G, d_attn)`` and ``b_v`` ``(G, d_mid)``; the forward is Llama's layer
+(:func:`.llama.llama_layer`, which passes the biases on to
+:func:`..variants.grouped_attention.grouped_attention`).
+
+Not written: the cached form. :class:`.llama.Decoder` refuses biases and its decoding step has no
+bias term; greedy generation is Algorithm 14 on :func:`qwen2_logits` (recomputed each step).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..paper.architectures import unembedding_matrix
+from ..paper.attention import unidirectional_mask
+from ..paper.checks import check_tokens, fail
+from ..paper.functions import softmax
+from ..paper.normalisation import rms_norm_columns
+from .llama import (
+    LlamaParams,
+    init_llama,
+    llama_from_state_dict,
+    llama_hyperparameters,
+    llama_layer,
+)
+
+QWEN2 = "qwen2_logits (Algorithm 10 with Qwen2's substitutions)"
+
+
+def unbiased(theta: LlamaParams) -> LlamaParams:
+    """θ without its attention biases (what :func:`.llama.llama_hyperparameters` checks)."""
+    return theta._replace(layers=tuple(
+        layer._replace(W=layer.W._replace(b_q=None, b_k=None, b_v=None))
+        for layer in theta.layers
+    ))  # fmt: skip
+
+
+def qwen2_hyperparameters(theta: LlamaParams) -> dict:
+    """Llama's shape hyperparameters, and every layer's ``b_q, b_k, b_v`` present and shaped."""
+    if not isinstance(theta, LlamaParams):
+        fail(QWEN2, "theta", f"must be LlamaParams, got {type(theta).__name__}", TypeError)
+    hp = llama_hyperparameters(unbiased(theta))
+    for l, layer in enumerate(theta.layers):
+        W = layer.W
+        for name, shape in (("b_q", (hp["H"], hp["d_attn"])), ("b_k", (hp["G"], hp["d_attn"])),
+                            ("b_v", (hp["G"], hp["d_mid"]))):  # fmt: skip
+            b = getattr(W, name)
+            if b is None or np.shape(b) != shape:
+                got = "None" if b is None else f"shape {np.shape(b)}"
+                fail(QWEN2, f"theta.layers[{l}].W.{name}", f"is {got}, expected {shape}")
+    return hp
+
+
+def qwen2_logits(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-6):
+    """Algorithm 10 with Qwen2's substitutions, without the final softmax: ``(N_V, ℓ)``."""
+    hp = qwen2_hyperparameters(theta)
+    check_tokens(QWEN2, "x", x, hp["N_V"], None)
+    x = jnp.asarray(x)
+    X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (RoPE in attention instead)
+    t = jnp.arange(x.shape[0])
+    Mask = unidirectional_mask(x.shape[0])
+    for layer in theta.layers:  # line 4
+        X = llama_layer(X, layer, Mask, t, rope_base=rope_base, eps=eps)  # lines 5-8
+    X = rms_norm_columns(X, theta.gamma, eps)  # line 10: RMSnorm
+    logits = unembedding_matrix(theta) @ X  # line 11 (part: logits)
+    return logits
+
+
+def qwen2(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-6):
+    """Algorithm 10 with Qwen2's substitutions: ``P = softmax(W_u X)``."""
+    return softmax(qwen2_logits(x, theta, rope_base=rope_base, eps=eps))  # line 11
+
+
+def init_qwen2(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=jnp.float32):
+    """A random θ: :func:`.llama.init_llama`'s, with biases ``b_q, b_k, b_v`` ~ N(0, 0.02²)."""
+    k_llama, k_bias = jax.random.split(key)
+    theta = init_llama(k_llama, N_V=N_V, L=L, H=H, G=G, d_e=d_e, d_mlp=d_mlp, d_attn=d_attn,
+                       tied=tied, dtype=dtype)  # fmt: skip
+    keys = iter(jax.random.split(k_bias, 3 * L))
+
+    def b(shape):
+        return 0.02 * jax.random.normal(next(keys), shape, dtype)
+
+    layers = tuple(
+        layer._replace(
+            W=layer.W._replace(
+                b_q=b(layer.W.W_q.shape[:2]),
+                b_k=b(layer.W.W_k.shape[:2]),
+                b_v=b(layer.W.W_v.shape[:2]),
+            )
+        )  # fmt: skip
+        for layer in theta.layers
+    )
+    return theta._replace(layers=layers)
+
+
+# ------------------------------------------------------------------------ loading
+
+QWEN2_LOAD = "qwen2_from_state_dict"
+
+
+def refuse_unused(caller: str, state: dict, used) -> None:
+    """A loader reads every tensor of ``state``: any name it does not use is refused by name."""
+    extra = sorted(set(state) - set(used))
+    if extra:
+        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+        fail(caller, "state", f"holds tensors this family does not use: {extra[:3]}{more}")
+
+
+def rope_base_of(caller: str, config: dict) -> float:
+    """RoPE's base from a transformers configuration (``config.to_dict()``); any RoPE scaling
+    other than none ("default") is refused by name: it is not written here."""
+    params = config.get("rope_parameters") or {}
+    scaling = config.get("rope_scaling") or {}
+    kind = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
+    if kind != "default":
+        fail(caller, "config", f"asks for RoPE scaling {kind!r}; only unscaled RoPE is written")
+    return float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
+
+
+def require(caller: str, config: dict, key: str, allowed) -> None:
+    """``config[key]`` is one of ``allowed`` (what the family writes), else refused by name."""
+    if config.get(key, allowed[0]) not in allowed:
+        fail(caller, "config", f"has {key} = {config[key]!r}; this family writes {allowed[0]!r}")
+
+
+def qwen2_config(config: dict) -> dict:
+    """The keywords of :func:`qwen2_from_state_dict` (``load``) and :func:`qwen2_logits`
+    (``forward``) from a ``Qwen2Config.to_dict()``; what is not written is refused by name."""
+    caller = "qwen2_config"
+    require(caller, config, "hidden_act", ("silu",))
+    require(caller, config, "use_sliding_window", (False,))
+    H = config["num_attention_heads"]
+    if config.get("head_dim") not in (None, config["hidden_size"] // H):
+        fail(caller, "config", f"has head_dim = {config['head_dim']}, not hidden_size / heads")
+    load = dict(n_layers=config["num_hidden_layers"], n_heads=H,
+                n_kv_heads=config.get("num_key_value_heads") or H)  # fmt: skip
+    forward = dict(rope_base=rope_base_of(caller, config), eps=config["rms_norm_eps"])
+    return dict(load=load, forward=forward)
+
+
+def qwen2_from_state_dict(state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int,
+                          dtype=None) -> LlamaParams:  # fmt: skip
+    """θ from Hugging Face ``Qwen2ForCausalLM`` names (numpy arrays): Llama's tensors
+    (:func:`.llama.llama_from_state_dict`) and the biases of ``q_proj, k_proj, v_proj``. Every
+    tensor of ``state`` must be used; ``lm_head.weight`` absent means tied."""
+    biases = [f"model.layers.{l}.self_attn.{m}_proj.bias" for l in range(n_layers)
+              for m in "qkv"]  # fmt: skip
+    weights = {k: v for k, v in state.items() if k not in biases}
+    theta = llama_from_state_dict(weights, n_layers=n_layers, n_heads=n_heads,
+                                  n_kv_heads=n_kv_heads, dtype=dtype)  # fmt: skip
+    used = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"] + biases
+    for l in range(n_layers):
+        p = f"model.layers.{l}."
+        used += [p + f"self_attn.{m}_proj.weight" for m in "qkvo"]
+        used += [p + f"mlp.{m}_proj.weight" for m in ("gate", "up", "down")]
+        used += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+    refuse_unused(QWEN2_LOAD, state, used)
+
+    def get(name, n):
+        if name not in state:
+            fail(QWEN2_LOAD, "state", f"has no {name!r}")
+        a = np.asarray(state[name])
+        return jnp.asarray(a if dtype is None else a.astype(dtype)).reshape(n, -1)
+
+    layers = tuple(
+        layer._replace(
+            W=layer.W._replace(
+                b_q=get(f"model.layers.{l}.self_attn.q_proj.bias", n_heads),
+                b_k=get(f"model.layers.{l}.self_attn.k_proj.bias", n_kv_heads),
+                b_v=get(f"model.layers.{l}.self_attn.v_proj.bias", n_kv_heads),
+            )
+        )  # fmt: skip
+        for l, layer in enumerate(theta.layers)
+    )
+    return theta._replace(layers=layers)

@@ -1,0 +1,134 @@
+"""Qwen2, Mistral and GPT-NeoX (Pythia) as Algorithm 10 with documented line substitutions,
+against transformers' own models with random weights in float64 (issue 30).
+
+Tolerances: transformers computes the RoPE angles (and RMSnorm) in float32 even in a float64
+model; :func:`_float64_internals` replaces those two with the modules' own formulas in float64
+(everything else stays transformers'), after which the agreement is float64's: relative 1e-10
+asserted (observed ~1e-14).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from formal_algorithms.families.qwen2 import (
+    init_qwen2,
+    qwen2,
+    qwen2_config,
+    qwen2_from_state_dict,
+    qwen2_logits,
+)
+
+X = np.array([3, 7, 1, 39, 0, 22, 5, 9, 11, 2, 30, 17])
+
+
+def _randomise(model, seed):
+    torch.manual_seed(seed)
+    model = model.double().eval()
+    with torch.no_grad():
+        for p in model.parameters():  # norms, biases, embeddings away from their 1 / 0 inits
+            p.normal_(0, 0.3)
+    return model
+
+
+def _float64_internals(model, rotary, d_rot, base):
+    """RMSnorm and the RoPE angles in float64 (transformers casts both to float32)."""
+
+    def rms(m):
+        eps = getattr(m, "variance_epsilon", getattr(m, "eps", None))
+
+        def forward(h):
+            return m.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps))
+
+        return forward
+
+    for m in model.modules():
+        if type(m).__name__.endswith("RMSNorm"):
+            m.forward = rms(m)
+    inv_freq = 1.0 / (base ** (torch.arange(0, d_rot, 2, dtype=torch.float64) / d_rot))
+
+    def angles(x, position_ids):
+        freqs = position_ids[..., None].double() * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+    rotary.forward = angles
+
+
+def _state(model, tied):
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    if tied:
+        state.pop("lm_head.weight")
+    return state
+
+
+def _hf_logits(model, x):
+    with torch.no_grad():
+        return model(torch.tensor(x)[None]).logits[0].numpy().T
+
+
+def _greedy(model, prompt, n):
+    with torch.no_grad():
+        out = model.generate(torch.tensor(prompt)[None], max_new_tokens=n, min_new_tokens=n,
+                             do_sample=False, eos_token_id=None, pad_token_id=0)  # fmt: skip
+    return out[0, len(prompt) :].tolist()
+
+
+def _close(ours, expected):
+    ours = np.asarray(ours)
+    assert ours.dtype == np.float64
+    err = np.abs(ours - expected).max() / np.abs(expected).max()
+    assert err <= 1e-10, err
+
+
+# ------------------------------------------------------------------------------ Qwen2
+
+
+@pytest.mark.parametrize(("G", "tied"), [(2, True), (4, False)])
+def test_qwen2_equals_transformers_random_float64(G, tied):
+    config = Qwen2Config(
+        vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=G, max_position_embeddings=64,
+        rope_theta=1e5, rms_norm_eps=1e-6, tie_word_embeddings=tied, attn_implementation="sdpa",
+    )  # fmt: skip
+    model = _randomise(Qwen2ForCausalLM(config), seed=G + 10 * tied)
+    kw = qwen2_config(config.to_dict())
+    assert kw["forward"] == dict(rope_base=1e5, eps=1e-6)
+    theta = qwen2_from_state_dict(_state(model, tied), **kw["load"])
+    assert (theta.W_u is None) == tied and theta.layers[1].W.b_k.shape == (G, 8)
+    _float64_internals(model, model.model.rotary_emb, 8, 1e5)
+    _close(qwen2_logits(X, theta, **kw["forward"]), _hf_logits(model, X))
+    P = np.asarray(qwen2(X, theta, **kw["forward"]))
+    np.testing.assert_allclose(P.sum(0), 1, atol=1e-12)
+
+    # greedy Algorithm 14 (uncached: Llama's cached decoder has no biases) against generate
+    prompt, n = X[:3], 8
+    ours = np.zeros(3 + n, int)  # one length for every step: column t sees positions ≤ t only
+    ours[:3] = prompt
+    for t in range(3, 3 + n):
+        ours[t] = int(jnp.argmax(qwen2_logits(ours, theta, **kw["forward"])[:, t - 1]))
+    assert ours[3:].tolist() == _greedy(model, prompt, n)
+
+
+def test_qwen2_refuses_what_it_does_not_write():
+    theta = init_qwen2(jax.random.key(0), N_V=9, L=1, H=4, G=2, d_e=8, d_mlp=6)
+    with pytest.raises(ValueError, match=r"qwen2_logits .*.theta.layers\[0\].W.b_v' is None"):
+        qwen2_logits(np.array([1]), theta._replace(layers=(theta.layers[0]._replace(
+            W=theta.layers[0].W._replace(b_v=None)),)))  # fmt: skip
+    config = Qwen2Config(vocab_size=9, hidden_size=8, num_attention_heads=4,
+                         num_key_value_heads=2, num_hidden_layers=1).to_dict()  # fmt: skip
+    state = {"model.layers.0.self_attn.o_proj.bias": np.zeros(8)}
+    with pytest.raises(ValueError, match=r"qwen2_from_state_dict: .*does not use: \['model.lay"):
+        model = Qwen2ForCausalLM(Qwen2Config(**config))
+        full = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+        qwen2_from_state_dict({**full, **state}, **qwen2_config(config)["load"])
+    scaled = {**config, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}
+    with pytest.raises(ValueError, match="qwen2_config: .*RoPE scaling 'yarn'"):
+        qwen2_config(scaled)
+    with pytest.raises(ValueError, match="use_sliding_window = True"):
+        qwen2_config({**config, "use_sliding_window": True})
