@@ -117,6 +117,17 @@ def refuse_unused(caller: str, state: dict, used) -> None:
         fail(caller, "state", f"holds tensors this family does not use: {extra[:3]}{more}")
 
 
+def llama_tensor_names(n_layers: int) -> list[str]:
+    """The names :func:`.llama.llama_from_state_dict` reads (``lm_head.weight`` if untied)."""
+    names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    for l in range(n_layers):
+        p = f"model.layers.{l}."
+        names += [p + f"self_attn.{m}_proj.weight" for m in "qkvo"]
+        names += [p + f"mlp.{m}_proj.weight" for m in ("gate", "up", "down")]
+        names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+    return names
+
+
 def rope_base_of(caller: str, config: dict) -> float:
     """RoPE's base from a transformers configuration (``config.to_dict()``); any RoPE scaling
     other than none ("default") is refused by name: it is not written here."""
@@ -159,12 +170,7 @@ def qwen2_from_state_dict(state: dict, *, n_layers: int, n_heads: int, n_kv_head
     weights = {k: v for k, v in state.items() if k not in biases}
     theta = llama_from_state_dict(weights, n_layers=n_layers, n_heads=n_heads,
                                   n_kv_heads=n_kv_heads, dtype=dtype)  # fmt: skip
-    used = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"] + biases
-    for l in range(n_layers):
-        p = f"model.layers.{l}."
-        used += [p + f"self_attn.{m}_proj.weight" for m in "qkvo"]
-        used += [p + f"mlp.{m}_proj.weight" for m in ("gate", "up", "down")]
-        used += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+    used = llama_tensor_names(n_layers) + biases
     refuse_unused(QWEN2_LOAD, state, used)
 
     def get(name, n):

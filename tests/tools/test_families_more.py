@@ -14,8 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from formal_algorithms.families.mistral import (
+    mistral_config,
+    mistral_from_state_dict,
+    mistral_logits,
+)
 from formal_algorithms.families.qwen2 import (
     init_qwen2,
     qwen2,
@@ -23,6 +28,7 @@ from formal_algorithms.families.qwen2 import (
     qwen2_from_state_dict,
     qwen2_logits,
 )
+from formal_algorithms.variants.sliding_window import sliding_window_mask
 
 X = np.array([3, 7, 1, 39, 0, 22, 5, 9, 11, 2, 30, 17])
 
@@ -132,3 +138,56 @@ def test_qwen2_refuses_what_it_does_not_write():
         qwen2_config(scaled)
     with pytest.raises(ValueError, match="use_sliding_window = True"):
         qwen2_config({**config, "use_sliding_window": True})
+
+
+# ---------------------------------------------------------------------------- Mistral
+
+
+@pytest.mark.parametrize(("ell", "window"), [(1, 1), (5, 2), (7, 3), (6, 6), (4, 9)])
+def test_sliding_window_mask_equals_the_index_loop(ell, window):
+    expected = np.zeros((ell, ell), bool)
+    for t_z in range(ell):
+        for t_x in range(ell):
+            expected[t_z, t_x] = t_x - window < t_z <= t_x
+    np.testing.assert_array_equal(np.asarray(sliding_window_mask(ell, window)), expected)
+
+
+def test_sliding_window_mask_refuses_bad_sizes():
+    with pytest.raises(ValueError, match="sliding_window_mask .*'window'"):
+        sliding_window_mask(4, 0)
+
+
+@pytest.mark.parametrize(("G", "tied"), [(1, False), (2, True)])
+def test_mistral_equals_transformers_random_float64(G, tied):
+    config = MistralConfig(
+        vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=G, max_position_embeddings=64,
+        rope_theta=1e4, rms_norm_eps=1e-5, tie_word_embeddings=tied, sliding_window=4,
+        attn_implementation="sdpa",
+    )  # fmt: skip
+    model = _randomise(MistralForCausalLM(config), seed=5 + G + 10 * tied)
+    kw = mistral_config(config.to_dict())
+    assert kw["forward"] == dict(window=4, rope_base=1e4, eps=1e-5)
+    theta = mistral_from_state_dict(_state(model, tied), **kw["load"])
+    assert (theta.W_u is None) == tied
+    _float64_internals(model, model.model.rotary_emb, 8, 1e4)
+    expected = _hf_logits(model, X)
+    _close(mistral_logits(X, theta, **kw["forward"]), expected)
+    # the window matters: the unidirectional mask gives other logits after position w
+    full = np.asarray(mistral_logits(X, theta, **{**kw["forward"], "window": len(X)}))
+    assert np.abs(full[:, 4:] - expected[:, 4:]).min() > 0
+    np.testing.assert_allclose(full[:, :4], expected[:, :4], rtol=0, atol=1e-10)
+
+
+def test_mistral_refuses_what_it_does_not_write():
+    config = MistralConfig(vocab_size=9, hidden_size=8, num_attention_heads=4,
+                           num_key_value_heads=2, num_hidden_layers=1).to_dict()  # fmt: skip
+    with pytest.raises(ValueError, match="mistral_config: .*hidden_act = 'gelu'"):
+        mistral_config({**config, "hidden_act": "gelu"})
+    with pytest.raises(ValueError, match="mistral_config: .*RoPE scaling 'linear'"):
+        mistral_config({**config, "rope_parameters": {"rope_type": "linear", "factor": 2.0}})
+    state = {k: v.detach().numpy() for k, v in MistralForCausalLM(MistralConfig(**config))
+             .state_dict().items()}  # fmt: skip
+    state["model.layers.0.self_attn.q_proj.bias"] = np.zeros(8)
+    with pytest.raises(ValueError, match="mistral_from_state_dict: .*q_proj.bias"):
+        mistral_from_state_dict(state, **mistral_config(config)["load"])

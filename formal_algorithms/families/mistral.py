@@ -1,0 +1,72 @@
+"""The Mistral family (Jiang et al. 2023) as the Llama family with a sliding-window mask.
+
+Algorithm 10, line by line, against :mod:`.llama` (which lists Llama's substitutions):
+
+- the mask of line 6: eq. 3's unidirectional ``Mask[t_z, t_x] = [[t_z ≤ t_x]]`` becomes
+  ``[[t_x − w < t_z ≤ t_x]]`` (:func:`..variants.sliding_window.sliding_window_mask`); every other
+  line is Llama's, and θ is :class:`.llama.LlamaParams`.
+
+Not written: the cached form. :class:`.llama.Decoder` masks with ``[[t' ≤ t]]`` only, so it serves
+Mistral exactly when the prompt and the generated tokens fit in one window (``ℓ ≤ w``).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ..paper.architectures import unembedding_matrix
+from ..paper.checks import check_tokens, fail
+from ..paper.functions import softmax
+from ..paper.normalisation import rms_norm_columns
+from ..variants.sliding_window import sliding_window_mask
+from .llama import LlamaParams, llama_from_state_dict, llama_hyperparameters, llama_layer
+from .qwen2 import llama_tensor_names, refuse_unused, require, rope_base_of
+
+MISTRAL = "mistral_logits (Algorithm 10 with Mistral's substitutions)"
+
+
+def mistral_logits(x, theta: LlamaParams, *, window: int, rope_base=10000.0, eps=1e-5):
+    """Algorithm 10 with Mistral's substitutions, without the final softmax: ``(N_V, ℓ)``.
+    ``window``: w, the positions each token sees (itself and the w − 1 before it)."""
+    hp = llama_hyperparameters(theta)
+    check_tokens(MISTRAL, "x", x, hp["N_V"], None)
+    x = jnp.asarray(x)
+    X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (RoPE in attention instead)
+    t = jnp.arange(x.shape[0])
+    Mask = sliding_window_mask(x.shape[0], window)  # eq. 3 with a window of w positions
+    for layer in theta.layers:  # line 4
+        X = llama_layer(X, layer, Mask, t, rope_base=rope_base, eps=eps)  # lines 5-8
+    X = rms_norm_columns(X, theta.gamma, eps)  # line 10: RMSnorm
+    logits = unembedding_matrix(theta) @ X  # line 11 (part: logits)
+    return logits
+
+
+def mistral(x, theta: LlamaParams, *, window: int, rope_base=10000.0, eps=1e-5):
+    """Algorithm 10 with Mistral's substitutions: ``P = softmax(W_u X)``."""
+    return softmax(mistral_logits(x, theta, window=window, rope_base=rope_base, eps=eps))  # line 11
+
+
+def mistral_config(config: dict) -> dict:
+    """The keywords of :func:`mistral_from_state_dict` (``load``) and :func:`mistral_logits`
+    (``forward``) from a ``MistralConfig.to_dict()``; what is not written is refused by name."""
+    caller = "mistral_config"
+    require(caller, config, "hidden_act", ("silu",))
+    H = config["num_attention_heads"]
+    if config.get("head_dim") not in (None, config["hidden_size"] // H):
+        fail(caller, "config", f"has head_dim = {config['head_dim']}, not hidden_size / heads")
+    if config.get("sliding_window") is None:
+        fail(caller, "config", "has no sliding_window: that is the Llama family (llama_logits)")
+    load = dict(n_layers=config["num_hidden_layers"], n_heads=H,
+                n_kv_heads=config.get("num_key_value_heads") or H)  # fmt: skip
+    forward = dict(window=config["sliding_window"], rope_base=rope_base_of(caller, config),
+                   eps=config["rms_norm_eps"])  # fmt: skip
+    return dict(load=load, forward=forward)
+
+
+def mistral_from_state_dict(state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int,
+                            dtype=None) -> LlamaParams:  # fmt: skip
+    """θ from Hugging Face ``MistralForCausalLM`` names: Llama's (:func:`.llama.
+    llama_from_state_dict`); every tensor of ``state`` must be used."""
+    refuse_unused("mistral_from_state_dict", state, llama_tensor_names(n_layers))
+    return llama_from_state_dict(state, n_layers=n_layers, n_heads=n_heads,
+                                 n_kv_heads=n_kv_heads, dtype=dtype)  # fmt: skip
