@@ -14,8 +14,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
+from formal_algorithms.families.gpt_neox import (
+    gpt_neox,
+    gpt_neox_config,
+    gpt_neox_from_state_dict,
+    gpt_neox_logits,
+    init_gpt_neox,
+)
 from formal_algorithms.families.mistral import (
     mistral_config,
     mistral_from_state_dict,
@@ -28,6 +42,7 @@ from formal_algorithms.families.qwen2 import (
     qwen2_from_state_dict,
     qwen2_logits,
 )
+from formal_algorithms.variants.partial_rope import partial_rope
 from formal_algorithms.variants.sliding_window import sliding_window_mask
 
 X = np.array([3, 7, 1, 39, 0, 22, 5, 9, 11, 2, 30, 17])
@@ -191,3 +206,63 @@ def test_mistral_refuses_what_it_does_not_write():
     state["model.layers.0.self_attn.q_proj.bias"] = np.zeros(8)
     with pytest.raises(ValueError, match="mistral_from_state_dict: .*q_proj.bias"):
         mistral_from_state_dict(state, **mistral_config(config)["load"])
+
+
+# --------------------------------------------------------------------------- GPT-NeoX
+
+
+def test_partial_rope_equals_the_index_loop():
+    rng = np.random.default_rng(0)
+    d, n, d_rot, base = 6, 5, 4, 100.0
+    X = rng.normal(size=(d, n))
+    positions = np.array([0, 3, 1, 7, 2])
+    expected = X.copy()
+    for t in range(n):
+        for i in range(d_rot // 2):
+            angle = positions[t] * base ** (-2 * i / d_rot)
+            a, b = X[i, t], X[i + d_rot // 2, t]
+            expected[i, t] = a * np.cos(angle) - b * np.sin(angle)
+            expected[i + d_rot // 2, t] = b * np.cos(angle) + a * np.sin(angle)
+    got = np.asarray(partial_rope(jnp.asarray(X), jnp.asarray(positions), base, d_rot))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="partial_rope: argument 'd_rot' = 8 exceeds"):
+        partial_rope(jnp.asarray(X), jnp.asarray(positions), base, 8)
+
+
+@pytest.mark.parametrize(("parallel", "tied"), [(True, False), (False, True)])
+def test_gpt_neox_equals_transformers_random_float64(parallel, tied):
+    config = GPTNeoXConfig(
+        vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=64, rotary_pct=0.5, rotary_emb_base=1e4,
+        layer_norm_eps=1e-5, use_parallel_residual=parallel, tie_word_embeddings=tied,
+        attn_implementation="sdpa",
+    )  # fmt: skip
+    model = _randomise(GPTNeoXForCausalLM(config), seed=20 + parallel + 10 * tied)
+    kw = gpt_neox_config(config.to_dict())
+    assert kw["forward"] == dict(d_rot=4, rope_base=1e4, eps=1e-5, parallel=parallel)
+    theta = gpt_neox_from_state_dict(_state(model, tied), **kw["load"])
+    assert (theta.W_u is None) == tied
+    _float64_internals(model, model.gpt_neox.rotary_emb, 4, 1e4)
+    expected = _hf_logits(model, X)
+    _close(gpt_neox_logits(X, theta, **kw["forward"]), expected)
+    other = np.asarray(gpt_neox_logits(X, theta, **{**kw["forward"], "parallel": not parallel}))
+    assert np.abs(other - expected).max() > 1e-3 * np.abs(expected).max()
+    P = np.asarray(gpt_neox(X, theta, **kw["forward"]))
+    np.testing.assert_allclose(P.sum(0), 1, atol=1e-12)
+
+
+def test_gpt_neox_refuses_what_it_does_not_write():
+    config = GPTNeoXConfig(vocab_size=9, hidden_size=8, num_attention_heads=2,
+                           intermediate_size=12, num_hidden_layers=1).to_dict()  # fmt: skip
+    with pytest.raises(ValueError, match="gpt_neox_config: .*hidden_act = 'relu'"):
+        gpt_neox_config({**config, "hidden_act": "relu"})
+    with pytest.raises(ValueError, match="gpt_neox_config: .*RoPE scaling 'dynamic'"):
+        gpt_neox_config({**config, "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}})
+    state = {k: v.detach().numpy() for k, v in GPTNeoXForCausalLM(GPTNeoXConfig(**config))
+             .state_dict().items()}  # fmt: skip
+    state["gpt_neox.layers.0.attention.masked_bias"] = np.zeros(())
+    with pytest.raises(ValueError, match="gpt_neox_from_state_dict: .*masked_bias"):
+        gpt_neox_from_state_dict(state, **gpt_neox_config(config)["load"])
+    theta = init_gpt_neox(jax.random.key(0), N_V=9, L=1, H=2, d_e=8, d_mlp=12)
+    with pytest.raises(ValueError, match=r"gpt_neox_logits .*'x' holds token ids \[9\]"):
+        gpt_neox_logits(np.array([1, 9]), theta, d_rot=2)

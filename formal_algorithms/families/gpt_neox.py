@@ -1,0 +1,180 @@
+"""The GPT-NeoX family (Black et al. 2022; Pythia, Biderman et al. 2023) as Algorithm 10 with
+documented substitutions.
+
+Algorithm 10, line by line, and what GPT-NeoX puts there:
+
+- lines 1-3, ``e ← W_e[:, x[t]] + W_p[:, t]``: no ``W_p``, ``e ← W_e[:, x[t]]`` (rotary instead);
+- line 6: Algorithm 5 with the paper's biases, the first ``d_rot`` rows of each head's queries and
+  keys rotated after Algorithm 4's lines 1-2 (:mod:`..variants.partial_rope`; Pythia:
+  ``d_rot = d_attn / 4``);
+- lines 7-8, with ``parallel=True`` (the parallel residual): line 7 normalises X as it was before
+  line 6's sum, ``X̃ ← layer_norm(X_{l−1} | γ_l^2, β_l^2)``, so that line 8 is
+  ``X ← X_{l−1} + MHAttention(…) + MLP(X̃)``: the two branches read the same X. With
+  ``parallel=False`` lines 5-8 are the paper's (:func:`formal_algorithms.architectures`'s
+  ``pre_ln_layer`` with the attention above);
+- the MLP of line 8 (``W_mlp1``, ``b_mlp1``, exact GELU, ``W_mlp2``, ``b_mlp2``), the layer norms
+  with γ and β (lines 5, 7, 10) and line 11 are the paper's; ``W_u`` is untied unless ``None``.
+
+θ is the paper's θ without ``W_p``: :class:`GPTNeoXParams`, whose layers are the paper's
+:class:`~formal_algorithms.paper.architectures.Layer`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..paper.architectures import DTransformerParams, Layer, check_params, mlp, pre_ln_layer
+from ..paper.attention import MHAttentionParams, unidirectional_mask
+from ..paper.checks import check_tokens, fail
+from ..paper.functions import gelu, softmax
+from ..paper.normalisation import layer_norm_columns
+from ..variants.partial_rope import partial_rope_attention
+from .qwen2 import refuse_unused, require
+
+GPT_NEOX = "gpt_neox_logits (Algorithm 10 with GPT-NeoX's substitutions)"
+
+
+class GPTNeoXParams(NamedTuple):
+    """θ of the GPT-NeoX family: Algorithm 10's θ without ``W_p``."""
+
+    W_e: jax.Array  # (d_e, N_V)
+    layers: tuple[Layer, ...]
+    gamma: jax.Array  # (d_e,) final layer norm (line 10)
+    beta: jax.Array  # (d_e,)
+    W_u: jax.Array | None  # (N_V, d_e), or None: tied to W_eᵀ
+
+
+def check_gpt_neox(theta: GPTNeoXParams) -> int:
+    """θ's shapes, checked as the paper's Algorithm 10 θ (with a one-column ``W_p``); returns N_V."""
+    if not isinstance(theta, GPTNeoXParams):
+        fail(GPT_NEOX, "theta", f"must be GPTNeoXParams, got {type(theta).__name__}", TypeError)
+    d_e = np.shape(theta.W_e)[0]
+    W_p = jax.ShapeDtypeStruct((d_e, 1), theta.W_e.dtype)
+    check_params(DTransformerParams(theta.W_e, W_p, *theta[1:]), GPT_NEOX)
+    return np.shape(theta.W_e)[1]
+
+
+def parallel_layer(X, layer: Layer, Mask, activation, eps, *, attention):
+    """Lines 5-8 of Algorithm 10 with the parallel residual: both branches read X."""
+    X_tilde = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 5
+    A = attention(X_tilde, X_tilde, layer.W, Mask)  # line 6 (part: the attention branch)
+    X_tilde = layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 7, of X before line 6
+    X = X + A + mlp(X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2,
+                    activation)  # fmt: skip  # line 8, with line 6's sum
+    return X
+
+
+def gpt_neox_logits(x, theta: GPTNeoXParams, *, d_rot: int, rope_base=10000.0, eps=1e-5,
+                    parallel=True):  # fmt: skip
+    """Algorithm 10 with GPT-NeoX's substitutions, without the final softmax: ``(N_V, ℓ)``."""
+    N_V = check_gpt_neox(theta)
+    check_tokens(GPT_NEOX, "x", x, N_V, None)
+    x = jnp.asarray(x)
+    X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (rotary in attention instead)
+    Mask = unidirectional_mask(x.shape[0])
+    attention = functools.partial(partial_rope_attention, base=rope_base, d_rot=d_rot)
+    layer_form = parallel_layer if parallel else pre_ln_layer
+    for layer in theta.layers:  # line 4
+        X = layer_form(X, layer, Mask, gelu, eps, attention=attention)  # lines 5-8
+    X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
+    W_u = theta.W_e.T if theta.W_u is None else theta.W_u
+    logits = W_u @ X  # line 11 (part: logits)
+    return logits
+
+
+def gpt_neox(x, theta: GPTNeoXParams, **kw):
+    """Algorithm 10 with GPT-NeoX's substitutions: ``P = softmax(W_u X)``."""
+    return softmax(gpt_neox_logits(x, theta, **kw))  # line 11
+
+
+def init_gpt_neox(key, *, N_V, L, H, d_e, d_mlp, tied=False, dtype=jnp.float32):
+    """A random θ (weights ~ N(0, 1/fan_in), biases and embeddings N(0, 0.02²), γ = 1, β = 0)."""
+    d = d_e // H
+    keys = iter(jax.random.split(key, 12 * L + 2))
+
+    def w(*shape):
+        return jax.random.normal(next(keys), shape, dtype) / math.sqrt(shape[-1])
+
+    def b(*shape):
+        return 0.02 * jax.random.normal(next(keys), shape, dtype)
+
+    def layer():
+        W = MHAttentionParams(w(H, d, d_e), b(H, d), w(H, d, d_e), b(H, d), w(H, d, d_e), b(H, d),
+                              w(d_e, d_e), b(d_e))  # fmt: skip
+        one, zero = jnp.ones(d_e, dtype), jnp.zeros(d_e, dtype)
+        return Layer(W, one, zero, one, zero, w(d_mlp, d_e), b(d_mlp), w(d_e, d_mlp), b(d_e))
+
+    layers = tuple(layer() for _ in range(L))
+    W_e = 0.02 * jax.random.normal(next(keys), (d_e, N_V), dtype)
+    W_u = None if tied else w(N_V, d_e)
+    return GPTNeoXParams(W_e, layers, jnp.ones(d_e, dtype), jnp.zeros(d_e, dtype), W_u)
+
+
+# ------------------------------------------------------------------------ loading
+
+LOAD = "gpt_neox_from_state_dict"
+
+
+def gpt_neox_config(config: dict) -> dict:
+    """The keywords of :func:`gpt_neox_from_state_dict` (``load``) and :func:`gpt_neox_logits`
+    (``forward``) from a ``GPTNeoXConfig.to_dict()``; what is not written is refused by name."""
+    caller = "gpt_neox_config"
+    require(caller, config, "hidden_act", ("gelu",))
+    require(caller, config, "attention_bias", (True,))
+    params = config.get("rope_parameters") or {}
+    kind = params.get("rope_type", "default")
+    if kind != "default" or config.get("rope_scaling"):
+        kind = kind if kind != "default" else config["rope_scaling"].get("type")
+        fail(caller, "config", f"asks for RoPE scaling {kind!r}; only unscaled RoPE is written")
+    H = config["num_attention_heads"]
+    d = config["hidden_size"] // H
+    factor = params.get("partial_rotary_factor", config.get("rotary_pct", 0.25))
+    load = dict(n_layers=config["num_hidden_layers"], n_heads=H)
+    forward = dict(d_rot=int(d * factor), rope_base=float(params.get("rope_theta",
+                   config.get("rotary_emb_base", 10000.0))), eps=config["layer_norm_eps"],
+                   parallel=bool(config.get("use_parallel_residual", True)))  # fmt: skip
+    return dict(load=load, forward=forward)
+
+
+def gpt_neox_from_state_dict(state: dict, *, n_layers: int, n_heads: int,
+                             dtype=None) -> GPTNeoXParams:  # fmt: skip
+    """θ from Hugging Face ``GPTNeoXForCausalLM`` names (numpy arrays). ``query_key_value`` holds,
+    for each head h, its query, key and value rows one after another; ``lm_head.weight`` absent
+    means tied. Every tensor of ``state`` must be used."""
+    used = []
+
+    def get(name):
+        if name not in state:
+            fail(LOAD, "state", f"has no {name!r}")
+        used.append(name)
+        a = np.asarray(state[name])
+        return jnp.asarray(a if dtype is None else a.astype(dtype))
+
+    layers = []
+    for l in range(n_layers):
+        p = f"gpt_neox.layers.{l}."
+        qkv = get(p + "attention.query_key_value.weight")
+        d_e = qkv.shape[1]
+        W_qkv = qkv.reshape(n_heads, 3, -1, d_e)  # head h: [q rows; k rows; v rows]
+        b_qkv = get(p + "attention.query_key_value.bias").reshape(n_heads, 3, -1)
+        W = MHAttentionParams(W_qkv[:, 0], b_qkv[:, 0], W_qkv[:, 1], b_qkv[:, 1], W_qkv[:, 2],
+                              b_qkv[:, 2], get(p + "attention.dense.weight"),
+                              get(p + "attention.dense.bias"))  # fmt: skip
+        layers.append(Layer(
+            W, get(p + "input_layernorm.weight"), get(p + "input_layernorm.bias"),
+            get(p + "post_attention_layernorm.weight"), get(p + "post_attention_layernorm.bias"),
+            get(p + "mlp.dense_h_to_4h.weight"), get(p + "mlp.dense_h_to_4h.bias"),
+            get(p + "mlp.dense_4h_to_h.weight"), get(p + "mlp.dense_4h_to_h.bias"),
+        ))  # fmt: skip
+    W_u = get("lm_head.weight") if "lm_head.weight" in state else None
+    theta = GPTNeoXParams(get("gpt_neox.embed_in.weight").T, tuple(layers),
+                          get("gpt_neox.final_layer_norm.weight"),
+                          get("gpt_neox.final_layer_norm.bias"), W_u)  # fmt: skip
+    refuse_unused(LOAD, state, used)
+    return theta

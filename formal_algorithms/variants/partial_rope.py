@@ -1,0 +1,69 @@
+"""Partial rotary position embeddings (GPT-NeoX / Pythia, Phi): RoPE on the first ``d_rot`` rows
+of each query and key only.
+
+What changes in the paper's text, against :mod:`.rope` (full RoPE): after Algorithm 4's lines 1-2,
+only rows ``0 … d_rot − 1`` of ``Q[:, t]`` and ``K[:, t]`` are rotated, by ``R_{d_rot}(t)`` (the
+half-split pairs ``(i, i + d_rot/2)``, ``θ_i = base^{−2i/d_rot}``); rows ``d_rot … d_attn − 1``
+pass unrotated. ``d_rot = d_attn`` is :func:`.rope.rope`. Lines 3-6 are the paper's, and Algorithm
+5 runs it per head (H query, key and value sets, with the paper's biases).
+
+Decision: Algorithm 4 is written out here (the eight lines of :func:`.rope.rope_attention` with
+the other rotation), since :mod:`.rope` takes no ``d_rot``; a ``d_rot`` keyword there would make
+this module one function.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..paper.attention import AttentionParams, MHAttentionParams
+from ..paper.checks import check_count, fail
+from ..paper.functions import compute_dtype, softmax
+from ._params import check_heads, check_mask, check_matrix
+from .rope import affine, rope
+
+PARTIAL_ROPE = "partial_rope"
+MH_PARTIAL = "partial_rope_attention (Algorithm 5, RoPE on d_rot rows after Alg 4 lines 1-2)"
+
+
+def partial_rope(X, positions, base: float = 10000.0, d_rot: int | None = None):
+    """``X[:d_rot, t] ← R_{d_rot}(positions[t]) X[:d_rot, t]``; rows from ``d_rot`` unchanged."""
+    d = np.shape(X)[0]
+    d_rot = d if d_rot is None else d_rot
+    check_count(PARTIAL_ROPE, "d_rot", d_rot, 0)
+    if d_rot > d:
+        fail(PARTIAL_ROPE, "d_rot", f"= {d_rot} exceeds the {d} rows of X")
+    if d_rot == 0:
+        return X
+    return jnp.concatenate([rope(X[:d_rot], positions, base), X[d_rot:]], axis=0)
+
+
+def partial_rope_attention(X, Z, W: MHAttentionParams, Mask=None, *, t_x=None, t_z=None,
+                           base=10000.0, d_rot=None):  # fmt: skip
+    """Algorithm 5 whose heads rotate the first ``d_rot`` rows of Q and K: ``(d_out, ℓ_x)``."""
+    check_matrix(MH_PARTIAL, "X", X)
+    check_matrix(MH_PARTIAL, "Z", Z)
+    H, G = check_heads(MH_PARTIAL, W, np.shape(X)[0], np.shape(Z)[0])
+    if G != H:
+        fail(MH_PARTIAL, "W", f"has {G} key/value sets for {H} heads; this form has one per head")
+    check_mask(MH_PARTIAL, Mask, np.shape(Z)[1], np.shape(X)[1])
+    t_x = jnp.arange(X.shape[1]) if t_x is None else jnp.asarray(t_x)
+    t_z = jnp.arange(Z.shape[1]) if t_z is None else jnp.asarray(t_z)
+
+    def one_head(W_h: AttentionParams):  # Algorithm 4
+        Q = partial_rope(affine(W_h.W_q, W_h.b_q, X), t_x, base, d_rot)  # line 1, rotated
+        K = partial_rope(affine(W_h.W_k, W_h.b_k, Z), t_z, base, d_rot)  # line 2, rotated
+        V = affine(W_h.W_v, W_h.b_v, Z)  # line 3
+        c = compute_dtype(V.dtype)
+        S = K.astype(c).T @ Q.astype(c)  # line 4
+        S = S if Mask is None else jnp.where(jnp.asarray(Mask, bool), S, -jnp.inf)  # line 5
+        return (V.astype(c) @ softmax(S / math.sqrt(Q.shape[0]))).astype(V.dtype)  # line 6
+
+    heads = AttentionParams(W.W_q, W.b_q, W.W_k, W.b_k, W.W_v, W.b_v)
+    Y = jax.vmap(one_head)(heads)  # Algorithm 5 lines 1-2: Y^h for every head h
+    Y = Y.reshape(-1, X.shape[1])  # line 3: Y = [Y^1; …; Y^H]
+    return affine(W.W_o, W.b_o, Y)  # line 4
