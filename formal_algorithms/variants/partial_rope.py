@@ -42,6 +42,22 @@ def partial_rope(X, positions, base: float = 10000.0, d_rot: int | None = None):
     return jnp.concatenate([rope(X[:d_rot], positions, base), X[d_rot:]], axis=0)
 
 
+def partial_rope_head(X, Z, W: AttentionParams, Mask, *, t_x, t_z, base, d_rot):
+    """Algorithm 4 with the first ``d_rot`` rows of Q and K rotated after lines 1-2 (one head;
+    shapes checked by :func:`partial_rope_attention`)."""
+    Q = affine(W.W_q, W.b_q, X)  # line 1
+    K = affine(W.W_k, W.b_k, Z)  # line 2
+    Q = partial_rope(Q, t_x, base, d_rot)  # line 1, then Q[:d_rot, t] ← R(t_x[t]) Q[:d_rot, t]
+    K = partial_rope(K, t_z, base, d_rot)  # line 2, then K[:d_rot, t] ← R(t_z[t]) K[:d_rot, t]
+    V = affine(W.W_v, W.b_v, Z)  # line 3
+    c = compute_dtype(V.dtype)
+    S = K.astype(c).T @ Q.astype(c)  # line 4
+    S = S if Mask is None else jnp.where(jnp.asarray(Mask, bool), S, -jnp.inf)  # line 5
+    A = softmax(S / math.sqrt(Q.shape[0]))  # line 6 (part: A): the weights
+    V_tilde = (V.astype(c) @ A).astype(V.dtype)  # line 6
+    return V_tilde
+
+
 def partial_rope_attention(X, Z, W: MHAttentionParams, Mask=None, *, t_x=None, t_z=None,
                            base=10000.0, d_rot=None):  # fmt: skip
     """Algorithm 5 whose heads rotate the first ``d_rot`` rows of Q and K: ``(d_out, ℓ_x)``."""
@@ -54,14 +70,8 @@ def partial_rope_attention(X, Z, W: MHAttentionParams, Mask=None, *, t_x=None, t
     t_x = jnp.arange(X.shape[1]) if t_x is None else jnp.asarray(t_x)
     t_z = jnp.arange(Z.shape[1]) if t_z is None else jnp.asarray(t_z)
 
-    def one_head(W_h: AttentionParams):  # Algorithm 4
-        Q = partial_rope(affine(W_h.W_q, W_h.b_q, X), t_x, base, d_rot)  # line 1, rotated
-        K = partial_rope(affine(W_h.W_k, W_h.b_k, Z), t_z, base, d_rot)  # line 2, rotated
-        V = affine(W_h.W_v, W_h.b_v, Z)  # line 3
-        c = compute_dtype(V.dtype)
-        S = K.astype(c).T @ Q.astype(c)  # line 4
-        S = S if Mask is None else jnp.where(jnp.asarray(Mask, bool), S, -jnp.inf)  # line 5
-        return (V.astype(c) @ softmax(S / math.sqrt(Q.shape[0]))).astype(V.dtype)  # line 6
+    def one_head(W_h):
+        return partial_rope_head(X, Z, W_h, Mask, t_x=t_x, t_z=t_z, base=base, d_rot=d_rot)
 
     heads = AttentionParams(W.W_q, W.b_q, W.W_k, W.b_k, W.W_v, W.b_v)
     Y = jax.vmap(one_head)(heads)  # Algorithm 5 lines 1-2: Y^h for every head h
