@@ -36,8 +36,16 @@ from ..paper.architectures import Layer
 from ..paper.checks import fail
 from ..paper.functions import gelu
 from ..paper.normalisation import layer_norm_columns
+from ..variants._params import check_linear
 from ..variants.factorised import shared_layers
-from .core import StateDict, bert_layer, check_sequence, embed_with_segments, post_ln_stack
+from .core import (
+    StateDict,
+    bert_layer,
+    check_segments,
+    check_sequence,
+    embed_with_segments,
+    post_ln_stack,
+)
 
 ALBERT = "albert_logits (Algorithm 9 with factorised embeddings and one shared layer)"
 MODEL_DIR = "rxnmapper/models/transformers/albert_heads_8_uspto_all_1310k/"
@@ -73,6 +81,14 @@ def albert_logits(x, params: AlbertParams, *, L: int, activation=gelu, eps=1e-12
     if not isinstance(L, int) or L < 1:
         fail(ALBERT, "L", f"= {L!r} must be a positive integer")
     x = check_sequence(ALBERT, x, params.W_e.shape[1], params.W_p.shape[1])
+    check_segments(ALBERT, params, x.shape[0], None)
+    d_emb, N_V = params.W_e.shape
+    d_e = check_linear(ALBERT, "params.W_proj", params.W_proj, params.b_proj, d_emb)
+    check_linear(ALBERT, "params.W_f", params.W_f, params.b_f, d_e, d_emb)
+    for name, want in (("gamma", (d_emb,)), ("beta", (d_emb,)), ("b_u", (N_V,))):
+        if getattr(params, name) is None or getattr(params, name).shape != want:
+            fail(ALBERT, f"params.{name}", f"has shape {jnp.shape(getattr(params, name))}, "
+                 f"expected {want}")  # fmt: skip
     E = embed_with_segments(x, params.W_e, params.W_p, params.W_tt, params.gamma_emb,
                             params.beta_emb, eps)  # fmt: skip  # lines 1-3 in d_emb, BERT extras
     X = params.W_proj @ E + params.b_proj[:, None]  # factorised: project to d_e

@@ -27,7 +27,14 @@ import jax.numpy as jnp
 from ..paper.architectures import Layer
 from ..paper.checks import fail
 from ..paper.functions import gelu
-from .core import StateDict, bert_layer, check_sequence, embed_with_segments, post_ln_stack
+from .core import (
+    StateDict,
+    bert_layer,
+    check_segments,
+    check_sequence,
+    embed_with_segments,
+    post_ln_stack,
+)
 
 BERT = "bert_encode (Algorithm 9, lines 1-9, with BERT's extras)"
 BERT_EPS = 1e-12
@@ -51,6 +58,7 @@ def bert_encode(x, params: BertEncoderParams, *, token_type_ids=None, activation
     if not isinstance(params, BertEncoderParams):
         fail(BERT, "params", f"must be BertEncoderParams, got {type(params).__name__}", TypeError)
     x = check_sequence(BERT, x, params.W_e.shape[1], params.W_p.shape[1])
+    check_segments(BERT, params, x.shape[0], token_type_ids)
     X = embed_with_segments(x, params.W_e, params.W_p, params.W_tt, params.gamma_emb,
                             params.beta_emb, eps, token_type_ids)  # fmt: skip  # lines 1-3 + extras
     X = post_ln_stack(X, params.layers, activation, eps)  # lines 4-8, Mask ≡ 1

@@ -12,6 +12,7 @@ rows of a query/key/value projection are the heads in order.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -29,6 +30,35 @@ def embed_with_segments(x, W_e, W_p, W_tt, gamma_emb, beta_emb, eps, token_type_
     X = X + W_tt[:, s]  # BERT: the segment embedding of each token
     X = layer_norm_columns(X, gamma_emb, beta_emb, eps)  # BERT: LayerNorm of the embeddings
     return X
+
+
+def check_segments(algorithm, params, ell: int, token_type_ids) -> None:
+    """BERT's embedding extras fit ``W_e`` ``(d, N_V)``: ``W_tt`` ``(d, n_types)``, ``gamma_emb``
+    and ``beta_emb`` ``(d,)``; ``token_type_ids`` ``(ℓ,)`` integers in ``[0, n_types)`` when
+    concrete (JAX's indexing would clamp an id out of range into another segment's vector)."""
+    d = np.shape(params.W_e)[0]
+    if np.ndim(params.W_tt) != 2 or np.shape(params.W_tt)[0] != d:
+        fail(
+            algorithm, "params.W_tt", f"has shape {np.shape(params.W_tt)}, expected ({d}, n_types)"
+        )
+    for name in ("gamma_emb", "beta_emb"):
+        value = getattr(params, name)
+        if value is None or np.shape(value) != (d,):
+            got = "None" if value is None else f"shape {np.shape(value)}"
+            fail(algorithm, f"params.{name}", f"is {got}, expected shape ({d},)")
+    if token_type_ids is None:
+        return
+    s = np.asarray(token_type_ids) if not isinstance(token_type_ids, jax.core.Tracer) else None
+    shape = np.shape(token_type_ids)
+    if shape != (ell,):
+        fail(algorithm, "token_type_ids", f"has shape {shape}, expected ({ell},): one per token")
+    if s is not None:
+        n_types = np.shape(params.W_tt)[1]
+        if not np.issubdtype(s.dtype, np.integer) or s.dtype == bool:
+            fail(algorithm, "token_type_ids", f"must be integers, got dtype {s.dtype}", TypeError)
+        if s.size and (s.min() < 0 or s.max() >= n_types):
+            fail(algorithm, "token_type_ids", f"holds {int(s.min() if s.min() < 0 else s.max())}, "
+                 f"not a segment: W_tt has {n_types} (0 … {n_types - 1})")  # fmt: skip
 
 
 def post_ln_stack(X, layers, activation, eps, Mask=None):

@@ -32,3 +32,75 @@ def check_inputs(algorithm: str, theta, expected_type, paper_view=None, extra=()
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
     for name, x in sequences.items():
         check_tokens(algorithm, name, x, N_V, ell_max)
+
+
+# ---------------------------------------------------------- the attention and MLP primitives
+
+
+def check_matrix(algorithm: str, argument: str, x, rows: int | None = None):
+    """``x`` is a float matrix ``(d, ℓ)``, tokens as columns (``rows``: its d, when known)."""
+    shape = np.shape(x)
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    if len(shape) != 2 or not np.issubdtype(dtype, np.floating):
+        fail(algorithm, argument, f"must be a float matrix (d, ℓ) with tokens as columns, got "
+             f"{type(x).__name__} of shape {shape} and dtype {dtype}")  # fmt: skip
+    if rows is not None and shape[0] != rows:
+        fail(
+            algorithm, argument, f"has {shape[0]} rows, expected {rows} (the weights' input width)"
+        )
+
+
+def check_linear(algorithm: str, name: str, W, b, d_in: int, d_out: int | None = None) -> int:
+    """``W`` is ``(d_out, d_in)`` and ``b`` ``(d_out,)`` or ``None``; returns d_out."""
+    shape = np.shape(W)
+    if len(shape) != 2 or shape[1] != d_in or (d_out is not None and shape[0] != d_out):
+        want = f"({'d_out' if d_out is None else d_out}, {d_in})"
+        fail(algorithm, name, f"has shape {shape}, expected {want}")
+    if b is not None and np.shape(b) != (shape[0],):
+        fail(
+            algorithm,
+            name.replace("W_", "b_", 1),
+            f"has shape {np.shape(b)}, expected ({shape[0]},)",
+        )
+    return shape[0]
+
+
+def check_positions(algorithm: str, argument: str, t, ell: int) -> None:
+    if t is not None and np.shape(t) != (ell,):
+        fail(
+            algorithm,
+            argument,
+            f"has shape {np.shape(t)}, expected ({ell},): one position per column",
+        )
+
+
+def check_mask(algorithm: str, Mask, ell_z: int, ell_x: int) -> None:
+    if Mask is not None and np.shape(Mask) != (ell_z, ell_x):
+        fail(
+            algorithm,
+            "Mask",
+            f"has shape {np.shape(Mask)}, expected (ℓ_z, ℓ_x) = ({ell_z}, {ell_x})",
+        )
+
+
+def check_heads(algorithm: str, W, d_x: int, d_z: int) -> tuple[int, int]:
+    """Algorithm 5's θ with H query heads and G key/value sets: ``W_q`` (H, d_attn, d_x),
+    ``W_k`` (G, d_attn, d_z), ``W_v`` (G, d_mid, d_z), ``W_o`` (d_out, H d_mid), biases matching or
+    ``None``. Returns (H, G)."""
+    for name in ("W_q", "W_k", "W_v", "W_o"):
+        if not hasattr(W, name) or getattr(W, name) is None:
+            fail(algorithm, f"W.{name}", "is missing: W must be MHAttentionParams", TypeError)
+    q, k, v, o = (np.shape(getattr(W, n)) for n in ("W_q", "W_k", "W_v", "W_o"))
+    if len(q) != 3 or q[2] != d_x:
+        fail(algorithm, "W.W_q", f"has shape {q}, expected (H, d_attn, {d_x})")
+    if len(k) != 3 or k[1:] != (q[1], d_z):
+        fail(algorithm, "W.W_k", f"has shape {k}, expected (G, {q[1]}, {d_z})")
+    if len(v) != 3 or v[0] != k[0] or v[2] != d_z:
+        fail(algorithm, "W.W_v", f"has shape {v}, expected ({k[0]}, d_mid, {d_z})")
+    if len(o) != 2 or o[1] != q[0] * v[1]:
+        fail(algorithm, "W.W_o", f"has shape {o}, expected (d_out, H·d_mid = {q[0] * v[1]})")
+    for name, want in (("b_q", q[:2]), ("b_k", k[:2]), ("b_v", v[:2]), ("b_o", o[:1])):
+        b = getattr(W, name, None)
+        if b is not None and np.shape(b) != want:
+            fail(algorithm, f"W.{name}", f"has shape {np.shape(b)}, expected {want}")
+    return q[0], k[0]

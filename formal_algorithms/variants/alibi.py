@@ -21,10 +21,12 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..paper.attention import AttentionParams, MHAttentionParams
 from ..paper.checks import fail
 from ..paper.functions import compute_dtype, softmax
+from ._params import check_heads, check_mask, check_matrix, check_positions
 
 ALIBI = "alibi_mh_attention (Algorithm 5 with ALiBi at Algorithm 4 line 4)"
 
@@ -54,9 +56,15 @@ def alibi_attention(X, Z, W: AttentionParams, m, Mask=None, *, t_x=None, t_z=Non
 
 def alibi_mh_attention(X, Z, W: MHAttentionParams, Mask=None, *, t_x=None, t_z=None):
     """Algorithm 5 whose heads are :func:`alibi_attention` with slopes :func:`alibi_slopes`."""
-    if X.ndim != 2 or Z.ndim != 2:
-        fail(ALIBI, "X" if X.ndim != 2 else "Z", "must be a matrix (d, ℓ) with tokens as columns")
-    H = W.W_q.shape[0]
+    check_matrix(ALIBI, "X", X)
+    check_matrix(ALIBI, "Z", Z)
+    H, G = check_heads(ALIBI, W, np.shape(X)[0], np.shape(Z)[0])
+    if G != H:
+        fail(ALIBI, "W.W_k", f"holds {G} key sets for {H} heads; ALiBi here is Algorithm 5's, "
+             "one key/value set per head")  # fmt: skip
+    check_mask(ALIBI, Mask, np.shape(Z)[1], np.shape(X)[1])
+    check_positions(ALIBI, "t_x", t_x, np.shape(X)[1])
+    check_positions(ALIBI, "t_z", t_z, np.shape(Z)[1])
     m = alibi_slopes(H, compute_dtype(X.dtype))
     heads = AttentionParams(*W[:6])
 

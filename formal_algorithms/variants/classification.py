@@ -133,10 +133,26 @@ def classifier_logits(x, params: ClassifierParams, *, activation=gelu, eps=EPS, 
 
 def c_loss(params: ClassifierParams, x, c, *, activation=gelu, eps=EPS, valid=None,
            pooling="token"):  # fmt: skip
-    """``loss(θ) = − log P̂(c | x) = − log softmax(W_c X[:, t*] + b_c)[c]`` for one sequence."""
+    """``loss(θ) = − log P̂(c | x) = − log softmax(W_c X[:, t*] + b_c)[c]`` for one sequence.
+
+    ``c``: the class, an integer in ``[0, N_C)``; checked when concrete (JAX's indexing would
+    clamp an id out of range into a finite, wrong loss)."""
+    check_class(c, params.W_c.shape[0])
     logits = classifier_logits(x, params, activation=activation, eps=eps, valid=valid,
                                pooling=pooling)  # fmt: skip
     return -log_softmax(logits)[c]
+
+
+def check_class(c, N_C: int, argument: str = "c") -> None:
+    """A concrete class label is an integer in ``[0, N_C)`` (traced labels are the caller's)."""
+    if isinstance(c, jax.core.Tracer):
+        return
+    value = np.asarray(c)
+    if value.ndim != 0 or not np.issubdtype(value.dtype, np.integer) or value.dtype == bool:
+        fail(ALG, argument, f"must be one integer class in [0, {N_C}), got {c!r}", TypeError)
+    if not 0 <= int(value) < N_C:
+        fail(ALG, argument, f"= {int(value)} is not a class: the head has N_C = {N_C} classes "
+             f"(0 … {N_C - 1})")  # fmt: skip
 
 
 # ------------------------------------------------------------------ per-sequence training (SGD)

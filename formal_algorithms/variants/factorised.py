@@ -14,12 +14,25 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from ..paper.checks import fail
 from ..paper.embeddings import embed
+from ._params import check_linear
+
+FACTORISED = "factorised_embed (Algorithm 9 lines 1-3, ALBERT's factorised embedding)"
 
 
 def factorised_embed(x, W_e, W_p, W_proj, b_proj):
     """Lines 1-3 with factorised embeddings: ``W_proj (W_e[:, x] + W_p[:, :ℓ]) + b_proj 1ᵀ``,
     shape ``(d_e, ℓ)``."""
+    d_emb = np.shape(W_e)[0] if np.ndim(W_e) == 2 else None
+    if d_emb is None or np.shape(W_p)[:1] != (d_emb,):
+        fail(FACTORISED, "W_e" if d_emb is None else "W_p", f"W_e must be (d_emb, N_V) and W_p "
+             f"(d_emb, ℓ_max), got {np.shape(W_e)} and {np.shape(W_p)}")  # fmt: skip
+    check_linear(FACTORISED, "W_proj", W_proj, b_proj, d_emb)
+    if b_proj is None:
+        fail(FACTORISED, "b_proj", "is missing: ALBERT's projection has a bias")
     E = embed(x, W_e, W_p)  # lines 1-3 in the small width d_emb
     X = W_proj @ E + b_proj[:, None]  # the projection to d_e
     return X
@@ -27,4 +40,7 @@ def factorised_embed(x, W_e, W_p, W_proj, b_proj):
 
 def shared_layers(layer, L: int) -> tuple:
     """The paper's ``(W_1, …, W_L)`` when every layer shares one parameter set: L references."""
-    return (layer,) * L
+    if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 1:
+        fail("shared_layers (ALBERT's sharing)", "L", f"(number of layers) must be an integer >= 1, "
+             f"got {L!r}")  # fmt: skip
+    return (layer,) * int(L)

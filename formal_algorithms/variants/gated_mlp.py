@@ -14,8 +14,12 @@ with ``W_gate, W_up`` ``(d_mlp, d_e)`` and ``W_down`` ``(d_e, d_mlp)``. σ = SiL
 from __future__ import annotations
 
 import jax
+import numpy as np
 
+from ._params import check_linear, check_matrix
 from .rope import affine
+
+GATED_MLP = "gated_mlp (Algorithm 10 line 8's MLP substituted: GLU)"
 
 
 def silu(x):
@@ -26,6 +30,10 @@ def silu(x):
 def gated_mlp(X, W_gate, b_gate, W_up, b_up, W_down, b_down, activation=silu):
     """``W_down (σ(W_gate X + b_gate 1ᵀ) ⊙ (W_up X + b_up 1ᵀ)) + b_down 1ᵀ``, shape ``(d_e, ℓ)``:
     the substitute of the paper's MLP at line 8 of Algorithm 10. ``None`` biases are absent."""
+    check_matrix(GATED_MLP, "X", X)
+    d_mlp = check_linear(GATED_MLP, "W_gate", W_gate, b_gate, np.shape(X)[0])
+    check_linear(GATED_MLP, "W_up", W_up, b_up, np.shape(X)[0], d_mlp)
+    check_linear(GATED_MLP, "W_down", W_down, b_down, d_mlp)
     G = activation(affine(W_gate, b_gate, X))  # the gate: σ(W_gate X̃ + b_gate 1ᵀ)
     U = affine(W_up, b_up, X)  # the value: W_up X̃ + b_up 1ᵀ
     return affine(W_down, b_down, G * U)  # the line-8 branch, before the residual sum

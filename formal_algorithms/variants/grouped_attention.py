@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..paper.attention import AttentionParams, MHAttentionParams
 from ..paper.checks import fail
+from ._params import check_heads, check_mask, check_matrix
 from .rope import affine, rope_attention
 
 GQA = "grouped_attention (Algorithm 5 with G key/value sets)"
@@ -46,8 +48,10 @@ def grouped_attention(X, Z, W: MHAttentionParams, Mask=None, *, rope_base=None, 
     ``rope_base``: ``None`` for the paper's Algorithm 4 per head, or RoPE's base (e.g. 1e4) for
     rotary positions ``t_x``, ``t_z`` (default ``0 … ℓ − 1``).
     """
-    if X.ndim != 2 or Z.ndim != 2:
-        fail(GQA, "X" if X.ndim != 2 else "Z", "must be a matrix (d, ℓ) with tokens as columns")
+    check_matrix(GQA, "X", X)
+    check_matrix(GQA, "Z", Z)
+    check_heads(GQA, W, np.shape(X)[0], np.shape(Z)[0])
+    check_mask(GQA, Mask, np.shape(Z)[1], np.shape(X)[1])
     H, G = key_value_groups(W)
     g = head_group(H, G)
     heads = AttentionParams(

@@ -57,7 +57,7 @@ from ..paper.architectures import (
     unembedding_matrix,
 )
 from ..paper.attention import AttentionParams, MHAttentionParams
-from ..paper.checks import fail
+from ..paper.checks import check_key, fail
 from ..paper.embeddings import embed
 from ..paper.functions import gelu
 from ..paper.normalisation import EPS, layer_norm_columns
@@ -81,6 +81,7 @@ def draw_features(key, m: int, d_attn: int, *, orthogonal: bool = True, dtype=jn
     marginally ``N(0, I)`` and the estimator stays unbiased, with lower variance than i.i.d. rows.
     The last block is cut to ``m mod d_attn`` rows. ``orthogonal=False``: i.i.d. ``N(0, I)`` rows.
     """
+    check_key(ALG, key)
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
         _fail("m", f"(number of features) must be an integer >= 1, got {m!r}")
     if isinstance(d_attn, bool) or not isinstance(d_attn, (int, np.integer)) or d_attn < 1:

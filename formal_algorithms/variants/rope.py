@@ -28,8 +28,10 @@ import numpy as np
 from ..paper.attention import AttentionParams
 from ..paper.checks import fail
 from ..paper.functions import compute_dtype, softmax
+from ._params import check_linear, check_mask, check_matrix, check_positions
 
 ROPE = "rope"
+ROPE_ATTENTION = "rope_attention (Algorithm 4 with RoPE after lines 1-2)"
 
 
 def rope_frequencies(d: int, base: float = 10000.0, dtype=jnp.float32):
@@ -85,6 +87,15 @@ def rope_attention(X, Z, W: AttentionParams, Mask=None, *, t_x=None, t_z=None, b
     ``t_x`` ``(ℓ_x,)``, ``t_z`` ``(ℓ_z,)``: the positions of the columns of X and Z (default
     ``0 … ℓ − 1``). Shapes and ``Mask`` as :func:`formal_algorithms.attention`.
     """
+    check_matrix(ROPE_ATTENTION, "X", X)
+    check_matrix(ROPE_ATTENTION, "Z", Z)
+    d_attn = check_linear(ROPE_ATTENTION, "W.W_q", W.W_q, W.b_q, np.shape(X)[0])
+    check_linear(ROPE_ATTENTION, "W.W_k", W.W_k, W.b_k, np.shape(Z)[0], d_attn)
+    check_linear(ROPE_ATTENTION, "W.W_v", W.W_v, W.b_v, np.shape(Z)[0])
+    check_positions(ROPE_ATTENTION, "t_x", t_x, np.shape(X)[1])
+    check_positions(ROPE_ATTENTION, "t_z", t_z, np.shape(Z)[1])
+    check_mask(ROPE_ATTENTION, Mask, np.shape(Z)[1], np.shape(X)[1])
+    X, Z = jnp.asarray(X), jnp.asarray(Z)  # a nested list is a matrix too
     t_x = jnp.arange(X.shape[1]) if t_x is None else t_x
     t_z = jnp.arange(Z.shape[1]) if t_z is None else t_z
     Q = affine(W.W_q, W.b_q, X)  # line 1
