@@ -9,6 +9,9 @@ asserted (observed ~1e-14).
 
 from __future__ import annotations
 
+import pathlib
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -266,3 +269,17 @@ def test_gpt_neox_refuses_what_it_does_not_write():
     theta = init_gpt_neox(jax.random.key(0), N_V=9, L=1, H=2, d_e=8, d_mlp=12)
     with pytest.raises(ValueError, match=r"gpt_neox_logits .*'x' holds token ids \[9\]"):
         gpt_neox_logits(np.array([1, 9]), theta, d_rot=2)
+
+
+def test_the_examples_of_docs_families_run():
+    """Every Python block of docs/families.md runs and gives the logits its comment states."""
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "families.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 3
+    for block in blocks:
+        namespace = {}
+        exec(block, namespace)
+        stated = re.search(r"# \((\d+), (\d+)\)", block)
+        N_V, ell = namespace["logits"].shape
+        assert stated is None or (N_V, ell) == tuple(map(int, stated.groups()))
+        assert N_V == 100 and np.isfinite(np.asarray(namespace["logits"])).all()
