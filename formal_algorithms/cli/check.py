@@ -3,18 +3,24 @@
 at a time, cached equals uncached decoding and generation, permutation, distributions,
 determinism) on a Hugging Face model saved in a local directory. Nothing is downloaded.
 
-Prints one line per check (``--json``: the report as JSON) and exits with status 0 when every
-invariant holds (or does not apply), 1 when one is violated or a check could not run.
+Prints one line per precondition and check (``--json``: the report as JSON) and exits with status
+0 when the model conforms (the preconditions hold, at least one check passed, none failed), 1 when
+a precondition or an invariant is violated or a check could not run, and 3 when nothing was
+verified (every check asked for was skipped as not applicable).
 """
 
 from __future__ import annotations
 
+import math
+
 from .common import say
+
+UNVERIFIED = 3  # the exit status when no check passed and none failed
 
 
 def _positive(name, value):
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
 
 
 def run(args) -> int:
@@ -24,8 +30,11 @@ def run(args) -> int:
     if args.length < 2:
         raise ValueError(f"--length must be at least 2, got {args.length}")
     checks = None
-    if args.checks:
+    if args.checks is not None:
         checks = [c.strip() for c in args.checks.split(",") if c.strip()]
+        if not checks:
+            raise ValueError(f"--checks {args.checks!r} names no check; choose from "
+                             f"{', '.join(CHECKS)}")  # fmt: skip
         unknown = [c for c in checks if c not in CHECKS]
         if unknown:
             raise ValueError(f"--checks: unknown {unknown}; choose from {', '.join(CHECKS)}")
@@ -34,7 +43,7 @@ def run(args) -> int:
         say(f"checking {model.name} ({model.kind}) from {args.hf}")
     report = run_battery(model, checks=checks, seed=args.seed, length=args.length, atol=args.atol)
     say(report.to_json(indent=2) if args.json else str(report))
-    return 0 if report.ok else 1
+    return {"conforms": 0, "violates": 1, "unverified": UNVERIFIED}[report.verdict]
 
 
 def _load(directory, kind):
@@ -53,8 +62,12 @@ def _load(directory, kind):
     transformers.utils.logging.disable_progress_bar()
     try:
         return from_hf(directory, kind=kind)
-    except OSError:
-        raise
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"--hf {directory!r} is not a directory with a config.json"
+        ) from None
+    except OSError as error:
+        raise OSError(f"--hf {directory!r}: {error}") from None
     except Exception as error:  # transformers raises many kinds for a directory it cannot read
         raise ValueError(f"--hf {directory!r}: cannot load the model: {error}") from None
 
@@ -65,8 +78,9 @@ def register(sub) -> None:
         "check", help="test a Hugging Face model directory against the paper's invariants",
         description="Run the conformance battery (causality, padding invariance left and right, "
         "batched = one at a time, cached = uncached decoding and generate, permutation, "
-        "distributions, determinism) on a local Hugging Face model directory. Exit status 1 "
-        "if an invariant is violated.",
+        "distributions, determinism, bidirectionality of encoders) on a local Hugging Face model "
+        "directory, after its preconditions (finite, deterministic outputs). Exit status 1 if an "
+        "invariant or a precondition is violated, 3 if no check passed.",
     )  # fmt: skip
     p.add_argument("--hf", metavar="DIR", required=True,
                    help="a directory saved by save_pretrained (config.json and weights)")  # fmt: skip

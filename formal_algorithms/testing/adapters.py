@@ -27,6 +27,8 @@ import inspect
 
 import numpy as np
 
+from ..paper.checks import fail
+
 __all__ = [
     "KINDS",
     "OUTPUTS",
@@ -49,8 +51,7 @@ class NotSupported(Exception):
     """The model cannot do what a check needs (no cache, no gradients, …): the check is skipped."""
 
 
-def _bad(where: str, argument: str, message: str, error=ValueError):
-    raise error(f"{where}: {argument} {message}")
+_bad = fail  # the one error helper (formal_algorithms.paper.checks): "<where>: argument '<a>' …"
 
 
 def _accepted(fn) -> set[str]:
@@ -153,10 +154,11 @@ class TokenModel:
         x = _int_array(x, f"{self.name}.logits")
         if self.kind == "seq2seq" and z is None:
             _bad(f"{self.name}.logits", "z", "is required for an encoder-decoder (the context)")
-        out = _numpy(self._forward(x, attention_mask, position_ids, z, z_mask))
-        if out.ndim != 3 or out.shape[:2] != x.shape:
-            _bad(self.name, "output", f"has shape {out.shape}; expected (B, ℓ, N_V) with (B, ℓ) = "
-                 f"{x.shape}")  # fmt: skip
+        out = _outputs(self._forward(x, attention_mask, position_ids, z, z_mask), self.name)
+        expected = (*x.shape, self.vocab_size)
+        if out.shape != expected:
+            _bad(self.name, "output", f"has shape {out.shape}; expected (B, ℓ, N_V) = {expected} "
+                 f"(N_V = vocab_size = {self.vocab_size})")  # fmt: skip
         return np.transpose(out, (0, 2, 1))
 
     def cached_logits(self, x, chunks, *, z=None):
@@ -262,6 +264,19 @@ def _choose(last, output, rng):
     cdf = np.cumsum(p / p.sum(axis=-1, keepdims=True), axis=-1)
     u = rng.random(len(cdf))
     return np.minimum((cdf < u[:, None]).sum(axis=-1), last.shape[-1] - 1)
+
+
+def _outputs(raw, name) -> np.ndarray:
+    """The model's raw output as float64 numpy, or a one-line error naming what it returned."""
+    kind = getattr(getattr(raw, "dtype", None), "kind", "")
+    if isinstance(raw, str | bytes) or raw is None or kind in ("U", "S"):
+        what = f"{type(raw).__name__} {str(raw)[:40]!r}"
+        _bad(name, "output", f"is {what}; expected an array of logits (B, ℓ, N_V)", TypeError)
+    try:
+        return _numpy(raw)
+    except (TypeError, ValueError) as error:
+        _bad(name, "output", f"({type(raw).__name__}) is not an array of numbers: {error}",
+             TypeError)  # fmt: skip
 
 
 def _numpy(a) -> np.ndarray:
@@ -528,15 +543,15 @@ def _hf_kind(config, class_name: str) -> str:
 
 
 def _load_hf(path, kind, torch_dtype):
-    import os
     import pathlib
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import transformers
+    import transformers  # offline: every call below passes local_files_only=True
 
     p = pathlib.Path(str(path))
     if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"--hf {str(path)!r} is not a directory with a config.json")
+        raise FileNotFoundError(
+            f"from_hf: argument 'model' = {str(path)!r} is not a directory with a config.json"
+        )
     config = transformers.AutoConfig.from_pretrained(p, local_files_only=True)
     kind = kind or _hf_kind(config, "")
     auto = {

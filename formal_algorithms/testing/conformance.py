@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..paper.checks import fail
 from .adapters import NotSupported, TokenModel
 from .invariants import InvariantViolation
 
@@ -60,6 +61,7 @@ __all__ = [
     "ConformanceViolation",
     "NotApplicable",
     "check_batch",
+    "check_bidirectionality",
     "check_batched_generation",
     "check_cache",
     "check_causality",
@@ -78,6 +80,7 @@ INVARIANTS = {
     "cache": "cached decoding equals the full forward; generate with and without the cache agree",
     "batched_generation": "a left-padded batch generates what each prompt generates alone",
     "permutation": "without positions, permuting the tokens permutes the outputs",
+    "bidirectionality": "an encoder's every output depends on every real token",
     "distributions": "outputs are finite (padding too) and describe distributions",
     "determinism": "the same input (and seed) gives the same output",
 }
@@ -176,7 +179,10 @@ def check_causality(model: TokenModel, *, seed: int = 0, length: int = 8, atol: 
     with the context fixed): by perturbing each token alone, and by the gradient of every output
     w.r.t. every token embedding when the model has gradients (:meth:`TokenModel.influence`)."""
     if model.kind == "masked":
-        raise NotApplicable("a bidirectional encoder: every position may see every token")
+        raise NotApplicable(
+            "a bidirectional encoder: that every position sees every token is tested by the "
+            "bidirectionality check"
+        )
     rng = _rng(seed)
     ell = _length(model, length)
     x, z = _tokens(model, rng, (1, ell)), _context(model, rng, 1, ell)
@@ -508,6 +514,41 @@ def check_permutation(model: TokenModel, *, seed: int = 0, length: int = 8, atol
     return f"a context of {ell} tokens reordered by {perm.tolist()}"
 
 
+def check_bidirectionality(model: TokenModel, *, seed: int = 0, length: int = 8,
+                           atol: float = 1e-4):  # fmt: skip
+    """An encoder (``kind="masked"``) sees every token: changing the token at any position s moves
+    every output (exactly 0 change means position t does not read s); an encoder-decoder's
+    decoder outputs each move when any context token changes. ``atol`` is unused: any change
+    counts (a strictly causal model moves earlier outputs by exactly 0)."""
+    del atol
+    if model.kind == "causal":
+        raise NotApplicable("a causal decoder must not see later tokens (the causality check)")
+    rng = _rng(seed)
+    ell = _length(model, length)
+    x = _tokens(model, rng, (1, ell))
+    x_dec = _tokens(model, rng, (1, ell)) if model.kind == "seq2seq" else None
+
+    def run(ids):
+        return model.logits(ids)[0] if x_dec is None else model.logits(x_dec, z=ids)[0]
+
+    base = run(x)
+    for s in range(ell):
+        x2 = x.copy()
+        x2[0, s] = _other(model, rng, x[0, s])
+        still = np.flatnonzero(_column_diff(run(x2), base) == 0)
+        if still.size:
+            t = int(still[0])
+            what = "the decoder output" if x_dec is not None else "the output"
+            _violation(
+                "bidirectionality",
+                f"{what} at position {t} did not move at all when the token at position {s} "
+                "changed: it does not see that token (a causal mask, or is_decoder=True, in an "
+                "encoder?)",
+                t, 0.0,
+            )  # fmt: skip
+    return f"{ell} tokens each perturbed alone moved all {ell} outputs"
+
+
 def check_distributions(model: TokenModel, *, seed: int = 0, length: int = 8,
                         atol: float = 1e-4):  # fmt: skip
     """Every output is finite, at real tokens and at padding (padded on the right, and on the
@@ -605,10 +646,62 @@ def check_determinism(model: TokenModel, *, seed: int = 0, length: int = 8, new_
     return f"two forward passes identical; two sampled generations with seed {seed} identical"
 
 
+# ============================================================================= the preconditions
+
+
+def _unpadded_outputs(model, seed, length):
+    rng = _rng(seed)
+    ell = _length(model, length)
+    x, z = _tokens(model, rng, (2, ell)), _context(model, rng, 2, ell)
+    return model.logits(x, z=z), model.logits(x, z=z)
+
+
+def precondition_finite(first) -> str:
+    """The outputs on an ordinary unpadded input are finite; else no difference is meaningful."""
+    bad = ~np.isfinite(first)  # (B, N_V, ℓ)
+    if bad.any():
+        b, v, p = np.argwhere(bad)[0]
+        rows = np.unique(np.argwhere(bad)[:, 1])
+        _violation(
+            "finite",
+            f"the output at position {p} of an unpadded input is not finite ({first[b, v, p]} at "
+            f"vocabulary entry {v}; {rows.size} of {first.shape[1]} entries affected): NaN or inf "
+            "in the parameters?",
+            p, float("inf"),
+        )  # fmt: skip
+    return f"{first.shape[0]} unpadded inputs of {first.shape[2]} tokens, every output finite"
+
+
+def precondition_deterministic(first, second) -> str:
+    """Two forward passes on one input agree exactly (no dropout, no unseeded randomness)."""
+    diffs = np.maximum(_column_diff(first[0], second[0]), _column_diff(first[1], second[1]))
+    p, size = _first_bad(diffs, 0.0)
+    if p is not None:
+        _violation(
+            "deterministic",
+            f"two forward passes on the same input differ at position {p} by {_fmt(size)}: is "
+            "dropout on (model.eval() not called) or an unseeded random source used?",
+            p, size,
+        )  # fmt: skip
+    return "two forward passes on one input identical"
+
+
+PRECONDITIONS = {
+    "finite": "outputs on an ordinary unpadded input are finite",
+    "deterministic": "two forward passes on one input agree exactly",
+}
+
+# The checks each precondition's failure makes meaningless (they compare outputs).
+_COMPARING = ("causality", "padding_right", "padding_left", "batch", "cache",
+              "batched_generation", "permutation", "bidirectionality")  # fmt: skip
+INVALIDATES = {"finite": (*_COMPARING, "determinism"), "deterministic": _COMPARING}
+
+
 # ================================================================================== the battery
 
 CHECKS = {
     "causality": check_causality,
+    "bidirectionality": check_bidirectionality,
     "padding_right": lambda model, **kw: check_padding(model, "right", **kw),
     "padding_left": lambda model, **kw: check_padding(model, "left", **kw),
     "batch": check_batch,
@@ -619,11 +712,16 @@ CHECKS = {
     "determinism": check_determinism,
 }
 
+STATUSES = ("pass", "fail", "skip", "error", "not meaningful")
+_LABELS = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP", "error": "ERROR",
+           "not meaningful": "N/M"}  # fmt: skip
+
 
 @dataclass
 class CheckResult:
     """One check's outcome: ``status`` is ``"pass"``, ``"fail"`` (an invariant violated),
-    ``"skip"`` (not applicable; ``message`` says why) or ``"error"`` (the check could not run)."""
+    ``"skip"`` (not applicable; ``message`` says why), ``"error"`` (the check could not run) or
+    ``"not meaningful"`` (a precondition failed; ``message`` says which)."""
 
     check: str
     invariant: str
@@ -637,94 +735,167 @@ class CheckResult:
 
 @dataclass
 class ConformanceReport:
-    """What :func:`run_battery` found: ``ok`` is True when nothing failed or errored."""
+    """What :func:`run_battery` found. ``verdict`` is ``"conforms"`` (the preconditions hold, at
+    least one check passed, none failed, errored or was made meaningless), ``"violates"`` (a
+    precondition or a check failed, or a check errored) or ``"unverified"`` (nothing failed, but no
+    check passed: every one skipped, or none asked); ``ok`` is ``verdict == "conforms"``."""
 
     model: str
     kind: str
     framework: str
     results: list[CheckResult] = field(default_factory=list)
+    preconditions: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        everything = self.preconditions + self.results
+        if any(r.status in ("fail", "error", "not meaningful") for r in everything):
+            return "violates"
+        if not any(r.status == "pass" for r in self.results):
+            return "unverified"
+        return "conforms"
 
     @property
     def ok(self) -> bool:
-        return all(r.status in ("pass", "skip") for r in self.results)
+        return self.verdict == "conforms"
 
     def failures(self) -> list[CheckResult]:
-        return [r for r in self.results if r.status in ("fail", "error")]
+        return [r for r in self.preconditions + self.results if r.status in ("fail", "error")]
 
     def __getitem__(self, check: str) -> CheckResult:
-        for r in self.results:
+        for r in self.preconditions + self.results:
             if r.check == check:
                 return r
         raise KeyError(check)
 
     def to_dict(self) -> dict:
-        counts = {s: sum(r.status == s for r in self.results) for s in ("pass", "fail", "skip", "error")}  # fmt: skip
+        counts = {s: sum(r.status == s for r in self.results) for s in STATUSES}
         size = lambda v: v if v is None or np.isfinite(v) else str(v)  # noqa: E731
+        row = lambda r: {**asdict(r), "size": size(r.size), "seconds": round(r.seconds, 3)}  # noqa: E731
         return {
             "model": self.model, "kind": self.kind, "framework": self.framework, "ok": self.ok,
-            "counts": counts,
-            "results": [{**asdict(r), "size": size(r.size), "seconds": round(r.seconds, 3)}
-                        for r in self.results],
+            "verdict": self.verdict, "counts": counts,
+            "preconditions": [row(r) for r in self.preconditions],
+            "results": [row(r) for r in self.results],
         }  # fmt: skip
 
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, **kw)
 
     def __str__(self) -> str:
-        width = max(len(c) for c in CHECKS)
+        width = max(len(c) for c in [*CHECKS, *PRECONDITIONS])
         lines = [f"{self.model} ({self.kind}, {self.framework})"]
-        for r in self.results:
-            lines.append(f"  {r.status.upper():5} {r.check:{width}}  {r.message}")
+        for r in self.preconditions + self.results:
+            lines.append(f"  {_LABELS[r.status]:5} {r.check:{width}}  {r.message}")
             lines.extend(f"  {'':5} {'':{width}}  (warning) {w}" for w in r.warnings)
         c = self.to_dict()["counts"]
-        verdict = "conforms" if self.ok else "VIOLATES the invariants above"
+        verdict = {
+            "conforms": "conforms",
+            "violates": "VIOLATES the invariants above",
+            "unverified": "NOT VERIFIED: no check passed (every one skipped or none asked)",
+        }[self.verdict]
+        if any(r.status == "fail" for r in self.preconditions):
+            verdict = "PRECONDITION FAILED (first lines): the checks marked N/M are not meaningful"
         lines.append(f"{c['pass']} passed, {c['fail']} failed, {c['skip']} skipped, "
-                     f"{c['error']} errors: {verdict}")  # fmt: skip
+                     f"{c['error']} errors, {c['not meaningful']} not meaningful: {verdict}")  # fmt: skip
         return "\n".join(lines)
+
+
+def _check_battery_arguments(model, checks, seed, length, atol):
+    where = "run_battery"
+    if not isinstance(model, TokenModel):
+        fail(where, "model", "must be a TokenModel (see formal_algorithms.testing.adapters), got "
+             f"{type(model).__name__}", TypeError)  # fmt: skip
+    if isinstance(checks, str):
+        fail(where, "checks", f"must be a list of check names, got the string {checks!r}",
+             TypeError)  # fmt: skip
+    names = list(CHECKS) if checks is None else list(checks)
+    if not names:
+        fail(where, "checks", f"is empty; choose from {list(CHECKS)}")
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        fail(where, "checks", f"{unknown} unknown; choose from {list(CHECKS)}")
+    if isinstance(atol, bool) or not isinstance(atol, int | float) or not np.isfinite(atol) \
+            or atol <= 0:  # fmt: skip
+        fail(where, "atol", f"must be a finite number > 0, got {atol!r}")
+    if isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 2:
+        fail(where, "length", f"must be an integer ≥ 2, got {length!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        fail(where, "seed", f"must be an integer, got {seed!r}", TypeError)
+    return names
 
 
 def run_battery(model: TokenModel, *, checks=None, seed: int = 0, length: int = 8,
                 atol: float = 1e-4, progress=None) -> ConformanceReport:  # fmt: skip
-    """Run ``checks`` (names from :data:`CHECKS`; default all) on ``model`` and return the report.
+    """Check the preconditions (``finite``, ``deterministic``), then run ``checks`` (names from
+    :data:`CHECKS`; default all) on ``model``, and return the report.
 
-    A check that raises anything but a violation or :class:`NotApplicable` is reported as
-    ``"error"`` with the exception's message; ``progress(name)`` is called before each check."""
-    if not isinstance(model, TokenModel):
-        raise TypeError(
-            f"run_battery: model must be a TokenModel (see formal_algorithms.testing.adapters), "
-            f"got {type(model).__name__}"
-        )
-    names = list(CHECKS) if checks is None else list(checks)
-    unknown = [n for n in names if n not in CHECKS]
-    if unknown:
-        raise ValueError(f"run_battery: checks {unknown} unknown; choose from {list(CHECKS)}")
+    A failed precondition is reported first, and the checks it invalidates
+    (:data:`INVALIDATES`) are not run: they are ``"not meaningful"`` with the reason. A check that
+    raises anything but a violation or :class:`NotApplicable` is reported as ``"error"`` with the
+    exception's message; ``progress(name)`` is called before each check."""
+    names = _check_battery_arguments(model, checks, seed, length, atol)
     report = ConformanceReport(model.name, model.kind, model.framework)
+    invalid = _run_preconditions(model, report, seed, length, progress)
     for name in names:
-        if progress is not None:
-            progress(name)
+        if name in invalid:
+            report.results.append(CheckResult(name, INVARIANTS[name], "not meaningful",
+                                              invalid[name]))  # fmt: skip
+            continue
         kwargs = {"seed": seed, "length": length}
         if name != "determinism":
             kwargs["atol"] = atol
-        start = time.perf_counter()
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")  # the model's warnings go into the report
-            result = _run_one(name, model, kwargs)
-        result.seconds = time.perf_counter() - start
-        result.warnings = sorted({f"{w.category.__name__}: {w.message}" for w in seen})
-        report.results.append(result)
+        report.results.append(_timed(name, lambda n=name, kw=kwargs: CHECKS[n](model, **kw),
+                                     INVARIANTS[name], progress))  # fmt: skip
     return report
 
 
-def _run_one(name, model, kwargs) -> CheckResult:
-    try:
-        detail = CHECKS[name](model, **kwargs)
-        result = CheckResult(name, INVARIANTS[name], "pass", detail)
-    except ConformanceViolation as v:
-        result = CheckResult(name, INVARIANTS[name], "fail", str(v).split(": ", 1)[1],
-                                 v.position, v.size)  # fmt: skip
-    except (NotApplicable, NotSupported) as reason:
-        result = CheckResult(name, INVARIANTS[name], "skip", str(reason))
-    except Exception as error:  # noqa: BLE001 (the report names it; the battery goes on)
-        result = CheckResult(name, INVARIANTS[name], "error",
-                                 f"{type(error).__name__}: {error}")  # fmt: skip
+def _run_preconditions(model, report, seed, length, progress):
+    """Run the preconditions into ``report``; the checks they invalidate, with the reason."""
+    outputs = {}
+
+    def finite():
+        outputs["pair"] = _unpadded_outputs(model, seed, length)
+        return precondition_finite(outputs["pair"][0])
+
+    def deterministic():
+        if "pair" not in outputs:
+            raise NotApplicable("the forward pass could not run (see finite)")
+        return precondition_deterministic(*outputs["pair"])
+
+    invalid = {}
+    for name, run in (("finite", finite), ("deterministic", deterministic)):
+        if any(r.status == "fail" and r.check == "finite" for r in report.preconditions):
+            reason = "not checked: the outputs are not finite"
+            report.preconditions.append(CheckResult(name, PRECONDITIONS[name], "skip", reason))
+            continue
+        result = _timed(name, run, PRECONDITIONS[name], progress)
+        report.preconditions.append(result)
+        if result.status == "fail":
+            for check in INVALIDATES[name]:
+                invalid.setdefault(check, f"not meaningful: precondition {name!r} failed "
+                                   f"({PRECONDITIONS[name]} does not hold)")  # fmt: skip
+    return invalid
+
+
+def _timed(name, run, invariant, progress) -> CheckResult:
+    if progress is not None:
+        progress(name)
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # the model's warnings go into the report
+        result = _run_one(name, run, invariant)
+    result.seconds = time.perf_counter() - start
+    result.warnings = sorted({f"{w.category.__name__}: {w.message}" for w in seen})
     return result
+
+
+def _run_one(name, run, invariant) -> CheckResult:
+    try:
+        return CheckResult(name, invariant, "pass", run())
+    except ConformanceViolation as v:
+        return CheckResult(name, invariant, "fail", str(v).split(": ", 1)[1], v.position, v.size)
+    except (NotApplicable, NotSupported) as reason:
+        return CheckResult(name, invariant, "skip", str(reason))
+    except Exception as error:  # noqa: BLE001 (the report names it; the battery goes on)
+        return CheckResult(name, invariant, "error", f"{type(error).__name__}: {error}")

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+import transformers
 import zoo
 from torch_reference import randomise
 from transformers import (
@@ -359,13 +360,21 @@ def test_report_is_json_and_text():
     report = C.run_battery(adapt(zoo.CachePositionOffByOne()), checks=["causality", "cache",
                                                                        "permutation"])  # fmt: skip
     data = json.loads(report.to_json())
-    assert data["ok"] is False and data["counts"] == {"pass": 1, "fail": 1, "skip": 1, "error": 0}
+    assert data["ok"] is False and data["counts"] == {
+        "pass": 1,
+        "fail": 1,
+        "skip": 1,
+        "error": 0,
+        "not meaningful": 0,
+    }
     cache = next(r for r in data["results"] if r["check"] == "cache")
     assert cache["status"] == "fail" and cache["position"] == 2 and cache["size"] > 0.01
     assert cache["invariant"] == C.INVARIANTS["cache"]
     text = str(report)
     assert "FAIL  cache" in text and "PASS  causality" in text and "SKIP  permutation" in text
-    assert text.endswith("1 passed, 1 failed, 1 skipped, 0 errors: VIOLATES the invariants above")
+    assert text.endswith(
+        "1 passed, 1 failed, 1 skipped, 0 errors, 0 not meaningful: VIOLATES the invariants above"
+    )
 
 
 def test_a_check_that_crashes_is_an_error_in_the_report_and_warnings_are_recorded():
@@ -381,17 +390,19 @@ def test_a_check_that_crashes_is_an_error_in_the_report_and_warnings_are_recorde
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(TypeError, match="from_torch: module must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match="from_torch: argument 'module' must be a torch.nn.Module"):
         A.from_torch(lambda ids: ids, vocab_size=5)
-    with pytest.raises(ValueError, match="from_torch: kind must be one of"):
+    with pytest.raises(ValueError, match="from_torch: argument 'kind' must be one of"):
         A.from_torch(zoo.TinyLM(), vocab_size=5, kind="decoder")
-    with pytest.raises(ValueError, match="from_callable: vocab_size must be an integer ≥ 2"):
+    with pytest.raises(
+        ValueError, match="from_callable: argument 'vocab_size' must be an integer ≥ 2"
+    ):
         A.from_callable(lambda ids: ids, vocab_size=1)
-    with pytest.raises(ValueError, match="run_battery: checks \\['nope'\\] unknown"):
+    with pytest.raises(ValueError, match="run_battery: argument 'checks' \\['nope'\\] unknown"):
         C.run_battery(adapt(zoo.TinyLM()), checks=["nope"])
-    with pytest.raises(TypeError, match="run_battery: model must be a TokenModel"):
+    with pytest.raises(TypeError, match="run_battery: argument 'model' must be a TokenModel"):
         C.run_battery(zoo.TinyLM())
-    with pytest.raises(ValueError, match="TinyLM.logits: x must be integer token ids"):
+    with pytest.raises(ValueError, match="TinyLM.logits: argument 'x' must be integer token ids"):
         adapt(zoo.TinyLM()).logits(np.zeros((1, 3)))
 
 
@@ -423,3 +434,93 @@ def test_cli_check_on_a_saved_model(tmp_path, capsys):
     assert err.startswith("formal-algorithms: error: --hf") and err.count("\n") == 1
     assert main(["check", "--hf", str(gpt2_dir), "--checks", "causality,typo"]) == 1
     assert "--checks: unknown ['typo']" in capsys.readouterr().err
+    assert main(["check", "--hf", str(gpt2_dir), "--checks", ","]) == 1
+    assert "--checks ',' names no check" in capsys.readouterr().err
+    assert main(["check", "--hf", str(gpt2_dir), "--atol", "nan"]) == 1
+    assert "--atol must be a finite number > 0, got nan" in capsys.readouterr().err
+    # every check asked for skipped: nothing verified, exit status 3, never "conforms"
+    assert main(["check", "--hf", str(gpt2_dir), "--checks", "permutation"]) == 3
+    assert "NOT VERIFIED: no check passed" in capsys.readouterr().out
+
+
+# =================================================================== preconditions and verdicts (#28)
+
+
+def test_a_nan_row_fails_the_finite_precondition_first_and_voids_the_comparisons():
+    report = C.run_battery(adapt(zoo.NaNHeadRow()))
+    first = report.preconditions[0]
+    assert first.check == "finite" and first.status == "fail", str(report)
+    assert first.message.startswith("the output at position 0 of an unpadded input is not finite")
+    assert "vocabulary entry 3; 1 of 24 entries affected" in first.message
+    assert report.preconditions[1].status == "skip"
+    for check in ("causality", "padding_left", "batch", "cache", "determinism"):
+        assert report[check].status == "not meaningful", str(report)
+        assert report[check].message == (
+            "not meaningful: precondition 'finite' failed (outputs on an ordinary unpadded input "
+            "are finite does not hold)"
+        )
+    text = str(report)
+    assert text.splitlines()[1].startswith("  FAIL  finite") and "N/M   causality" in text
+    assert text.endswith("PRECONDITION FAILED (first lines): the checks marked N/M are not "
+                         "meaningful")  # fmt: skip
+    assert report.verdict == "violates" and not report.ok
+
+
+def test_dropout_on_fails_the_deterministic_precondition_first():
+    report = C.run_battery(adapt(zoo.DropoutAlwaysOn()), checks=["causality", "determinism"])
+    pre = report["deterministic"]
+    assert report.preconditions[0].status == "pass" and pre.status == "fail", str(report)
+    assert pre.message.startswith("two forward passes on the same input differ at position")
+    assert "is dropout on" in pre.message
+    assert report["causality"].status == "not meaningful"
+    assert "precondition 'deterministic' failed" in report["causality"].message
+    assert report["determinism"].status == "fail"
+    assert str(report).splitlines()[2].startswith("  FAIL  deterministic")
+
+
+def test_a_report_with_no_passing_check_never_conforms():
+    report = C.run_battery(adapt(zoo.TinyLM()), checks=["permutation"])
+    assert report["permutation"].status == "skip" and report.verdict == "unverified"
+    assert not report.ok and "NOT VERIFIED: no check passed" in str(report)
+    assert json.loads(report.to_json())["verdict"] == "unverified"
+
+
+def test_an_output_wider_than_the_vocabulary_is_refused():
+    with pytest.raises(ValueError, match=r"WideHead: argument 'output' has shape \(1, 3, 26\); "
+                       r"expected \(B, ℓ, N_V\) = \(1, 3, 24\)"):  # fmt: skip
+        adapt(zoo.WideHead()).logits(np.zeros((1, 3), int))
+    report = C.run_battery(adapt(zoo.WideHead()), checks=["batch"])
+    assert report["finite"].status == "error" and "has shape" in report["finite"].message
+    assert report["batch"].status == "error" and not report.ok
+
+
+def test_a_model_returning_a_string_is_one_clear_line():
+    model = A.from_callable(lambda ids: "logits", vocab_size=5)
+    with pytest.raises(TypeError, match=r"^<lambda>: argument 'output' is \w+ 'logits'; expected "
+                       r"an array of logits \(B, ℓ, N_V\)$"):  # fmt: skip
+        model.logits(np.zeros((1, 3), int))
+
+
+@pytest.mark.parametrize("atol", [float("nan"), 0.0, -1.0, float("inf")])
+def test_a_bad_tolerance_is_refused(atol):
+    with pytest.raises(ValueError, match=r"run_battery: argument 'atol' must be a finite number"):
+        C.run_battery(adapt(zoo.TinyLM()), atol=atol)
+
+
+def test_an_empty_check_list_is_refused():
+    with pytest.raises(ValueError, match=r"run_battery: argument 'checks' is empty; choose from"):
+        C.run_battery(adapt(zoo.TinyLM()), checks=[])
+
+
+def test_bert_with_is_decoder_fails_bidirectionality():
+    config = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=32,
+                                     max_position_embeddings=32, is_decoder=True)  # fmt: skip
+    torch.manual_seed(0)
+    model = A.from_hf(transformers.BertForMaskedLM(config).eval(), kind="masked")
+    report = C.run_battery(model, checks=["causality", "bidirectionality", "batch"])
+    result = report["bidirectionality"]
+    assert result.status == "fail" and not report.ok, str(report)
+    assert result.message.startswith("the output at position 0 did not move at all when the token "
+                                     "at position 1 changed")  # fmt: skip
+    assert "tested by the bidirectionality check" in report["causality"].message

@@ -260,6 +260,26 @@ class DropoutAlwaysOn(TinyLM):
         return F.dropout(h, p=0.2, training=True)
 
 
+class NaNHeadRow(TinyLM):
+    """One row of the output layer is NaN (a corrupted checkpoint): the logit of vocabulary entry
+    3 is NaN at every position, and nothing moves. Caught by the ``finite`` precondition, which
+    marks the comparing checks not meaningful instead of failing them with a wrong cause."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with torch.no_grad():
+            self.head.weight[3] = float("nan")
+
+
+class WideHead(TinyLM):
+    """An output layer with 2 more columns than the declared vocabulary (``VOCAB + 2`` logits).
+    Caught by every check (the adapter refuses the output's shape)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.head = nn.Linear(D, VOCAB + 2)
+
+
 class UnseededSampler(TinyLM):
     """Its own ``generate`` samples with a fresh generator seeded from the clock: the same seed
     gives different texts. Caught by ``determinism``."""
