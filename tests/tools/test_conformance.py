@@ -524,3 +524,23 @@ def test_bert_with_is_decoder_fails_bidirectionality():
     assert result.message.startswith("the output at position 0 did not move at all when the token "
                                      "at position 1 changed")  # fmt: skip
     assert "tested by the bidirectionality check" in report["causality"].message
+
+
+def test_the_padding_gradient_runs_on_every_case():
+    model = adapt(zoo.SoftMaskForOnePad())
+    with pytest.raises(C.ConformanceViolation, match=r"^padding_left: the output at real position "
+                       r"0 has gradient .* padding token at input position 0 \(torch\.autograd\)"):  # fmt: skip
+        C.check_padding(model, "left", amounts=(1, 3))
+    # its 3-token case alone is healthy: the leak is seen only when the 1-token case is checked
+    assert "on each, gradients" in C.check_padding(model, "left", amounts=(3,))
+
+
+def test_a_sampler_that_ignores_its_seed_is_not_blamed_on_the_cache():
+    report = C.run_battery(adapt(zoo.UnseededSampler()), checks=["cache", "determinism"])
+    assert report["cache"].status == "pass", str(report)
+    assert (
+        "sampled generation not compared: two sampled generations with seed 0 and the cache "
+        "differ (the sampler ignores its seed: see determinism)" in report["cache"].message
+    )
+    assert report["determinism"].status == "fail"
+    assert "two sampled generations with seed 0 differ" in report["determinism"].message

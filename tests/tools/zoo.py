@@ -280,6 +280,23 @@ class WideHead(TinyLM):
         self.head = nn.Linear(D, VOCAB + 2)
 
 
+class SoftMaskForOnePad(TinyLM):
+    """When exactly one key of a row is padding (a fast path for nearly full batches), it gets
+    score −20 instead of the most negative float: weight ~e⁻²⁰, invisible to perturbation, not to
+    the gradient. Caught by ``padding_left``'s gradient on its 1-token case (the 3-token case is
+    healthy)."""
+
+    def allowed(self, ell, past_len, key_keep):
+        self.soft_pad = ~key_keep[:, None, None, :] if (~key_keep).sum(-1).eq(1).any() else None
+        return super().allowed(ell, past_len, key_keep)
+
+    def masked_scores(self, scores, allowed):
+        hard = super().masked_scores(scores, allowed)
+        if self.soft_pad is None:
+            return hard
+        return torch.where(self.soft_pad, torch.full_like(hard, -20.0), hard)
+
+
 class UnseededSampler(TinyLM):
     """Its own ``generate`` samples with a fresh generator seeded from the clock: the same seed
     gives different texts. Caught by ``determinism``."""
