@@ -86,7 +86,8 @@ class TokenModel:
       Algorithm 9) or ``"seq2seq"`` (an encoder-decoder: Algorithm 8; the decoder reads ``x``, the
       encoder the context ``z``);
     - ``vocab_size`` (N_V), ``pad_token_id``, ``special_ids`` (never drawn as input tokens),
-      ``max_length`` (the longest input, or None);
+      ``max_length`` (the longest input, or None), ``sliding_window`` (keys further back than
+      this are not read, or None; from Hugging Face configs);
     - ``output``: what the model returns, ``"logits"``, ``"log_probs"`` or ``"probs"``;
     - ``positions``: whether the outputs depend on token positions (False enables the permutation
       checks; None means unknown and is treated as True);
@@ -103,6 +104,7 @@ class TokenModel:
     pad_token_id = 0
     special_ids: tuple[int, ...] = ()
     max_length: int | None = None
+    sliding_window: int | None = None
     output = "logits"
     positions: bool | None = None
     accepts_attention_mask = False
@@ -526,11 +528,19 @@ def from_hf(model, *, kind=None, name=None, torch_dtype=None) -> TokenModel:
     }
     specials = [i for i in ids.values() if isinstance(i, int)]  # a list of eos ids: not special
     pad = next((i for i in (ids["pad"], ids["eos"], 0) if isinstance(i, int)), 0)
-    return _HFModel(
+    adapted = _HFModel(
         model, where, kind=kind, vocab_size=int(vocab), pad_token_id=pad, special_ids=specials,
         max_length=max_length, output="logits", positions=True,
         name=name or type(model).__name__, embedding=None,
     )  # fmt: skip
+    positions = getattr(getattr(model.base_model, "embeddings", None), "position_embeddings", None)
+    offset = getattr(positions, "padding_idx", None)  # RoBERTa counts positions from pad + 1
+    if isinstance(offset, int) and max_length is not None:
+        adapted.max_length = max_length - offset - 1
+    window = getattr(config, "sliding_window", None)
+    if isinstance(window, int) and getattr(config, "use_sliding_window", True) is not False:
+        adapted.sliding_window = window
+    return adapted
 
 
 def _hf_kind(config, class_name: str) -> str:

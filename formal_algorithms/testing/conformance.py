@@ -851,16 +851,42 @@ def _check_battery_arguments(model, checks, seed, length, atol):
     return names
 
 
+LONG = 20  # the long probe: beyond 16 tokens, where bugs of blocked or bucketed code appear
+BOUNDARY_LIMIT = 64  # declared boundaries (maximum positions) probed up to this many tokens
+
+
+def probe_lengths(model: TokenModel, length: int = 8) -> list[int]:
+    """The lengths each check runs at: ``length`` (the short probe), :data:`LONG`, one token past
+    the model's sliding window when it declares one, and its maximum length when that is at most
+    :data:`BOUNDARY_LIMIT`; all capped at the maximum length."""
+    wanted = {length, LONG}
+    if model.sliding_window is not None:
+        wanted.add(model.sliding_window + 1)
+    if model.max_length is not None:
+        if model.max_length <= BOUNDARY_LIMIT:
+            wanted.add(model.max_length)
+        wanted = {min(n, model.max_length) for n in wanted}
+    return sorted(wanted)
+
+
 def run_battery(model: TokenModel, *, checks=None, seed: int = 0, length: int = 8,
-                atol: float = 1e-4, progress=None) -> ConformanceReport:  # fmt: skip
+                atol: float = 1e-4, progress=None, lengths=None) -> ConformanceReport:  # fmt: skip
     """Check the preconditions (``finite``, ``deterministic``), then run ``checks`` (names from
     :data:`CHECKS`; default all) on ``model``, and return the report.
 
     A failed precondition is reported first, and the checks it invalidates
     (:data:`INVALIDATES`) are not run: they are ``"not meaningful"`` with the reason. A check that
     raises anything but a violation or :class:`NotApplicable` is reported as ``"error"`` with the
-    exception's message; ``progress(name)`` is called before each check."""
+    exception's message; ``progress(name)`` is called before each check.
+
+    Each check runs at every length of ``lengths`` (default :func:`probe_lengths`: ``length``,
+    one beyond 16 tokens, the declared boundaries) and stops at the first that does not pass; its
+    message begins with that length (``"ℓ = 20: …"``). The preconditions run at ``length``."""
     names = _check_battery_arguments(model, checks, seed, length, atol)
+    if lengths is None:
+        lengths = probe_lengths(model, length)
+    for n in lengths:
+        _check_battery_arguments(model, names, seed, n, atol)
     report = ConformanceReport(model.name, model.kind, model.framework)
     invalid = _run_preconditions(model, report, seed, length, progress)
     for name in names:
@@ -868,12 +894,27 @@ def run_battery(model: TokenModel, *, checks=None, seed: int = 0, length: int = 
             report.results.append(CheckResult(name, INVARIANTS[name], "not meaningful",
                                               invalid[name]))  # fmt: skip
             continue
-        kwargs = {"seed": seed, "length": length}
-        if name != "determinism":
-            kwargs["atol"] = atol
-        report.results.append(_timed(name, lambda n=name, kw=kwargs: CHECKS[n](model, **kw),
-                                     INVARIANTS[name], progress))  # fmt: skip
+        kwargs = {"seed": seed} if name == "determinism" else {"seed": seed, "atol": atol}
+        report.results.append(_at_lengths(name, model, kwargs, lengths, progress))
     return report
+
+
+def _at_lengths(name, model, kwargs, lengths, progress) -> CheckResult:
+    """``name`` at each length until one does not pass; its message begins with the length."""
+    seconds, seen, details = 0.0, [], []
+    for n in lengths:
+        result = _timed(name, lambda n=n: CHECKS[name](model, length=n, **kwargs),
+                        INVARIANTS[name], progress)  # fmt: skip
+        seconds, seen = seconds + result.seconds, seen + result.warnings
+        if result.status != "pass":
+            if result.status != "skip" or details:  # a skip applies to every length
+                result.message = f"ℓ = {n}: {result.message}"
+            break
+        details.append(f"ℓ = {n}: {result.message}")
+    else:
+        result.message = "; ".join(details) if len(details) > 1 else result.message
+    result.seconds, result.warnings = seconds, sorted(set(seen))
+    return result
 
 
 def _run_preconditions(model, report, seed, length, progress):

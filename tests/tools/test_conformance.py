@@ -385,7 +385,7 @@ def test_a_check_that_crashes_is_an_error_in_the_report_and_warnings_are_recorde
 
     report = C.run_battery(A.from_torch(Crashes(), vocab_size=5), checks=["batch"])
     result = report["batch"]
-    assert result.status == "error" and result.message == "RuntimeError: boom"
+    assert result.status == "error" and result.message == "ℓ = 8: RuntimeError: boom"
     assert result.warnings == ["FutureWarning: deprecated thing"] and not report.ok
 
 
@@ -427,7 +427,7 @@ def test_cli_check_on_a_saved_model(tmp_path, capsys):
     # BERT declared causal: a bidirectional encoder violates causality, exit status 1
     assert main(["check", "--hf", str(bert_dir), "--kind", "causal", "--checks", "causality"]) == 1
     out = capsys.readouterr().out
-    assert re.search(r"FAIL  causality +the output at position 0 changed by", out), out
+    assert re.search(r"FAIL  causality +ℓ = 8: the output at position 0 changed by", out), out
 
     assert main(["check", "--hf", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err
@@ -521,7 +521,7 @@ def test_bert_with_is_decoder_fails_bidirectionality():
     report = C.run_battery(model, checks=["causality", "bidirectionality", "batch"])
     result = report["bidirectionality"]
     assert result.status == "fail" and not report.ok, str(report)
-    assert result.message.startswith("the output at position 0 did not move at all when the token "
+    assert result.message.startswith("ℓ = 8: the output at position 0 did not move at all when the token "
                                      "at position 1 changed")  # fmt: skip
     assert "tested by the bidirectionality check" in report["causality"].message
 
@@ -544,3 +544,24 @@ def test_a_sampler_that_ignores_its_seed_is_not_blamed_on_the_cache():
     )
     assert report["determinism"].status == "fail"
     assert "two sampled generations with seed 0 differ" in report["determinism"].message
+
+
+def test_a_leak_beyond_16_tokens_is_caught_by_the_long_probe():
+    model = adapt(zoo.LeakBeyond16())
+    assert C.probe_lengths(model) == [8, 20]  # from_torch declares no maximum
+    assert C.check_causality(model, length=8).startswith("8 positions")
+    report = C.run_battery(model, checks=["causality"])
+    result = report["causality"]
+    assert result.status == "fail" and not report.ok, str(report)
+    assert result.message.startswith("ℓ = 20: the output at position 0 changed by ")
+    assert "later position 1" in result.message
+
+
+def test_probe_lengths_include_the_declared_boundaries():
+    model = adapt(zoo.TinyLM())
+    model.sliding_window = 4
+    assert C.probe_lengths(model, 6) == [5, 6, 20]
+    model.max_length = 12
+    assert C.probe_lengths(model) == [5, 8, 12]
+    model.max_length = 100  # beyond BOUNDARY_LIMIT: not probed
+    assert C.probe_lengths(model) == [5, 8, 20]

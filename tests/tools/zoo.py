@@ -297,6 +297,18 @@ class SoftMaskForOnePad(TinyLM):
         return torch.where(self.soft_pad, torch.full_like(hard, -20.0), hard)
 
 
+class LeakBeyond16(TinyLM):
+    """A "long sequence" path (over 16 keys) whose causal mask is one diagonal too wide: every
+    short input is healthy. Caught by ``causality``'s probe beyond 16 tokens."""
+
+    def allowed(self, ell, past_len, key_keep):
+        if past_len + ell <= 16:
+            return super().allowed(ell, past_len, key_keep)
+        k = torch.arange(past_len + ell)
+        wide = k[None, :] <= self.query_index(ell, past_len)[:, None] + 1
+        return key_keep[:, None, None, :] & wide
+
+
 class UnseededSampler(TinyLM):
     """Its own ``generate`` samples with a fresh generator seeded from the clock: the same seed
     gives different texts. Caught by ``determinism``."""
