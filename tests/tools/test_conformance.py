@@ -174,9 +174,31 @@ def test_healthy_hugging_face_models_pass():
     expected = {
         "gpt2": DECODER_CHECKS,
         "llama": DECODER_CHECKS,
-        "bert": ["padding_right", "padding_left", "batch", "distributions", "determinism"],
-        "roberta": ["padding_right", "padding_left", "batch", "distributions", "determinism"],
-        "bart": ["causality", "padding_right", "batch", "cache", "distributions", "determinism"],
+        "bert": [
+            "bidirectionality",
+            "padding_right",
+            "padding_left",
+            "batch",
+            "distributions",
+            "determinism",
+        ],
+        "roberta": [
+            "bidirectionality",
+            "padding_right",
+            "padding_left",
+            "batch",
+            "distributions",
+            "determinism",
+        ],
+        "bart": [
+            "causality",
+            "bidirectionality",
+            "padding_right",
+            "batch",
+            "cache",
+            "distributions",
+            "determinism",
+        ],
     }
     for name, model in models.items():
         tm = A.from_hf(model.eval())
@@ -565,3 +587,31 @@ def test_probe_lengths_include_the_declared_boundaries():
     assert C.probe_lengths(model) == [5, 8, 12]
     model.max_length = 100  # beyond BOUNDARY_LIMIT: not probed
     assert C.probe_lengths(model) == [5, 8, 20]
+
+
+def test_more_healthy_hugging_face_families_raise_no_false_alarm():
+    """GPT-NeoX, OPT, Qwen2, Mistral with a sliding window of 4 (probed at 5 tokens), T5."""
+    torch.manual_seed(0)
+    ids = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    small = {"vocab_size": 40, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 32, "max_position_embeddings": 32, **ids}  # fmt: skip
+    models = {
+        "gpt_neox": transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(**small)),
+        "opt": transformers.OPTForCausalLM(transformers.OPTConfig(
+            vocab_size=40, hidden_size=16, num_hidden_layers=2, ffn_dim=32, num_attention_heads=2,
+            max_position_embeddings=32, word_embed_proj_dim=16, **ids)),
+        "qwen2": transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
+            **small, num_key_value_heads=1)),
+        "mistral": transformers.MistralForCausalLM(transformers.MistralConfig(
+            **small, num_key_value_heads=1, sliding_window=4)),
+        "t5": transformers.T5ForConditionalGeneration(transformers.T5Config(
+            vocab_size=40, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+            decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)),
+    }  # fmt: skip
+    for name, model in models.items():
+        randomise(model.eval(), torch.Generator().manual_seed(0))
+        tm = A.from_hf(model)
+        report = C.run_battery(tm)
+        expected = ["causality", "batch", "cache", "distributions", "determinism"]
+        assert_passes(report, expected + (["batched_generation"] if name != "t5" else []))
+        assert name != "mistral" or (tm.sliding_window == 4 and 5 in C.probe_lengths(tm))
