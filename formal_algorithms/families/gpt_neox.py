@@ -63,7 +63,7 @@ def check_gpt_neox(theta: GPTNeoXParams) -> int:
 def parallel_layer(X, layer: Layer, Mask, activation, eps, *, attention):
     """Lines 5-8 of Algorithm 10 with the parallel residual: both branches read X."""
     X_tilde = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 5
-    A = attention(X_tilde, X_tilde, layer.W, Mask)  # line 6 (part: the attention branch)
+    A = attention(X_tilde, X_tilde, layer.W, Mask)  # line 6 (part: attention): its branch
     X_tilde = layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 7, of X before line 6
     X = X + A + mlp(X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2,
                     activation)  # fmt: skip  # line 8, with line 6's sum

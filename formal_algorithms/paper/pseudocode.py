@@ -354,6 +354,8 @@ _LOG_P = {"log_P": Value("log P(θ)", "log_distribution", ("N_V", "ℓ"))}
 #: by (algorithm, line) and the name they are recorded under.
 PARTS: dict[tuple[int | str, int], dict[str, Value]] = {
     (4, 6): {"A": Value("softmax(S/√d_attn)", "distribution", ("ℓ_z", "ℓ_x"))},
+    # the attention branch alone, where a family sums it later (GPT-NeoX's parallel residual)
+    (10, 6): {"attention": Value("MHAttention(X̃ | W_l)", "array", ("d_e", "ℓ"))},
     (7, 1): {"logits": Value("W_u e", "array", ("N_V",))},
     (8, 21): {"logits": Value("W_u X", "array", ("N_V", "ℓ_x"))},
     (9, 12): {"logits": _LOGITS},

@@ -300,7 +300,11 @@ def tag_problems(filenames) -> list[str]:
         for tok in tokenize.generate_tokens(io.StringIO(source).readline):
             if tok.type == tokenize.COMMENT:
                 text = tok.string.lstrip("#").strip()
-                if _NEAR_MISS.match(text) and parse_tag(text) is None:
+                tag = parse_tag(text)
+                if tag is not None and "(part" in text and tag[2] is None:
+                    out.append(f"{filename}:{tok.start[0]}: {tok.string!r}: a part's name is one "
+                               "word, '(part: name)'")  # fmt: skip
+                if _NEAR_MISS.match(text) and tag is None:
                     out.append(
                         f"{filename}:{tok.start[0]}: {tok.string!r} looks like a tag but is not one"
                     )

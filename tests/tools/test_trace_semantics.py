@@ -13,14 +13,22 @@ import numpy as np
 import pytest
 
 import formal_algorithms as fa
-from formal_algorithms.families import llama
+from formal_algorithms.families import gpt_neox, llama, mistral, qwen2
 from formal_algorithms.paper import pseudocode
 from formal_algorithms.practice import fast
 from formal_algorithms.trace import trace
 from formal_algorithms.trace.index import tag_problems
 from formal_algorithms.trace.recorder import Record
 from formal_algorithms.trace.semantics import problems
-from formal_algorithms.variants import alibi, gopher, performer, placement, resi_dual, rope
+from formal_algorithms.variants import (
+    alibi,
+    gopher,
+    partial_rope,
+    performer,
+    placement,
+    resi_dual,
+    rope,
+)
 from formal_algorithms.variants import grouped_attention as ga
 from formal_algorithms.variants import linear_attention as la
 
@@ -44,6 +52,7 @@ def _runs():
     )
     lt = llama.init_llama(KEY, N_V=11, L=2, H=4, G=2, d_e=8, d_mlp=12, dtype=jnp.float64)
     xs = jnp.asarray([[1, 2, 3], [4, 5, 6]])
+    nt = gpt_neox.init_gpt_neox(KEY, N_V=11, L=2, H=2, d_e=8, d_mlp=12, dtype=jnp.float64)
     return {
         "Algorithm 1": (fa.token_embedding, 2, d.W_e),
         "Algorithm 2": (fa.positional_embedding, 1, d.W_p),
@@ -105,6 +114,15 @@ def _runs():
         "fast: d batch": (fast.d_transformer_logits_batch, xs, d),
         "fast: e batch": (fast.e_transformer_logits_batch, xs, e),
         "fast: ed batch": (fast.ed_transformer_logits_batch, xs, xs, ed),
+        "Qwen2": (
+            qwen2.qwen2_logits,
+            x,
+            qwen2.init_qwen2(KEY, N_V=11, L=2, H=4, G=2, d_e=8, d_mlp=12, dtype=jnp.float64),
+        ),  # fmt: skip
+        "Mistral": (mistral.mistral_logits, x, lt, dict(window=2)),
+        "GPT-NeoX parallel": (gpt_neox.gpt_neox_logits, x, nt, dict(d_rot=2)),
+        "GPT-NeoX sequential": (gpt_neox.gpt_neox_logits, x, nt, dict(d_rot=2, parallel=False)),
+        "partial rope": (partial_rope.partial_rope_attention, X, X, W2, M, dict(d_rot=2)),
         "cached Algorithm 14": (fa.d_inference_cached, x, d, KEY, dict(ell_gen=3)),
         "cached Algorithm 15": (fa.ed_inference_cached, x, ed, KEY, dict(max_length=3)),
         "cached Llama": (
