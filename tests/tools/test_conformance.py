@@ -615,3 +615,35 @@ def test_more_healthy_hugging_face_families_raise_no_false_alarm():
         expected = ["causality", "batch", "cache", "distributions", "determinism"]
         assert_passes(report, expected + (["batched_generation"] if name != "t5" else []))
         assert name != "mistral" or (tm.sliding_window == 4 and 5 in C.probe_lengths(tm))
+
+
+class XTransformer(torch.nn.Module):
+    """x-transformers (a third-party package of transformer code): a rotary decoder, or an
+    ``Encoder`` stack mistakenly used as a decoder (``causal=False``)."""
+
+    def __init__(self, causal=True):
+        super().__init__()
+        with (
+            warnings.catch_warnings()
+        ):  # its import uses torch.jit.script, deprecated in torch 2.13
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import x_transformers
+        torch.manual_seed(0)
+        stack = x_transformers.Decoder if causal else x_transformers.Encoder
+        self.net = x_transformers.TransformerWrapper(
+            num_tokens=40, max_seq_len=32, use_abs_pos_emb=False,
+            attn_layers=stack(dim=16, depth=2, heads=2, rotary_pos_emb=True),
+        )  # fmt: skip
+        randomise(self.eval(), torch.Generator().manual_seed(0))
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.net(input_ids, mask=None if attention_mask is None else attention_mask.bool())
+
+
+def test_x_transformers_decoder_passes_and_its_encoder_as_a_decoder_is_caught():
+    report = C.run_battery(A.from_torch(XTransformer(), vocab_size=40, name="x-transformers"))
+    assert_passes(report, ["causality", "padding_right", "padding_left", "batch",
+                           "batched_generation", "distributions", "determinism"])  # fmt: skip
+    broken = A.from_torch(XTransformer(causal=False), vocab_size=40)
+    report = C.run_battery(broken, checks=["causality"])
+    assert report["causality"].message.startswith("ℓ = 8: the output at position 0 changed by ")
