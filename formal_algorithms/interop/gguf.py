@@ -66,14 +66,27 @@ def _field(reader, name, default=None):
     return field.contents()
 
 
-@functools.lru_cache(maxsize=2)
+def _file_key(name: str, path: str) -> tuple:
+    """The cache key of a file: its path, size and modification time, so that a file replaced at
+    the same path is read again."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{name}: argument 'path': no such file {path!r}")
+    stat = os.stat(path)
+    return path, stat.st_size, stat.st_mtime_ns
+
+
 def read_llama_gguf(path: str, dtype=jnp.float32) -> LlamaGGUF:
-    """Read a Llama-architecture GGUF into :class:`LlamaGGUF` (cached per path and dtype)."""
+    """Read a Llama-architecture GGUF into :class:`LlamaGGUF` (cached per path, size,
+    modification time and dtype)."""
+    return _read_llama_gguf(_file_key(GGUF, path), dtype)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_llama_gguf(key: tuple, dtype) -> LlamaGGUF:
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{GGUF}: argument 'path': no such file {path!r}")
+    path = key[0]
     try:
         reader = GGUFReader(path)
     except Exception as error:  # the gguf package raises ValueError/struct errors on bad files
@@ -134,12 +147,16 @@ def read_llama_gguf(path: str, dtype=jnp.float32) -> LlamaGGUF:
     )
 
 
-@functools.lru_cache(maxsize=2)
 def gguf_tokenizer(path: str):
     """transformers' fast tokenizer rebuilt from the GGUF's vocabulary, merges and chat template
-    (``AutoTokenizer.from_pretrained(folder, gguf_file=name)``; nothing is downloaded)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    (``AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)``; nothing is
+    downloaded; cached per path, size and modification time)."""
+    return _gguf_tokenizer(_file_key("gguf_tokenizer", path))
+
+
+@functools.lru_cache(maxsize=2)
+def _gguf_tokenizer(key: tuple):
     from transformers import AutoTokenizer
 
-    folder, name = os.path.split(os.path.abspath(path))
-    return AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    folder, name = os.path.split(os.path.abspath(key[0]))
+    return AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)

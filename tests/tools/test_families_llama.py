@@ -222,3 +222,32 @@ def test_chat_errors_are_one_line(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert main(["chat", "--prompt", "hi", "--temperature", "-1"]) == 1
     assert "--temperature" in capsys.readouterr().err
+
+
+def _write_tiny_gguf(path, value):
+    """A Llama GGUF with no layers: W_e of 4 x 5 filled with ``value`` (same size every time)."""
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(0)
+    writer.add_head_count(1)
+    writer.add_tensor("token_embd.weight", np.full((5, 4), value, np.float32))
+    writer.add_tensor("output_norm.weight", np.ones(4, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_read_llama_gguf_rereads_a_replaced_file(tmp_path):
+    """The cache is keyed by path, size and modification time, not by path alone: a file replaced
+    at the same path (same size, a later modification time) is read again."""
+    path = tmp_path / "tiny.gguf"
+    _write_tiny_gguf(path, 1.0)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    first = read_llama_gguf(str(path))
+    np.testing.assert_array_equal(np.asarray(first.theta.W_e), np.ones((4, 5)))
+    assert read_llama_gguf(str(path)) is first  # unchanged file: the cached result
+    _write_tiny_gguf(path, 2.0)
+    os.utime(path, ns=(2_000_000_000, 2_000_000_000))
+    np.testing.assert_array_equal(
+        np.asarray(read_llama_gguf(str(path)).theta.W_e), np.full((4, 5), 2.0)
+    )
