@@ -25,12 +25,14 @@ from .conformance import (
     NotApplicable,
     check_batch,
     check_batched_generation,
+    check_bidirectionality,
     check_cache,
     check_causality,
     check_determinism,
     check_distributions,
     check_padding,
     check_permutation,
+    probe_lengths,
     run_battery,
 )
 from .invariants import (

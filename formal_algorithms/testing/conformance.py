@@ -69,6 +69,7 @@ __all__ = [
     "check_distributions",
     "check_padding",
     "check_permutation",
+    "probe_lengths",
     "run_battery",
 ]
 
