@@ -1,4 +1,4 @@
-"""``formal-algorithms benchmark``: issue 9's benchmark against PyTorch / Hugging Face
+"""``formal-algorithms benchmark``: the benchmark against PyTorch / Hugging Face
 (:mod:`formal_algorithms.benchmark`)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ def run(args) -> int:
 def register(sub) -> None:
     """Add the ``benchmark`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "benchmark", help="issue 9's benchmark: ours vs PyTorch / Hugging Face, side by side",
+        "benchmark", help="benchmark: ours vs PyTorch / Hugging Face, side by side",
         description="Forward and AdamW training-step throughput against GPT2LMHeadModel and "
         "torch.nn.Transformer, cached vs literal Algorithm 14 vs transformers' generate, and "
         "GFLOP/s against the measured matmul peak, in one run (see docs/performance.md).",

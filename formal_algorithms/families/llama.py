@@ -16,7 +16,7 @@ Algorithm 10, line by line, and what Llama puts there (docs/variants.md has the 
 The hyperparameters that are not shapes are keyword arguments: ``rope_base`` (RoPE's base,
 Llama 2: 1e4, SmolLM2: 1e5) and ``eps`` (RMSnorm's ε, inside the square root, as HF's).
 
-The cached form (:func:`llama_cached_logits`, :func:`llama_generate`, :func:`llama_stream`)
+The cached form (:func:`llama_cached_logits`, :meth:`Decoder.generate`, :meth:`Decoder.stream`)
 follows :mod:`formal_algorithms.practice.cache`: keys and values of every position are written
 into a per-layer cache once (after RoPE, at their true positions) and each step computes one new
 column. Decision: for speed of compilation the cached form stacks the L layers' parameters on a
@@ -45,7 +45,8 @@ from ..variants.grouped_attention import grouped_attention, key_value_groups
 from ..variants.rope import rope
 
 LLAMA = "llama_logits (Algorithm 10 with Llama's substitutions)"
-LLAMA_CACHED = "llama_generate (Algorithm 14 on Llama, cached)"
+LLAMA_CACHED = "llama_cached_logits"
+LLAMA_DECODER = "Decoder.stream (Algorithm 14 on Llama, cached)"
 
 
 class LlamaLayer(NamedTuple):
@@ -423,16 +424,16 @@ class Decoder:
         ``fold_in(key, i)`` as the library's Algorithm 14; τ = 0 is the argmax. Stops after
         ``max_new`` tokens or after yielding a token in ``stop``."""
         prompt = np.asarray(prompt)
-        tau = check_tau(LLAMA_CACHED, tau)
-        check_tokens(LLAMA_CACHED, "prompt", prompt, self.hp["N_V"], None)
+        tau = check_tau(LLAMA_DECODER, tau)
+        check_tokens(LLAMA_DECODER, "prompt", prompt, self.hp["N_V"], None)
         if prompt.ndim != 1 or prompt.shape[0] == 0:
-            fail(LLAMA_CACHED, "prompt", "must be a non-empty 1-D sequence of token ids")
+            fail(LLAMA_DECODER, "prompt", "must be a non-empty 1-D sequence of token ids")
         if max_new < 1:
             return
         ell = prompt.shape[0]
         T = _bucket(ell + max_new)
         if self.context is not None and ell + max_new > self.context:
-            fail(LLAMA_CACHED, "max_new", f"= {max_new} with a prompt of {ell} tokens exceeds the "
+            fail(LLAMA_DECODER, "max_new", f"= {max_new} with a prompt of {ell} tokens exceeds the "
                  f"model's context of {self.context} positions")  # fmt: skip
         key = jax.random.key(0) if key is None else key
         padded = np.zeros(_bucket(ell), np.int32)

@@ -251,3 +251,12 @@ def test_read_llama_gguf_rereads_a_replaced_file(tmp_path):
     np.testing.assert_array_equal(
         np.asarray(read_llama_gguf(str(path)).theta.W_e), np.full((4, 5), 2.0)
     )
+
+
+def test_cached_forms_errors_name_the_defined_functions():
+    """The cached forms' errors name functions that exist (not a stale ``llama_generate``)."""
+    theta = init_llama(jax.random.PRNGKey(0), N_V=7, L=1, H=2, G=1, d_e=4, d_mlp=8)
+    with pytest.raises(ValueError, match=r"^Decoder\.stream .*argument 'max_new'"):
+        Decoder(theta, context=4).generate([1, 2], max_new=5)
+    with pytest.raises(ValueError, match=r"^Decoder\.stream .*argument 'prompt'"):
+        Decoder(theta, context=4).generate([9], max_new=1)
