@@ -85,7 +85,7 @@ from .practice.cache import (
 # ``trace`` to the subpackage only when it first loads it, which is here.
 from .trace import Trace, trace  # noqa: E402  (after the layers it imports)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = sorted(name for name in dir() if not name.startswith("_") and name not in {
     "paper", "practice"})  # fmt: skip
