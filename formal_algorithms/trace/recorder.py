@@ -260,42 +260,45 @@ class Recorder:
     # ---------------------------------------------------------------------------- records
 
     def _finish(self, state, frame, stmt, returned):
+        """Record what ``stmt`` computed, once it has run."""
+        found = self._statement_value(state, frame, stmt, returned)
+        if found is not None and (stmt.algorithm or state.algorithm) is not None:
+            self._append(state, stmt, *found)
+
+    def _statement_value(self, state, frame, stmt, returned):
+        """``(value, name, loop index)`` of a statement that has run, or ``None`` (nothing to
+        record: a loop that ended, a value not there, or several lines recorded one by one)."""
         if stmt.kind == "loop":
             if stmt.body and not (stmt.body[0] <= frame.f_lineno <= stmt.body[1]):
                 state.counters.pop(stmt.start, None)  # the loop ended: no iteration recorded
-                return
+                return None
             var = next(
                 (v for n in stmt.lines if (v := pseudocode.loop_variable(state.algorithm, n))),
                 "iteration",
             )
-            value, name = state.counters.get(stmt.start, 1), var
-            loop_index = {var: value}
-        elif stmt.kind == "return":
-            if returned is _MISSING:
-                return
-            value, name = returned, stmt.part or "return"
-        elif stmt.target:
-            names = stmt.target.split(",")
-            values = [frame.f_locals.get(n, _MISSING) for n in names]
-            if any(v is _MISSING for v in values):
-                return
-            if stmt.part and stmt.part in names:  # `logits, cache = …  # line 3 (part: logits)`
-                value, name = values[names.index(stmt.part)], stmt.part
-            elif len(names) > 1 and len(names) == len(stmt.lines) and stmt.part is None:
-                # `Q, K, V = …  # lines 1-3`: each variable is its own line's value
-                for n, line in zip(names, stmt.lines, strict=True):
-                    self._finish(state, frame, stmt._replace(target=n, lines=(line,)), _MISSING)
-                return
-            else:
-                value = values[0] if len(values) == 1 else tuple(values)
-                name = stmt.part or stmt.target
-        else:
-            value, name = None, ""
+            value = state.counters.get(stmt.start, 1)
+            return value, var, {var: value}
+        if stmt.kind == "return":
+            return None if returned is _MISSING else (returned, stmt.part or "return", {})
+        if not stmt.target:
+            return None, "", {}
+        names = stmt.target.split(",")
+        values = [frame.f_locals.get(n, _MISSING) for n in names]
+        if any(v is _MISSING for v in values):
+            return None
+        if stmt.part and stmt.part in names:  # `logits, cache = …  # line 3 (part: logits)`
+            return values[names.index(stmt.part)], stmt.part, {}
+        if len(names) > 1 and len(names) == len(stmt.lines) and stmt.part is None:
+            # `Q, K, V = …  # lines 1-3`: each variable is its own line's value
+            for n, line in zip(names, stmt.lines, strict=True):
+                self._finish(state, frame, stmt._replace(target=n, lines=(line,)), _MISSING)
+            return None
+        value = values[0] if len(values) == 1 else tuple(values)
+        return value, stmt.part or stmt.target, {}
+
+    def _append(self, state, stmt, value, name, loop_index):
+        """One record per index the value is split into (vmap levels, named axes)."""
         algorithm = stmt.algorithm or state.algorithm
-        if algorithm is None:
-            return
-        if stmt.kind != "loop":
-            loop_index = {}
         fixed = {}
         for segment in state.prefix:
             fixed.update(segment.fixed)
