@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -59,7 +58,7 @@ from ..paper.architectures import (
     post_ln_layer,
     unembedding_matrix,
 )
-from ..paper.attention import MHAttentionParams, causal_mask
+from ..paper.attention import MHAttentionParams
 from ..paper.checks import (
     check_count,
     check_key,
@@ -81,7 +80,16 @@ from ..paper.inference import (
     step_key,
     tempered_distribution,
 )
-from ..paper.normalisation import EPS, layer_norm, layer_norm_columns
+from ..paper.normalisation import EPS, layer_norm_columns
+from .kv_attention import (
+    KV,
+    attend,
+    cached_attention,
+    heads_affine,
+    output,
+    paper_projection,
+    project,
+)
 
 #: How many times each jitted generation function has been traced (diagnostics for the
 #: compile-once tests; tracing happens once per new shape bucket, dtype or static option).
@@ -136,64 +144,12 @@ def _self_attention_params(layer) -> MHAttentionParams:
 # ------------------------------------------------------------------- attention over a cache
 
 
-def _queries(W: MHAttentionParams, X):
-    """Algorithm 4 line 1 for every head: ``Q^h = W_q^h X + b_q^h 1ᵀ``, shape (H, d_attn, n)."""
-    return jnp.einsum("had,dn->han", W.W_q, X) + W.b_q[:, :, None]
-
-
-def _keys_values(W: MHAttentionParams, Z):
-    """Algorithm 4 lines 2-3 for every head, as rows: ``(K^h)ᵀ`` (H, n, d_attn), ``(V^h)ᵀ`` (H, n, d_mid)."""
-    Kt = jnp.einsum("had,dn->hna", W.W_k, Z) + W.b_k[:, None, :]
-    Vt = jnp.einsum("hmd,dn->hnm", W.W_v, Z) + W.b_v[:, None, :]
-    return Kt, Vt
-
-
-def _attend(W: MHAttentionParams, Q, Kt, Vt, Mask):
-    """Algorithm 4 lines 4-6 per head on cached rows, then Algorithm 5 lines 3-4.
-
-    ``Q`` (H, d_attn, n); ``Kt`` (H, T, d_attn); ``Vt`` (H, T, d_mid); ``Mask`` (T, n), True = may
-    attend. Returns ``W_o [Y^1; …; Y^H] + b_o 1ᵀ`` of shape (d_out, n).
-    """
-    S = jnp.einsum("hta,han->htn", Kt, Q)  # line 4 [h, :, :]: S = KᵀQ, (H, T, n)
-    S = jnp.where(Mask, S, -jnp.inf)  # line 5 [h, :, :]
-    A = jax.vmap(softmax)(S / math.sqrt(Q.shape[1]))  # line 6 (part: A) [h, :, :]
-    Y = jnp.einsum("htm,htn->hmn", Vt, A)  # line 6 [h, :, :]: V softmax(S/√d_attn), per head
-    H, d_mid, n = Y.shape
-    return W.W_o @ Y.reshape(H * d_mid, n) + W.b_o[:, None]  # Alg 5 lines 3-4
-
-
-def _cached_self_attention(W: MHAttentionParams, X, start, K_l, V_l):
-    """Causal self-attention of the columns ``X`` (positions start..start+n−1) over the cache.
-
-    Their keys and values are written into rows start..start+n−1 first; the mask
-    ``[[t_z ≤ t_x]]`` is built from positions (bug class 3: not a top-left-aligned triangle).
-    """
-    Q = _queries(W, X)
-    Kt, Vt = _keys_values(W, X)
-    K_l = jax.lax.dynamic_update_slice_in_dim(K_l, Kt.astype(K_l.dtype), start, axis=1)
-    V_l = jax.lax.dynamic_update_slice_in_dim(V_l, Vt.astype(V_l.dtype), start, axis=1)
+def _self_attention(W: MHAttentionParams, X, start, K_l, V_l):
+    """Causal self-attention of the columns ``X`` (positions start..start+n−1) over the cache
+    (:func:`.kv_attention.cached_attention` with the paper's projection)."""
     positions = start + jnp.arange(X.shape[1])
-    Mask = causal_mask(jnp.arange(K_l.shape[1]), positions)  # (ℓ_max, n)
-    return _attend(W, Q, K_l, V_l, Mask), K_l, V_l
-
-
-def _self_attention_column(W: MHAttentionParams, e, t, K_l, V_l):
-    """Algorithm 3 per head (single query) over the cached context: one column at position t.
-
-    The same mathematics as :func:`_cached_self_attention` with n = 1, on vectors: XLA runs a
-    matrix-vector product much faster than a matrix times a (d, 1) matrix on CPU.
-    """
-    q = jnp.einsum("had,d->ha", W.W_q, e) + W.b_q  # Alg 3 line 1 [h, :], every head
-    k = jnp.einsum("had,d->ha", W.W_k, e) + W.b_k  # line 2 [h, :] for the new position t
-    v = jnp.einsum("hmd,d->hm", W.W_v, e) + W.b_v  # line 3 [h, :] for the new position t
-    K_l = jax.lax.dynamic_update_slice_in_dim(K_l, k[:, None, :].astype(K_l.dtype), t, axis=1)
-    V_l = jax.lax.dynamic_update_slice_in_dim(V_l, v[:, None, :].astype(V_l.dtype), t, axis=1)
-    s = jnp.einsum("hta,ha->ht", K_l, q)  # qᵀk_t' for every cached position t'
-    mask = causal_mask(jnp.arange(K_l.shape[1]), jnp.reshape(t, (1,)))[:, 0]  # [[t' ≤ t]]
-    alpha = jax.vmap(softmax, in_axes=(0, None))(s / math.sqrt(q.shape[1]), mask)  # line 4 [h, :]
-    y = jnp.einsum("ht,htm->hm", alpha, V_l)  # line 5 [h, :]: Σ_t' α_t' v_t', per head
-    out = W.W_o @ y.reshape(-1) + W.b_o  # Alg 5 lines 3-4
-    return out, K_l, V_l
+    A, kv = cached_attention(paper_projection(W), W.W_o, W.b_o, X, positions, KV(K_l, V_l))
+    return A, kv.K, kv.V
 
 
 def _embed_at(tokens, start, theta):
@@ -233,7 +189,7 @@ def _d_block(tokens, start, theta, cache, activation, eps):
     K, V = [], []
     for layer, K_l, V_l in zip(theta.layers, cache.K, cache.V, strict=True):  # line 4
         X_tilde = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 5
-        A, K_l, V_l = _cached_self_attention(layer.W, X_tilde, start, K_l, V_l)
+        A, K_l, V_l = _self_attention(layer.W, X_tilde, start, K_l, V_l)
         X = X + A  # line 6
         X_tilde = layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 7
         X = X + mlp(
@@ -243,25 +199,6 @@ def _d_block(tokens, start, theta, cache, activation, eps):
         V.append(V_l)
     X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
     logits = unembedding_matrix(theta) @ X  # line 11 (part: logits)
-    return logits, KVCache(tuple(K), tuple(V))
-
-
-def _d_column(token, t, theta, cache, activation, eps):
-    """Algorithm 10, lines 1-11 for the one column at position t. Attention: Algorithm 3 per head."""
-    e = theta.W_e[:, token] + jax.lax.dynamic_index_in_dim(theta.W_p, t, 1, False)  # eq. 1
-    K, V = [], []
-    for layer, K_l, V_l in zip(theta.layers, cache.K, cache.V, strict=True):  # line 4
-        e_tilde = layer_norm(e, layer.gamma1, layer.beta1, eps)  # line 5
-        a, K_l, V_l = _self_attention_column(layer.W, e_tilde, t, K_l, V_l)
-        e = e + a  # line 6
-        e_tilde = layer_norm(e, layer.gamma2, layer.beta2, eps)  # line 7
-        e = (
-            e + layer.W_mlp2 @ activation(layer.W_mlp1 @ e_tilde + layer.b_mlp1) + layer.b_mlp2
-        )  # line 8
-        K.append(K_l)
-        V.append(V_l)
-    e = layer_norm(e, theta.gamma, theta.beta, eps)  # line 10
-    logits = unembedding_matrix(theta) @ e  # line 11 (part: logits)
     return logits, KVCache(tuple(K), tuple(V))
 
 
@@ -275,11 +212,7 @@ def d_cached_logits(tokens, start, theta: DTransformerParams, cache: KVCache, *,
     ``d_transformer_logits(x_full, θ)`` (the causal mask makes later columns irrelevant).
     """
     _check_block("d_cached_logits (Algorithm 10, cached)", tokens, start, theta, cache)
-    tokens = jnp.asarray(tokens)
-    if tokens.shape[0] == 1:  # the decoding step: vector form (same mathematics, faster)
-        logits, cache = _d_column(tokens[0], start, theta, cache, activation, eps)
-        return logits[:, None], cache
-    return _d_block(tokens, start, theta, cache, activation, eps)
+    return _d_block(jnp.asarray(tokens), start, theta, cache, activation, eps)
 
 
 def _d_generate(theta, prompt, ell, key, n_steps, tau, activation, eps):
@@ -296,10 +229,10 @@ def _d_generate(theta, prompt, ell, key, n_steps, tau, activation, eps):
         q = tempered_distribution(logits, tau)  # line 5 (part): q ∝ p^{1/τ}  # noqa: F841
         y = sample_token(step_key(key, i), logits, tau)  # line 5
         out = out.at[i].set(y)  # line 6
-        logits, cache = _d_column(
-            y, ell + i, theta, cache, activation, eps
+        logits, cache = _d_block(
+            y[None], ell + i, theta, cache, activation, eps
         )  # line 3 (part: logits)
-        return logits, cache, out
+        return logits[:, 0], cache, out
 
     p, cache, out = jax.lax.fori_loop(0, n_steps - 1, step, (p, cache, out))
     y = sample_token(step_key(key, n_steps - 1), p, tau)  # the last token is never fed back
@@ -439,8 +372,9 @@ def ed_cross_cache(Z, theta: EDTransformerParams, valid=None) -> CrossCache:
     decoder layer (Algorithm 8 line 16, Algorithm 4 lines 2-3), computed once per z.
     ``valid`` (ℓ_z,) marks real positions when z was padded (default: all real)."""
     valid = jnp.ones(Z.shape[1], bool) if valid is None else valid
-    KV = [_keys_values(layer.W_ed, Z) for layer in theta.dec]
-    return CrossCache(tuple(k for k, _ in KV), tuple(v for _, v in KV), valid)
+    rows = [project(layer.W_ed, Z)[1:] for layer in theta.dec]  # K, V of Z per layer
+    K = tuple(K.transpose(0, 2, 1) for K, _ in rows)
+    return CrossCache(K, tuple(V.transpose(0, 2, 1) for _, V in rows), valid)
 
 
 def _ed_block(tokens, start, theta, cache, cross, eps, activation=relu):
@@ -450,11 +384,13 @@ def _ed_block(tokens, start, theta, cache, cross, eps, activation=relu):
     K, V = [], []
     layers = zip(theta.dec, cache.K, cache.V, cross.K, cross.V, strict=True)
     for layer, K_l, V_l, Kz, Vz in layers:  # line 13
-        A, K_l, V_l = _cached_self_attention(layer.W_dec, X, start, K_l, V_l)
+        A, K_l, V_l = _self_attention(layer.W_dec, X, start, K_l, V_l)
         X = X + A  # line 14
         X = layer_norm_columns(X, layer.gamma3, layer.beta3, eps)  # line 15
+        W = layer.W_ed
         Mask = jnp.broadcast_to(cross.valid[:, None], (Kz.shape[1], n))  # Mask ≡ 1 on real z
-        X = X + _attend(layer.W_ed, _queries(layer.W_ed, X), Kz, Vz, Mask)  # line 16
+        Y = attend(heads_affine(W.W_q, W.b_q, X), Kz, Vz, Mask)  # Algorithm 4 on the stored K, V of Z
+        X = X + output(W.W_o, W.b_o, Y)  # line 16
         X = layer_norm_columns(X, layer.gamma4, layer.beta4, eps)  # line 17
         X = X + mlp(
             X, layer.W_mlp3, layer.b_mlp3, layer.W_mlp4, layer.b_mlp4, activation

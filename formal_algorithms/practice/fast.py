@@ -30,7 +30,6 @@ remain the definition.
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -50,9 +49,10 @@ from ..paper.architectures import (
 )
 from ..paper.attention import MHAttentionParams, unidirectional_mask
 from ..paper.checks import check_tokens, fail
-from ..paper.functions import gelu, relu, softmax
+from ..paper.functions import gelu, relu
 from ..paper.normalisation import EPS, layer_norm_columns
 from ..paper.training import TokenStats, mask_tokens, masked_positions, token_stats
+from .kv_attention import attend, output
 
 ALG10 = "DTransformer (Algorithm 10)"
 ALG8 = "EDTransformer (Algorithm 8)"
@@ -112,13 +112,12 @@ def mh_attention_columns(X, Z, W: MHAttentionParams, Mask, B: int):
         Q = flat(W.W_q) @ X + flat(W.b_q)
         K, V = jnp.split(flat(W.W_k, W.W_v) @ Z + flat(W.b_k, W.b_v), [H * d_attn])
     Q = Q.reshape(H, d_attn, B, ell_x)  # Alg 4 line 1 [h, :, b, :]
-    K, V = (M.reshape(H, -1, B, ell_z) for M in (K, V))  # Alg 4 lines 2-3 [h, :, b, :]
-    S = jnp.einsum("hdbz,hdbx->hbzx", K, Q)  # Alg 4 line 4 [h, b, :, :]: per head and sequence
-    if Mask is not None:  # (ℓ_z, ℓ_x) or (B, ℓ_z, ℓ_x), against S's (H, B, ℓ_z, ℓ_x)
-        S = jnp.where(jnp.asarray(Mask, bool), S, -jnp.inf)  # Alg 4 line 5 [h, b, :, :]
-    A = jax.vmap(jax.vmap(softmax))(S / math.sqrt(d_attn))  # Alg 4 line 6 (part: A) [h, b, :, :]
-    Y = jnp.einsum("hmbz,hbzx->hmbx", V, A)  # Alg 4 line 6 [h, :, b, :]: V A
-    return W.W_o @ Y.reshape(-1, X.shape[1]) + W.b_o[:, None]  # Alg 5 lines 3-4
+    K, V = (M.reshape(H, -1, B, ell_z).transpose(2, 0, 3, 1) for M in (K, V))  # Kᵀ, Vᵀ per b
+    Mask = None if Mask is None else jnp.asarray(Mask, bool)
+    per_sequence = (None if Mask is None or Mask.ndim == 2 else 0,)
+    # Algorithm 4's lines 4-6 for each sequence b over its own keys and values
+    Y = jax.vmap(attend, in_axes=(2, 0, 0, *per_sequence), out_axes=2)(Q, K, V, Mask)
+    return output(W.W_o, W.b_o, Y.reshape(H, -1, X.shape[1]))
 
 
 def _d_logits_columns(xs, theta: DTransformerParams, activation, eps, scan=False):

@@ -260,10 +260,11 @@ def _index_function(node, comments, full_line, source_lines, filename):
 
 
 def package_files() -> list[pathlib.Path]:
-    """The files whose lines algorithms.md's "Line index" lists: the paper's algorithms and the
-    cached forms of Algorithms 14 and 15."""
+    """The files whose lines algorithms.md's "Line index" lists: the paper's algorithms, the
+    cached forms of Algorithms 14 and 15, and the attention over stored keys they share."""
     root = pathlib.Path(__file__).resolve().parent.parent
-    return sorted(root.glob("paper/*.py")) + [root / "practice" / "cache.py"]
+    practice = [root / "practice" / name for name in ("cache.py", "kv_attention.py")]
+    return sorted(root.glob("paper/*.py")) + practice
 
 
 def line_index_markdown() -> str:

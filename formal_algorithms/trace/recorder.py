@@ -251,8 +251,9 @@ class Recorder:
         return out
 
     def _vectorised(self, state, stmt) -> tuple[str, ...]:
-        """The loop variables of a statement that opens a paper loop without a Python loop."""
-        if stmt.kind == "loop":
+        """The loop variables of a statement that opens a paper loop without a Python loop (not a
+        ``lax.scan``: under ``disable_jit`` it runs as a Python loop, its result not stacked)."""
+        if stmt.kind == "loop" or "scan(" in stmt.code:
             return ()
         names = (pseudocode.loop_variable(state.algorithm, n) for n in stmt.lines)
         return tuple(n for n in names if n)
@@ -336,22 +337,33 @@ def _split(value, vector, vector_here, axes=None):
     """``[(extra indices, value)]``: tracers made concrete, batched values split per index, and a
     value whose tag names its axes (``[h, :, b, :]``) split along the named ones."""
     value = jax_internals.primal(value)
-    if axes and _is_array(value) and np.ndim(value) == len(axes):
-        named = [k for k, a in enumerate(axes) if a != ":"]
-        a = np.asarray(value)
-        out = []
-        for idx in np.ndindex(*(a.shape[k] for k in named)):
-            where = [slice(None)] * a.ndim
-            for k, i in zip(named, idx, strict=True):
-                where[k] = i
-            out.append(({axes[k]: i + 1 for k, i in zip(named, idx, strict=True)}, a[tuple(where)]))
-        return out
     if jax_internals.batched(value) is not None:  # inside vmap: innermost level, innermost var
-        return _unbatch(value, list(vector))
-    if vector_here and _is_array(value) and np.ndim(value) >= 1:
+        pieces = _unbatch(value, list(vector))
+    elif vector_here and not _named_axes(value, axes) and _is_array(value) and np.ndim(value):
         # a vectorised loop's own statement: its result stacks the iterations on axis 0
         return [({vector_here[-1]: i + 1}, value[i]) for i in range(np.shape(value)[0])]
-    return [({}, _concrete(value))]
+    else:
+        pieces = [({}, _concrete(value))]
+    return [({**extra, **more}, v) for extra, piece in pieces for more, v in _by_axes(piece, axes)]
+
+
+def _named_axes(value, axes) -> bool:
+    return bool(axes) and _is_array(value) and np.ndim(value) == len(axes)
+
+
+def _by_axes(value, axes):
+    """A concrete value split along the axes its tag names (``[h, :, :]``: one record per h)."""
+    if not _named_axes(value, axes):
+        return [({}, value)]
+    named = [k for k, a in enumerate(axes) if a != ":"]
+    a = np.asarray(value)
+    out = []
+    for idx in np.ndindex(*(a.shape[k] for k in named)):
+        where = [slice(None)] * a.ndim
+        for k, i in zip(named, idx, strict=True):
+            where[k] = i
+        out.append(({axes[k]: i + 1 for k, i in zip(named, idx, strict=True)}, a[tuple(where)]))
+    return out
 
 
 def _unbatch(value, names):

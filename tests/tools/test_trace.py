@@ -294,13 +294,14 @@ def test_the_cached_form_shows_the_cache_lines(d_theta):
     assert list(np.asarray(tr.result)) == list(literal)
     assert [int(tr.get(14, 5, i=i)) for i in (1, 2)] == list(literal[:2])
     functions = {r.function for r in tr.records}
-    assert {"_d_block", "_d_column", "_self_attention_column", "step"} <= functions
-    # Algorithm 3 for every head at once over the cache, recorded per head h: a distribution
+    assert {"_d_block", "attend", "step"} <= functions
+    # Algorithm 4's weights for every head at once over the cache, recorded per head h: the step
+    # feeds one column, whose weights are a distribution over the ℓ_max cache rows
     for h in (1, 2):
-        alpha = tr.get(3, 4, i=1, l=1, h=h)
-        assert alpha.shape == (8,)  # ℓ_max cache rows, the rows after position ℓ + i masked
-        np.testing.assert_allclose(np.sum(alpha), 1.0, atol=1e-12)
-        assert np.all(alpha[3 + 1 :] == 0)  # the prompt (3) and the token fed at step 1 only
+        A = tr.get(4, 6, name="A", i=1, l=1, h=h)
+        assert A.shape == (8, 1)  # ℓ_max cache rows, the rows after position ℓ + i masked
+        np.testing.assert_allclose(np.sum(A), 1.0, atol=1e-12)
+        assert np.all(A[3 + 1 :] == 0)  # the prompt (3) and the token fed at step 1 only
 
 
 def test_a_users_own_composition_is_traced():
