@@ -35,14 +35,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..paper.architectures import unembedding_matrix
-from ..paper.attention import MHAttentionParams, causal_mask, unidirectional_mask
+from ..paper.attention import MHAttentionParams, unidirectional_mask
 from ..paper.checks import check_tokens, fail
 from ..paper.functions import softmax
 from ..paper.inference import check_tau, sample_token, step_key
-from ..paper.normalisation import rms_norm, rms_norm_columns
+from ..paper.normalisation import rms_norm_columns
+from ..practice.fast import stack_layers
+from ..practice.kv_attention import KV, cached_attention
 from ..variants.gated_mlp import gated_mlp, silu
-from ..variants.grouped_attention import grouped_attention, key_value_groups
-from ..variants.rope import rope
+from ..variants.grouped_attention import grouped_attention
+from ..variants.rope import affine, rope
 
 LLAMA = "llama_logits (Algorithm 10 with Llama's substitutions)"
 LLAMA_CACHED = "llama_cached_logits"
@@ -213,11 +215,6 @@ class LlamaCache(NamedTuple):
     V: jax.Array  # (L, G, T, d_mid)
 
 
-def stack_layers(theta: LlamaParams) -> LlamaLayer:
-    """The L layers as one :class:`LlamaLayer` whose leaves have a leading axis of length L."""
-    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *theta.layers)
-
-
 def init_llama_cache(theta: LlamaParams, T: int, dtype=None) -> LlamaCache:
     """An empty cache of T positions (T bounds the prompt plus the generated tokens)."""
     hp = llama_hyperparameters(theta)
@@ -227,62 +224,13 @@ def init_llama_cache(theta: LlamaParams, T: int, dtype=None) -> LlamaCache:
     return LlamaCache(K, V)
 
 
-def _cached_attention(W: MHAttentionParams, X, start, K_l, V_l, rope_base):
-    """Line 6's attention for the columns X (positions start … start+n−1) over the cache: their
-    rotated keys and values are written first, then each query attends to positions ≤ its own."""
-    H, G = key_value_groups(W)
-    d_e, n = X.shape
-    pos = start + jnp.arange(n)
-    rot = jax.vmap(rope, in_axes=(0, None, None))  # RoPE for every head's (d_attn, n) block
-    Q = rot(jnp.einsum("had,dn->han", W.W_q, X), pos, rope_base)  # Alg 4 line 1 [h, :, :], rotated
-    K = rot(jnp.einsum("gad,dn->gan", W.W_k, X), pos, rope_base)  # K per key/value set g, rotated
-    V = jnp.einsum("gmd,dn->gmn", W.W_v, X)  # V per key/value set g
-    K_l = jax.lax.dynamic_update_slice_in_dim(K_l, K.transpose(0, 2, 1).astype(K_l.dtype), start, 1)
-    V_l = jax.lax.dynamic_update_slice_in_dim(V_l, V.transpose(0, 2, 1).astype(V_l.dtype), start, 1)
-    d_attn = Q.shape[1]
-    Q = Q.reshape(G, H // G, d_attn, n)  # head h = g · H/G + r uses key/value set g
-    S = jnp.einsum("gta,gran->tgrn", K_l, Q) / math.sqrt(d_attn)  # S/√d_attn, context axis first
-    Mask = causal_mask(jnp.arange(K_l.shape[1]), pos)[:, None, None, :]  # [[t_z ≤ t_x]]
-    A = column_softmax(S, Mask)  # the weights, softmax over the context
-    Y = jnp.einsum("gtm,tgrn->grmn", V_l, A.astype(V_l.dtype))  # V A, every head
-    out = W.W_o @ Y.reshape(-1, n)  # Alg 5 lines 3-4 (bias-free)
-    return out, K_l, V_l
-
-
-def column_softmax(S, Mask):
-    """Eq. 2's softmax over axis 0 (the context) of an array with more axes (heads, columns):
-    the paper's :func:`~formal_algorithms.softmax` on its ``(ℓ_z, ·)`` matrix view."""
-    Mask = jnp.broadcast_to(Mask, S.shape).reshape(S.shape[0], -1)
-    return softmax(S.reshape(S.shape[0], -1), Mask).reshape(S.shape)
-
-
-def _cached_block(tokens, start, stacked: LlamaLayer, E, gamma, W_u, cache, rope_base, eps):
-    """Columns at positions start…; ``E = W_eᵀ`` (N_V, d_e): its row v is ``W_e[:, v]``, a
-    contiguous read; ``W_u`` is ``E`` itself when tied (one array, never transposed per step)."""
-    X = E[tokens].T  # lines 1-3: X[:, t] = W_e[:, x[t]] (no W_p)
-
-    def layer_step(X, xs):  # lines 5-8 of one layer
-        layer, K_l, V_l = xs
-        X_tilde = rms_norm_columns(X, layer.gamma1, eps)  # line 5
-        A, K_l, V_l = _cached_attention(layer.W, X_tilde, start, K_l, V_l, rope_base)
-        X = X + A  # line 6
-        X_tilde = rms_norm_columns(X, layer.gamma2, eps)  # line 7
-        # line 8
-        X = X + gated_mlp(X_tilde, layer.W_gate, None, layer.W_up, None, layer.W_down, None)
-        return X, (K_l, V_l)
-
-    X, (K, V) = jax.lax.scan(layer_step, X, (stacked, cache.K, cache.V))  # lines 4-9
-    X = rms_norm_columns(X, gamma, eps)  # line 10
-    logits = W_u @ X  # line 11 (part: logits)
-    return logits, LlamaCache(K, V)
-
-
 class FusedLayer(NamedTuple):
-    """A :class:`LlamaLayer` for the decoding step: the rows of ``W_q, W_k, W_v`` stacked into
-    one matrix, and those of ``W_gate, W_up`` into another (fewer, larger matrix-vector products:
-    on CPU each XLA operation has a fixed cost). The same numbers, rearranged."""
+    """A :class:`LlamaLayer` for the cached forms: the rows of ``W_q, W_k, W_v`` stacked into one
+    matrix, and those of ``W_gate, W_up`` into another (fewer, larger products: on CPU each XLA
+    operation has a fixed cost). The same numbers, rearranged."""
 
     W_qkv: jax.Array  # (H d_attn + G d_attn + G d_mid, d_e)
+    b_qkv: jax.Array | None  # the biases of lines 1-3 stacked the same way (Qwen2), or None
     gamma1: jax.Array
     W_o: jax.Array  # (d_e, H d_mid)
     gamma2: jax.Array
@@ -294,76 +242,68 @@ def fuse_layer(layer: LlamaLayer) -> FusedLayer:
     """The stacked form of one layer (see :class:`FusedLayer`)."""
     W = layer.W
     d_e = W.W_q.shape[2]
-    W_qkv = jnp.concatenate(
-        [W.W_q.reshape(-1, d_e), W.W_k.reshape(-1, d_e), W.W_v.reshape(-1, d_e)]
-    )
+    W_qkv = jnp.concatenate([w.reshape(-1, d_e) for w in (W.W_q, W.W_k, W.W_v)])
+    biases = (W.b_q, W.b_k, W.b_v)
+    b_qkv = None if W.b_q is None else jnp.concatenate([b.reshape(-1) for b in biases])
     W_gu = jnp.concatenate([layer.W_gate, layer.W_up])
-    return FusedLayer(W_qkv, layer.gamma1, W.W_o, layer.gamma2, W_gu, layer.W_down)
+    return FusedLayer(W_qkv, b_qkv, layer.gamma1, W.W_o, layer.gamma2, W_gu, layer.W_down)
 
 
-def _cached_column(token, t, stacked: LlamaLayer, E, gamma, W_u, cache, rope_base, eps):
-    """One column at position t, as vectors (matrix-vector products are faster on CPU)."""
-    e = E[token]  # lines 1-3: e = W_e[:, x[t]]
+def fused_layers(theta: LlamaParams) -> tuple[FusedLayer, ...]:
+    """Every layer of θ in its :class:`FusedLayer` form."""
+    return tuple(fuse_layer(layer) for layer in theta.layers)
 
-    def layer_step(e, xs):
+
+def _fused_layer(X, positions, layer: FusedLayer, kv: KV, rope_base, eps, window):
+    """Lines 5-8 of Algorithm 10 with Llama's substitutions for the columns X at ``positions``,
+    their keys and values joining the store ``kv`` (:mod:`..practice.kv_attention`)."""
+    G, _, d_attn = kv.K.shape
+    d_mid = kv.V.shape[2]
+    H = layer.W_o.shape[1] // d_mid
+    rot = jax.vmap(rope, in_axes=(0, None, None))  # RoPE for every head's (d_attn, n) block
+
+    def qkv(X_tilde, positions):  # Algorithm 4's lines 1-3, every head and set in one product
+        QKV = affine(layer.W_qkv, layer.b_qkv, X_tilde)
+        Q, K, V = jnp.split(QKV, [H * d_attn, (H + G) * d_attn])
+        Q = rot(Q.reshape(H, d_attn, -1), positions, rope_base)  # Alg 4 line 1 [h, :, :], rotated
+        return Q, rot(K.reshape(G, d_attn, -1), positions, rope_base), V.reshape(G, d_mid, -1)
+
+    X_tilde = rms_norm_columns(X, layer.gamma1, eps)  # line 5
+    A, kv = cached_attention(qkv, layer.W_o, None, X_tilde, positions, kv, window=window)
+    X = X + A  # line 6
+    X_tilde = rms_norm_columns(X, layer.gamma2, eps)  # line 7
+    GU = layer.W_gu @ X_tilde  # W_gate X̃ and W_up X̃ at once
+    d_mlp = GU.shape[0] // 2
+    X = X + layer.W_down @ (silu(GU[:d_mlp]) * GU[d_mlp:])  # line 8
+    return X, kv
+
+
+def _cached_block(tokens, start, layers, E, gamma, W_u, cache, rope_base, eps, window=None):
+    """Algorithm 10 (Llama's) for the columns at positions start…, keys and values cached.
+
+    ``layers``: the :class:`FusedLayer` s as a tuple (unrolled: each weight read in place, the
+    decoding step) or stacked on a leading axis (line 4 as ``lax.scan``: one compiled layer, the
+    prefill). ``E = W_eᵀ`` (N_V, d_e): its row v is ``W_e[:, v]``, a contiguous read; ``W_u`` is
+    ``E`` itself when tied (one array, never transposed per step)."""
+    X = E[tokens].T  # lines 1-3: X[:, t] = W_e[:, x[t]] (no W_p)
+    positions = start + jnp.arange(tokens.shape[0])
+
+    def layer_step(X, xs):  # lines 5-8 of one layer
         layer, K_l, V_l = xs
-        W = layer.W
-        H, G = W.W_q.shape[0], W.W_k.shape[0]
-        e_tilde = rms_norm(e, layer.gamma1, eps)  # line 5
-        ts = jnp.full((H,), t)
-        q = rope(jnp.einsum("had,d->ah", W.W_q, e_tilde), ts, rope_base)  # Alg 3 line 1 [:, h]
-        k = rope(jnp.einsum("gad,d->ag", W.W_k, e_tilde), ts[:G], rope_base)  # k_t per set g
-        v = jnp.einsum("gmd,d->gm", W.W_v, e_tilde)  # v_t per key/value set g
-        K_l = jax.lax.dynamic_update_slice_in_dim(K_l, k.T[:, None].astype(K_l.dtype), t, 1)
-        V_l = jax.lax.dynamic_update_slice_in_dim(V_l, v[:, None].astype(V_l.dtype), t, 1)
-        d_attn = q.shape[0]
-        q = q.T.reshape(G, H // G, d_attn)
-        s = jnp.einsum("gta,gra->tgr", K_l, q) / math.sqrt(d_attn)  # qᵀk_t' for cached t'
-        mask = (jnp.arange(K_l.shape[1]) <= t)[:, None, None]  # [[t' ≤ t]]
-        alpha = column_softmax(s, mask)  # α over the cached positions, (t, g, r)
-        y = jnp.einsum("tgr,gtm->grm", alpha.astype(V_l.dtype), V_l)  # Σ_t α_t v_t, every head
-        e = e + W.W_o @ y.reshape(-1)  # line 6 (Alg 5 lines 3-4)
-        e_tilde = rms_norm(e, layer.gamma2, eps)  # line 7
-        e = e + layer.W_down @ (silu(layer.W_gate @ e_tilde) * (layer.W_up @ e_tilde))  # line 8
-        return e, (K_l, V_l)
+        X, kv = _fused_layer(X, positions, layer, KV(K_l, V_l), rope_base, eps, window)
+        return X, tuple(kv)
 
-    def fused_step(e, xs):  # the same lines with W_q, W_k, W_v (and W_gate, W_up) stacked
-        layer, K_l, V_l = xs
-        G, d_attn = K_l.shape[0], K_l.shape[2]
-        H = layer.W_o.shape[1] // d_attn
-        e_tilde = rms_norm(e, layer.gamma1, eps)  # line 5
-        qkv = layer.W_qkv @ e_tilde  # Algorithm 3's lines 1-3, every head and set at once
-        q = qkv[: H * d_attn].reshape(H, d_attn).T
-        k = qkv[H * d_attn : (H + G) * d_attn].reshape(G, d_attn).T
-        v = qkv[(H + G) * d_attn :].reshape(G, -1)
-        q = rope(q, jnp.full((H,), t), rope_base)  # Alg 3 line 1 [:, h], rotated
-        k = rope(k, jnp.full((G,), t), rope_base)  # k_t per key/value set g, rotated
-        K_l = jax.lax.dynamic_update_slice_in_dim(K_l, k.T[:, None].astype(K_l.dtype), t, 1)
-        V_l = jax.lax.dynamic_update_slice_in_dim(V_l, v[:, None].astype(V_l.dtype), t, 1)
-        q = q.T.reshape(G, H // G, d_attn)
-        s = jnp.einsum("gta,gra->tgr", K_l, q) / math.sqrt(d_attn)  # qᵀk_t' for cached t'
-        mask = (jnp.arange(K_l.shape[1]) <= t)[:, None, None]  # [[t' ≤ t]]
-        alpha = column_softmax(s, mask)  # α over the cached positions, (t, g, r)
-        y = jnp.einsum("tgr,gtm->grm", alpha.astype(V_l.dtype), V_l)  # Σ_t α_t v_t, every head
-        e = e + layer.W_o @ y.reshape(-1)  # line 6 (Alg 5 lines 3-4)
-        e_tilde = rms_norm(e, layer.gamma2, eps)  # line 7
-        gu = layer.W_gu @ e_tilde  # W_gate e and W_up e at once
-        d_mlp = gu.shape[0] // 2
-        e = e + layer.W_down @ (silu(gu[:d_mlp]) * gu[d_mlp:])  # line 8
-        return e, (K_l, V_l)
-
-    if isinstance(stacked, tuple):  # the layers one by one (unrolled): weights read in place
+    if not isinstance(layers, FusedLayer):  # a tuple of layers, not one stacked layer
         K, V = [], []
-        for l, layer in enumerate(stacked):  # line 4
-            one = fused_step if isinstance(layer, FusedLayer) else layer_step
-            e, (K_l, V_l) = one(e, (layer, cache.K[l], cache.V[l]))
+        for l, layer in enumerate(layers):  # line 4
+            X, (K_l, V_l) = layer_step(X, (layer, cache.K[l], cache.V[l]))
             K.append(K_l)
             V.append(V_l)
         K, V = jnp.stack(K), jnp.stack(V)
     else:
-        e, (K, V) = jax.lax.scan(layer_step, e, (stacked, cache.K, cache.V))  # lines 4-9
-    e = rms_norm(e, gamma, eps)  # line 10
-    logits = W_u @ e  # line 11 (part: logits)
+        X, (K, V) = jax.lax.scan(layer_step, X, (layers, cache.K, cache.V))  # lines 4-9
+    X = rms_norm_columns(X, gamma, eps)  # line 10
+    logits = W_u @ X  # line 11 (part: logits)
     return logits, LlamaCache(K, V)
 
 
@@ -378,8 +318,9 @@ def _block(tokens, start, stacked, E, gamma, W_u, cache, *, rope_base, eps):
 
 
 @functools.partial(jax.jit, static_argnames=("rope_base", "eps"), donate_argnums=(6,))
-def _step(token, t, stacked, E, gamma, W_u, cache, *, rope_base, eps):
-    return _cached_column(token, t, stacked, E, gamma, W_u, cache, rope_base, eps)
+def _step(token, t, layers, E, gamma, W_u, cache, *, rope_base, eps):
+    logits, cache = _cached_block(token[None], t, layers, E, gamma, W_u, cache, rope_base, eps)
+    return logits[:, 0], cache
 
 
 def llama_cached_logits(tokens, start, theta: LlamaParams, cache: LlamaCache, *,
@@ -395,7 +336,8 @@ def llama_cached_logits(tokens, start, theta: LlamaParams, cache: LlamaCache, *,
              f"cache of {cache.K.shape[2]} positions")  # fmt: skip
     E = theta.W_e.T
     W_u = E if theta.W_u is None else theta.W_u
-    return _block(tokens, jnp.asarray(start), stack_layers(theta), E, theta.gamma, W_u, cache,
+    stacked = stack_layers(fused_layers(theta))
+    return _block(tokens, jnp.asarray(start), stacked, E, theta.gamma, W_u, cache,
                   rope_base=rope_base, eps=eps)  # fmt: skip
 
 
@@ -410,10 +352,10 @@ class Decoder:
     def __init__(self, theta: LlamaParams, *, rope_base=10000.0, eps=1e-5, context=None):
         self.hp = llama_hyperparameters(theta)
         self.theta, self.rope_base, self.eps, self.context = theta, rope_base, eps, context
-        self.stacked = stack_layers(theta)
         self.E = jnp.asarray(np.asarray(theta.W_e).T)  # W_eᵀ, materialised once (row reads)
         self.W_u = self.E if theta.W_u is None else theta.W_u
-        self.fused = tuple(fuse_layer(layer) for layer in theta.layers)
+        self.fused = fused_layers(theta)
+        self.stacked = stack_layers(self.fused)
 
     def _args(self):
         return self.stacked, self.E, self.theta.gamma, self.W_u
