@@ -6,12 +6,6 @@ line-by-line map and every departure from the printed text.
 """
 
 from .paper.architectures import (
-    DecoderLayer,
-    DTransformerParams,
-    EDTransformerParams,
-    ETransformerParams,
-    Layer,
-    check_params,
     d_transformer,
     d_transformer_logits,
     e_transformer,
@@ -21,10 +15,6 @@ from .paper.architectures import (
     ed_encode,
     ed_transformer,
     ed_transformer_logits,
-    hyperparameters,
-    init_d_transformer,
-    init_e_transformer,
-    init_ed_transformer,
     key_padding_mask,
     mlp,
     post_ln_layer,
@@ -62,6 +52,16 @@ from .paper.normalisation import (
     rms_norm,
     rms_norm_columns,
 )
+from .paper.parameters import (
+    DecoderLayer,
+    DTransformerParams,
+    EDTransformerParams,
+    ETransformerParams,
+    Layer,
+    init_d_transformer,
+    init_e_transformer,
+    init_ed_transformer,
+)
 from .paper.tokenization import CharTokenizer
 from .paper.training import (
     d_loss,
@@ -73,6 +73,7 @@ from .paper.training import (
     ed_training,
     mask_tokens,
 )
+from .paper.validation import check_params, hyperparameters
 from .practice.cache import (
     d_inference_cached,
     d_inference_cached_batch,

@@ -21,11 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .paper.architectures import DTransformerParams, check_params, mlp, unembedding_matrix
+from .paper.architectures import mlp, unembedding_matrix
 from .paper.attention import MHAttentionParams, unidirectional_mask
 from .paper.embeddings import embed
 from .paper.functions import gelu, softmax
 from .paper.normalisation import EPS, layer_norm_columns
+from .paper.parameters import DTransformerParams
+from .paper.validation import check_params
 
 ALG10 = "DTransformer (Algorithm 10)"
 
@@ -64,7 +66,7 @@ def d_attention_weights(x, theta: DTransformerParams, *, activation=gelu, eps=EP
     ``X_tilde`` ``(L, d_e, ℓ)``, line 5's normalised input of each layer's attention; ``logits``
     ``W_u X`` ``(N_V, ℓ)`` of line 11 (before the softmax), computed with these weights.
     """
-    check_params(theta, ALG10)
+    check_params(theta, ALG10, DTransformerParams)
     if not isinstance(theta, DTransformerParams):
         raise TypeError(f"{ALG10}: argument 'theta' must be DTransformerParams, got {type(theta)}")
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3 (embed checks the tokens)

@@ -20,7 +20,7 @@ Operators (one change per mutant):
 - ``transpose``: ``.T`` removed, the two leading output indices of an ``einsum`` swapped.
 
 Sites inside docstrings, f-strings, annotations and decorators are not mutated. Sites in
-``paper/checks.py`` and in any function whose name contains ``check`` form the *checks* group;
+``paper/checks.py``, ``paper/validation.py`` and any function whose name contains ``check`` form the *checks* group;
 all other sites of the modules form the *core* group. The sample is, per group, the ``--core``
 (``--checks``) sites with the smallest hash of (seed, module, function, operator, text): a
 mutant's id (``cache-f57e3d``) and its membership do not depend on line numbers, so an edit
@@ -84,6 +84,17 @@ TESTS = {
         "test_errors.py",
         "test_mutation_kills_paper.py",
     ],
+    "formal_algorithms/paper/parameters.py": [
+        "test_architectures.py",
+        "test_errors.py",
+        "test_mutation_kills_paper.py",
+    ],
+    "formal_algorithms/paper/validation.py": [
+        "test_architectures.py",
+        "test_errors.py",
+        "test_mutation_kills_paper.py",
+    ],
+    "formal_algorithms/practice/kv_attention.py": ["test_cache.py", "test_fast.py"],
     "formal_algorithms/paper/inference.py": [
         "test_inference.py",
         "test_mutation_kills_paper.py",
@@ -98,7 +109,7 @@ TESTS = {
         "test_mutation_kills_paper.py",
     ],
 }
-CHECKS_MODULE = "formal_algorithms/paper/checks.py"
+CHECKS_MODULES = {"formal_algorithms/paper/checks.py", "formal_algorithms/paper/validation.py"}
 EXTRA_TESTS: list[str] = []  # --tests: these files for every module instead of TESTS
 
 ARITH = {
@@ -316,7 +327,7 @@ def find_sites(module: str, source: str) -> list[Site]:
     sites = [s for s in sites if not (s.op == "const" and (s.line, s.col) in axis_spans)]
     sites.sort(key=lambda s: (s.line, s.col, s.op, s.replacement))
     for s in sites:
-        in_checks = module == CHECKS_MODULE or "check" in s.function
+        in_checks = module in CHECKS_MODULES or "check" in s.function
         s.group = "checks" if in_checks else "core"
     return sites
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import init_d_transformer
+from ..paper.parameters import init_d_transformer
 from .common import round_robin, summary, warm_up
 
 

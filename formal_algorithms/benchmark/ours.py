@@ -8,12 +8,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ..paper.architectures import (
-    d_transformer_logits,
-    ed_transformer_logits,
-    init_d_transformer,
-    init_ed_transformer,
-)
+from ..paper.architectures import d_transformer_logits, ed_transformer_logits
+from ..paper.parameters import init_d_transformer, init_ed_transformer
 from .common import LEARNING_RATE, WEIGHT_DECAY, tokens, xla_flops
 
 

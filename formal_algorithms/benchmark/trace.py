@@ -50,7 +50,8 @@ SMOLLM2_PROMPT = (
 def run(*, rounds: int = 7, model: dict | None = None, prompt_length: int = PROMPT_LENGTH,
         log=print) -> dict:  # fmt: skip
     """Time the three runs; returns the results (medians in seconds and the ratios)."""
-    from ..paper.architectures import d_transformer, init_d_transformer
+    from ..paper.architectures import d_transformer
+    from ..paper.parameters import init_d_transformer
     from ..trace import trace
 
     if rounds < 1:

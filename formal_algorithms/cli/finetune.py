@@ -119,7 +119,7 @@ def run(args) -> int:
     if len(classes) < 2:
         raise ValueError(f"--classes needs at least two packages, got {args.classes!r}")
     unlabelled = [u for u in args.unlabelled.split(",") if u]
-    from ..paper.architectures import init_d_transformer, init_e_transformer
+    from ..paper.parameters import init_d_transformer, init_e_transformer
     from ..practice.trainer import make_optimizer, train
     from ..variants.classification import c_evaluate, c_train, init_classifier
 

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import e_transformer_logits, init_e_transformer
+from ..paper.architectures import e_transformer_logits
+from ..paper.parameters import init_e_transformer
 from ..paper.tokenization import CharTokenizer, split_text
 from ..practice.checkpoint import save_checkpoint
 from .common import (

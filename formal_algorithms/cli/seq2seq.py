@@ -9,7 +9,7 @@ import time
 import jax
 import numpy as np
 
-from ..paper.architectures import init_ed_transformer
+from ..paper.parameters import init_ed_transformer
 from ..practice.cache import ed_inference_cached_batch
 from ..practice.checkpoint import save_checkpoint
 from .common import (

@@ -10,10 +10,11 @@ import time
 import jax
 import numpy as np
 
-from ..paper.architectures import DTransformerParams, d_transformer_logits
+from ..paper.architectures import d_transformer_logits
 from ..paper.functions import gelu
 from ..paper.inference import D_INFERENCE, check_sampled, check_tau, step_key
 from ..paper.normalisation import EPS
+from ..paper.parameters import DTransformerParams
 from ..practice.cache import d_cached_logits, init_kv_cache, length_bucket
 from ..practice.sampling import check_top_k, check_top_p, sample_token_filtered, stop_at
 

@@ -67,7 +67,7 @@ def parse_algorithm(text: str | None):
 def _random(args) -> Subject:
     import jax
 
-    from ..paper.architectures import init_d_transformer
+    from ..paper.parameters import init_d_transformer
     from ..paper.tokenization import CharTokenizer
 
     tokenizer = CharTokenizer.from_text(ALPHABET + args.prompt)
@@ -83,10 +83,11 @@ def _random(args) -> Subject:
 
 def _decoder(args, theta, tokenizer, activation, eps, about) -> Subject:
     """Algorithm 10 (or 14 with --generate) on the prompt's characters."""
-    from ..paper.architectures import d_transformer, hyperparameters
+    from ..paper.architectures import d_transformer
     from ..paper.functions import gelu
     from ..paper.inference import d_inference
     from ..paper.normalisation import EPS
+    from ..paper.validation import hyperparameters
 
     kw = dict(activation=activation or gelu, eps=EPS if eps is None else eps)
     x = _encode(tokenizer, args.prompt, "--prompt", bos=True)

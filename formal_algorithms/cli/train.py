@@ -14,10 +14,10 @@ import time
 import jax
 import numpy as np
 
-from ..paper.architectures import init_d_transformer
 from ..paper.functions import gelu
 from ..paper.inference import check_tau
 from ..paper.normalisation import EPS
+from ..paper.parameters import init_d_transformer
 from ..paper.tokenization import split_text
 from ..practice.checkpoint import load_checkpoint, save_checkpoint
 from .common import (

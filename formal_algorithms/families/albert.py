@@ -32,10 +32,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..paper.architectures import Layer
 from ..paper.checks import fail
 from ..paper.functions import gelu
 from ..paper.normalisation import layer_norm_columns
+from ..paper.parameters import Layer
 from ..variants._params import check_linear
 from ..variants.factorised import shared_layers
 from .core import (

@@ -24,9 +24,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..paper.architectures import Layer
 from ..paper.checks import fail
 from ..paper.functions import gelu
+from ..paper.parameters import Layer
 from .core import (
     StateDict,
     bert_layer,

@@ -16,11 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import Layer, post_ln_layer
+from ..paper.architectures import post_ln_layer
 from ..paper.attention import MHAttentionParams
 from ..paper.checks import check_tokens, fail
 from ..paper.embeddings import embed
 from ..paper.normalisation import layer_norm_columns
+from ..paper.parameters import Layer
 
 
 def embed_with_segments(x, W_e, W_p, W_tt, gamma_emb, beta_emb, eps, token_type_ids=None):

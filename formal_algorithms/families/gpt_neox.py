@@ -29,11 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import DTransformerParams, Layer, check_params, mlp, pre_ln_layer
+from ..paper.architectures import mlp, pre_ln_layer
 from ..paper.attention import MHAttentionParams, unidirectional_mask
 from ..paper.checks import check_tokens, fail
 from ..paper.functions import gelu, softmax
 from ..paper.normalisation import layer_norm_columns
+from ..paper.parameters import DTransformerParams, Layer
+from ..paper.validation import check_params
 from ..variants.partial_rope import partial_rope_attention
 from .qwen2 import refuse_unused, require
 
@@ -56,7 +58,7 @@ def check_gpt_neox(theta: GPTNeoXParams) -> int:
         fail(GPT_NEOX, "theta", f"must be GPTNeoXParams, got {type(theta).__name__}", TypeError)
     d_e = np.shape(theta.W_e)[0]
     W_p = jax.ShapeDtypeStruct((d_e, 1), theta.W_e.dtype)
-    check_params(DTransformerParams(theta.W_e, W_p, *theta[1:]), GPT_NEOX)
+    check_params(DTransformerParams(theta.W_e, W_p, *theta[1:]), GPT_NEOX, DTransformerParams)
     return np.shape(theta.W_e)[1]
 
 

@@ -26,19 +26,14 @@ import jax.numpy as jnp
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from ..paper.architectures import (
-    ETransformerParams,
-    Layer,
-    check_params,
-    hyperparameters,
-    post_ln_layer,
-    unembedding_matrix,
-)
+from ..paper.architectures import post_ln_layer, unembedding_matrix
 from ..paper.attention import MHAttentionParams
 from ..paper.checks import check_shape, check_tokens, fail
 from ..paper.embeddings import embed
 from ..paper.functions import gelu
 from ..paper.normalisation import layer_norm_columns
+from ..paper.parameters import ETransformerParams, Layer
+from ..paper.validation import check_params, hyperparameters
 from .torch_transformer import (
     activation_from_hf,
     activation_to_hf,

@@ -23,11 +23,12 @@ import jax.numpy as jnp
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from ..paper.architectures import DTransformerParams, Layer, check_params, hyperparameters
 from ..paper.attention import MHAttentionParams
 from ..paper.checks import fail
 from ..paper.functions import gelu
 from ..paper.normalisation import EPS
+from ..paper.parameters import DTransformerParams, Layer
+from ..paper.validation import check_params, hyperparameters
 from .torch_transformer import (
     activation_from_hf,
     activation_to_hf,

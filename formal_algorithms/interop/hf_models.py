@@ -59,7 +59,8 @@ def load_for_trace(directory, option: str = "directory") -> Loaded:
 
 
 def _gpt2(model, tokenizer) -> Loaded:
-    from ..paper.architectures import d_transformer, d_transformer_logits, hyperparameters
+    from ..paper.architectures import d_transformer, d_transformer_logits
+    from ..paper.validation import hyperparameters
     from .gpt2 import d_transformer_from_gpt2, d_transformer_kwargs_from_gpt2
 
     theta = d_transformer_from_gpt2(model)

@@ -27,17 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..paper.architectures import (
-    DecoderLayer,
-    EDTransformerParams,
-    Layer,
-    check_params,
-    hyperparameters,
-)
 from ..paper.attention import MHAttentionParams
 from ..paper.checks import fail
 from ..paper.functions import gelu, gelu_tanh, relu
 from ..paper.normalisation import EPS
+from ..paper.parameters import DecoderLayer, EDTransformerParams, Layer
+from ..paper.validation import check_params, hyperparameters
 
 __all__ = [
     "ed_transformer_from_torch",

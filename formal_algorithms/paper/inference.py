@@ -39,17 +39,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .architectures import (
-    DTransformerParams,
-    EDTransformerParams,
-    check_params,
-    d_transformer_logits,
-    ed_decode_logits,
-    ed_encode,
-)
+from .architectures import d_transformer_logits, ed_decode_logits, ed_encode
 from .checks import check_count, check_key, check_token_dtype, check_tokens, concrete, fail
 from .functions import gelu, relu, softmax
 from .normalisation import EPS
+from .parameters import DTransformerParams, EDTransformerParams
+from .validation import check_params
 
 D_INFERENCE = "DInference (Algorithm 14)"
 ED_INFERENCE = "EDInference (Algorithm 15)"
@@ -209,7 +204,7 @@ def d_inference(x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, window=F
     lines 3-5 one call of a jitted step (the full forward on ``x``, its last column, one sample);
     line 6 the append; line 8 the slice. The key may be a tracer (``vmap`` over keys works).
     """
-    check_params(theta, D_INFERENCE)
+    check_params(theta, D_INFERENCE, DTransformerParams)
     if not isinstance(theta, DTransformerParams):
         fail(D_INFERENCE, "theta", f"must be DTransformerParams, got {type(theta)}", TypeError)
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
@@ -324,7 +319,7 @@ def ed_inference(
             "cannot be vmapped; use practice.cache.ed_inference_cached_batch(contexts, theta, keys)",
             TypeError,
         )
-    check_params(theta, ED_INFERENCE)
+    check_params(theta, ED_INFERENCE, EDTransformerParams)
     if not isinstance(theta, EDTransformerParams):
         fail(ED_INFERENCE, "theta", f"must be EDTransformerParams, got {type(theta)}", TypeError)
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]

@@ -3,7 +3,7 @@
 An init function first describes θ as a tree of leaf specs (shape and distribution), then draws
 every random leaf from one ``jax.random.normal`` call on the caller's key. One draw keeps the
 compiled init small (one threefry kernel instead of one per leaf), and the spec tree doubles as
-the expected shapes that :func:`formal_algorithms.architectures.check_params` compares against.
+the expected shapes that :func:`formal_algorithms.paper.validation.check_params` compares against.
 
 The choices, documented in algorithms.md: embeddings ``W_e``, ``W_p`` ~ N(0, 0.02²) (GPT-2);
 weight matrices ~ N(0, 1/fan_in) (variance-preserving); biases 0; layer-norm γ = 1, β = 0.

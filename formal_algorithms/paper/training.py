@@ -36,18 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .architectures import (
-    DTransformerParams,
-    EDTransformerParams,
-    ETransformerParams,
-    check_params,
-    d_transformer_logits,
-    e_transformer_logits,
-    ed_transformer_logits,
-)
-from .checks import as_tokens, check_key, check_tokens, concrete, fail
+from .architectures import d_transformer_logits, e_transformer_logits, ed_transformer_logits
+from .checks import check_key, check_tokens, concrete, fail
 from .functions import gelu, log_softmax, relu
 from .normalisation import EPS
+from .parameters import DTransformerParams, EDTransformerParams, ETransformerParams
+from .validation import check_inputs, check_params
 
 ALG11 = "EDTraining (Algorithm 11)"
 ALG12 = "ETraining (Algorithm 12)"
@@ -63,7 +57,7 @@ def ed_loss(theta: EDTransformerParams, z, x, *, eps=EPS):
     0-based: ``− Σ_{t=0}^{ℓ−2} log P[x[t+1], t]`` with ``P = EDTransformer(z, x | θ)``: column t
     predicts the next token ``x[t+1]``. A pure function of θ; ``jax.grad`` gives line 6's gradient.
     """
-    z, x = as_tokens(z), as_tokens(x)
+    z, x = check_inputs(theta, ALG11, EDTransformerParams, z=z, x=x)
     ell = x.shape[0]  # line 3
     log_P = log_softmax(ed_transformer_logits(z, x, theta, eps=eps))  # line 4 (part: log_P)
     P = jnp.exp(log_P)  # line 4: P(θ), for the trace (the loss reads log P)  # noqa: F841
@@ -76,10 +70,8 @@ def e_loss(theta: ETransformerParams, x_tilde, x, *, activation=gelu, eps=EPS):
     ``x_tilde``: the masked sequence x̃ (line 5); ``x``: the original. ``T̃ = {t : x̃[t] = mask_token}``
     (line 7) with ``mask_token = N_V − 3``; ``P = ETransformer(x̃ | θ)`` (line 8).
     """
-    check_params(theta, ALG12)
-    x_tilde, x = as_tokens(x_tilde), as_tokens(x)
+    x_tilde, x = check_inputs(theta, ALG12, ETransformerParams, x_tilde=x_tilde, x=x)
     N_V = theta.W_e.shape[1]
-    check_tokens(ALG12, "x", x, N_V)
     if x.shape != x_tilde.shape:
         fail(ALG12, "x", f"has shape {x.shape} but x_tilde has {x_tilde.shape}")
     ell = x.shape[0]  # line 3
@@ -95,7 +87,7 @@ def d_loss(theta: DTransformerParams, x, *, activation=gelu, eps=EPS):
 
     0-based: ``− Σ_{t=0}^{ℓ−2} log P[x[t+1], t]`` with ``P = DTransformer(x | θ)``.
     """
-    x = as_tokens(x)
+    (x,) = check_inputs(theta, ALG13, DTransformerParams, x=x)
     ell = x.shape[0]  # line 3
     logits = d_transformer_logits(x, theta, activation=activation, eps=eps)
     log_P = log_softmax(logits)  # line 4 (part: log_P)
@@ -136,7 +128,7 @@ def e_transformer_logits_padded(x, valid, theta: ETransformerParams, *, activati
     real tokens equal those of the unpadded ``e_transformer_logits(x[valid])``. Columns at padded
     positions are computed but meaningless.
     """
-    _check_padded(ALG12, theta, x=(x, valid))
+    _check_padded(ALG12, ETransformerParams, theta, x=(x, valid))
     return e_transformer_logits(x, theta, activation=activation, eps=eps, valid=valid)
 
 
@@ -149,7 +141,7 @@ def ed_transformer_logits_padded(
     (line 16); ``x`` needs no mask beyond line 14's causal one. Columns of real ``x`` tokens equal
     those of the unpadded ``ed_transformer_logits``. ``activation`` is the paper's ReLU by default.
     """
-    _check_padded(ALG11, theta, z=(z, z_valid), x=(x, None))
+    _check_padded(ALG11, EDTransformerParams, theta, z=(z, z_valid), x=(x, None))
     return ed_transformer_logits(z, x, theta, activation=activation, eps=eps, z_valid=z_valid)
 
 
@@ -159,7 +151,7 @@ def d_loss_padded(theta: DTransformerParams, x, valid, *, activation=gelu, eps=E
     Algorithm 10 is causal, so the forward pass needs no padding mask: padding at the end never
     reaches a real position.
     """
-    _check_padded(ALG13, theta, x=(x, valid))
+    _check_padded(ALG13, DTransformerParams, theta, x=(x, valid))
     logits = d_transformer_logits(x, theta, activation=activation, eps=eps)
     return token_stats(logits[:, :-1], x[1:], valid[1:])
 
@@ -284,7 +276,7 @@ def ed_training(
     (lines 3-6) is one jitted call on the pair padded to its buckets (:func:`ed_loss_padded`).
     ``activation`` (an extension; Algorithm 8 fixes ReLU) and ``eps`` (layer norm) are passed on.
     """
-    check_params(theta, ALG11)
+    check_params(theta, ALG11, EDTransformerParams)
     N_epochs, eta = _check_hyperparameters(ALG11, N_epochs, eta)
     pairs = []
     for n, pair in enumerate(check_data(ALG11, data)):
@@ -312,7 +304,7 @@ def e_training(
     ``p_mask`` ∈ (0, 1). The sequences must not contain ``mask_token`` (it is reserved for line 5).
     A draw that masks nothing gives an empty sum, a zero gradient and no change (as printed).
     """
-    check_params(theta, ALG12)
+    check_params(theta, ALG12, ETransformerParams)
     N_epochs, eta = _check_hyperparameters(ALG12, N_epochs, eta)
     p_mask = check_p_mask(ALG12, p_mask)
     check_key(ALG12, key)
@@ -342,7 +334,7 @@ def d_training(
     paper's GELU) and ``eps`` are passed to Algorithm 10. Each update (lines 3-6) is one jitted
     call on the sequence padded to its bucket (:func:`d_loss_padded`).
     """
-    check_params(theta, ALG13)
+    check_params(theta, ALG13, DTransformerParams)
     N_epochs, eta = _check_hyperparameters(ALG13, N_epochs, eta)
     seqs = [
         _bucketed(check_sequence(ALG13, f"data[{n}]", x, theta), theta)
@@ -398,9 +390,9 @@ def _bucketed(x, theta):
     return pad(x, bucket_length(x.shape[0], theta.W_p.shape[1]))
 
 
-def _check_padded(algorithm, theta, **sequences):
+def _check_padded(algorithm, expected, theta, **sequences):
     """Token checks for padded input, and (on concrete input) that padding is at the end only."""
-    check_params(theta, algorithm)
+    check_params(theta, algorithm, expected)
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
     for name, (x, valid) in sequences.items():
         check_tokens(algorithm, name, x, N_V, ell_max)

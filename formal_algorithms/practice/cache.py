@@ -23,7 +23,7 @@ Decisions (each documented in algorithms.md):
 - **Compile once.** The whole generation (prefill, the loop over steps, sampling) is one jitted
   function; the number of steps and τ are runtime values, prompts are right-padded to a length
   bucket (powers of two from 8, capped at ℓ_max). So a new ℓ_gen, τ or prompt length within the
-  bucket reuses the executable; :data:`TRACE_COUNTS` counts the traces.
+  bucket reuses the executable; :func:`compiled_count` reads how many executables JAX holds.
 - **Batches and padding.** Prompts of different lengths are right-padded; prompt b's token t
   sits at its true position t, and its first new token at position ℓ_b (never at a shifted or
   zero position). The padding's keys and values are written to rows ≥ ℓ_b in the prefill and
@@ -42,7 +42,6 @@ Decisions (each documented in algorithms.md):
 
 from __future__ import annotations
 
-import collections
 import functools
 from typing import NamedTuple
 
@@ -50,14 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import (
-    DTransformerParams,
-    EDTransformerParams,
-    check_params,
-    mlp,
-    post_ln_layer,
-    unembedding_matrix,
-)
+from ..paper.architectures import mlp, post_ln_layer, unembedding_matrix
 from ..paper.attention import MHAttentionParams
 from ..paper.checks import (
     check_count,
@@ -81,6 +73,8 @@ from ..paper.inference import (
     tempered_distribution,
 )
 from ..paper.normalisation import EPS, layer_norm_columns
+from ..paper.parameters import DTransformerParams, EDTransformerParams
+from ..paper.validation import check_params
 from .kv_attention import (
     KV,
     attend,
@@ -90,10 +84,6 @@ from .kv_attention import (
     paper_projection,
     project,
 )
-
-#: How many times each jitted generation function has been traced (diagnostics for the
-#: compile-once tests; tracing happens once per new shape bucket, dtype or static option).
-TRACE_COUNTS: collections.Counter = collections.Counter()
 
 MIN_BUCKET = 8
 
@@ -217,7 +207,6 @@ def d_cached_logits(tokens, start, theta: DTransformerParams, cache: KVCache, *,
 
 def _d_generate(theta, prompt, ell, key, n_steps, tau, activation, eps):
     """Algorithm 14 with a cache: prompt (P,) right-padded, true length ell, n_steps ≥ 1 tokens."""
-    TRACE_COUNTS["d_generate"] += 1
     cache = init_kv_cache(theta)
     logits, cache = _d_block(prompt, 0, theta, cache, activation, eps)  # prefill
     p = jax.lax.dynamic_index_in_dim(logits, ell - 1, axis=1, keepdims=False)  # P[:, ℓ−1]
@@ -253,7 +242,7 @@ def _d_generate_batch(theta, prompts, ells, keys, n_steps, tau, *, activation, e
 
 
 def _check_d(theta, prompts, ell_gen, tau):
-    check_params(theta, D_INFERENCE)
+    check_params(theta, D_INFERENCE, DTransformerParams)
     if not isinstance(theta, DTransformerParams):
         fail(D_INFERENCE, "theta", f"must be DTransformerParams, got {type(theta)}", TypeError)
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
@@ -288,6 +277,19 @@ def _pad(sequences, length):
     for b, x in enumerate(sequences):
         out[b, : len(x)] = x
     return out
+
+
+def compiled_count(form: str) -> int:
+    """How many executables JAX's own cache holds for the cached generation ``form``
+    (``"d_generate"`` or ``"ed_generate"``, one prompt and batched together): one per length
+    bucket, batch size, dtype and static option; a new ℓ_gen, τ or key must not add one."""
+    functions = {
+        "d_generate": (_d_generate_one, _d_generate_batch),
+        "ed_generate": (_ed_generate_one, _ed_generate_batch),
+    }
+    if form not in functions:
+        fail("compiled_count", "form", f"= {form!r} is not one of {sorted(functions)}")
+    return sum(f._cache_size() for f in functions[form])
 
 
 def d_inference_cached(x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, activation=gelu,
@@ -340,10 +342,11 @@ def d_inference_cached_batch(prompts, theta: DTransformerParams, keys, *, ell_ge
 
 
 def _check_keys(algorithm, keys, B):
-    keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
+    if not isinstance(keys, jax.Array):
+        keys = np.asarray(keys)
     typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
     shape = (B,) if typed else (B, 2)
-    if keys.shape != shape or not (typed or keys.dtype == jnp.uint32):
+    if keys.shape != shape or not (typed or keys.dtype == np.uint32):
         fail(
             algorithm,
             "keys",
@@ -351,7 +354,7 @@ def _check_keys(algorithm, keys, B):
             f"{keys.dtype} shape {keys.shape}",
             TypeError,
         )
-    return keys
+    return jnp.asarray(keys)
 
 
 # ------------------------------------------------------------------- Algorithm 8, incrementally
@@ -432,7 +435,6 @@ def _check_cross(algorithm, theta, cross):
 
 def _ed_generate(theta, z, ell_z, key, max_length, tau, activation, eps):
     """Algorithm 15 with caches: z (P,) right-padded, true length ell_z. Returns (x̂ buffer, length)."""
-    TRACE_COUNTS["ed_generate"] += 1
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
     tokens = special_tokens(N_V)
     Z, valid = _ed_encode_padded(z, ell_z, theta, activation, eps)  # encode once
@@ -474,7 +476,7 @@ def _ed_generate_batch(theta, zs, ell_zs, keys, max_length, tau, *, activation, 
 
 
 def _check_ed(theta, contexts, tau, max_length):
-    check_params(theta, ED_INFERENCE)
+    check_params(theta, ED_INFERENCE, EDTransformerParams)
     if not isinstance(theta, EDTransformerParams):
         fail(ED_INFERENCE, "theta", f"must be EDTransformerParams, got {type(theta)}", TypeError)
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]

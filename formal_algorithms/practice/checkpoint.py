@@ -27,17 +27,16 @@ import jax
 import ml_dtypes
 import numpy as np
 
-from ..paper.architectures import (
+from ..paper.initialisation import is_spec
+from ..paper.parameters import (
     DTransformerParams,
     EDTransformerParams,
     ETransformerParams,
-    check_params,
     d_transformer_spec,
     e_transformer_spec,
     ed_transformer_spec,
-    hyperparameters,
 )
-from ..paper.initialisation import is_spec
+from ..paper.validation import check_params, hyperparameters
 
 FORMAT = "formal_algorithms.checkpoint/2"
 _FORMAT_1 = "formal_algorithms.checkpoint/1"  # read: its SHA-256 covers the tensors only

@@ -36,22 +36,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import (
-    DTransformerParams,
-    EDTransformerParams,
-    ETransformerParams,
-    check_inputs,
-    check_params,
-    ed_decoder_layer,
-    post_ln_layer,
-    pre_ln_layer,
-    unembedding_matrix,
-)
+from ..paper.architectures import ed_decoder_layer, post_ln_layer, pre_ln_layer, unembedding_matrix
 from ..paper.attention import MHAttentionParams, unidirectional_mask
 from ..paper.checks import check_tokens, fail
 from ..paper.functions import gelu, relu
 from ..paper.normalisation import EPS, layer_norm_columns
+from ..paper.parameters import DTransformerParams, EDTransformerParams, ETransformerParams
 from ..paper.training import TokenStats, mask_tokens, masked_positions, token_stats
+from ..paper.validation import check_inputs, check_params
 from .kv_attention import attend, output
 
 ALG10 = "DTransformer (Algorithm 10)"
@@ -78,7 +70,7 @@ def d_transformer_logits_scan(x, theta: DTransformerParams, *, activation=gelu, 
     """Algorithm 10 up to its softmax, lines 1-11, for one sequence, with line 4's loop as
     ``lax.scan`` over the stacked layers: one compiled layer body whatever L (for deep models).
     Equal to :func:`~.architectures.d_transformer_logits` (``(N_V, ℓ)``)."""
-    check_inputs(theta, ALG10, x=x)
+    check_inputs(theta, ALG10, DTransformerParams, x=x)
     return _d_logits_columns(x[None], theta, activation, eps, scan=True)[:, 0]
 
 
@@ -140,9 +132,9 @@ def _d_logits_columns(xs, theta: DTransformerParams, activation, eps, scan=False
     return (unembedding_matrix(theta) @ X).reshape(-1, B, ell)  # line 11 (part: logits) [:, b, :]
 
 
-def _check_batches(algorithm, theta, **batches):
+def _check_batches(algorithm, expected, theta, **batches):
     """θ, and each batch a (B, ℓ) integer array of ids in [0, N_V), ℓ ≤ ℓ_max, all with one B."""
-    check_params(theta, algorithm)
+    check_params(theta, algorithm, expected)
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
     B = np.shape(next(iter(batches.values())))[:1]  # the first batch's row count
     for name, a in batches.items():
@@ -156,7 +148,7 @@ def _check_batches(algorithm, theta, **batches):
 def d_transformer_logits_batch(xs, theta: DTransformerParams, *, activation=gelu, eps=EPS):
     """Algorithm 10 up to its softmax for a batch ``xs`` (B, ℓ), the batch as columns: equal to
     ``vmap(d_transformer_logits)(xs, θ)``, shape ``(B, N_V, ℓ)``."""
-    _check_batches(ALG10, theta, xs=xs)
+    _check_batches(ALG10, DTransformerParams, theta, xs=xs)
     return jnp.moveaxis(_d_logits_columns(xs, theta, activation, eps), 1, 0)
 
 
@@ -192,7 +184,7 @@ def e_transformer_logits_batch(xs, theta: ETransformerParams, *, valid=None, act
     """Algorithm 9 up to its softmax for a batch ``xs`` (B, ℓ), the batch as columns: equal to
     ``vmap(e_transformer_logits_padded)(xs, valid, θ)`` (``valid`` (B, ℓ) bool marks the real
     tokens, padded at the end; ``None``: every token is real), shape ``(B, N_V, ℓ)``."""
-    _check_batches(ALG9, theta, xs=xs)
+    _check_batches(ALG9, ETransformerParams, theta, xs=xs)
     if valid is not None and np.shape(valid) != np.shape(xs):
         fail(ALG9, "valid", f"must have the shape of xs {np.shape(xs)}, got {np.shape(valid)}")
     return jnp.moveaxis(_e_logits_columns(xs, valid, theta, activation, eps), 1, 0)
@@ -243,7 +235,7 @@ def ed_transformer_logits_batch(zs, xs, theta: EDTransformerParams, *, z_valid=N
 
     ``z_valid`` (optional, (B, ℓ_z) bool) marks the real tokens of each z, padded at its end;
     ``None``: every token is real (as ``valid`` of :func:`e_transformer_logits_batch`)."""
-    _check_batches(ALG8, theta, zs=zs, xs=xs)
+    _check_batches(ALG8, EDTransformerParams, theta, zs=zs, xs=xs)
     if z_valid is None:
         z_valid = jnp.ones(np.shape(zs), bool)
     if np.shape(z_valid) != np.shape(zs):

@@ -35,15 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..paper.architectures import (
-    DTransformerParams,
-    EDTransformerParams,
-    ETransformerParams,
-    check_params,
-)
 from ..paper.checks import check_count, check_key, fail
 from ..paper.functions import gelu, relu
 from ..paper.normalisation import EPS
+from ..paper.parameters import DTransformerParams, EDTransformerParams, ETransformerParams
 from ..paper.training import (
     ALG11,
     ALG12,
@@ -59,6 +54,7 @@ from ..paper.training import (
     mask_tokens,
     pad,
 )
+from ..paper.validation import check_params
 from .fast import StepStats, train_step_fast
 
 _ALGORITHM = {

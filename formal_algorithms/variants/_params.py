@@ -1,7 +1,7 @@
 """Shape checks and init helpers shared by the variants' parameter NamedTuples.
 
 A variant's θ is the paper's θ plus or minus a few leaves. Its shapes are checked by viewing it
-as the paper's θ (:func:`formal_algorithms.architectures.check_params` does the work) and then
+as the paper's θ (:func:`formal_algorithms.paper.validation.check_params` does the work) and then
 checking the extra leaves, so a variant never duplicates the paper's shape rules.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..paper.architectures import check_params
 from ..paper.checks import check_tokens, fail
+from ..paper.validation import check_params
 
 
 def check_extra_leaves(algorithm: str, theta, names, d: int) -> None:

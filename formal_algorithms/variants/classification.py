@@ -36,20 +36,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import (
-    DTransformerParams,
-    ETransformerParams,
-    check_params,
-    key_padding_mask,
-    post_ln_layer,
-    pre_ln_layer,
-)
+from ..paper.architectures import key_padding_mask, post_ln_layer, pre_ln_layer
 from ..paper.attention import unidirectional_mask
 from ..paper.checks import check_key, check_tokens, fail
 from ..paper.embeddings import embed
 from ..paper.functions import gelu, log_softmax
 from ..paper.normalisation import EPS, layer_norm_columns
+from ..paper.parameters import DTransformerParams, ETransformerParams
 from ..paper.training import bucket_length, check_sequence, pad
+from ..paper.validation import check_params
 
 ALG = "Classification (an extension of Algorithms 9, 10 and 11-13)"
 

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import d_transformer_spec
 from ..paper.embeddings import vaswani_sinusoidal_W_p
 from ..paper.functions import log_softmax
 from ..paper.initialisation import Normal, is_spec, materialise
+from ..paper.parameters import d_transformer_spec
 
 
 def next_token_loss(logits_fn):

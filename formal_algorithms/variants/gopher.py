@@ -22,17 +22,12 @@ from typing import NamedTuple
 
 import jax
 
-from ..paper.architectures import (
-    DTransformerParams,
-    Layer,
-    init_d_transformer,
-    mlp,
-    unembedding_matrix,
-)
+from ..paper.architectures import mlp, unembedding_matrix
 from ..paper.attention import MHAttentionParams, mh_attention, unidirectional_mask
 from ..paper.embeddings import embed
 from ..paper.functions import gelu, softmax
 from ..paper.normalisation import EPS, rms_norm_columns
+from ..paper.parameters import DTransformerParams, Layer, init_d_transformer
 from ._params import check_inputs
 
 ALG10_RMS = "Gopher DTransformer (Algorithm 10 with RMSnorm)"

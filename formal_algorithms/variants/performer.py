@@ -48,19 +48,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import (
-    DTransformerParams,
-    ETransformerParams,
-    check_inputs,
-    post_ln_layer,
-    pre_ln_layer,
-    unembedding_matrix,
-)
+from ..paper.architectures import post_ln_layer, pre_ln_layer, unembedding_matrix
 from ..paper.attention import AttentionParams, MHAttentionParams
 from ..paper.checks import check_key, fail
 from ..paper.embeddings import embed
 from ..paper.functions import gelu
 from ..paper.normalisation import EPS, layer_norm_columns
+from ..paper.parameters import DTransformerParams, ETransformerParams
+from ..paper.validation import check_inputs
 
 ALG = "FAVOR+ attention (Algorithm 4, lines 4-6 substituted)"
 
@@ -192,7 +187,7 @@ def performer_e_transformer_logits(x, theta: ETransformerParams, Omega, *, activ
 
     ``valid`` (optional ``(ℓ,)`` bool) marks the real tokens of an x padded at its end.
     """
-    (x,) = check_inputs(theta, "Performer ETransformer (Algorithm 9)", x=x)
+    (x,) = check_inputs(theta, "Performer ETransformer (Algorithm 9)", ETransformerParams, x=x)
 
     def attention(X, Z, W, Mask):  # Algorithm 5 with FAVOR+ heads; Mask ≡ 1 (or key padding)
         return mh_favor_attention(X, Z, W, Omega, valid=valid)
@@ -208,7 +203,7 @@ def performer_e_transformer_logits(x, theta: ETransformerParams, Omega, *, activ
 def performer_d_transformer_logits(x, theta: DTransformerParams, Omega, *, activation=gelu,
                                    eps=EPS):  # fmt: skip
     """Algorithm 10 with causal FAVOR+ (prefix sums) in every layer's attention: ``W_u X``."""
-    (x,) = check_inputs(theta, "Performer DTransformer (Algorithm 10)", x=x)
+    (x,) = check_inputs(theta, "Performer DTransformer (Algorithm 10)", DTransformerParams, x=x)
 
     def attention(X, Z, W, Mask):  # the causal mask of line 6, as prefix sums
         return mh_favor_attention(X, Z, W, Omega, causal=True)

@@ -22,7 +22,7 @@ Decisions (recorded in docs/variants.md):
   final norm comes before the head (lines 10-11), which is unchanged.
 - A Post-LN stack adds no norm (its last layer already ends with one) and removes none the paper
   prints: the Post-LN form of Algorithm 10 keeps line 10, so its θ is exactly
-  :class:`~formal_algorithms.architectures.DTransformerParams` and the same θ runs in both forms.
+  :class:`~formal_algorithms.paper.parameters.DTransformerParams` and the same θ runs in both forms.
   At initialisation (γ = 1, β = 0) that final norm acts on already normalised columns and is the
   identity up to ε. (The original Post-LN decoder of Vaswani et al. has no final norm.)
 - In the Pre-LN form of Algorithm 8 the decoder's cross-attention reads the encoder's output after
@@ -37,15 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from ..paper.architectures import (
-    DecoderLayer,
-    DTransformerParams,
-    EDTransformerParams,
-    ETransformerParams,
-    Layer,
     ed_decoder_layer,
-    init_d_transformer,
-    init_e_transformer,
-    init_ed_transformer,
     mlp,
     post_ln_layer,
     pre_ln_layer,
@@ -55,6 +47,16 @@ from ..paper.attention import mh_attention, unidirectional_mask
 from ..paper.embeddings import embed
 from ..paper.functions import gelu, relu, softmax
 from ..paper.normalisation import EPS, layer_norm_columns
+from ..paper.parameters import (
+    DecoderLayer,
+    DTransformerParams,
+    EDTransformerParams,
+    ETransformerParams,
+    Layer,
+    init_d_transformer,
+    init_e_transformer,
+    init_ed_transformer,
+)
 from ._params import check_inputs
 
 ALG8_PRE = "Pre-LN EDTransformer (Algorithm 8, Pre-LN form)"

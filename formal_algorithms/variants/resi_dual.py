@@ -17,7 +17,7 @@ scale ``α`` and the ``x_d`` input scale default to 1, as here).
 Decisions:
 
 - Decoder-only (Algorithm 10's inputs and mask; GELU). θ is exactly
-  :class:`~formal_algorithms.architectures.DTransformerParams`: layer l's ``γ_l^1, β_l^1`` are the
+  :class:`~formal_algorithms.paper.parameters.DTransformerParams`: layer l's ``γ_l^1, β_l^1`` are the
   norm after its attention, ``γ_l^2, β_l^2`` after its MLP (as in Post-LN); the final ``γ, β``
   (Algorithm 10, line 10) are the ``LN`` applied to ``x_d``. No leaf is added or unused.
 - ε = 1e-5 in every norm (the released code uses 1e-7 for the final one; ``eps=`` sets all).
@@ -25,11 +25,12 @@ Decisions:
 
 from __future__ import annotations
 
-from ..paper.architectures import DTransformerParams, mlp, unembedding_matrix
+from ..paper.architectures import mlp, unembedding_matrix
 from ..paper.attention import mh_attention, unidirectional_mask
 from ..paper.embeddings import embed
 from ..paper.functions import gelu, softmax
 from ..paper.normalisation import EPS, layer_norm_columns
+from ..paper.parameters import DTransformerParams
 from ._params import check_inputs
 
 RESIDUAL = "ResiDual DTransformer (Algorithm 10 with dual residual streams)"

@@ -20,7 +20,7 @@ import pytest
 from params import perturbed
 
 import formal_algorithms as fa
-from formal_algorithms.paper import architectures
+from formal_algorithms.paper import parameters
 
 # Shapes of their own, so that no other test has compiled these executables before.
 D_HP = dict(N_V=9, ell_max=5, L=1, H=2, d_e=4, d_mlp=6)
@@ -79,9 +79,9 @@ def test_heads_need_not_divide_d_e_given_d_attn_and_d_mid(init, depth):
 def test_the_specs_default_is_an_untied_W_u():
     common = dict(N_V=7, ell_max=4, H=2, d_e=4, d_mlp=5)
     specs = [
-        architectures.d_transformer_spec(**common, L=1),
-        architectures.e_transformer_spec(**common, L=1),
-        architectures.ed_transformer_spec(**common, L_enc=1, L_dec=1),
+        parameters.d_transformer_spec(**common, L=1),
+        parameters.e_transformer_spec(**common, L=1),
+        parameters.ed_transformer_spec(**common, L_enc=1, L_dec=1),
     ]
     for spec in specs:
         assert spec.W_u is not None and spec.W_u.shape == (7, 4)

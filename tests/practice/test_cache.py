@@ -188,11 +188,11 @@ def test_compile_once_per_bucket():
     """After the first call in a bucket (at most one trace), new prompt lengths in the bucket, new
     ℓ_gen, τ (0, finite, ∞), keys and max_length reuse the executable: no further trace."""
     theta = d_model(2)
-    counts = cache.TRACE_COUNTS
-    before = counts["d_generate"]
+    counts = cache.compiled_count
+    before = counts("d_generate")
     d_inference_cached(jnp.arange(4), theta, jax.random.key(0), ell_gen=2)
-    assert counts["d_generate"] - before <= 1
-    before = counts["d_generate"]
+    assert counts("d_generate") - before <= 1
+    before = counts("d_generate")
     for ell, ell_gen, tau, seed in [
         (3, 2, 1.0, 0),
         (5, 7, 0, 1),
@@ -204,21 +204,21 @@ def test_compile_once_per_bucket():
         )
     keys = jax.random.split(jax.random.key(0), 4)
     d_inference_cached_batch([np.arange(n) % 5 for n in (1, 6, 3, 9)], theta, keys, ell_gen=3)
-    before_batch = counts["d_generate"]
+    before_batch = counts("d_generate")
     d_inference_cached_batch(
         [np.arange(n) % 5 for n in (12, 2, 5, 10)], theta, keys, ell_gen=1, tau=0
     )
-    assert counts["d_generate"] == before_batch  # same batch size and bucket: no trace
-    assert counts["d_generate"] - before <= 1  # at most the batch function's first trace
+    assert counts("d_generate") == before_batch  # same batch size and bucket: no trace
+    assert counts("d_generate") - before <= 1  # at most the batch function's first trace
 
     theta = ed_model(2)
     ed_inference_cached(jnp.arange(3), theta, jax.random.key(0))
-    before = counts["ed_generate"]
+    before = counts("ed_generate")
     for ell_z, max_length, tau in [(2, 3, 1.0), (5, None, 0), (6, 7, math.inf), (1, 2, 0.5)]:
         ed_inference_cached(
             np.arange(ell_z) % 5, theta, jax.random.key(ell_z), tau=tau, max_length=max_length
         )
-    assert counts["ed_generate"] == before
+    assert counts("ed_generate") == before
 
 
 def test_cached_bad_arguments():

@@ -17,7 +17,7 @@ import optax
 import pytest
 
 import formal_algorithms as fa
-from formal_algorithms.paper.architectures import hyperparameters
+from formal_algorithms.paper.validation import hyperparameters
 from formal_algorithms.practice.checkpoint import load_checkpoint, save_checkpoint
 
 key = jax.random.key(0)

@@ -125,16 +125,16 @@ def test_the_cached_generations_default_temperature_is_one(d_theta, ed_theta):
 
 
 def test_a_new_length_bucket_traces_exactly_once(d_theta, ed_theta):
-    """TRACE_COUNTS counts traces: the first generation with θ of new shapes traces once (zero
+    """compiled_count counts executables: the first generation with θ of new shapes traces once (zero
     would mean the counter is dead and the compile-once tests cannot fail)."""
     theta = d_theta._replace(W_p=jnp.concatenate([d_theta.W_p, d_theta.W_p[:, :2]], axis=1))
-    before = cache.TRACE_COUNTS["d_generate"]
+    before = cache.compiled_count("d_generate")
     fa.d_inference_cached(jnp.asarray([1, 2]), theta, jax.random.key(0), ell_gen=2)
-    assert cache.TRACE_COUNTS["d_generate"] == before + 1
+    assert cache.compiled_count("d_generate") == before + 1
     theta = ed_theta._replace(W_p=jnp.concatenate([ed_theta.W_p, ed_theta.W_p[:, :2]], axis=1))
-    before = cache.TRACE_COUNTS["ed_generate"]
+    before = cache.compiled_count("ed_generate")
     fa.ed_inference_cached(jnp.asarray([1, 2]), theta, jax.random.key(0))
-    assert cache.TRACE_COUNTS["ed_generate"] == before + 1
+    assert cache.compiled_count("ed_generate") == before + 1
 
 
 def test_cached_generation_lengths_at_the_edges(d_theta):

@@ -16,7 +16,7 @@ import pytest
 from params import perturbed
 
 from formal_algorithms.cli.main import main
-from formal_algorithms.paper.architectures import init_d_transformer, init_e_transformer
+from formal_algorithms.paper.parameters import init_d_transformer, init_e_transformer
 from formal_algorithms.practice.trainer import make_optimizer
 from formal_algorithms.variants import classification as C
 

@@ -18,13 +18,9 @@ import numpy as np
 import pytest
 
 from formal_algorithms import cli
-from formal_algorithms.paper.architectures import (
-    d_transformer_logits,
-    e_transformer_logits,
-    init_d_transformer,
-    init_ed_transformer,
-)
+from formal_algorithms.paper.architectures import d_transformer_logits, e_transformer_logits
 from formal_algorithms.paper.inference import d_inference, ed_inference, sample_token, step_key
+from formal_algorithms.paper.parameters import init_d_transformer, init_ed_transformer
 from formal_algorithms.paper.tokenization import CharTokenizer, pydoc_topics_text
 from formal_algorithms.paper.training import d_loss
 from formal_algorithms.practice.bpe import BPETokenizer, stream_text, tokenizer_from_dict

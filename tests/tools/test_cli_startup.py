@@ -13,7 +13,7 @@ import jax
 from formal_algorithms import cli
 from formal_algorithms.benchmark import startup
 from formal_algorithms.cli import compile_cache
-from formal_algorithms.paper.architectures import init_d_transformer
+from formal_algorithms.paper.parameters import init_d_transformer
 from formal_algorithms.paper.tokenization import CharTokenizer
 from formal_algorithms.practice.checkpoint import save_checkpoint
 

@@ -13,12 +13,9 @@ import paper_numpy as P
 import pytest
 
 from formal_algorithms import testing as T
-from formal_algorithms.paper.architectures import (
-    d_transformer_logits,
-    init_d_transformer,
-    init_e_transformer,
-)
+from formal_algorithms.paper.architectures import d_transformer_logits
 from formal_algorithms.paper.attention import AttentionParams, unidirectional_mask
+from formal_algorithms.paper.parameters import init_d_transformer, init_e_transformer
 from formal_algorithms.variants import performer as F
 from formal_algorithms.variants.linear_attention import (
     causal_linear_attention,

@@ -27,7 +27,8 @@ from selenium.webdriver.common.by import By
 from formal_algorithms import cli
 from formal_algorithms.cli.trace import ALPHABET, TINY
 from formal_algorithms.paper import pseudocode
-from formal_algorithms.paper.architectures import d_transformer, init_d_transformer
+from formal_algorithms.paper.architectures import d_transformer
+from formal_algorithms.paper.parameters import init_d_transformer
 from formal_algorithms.paper.tokenization import CharTokenizer
 from formal_algorithms.practice.checkpoint import save_checkpoint
 from formal_algorithms.trace import trace

@@ -20,12 +20,12 @@ from paper_numpy import d_transformer as np_d_transformer
 import formal_algorithms as fa
 from formal_algorithms import testing as T
 from formal_algorithms import variants as V
-from formal_algorithms.paper.architectures import (
+from formal_algorithms.paper.initialisation import Normal, is_spec
+from formal_algorithms.paper.parameters import (
     d_transformer_spec,
     e_transformer_spec,
     ed_transformer_spec,
 )
-from formal_algorithms.paper.initialisation import Normal, is_spec
 
 N_V, ell_max = 11, 8
 HP_D = dict(N_V=N_V, ell_max=ell_max, L=2, H=2, d_e=8, d_mlp=12, d_attn=3, d_mid=5)

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from formal_algorithms.paper.architectures import d_transformer_logits, init_d_transformer
+from formal_algorithms.paper.architectures import d_transformer_logits
 from formal_algorithms.paper.attention import mh_attention, unidirectional_mask
+from formal_algorithms.paper.parameters import init_d_transformer
 from formal_algorithms.visualise import (
     d_attention_weights,
     plot_attention,

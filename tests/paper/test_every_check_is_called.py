@@ -1,0 +1,148 @@
+"""Every entry point calls every check it documents, and every default is the documented one.
+
+Written against the kinds of gap that mutants survived on a fresh sample (issue 26): a check
+present in one algorithm but not exercised in another, a default nobody asserted, an entry of
+the θ-class table nobody used, the padded encoder path with ℓ_z = d_e (where rows and columns
+cannot be told apart). Each case runs every algorithm, not the one a mutant happened to hit.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import formal_algorithms as fa
+from formal_algorithms.paper import architectures, training
+from formal_algorithms.practice import cache
+
+SIZES = dict(N_V=9, ell_max=8, H=2, d_e=6, d_mlp=10)
+
+
+@pytest.fixture(scope="module")
+def thetas():
+    key = jax.random.key(3)
+    return {
+        "ed": fa.init_ed_transformer(key, L_enc=1, L_dec=1, **SIZES),
+        "e": fa.init_e_transformer(key, L=1, **SIZES),
+        "d": fa.init_d_transformer(key, L=1, **SIZES),
+    }
+
+
+X = jnp.asarray([1, 2, 3, 4])
+
+# (name, needs θ of, call(θ, **kw)): every algorithm of §6-7 that takes an activation and ε
+FORWARDS = [
+    ("EDTransformer (Algorithm 8)", "ed", lambda t, **kw: fa.ed_transformer(X, X, t, **kw)),
+    ("EDTransformer (Algorithm 8)", "ed", lambda t, **kw: fa.ed_transformer_logits(X, X, t, **kw)),
+    ("EDTransformer (Algorithm 8)", "ed", lambda t, **kw: architectures.ed_encode(X, t, **kw)),
+    ("ETransformer (Algorithm 9)", "e", lambda t, **kw: fa.e_transformer(X, t, **kw)),
+    ("ETransformer (Algorithm 9)", "e", lambda t, **kw: fa.e_transformer_logits(X, t, **kw)),
+    ("DTransformer (Algorithm 10)", "d", lambda t, **kw: fa.d_transformer(X, t, **kw)),
+    ("DTransformer (Algorithm 10)", "d", lambda t, **kw: fa.d_transformer_logits(X, t, **kw)),
+]
+
+
+@pytest.mark.parametrize("algorithm, kind, call", FORWARDS)
+def test_every_forward_checks_its_activation_and_eps(thetas, algorithm, kind, call):
+    theta = thetas[kind]
+    with pytest.raises(
+        TypeError, match=rf"{re.escape(algorithm)}.*'activation' must be a function"
+    ):
+        call(theta, activation="gelu")
+    for eps in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match=rf"{re.escape(algorithm)}.*'eps'"):
+            call(theta, eps=eps)
+
+
+# Every algorithm that takes θ, called with θ of each other class: the table of which class each
+# algorithm needs is exercised row by row (8, 9, 10, 11, 12, 13, 14, 15, and the cached forms).
+KEY = jax.random.key(0)
+ENTRIES = [
+    ("EDTransformer (Algorithm 8)", "ed", lambda t: fa.ed_transformer(X, X, t)),
+    ("ETransformer (Algorithm 9)", "e", lambda t: fa.e_transformer(X, t)),
+    ("DTransformer (Algorithm 10)", "d", lambda t: fa.d_transformer(X, t)),
+    ("Algorithm 11", "ed", lambda t: training.ed_loss(t, X, X)),
+    ("Algorithm 11", "ed", lambda t: fa.ed_training([(X, X)], t, N_epochs=1, eta=0.1)),
+    ("Algorithm 12", "e", lambda t: training.e_loss(t, X, X)),
+    ("Algorithm 12", "e", lambda t: fa.e_training([X], t, KEY, N_epochs=1, eta=0.1, p_mask=0.5)),
+    ("Algorithm 13", "d", lambda t: training.d_loss(t, X)),
+    ("Algorithm 13", "d", lambda t: fa.d_training([X], t, N_epochs=1, eta=0.1)),
+    ("Algorithm 14", "d", lambda t: fa.d_inference(X, t, KEY, ell_gen=1)),
+    ("Algorithm 14", "d", lambda t: fa.d_inference_cached(X, t, KEY, ell_gen=1)),
+    ("Algorithm 15", "ed", lambda t: fa.ed_inference(X, t, KEY, max_length=3)),
+    ("Algorithm 15", "ed", lambda t: fa.ed_inference_cached(X, t, KEY, max_length=3)),
+]
+CLASSES = {"ed": "EDTransformerParams", "e": "ETransformerParams", "d": "DTransformerParams"}
+
+
+@pytest.mark.parametrize("algorithm, kind, call", ENTRIES)
+def test_every_algorithm_refuses_theta_of_the_other_classes(thetas, algorithm, kind, call):
+    for other in set(CLASSES) - {kind}:
+        with pytest.raises(
+            TypeError, match=rf"{re.escape(algorithm)}.*'theta' must be {CLASSES[kind]}"
+        ):
+            call(thetas[other])
+    call(thetas[kind])  # and accepts its own
+
+
+@pytest.mark.parametrize(
+    "algorithm, call",
+    [
+        ("Algorithm 11", lambda t: training.ed_loss(t["ed"], X, jnp.asarray([1, 99]))),
+        ("Algorithm 12", lambda t: training.e_loss(t["e"], X, jnp.asarray([1, 2, 3, 99]))),
+        ("Algorithm 12", lambda t: training.e_loss(t["e"], jnp.asarray([1, 2, 3, 99]), X)),
+        ("Algorithm 13", lambda t: training.d_loss(t["d"], jnp.asarray([1, 99]))),
+    ],
+)
+def test_every_loss_checks_its_tokens(thetas, algorithm, call):
+    with pytest.raises(ValueError, match=rf"{re.escape(algorithm)}.*token ids \[99\] outside"):
+        call(thetas)
+
+
+@pytest.mark.parametrize(
+    "init, kw",
+    [
+        (fa.init_ed_transformer, dict(L_enc=1, L_dec=1)),
+        (fa.init_e_transformer, dict(L=1)),
+        (fa.init_d_transformer, dict(L=1)),
+    ],
+)
+def test_every_init_defaults_to_an_untied_unembedding_and_heads_of_d_e_over_H(init, kw):
+    theta = init(jax.random.key(0), **kw, **SIZES)
+    assert theta.W_u is not None  # tied=False unless asked
+    W = jax.tree.leaves(theta.enc[0].W if hasattr(theta, "enc") else theta.layers[0].W)
+    assert W[0].shape == (2, 3, 6)  # W_q: H = 2 heads of d_attn = d_e / H = 3
+    assert init(jax.random.key(0), **kw, **SIZES, tied=True).W_u is None
+
+
+def test_the_padded_encoder_path_with_d_e_unequal_to_ell_z(thetas):
+    """ed_encode with ``valid``: the real columns equal the unpadded z's, for ℓ_z ≠ d_e (a mask
+    built from the wrong axis of Z is then a wrong shape, not a silent equality)."""
+    theta = thetas["ed"]
+    z = jnp.asarray([1, 2, 3])
+    padded = jnp.asarray([1, 2, 3, 0, 0])  # ℓ_z = 5 ≠ d_e = 6
+    valid = jnp.asarray([True, True, True, False, False])
+    Z = architectures.ed_encode(padded, theta, valid=valid)
+    assert Z.shape == (6, 5)
+    np.testing.assert_allclose(Z[:, :3], architectures.ed_encode(z, theta), atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True])
+def test_unidirectional_mask_refuses_a_size_that_is_not_a_positive_integer(bad):
+    with pytest.raises((TypeError, ValueError), match=r"unidirectional_mask \(eq. 3\).*'ell'"):
+        fa.unidirectional_mask(bad)
+    with pytest.raises((TypeError, ValueError), match=r"unidirectional_mask \(eq. 3\).*'ell_x'"):
+        fa.unidirectional_mask(4, bad)
+
+
+@pytest.mark.parametrize(
+    "keys", [[0, 1], np.zeros((2, 3), np.uint32), np.zeros((2, 2), np.int32), "keys"]
+)
+def test_the_batched_cached_forms_refuse_keys_that_are_not_keys(thetas, keys):
+    prompts = [X[:2], X[:3]]
+    with pytest.raises(TypeError, match=r"Algorithm 14.*'keys' must hold one key per sequence"):
+        cache.d_inference_cached_batch(prompts, thetas["d"], keys, ell_gen=1)
+    with pytest.raises(TypeError, match=r"Algorithm 15.*'keys' must hold one key per sequence"):
+        cache.ed_inference_cached_batch(prompts, thetas["ed"], keys, max_length=3)
