@@ -151,8 +151,16 @@ def plot_attention(A, labels, path, *, title: str | None = None):
     return path
 
 
-def plot_loss(history, path, *, held_out=None, unigram=None, title=None, unit="nats/token",
-              held_out_curve=None):  # fmt: skip
+def plot_loss(
+    history,
+    path,
+    *,
+    held_out=None,
+    unigram=None,
+    title=None,
+    unit="nats/token",
+    held_out_curve=None,
+):
     """Save the per-step training loss (and its running mean) as a PNG; ``held_out`` (the final
     held-out loss) and ``unigram`` (the unigram entropy) are drawn as horizontal lines;
     ``held_out_curve``: ``(steps, losses)`` of the periodic held-out evaluations, drawn as a curve
@@ -170,8 +178,14 @@ def plot_loss(history, path, *, held_out=None, unigram=None, title=None, unit="n
         ax.axhline(unigram, color="C3", linestyle=":", label=f"unigram entropy {unigram:.2f}")
     if held_out_curve is not None and len(held_out_curve[0]):
         eval_steps, eval_losses = held_out_curve
-        ax.plot(eval_steps, eval_losses, color="C2", marker="o", markersize=3,
-                label=f"held-out loss (last {eval_losses[-1]:.2f})")  # fmt: skip
+        ax.plot(
+            eval_steps,
+            eval_losses,
+            color="C2",
+            marker="o",
+            markersize=3,
+            label=f"held-out loss (last {eval_losses[-1]:.2f})",
+        )
     elif held_out is not None:
         ax.axhline(held_out, color="C2", linestyle="--", label=f"held-out loss {held_out:.2f}")
     ax.set_xlabel("step")

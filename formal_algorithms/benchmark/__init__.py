@@ -57,8 +57,9 @@ from .ours import ours_d, ours_ed
 from .pytorch import torch_gpt2, torch_seq2seq
 
 
-def run(*, quick: bool = False, repeats: int | None = None, skip_generation: bool = False,
-        log=print) -> dict:  # fmt: skip
+def run(
+    *, quick: bool = False, repeats: int | None = None, skip_generation: bool = False, log=print
+) -> dict:
     """Run the whole benchmark; returns the results dict (see :func:`write`)."""
     import torch
 
@@ -69,12 +70,24 @@ def run(*, quick: bool = False, repeats: int | None = None, skip_generation: boo
     gen = QUICK_GENERATION if quick else GENERATION
     rng = np.random.default_rng(0)
     results = dict(
-        config=dict(gpt2_like=cfg_d, seq2seq=cfg_ed, generation=gen, dtype="float32",
-                    repeats=repeats, torch_threads=torch_threads, quick=quick),
-        machine=dict(platform=platform.platform(), cpus=os.cpu_count(), jax=jax.__version__,
-                     torch=torch.__version__, backend=jax.default_backend(),
-                     loadavg_before=os.getloadavg()),
-    )  # fmt: skip
+        config=dict(
+            gpt2_like=cfg_d,
+            seq2seq=cfg_ed,
+            generation=gen,
+            dtype="float32",
+            repeats=repeats,
+            torch_threads=torch_threads,
+            quick=quick,
+        ),
+        machine=dict(
+            platform=platform.platform(),
+            cpus=os.cpu_count(),
+            jax=jax.__version__,
+            torch=torch.__version__,
+            backend=jax.default_backend(),
+            loadavg_before=os.getloadavg(),
+        ),
+    )
     log(f"config: {results['config']}\nload average: {os.getloadavg()}")
 
     d_fwd, d_step, xla_flops = ours_d(cfg_d, rng)
@@ -88,9 +101,12 @@ def run(*, quick: bool = False, repeats: int | None = None, skip_generation: boo
             "ours_d_forward_fast": d_fwd_fast, "ours_d_train_fast": d_step_fast,
             "ours_ed_forward": ed_fwd, "ours_ed_train": ed_step,
             "ours_ed_forward_fast": ed_fwd_fast, "ours_ed_train_fast": ed_step_fast}  # fmt: skip
-    for name, fn in (("gpt2_forward", t_d_fwd), ("gpt2_train", t_d_step),
-                     ("torch_transformer_forward", t_ed_fwd),
-                     ("torch_transformer_train", t_ed_step)):  # fmt: skip
+    for name, fn in (
+        ("gpt2_forward", t_d_fwd),
+        ("gpt2_train", t_d_step),
+        ("torch_transformer_forward", t_ed_fwd),
+        ("torch_transformer_train", t_ed_step),
+    ):
         for t in torch_threads:
             runs[f"{name}_{t}thr"] = with_threads(fn, t)
     first = warm_up(runs)
@@ -101,8 +117,12 @@ def run(*, quick: bool = False, repeats: int | None = None, skip_generation: boo
     for name, t in times.items():
         tokens = tok_d if ("_d_" in name or name.startswith("gpt2")) else tok_ed
         results[name] = summary(t, tokens, first[name])
-    for name in ("gpt2_forward", "gpt2_train", "torch_transformer_forward",
-                 "torch_transformer_train"):  # fmt: skip
+    for name in (
+        "gpt2_forward",
+        "gpt2_train",
+        "torch_transformer_forward",
+        "torch_transformer_train",
+    ):
         # The reference is PyTorch's fastest thread setting (every setting is in the JSON).
         best = max(torch_threads, key=lambda t: results[f"{name}_{t}thr"]["tokens_per_s"])
         results[name] = dict(results[f"{name}_{best}thr"], threads=best)
@@ -115,11 +135,13 @@ def run(*, quick: bool = False, repeats: int | None = None, skip_generation: boo
     results["ours_d_train_flops"] = dict(
         gflops_analytic_fast=analytic / fast_s / 1e9,
         fraction_of_jax_peak_analytic_fast=analytic / fast_s / 1e9 / peak["jax"]["gflops"],
-        xla_cost_analysis=xla_flops, analytic_matmul=analytic,
-        gflops_xla=xla_flops / step_s / 1e9, gflops_analytic=analytic / step_s / 1e9,
+        xla_cost_analysis=xla_flops,
+        analytic_matmul=analytic,
+        gflops_xla=xla_flops / step_s / 1e9,
+        gflops_analytic=analytic / step_s / 1e9,
         fraction_of_jax_peak_xla=xla_flops / step_s / 1e9 / peak["jax"]["gflops"],
         fraction_of_jax_peak_analytic=analytic / step_s / 1e9 / peak["jax"]["gflops"],
-    )  # fmt: skip
+    )
     if not skip_generation:
         results["generation"] = generation(cfg_d, gen, repeats, torch_threads)
     results["machine"]["loadavg_after"] = os.getloadavg()
@@ -225,8 +247,13 @@ def write(results: dict, json_path: str | None = None, png_path: str | None = No
         ax.bar(xs - 0.2, ours, 0.4, label="formal_algorithms (JAX)")
         ax.bar(xs + 0.2, theirs, 0.4, label="PyTorch / transformers")
         if "literal" in g:
-            ax.bar([xs[-1] + 0.45], [g["literal"]["tokens_per_s"]], 0.25,
-                   label="literal Alg 14 (ours)", color="gray")  # fmt: skip
+            ax.bar(
+                [xs[-1] + 0.45],
+                [g["literal"]["tokens_per_s"]],
+                0.25,
+                label="literal Alg 14 (ours)",
+                color="gray",
+            )
         for x, a, b in zip(xs, ours, theirs, strict=True):
             ax.text(x, max(a, b) * 1.15, f"{a / b:.2f}×", ha="center")
         ax.set_yscale("log")

@@ -82,8 +82,10 @@ def matmul_peak(n: int, repeats: int) -> dict:
     warm_up(runs)
     times = round_robin(runs, repeats)
     flops = 2.0 * n**3
-    return {k: dict(median_s=statistics.median(t), gflops=flops / statistics.median(t) / 1e9)
-            for k, t in times.items()}  # fmt: skip
+    return {
+        k: dict(median_s=statistics.median(t), gflops=flops / statistics.median(t) / 1e9)
+        for k, t in times.items()
+    }
 
 
 def with_threads(fn, threads):

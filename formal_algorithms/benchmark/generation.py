@@ -62,17 +62,28 @@ def hf_generate_contender(cfg, prompt, ell_gen, threads):
 
     torch.manual_seed(0)
     config = transformers.GPT2Config(
-        vocab_size=cfg["N_V"], n_positions=cfg["ell_max"], n_embd=cfg["d_e"], n_layer=cfg["L"],
-        n_head=cfg["H"], n_inner=cfg["d_mlp"], bos_token_id=cfg["N_V"] - 2,
+        vocab_size=cfg["N_V"],
+        n_positions=cfg["ell_max"],
+        n_embd=cfg["d_e"],
+        n_layer=cfg["L"],
+        n_head=cfg["H"],
+        n_inner=cfg["d_mlp"],
+        bos_token_id=cfg["N_V"] - 2,
         eos_token_id=cfg["N_V"] - 1,
-    )  # fmt: skip
+    )
     model = transformers.GPT2LMHeadModel(config).eval()
     input_ids = torch.as_tensor(np.asarray(prompt)[None, :], dtype=torch.long)
     kwargs = dict(
-        do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=ell_gen,
-        min_new_tokens=ell_gen, use_cache=True, pad_token_id=0,
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=ell_gen,
+        min_new_tokens=ell_gen,
+        use_cache=True,
+        pad_token_id=0,
         attention_mask=torch.ones_like(input_ids),
-    )  # fmt: skip
+    )
 
     def run():
         torch.set_num_threads(threads)
@@ -94,8 +105,9 @@ def generation(cfg, gen, repeats, threads, *, literal_full: bool = False, log=No
     theta = init_d_transformer(jax.random.key(0), **hp)
     prompt = np.random.default_rng(0).integers(0, cfg["N_V"] - 3, gen["prompt"]).astype(np.int32)
     ell_gen, last = gen["ell_gen"], gen["prompt"] + gen["ell_gen"] - 1
-    lengths = sorted({n for n in gen["literal_lengths"] if gen["prompt"] <= n <= last}
-                     | {gen["prompt"], last})  # fmt: skip
+    lengths = sorted(
+        {n for n in gen["literal_lengths"] if gen["prompt"] <= n <= last} | {gen["prompt"], last}
+    )
     runs = {"cached": cached_contender(theta, prompt, ell_gen)}
     if literal_full:
         runs["literal"] = literal_full_contender(theta, prompt, ell_gen)
@@ -116,13 +128,17 @@ def generation(cfg, gen, repeats, threads, *, literal_full: bool = False, log=No
         hf_generate_by_threads={str(t): hf[t] for t in threads},
     )
     if literal_full:
-        out["literal"] = dict(summary(times["literal"], ell_gen, first["literal"]),
-                              method="full runs")  # fmt: skip
+        out["literal"] = dict(
+            summary(times["literal"], ell_gen, first["literal"]), method="full runs"
+        )
     else:
         per_step = {n: statistics.median(times[f"literal_step_{n}"]) for n in lengths}
         feeds = np.arange(gen["prompt"], gen["prompt"] + ell_gen)  # the lengths a run feeds
         literal_s = float(np.interp(feeds, lengths, [per_step[n] for n in lengths]).sum())
-        out["literal"] = dict(per_step_median_s={str(n): s for n, s in per_step.items()},
-                              estimated_run_s=literal_s, tokens_per_s=ell_gen / literal_s,
-                              method="per-step medians summed over the fed lengths (interpolated)")  # fmt: skip
+        out["literal"] = dict(
+            per_step_median_s={str(n): s for n, s in per_step.items()},
+            estimated_run_s=literal_s,
+            tokens_per_s=ell_gen / literal_s,
+            method="per-step medians summed over the fed lengths (interpolated)",
+        )
     return out

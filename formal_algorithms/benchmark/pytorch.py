@@ -12,9 +12,16 @@ def torch_gpt2(cfg, rng):
 
     torch.manual_seed(0)
     config = transformers.GPT2Config(
-        vocab_size=cfg["N_V"], n_positions=cfg["ell_max"], n_embd=cfg["d_e"], n_layer=cfg["L"],
-        n_head=cfg["H"], n_inner=cfg["d_mlp"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )  # fmt: skip
+        vocab_size=cfg["N_V"],
+        n_positions=cfg["ell_max"],
+        n_embd=cfg["d_e"],
+        n_layer=cfg["L"],
+        n_head=cfg["H"],
+        n_inner=cfg["d_mlp"],
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     model = transformers.GPT2LMHeadModel(config)
     ids = torch.as_tensor(tokens(rng, cfg["batch"], cfg["ell_max"], cfg["N_V"]), dtype=torch.long)
     opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
@@ -48,9 +55,14 @@ def torch_seq2seq(cfg, rng):
             self.W_e = nn.Embedding(N_V, d)
             self.W_p = nn.Parameter(0.02 * torch.randn(ell, d))
             self.core = nn.Transformer(
-                d, cfg["H"], cfg["L_enc"], cfg["L_dec"], cfg["d_mlp"], dropout=0.0,
+                d,
+                cfg["H"],
+                cfg["L_enc"],
+                cfg["L_dec"],
+                cfg["d_mlp"],
+                dropout=0.0,
                 batch_first=True,
-            )  # fmt: skip
+            )
             self.W_u = nn.Linear(d, N_V, bias=False)
 
         def forward(self, z, x):

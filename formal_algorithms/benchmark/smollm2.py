@@ -48,9 +48,12 @@ def run(*, n: int = 64, repeats: int = 3, prompt: str = PROMPT) -> dict:
     model = read_llama_gguf(path)
     tokenizer = gguf_tokenizer(path)
     hf = _hf_model(path)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                        add_generation_prompt=True, tokenize=True,
-                                        return_dict=True)["input_ids"]  # fmt: skip
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+    )["input_ids"]
     decoder = Decoder(model.theta, rope_base=model.rope_base, eps=model.eps, context=model.context)
     x = torch.tensor(ids)[None]
     outputs = {}
@@ -63,8 +66,14 @@ def run(*, n: int = 64, repeats: int = 3, prompt: str = PROMPT) -> dict:
 
     def theirs(k=n, name="transformers"):
         with torch.no_grad():
-            out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=k,
-                              do_sample=False, eos_token_id=None, pad_token_id=2)  # fmt: skip
+            out = hf.generate(
+                x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=k,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=2,
+            )
         outputs[name] = out[0, len(ids) :].tolist()
 
     def theirs_first():
@@ -113,8 +122,9 @@ def run(*, n: int = 64, repeats: int = 3, prompt: str = PROMPT) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m formal_algorithms.benchmark.smollm2",
-                                     description=__doc__.splitlines()[0])  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m formal_algorithms.benchmark.smollm2", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--tokens", type=int, default=64, help="new tokens (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default %(default)s)")
     parser.add_argument("--out", default=None, help="also write the JSON here")

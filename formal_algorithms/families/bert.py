@@ -51,16 +51,25 @@ class BertEncoderParams(NamedTuple):
     layers: tuple[Layer, ...]
 
 
-def bert_encode(x, params: BertEncoderParams, *, token_type_ids=None, activation=gelu,
-                eps=BERT_EPS):  # fmt: skip
+def bert_encode(
+    x, params: BertEncoderParams, *, token_type_ids=None, activation=gelu, eps=BERT_EPS
+):
     """The encoded sequence ``X`` ``(d_e, ℓ)`` after Algorithm 9's line 9 (BERT's last hidden
     state): ``x`` ``(ℓ,)`` token ids, ``token_type_ids`` ``(ℓ,)`` segments (default 0)."""
     if not isinstance(params, BertEncoderParams):
         fail(BERT, "params", f"must be BertEncoderParams, got {type(params).__name__}", TypeError)
     x = check_sequence(BERT, x, params.W_e.shape[1], params.W_p.shape[1])
     check_segments(BERT, params, x.shape[0], token_type_ids)
-    X = embed_with_segments(x, params.W_e, params.W_p, params.W_tt, params.gamma_emb,
-                            params.beta_emb, eps, token_type_ids)  # fmt: skip  # lines 1-3 + extras
+    X = embed_with_segments(
+        x,
+        params.W_e,
+        params.W_p,
+        params.W_tt,
+        params.gamma_emb,
+        params.beta_emb,
+        eps,
+        token_type_ids,
+    )  # lines 1-3 + extras
     X = post_ln_stack(X, params.layers, activation, eps)  # lines 4-8, Mask ≡ 1
     return X
 
@@ -104,15 +113,26 @@ def load_minilm(path: str | None = None) -> MiniLM:
     sd = StateDict(arrays, "load_minilm")
     H = config["num_attention_heads"]
     layers = tuple(
-        bert_layer(sd, f"encoder.layer.{l}.", H, attention="attention.self",
-                   output="attention.output.dense", norm1="attention.output.LayerNorm",
-                   ffn="intermediate.dense", ffn_out="output.dense", norm2="output.LayerNorm")
+        bert_layer(
+            sd,
+            f"encoder.layer.{l}.",
+            H,
+            attention="attention.self",
+            output="attention.output.dense",
+            norm1="attention.output.LayerNorm",
+            ffn="intermediate.dense",
+            ffn_out="output.dense",
+            norm2="output.LayerNorm",
+        )
         for l in range(config["num_hidden_layers"])
-    )  # fmt: skip
+    )
     params = BertEncoderParams(
-        sd("embeddings.word_embeddings.weight").T, sd("embeddings.position_embeddings.weight").T,
-        sd("embeddings.token_type_embeddings.weight").T, *sd.norm("embeddings.LayerNorm"), layers,
-    )  # fmt: skip
+        sd("embeddings.word_embeddings.weight").T,
+        sd("embeddings.position_embeddings.weight").T,
+        sd("embeddings.token_type_embeddings.weight").T,
+        *sd.norm("embeddings.LayerNorm"),
+        layers,
+    )
     return MiniLM(params, tokenizer, config)
 
 

@@ -58,8 +58,12 @@ def check_segments(algorithm, params, ell: int, token_type_ids) -> None:
         if not np.issubdtype(s.dtype, np.integer) or s.dtype == bool:
             fail(algorithm, "token_type_ids", f"must be integers, got dtype {s.dtype}", TypeError)
         if s.size and (s.min() < 0 or s.max() >= n_types):
-            fail(algorithm, "token_type_ids", f"holds {int(s.min() if s.min() < 0 else s.max())}, "
-                 f"not a segment: W_tt has {n_types} (0 … {n_types - 1})")  # fmt: skip
+            fail(
+                algorithm,
+                "token_type_ids",
+                f"holds {int(s.min() if s.min() < 0 else s.max())}, "
+                f"not a segment: W_tt has {n_types} (0 … {n_types - 1})",
+            )
 
 
 def post_ln_stack(X, layers, activation, eps, Mask=None):
@@ -100,13 +104,26 @@ class StateDict:
         return W.reshape(H, -1, W.shape[1]), b.reshape(H, -1)
 
 
-def bert_layer(sd: StateDict, p: str, H: int, *, attention: str, output: str, ffn: str,
-               ffn_out: str, norm1: str, norm2: str) -> Layer:  # fmt: skip
+def bert_layer(
+    sd: StateDict,
+    p: str,
+    H: int,
+    *,
+    attention: str,
+    output: str,
+    ffn: str,
+    ffn_out: str,
+    norm1: str,
+    norm2: str,
+) -> Layer:
     """One Post-LN :class:`~formal_algorithms.Layer` from a BERT-style checkpoint: ``p`` is the
     layer's prefix, the keyword arguments name its submodules (BERT and ALBERT differ)."""
     W = MHAttentionParams(
-        *sd.heads(f"{p}{attention}.query", H), *sd.heads(f"{p}{attention}.key", H),
-        *sd.heads(f"{p}{attention}.value", H), *sd.linear(p + output),
-    )  # fmt: skip
-    return Layer(W, *sd.norm(p + norm1), *sd.norm(p + norm2), *sd.linear(p + ffn),
-                 *sd.linear(p + ffn_out))  # fmt: skip
+        *sd.heads(f"{p}{attention}.query", H),
+        *sd.heads(f"{p}{attention}.key", H),
+        *sd.heads(f"{p}{attention}.value", H),
+        *sd.linear(p + output),
+    )
+    return Layer(
+        W, *sd.norm(p + norm1), *sd.norm(p + norm2), *sd.linear(p + ffn), *sd.linear(p + ffn_out)
+    )

@@ -67,13 +67,15 @@ def parallel_layer(X, layer: Layer, Mask, activation, eps, *, attention):
     X_tilde = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 5
     A = attention(X_tilde, X_tilde, layer.W, Mask)  # line 6 (part: attention): its branch
     X_tilde = layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 7, of X before line 6
-    X = X + A + mlp(X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2,
-                    activation)  # fmt: skip  # line 8, with line 6's sum
+    X = (
+        X + A + mlp(X_tilde, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)
+    )  # line 8, with line 6's sum
     return X
 
 
-def gpt_neox_logits(x, theta: GPTNeoXParams, *, d_rot: int, rope_base=10000.0, eps=1e-5,
-                    parallel=True):  # fmt: skip
+def gpt_neox_logits(
+    x, theta: GPTNeoXParams, *, d_rot: int, rope_base=10000.0, eps=1e-5, parallel=True
+):
     """Algorithm 10 with GPT-NeoX's substitutions, without the final softmax: ``(N_V, ℓ)``."""
     N_V = check_gpt_neox(theta)
     check_tokens(GPT_NEOX, "x", x, N_V, None)
@@ -107,8 +109,9 @@ def init_gpt_neox(key, *, N_V, L, H, d_e, d_mlp, tied=False, dtype=jnp.float32):
         return 0.02 * jax.random.normal(next(keys), shape, dtype)
 
     def layer():
-        W = MHAttentionParams(w(H, d, d_e), b(H, d), w(H, d, d_e), b(H, d), w(H, d, d_e), b(H, d),
-                              w(d_e, d_e), b(d_e))  # fmt: skip
+        W = MHAttentionParams(
+            w(H, d, d_e), b(H, d), w(H, d, d_e), b(H, d), w(H, d, d_e), b(H, d), w(d_e, d_e), b(d_e)
+        )
         one, zero = jnp.ones(d_e, dtype), jnp.zeros(d_e, dtype)
         return Layer(W, one, zero, one, zero, w(d_mlp, d_e), b(d_mlp), w(d_e, d_mlp), b(d_e))
 
@@ -138,14 +141,18 @@ def gpt_neox_config(config: dict) -> dict:
     d = config["hidden_size"] // H
     factor = params.get("partial_rotary_factor", config.get("rotary_pct", 0.25))
     load = dict(n_layers=config["num_hidden_layers"], n_heads=H)
-    forward = dict(d_rot=int(d * factor), rope_base=float(params.get("rope_theta",
-                   config.get("rotary_emb_base", 10000.0))), eps=config["layer_norm_eps"],
-                   parallel=bool(config.get("use_parallel_residual", True)))  # fmt: skip
+    forward = dict(
+        d_rot=int(d * factor),
+        rope_base=float(params.get("rope_theta", config.get("rotary_emb_base", 10000.0))),
+        eps=config["layer_norm_eps"],
+        parallel=bool(config.get("use_parallel_residual", True)),
+    )
     return dict(load=load, forward=forward)
 
 
-def gpt_neox_from_state_dict(state: dict, *, n_layers: int, n_heads: int,
-                             dtype=None) -> GPTNeoXParams:  # fmt: skip
+def gpt_neox_from_state_dict(
+    state: dict, *, n_layers: int, n_heads: int, dtype=None
+) -> GPTNeoXParams:
     """θ from Hugging Face ``GPTNeoXForCausalLM`` names (numpy arrays). ``query_key_value`` holds,
     for each head h, its query, key and value rows one after another; ``lm_head.weight`` absent
     means tied. Every tensor of ``state`` must be used."""
@@ -165,18 +172,36 @@ def gpt_neox_from_state_dict(state: dict, *, n_layers: int, n_heads: int,
         d_e = qkv.shape[1]
         W_qkv = qkv.reshape(n_heads, 3, -1, d_e)  # head h: [q rows; k rows; v rows]
         b_qkv = get(p + "attention.query_key_value.bias").reshape(n_heads, 3, -1)
-        W = MHAttentionParams(W_qkv[:, 0], b_qkv[:, 0], W_qkv[:, 1], b_qkv[:, 1], W_qkv[:, 2],
-                              b_qkv[:, 2], get(p + "attention.dense.weight"),
-                              get(p + "attention.dense.bias"))  # fmt: skip
-        layers.append(Layer(
-            W, get(p + "input_layernorm.weight"), get(p + "input_layernorm.bias"),
-            get(p + "post_attention_layernorm.weight"), get(p + "post_attention_layernorm.bias"),
-            get(p + "mlp.dense_h_to_4h.weight"), get(p + "mlp.dense_h_to_4h.bias"),
-            get(p + "mlp.dense_4h_to_h.weight"), get(p + "mlp.dense_4h_to_h.bias"),
-        ))  # fmt: skip
+        W = MHAttentionParams(
+            W_qkv[:, 0],
+            b_qkv[:, 0],
+            W_qkv[:, 1],
+            b_qkv[:, 1],
+            W_qkv[:, 2],
+            b_qkv[:, 2],
+            get(p + "attention.dense.weight"),
+            get(p + "attention.dense.bias"),
+        )
+        layers.append(
+            Layer(
+                W,
+                get(p + "input_layernorm.weight"),
+                get(p + "input_layernorm.bias"),
+                get(p + "post_attention_layernorm.weight"),
+                get(p + "post_attention_layernorm.bias"),
+                get(p + "mlp.dense_h_to_4h.weight"),
+                get(p + "mlp.dense_h_to_4h.bias"),
+                get(p + "mlp.dense_4h_to_h.weight"),
+                get(p + "mlp.dense_4h_to_h.bias"),
+            )
+        )
     W_u = get("lm_head.weight") if "lm_head.weight" in state else None
-    theta = GPTNeoXParams(get("gpt_neox.embed_in.weight").T, tuple(layers),
-                          get("gpt_neox.final_layer_norm.weight"),
-                          get("gpt_neox.final_layer_norm.bias"), W_u)  # fmt: skip
+    theta = GPTNeoXParams(
+        get("gpt_neox.embed_in.weight").T,
+        tuple(layers),
+        get("gpt_neox.final_layer_norm.weight"),
+        get("gpt_neox.final_layer_norm.bias"),
+        W_u,
+    )
     refuse_unused(LOAD, state, used)
     return theta

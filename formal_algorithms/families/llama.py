@@ -81,8 +81,17 @@ def llama_hyperparameters(theta: LlamaParams) -> dict:
     W = theta.layers[0].W
     H, d_attn, _ = np.shape(W.W_q)
     G, d_mid = np.shape(W.W_v)[:2]
-    hp = dict(N_V=N_V, d_e=d_e, L=len(theta.layers), H=H, G=G, d_attn=d_attn, d_mid=d_mid,
-              d_mlp=np.shape(theta.layers[0].W_gate)[0], tied=theta.W_u is None)  # fmt: skip
+    hp = dict(
+        N_V=N_V,
+        d_e=d_e,
+        L=len(theta.layers),
+        H=H,
+        G=G,
+        d_attn=d_attn,
+        d_mid=d_mid,
+        d_mlp=np.shape(theta.layers[0].W_gate)[0],
+        tied=theta.W_u is None,
+    )
     _check_shapes(theta, hp)
     return hp
 
@@ -90,19 +99,37 @@ def llama_hyperparameters(theta: LlamaParams) -> dict:
 def _check_shapes(theta, hp):
     d_e, H, G, d_attn, d_mid, d_mlp = (hp[k] for k in ("d_e", "H", "G", "d_attn", "d_mid", "d_mlp"))
     if G < 1 or H % G:
-        fail(LLAMA, "theta.layers[0].W", f"has {H} query heads and {G} key/value sets; G must "
-             "divide H")  # fmt: skip
+        fail(
+            LLAMA,
+            "theta.layers[0].W",
+            f"has {H} query heads and {G} key/value sets; G must divide H",
+        )
     expected = LlamaLayer(
-        MHAttentionParams((H, d_attn, d_e), None, (G, d_attn, d_e), None, (G, d_mid, d_e), None,
-                          (d_e, H * d_mid), None),  # fmt: skip
-        (d_e,), (d_e,), (d_mlp, d_e), (d_mlp, d_e), (d_e, d_mlp),
-    )  # fmt: skip
+        MHAttentionParams(
+            (H, d_attn, d_e),
+            None,
+            (G, d_attn, d_e),
+            None,
+            (G, d_mid, d_e),
+            None,
+            (d_e, H * d_mid),
+            None,
+        ),
+        (d_e,),
+        (d_e,),
+        (d_mlp, d_e),
+        (d_mlp, d_e),
+        (d_e, d_mlp),
+    )
     for l, layer in enumerate(theta.layers):
         for (path, shape), (_, leaf) in zip(
-            jax.tree_util.tree_leaves_with_path(expected, is_leaf=lambda s: isinstance(s, tuple)
-                                                and all(isinstance(i, int) for i in s)),
-            jax.tree_util.tree_leaves_with_path(layer), strict=False,
-        ):  # fmt: skip
+            jax.tree_util.tree_leaves_with_path(
+                expected,
+                is_leaf=lambda s: isinstance(s, tuple) and all(isinstance(i, int) for i in s),
+            ),
+            jax.tree_util.tree_leaves_with_path(layer),
+            strict=False,
+        ):
             if np.shape(leaf) != shape:
                 name = f"theta.layers[{l}]" + jax.tree_util.keystr(path)
                 fail(LLAMA, name, f"has shape {np.shape(leaf)}, expected {shape} for {hp}")
@@ -162,8 +189,16 @@ def init_llama(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=
         return jax.random.normal(next(keys), shape, dtype) / math.sqrt(shape[-1])
 
     def layer():
-        W = MHAttentionParams(w(H, d_attn, d_e), None, w(G, d_attn, d_e), None,
-                              w(G, d_attn, d_e), None, w(d_e, H * d_attn), None)  # fmt: skip
+        W = MHAttentionParams(
+            w(H, d_attn, d_e),
+            None,
+            w(G, d_attn, d_e),
+            None,
+            w(G, d_attn, d_e),
+            None,
+            w(d_e, H * d_attn),
+            None,
+        )
         ones = jnp.ones(d_e, dtype)
         return LlamaLayer(W, ones, ones, w(d_mlp, d_e), w(d_mlp, d_e), w(d_e, d_mlp))
 
@@ -172,8 +207,9 @@ def init_llama(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=
     return LlamaParams(W_e, layers, jnp.ones(d_e, dtype), None if tied else w(N_V, d_e))
 
 
-def llama_from_state_dict(state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int,
-                          dtype=None) -> LlamaParams:  # fmt: skip
+def llama_from_state_dict(
+    state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int, dtype=None
+) -> LlamaParams:
     """θ from Hugging Face ``LlamaForCausalLM`` names (arrays as numpy, ``nn.Linear`` weights are
     ``(d_out, d_in)``, the paper's orientation). ``lm_head.weight`` absent means tied."""
 
@@ -190,19 +226,29 @@ def llama_from_state_dict(state: dict, *, n_layers: int, n_heads: int, n_kv_head
     for l in range(n_layers):
         p = f"model.layers.{l}."
         W = MHAttentionParams(
-            heads(get(p + "self_attn.q_proj.weight"), n_heads), None,
-            heads(get(p + "self_attn.k_proj.weight"), n_kv_heads), None,
-            heads(get(p + "self_attn.v_proj.weight"), n_kv_heads), None,
-            get(p + "self_attn.o_proj.weight"), None,
-        )  # fmt: skip
-        layers.append(LlamaLayer(
-            W, get(p + "input_layernorm.weight"), get(p + "post_attention_layernorm.weight"),
-            get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight"),
-            get(p + "mlp.down_proj.weight"),
-        ))  # fmt: skip
+            heads(get(p + "self_attn.q_proj.weight"), n_heads),
+            None,
+            heads(get(p + "self_attn.k_proj.weight"), n_kv_heads),
+            None,
+            heads(get(p + "self_attn.v_proj.weight"), n_kv_heads),
+            None,
+            get(p + "self_attn.o_proj.weight"),
+            None,
+        )
+        layers.append(
+            LlamaLayer(
+                W,
+                get(p + "input_layernorm.weight"),
+                get(p + "post_attention_layernorm.weight"),
+                get(p + "mlp.gate_proj.weight"),
+                get(p + "mlp.up_proj.weight"),
+                get(p + "mlp.down_proj.weight"),
+            )
+        )
     W_u = get("lm_head.weight") if "lm_head.weight" in state else None
-    return LlamaParams(get("model.embed_tokens.weight").T, tuple(layers),
-                       get("model.norm.weight"), W_u)  # fmt: skip
+    return LlamaParams(
+        get("model.embed_tokens.weight").T, tuple(layers), get("model.norm.weight"), W_u
+    )
 
 
 # ---------------------------------------------------------------- Algorithm 14, with a cache
@@ -323,8 +369,9 @@ def _step(token, t, layers, E, gamma, W_u, cache, *, rope_base, eps):
     return logits[:, 0], cache
 
 
-def llama_cached_logits(tokens, start, theta: LlamaParams, cache: LlamaCache, *,
-                        rope_base=10000.0, eps=1e-5):  # fmt: skip
+def llama_cached_logits(
+    tokens, start, theta: LlamaParams, cache: LlamaCache, *, rope_base=10000.0, eps=1e-5
+):
     """``W_u X`` for the columns at positions start … start+n−1, given a cache holding positions
     < start; returns ``(logits (N_V, n), new cache)``. Column j equals column start + j of
     :func:`llama_logits` on the whole sequence."""
@@ -332,13 +379,26 @@ def llama_cached_logits(tokens, start, theta: LlamaParams, cache: LlamaCache, *,
     tokens = jnp.asarray(tokens)
     check_tokens(LLAMA_CACHED, "tokens", tokens, hp["N_V"], None)
     if start < 0 or start + tokens.shape[0] > cache.K.shape[2]:
-        fail(LLAMA_CACHED, "start", f"= {start} with {tokens.shape[0]} tokens does not fit the "
-             f"cache of {cache.K.shape[2]} positions")  # fmt: skip
+        fail(
+            LLAMA_CACHED,
+            "start",
+            f"= {start} with {tokens.shape[0]} tokens does not fit the "
+            f"cache of {cache.K.shape[2]} positions",
+        )
     E = theta.W_e.T
     W_u = E if theta.W_u is None else theta.W_u
     stacked = stack_layers(fused_layers(theta))
-    return _block(tokens, jnp.asarray(start), stacked, E, theta.gamma, W_u, cache,
-                  rope_base=rope_base, eps=eps)  # fmt: skip
+    return _block(
+        tokens,
+        jnp.asarray(start),
+        stacked,
+        E,
+        theta.gamma,
+        W_u,
+        cache,
+        rope_base=rope_base,
+        eps=eps,
+    )
 
 
 def _bucket(n: int) -> int:
@@ -375,8 +435,12 @@ class Decoder:
         ell = prompt.shape[0]
         T = _bucket(ell + max_new)
         if self.context is not None and ell + max_new > self.context:
-            fail(LLAMA_DECODER, "max_new", f"= {max_new} with a prompt of {ell} tokens exceeds the "
-                 f"model's context of {self.context} positions")  # fmt: skip
+            fail(
+                LLAMA_DECODER,
+                "max_new",
+                f"= {max_new} with a prompt of {ell} tokens exceeds the "
+                f"model's context of {self.context} positions",
+            )
         key = jax.random.key(0) if key is None else key
         padded = np.zeros(_bucket(ell), np.int32)
         padded[:ell] = prompt

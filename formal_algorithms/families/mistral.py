@@ -56,17 +56,25 @@ def mistral_config(config: dict) -> dict:
         fail(caller, "config", f"has head_dim = {config['head_dim']}, not hidden_size / heads")
     if config.get("sliding_window") is None:
         fail(caller, "config", "has no sliding_window: that is the Llama family (llama_logits)")
-    load = dict(n_layers=config["num_hidden_layers"], n_heads=H,
-                n_kv_heads=config.get("num_key_value_heads") or H)  # fmt: skip
-    forward = dict(window=config["sliding_window"], rope_base=rope_base_of(caller, config),
-                   eps=config["rms_norm_eps"])  # fmt: skip
+    load = dict(
+        n_layers=config["num_hidden_layers"],
+        n_heads=H,
+        n_kv_heads=config.get("num_key_value_heads") or H,
+    )
+    forward = dict(
+        window=config["sliding_window"],
+        rope_base=rope_base_of(caller, config),
+        eps=config["rms_norm_eps"],
+    )
     return dict(load=load, forward=forward)
 
 
-def mistral_from_state_dict(state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int,
-                            dtype=None) -> LlamaParams:  # fmt: skip
+def mistral_from_state_dict(
+    state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int, dtype=None
+) -> LlamaParams:
     """θ from Hugging Face ``MistralForCausalLM`` names: Llama's (:func:`.llama.
     llama_from_state_dict`); every tensor of ``state`` must be used."""
     refuse_unused("mistral_from_state_dict", state, llama_tensor_names(n_layers))
-    return llama_from_state_dict(state, n_layers=n_layers, n_heads=n_heads,
-                                 n_kv_heads=n_kv_heads, dtype=dtype)  # fmt: skip
+    return llama_from_state_dict(
+        state, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads, dtype=dtype
+    )

@@ -39,10 +39,12 @@ QWEN2 = "qwen2_logits (Algorithm 10 with Qwen2's substitutions)"
 
 def unbiased(theta: LlamaParams) -> LlamaParams:
     """θ without its attention biases (what :func:`.llama.llama_hyperparameters` checks)."""
-    return theta._replace(layers=tuple(
-        layer._replace(W=layer.W._replace(b_q=None, b_k=None, b_v=None))
-        for layer in theta.layers
-    ))  # fmt: skip
+    return theta._replace(
+        layers=tuple(
+            layer._replace(W=layer.W._replace(b_q=None, b_k=None, b_v=None))
+            for layer in theta.layers
+        )
+    )
 
 
 def qwen2_hyperparameters(theta: LlamaParams) -> dict:
@@ -52,8 +54,11 @@ def qwen2_hyperparameters(theta: LlamaParams) -> dict:
     hp = llama_hyperparameters(unbiased(theta))
     for l, layer in enumerate(theta.layers):
         W = layer.W
-        for name, shape in (("b_q", (hp["H"], hp["d_attn"])), ("b_k", (hp["G"], hp["d_attn"])),
-                            ("b_v", (hp["G"], hp["d_mid"]))):  # fmt: skip
+        for name, shape in (
+            ("b_q", (hp["H"], hp["d_attn"])),
+            ("b_k", (hp["G"], hp["d_attn"])),
+            ("b_v", (hp["G"], hp["d_mid"])),
+        ):
             b = getattr(W, name)
             if b is None or np.shape(b) != shape:
                 got = "None" if b is None else f"shape {np.shape(b)}"
@@ -84,8 +89,9 @@ def qwen2(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-6):
 def init_qwen2(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=jnp.float32):
     """A random θ: :func:`.llama.init_llama`'s, with biases ``b_q, b_k, b_v`` ~ N(0, 0.02²)."""
     k_llama, k_bias = jax.random.split(key)
-    theta = init_llama(k_llama, N_V=N_V, L=L, H=H, G=G, d_e=d_e, d_mlp=d_mlp, d_attn=d_attn,
-                       tied=tied, dtype=dtype)  # fmt: skip
+    theta = init_llama(
+        k_llama, N_V=N_V, L=L, H=H, G=G, d_e=d_e, d_mlp=d_mlp, d_attn=d_attn, tied=tied, dtype=dtype
+    )
     keys = iter(jax.random.split(k_bias, 3 * L))
 
     def b(shape):
@@ -98,7 +104,7 @@ def init_qwen2(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=
                 b_k=b(layer.W.W_k.shape[:2]),
                 b_v=b(layer.W.W_v.shape[:2]),
             )
-        )  # fmt: skip
+        )
         for layer in theta.layers
     )
     return theta._replace(layers=layers)
@@ -154,22 +160,26 @@ def qwen2_config(config: dict) -> dict:
     H = config["num_attention_heads"]
     if config.get("head_dim") not in (None, config["hidden_size"] // H):
         fail(caller, "config", f"has head_dim = {config['head_dim']}, not hidden_size / heads")
-    load = dict(n_layers=config["num_hidden_layers"], n_heads=H,
-                n_kv_heads=config.get("num_key_value_heads") or H)  # fmt: skip
+    load = dict(
+        n_layers=config["num_hidden_layers"],
+        n_heads=H,
+        n_kv_heads=config.get("num_key_value_heads") or H,
+    )
     forward = dict(rope_base=rope_base_of(caller, config), eps=config["rms_norm_eps"])
     return dict(load=load, forward=forward)
 
 
-def qwen2_from_state_dict(state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int,
-                          dtype=None) -> LlamaParams:  # fmt: skip
+def qwen2_from_state_dict(
+    state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int, dtype=None
+) -> LlamaParams:
     """θ from Hugging Face ``Qwen2ForCausalLM`` names (numpy arrays): Llama's tensors
     (:func:`.llama.llama_from_state_dict`) and the biases of ``q_proj, k_proj, v_proj``. Every
     tensor of ``state`` must be used; ``lm_head.weight`` absent means tied."""
-    biases = [f"model.layers.{l}.self_attn.{m}_proj.bias" for l in range(n_layers)
-              for m in "qkv"]  # fmt: skip
+    biases = [f"model.layers.{l}.self_attn.{m}_proj.bias" for l in range(n_layers) for m in "qkv"]
     weights = {k: v for k, v in state.items() if k not in biases}
-    theta = llama_from_state_dict(weights, n_layers=n_layers, n_heads=n_heads,
-                                  n_kv_heads=n_kv_heads, dtype=dtype)  # fmt: skip
+    theta = llama_from_state_dict(
+        weights, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads, dtype=dtype
+    )
     used = llama_tensor_names(n_layers) + biases
     refuse_unused(QWEN2_LOAD, state, used)
 
@@ -186,7 +196,7 @@ def qwen2_from_state_dict(state: dict, *, n_layers: int, n_heads: int, n_kv_head
                 b_k=get(f"model.layers.{l}.self_attn.k_proj.bias", n_kv_heads),
                 b_v=get(f"model.layers.{l}.self_attn.v_proj.bias", n_kv_heads),
             )
-        )  # fmt: skip
+        )
         for l, layer in enumerate(theta.layers)
     )
     return theta._replace(layers=layers)

@@ -179,7 +179,7 @@ def bert_from_hf(model: BertForMaskedLM) -> BertParams:
                 *norm_params(m.output.LayerNorm),
                 *linear_params(m.intermediate.dense),
                 *linear_params(m.output.dense),
-            )  # fmt: skip
+            )
         )
     head = model.cls.predictions
     check_layer_norm(name, "model.bert.embeddings.LayerNorm", emb.LayerNorm, eps)
@@ -259,12 +259,20 @@ def bert_to_hf(
         name, BertParams(theta, W_tt, params.gamma_emb, params.beta_emb, b_u)
     )
     config = BertConfig(
-        vocab_size=N_V, hidden_size=d_e, num_hidden_layers=hp["L"], num_attention_heads=hp["H"],
-        intermediate_size=hp["d_mlp"], hidden_act=activation_to_hf(name, activation),
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-        max_position_embeddings=hp["ell_max"], type_vocab_size=W_tt.shape[1], layer_norm_eps=eps,
-        tie_word_embeddings=hp["tied"], attn_implementation=attn_implementation,
-    )  # fmt: skip
+        vocab_size=N_V,
+        hidden_size=d_e,
+        num_hidden_layers=hp["L"],
+        num_attention_heads=hp["H"],
+        intermediate_size=hp["d_mlp"],
+        hidden_act=activation_to_hf(name, activation),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        max_position_embeddings=hp["ell_max"],
+        type_vocab_size=W_tt.shape[1],
+        layer_norm_eps=eps,
+        tie_word_embeddings=hp["tied"],
+        attn_implementation=attn_implementation,
+    )
     with torch.random.fork_rng(devices=[]):  # HF's random init must not move the caller's RNG
         model = BertForMaskedLM(config).to(torch_dtype)
     emb = model.bert.embeddings
@@ -276,8 +284,11 @@ def bert_to_hf(
         for m, layer in zip(model.bert.encoder.layer, theta.layers, strict=True):
             W = layer.W
             s = m.attention.self
-            for lin, W_x, b_x in ((s.query, W.W_q, W.b_q), (s.key, W.W_k, W.b_k),
-                                  (s.value, W.W_v, W.b_v)):  # fmt: skip
+            for lin, W_x, b_x in (
+                (s.query, W.W_q, W.b_q),
+                (s.key, W.W_k, W.b_k),
+                (s.value, W.W_v, W.b_v),
+            ):
                 set_linear(lin, W_x.reshape(d_e, d_e), b_x.reshape(d_e))
             set_linear(m.attention.output.dense, W.W_o, W.b_o)
             set_norm(m.attention.output.LayerNorm, layer.gamma1, layer.beta1)

@@ -118,17 +118,29 @@ def _read_llama_gguf(key: tuple, dtype) -> LlamaGGUF:
         W_v = get(p + "attn_v.weight")
         d_e = W_q.shape[1]
         W = MHAttentionParams(
-            to(W_q.reshape(H, -1, d_e)), None, to(W_k.reshape(G, -1, d_e)), None,
-            to(W_v.reshape(G, -1, d_e)), None, to(get(p + "attn_output.weight")), None,
-        )  # fmt: skip
-        layers.append(LlamaLayer(
-            W, to(get(p + "attn_norm.weight")), to(get(p + "ffn_norm.weight")),
-            to(get(p + "ffn_gate.weight")), to(get(p + "ffn_up.weight")),
-            to(get(p + "ffn_down.weight")),
-        ))  # fmt: skip
+            to(W_q.reshape(H, -1, d_e)),
+            None,
+            to(W_k.reshape(G, -1, d_e)),
+            None,
+            to(W_v.reshape(G, -1, d_e)),
+            None,
+            to(get(p + "attn_output.weight")),
+            None,
+        )
+        layers.append(
+            LlamaLayer(
+                W,
+                to(get(p + "attn_norm.weight")),
+                to(get(p + "ffn_norm.weight")),
+                to(get(p + "ffn_gate.weight")),
+                to(get(p + "ffn_up.weight")),
+                to(get(p + "ffn_down.weight")),
+            )
+        )
     W_u = to(get("output.weight")) if "output.weight" in tensors else None
-    theta = LlamaParams(to(get("token_embd.weight").T), tuple(layers),
-                        to(get("output_norm.weight")), W_u)  # fmt: skip
+    theta = LlamaParams(
+        to(get("token_embd.weight").T), tuple(layers), to(get("output_norm.weight")), W_u
+    )
     metadata = {}
     for name, field in reader.fields.items():
         if name.startswith("tokenizer.ggml.") and len(field.data) > 16:

@@ -90,9 +90,14 @@ def d_transformer_from_gpt2(model: GPT2LMHeadModel) -> DTransformerParams:
         b = to_jax(block.attn.c_attn.bias).reshape(3, H, d_e // H)
         attn = MHAttentionParams(W[0], b[0], W[1], b[1], W[2], b[2], *_conv1d(block.attn.c_proj))
         layers.append(
-            Layer(attn, *norm_params(block.ln_1), *norm_params(block.ln_2),
-                  *_conv1d(block.mlp.c_fc), *_conv1d(block.mlp.c_proj))
-        )  # fmt: skip
+            Layer(
+                attn,
+                *norm_params(block.ln_1),
+                *norm_params(block.ln_2),
+                *_conv1d(block.mlp.c_fc),
+                *_conv1d(block.mlp.c_proj),
+            )
+        )
     check_layer_norm(name, "model.transformer.ln_f", gpt.ln_f, eps)
     if model.lm_head.bias is not None:
         fail(name, "model.lm_head", "has a bias; line 11 of Algorithm 10 has none")
@@ -156,12 +161,22 @@ def d_transformer_to_gpt2(
     dtype = torch_dtype_of(name, theta)
     N_V, d_e, H = hp["N_V"], hp["d_e"], hp["H"]
     config = GPT2Config(
-        vocab_size=N_V, n_positions=hp["ell_max"], n_embd=d_e, n_layer=hp["L"], n_head=H,
-        n_inner=hp["d_mlp"], activation_function=activation_to_hf(name, activation),
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=eps,
-        tie_word_embeddings=hp["tied"], bos_token_id=N_V - 2 if N_V >= 3 else None,
-        eos_token_id=N_V - 1 if N_V >= 3 else None, attn_implementation=attn_implementation,
-    )  # fmt: skip
+        vocab_size=N_V,
+        n_positions=hp["ell_max"],
+        n_embd=d_e,
+        n_layer=hp["L"],
+        n_head=H,
+        n_inner=hp["d_mlp"],
+        activation_function=activation_to_hf(name, activation),
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=eps,
+        tie_word_embeddings=hp["tied"],
+        bos_token_id=N_V - 2 if N_V >= 3 else None,
+        eos_token_id=N_V - 1 if N_V >= 3 else None,
+        attn_implementation=attn_implementation,
+    )
     with torch.random.fork_rng(devices=[]):  # HF's random init must not move the caller's RNG
         model = GPT2LMHeadModel(config).to(dtype)
     gpt = model.transformer

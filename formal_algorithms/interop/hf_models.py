@@ -67,12 +67,16 @@ def _gpt2(model, tokenizer) -> Loaded:
     kw = d_transformer_kwargs_from_gpt2(model)
     hp = hyperparameters(theta)
     return Loaded(
-        "gpt2", 10, True,
+        "gpt2",
+        10,
+        True,
         functools.partial(_call, d_transformer_logits, theta=theta, **kw),
         functools.partial(_call, d_transformer, theta=theta, **kw),
-        tokenizer, hp["ell_max"], {"L": hp["L"], "H": hp["H"]},
+        tokenizer,
+        hp["ell_max"],
+        {"L": hp["L"], "H": hp["H"]},
         f"GPT-2 as Algorithm 10: L = {hp['L']}, H = {hp['H']}, d_e = {hp['d_e']}",
-    )  # fmt: skip
+    )
 
 
 def _bert(model, tokenizer) -> Loaded:
@@ -83,10 +87,16 @@ def _bert(model, tokenizer) -> Loaded:
     config = model.config
     logits = functools.partial(_call, bert_logits, theta=params, **kw)
     return Loaded(
-        "bert", 9, False, logits, logits, tokenizer, config.max_position_embeddings,
+        "bert",
+        9,
+        False,
+        logits,
+        logits,
+        tokenizer,
+        config.max_position_embeddings,
         {"L": config.num_hidden_layers, "H": config.num_attention_heads},
         f"BERT as Algorithm 9: L = {config.num_hidden_layers}, H = {config.num_attention_heads}",
-    )  # fmt: skip
+    )
 
 
 def _llama(model, tokenizer) -> Loaded:
@@ -95,20 +105,27 @@ def _llama(model, tokenizer) -> Loaded:
     config = model.config
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     theta = llama_from_state_dict(
-        state, n_layers=config.num_hidden_layers, n_heads=config.num_attention_heads,
+        state,
+        n_layers=config.num_hidden_layers,
+        n_heads=config.num_attention_heads,
         n_kv_heads=config.num_key_value_heads,
-    )  # fmt: skip
+    )
     rope = getattr(config, "rope_parameters", None) or {"rope_theta": config.rope_theta}
     if rope.get("rope_type", "default") != "default":
         raise ValueError(f"a Llama with RoPE scaling {rope['rope_type']!r}: not written here")
     kw = dict(theta=theta, rope_base=float(rope["rope_theta"]), eps=config.rms_norm_eps)
     return Loaded(
-        "llama", 10, True, functools.partial(_call, llama_logits, **kw),
-        functools.partial(_call, llama, **kw), tokenizer, config.max_position_embeddings,
+        "llama",
+        10,
+        True,
+        functools.partial(_call, llama_logits, **kw),
+        functools.partial(_call, llama, **kw),
+        tokenizer,
+        config.max_position_embeddings,
         {"L": config.num_hidden_layers, "H": config.num_attention_heads},
         f"Llama family: L = {config.num_hidden_layers}, H = {config.num_attention_heads}, "
         f"G = {config.num_key_value_heads}",
-    )  # fmt: skip
+    )
 
 
 def _call(fn, x, *, theta, **kw):

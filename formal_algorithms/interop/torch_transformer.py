@@ -78,10 +78,14 @@ def ed_transformer_from_torch(model: nn.Transformer, W_e, W_p, W_u=None, *, eps:
                 "is a final LayerNorm that Algorithm 8 does not have (lines 9 and 20 end the "
                 f"stacks without one); set {attr} = None to convert",
             )
-    enc = tuple(_encoder_layer(name, f"model.encoder.layers[{i}]", m, eps)
-                for i, m in enumerate(encoder.layers))  # fmt: skip
-    dec = tuple(_decoder_layer(name, f"model.decoder.layers[{i}]", m, eps)
-                for i, m in enumerate(decoder.layers))  # fmt: skip
+    enc = tuple(
+        _encoder_layer(name, f"model.encoder.layers[{i}]", m, eps)
+        for i, m in enumerate(encoder.layers)
+    )
+    dec = tuple(
+        _decoder_layer(name, f"model.decoder.layers[{i}]", m, eps)
+        for i, m in enumerate(decoder.layers)
+    )
     theta = EDTransformerParams(
         to_jax(W_e), to_jax(W_p), enc, dec, None if W_u is None else to_jax(W_u)
     )
@@ -95,9 +99,11 @@ def _encoder_layer(name, where, m, eps) -> Layer:
     _check_post_ln_relu(name, where, m, (m.norm1, m.norm2), eps)
     return Layer(
         _mha_from_torch(name, f"{where}.self_attn", m.self_attn),
-        *norm_params(m.norm1), *norm_params(m.norm2),
-        *linear_params(m.linear1), *linear_params(m.linear2),
-    )  # fmt: skip
+        *norm_params(m.norm1),
+        *norm_params(m.norm2),
+        *linear_params(m.linear1),
+        *linear_params(m.linear2),
+    )
 
 
 def _decoder_layer(name, where, m, eps) -> DecoderLayer:
@@ -107,9 +113,12 @@ def _decoder_layer(name, where, m, eps) -> DecoderLayer:
     return DecoderLayer(
         _mha_from_torch(name, f"{where}.self_attn", m.self_attn),
         _mha_from_torch(name, f"{where}.multihead_attn", m.multihead_attn),
-        *norm_params(m.norm1), *norm_params(m.norm2), *norm_params(m.norm3),
-        *linear_params(m.linear1), *linear_params(m.linear2),
-    )  # fmt: skip
+        *norm_params(m.norm1),
+        *norm_params(m.norm2),
+        *norm_params(m.norm3),
+        *linear_params(m.linear1),
+        *linear_params(m.linear2),
+    )
 
 
 def _check_post_ln_relu(name, where, m, norms, eps):
@@ -157,9 +166,16 @@ def ed_transformer_to_torch(
         fail(name, "theta", "needs at least one encoder and one decoder layer for nn.Transformer")
     dtype = torch_dtype_of(name, theta)
     common = dict(
-        d_model=d_e, nhead=H, dim_feedforward=d_mlp, dropout=0.0, activation="relu",
-        layer_norm_eps=eps, batch_first=batch_first, norm_first=False, dtype=dtype,
-    )  # fmt: skip
+        d_model=d_e,
+        nhead=H,
+        dim_feedforward=d_mlp,
+        dropout=0.0,
+        activation="relu",
+        layer_norm_eps=eps,
+        batch_first=batch_first,
+        norm_first=False,
+        dtype=dtype,
+    )
     # Custom stacks so that the final norms are absent (norm=None); enable_nested_tensor=False
     # only disables a padding fast path (and its warning), not any arithmetic. torch's random
     # init is overwritten below and must not move the caller's global RNG.
@@ -171,9 +187,18 @@ def ed_transformer_to_torch(
             nn.TransformerDecoderLayer(**common), hp["L_dec"], norm=None
         )
         model = nn.Transformer(
-            d_e, H, hp["L_enc"], hp["L_dec"], d_mlp, dropout=0.0, custom_encoder=encoder,
-            custom_decoder=decoder, layer_norm_eps=eps, batch_first=batch_first, dtype=dtype,
-        )  # fmt: skip
+            d_e,
+            H,
+            hp["L_enc"],
+            hp["L_dec"],
+            d_mlp,
+            dropout=0.0,
+            custom_encoder=encoder,
+            custom_decoder=decoder,
+            layer_norm_eps=eps,
+            batch_first=batch_first,
+            dtype=dtype,
+        )
     with torch.no_grad():
         for m, layer in zip(model.encoder.layers, theta.enc, strict=True):
             _mha_to_torch(m.self_attn, layer.W)

@@ -67,9 +67,16 @@ def pre_ln_layer(X, layer: Layer, Mask, activation, eps=EPS, *, attention=mh_att
 
 
 def ed_decoder_layer(
-    X, Z, layer: DecoderLayer, Mask, activation=relu, eps=EPS, cross_Mask=None, *,
+    X,
+    Z,
+    layer: DecoderLayer,
+    Mask,
+    activation=relu,
+    eps=EPS,
+    cross_Mask=None,
+    *,
     attention=mh_attention,
-):  # fmt: skip
+):
     """Lines 14-19 of Algorithm 8: causal self-attention, cross-attention to Z, MLP, each Post-LN.
 
     ``cross_Mask`` (default ``None``: the paper's ``Mask ≡ 1``) masks padded context tokens;

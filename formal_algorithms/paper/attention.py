@@ -101,8 +101,11 @@ def single_query_attention(
     _check_W(algorithm, W, AttentionParams)
     check_shape(algorithm, "e", e, (W.W_q.shape[1],))
     if jnp.ndim(e_ctx) != 2:
-        fail(algorithm, "e_ctx", f"must be a matrix (d_in, T) of context columns, got shape "
-             f"{jnp.shape(e_ctx)}")  # fmt: skip
+        fail(
+            algorithm,
+            "e_ctx",
+            f"must be a matrix (d_in, T) of context columns, got shape {jnp.shape(e_ctx)}",
+        )
     check_shape(algorithm, "e_ctx", e_ctx, (W.W_k.shape[1], None))
     q = W.W_q @ e + W.b_q  # line 1
     K = W.W_k @ e_ctx + W.b_k[:, None]  # line 2: k_t = K[:, t]
@@ -173,8 +176,13 @@ def _check_W(algorithm, W, cls):
     template = attention_spec(1, 1, 1, 1) if cls is AttentionParams else _MH_TEMPLATE
     for name, w, t in zip(cls._fields, W, template, strict=True):
         if not hasattr(w, "shape") or len(w.shape) != len(t.shape):
-            fail(algorithm, f"W.{name}", f"must be an array with {len(t.shape)} dimensions, got "
-                 f"shape {getattr(w, 'shape', None)}", TypeError)  # fmt: skip
+            fail(
+                algorithm,
+                f"W.{name}",
+                f"must be an array with {len(t.shape)} dimensions, got "
+                f"shape {getattr(w, 'shape', None)}",
+                TypeError,
+            )
 
 
 def _check_attention_inputs(algorithm, X, Z, W_q, W_k, Mask):
@@ -184,8 +192,12 @@ def _check_attention_inputs(algorithm, X, Z, W_q, W_k, Mask):
         )
     for name, A in (("X", X), ("Z", Z)):
         if not jnp.issubdtype(jnp.result_type(A), jnp.floating):
-            fail(algorithm, name, f"must hold floats (embeddings), got dtype {jnp.result_type(A)}",
-                 TypeError)  # fmt: skip
+            fail(
+                algorithm,
+                name,
+                f"must hold floats (embeddings), got dtype {jnp.result_type(A)}",
+                TypeError,
+            )
     check_shape(algorithm, "X", X, (W_q.shape[-1], None))
     check_shape(algorithm, "Z", Z, (W_k.shape[-1], None))
     if Mask is not None:
@@ -195,20 +207,28 @@ def _check_attention_inputs(algorithm, X, Z, W_q, W_k, Mask):
 def attention_spec(d_x, d_z, d_attn, d_out) -> AttentionParams:
     """Shapes and initial distributions of one head (see :mod:`.initialisation`)."""
     return AttentionParams(
-        weight(d_attn, d_x), zeros(d_attn), weight(d_attn, d_z), zeros(d_attn),
-        weight(d_out, d_z), zeros(d_out),
-    )  # fmt: skip
+        weight(d_attn, d_x),
+        zeros(d_attn),
+        weight(d_attn, d_z),
+        zeros(d_attn),
+        weight(d_out, d_z),
+        zeros(d_out),
+    )
 
 
 def mh_attention_spec(H, d_x, d_z, d_attn, d_mid, d_out) -> MHAttentionParams:
     """Shapes and initial distributions of eq. 4's ``W`` with H stacked heads."""
     lead = (H,)
     return MHAttentionParams(
-        weight(d_attn, d_x, lead=lead), zeros(H, d_attn),
-        weight(d_attn, d_z, lead=lead), zeros(H, d_attn),
-        weight(d_mid, d_z, lead=lead), zeros(H, d_mid),
-        weight(d_out, H * d_mid), zeros(d_out),
-    )  # fmt: skip
+        weight(d_attn, d_x, lead=lead),
+        zeros(H, d_attn),
+        weight(d_attn, d_z, lead=lead),
+        zeros(H, d_attn),
+        weight(d_mid, d_z, lead=lead),
+        zeros(H, d_mid),
+        weight(d_out, H * d_mid),
+        zeros(d_out),
+    )
 
 
 def init_attention(key, d_x, d_z, d_attn, d_out, dtype=None) -> AttentionParams:

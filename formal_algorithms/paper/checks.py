@@ -78,8 +78,12 @@ def check_key(algorithm, key):
     try:
         key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     except (TypeError, ValueError):
-        fail(algorithm, "key", f"must be one jax.random key (jax.random.key(...)), got {key!r}",
-             TypeError)  # fmt: skip
+        fail(
+            algorithm,
+            "key",
+            f"must be one jax.random key (jax.random.key(...)), got {key!r}",
+            TypeError,
+        )
     typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
     if not (typed and key.shape == ()) and not (key.dtype == jnp.uint32 and key.shape == (2,)):
         fail(
@@ -135,8 +139,12 @@ def check_eps(algorithm: str, eps) -> None:
 def check_activation(algorithm: str, activation, eps) -> None:
     """``activation`` a function (e.g. ``gelu``, not the string ``"gelu"``) and ε (:func:`check_eps`)."""
     if not callable(activation):
-        fail(algorithm, "activation", f"must be a function such as formal_algorithms.gelu, got "
-             f"{activation!r}", TypeError)  # fmt: skip
+        fail(
+            algorithm,
+            "activation",
+            f"must be a function such as formal_algorithms.gelu, got {activation!r}",
+            TypeError,
+        )
     check_eps(algorithm, eps)
 
 

@@ -63,8 +63,12 @@ def unembedding(e: Float[Arr, "d_e *ell"], W_u: Float[Arr, "N_V d_e"]) -> Float[
             f"must be (d_e,) or (d_e, ℓ), got shape {jnp.shape(e)}",
         )
     if e.shape[0] != W_u.shape[1]:
-        fail("unembedding (Algorithm 7)", "e", f"has shape {e.shape}, expected d_e = {W_u.shape[1]} "
-             f"rows to match W_u of shape {W_u.shape} (N_V, d_e)")  # fmt: skip
+        fail(
+            "unembedding (Algorithm 7)",
+            "e",
+            f"has shape {e.shape}, expected d_e = {W_u.shape[1]} "
+            f"rows to match W_u of shape {W_u.shape} (N_V, d_e)",
+        )
     return softmax(W_u @ e)  # line 1
 
 

@@ -34,8 +34,13 @@ def softmax(
     exactly ``A``'s shape (no broadcasting): checked on shapes, so also under ``jit``.
     """
     if not hasattr(A, "dtype") or not jnp.issubdtype(A.dtype, jnp.floating) or A.ndim > 2:
-        fail("softmax (eq. 2)", "A", "must be a float vector or matrix, got "
-             f"{getattr(A, 'dtype', type(A).__name__)} of shape {jnp.shape(A)}", TypeError)  # fmt: skip
+        fail(
+            "softmax (eq. 2)",
+            "A",
+            "must be a float vector or matrix, got "
+            f"{getattr(A, 'dtype', type(A).__name__)} of shape {jnp.shape(A)}",
+            TypeError,
+        )
     if mask is not None and jnp.shape(mask) != A.shape:
         fail("softmax (eq. 2)", "mask", f"has shape {jnp.shape(mask)}, expected A's {A.shape}")
     dtype = A.dtype

@@ -94,8 +94,12 @@ def sample_token(key, logits, tau):
     if jnp.ndim(logits) != 1:
         fail(SAMPLE_TOKEN, "logits", f"must be one column (N_V,), got shape {jnp.shape(logits)}")
     if not jnp.issubdtype(jnp.result_type(logits), jnp.floating):
-        fail(SAMPLE_TOKEN, "logits", f"must be one float column, got dtype "
-             f"{jnp.result_type(logits)}", TypeError)  # fmt: skip
+        fail(
+            SAMPLE_TOKEN,
+            "logits",
+            f"must be one float column, got dtype {jnp.result_type(logits)}",
+            TypeError,
+        )
     check_key(SAMPLE_TOKEN, key)
     if not isinstance(tau, jax.core.Tracer):
         check_tau(SAMPLE_TOKEN, tau)
@@ -155,8 +159,12 @@ def check_sampled(algorithm: str, y, step, theta=None) -> None:
     leaf = first_non_finite(theta) if theta is not None else None
     too_large = "the logits overflowed (θ is finite but too large: too high a learning rate?)"
     cause = f"{leaf} is not finite" if leaf else too_large
-    fail(algorithm, "theta", f"gave logits with NaN or infinities at step {step}, so there is no "
-         f"distribution to sample from: {cause}")  # fmt: skip
+    fail(
+        algorithm,
+        "theta",
+        f"gave logits with NaN or infinities at step {step}, so there is no "
+        f"distribution to sample from: {cause}",
+    )
 
 
 def first_non_finite(tree, prefix="theta"):
@@ -189,8 +197,9 @@ def d_step(x, theta, key, tau, *, activation, eps):
     return sample_token(key, logits[:, -1], tau)  # line 5: y drawn from q
 
 
-def d_inference(x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, window=False,
-                activation=gelu, eps=EPS):  # fmt: skip
+def d_inference(
+    x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, window=False, activation=gelu, eps=EPS
+):
     """Algorithm 14, ``y ← DInference(x, θ̂)``: prompt a decoder-only transformer.
 
     ``x``: the prompt ``(ℓ,)``, 0-based token ids, ℓ ≥ 1. ``key``: a ``jax.random`` key; step i

@@ -75,8 +75,12 @@ def _check_norm(algorithm, name, x, ndim, gamma, beta=None, eps=0.0):
     else γ or β."""
     check_eps(algorithm, eps)
     if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):
-        fail(algorithm, name, f"must be a float array, got {getattr(x, 'dtype', type(x).__name__)}",
-             TypeError)  # fmt: skip
+        fail(
+            algorithm,
+            name,
+            f"must be a float array, got {getattr(x, 'dtype', type(x).__name__)}",
+            TypeError,
+        )
     if jnp.ndim(x) != ndim:
         what = "a vector (d_e,)" if ndim == 1 else "a matrix (d_e, ℓ) with tokens as columns"
         fail(algorithm, name, f"must be {what}, got shape {jnp.shape(x)}")
@@ -88,8 +92,11 @@ def _check_norm(algorithm, name, x, ndim, gamma, beta=None, eps=0.0):
     bad = [(n, p) for n, p in params if jnp.shape(p)[0] != d_e]
     if len(bad) == 2 and jnp.shape(gamma) == jnp.shape(beta):
         expected = f"({gamma.shape[0]})" if ndim == 1 else f"({gamma.shape[0]}, *)"
-        fail(algorithm, name, f"has shape {jnp.shape(x)}, expected {expected} to match gamma "
-             "and beta")  # fmt: skip
+        fail(
+            algorithm,
+            name,
+            f"has shape {jnp.shape(x)}, expected {expected} to match gamma and beta",
+        )
     if bad:
         n, p = bad[0]
         fail(algorithm, n, f"has shape {jnp.shape(p)}, expected ({d_e},): the d_e of {name}")

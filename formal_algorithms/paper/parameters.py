@@ -90,26 +90,44 @@ class DTransformerParams(NamedTuple):
 def layer_spec(H, d_e, d_mlp, d_attn, d_mid) -> Layer:
     return Layer(
         mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e),
-        ones(d_e), zeros(d_e), ones(d_e), zeros(d_e),
-        weight(d_mlp, d_e), zeros(d_mlp), weight(d_e, d_mlp), zeros(d_e),
-    )  # fmt: skip
+        ones(d_e),
+        zeros(d_e),
+        ones(d_e),
+        zeros(d_e),
+        weight(d_mlp, d_e),
+        zeros(d_mlp),
+        weight(d_e, d_mlp),
+        zeros(d_e),
+    )
 
 
 def decoder_layer_spec(H, d_e, d_mlp, d_attn, d_mid) -> DecoderLayer:
     return DecoderLayer(
         mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e),
         mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e),
-        ones(d_e), zeros(d_e), ones(d_e), zeros(d_e), ones(d_e), zeros(d_e),
-        weight(d_mlp, d_e), zeros(d_mlp), weight(d_e, d_mlp), zeros(d_e),
-    )  # fmt: skip
+        ones(d_e),
+        zeros(d_e),
+        ones(d_e),
+        zeros(d_e),
+        ones(d_e),
+        zeros(d_e),
+        weight(d_mlp, d_e),
+        zeros(d_mlp),
+        weight(d_e, d_mlp),
+        zeros(d_e),
+    )
 
 
 def _check_sizes(algorithm, N_V, ell_max, **sizes):
     """Every size a positive integer; N_V leaves room for the paper's three special tokens."""
     check_sizes(algorithm, 0, N_V=N_V)
     if N_V < 3:
-        fail(algorithm, "N_V", f"= {N_V} must be at least 3: the special tokens mask, bos, eos "
-             "are the ids N_V - 3, N_V - 2, N_V - 1")  # fmt: skip
+        fail(
+            algorithm,
+            "N_V",
+            f"= {N_V} must be at least 3: the special tokens mask, bos, eos "
+            "are the ids N_V - 3, N_V - 2, N_V - 1",
+        )
     check_sizes(algorithm, ell_max=ell_max, **sizes)
 
 
@@ -140,8 +158,18 @@ def ed_transformer_spec(
 def e_transformer_spec(
     *, N_V, ell_max, L, H, d_e, d_mlp, d_f=None, d_attn=None, d_mid=None, tied=False
 ) -> ETransformerParams:
-    _check_sizes("init_e_transformer (Algorithm 9)", N_V, ell_max, L=L, H=H, d_e=d_e,
-                 d_mlp=d_mlp, d_f=d_f, d_attn=d_attn, d_mid=d_mid)  # fmt: skip
+    _check_sizes(
+        "init_e_transformer (Algorithm 9)",
+        N_V,
+        ell_max,
+        L=L,
+        H=H,
+        d_e=d_e,
+        d_mlp=d_mlp,
+        d_f=d_f,
+        d_attn=d_attn,
+        d_mid=d_mid,
+    )
     d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
     d_f = d_e if d_f is None else d_f
     if tied and d_f != d_e:
@@ -149,23 +177,36 @@ def e_transformer_spec(
     return ETransformerParams(
         *embeddings_spec(N_V, d_e, ell_max),
         tuple(layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L)),
-        weight(d_f, d_e), zeros(d_f), ones(d_f), zeros(d_f),
+        weight(d_f, d_e),
+        zeros(d_f),
+        ones(d_f),
+        zeros(d_f),
         None if tied else weight(N_V, d_f),
-    )  # fmt: skip
+    )
 
 
 def d_transformer_spec(
     *, N_V, ell_max, L, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False
 ) -> DTransformerParams:
-    _check_sizes("init_d_transformer (Algorithm 10)", N_V, ell_max, L=L, H=H, d_e=d_e,
-                 d_mlp=d_mlp, d_attn=d_attn, d_mid=d_mid)  # fmt: skip
+    _check_sizes(
+        "init_d_transformer (Algorithm 10)",
+        N_V,
+        ell_max,
+        L=L,
+        H=H,
+        d_e=d_e,
+        d_mlp=d_mlp,
+        d_attn=d_attn,
+        d_mid=d_mid,
+    )
     d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
     return DTransformerParams(
         *embeddings_spec(N_V, d_e, ell_max),
         tuple(layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L)),
-        ones(d_e), zeros(d_e),
+        ones(d_e),
+        zeros(d_e),
         None if tied else weight(N_V, d_e),
-    )  # fmt: skip
+    )
 
 
 def _jit_init(init):
@@ -176,42 +217,97 @@ def _jit_init(init):
 
 @_jit_init
 def init_ed_transformer(
-    key, *, N_V, ell_max, L_enc, L_dec, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False,
+    key,
+    *,
+    N_V,
+    ell_max,
+    L_enc,
+    L_dec,
+    H,
+    d_e,
+    d_mlp,
+    d_attn=None,
+    d_mid=None,
+    tied=False,
     dtype=None,
-) -> EDTransformerParams:  # fmt: skip
+) -> EDTransformerParams:
     """θ of Algorithm 8. ``d_attn`` and ``d_mid`` default to ``d_e / H`` (as in Vaswani et al.).
 
     Initialisation (the paper gives none): embeddings N(0, 0.02²); weight matrices N(0, 1/fan_in);
     biases 0; γ = 1, β = 0. ``tied=True`` sets ``W_u = None`` (``W_u = W_eᵀ``).
     """
     spec = ed_transformer_spec(
-        N_V=N_V, ell_max=ell_max, L_enc=L_enc, L_dec=L_dec, H=H, d_e=d_e, d_mlp=d_mlp,
-        d_attn=d_attn, d_mid=d_mid, tied=tied,
-    )  # fmt: skip
+        N_V=N_V,
+        ell_max=ell_max,
+        L_enc=L_enc,
+        L_dec=L_dec,
+        H=H,
+        d_e=d_e,
+        d_mlp=d_mlp,
+        d_attn=d_attn,
+        d_mid=d_mid,
+        tied=tied,
+    )
     return materialise(key, spec, dtype)
 
 
 @_jit_init
 def init_e_transformer(
-    key, *, N_V, ell_max, L, H, d_e, d_mlp, d_f=None, d_attn=None, d_mid=None, tied=False,
+    key,
+    *,
+    N_V,
+    ell_max,
+    L,
+    H,
+    d_e,
+    d_mlp,
+    d_f=None,
+    d_attn=None,
+    d_mid=None,
+    tied=False,
     dtype=None,
-) -> ETransformerParams:  # fmt: skip
+) -> ETransformerParams:
     """θ of Algorithm 9; ``d_f`` defaults to ``d_e`` (as in BERT), ``W_u`` is ``(N_V, d_f)``."""
     spec = e_transformer_spec(
-        N_V=N_V, ell_max=ell_max, L=L, H=H, d_e=d_e, d_mlp=d_mlp, d_f=d_f, d_attn=d_attn,
-        d_mid=d_mid, tied=tied,
-    )  # fmt: skip
+        N_V=N_V,
+        ell_max=ell_max,
+        L=L,
+        H=H,
+        d_e=d_e,
+        d_mlp=d_mlp,
+        d_f=d_f,
+        d_attn=d_attn,
+        d_mid=d_mid,
+        tied=tied,
+    )
     return materialise(key, spec, dtype)
 
 
 @_jit_init
 def init_d_transformer(
-    key, *, N_V, ell_max, L, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False,
+    key,
+    *,
+    N_V,
+    ell_max,
+    L,
+    H,
+    d_e,
+    d_mlp,
+    d_attn=None,
+    d_mid=None,
+    tied=False,
     dtype=None,
-) -> DTransformerParams:  # fmt: skip
+) -> DTransformerParams:
     """θ of Algorithm 10 (initialisation as :func:`init_ed_transformer`)."""
     spec = d_transformer_spec(
-        N_V=N_V, ell_max=ell_max, L=L, H=H, d_e=d_e, d_mlp=d_mlp, d_attn=d_attn, d_mid=d_mid,
+        N_V=N_V,
+        ell_max=ell_max,
+        L=L,
+        H=H,
+        d_e=d_e,
+        d_mlp=d_mlp,
+        d_attn=d_attn,
+        d_mid=d_mid,
         tied=tied,
-    )  # fmt: skip
+    )
     return materialise(key, spec, dtype)

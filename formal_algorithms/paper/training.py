@@ -294,9 +294,16 @@ def ed_training(
 
 
 def e_training(
-    data, theta: ETransformerParams, key, *, N_epochs: int, eta: float, p_mask: float,
-    activation=gelu, eps=EPS,
-):  # fmt: skip
+    data,
+    theta: ETransformerParams,
+    key,
+    *,
+    N_epochs: int,
+    eta: float,
+    p_mask: float,
+    activation=gelu,
+    eps=EPS,
+):
     """Algorithm 12, ``θ̂ ← ETraining({x_n}_{n=1}^{N_data}, θ)``: masked language modelling.
 
     ``key``: a ``jax.random`` key for line 5's draws; epoch i uses ``fold_in(key, i)``, split into

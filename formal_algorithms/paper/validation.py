@@ -25,8 +25,12 @@ from .parameters import (
 def hyperparameters(theta) -> dict:
     """The hyperparameters of θ (Algorithm 8, 9 or 10), read off its shapes."""
     if type(theta) not in _ALGORITHM_OF:
-        fail("hyperparameters", "theta", f"must be θ of Algorithm 8, 9 or 10, got {_describe(theta)}",
-             TypeError)  # fmt: skip
+        fail(
+            "hyperparameters",
+            "theta",
+            f"must be θ of Algorithm 8, 9 or 10, got {_describe(theta)}",
+            TypeError,
+        )
     d_e, N_V = theta.W_e.shape
     hp = dict(N_V=N_V, ell_max=theta.W_p.shape[1], d_e=d_e, tied=theta.W_u is None)
     if isinstance(theta, EDTransformerParams):
@@ -105,8 +109,13 @@ def _check_node(algorithm, path, node, template):
         where = f"{path}.{name}"
         if isinstance(t, tuple) and not hasattr(t, "_fields"):  # the layers
             if type(value) is not tuple:
-                fail(algorithm, where, f"must be a tuple of {type(t[0]).__name__} (one per "
-                     f"layer), got {_describe(value)}", TypeError)  # fmt: skip
+                fail(
+                    algorithm,
+                    where,
+                    f"must be a tuple of {type(t[0]).__name__} (one per "
+                    f"layer), got {_describe(value)}",
+                    TypeError,
+                )
             for i, layer in enumerate(value):
                 _check_node(algorithm, f"{where}[{i}]", layer, t[0])
         elif not is_spec(t):  # a nested parameter set (MHAttentionParams)
@@ -114,11 +123,18 @@ def _check_node(algorithm, path, node, template):
         elif value is None and name == "W_u":  # tied to W_eᵀ
             continue
         elif not (hasattr(value, "shape") and hasattr(value, "dtype")):
-            fail(algorithm, where, f"must be an array with {len(t.shape)} dimensions, got "
-                 f"{_describe(value)}", TypeError)  # fmt: skip
+            fail(
+                algorithm,
+                where,
+                f"must be an array with {len(t.shape)} dimensions, got {_describe(value)}",
+                TypeError,
+            )
         elif len(value.shape) != len(t.shape):
-            fail(algorithm, where, f"has shape {tuple(value.shape)}, expected "
-                 f"{len(t.shape)} dimensions")  # fmt: skip
+            fail(
+                algorithm,
+                where,
+                f"has shape {tuple(value.shape)}, expected {len(t.shape)} dimensions",
+            )
 
 
 def check_params(theta, algorithm: str | None = None, expected=None, **hp) -> None:
@@ -134,19 +150,32 @@ def check_params(theta, algorithm: str | None = None, expected=None, **hp) -> No
     """
     kind = type(theta)
     if expected is not None and kind is not expected:
-        fail(algorithm or "check_params", "theta", f"must be {_describe(expected)}, got "
-             f"{_describe(theta, expected)}", TypeError)  # fmt: skip
+        fail(
+            algorithm or "check_params",
+            "theta",
+            f"must be {_describe(expected)}, got {_describe(theta, expected)}",
+            TypeError,
+        )
     if kind not in _SPEC:
-        fail(algorithm or "check_params", "theta", "must be θ of Algorithm 8, 9 or 10 "
-             f"(EDTransformerParams, ETransformerParams, DTransformerParams), got "
-             f"{_describe(theta)}", TypeError)  # fmt: skip
+        fail(
+            algorithm or "check_params",
+            "theta",
+            "must be θ of Algorithm 8, 9 or 10 "
+            f"(EDTransformerParams, ETransformerParams, DTransformerParams), got "
+            f"{_describe(theta)}",
+            TypeError,
+        )
     algorithm = algorithm or kind.__name__
     _check_node(algorithm, "theta", theta, _template(kind))
     try:
         read = hyperparameters(theta)
     except (AttributeError, TypeError, ValueError) as error:  # a field missing or not an array
-        fail(algorithm, "theta", f"has structure {jax.tree_util.tree_structure(theta)}, which "
-             f"is not a complete {kind.__name__} ({error})")  # fmt: skip
+        fail(
+            algorithm,
+            "theta",
+            f"has structure {jax.tree_util.tree_structure(theta)}, which "
+            f"is not a complete {kind.__name__} ({error})",
+        )
     expected_hp = {**read, **hp}
     if expected_hp["tied"] and expected_hp.get("d_f", expected_hp["d_e"]) != expected_hp["d_e"]:
         fail(algorithm, "theta.W_u", "is None (tied to W_eᵀ), which needs d_f = d_e")

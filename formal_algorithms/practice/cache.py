@@ -192,8 +192,9 @@ def _d_block(tokens, start, theta, cache, activation, eps):
     return logits, KVCache(tuple(K), tuple(V))
 
 
-def d_cached_logits(tokens, start, theta: DTransformerParams, cache: KVCache, *,
-                    activation=gelu, eps=EPS):  # fmt: skip
+def d_cached_logits(
+    tokens, start, theta: DTransformerParams, cache: KVCache, *, activation=gelu, eps=EPS
+):
     """Algorithm 10's logits ``W_u X`` for the columns at positions start..start+n−1, given a cache
     holding the keys and values of positions < start. Returns ``(logits (N_V, n), new cache)``.
 
@@ -292,8 +293,9 @@ def compiled_count(form: str) -> int:
     return sum(f._cache_size() for f in functions[form])
 
 
-def d_inference_cached(x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, activation=gelu,
-                       eps=EPS):  # fmt: skip
+def d_inference_cached(
+    x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, activation=gelu, eps=EPS
+):
     """Algorithm 14 with a key/value cache: the same tokens as :func:`~.inference.d_inference`
     for the same arguments and key (without ``window``). Returns ``(ell_gen,)`` in x's dtype.
 
@@ -307,15 +309,17 @@ def d_inference_cached(x, theta: DTransformerParams, key, *, ell_gen, tau=1.0, a
         return jnp.zeros(0, x.dtype)
     ell_max = theta.W_p.shape[1]
     prompt = _pad([x], length_bucket(x.shape[0], ell_max))[0]
-    out = _d_generate_one(theta, prompt, x.shape[0], key, ell_gen, tau, activation=activation,
-                          eps=eps)  # fmt: skip
+    out = _d_generate_one(
+        theta, prompt, x.shape[0], key, ell_gen, tau, activation=activation, eps=eps
+    )
     out = np.asarray(out)[:ell_gen]
     check_sampled(D_INFERENCE, out, _first_bad(out), theta)  # -1: no distribution to sample
     return jnp.asarray(out.astype(x.dtype))
 
 
-def d_inference_cached_batch(prompts, theta: DTransformerParams, keys, *, ell_gen, tau=1.0,
-                             activation=gelu, eps=EPS):  # fmt: skip
+def d_inference_cached_batch(
+    prompts, theta: DTransformerParams, keys, *, ell_gen, tau=1.0, activation=gelu, eps=EPS
+):
     """Algorithm 14 with a cache for a batch of prompts of different lengths.
 
     ``prompts``: a sequence of B 1-D token arrays; ``keys``: B keys (``jax.random.split(key, B)``);
@@ -334,8 +338,7 @@ def d_inference_cached_batch(prompts, theta: DTransformerParams, keys, *, ell_ge
     ell_max = theta.W_p.shape[1]
     padded = _pad(xs, length_bucket(max(x.shape[0] for x in xs), ell_max))
     ells = np.asarray([x.shape[0] for x in xs], np.int32)
-    out = _d_generate_batch(theta, padded, ells, keys, ell_gen, tau, activation=activation,
-                            eps=eps)  # fmt: skip
+    out = _d_generate_batch(theta, padded, ells, keys, ell_gen, tau, activation=activation, eps=eps)
     out = np.asarray(out)[:, :ell_gen]
     check_sampled(D_INFERENCE, out, _first_bad(out), theta)
     return [jnp.asarray(row) for row in out]
@@ -405,8 +408,16 @@ def _ed_block(tokens, start, theta, cache, cross, eps, activation=relu):
     return logits, KVCache(tuple(K), tuple(V))
 
 
-def ed_cached_logits(tokens, start, theta: EDTransformerParams, cache: KVCache,
-                     cross: CrossCache, *, activation=relu, eps=EPS):  # fmt: skip
+def ed_cached_logits(
+    tokens,
+    start,
+    theta: EDTransformerParams,
+    cache: KVCache,
+    cross: CrossCache,
+    *,
+    activation=relu,
+    eps=EPS,
+):
     """Algorithm 8's logits for the decoder columns at positions start..start+n−1, given the
     decoder cache of positions < start and the context's :func:`ed_cross_cache`.
     Returns ``(logits (N_V, n), new cache)``."""
@@ -504,8 +515,16 @@ def ed_inference_cached(
     return jnp.asarray(out.astype(z.dtype))
 
 
-def ed_inference_cached_batch(contexts, theta: EDTransformerParams, keys, *, tau=1.0,
-                              max_length=None, activation=relu, eps=EPS) -> list:  # fmt: skip
+def ed_inference_cached_batch(
+    contexts,
+    theta: EDTransformerParams,
+    keys,
+    *,
+    tau=1.0,
+    max_length=None,
+    activation=relu,
+    eps=EPS,
+) -> list:
     """Algorithm 15 with caches for a batch of contexts of different lengths.
 
     ``contexts``: B 1-D token arrays; ``keys``: B keys, context b uses ``keys[b]``. Returns a list

@@ -59,16 +59,23 @@ class Checkpoint(NamedTuple):
 
 
 def save_checkpoint(
-    path, theta, *, tokenizer: dict | None = None, opt_state=None, extra: dict | None = None,
+    path,
+    theta,
+    *,
+    tokenizer: dict | None = None,
+    opt_state=None,
+    extra: dict | None = None,
     arrays: dict | None = None,
-) -> pathlib.Path:  # fmt: skip
+) -> pathlib.Path:
     """Write θ (an Algorithm 8, 9 or 10 parameter tree), and optionally the tokenizer (as its
     ``to_dict()``), an optimizer state, JSON-able ``extra`` metadata and named numpy ``arrays``,
     to ``path`` atomically. Returns the path."""
     name = "save_checkpoint"
     if pathlib.Path(path).is_dir():
-        raise IsADirectoryError(f"{name}: argument 'path' {str(path)!r} is a directory; give a "
-                                "file name such as model.safetensors")  # fmt: skip
+        raise IsADirectoryError(
+            f"{name}: argument 'path' {str(path)!r} is a directory; give a "
+            "file name such as model.safetensors"
+        )
     if type(theta) not in _NAME:
         raise TypeError(
             f"{name}: argument 'theta' must be θ of Algorithm 8, 9 or 10, got {type(theta)}"
@@ -139,8 +146,10 @@ def load_checkpoint(
         )
     kind = _field(where, metadata, "architecture", json_value=False)
     if kind not in ARCHITECTURES:
-        raise ValueError(f"{where}: metadata field 'architecture' is {kind!r}, expected one of "
-                         f"{sorted(ARCHITECTURES)}")  # fmt: skip
+        raise ValueError(
+            f"{where}: metadata field 'architecture' is {kind!r}, expected one of "
+            f"{sorted(ARCHITECTURES)}"
+        )
     hp = _field(where, metadata, "hyperparameters")
     if architecture is not None and kind != architecture:
         raise ValueError(f"{where} holds a {kind}, expected a {architecture}")
@@ -152,8 +161,9 @@ def load_checkpoint(
     try:
         spec = spec_fn(**hp)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{where}: metadata field 'hyperparameters' does not describe a {kind} "
-                         f"({error})") from None  # fmt: skip
+        raise ValueError(
+            f"{where}: metadata field 'hyperparameters' does not describe a {kind} ({error})"
+        ) from None
     theta, used = _unflatten(where, "theta", spec, tensors, is_leaf=is_spec)
     opt_state = None
     if opt_state_template is not None:
@@ -170,9 +180,14 @@ def load_checkpoint(
     if unexpected:
         raise ValueError(f"{where} has tensors that fit no leaf: {sorted(unexpected)[:3]}")
     return Checkpoint(
-        theta, kind, hp, _field(where, metadata, "tokenizer"), opt_state,
-        _field(where, metadata, "extra"), arrays,
-    )  # fmt: skip
+        theta,
+        kind,
+        hp,
+        _field(where, metadata, "tokenizer"),
+        opt_state,
+        _field(where, metadata, "extra"),
+        arrays,
+    )
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -139,7 +139,11 @@ def _check_batches(algorithm, expected, theta, **batches):
     B = np.shape(next(iter(batches.values())))[:1]  # the first batch's row count
     for name, a in batches.items():
         if np.ndim(a) != 2 or np.shape(a)[:1] != B:
-            fail(algorithm, name, f"must be a (B, ℓ) batch of token sequences, got shape {np.shape(a)}")  # fmt: skip
+            fail(
+                algorithm,
+                name,
+                f"must be a (B, ℓ) batch of token sequences, got shape {np.shape(a)}",
+            )
         check_tokens(algorithm, name, jnp.reshape(a, -1), N_V)
         if a.shape[1] > ell_max:
             fail(algorithm, name, f"has length {a.shape[1]} > ell_max = {ell_max}")
@@ -180,7 +184,9 @@ def _e_logits_columns(xs, valid, theta: ETransformerParams, activation, eps):
     return (unembedding_matrix(theta) @ X).reshape(-1, B, ell)  # line 12 (part: logits) [:, b, :]
 
 
-def e_transformer_logits_batch(xs, theta: ETransformerParams, *, valid=None, activation=gelu, eps=EPS):  # fmt: skip
+def e_transformer_logits_batch(
+    xs, theta: ETransformerParams, *, valid=None, activation=gelu, eps=EPS
+):
     """Algorithm 9 up to its softmax for a batch ``xs`` (B, ℓ), the batch as columns: equal to
     ``vmap(e_transformer_logits_padded)(xs, valid, θ)`` (``valid`` (B, ℓ) bool marks the real
     tokens, padded at the end; ``None``: every token is real), shape ``(B, N_V, ℓ)``."""
@@ -223,14 +229,19 @@ def _ed_logits_columns(zs, z_valid, xs, theta: EDTransformerParams, activation, 
     for layer in theta.enc:  # line 4
         Z = post_ln_layer(Z, layer, Mask_z, activation, eps, attention=attend)  # lines 5-8
     X = embed_columns(xs, theta.W_e, theta.W_p)  # lines 10-12
-    Mask, cross_Mask = unidirectional_mask(ell_x), jnp.broadcast_to(z_valid[:, :, None], (B, ell_z, ell_x))  # fmt: skip
+    Mask, cross_Mask = (
+        unidirectional_mask(ell_x),
+        jnp.broadcast_to(z_valid[:, :, None], (B, ell_z, ell_x)),
+    )
 
     for layer in theta.dec:  # line 13
         X = ed_decoder_layer(X, Z, layer, Mask, activation, eps, cross_Mask, attention=attend)
     return (unembedding_matrix(theta) @ X).reshape(-1, B, ell_x)  # line 21 (part: logits) [:, b, :]
 
 
-def ed_transformer_logits_batch(zs, xs, theta: EDTransformerParams, *, z_valid=None, activation=relu, eps=EPS):  # fmt: skip
+def ed_transformer_logits_batch(
+    zs, xs, theta: EDTransformerParams, *, z_valid=None, activation=relu, eps=EPS
+):
     """Algorithm 8 up to its softmax for a batch, the batch as columns: equal to ``vmap(ed_transformer_logits_padded)(zs, z_valid, xs, θ)``, shape ``(B, N_V, ℓ_x)``.
 
     ``z_valid`` (optional, (B, ℓ_z) bool) marks the real tokens of each z, padded at its end;
@@ -248,15 +259,24 @@ def ed_batch_stats_columns(theta, batch, *, activation=relu, eps=EPS) -> TokenSt
     batch (``z``, ``z_valid``, ``x``, ``x_valid``), computed with the batch as columns."""
     xs = batch["x"]
     logits = _ed_logits_columns(batch["z"], batch["z_valid"], xs, theta, activation, eps)
-    rows = jax.vmap(token_stats, in_axes=(1, 0, 0))(logits[:, :, :-1], xs[:, 1:], batch["x_valid"][:, 1:])  # fmt: skip
+    rows = jax.vmap(token_stats, in_axes=(1, 0, 0))(
+        logits[:, :, :-1], xs[:, 1:], batch["x_valid"][:, 1:]
+    )
     return TokenStats(*(jnp.sum(s) for s in rows))
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer", "reduction", "activation", "eps"))
 def train_step_fast(
-    theta, opt_state, batch: dict, p_mask=0.15, *, optimizer, reduction="mean", activation=None,
+    theta,
+    opt_state,
+    batch: dict,
+    p_mask=0.15,
+    *,
+    optimizer,
+    reduction="mean",
+    activation=None,
     eps=EPS,
-):  # fmt: skip
+):
     """:func:`~.trainer.train_step` for Algorithm 10 (``batch`` with ``x``, ``valid``), Algorithm 9
     (``x``, ``valid``, ``key``; masked with probability ``p_mask``) or Algorithm 8 (``z``,
     ``z_valid``, ``x``, ``x_valid``), from :func:`~.trainer.make_batch`, the forward with the batch
@@ -269,7 +289,9 @@ def train_step_fast(
 
     def loss(th):
         if isinstance(th, DTransformerParams):
-            stats = d_batch_stats_columns(th, batch["x"], batch["valid"], activation=activation, eps=eps)  # fmt: skip
+            stats = d_batch_stats_columns(
+                th, batch["x"], batch["valid"], activation=activation, eps=eps
+            )
         elif isinstance(th, ETransformerParams):
             stats = e_batch_stats_columns(th, batch, p_mask, activation=activation, eps=eps)
         else:

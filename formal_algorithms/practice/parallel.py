@@ -82,15 +82,23 @@ def _leaf_spec(shape, n: int, axis: str, min_size: int) -> P:
 
 
 def tree_shardings(
-    mesh: Mesh, tree, param_sharding: str = "replicated", *, axis: str = DATA,
+    mesh: Mesh,
+    tree,
+    param_sharding: str = "replicated",
+    *,
+    axis: str = DATA,
     min_shard_size: int = 2**14,
-):  # fmt: skip
+):
     """The ``NamedSharding`` of every leaf of θ or of an optimiser state.
 
     The rule depends on a leaf's shape only, so Adam's moments get the layout of their parameter.
     """
     if param_sharding not in PARAM_SHARDINGS:
-        fail("data_parallel", "param_sharding", f"must be one of {PARAM_SHARDINGS}, got {param_sharding!r}")  # fmt: skip
+        fail(
+            "data_parallel",
+            "param_sharding",
+            f"must be one of {PARAM_SHARDINGS}, got {param_sharding!r}",
+        )
     if param_sharding == "replicated":
         return jax.tree.map(lambda _: replicated(mesh), tree)
     n = mesh.shape[axis]
@@ -102,7 +110,11 @@ def tree_shardings(
 def _check_divisible(mesh, batch_size, axis=DATA):
     n = mesh.shape[axis]
     if batch_size % n:
-        fail("data_parallel", "batch_size", f"= {batch_size} must be a multiple of the {n} devices of mesh axis {axis!r}")  # fmt: skip
+        fail(
+            "data_parallel",
+            "batch_size",
+            f"= {batch_size} must be a multiple of the {n} devices of mesh axis {axis!r}",
+        )
 
 
 def shard_batch(mesh: Mesh, batch: dict, axis: str = DATA) -> dict:
@@ -129,9 +141,18 @@ def place(mesh: Mesh, theta, opt_state, param_sharding: str = "replicated", **kw
 
 
 def data_parallel_step(
-    mesh: Mesh, theta, opt_state, *, optimizer, reduction: str = "mean", activation=None,
-    eps=EPS, param_sharding: str = "replicated", axis: str = DATA, min_shard_size: int = 2**14,
-):  # fmt: skip
+    mesh: Mesh,
+    theta,
+    opt_state,
+    *,
+    optimizer,
+    reduction: str = "mean",
+    activation=None,
+    eps=EPS,
+    param_sharding: str = "replicated",
+    axis: str = DATA,
+    min_shard_size: int = 2**14,
+):
     """:func:`~.trainer.train_step` compiled for ``mesh``: ``step(θ, opt_state, batch, p_mask)``.
 
     ``theta`` and ``opt_state`` give the shapes (and tree structure) the shardings are built for;
@@ -155,12 +176,27 @@ def data_parallel_step(
 
 
 def data_parallel_train(
-    theta, data, key, *, mesh: Mesh | None = None, optimizer, N_epochs: int | None = None,
-    N_steps: int | None = None, batch_size: int = 32, reduction: str = "mean",
-    p_mask: float = 0.15, shuffle: bool = True, activation=None, eps=EPS, callback=None,
-    opt_state=None, start_step: int = 0, return_opt_state: bool = False,
-    param_sharding: str = "replicated", min_shard_size: int = 2**14,
-):  # fmt: skip
+    theta,
+    data,
+    key,
+    *,
+    mesh: Mesh | None = None,
+    optimizer,
+    N_epochs: int | None = None,
+    N_steps: int | None = None,
+    batch_size: int = 32,
+    reduction: str = "mean",
+    p_mask: float = 0.15,
+    shuffle: bool = True,
+    activation=None,
+    eps=EPS,
+    callback=None,
+    opt_state=None,
+    start_step: int = 0,
+    return_opt_state: bool = False,
+    param_sharding: str = "replicated",
+    min_shard_size: int = 2**14,
+):
     """:func:`~.trainer.train` with every step data-parallel over ``mesh`` (default: all devices).
 
     Same arguments (resuming and :class:`~.trainer.NonFiniteError` included), the same loop
@@ -180,13 +216,31 @@ def data_parallel_train(
     examples = as_examples(algorithm, data, theta)
     opt_state = optimizer.init(theta) if opt_state is None else opt_state
     step = data_parallel_step(
-        mesh, theta, opt_state, optimizer=optimizer, reduction=reduction, activation=activation,
-        eps=eps, param_sharding=param_sharding, min_shard_size=min_shard_size,
-    )  # fmt: skip
+        mesh,
+        theta,
+        opt_state,
+        optimizer=optimizer,
+        reduction=reduction,
+        activation=activation,
+        eps=eps,
+        param_sharding=param_sharding,
+        min_shard_size=min_shard_size,
+    )
     theta, opt_state = place(mesh, theta, opt_state, param_sharding, min_shard_size=min_shard_size)
     theta, opt_state, history = run_steps(
-        algorithm, step, theta, opt_state, examples, key, p_mask, N_epochs=N_epochs,
-        N_steps=N_steps, batch_size=batch_size, shuffle=shuffle, callback=callback,
-        start_step=start_step, place_batch=functools.partial(shard_batch, mesh),
-    )  # fmt: skip
+        algorithm,
+        step,
+        theta,
+        opt_state,
+        examples,
+        key,
+        p_mask,
+        N_epochs=N_epochs,
+        N_steps=N_steps,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        callback=callback,
+        start_step=start_step,
+        place_batch=functools.partial(shard_batch, mesh),
+    )
     return (theta, history, opt_state) if return_opt_state else (theta, history)

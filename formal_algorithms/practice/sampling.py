@@ -124,10 +124,13 @@ def stop_at(pieces: Iterable[str], stop: str | None) -> Iterator[str]:
             return
         # hold back the longest suffix of pending that is a proper prefix of stop
         hold = next(
-            (n for n in range(min(len(stop) - 1, len(pending)), 0, -1)
-             if stop.startswith(pending[-n:])),
+            (
+                n
+                for n in range(min(len(stop) - 1, len(pending)), 0, -1)
+                if stop.startswith(pending[-n:])
+            ),
             0,
-        )  # fmt: skip
+        )
         if len(pending) > hold:
             yield pending[: len(pending) - hold]
             pending = pending[len(pending) - hold :]

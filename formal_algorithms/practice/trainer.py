@@ -65,10 +65,17 @@ _ALGORITHM = {
 
 
 def make_optimizer(
-    learning_rate: float = 1e-3, *, N_steps: int | None = None, warmup_steps: int = 0,
-    decay: str | None = "cosine", end_fraction: float = 0.1, weight_decay: float = 0.01,
-    clip_norm: float | None = 1.0, b1: float = 0.9, b2: float = 0.99,
-) -> optax.GradientTransformation:  # fmt: skip
+    learning_rate: float = 1e-3,
+    *,
+    N_steps: int | None = None,
+    warmup_steps: int = 0,
+    decay: str | None = "cosine",
+    end_fraction: float = 0.1,
+    weight_decay: float = 0.01,
+    clip_norm: float | None = 1.0,
+    b1: float = 0.9,
+    b2: float = 0.99,
+) -> optax.GradientTransformation:
     """AdamW with linear warmup, cosine or linear decay, and global-norm gradient clipping.
 
     The learning rate rises linearly from 0 to ``learning_rate`` over ``warmup_steps``, then decays
@@ -109,9 +116,12 @@ def make_optimizer(
             else after
         )
     adamw = optax.adamw(
-        schedule, b1=b1, b2=b2, weight_decay=weight_decay,
+        schedule,
+        b1=b1,
+        b2=b2,
+        weight_decay=weight_decay,
         mask=lambda params: jax.tree.map(lambda a: a.ndim >= 2, params),
-    )  # fmt: skip
+    )
     return adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
 
 
@@ -203,9 +213,16 @@ def all_finite(tree) -> bool:
 
 @functools.partial(jax.jit, static_argnames=("optimizer", "reduction", "activation", "eps"))
 def train_step(
-    theta, opt_state, batch: dict, p_mask=0.15, *, optimizer, reduction="mean", activation=None,
+    theta,
+    opt_state,
+    batch: dict,
+    p_mask=0.15,
+    *,
+    optimizer,
+    reduction="mean",
+    activation=None,
     eps=EPS,
-):  # fmt: skip
+):
     """One optimiser step on one batch: ``(θ, opt_state, loss, stats)``, ``stats`` a
     :class:`StepStats`. Jitted; it compiles once per batch shape (bucket) and optimiser."""
 
@@ -255,11 +272,25 @@ def make_batch(theta, examples, rows, batch_size: int, keys=None) -> dict:
 
 
 def train(
-    theta, data, key, *, optimizer, N_epochs: int | None = None, N_steps: int | None = None,
-    batch_size: int = 32, reduction: str = "mean", p_mask: float = 0.15, shuffle: bool = True,
-    activation=None, eps=EPS, callback=None, opt_state=None, start_step: int = 0,
-    return_opt_state: bool = False, fast: bool = False,
-):  # fmt: skip
+    theta,
+    data,
+    key,
+    *,
+    optimizer,
+    N_epochs: int | None = None,
+    N_steps: int | None = None,
+    batch_size: int = 32,
+    reduction: str = "mean",
+    p_mask: float = 0.15,
+    shuffle: bool = True,
+    activation=None,
+    eps=EPS,
+    callback=None,
+    opt_state=None,
+    start_step: int = 0,
+    return_opt_state: bool = False,
+    fast: bool = False,
+):
     """Minibatch training of θ on ``data`` with an optax ``optimizer`` (paper §8).
 
     ``data``: token sequences (Algorithms 12, 13) or pairs ``(z, x)`` (Algorithm 11), each at most
@@ -282,8 +313,13 @@ def train(
     """
     algorithm = check_theta(theta, "train")
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        fail(algorithm, "optimizer", f"must be an optax GradientTransformation (e.g. "
-             f"make_optimizer(1e-3, N_steps=...)), got {optimizer!r}", TypeError)  # fmt: skip
+        fail(
+            algorithm,
+            "optimizer",
+            f"must be an optax GradientTransformation (e.g. "
+            f"make_optimizer(1e-3, N_steps=...)), got {optimizer!r}",
+            TypeError,
+        )
     check_run_length(algorithm, N_epochs, N_steps)
     check_batching(algorithm, batch_size, reduction)
     check_key(algorithm, key)
@@ -297,10 +333,20 @@ def train(
         step_fn = functools.partial(train_step, **kw)
     opt_state = optimizer.init(theta) if opt_state is None else opt_state
     theta, opt_state, history = run_steps(
-        algorithm, step_fn, theta, opt_state, examples, key, p_mask, N_epochs=N_epochs,
-        N_steps=N_steps, batch_size=batch_size, shuffle=shuffle, callback=callback,
+        algorithm,
+        step_fn,
+        theta,
+        opt_state,
+        examples,
+        key,
+        p_mask,
+        N_epochs=N_epochs,
+        N_steps=N_steps,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        callback=callback,
         start_step=start_step,
-    )  # fmt: skip
+    )
     return (theta, history, opt_state) if return_opt_state else (theta, history)
 
 
@@ -315,9 +361,22 @@ def check_run_length(algorithm, N_epochs, N_steps):
 
 
 def run_steps(
-    algorithm, step_fn, theta, opt_state, examples, key, p_mask, *, N_epochs, N_steps,
-    batch_size, shuffle=True, callback=None, start_step=0, place_batch=None,
-):  # fmt: skip
+    algorithm,
+    step_fn,
+    theta,
+    opt_state,
+    examples,
+    key,
+    p_mask,
+    *,
+    N_epochs,
+    N_steps,
+    batch_size,
+    shuffle=True,
+    callback=None,
+    start_step=0,
+    place_batch=None,
+):
     """The minibatch loop of :func:`train`, for any compiled step (e.g. a data-parallel one).
 
     ``step_fn(θ, opt_state, batch, p_mask) -> (θ, opt_state, loss, stats)`` as
@@ -363,9 +422,12 @@ def run_steps(
                         f"{algorithm}: step {step} gave loss {float(loss)} and gradient norm "
                         f"{float(stats.grad_norm)}; the last good parameters (after step "
                         f"{last[2]}) are attached (.theta, .opt_state)",
-                        step=step, theta=last[0], opt_state=last[1], completed=last[2],
+                        step=step,
+                        theta=last[0],
+                        opt_state=last[1],
+                        completed=last[2],
                         history=np.asarray(history[: last[2] - start_step]),
-                    )  # fmt: skip
+                    )
                 earlier, good = good, (new_theta, new_opt_state, step)
                 theta, opt_state = new_theta, new_opt_state
                 history.append(loss)
@@ -378,9 +440,11 @@ def run_steps(
         theta, opt_state, completed = good
         raise TrainingInterrupted(
             f"{algorithm}: interrupted after step {completed}",
-            completed=completed, theta=theta, opt_state=opt_state,
+            completed=completed,
+            theta=theta,
+            opt_state=opt_state,
             history=np.asarray(jax.device_get(history[: completed - start_step])),
-        ) from None  # fmt: skip
+        ) from None
     history = np.asarray(jax.device_get(history)) if history else np.zeros(0)
     return theta, opt_state, history
 
@@ -395,9 +459,15 @@ class Evaluation(NamedTuple):
 
 
 def evaluate(
-    theta, data, key=None, *, batch_size: int = 64, p_mask: float = 0.15, activation=None,
+    theta,
+    data,
+    key=None,
+    *,
+    batch_size: int = 64,
+    p_mask: float = 0.15,
+    activation=None,
     eps=EPS,
-) -> Evaluation:  # fmt: skip
+) -> Evaluation:
     """Mean held-out loss per predicted token (and argmax accuracy) of θ on ``data``.
 
     The predicted tokens are those of the algorithm's loss: every next token (Algorithms 11, 13),

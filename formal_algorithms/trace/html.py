@@ -398,8 +398,9 @@ class _Page:
         )
         if rows_of is None and cols_of is None:
             return canvas + note
-        top = self._labels("cols", "queries" if axes[1] == "t_x" else "tokens", cols_of,
-                           shown.shape[1], sx)  # fmt: skip
+        top = self._labels(
+            "cols", "queries" if axes[1] == "t_x" else "tokens", cols_of, shown.shape[1], sx
+        )
         left = self._labels("rows", "keys", rows_of, shown.shape[0], sy)
         return f"<div class=hm>{top}<div class=hmrow>{left}{canvas}</div></div>{note}"
 

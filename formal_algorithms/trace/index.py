@@ -303,8 +303,10 @@ def tag_problems(filenames) -> list[str]:
                 text = tok.string.lstrip("#").strip()
                 tag = parse_tag(text)
                 if tag is not None and "(part" in text and tag[2] is None:
-                    out.append(f"{filename}:{tok.start[0]}: {tok.string!r}: a part's name is one "
-                               "word, '(part: name)'")  # fmt: skip
+                    out.append(
+                        f"{filename}:{tok.start[0]}: {tok.string!r}: a part's name is one "
+                        "word, '(part: name)'"
+                    )
                 if _NEAR_MISS.match(text) and tag is None:
                     out.append(
                         f"{filename}:{tok.start[0]}: {tok.string!r} looks like a tag but is not one"

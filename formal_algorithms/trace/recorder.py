@@ -188,13 +188,19 @@ class Recorder:
         first = state.index.statements[0].start if state.index.statements else 0
         self.records.append(
             Record(
-                algorithm=state.algorithm, line=line, lines=(line,), indices=indices,
-                path=" › ".join(path), value=state.carry[var],
-                pseudocode=pseudocode.text(state.algorithm, (line,)), name=var,
-                function=state.index.name, code=f"def {state.index.name}(…)  # one pass",
+                algorithm=state.algorithm,
+                line=line,
+                lines=(line,),
+                indices=indices,
+                path=" › ".join(path),
+                value=state.carry[var],
+                pseudocode=pseudocode.text(state.algorithm, (line,)),
+                name=var,
+                function=state.index.name,
+                code=f"def {state.index.name}(…)  # one pass",
                 source=f"{state.index.filename}:{first}",
             )
-        )  # fmt: skip
+        )
 
     def _local(self, frame, event, arg):
         state = self.frames.get(id(frame))

@@ -42,8 +42,12 @@ def check_matrix(algorithm: str, argument: str, x, rows: int | None = None):
     shape = np.shape(x)
     dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
     if len(shape) != 2 or not np.issubdtype(dtype, np.floating):
-        fail(algorithm, argument, f"must be a float matrix (d, ℓ) with tokens as columns, got "
-             f"{type(x).__name__} of shape {shape} and dtype {dtype}")  # fmt: skip
+        fail(
+            algorithm,
+            argument,
+            f"must be a float matrix (d, ℓ) with tokens as columns, got "
+            f"{type(x).__name__} of shape {shape} and dtype {dtype}",
+        )
     if rows is not None and shape[0] != rows:
         fail(
             algorithm, argument, f"has {shape[0]} rows, expected {rows} (the weights' input width)"

@@ -60,8 +60,12 @@ def alibi_mh_attention(X, Z, W: MHAttentionParams, Mask=None, *, t_x=None, t_z=N
     check_matrix(ALIBI, "Z", Z)
     H, G = check_heads(ALIBI, W, np.shape(X)[0], np.shape(Z)[0])
     if G != H:
-        fail(ALIBI, "W.W_k", f"holds {G} key sets for {H} heads; ALiBi here is Algorithm 5's, "
-             "one key/value set per head")  # fmt: skip
+        fail(
+            ALIBI,
+            "W.W_k",
+            f"holds {G} key sets for {H} heads; ALiBi here is Algorithm 5's, "
+            "one key/value set per head",
+        )
     check_mask(ALIBI, Mask, np.shape(Z)[1], np.shape(X)[1])
     check_positions(ALIBI, "t_x", t_x, np.shape(X)[1])
     check_positions(ALIBI, "t_z", t_z, np.shape(Z)[1])

@@ -97,8 +97,9 @@ def d_features(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):
 POOLINGS = ("token", "mean")
 
 
-def classifier_logits(x, params: ClassifierParams, *, activation=gelu, eps=EPS, valid=None,
-                      pooling="token"):  # fmt: skip
+def classifier_logits(
+    x, params: ClassifierParams, *, activation=gelu, eps=EPS, valid=None, pooling="token"
+):
     """``W_c X[:, t*] + b_c`` ``(N_C,)``: the class logits of token sequence ``x``.
 
     ``pooling="token"``: Algorithm 9 body: ``t* = 0`` (the bos column); Algorithm 10 body: ``t*``
@@ -126,15 +127,17 @@ def classifier_logits(x, params: ClassifierParams, *, activation=gelu, eps=EPS, 
     return params.W_c @ h + params.b_c
 
 
-def c_loss(params: ClassifierParams, x, c, *, activation=gelu, eps=EPS, valid=None,
-           pooling="token"):  # fmt: skip
+def c_loss(
+    params: ClassifierParams, x, c, *, activation=gelu, eps=EPS, valid=None, pooling="token"
+):
     """``loss(θ) = − log P̂(c | x) = − log softmax(W_c X[:, t*] + b_c)[c]`` for one sequence.
 
     ``c``: the class, an integer in ``[0, N_C)``; checked when concrete (JAX's indexing would
     clamp an id out of range into a finite, wrong loss)."""
     check_class(c, params.W_c.shape[0])
-    logits = classifier_logits(x, params, activation=activation, eps=eps, valid=valid,
-                               pooling=pooling)  # fmt: skip
+    logits = classifier_logits(
+        x, params, activation=activation, eps=eps, valid=valid, pooling=pooling
+    )
     return -log_softmax(logits)[c]
 
 
@@ -146,8 +149,11 @@ def check_class(c, N_C: int, argument: str = "c") -> None:
     if value.ndim != 0 or not np.issubdtype(value.dtype, np.integer) or value.dtype == bool:
         fail(ALG, argument, f"must be one integer class in [0, {N_C}), got {c!r}", TypeError)
     if not 0 <= int(value) < N_C:
-        fail(ALG, argument, f"= {int(value)} is not a class: the head has N_C = {N_C} classes "
-             f"(0 … {N_C - 1})")  # fmt: skip
+        fail(
+            ALG,
+            argument,
+            f"= {int(value)} is not a class: the head has N_C = {N_C} classes (0 … {N_C - 1})",
+        )
 
 
 # ------------------------------------------------------------------ per-sequence training (SGD)
@@ -162,8 +168,16 @@ def _c_update(params, x, valid, c, eta, *, activation, eps, pooling):
     return jax.tree.map(lambda p, g: p - (eta * g).astype(p.dtype), params, grad)  # θ ← θ − η∇
 
 
-def c_training(data, params: ClassifierParams, *, N_epochs: int, eta: float, activation=gelu,
-               eps=EPS, pooling="token") -> ClassifierParams:  # fmt: skip
+def c_training(
+    data,
+    params: ClassifierParams,
+    *,
+    N_epochs: int,
+    eta: float,
+    activation=gelu,
+    eps=EPS,
+    pooling="token",
+) -> ClassifierParams:
     """``θ̂ ← CTraining({(x_n, c_n)}_{n=1}^{N_data}, θ)``: per-sequence SGD, as Algorithms 11-13.
 
     ``data``: pairs ``(x_n, c_n)`` of a token sequence and a class in ``[0, N_C)``.
@@ -180,8 +194,9 @@ def c_training(data, params: ClassifierParams, *, N_epochs: int, eta: float, act
     padded = [(*pad(x, bucket_length(len(x), ell_max)), c) for x, c in examples]
     for _i in range(N_epochs):  # line 1
         for x, valid, c in padded:  # line 2
-            params = _c_update(params, x, valid, c, float(eta), activation=activation, eps=eps,
-                               pooling=pooling)  # fmt: skip
+            params = _c_update(
+                params, x, valid, c, float(eta), activation=activation, eps=eps, pooling=pooling
+            )
     return params
 
 
@@ -192,7 +207,7 @@ def _batch_stats(params, x, valid, c, real, activation, eps, pooling):
     logits = jax.vmap(
         lambda x, v: classifier_logits(
             x, params, activation=activation, eps=eps, valid=v, pooling=pooling
-        )  # fmt: skip
+        )
     )(x, valid)  # (B, N_C)
     nll = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=1), c[:, None], axis=1)[:, 0]
     correct = jnp.argmax(logits, axis=1) == c
@@ -200,14 +215,16 @@ def _batch_stats(params, x, valid, c, real, activation, eps, pooling):
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer", "activation", "eps", "pooling"))
-def c_train_step(params, opt_state, batch: dict, *, optimizer, activation=gelu, eps=EPS,
-                 pooling="token"):  # fmt: skip
+def c_train_step(
+    params, opt_state, batch: dict, *, optimizer, activation=gelu, eps=EPS, pooling="token"
+):
     """One optimiser step on the batch's mean loss: ``(θ, opt_state, loss, n_correct)``."""
     import optax  # the train extra (as the practice trainer); the core package does not need it
 
     def loss(p):
-        total, n, correct = _batch_stats(p, batch["x"], batch["valid"], batch["c"],
-                                         batch["real"], activation, eps, pooling)  # fmt: skip
+        total, n, correct = _batch_stats(
+            p, batch["x"], batch["valid"], batch["c"], batch["real"], activation, eps, pooling
+        )
         return total / jnp.maximum(n, 1), correct
 
     (value, correct), grads = jax.value_and_grad(loss, has_aux=True)(params)
@@ -222,14 +239,26 @@ def make_labelled_batch(examples, rows, batch_size: int, ell_max: int) -> dict:
     real = np.arange(batch_size) < len(rows)
     rows = rows + rows[:1] * (batch_size - len(rows))
     ell_pad = bucket_length(max(len(examples[r][0]) for r in rows), ell_max)
-    x, valid = (np.stack(a) for a in zip(*(pad(examples[r][0], ell_pad) for r in rows),
-                                          strict=True))  # fmt: skip
+    x, valid = (
+        np.stack(a) for a in zip(*(pad(examples[r][0], ell_pad) for r in rows), strict=True)
+    )
     c = np.asarray([examples[r][1] for r in rows], np.int32)
     return dict(x=x, valid=valid, c=c, real=real)
 
 
-def c_train(params: ClassifierParams, data, key, *, optimizer, N_steps: int, batch_size: int = 32,
-            activation=gelu, eps=EPS, pooling="token", callback=None):  # fmt: skip
+def c_train(
+    params: ClassifierParams,
+    data,
+    key,
+    *,
+    optimizer,
+    N_steps: int,
+    batch_size: int = 32,
+    activation=gelu,
+    eps=EPS,
+    pooling="token",
+    callback=None,
+):
     """Minibatch fine-tuning (paper §8's practice) of a classifier on pairs ``(x_n, c_n)``.
 
     ``optimizer``: an optax transformation, e.g. ``practice.trainer.make_optimizer(...)``. Runs
@@ -249,8 +278,9 @@ def c_train(params: ClassifierParams, data, key, *, optimizer, N_steps: int, bat
     while step < N_steps:
         order = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), len(examples)))
         for start in range(0, len(examples), batch_size):
-            batch = make_labelled_batch(examples, order[start : start + batch_size], batch_size,
-                                        ell_max)  # fmt: skip
+            batch = make_labelled_batch(
+                examples, order[start : start + batch_size], batch_size, ell_max
+            )
             params, opt_state, loss, _ = c_train_step(
                 params,
                 opt_state,
@@ -274,12 +304,20 @@ def c_train(params: ClassifierParams, data, key, *, optimizer, N_steps: int, bat
 
 @functools.partial(jax.jit, static_argnames=("activation", "eps", "pooling"))
 def _eval_batch(params, batch, *, activation, eps, pooling):
-    return _batch_stats(params, batch["x"], batch["valid"], batch["c"], batch["real"],
-                        activation, eps, pooling)  # fmt: skip
+    return _batch_stats(
+        params, batch["x"], batch["valid"], batch["c"], batch["real"], activation, eps, pooling
+    )
 
 
-def c_evaluate(params: ClassifierParams, data, *, batch_size: int = 64, activation=gelu,
-               eps=EPS, pooling="token") -> tuple[float, float]:  # fmt: skip
+def c_evaluate(
+    params: ClassifierParams,
+    data,
+    *,
+    batch_size: int = 64,
+    activation=gelu,
+    eps=EPS,
+    pooling="token",
+) -> tuple[float, float]:
     """``(mean loss, accuracy)`` of the classifier on labelled pairs ``(x_n, c_n)``."""
     _check_params(params)
     examples = _labelled(data, params)
@@ -299,8 +337,12 @@ def c_evaluate(params: ClassifierParams, data, *, batch_size: int = 64, activati
 
 def _check_body(theta):
     if not isinstance(theta, (ETransformerParams, DTransformerParams)):
-        fail(ALG, "theta", f"must be the θ of Algorithm 9 or 10, got {type(theta).__name__}",
-             TypeError)  # fmt: skip
+        fail(
+            ALG,
+            "theta",
+            f"must be the θ of Algorithm 9 or 10, got {type(theta).__name__}",
+            TypeError,
+        )
     check_params(theta, ALG)
 
 
@@ -312,8 +354,12 @@ def _check_params(params):
     d = d.shape[0]
     N_C = np.shape(params.b_c)[0] if np.ndim(params.b_c) == 1 else None
     if N_C is None or np.shape(params.W_c) != (N_C, d):
-        fail(ALG, "params.W_c", f"has shape {np.shape(params.W_c)} and params.b_c "
-             f"{np.shape(params.b_c)}; expected (N_C, {d}) and (N_C,)")  # fmt: skip
+        fail(
+            ALG,
+            "params.W_c",
+            f"has shape {np.shape(params.W_c)} and params.b_c "
+            f"{np.shape(params.b_c)}; expected (N_C, {d}) and (N_C,)",
+        )
 
 
 def _labelled(data, params):

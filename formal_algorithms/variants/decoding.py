@@ -35,8 +35,12 @@ def d_inference_with(logits_fn, x, key, *, ell_gen, tau=1.0, N_V=None):
     ``fold_in(key, i)``; τ = 0 argmax, τ = ∞ uniform). Returns the ``ell_gen`` new tokens.
     """
     if not callable(logits_fn):
-        fail(D_INFERENCE_WITH, "logits_fn", f"must be callable, got {type(logits_fn).__name__}",
-             TypeError)  # fmt: skip
+        fail(
+            D_INFERENCE_WITH,
+            "logits_fn",
+            f"must be callable, got {type(logits_fn).__name__}",
+            TypeError,
+        )
     x = np.asarray(x)
     if x.ndim != 1 or x.size == 0 or not np.issubdtype(x.dtype, np.integer):
         fail(D_INFERENCE_WITH, "x", f"must be a non-empty 1-D array of token ids, got {x!r:.80}")
@@ -56,8 +60,12 @@ def _step(logits_fn, x, key, tau, N_V):
     """Lines 3-5 of Algorithm 14 with the given decoder."""
     logits = logits_fn(jnp.asarray(x))  # line 3 (part: logits)
     if jnp.ndim(logits) != 2 or logits.shape[1] != x.shape[0]:
-        fail(D_INFERENCE_WITH, "logits_fn", f"returned shape {jnp.shape(logits)} for {x.shape[0]} "
-             "tokens; expected (N_V, ℓ), tokens as columns")  # fmt: skip
+        fail(
+            D_INFERENCE_WITH,
+            "logits_fn",
+            f"returned shape {jnp.shape(logits)} for {x.shape[0]} "
+            "tokens; expected (N_V, ℓ), tokens as columns",
+        )
     if N_V is not None and logits.shape[0] != N_V:
         fail(
             D_INFERENCE_WITH, "logits_fn", f"returned {logits.shape[0]} rows, expected N_V = {N_V}"

@@ -28,8 +28,12 @@ def factorised_embed(x, W_e, W_p, W_proj, b_proj):
     shape ``(d_e, ℓ)``."""
     d_emb = np.shape(W_e)[0] if np.ndim(W_e) == 2 else None
     if d_emb is None or np.shape(W_p)[:1] != (d_emb,):
-        fail(FACTORISED, "W_e" if d_emb is None else "W_p", f"W_e must be (d_emb, N_V) and W_p "
-             f"(d_emb, ℓ_max), got {np.shape(W_e)} and {np.shape(W_p)}")  # fmt: skip
+        fail(
+            FACTORISED,
+            "W_e" if d_emb is None else "W_p",
+            f"W_e must be (d_emb, N_V) and W_p "
+            f"(d_emb, ℓ_max), got {np.shape(W_e)} and {np.shape(W_p)}",
+        )
     check_linear(FACTORISED, "W_proj", W_proj, b_proj, d_emb)
     if b_proj is None:
         fail(FACTORISED, "b_proj", "is missing: ALBERT's projection has a bias")
@@ -41,6 +45,9 @@ def factorised_embed(x, W_e, W_p, W_proj, b_proj):
 def shared_layers(layer, L: int) -> tuple:
     """The paper's ``(W_1, …, W_L)`` when every layer shares one parameter set: L references."""
     if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 1:
-        fail("shared_layers (ALBERT's sharing)", "L", f"(number of layers) must be an integer >= 1, "
-             f"got {L!r}")  # fmt: skip
+        fail(
+            "shared_layers (ALBERT's sharing)",
+            "L",
+            f"(number of layers) must be an integer >= 1, got {L!r}",
+        )
     return (layer,) * int(L)

@@ -31,8 +31,12 @@ def key_value_groups(W: MHAttentionParams):
     """``(H, G)``: query heads and key/value sets of ``W``; G must divide H."""
     H, G = W.W_q.shape[0], W.W_k.shape[0]
     if W.W_v.shape[0] != G or G == 0 or H % G:
-        fail(GQA, "W", f"has {H} query heads and {G} key / {W.W_v.shape[0]} value sets: the key "
-             "and value sets must be equally many and divide the query heads")  # fmt: skip
+        fail(
+            GQA,
+            "W",
+            f"has {H} query heads and {G} key / {W.W_v.shape[0]} value sets: the key "
+            "and value sets must be equally many and divide the query heads",
+        )
     return H, G
 
 
@@ -41,8 +45,7 @@ def head_group(H: int, G: int):
     return jnp.arange(H) // (H // G)
 
 
-def grouped_attention(X, Z, W: MHAttentionParams, Mask=None, *, rope_base=None, t_x=None,
-                      t_z=None):  # fmt: skip
+def grouped_attention(X, Z, W: MHAttentionParams, Mask=None, *, rope_base=None, t_x=None, t_z=None):
     """Algorithm 5 with G ≤ H key/value sets: ``Ṽ`` of shape ``(d_out, ℓ_x)``.
 
     ``rope_base``: ``None`` for the paper's Algorithm 4 per head, or RoPE's base (e.g. 1e4) for
@@ -55,9 +58,13 @@ def grouped_attention(X, Z, W: MHAttentionParams, Mask=None, *, rope_base=None, 
     H, G = key_value_groups(W)
     g = head_group(H, G)
     heads = AttentionParams(
-        W.W_q, W.b_q, W.W_k[g], None if W.b_k is None else W.b_k[g],
-        W.W_v[g], None if W.b_v is None else W.b_v[g],
-    )  # fmt: skip  # head h's W_qkv^h: its own query set, its group's key/value set
+        W.W_q,
+        W.b_q,
+        W.W_k[g],
+        None if W.b_k is None else W.b_k[g],
+        W.W_v[g],
+        None if W.b_v is None else W.b_v[g],
+    )  # head h's W_qkv^h: its own query set, its group's key/value set
 
     def one_head(X, Z, W_h, Mask):  # Algorithm 4 (with RoPE after lines 1-2 if rope_base)
         return rope_attention(X, Z, W_h, Mask, t_x=t_x, t_z=t_z, base=rope_base)
@@ -74,6 +81,8 @@ def expand_groups(W: MHAttentionParams) -> MHAttentionParams:
     H, G = key_value_groups(W)
     g = head_group(H, G)
     return W._replace(
-        W_k=W.W_k[g], b_k=None if W.b_k is None else W.b_k[g],
-        W_v=W.W_v[g], b_v=None if W.b_v is None else W.b_v[g],
-    )  # fmt: skip
+        W_k=W.W_k[g],
+        b_k=None if W.b_k is None else W.b_k[g],
+        W_v=W.W_v[g],
+        b_v=None if W.b_v is None else W.b_v[g],
+    )

@@ -58,8 +58,9 @@ def partial_rope_head(X, Z, W: AttentionParams, Mask, *, t_x, t_z, base, d_rot):
     return V_tilde
 
 
-def partial_rope_attention(X, Z, W: MHAttentionParams, Mask=None, *, t_x=None, t_z=None,
-                           base=10000.0, d_rot=None):  # fmt: skip
+def partial_rope_attention(
+    X, Z, W: MHAttentionParams, Mask=None, *, t_x=None, t_z=None, base=10000.0, d_rot=None
+):
     """Algorithm 5 whose heads rotate the first ``d_rot`` rows of Q and K: ``(d_out, ℓ_x)``."""
     check_matrix(MH_PARTIAL, "X", X)
     check_matrix(MH_PARTIAL, "Z", Z)

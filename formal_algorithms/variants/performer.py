@@ -93,14 +93,16 @@ def draw_features(key, m: int, d_attn: int, *, orthogonal: bool = True, dtype=jn
     return rows * norms[:, None]
 
 
-def redrawn_features(key, step: int, m: int, d_attn: int, *, every: int, orthogonal=True,
-                     dtype=jnp.float32):  # fmt: skip
+def redrawn_features(
+    key, step: int, m: int, d_attn: int, *, every: int, orthogonal=True, dtype=jnp.float32
+):
     """Ω for training step ``step``: redrawn every ``every`` steps (Performer's feature redrawing),
     the draw of period ``step // every`` being ``draw_features(fold_in(key, step // every), …)``."""
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
         _fail("every", f"must be an integer >= 1, got {every!r}")
-    return draw_features(jax.random.fold_in(key, step // every), m, d_attn, orthogonal=orthogonal,
-                         dtype=dtype)  # fmt: skip
+    return draw_features(
+        jax.random.fold_in(key, step // every), m, d_attn, orthogonal=orthogonal, dtype=dtype
+    )
 
 
 def favor_features(X, Omega):
@@ -181,8 +183,9 @@ def mh_favor_attention(X, Z, W: MHAttentionParams, Omega, *, causal=False, valid
 # ------------------------------------------------------------------------------ architectures
 
 
-def performer_e_transformer_logits(x, theta: ETransformerParams, Omega, *, activation=gelu,
-                                   eps=EPS, valid=None):  # fmt: skip
+def performer_e_transformer_logits(
+    x, theta: ETransformerParams, Omega, *, activation=gelu, eps=EPS, valid=None
+):
     """Algorithm 9 with FAVOR+ in every layer's attention (line 5, bidirectional): ``W_u X``.
 
     ``valid`` (optional ``(ℓ,)`` bool) marks the real tokens of an x padded at its end.
@@ -200,8 +203,9 @@ def performer_e_transformer_logits(x, theta: ETransformerParams, Omega, *, activ
     return unembedding_matrix(theta) @ X  # line 12 (part: logits): before the softmax
 
 
-def performer_d_transformer_logits(x, theta: DTransformerParams, Omega, *, activation=gelu,
-                                   eps=EPS):  # fmt: skip
+def performer_d_transformer_logits(
+    x, theta: DTransformerParams, Omega, *, activation=gelu, eps=EPS
+):
     """Algorithm 10 with causal FAVOR+ (prefix sums) in every layer's attention: ``W_u X``."""
     (x,) = check_inputs(theta, "Performer DTransformer (Algorithm 10)", DTransformerParams, x=x)
 

@@ -252,9 +252,17 @@ def with_final_norms(theta):
         )
     if isinstance(theta, ETransformerParams):
         return PreLNETransformerParams(
-            theta.W_e, theta.W_p, theta.layers, ones, zeros,
-            theta.W_f, theta.b_f, theta.gamma, theta.beta, theta.W_u,
-        )  # fmt: skip
+            theta.W_e,
+            theta.W_p,
+            theta.layers,
+            ones,
+            zeros,
+            theta.W_f,
+            theta.b_f,
+            theta.gamma,
+            theta.beta,
+            theta.W_u,
+        )
     raise TypeError(f"with_final_norms: expected θ of Algorithm 8 or 9, got {type(theta).__name__}")
 
 

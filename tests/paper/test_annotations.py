@@ -91,8 +91,9 @@ def test_every_array_argument_of_the_algorithms_is_annotated():
     for f in algorithms:
         sig = inspect.signature(f)
         missing = [
-            name for name, p in sig.parameters.items()
+            name
+            for name, p in sig.parameters.items()
             if p.annotation is inspect.Parameter.empty and name not in ("activation", "eps")
-        ]  # fmt: skip
+        ]
         assert not missing, f"{f.__name__}: unannotated {missing}"
         assert sig.return_annotation is not inspect.Signature.empty, f.__name__

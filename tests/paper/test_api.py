@@ -44,21 +44,32 @@ def ed_theta():
 
 
 def test_2_activation_is_an_option_of_every_algorithm_8_form(ed_theta):
-    for fn in (fa.ed_transformer, fa.ed_inference, fa.ed_inference_cached, fa.ed_inference_cached_batch):  # fmt: skip
+    for fn in (
+        fa.ed_transformer,
+        fa.ed_inference,
+        fa.ed_inference_cached,
+        fa.ed_inference_cached_batch,
+    ):
         assert inspect.signature(fn).parameters["activation"].default is fa.relu
     z, x = jnp.asarray([1, 2, 3]), jnp.asarray([9, 4])
     P_gelu = fa.ed_transformer(z, x, ed_theta, activation=fa.gelu)
-    np.testing.assert_allclose(P_gelu, fa.softmax(fa.ed_transformer_logits(z, x, ed_theta, activation=fa.gelu)))  # fmt: skip
+    np.testing.assert_allclose(
+        P_gelu, fa.softmax(fa.ed_transformer_logits(z, x, ed_theta, activation=fa.gelu))
+    )
     assert not np.allclose(P_gelu, fa.ed_transformer(z, x, ed_theta))
     key = jax.random.key(2)
     for act in (fa.relu, fa.gelu):  # literal and cached agree for either activation
         literal = fa.ed_inference(z, ed_theta, key, tau=0, activation=act)
-        np.testing.assert_array_equal(fa.ed_inference_cached(z, ed_theta, key, tau=0, activation=act), literal)  # fmt: skip
+        np.testing.assert_array_equal(
+            fa.ed_inference_cached(z, ed_theta, key, tau=0, activation=act), literal
+        )
 
 
 def test_3_vmap_of_algorithm_15_over_keys_is_refused_with_the_batched_form_named(ed_theta):
     keys = jax.random.split(jax.random.key(3), 2)
-    with pytest.raises(TypeError, match=r"EDInference \(Algorithm 15\): argument 'key'.*ed_inference_cached_batch"):  # fmt: skip
+    with pytest.raises(
+        TypeError, match=r"EDInference \(Algorithm 15\): argument 'key'.*ed_inference_cached_batch"
+    ):
         jax.vmap(lambda k: fa.ed_inference(jnp.asarray([1, 2]), ed_theta, k))(keys)
     # what the message recommends works: one x̂ per key
     assert len(fa.ed_inference_cached_batch([jnp.asarray([1, 2])] * 2, ed_theta, keys)) == 2
@@ -73,16 +84,28 @@ def test_4_argument_order_theta_first_in_losses_last_in_algorithms():
     the first argument; every other algorithm takes its sequences first and θ after them."""
     for fn in (fa.d_loss, fa.e_loss, fa.ed_loss):
         assert next(iter(inspect.signature(fn).parameters)) == "theta", fn.__name__
-    for fn in (fa.d_transformer, fa.e_transformer, fa.ed_transformer, fa.d_training, fa.e_training,
-               fa.ed_training, fa.d_inference, fa.ed_inference, fa.d_inference_cached,
-               fa.ed_inference_cached):  # fmt: skip
+    for fn in (
+        fa.d_transformer,
+        fa.e_transformer,
+        fa.ed_transformer,
+        fa.d_training,
+        fa.e_training,
+        fa.ed_training,
+        fa.d_inference,
+        fa.ed_inference,
+        fa.d_inference_cached,
+        fa.ed_inference_cached,
+    ):
         names = list(inspect.signature(fn).parameters)
         assert "theta" in names and names.index("theta") in (1, 2), fn.__name__
         assert all(names.index("theta") > names.index(s) for s in ("x", "z", "data") if s in names)
 
 
 def test_5_batch_forms_take_masks_as_optional_keywords(ed_theta):
-    for fn, name in ((fast.e_transformer_logits_batch, "valid"), (fast.ed_transformer_logits_batch, "z_valid")):  # fmt: skip
+    for fn, name in (
+        (fast.e_transformer_logits_batch, "valid"),
+        (fast.ed_transformer_logits_batch, "z_valid"),
+    ):
         p = inspect.signature(fn).parameters[name]
         assert p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is None
     zs, xs = jnp.asarray([[1, 2, 3], [4, 5, 6]]), jnp.asarray([[9, 1], [9, 2]])
@@ -111,7 +134,9 @@ def test_7_batched_inference_returns_a_list_in_both_forms_and_masks_may_be_recta
     xs = cache.ed_inference_cached_batch(prompts, ed_theta, keys)
     assert isinstance(ys, list) and isinstance(xs, list) and len(ys) == len(xs) == 2
     for b in range(2):
-        np.testing.assert_array_equal(ys[b], fa.d_inference_cached(prompts[b], d, keys[b], ell_gen=2))  # fmt: skip
+        np.testing.assert_array_equal(
+            ys[b], fa.d_inference_cached(prompts[b], d, keys[b], ell_gen=2)
+        )
     # a rectangular causal mask: 2 new queries (positions 3, 4) against 5 keys
     expected = np.array([[t_z <= t_x for t_x in (3, 4)] for t_z in range(5)])
     np.testing.assert_array_equal(fa.unidirectional_mask(5, 2), expected)

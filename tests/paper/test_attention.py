@@ -211,9 +211,15 @@ def test_attention_shape_errors_name_algorithm_and_argument():
 def test_init_shapes_follow_eq_4():
     W = fa.init_mh_attention(jax.random.key(0), H, d_x, d_z, d_attn, d_mid, d_out)
     assert [w.shape for w in W] == [
-        (H, d_attn, d_x), (H, d_attn), (H, d_attn, d_z), (H, d_attn),
-        (H, d_mid, d_z), (H, d_mid), (d_out, H * d_mid), (d_out,),
-    ]  # fmt: skip
+        (H, d_attn, d_x),
+        (H, d_attn),
+        (H, d_attn, d_z),
+        (H, d_attn),
+        (H, d_mid, d_z),
+        (H, d_mid),
+        (d_out, H * d_mid),
+        (d_out,),
+    ]
     assert all(w.dtype == jnp.result_type(float) for w in W)  # JAX's default float (x64 here)
     W32 = fa.init_mh_attention(jax.random.key(0), H, d_x, d_z, d_attn, d_mid, d_out, jnp.float32)
     assert all(w.dtype == jnp.float32 for w in W32)

@@ -195,7 +195,7 @@ CATALOGUE = [
         "float tokens in the loss",
         lambda: training.d_loss(D, jnp.asarray([1.0, 2.0])),
         TypeError,
-        r"DTransformer \(Algorithm 10\): argument 'x' must hold integer token ids",
+        r"DTraining \(Algorithm 13\): argument 'x' must hold integer token ids",
     ),
     (
         "batch size 0",

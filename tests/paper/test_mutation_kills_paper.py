@@ -96,8 +96,12 @@ def test_check_params_without_an_algorithm_names_the_class(d_theta):
 def test_attention_names_a_non_matrix_X_or_Z():
     W = fa.init_attention(jax.random.key(0), 3, 3, 2, 3)
     X = jnp.ones((3, 2), jnp.float32)
-    for f in (fa.attention, lambda X, Z, W: fa.mh_attention(X, Z, fa.init_mh_attention(
-            jax.random.key(0), 1, 3, 3, 2, 3, 3))):  # fmt: skip
+    for f in (
+        fa.attention,
+        lambda X, Z, W: fa.mh_attention(
+            X, Z, fa.init_mh_attention(jax.random.key(0), 1, 3, 3, 2, 3, 3)
+        ),
+    ):
         with pytest.raises(ValueError, match=r"\(Algorithm [45]\): argument 'Z' must be a matrix"):
             f(X, jnp.ones(3, jnp.float32), W)
         with pytest.raises(ValueError, match=r"\(Algorithm [45]\): argument 'X' must be a matrix"):

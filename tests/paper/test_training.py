@@ -262,7 +262,7 @@ def test_mask_tokens_is_deterministic_per_key_and_respects_padding():
     def mask(seed, x, valid=None):
         return np.asarray(
             mask_tokens(jax.random.key(seed), jnp.asarray(x), THETA_SHAPE, p_mask=0.5, valid=valid)
-        )  # fmt: skip
+        )
 
     a = mask(4, X_ORIG)
     np.testing.assert_array_equal(a, mask(4, X_ORIG))  # same key, same masks
@@ -374,11 +374,19 @@ def test_d_training_compiles_once_per_bucket(theta_d):
 
 
 def test_e_and_ed_training_compile_once_per_bucket(theta_e, theta_ed):
-    e_training([X_ORIG], theta_e, jax.random.key(0), N_epochs=1, eta=0.01, p_mask=0.3,
-               activation=ACT_E)  # fmt: skip
+    e_training(
+        [X_ORIG], theta_e, jax.random.key(0), N_epochs=1, eta=0.01, p_mask=0.3, activation=ACT_E
+    )
     before = len(CALLS_E)
-    e_training([X_ORIG[:6], X_ORIG, X_ORIG[:5]], theta_e, jax.random.key(1), N_epochs=2,
-               eta=0.02, p_mask=0.5, activation=ACT_E)  # fmt: skip
+    e_training(
+        [X_ORIG[:6], X_ORIG, X_ORIG[:5]],
+        theta_e,
+        jax.random.key(1),
+        N_epochs=2,
+        eta=0.02,
+        p_mask=0.5,
+        activation=ACT_E,
+    )
     assert len(CALLS_E) == before
     ed_training([(Z, X)], theta_ed, N_epochs=1, eta=0.01, activation=ACT_ED)  # buckets (8, 8)
     before = len(CALLS_ED)
@@ -436,9 +444,16 @@ SGD = optax.sgd(0.05)  # one optimiser object: train_step's compilations are sha
 def test_trainer_with_batch_one_and_sgd_is_d_training(theta_d):
     literal = d_training(D_DATA, theta_d, N_epochs=2, eta=0.05, activation=ACT_D)
     trained, history = train(
-        theta_d, D_DATA, jax.random.key(0), optimizer=SGD, N_epochs=2, batch_size=1,
-        reduction="sum", shuffle=False, activation=ACT_D,
-    )  # fmt: skip
+        theta_d,
+        D_DATA,
+        jax.random.key(0),
+        optimizer=SGD,
+        N_epochs=2,
+        batch_size=1,
+        reduction="sum",
+        shuffle=False,
+        activation=ACT_D,
+    )
     tree_allclose(trained, literal, rtol=1e-11, atol=1e-12)
     assert history.shape == (2 * len(D_DATA),)
     np.testing.assert_allclose(history[0], float(j_d_vg(theta_d, D_DATA[0])[0]), rtol=1e-12)
@@ -447,9 +462,16 @@ def test_trainer_with_batch_one_and_sgd_is_d_training(theta_d):
 def test_trainer_with_batch_one_and_sgd_is_ed_training(theta_ed):
     literal = ed_training(ED_DATA, theta_ed, N_epochs=2, eta=0.05, activation=ACT_ED)
     trained, _ = train(
-        theta_ed, ED_DATA, jax.random.key(0), optimizer=SGD, N_epochs=2, batch_size=1,
-        reduction="sum", shuffle=False, activation=ACT_ED,
-    )  # fmt: skip
+        theta_ed,
+        ED_DATA,
+        jax.random.key(0),
+        optimizer=SGD,
+        N_epochs=2,
+        batch_size=1,
+        reduction="sum",
+        shuffle=False,
+        activation=ACT_ED,
+    )
     tree_allclose(trained, literal, rtol=1e-11, atol=1e-12)
 
 
@@ -460,18 +482,32 @@ def test_trainer_with_batch_one_and_sgd_is_e_training(theta_e):
         E_DATA, theta_e, k_mask, N_epochs=2, eta=0.05, p_mask=p_mask, activation=ACT_E
     )
     trained, _ = train(
-        theta_e, E_DATA, key, optimizer=SGD, N_epochs=2, batch_size=1, reduction="sum",
-        shuffle=False, p_mask=p_mask, activation=ACT_E,
-    )  # fmt: skip
+        theta_e,
+        E_DATA,
+        key,
+        optimizer=SGD,
+        N_epochs=2,
+        batch_size=1,
+        reduction="sum",
+        shuffle=False,
+        p_mask=p_mask,
+        activation=ACT_E,
+    )
     tree_allclose(trained, literal, rtol=1e-11, atol=1e-12)
 
 
 def test_mean_reduction_is_loss_per_predicted_token(theta_d):
     data = D_DATA[:3]
     _, history = train(
-        theta_d, data, jax.random.key(0), optimizer=SGD, N_steps=1, batch_size=2, shuffle=False,
+        theta_d,
+        data,
+        jax.random.key(0),
+        optimizer=SGD,
+        N_steps=1,
+        batch_size=2,
+        shuffle=False,
         activation=ACT_D,
-    )  # fmt: skip
+    )
     losses = [float(j_d_vg(theta_d, x)[0]) for x in data]
     counts = [len(x) - 1 for x in data]
     np.testing.assert_allclose(history[0], sum(losses[:2]) / sum(counts[:2]), rtol=1e-12)
@@ -489,9 +525,14 @@ def test_mean_reduction_is_loss_per_predicted_token(theta_d):
 def test_trainer_is_deterministic_and_compiles_once_per_bucket(theta_d):
     def run(seed):
         return train(
-            theta_d, D_DATA, jax.random.key(seed), optimizer=SGD, N_steps=6, batch_size=2,
+            theta_d,
+            D_DATA,
+            jax.random.key(seed),
+            optimizer=SGD,
+            N_steps=6,
+            batch_size=2,
             activation=ACT_D,
-        )  # fmt: skip
+        )
 
     a, ha = run(0)
     before = len(CALLS_D)  # (2, 8) batches are compiled now

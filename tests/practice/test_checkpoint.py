@@ -48,9 +48,13 @@ def test_round_trip_is_bit_exact(tmp_path, name):
     )  # non-trivial moments
     tokenizer = {"type": "char", "chars": "ab c"}
     path = save_checkpoint(
-        tmp_path / "ck.safetensors", theta, tokenizer=tokenizer, opt_state=state,
-        extra={"step": 7}, arrays={"key": np.asarray(jax.random.key_data(key))},
-    )  # fmt: skip
+        tmp_path / "ck.safetensors",
+        theta,
+        tokenizer=tokenizer,
+        opt_state=state,
+        extra={"step": 7},
+        arrays={"key": np.asarray(jax.random.key_data(key))},
+    )
     ck = load_checkpoint(path, opt_state_template=opt.init(theta))
     assert same(ck.theta, theta) and same(ck.opt_state, state)
     assert (
@@ -157,8 +161,12 @@ def test_the_digest_covers_the_metadata_and_every_byte_is_checked(tmp_path):
     from formal_algorithms.paper.tokenization import CharTokenizer
 
     tokenizer = CharTokenizer(tuple("helo"))
-    path = save_checkpoint(tmp_path / "ck.safetensors", THETAS["DTransformer"],
-                           tokenizer=tokenizer.to_dict(), extra={"eps": 1e-05})  # fmt: skip
+    path = save_checkpoint(
+        tmp_path / "ck.safetensors",
+        THETAS["DTransformer"],
+        tokenizer=tokenizer.to_dict(),
+        extra={"eps": 1e-05},
+    )
     blob = path.read_bytes()
     for old, new in ((b"helo", b"hglo"), (b"1e-05", b"1e-04")):  # the tokenizer, ε
         assert blob.count(old) >= 1
@@ -200,4 +208,7 @@ def test_identical_runs_write_identical_bytes_and_format_1_is_still_read(tmp_pat
     old = tmp_path / "old.safetensors"
     old.write_bytes(save(tensors, metadata=metadata))
     loaded = load_checkpoint(old)
-    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(loaded.theta), jax.tree.leaves(theta), strict=True))  # fmt: skip
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(jax.tree.leaves(loaded.theta), jax.tree.leaves(theta), strict=True)
+    )

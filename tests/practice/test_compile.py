@@ -57,9 +57,14 @@ def test_d_train_step_traces_once_per_bucket():
 
     def run(lengths, seed, N_epochs=2):
         trainer.train(
-            theta, seqs(lengths, seed), jax.random.key(seed), optimizer=OPT, N_epochs=N_epochs,
-            batch_size=2, activation=counting_gelu,
-        )  # fmt: skip
+            theta,
+            seqs(lengths, seed),
+            jax.random.key(seed),
+            optimizer=OPT,
+            N_epochs=N_epochs,
+            batch_size=2,
+            activation=counting_gelu,
+        )
 
     assert traces_of(lambda: run([5, 8, 6], 0)) >= 1  # bucket 8 compiled (and the last short batch)
     # Every length 5..8 is bucket 8: other data, other keys, other epochs, a short last batch.
@@ -75,9 +80,15 @@ def test_e_and_ed_train_step_trace_once_per_bucket():
 
     def run_e(lengths, seed):
         trainer.train(
-            theta_e, seqs(lengths, seed), jax.random.key(seed), optimizer=OPT, N_epochs=2,
-            batch_size=2, p_mask=0.3, activation=counting_gelu,
-        )  # fmt: skip
+            theta_e,
+            seqs(lengths, seed),
+            jax.random.key(seed),
+            optimizer=OPT,
+            N_epochs=2,
+            batch_size=2,
+            p_mask=0.3,
+            activation=counting_gelu,
+        )
 
     assert traces_of(lambda: run_e([5, 8, 6], 0)) >= 1
     assert traces_of(lambda: run_e([7, 6, 5, 8], 1)) == 0  # new masks are data, not shapes
@@ -88,9 +99,14 @@ def test_e_and_ed_train_step_trace_once_per_bucket():
     def run_ed(z_lengths, x_lengths, seed):
         data = list(zip(seqs(z_lengths, seed), seqs(x_lengths, seed + 100), strict=True))
         trainer.train(
-            theta_ed, data, jax.random.key(seed), optimizer=OPT, N_epochs=2, batch_size=2,
+            theta_ed,
+            data,
+            jax.random.key(seed),
+            optimizer=OPT,
+            N_epochs=2,
+            batch_size=2,
             activation=counting_relu,
-        )  # fmt: skip
+        )
 
     # z lengths 3, 4 are bucket 4; x lengths 5..8 bucket 8 (a new bucket: see the D test above)
     assert traces_of(lambda: run_ed([3, 4], [5, 8], 0)) >= 1
@@ -112,9 +128,16 @@ def test_fast_train_steps_trace_once_per_bucket():
             if isinstance(theta, fa.EDTransformerParams):
                 data = list(zip(data, seqs(lengths[::-1], seed + 100), strict=True))
             trainer.train(
-                theta, data, jax.random.key(seed), optimizer=OPT, N_epochs=2, batch_size=2,
-                p_mask=0.3, activation=activation, fast=True,
-            )  # fmt: skip
+                theta,
+                data,
+                jax.random.key(seed),
+                optimizer=OPT,
+                N_epochs=2,
+                batch_size=2,
+                p_mask=0.3,
+                activation=activation,
+                fast=True,
+            )
 
         assert traces_of(lambda: run([5, 8, 6], 0)) >= 1, type(theta).__name__
         assert traces_of(lambda: run([7, 6, 5, 8, 7], 1)) == 0, type(theta).__name__
@@ -140,8 +163,14 @@ def test_data_parallel_step_traces_once_per_bucket():
         counts.append(len(TRACES))
 
     parallel.data_parallel_train(
-        theta, seqs([5, 8, 6, 7, 5, 6, 8, 7], 0), jax.random.key(0), optimizer=OPT, N_epochs=3,
-        batch_size=2, activation=counting_gelu, callback=callback,
-    )  # fmt: skip
+        theta,
+        seqs([5, 8, 6, 7, 5, 6, 8, 7], 0),
+        jax.random.key(0),
+        optimizer=OPT,
+        N_epochs=3,
+        batch_size=2,
+        activation=counting_gelu,
+        callback=callback,
+    )
     assert len(counts) == 12
     assert counts[1:] == counts[:1] * 11  # traced before the first step's callback, never again

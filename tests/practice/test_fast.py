@@ -36,8 +36,9 @@ def test_scan_logits_equal_literal(theta):
             jax.jit(fa.d_transformer_logits, static_argnames="activation")(
                 x, theta, activation=activation
             ),
-            rtol=1e-12, atol=1e-12,
-        )  # fmt: skip
+            rtol=1e-12,
+            atol=1e-12,
+        )
 
 
 def test_batch_as_columns_equals_vmapped_literal(theta):
@@ -122,16 +123,19 @@ def test_ed_batch_as_columns_equals_vmapped_literal(ed_theta):
     np.testing.assert_allclose(
         jax.jit(fast.ed_transformer_logits_batch)(zs, xs, ed_theta, z_valid=z_valid),
         jax.jit(literal)(zs, z_valid, xs, ed_theta),
-        rtol=1e-12, atol=1e-12,
-    )  # fmt: skip
+        rtol=1e-12,
+        atol=1e-12,
+    )
     with pytest.raises(ValueError, match="Algorithm 8.*'z_valid'"):
         fast.ed_transformer_logits_batch(zs, xs, ed_theta, z_valid=z_valid[:, :3])
 
 
 def test_ed_train_with_fast_steps_equals_train(ed_theta):
     rng = np.random.default_rng(2)
-    data = [(rng.integers(0, 11, m), rng.integers(0, 11, n)) for m, n in
-            ((5, 6), (8, 7), (6, 8), (7, 5))]  # fmt: skip
+    data = [
+        (rng.integers(0, 11, m), rng.integers(0, 11, n))
+        for m, n in ((5, 6), (8, 7), (6, 8), (7, 5))
+    ]
     assert_fast_train_equals_train(ed_theta, data, N_steps=2)
 
 
@@ -148,15 +152,17 @@ def test_e_batch_as_columns_equals_vmapped_literal(e_theta):
     np.testing.assert_allclose(
         jax.jit(fast.e_transformer_logits_batch)(xs, e_theta, valid=valid),
         jax.jit(padded)(xs, valid, e_theta),
-        rtol=1e-12, atol=1e-12,
-    )  # fmt: skip
+        rtol=1e-12,
+        atol=1e-12,
+    )
     for activation in (fa.gelu, fa.relu):
         literal = jax.vmap(partial(fa.e_transformer_logits, activation=activation), (0, None))
         np.testing.assert_allclose(
             jax.jit(partial(fast.e_transformer_logits_batch, activation=activation))(xs, e_theta),
             jax.jit(literal)(xs, e_theta),
-            rtol=1e-12, atol=1e-12,
-        )  # fmt: skip
+            rtol=1e-12,
+            atol=1e-12,
+        )
     with pytest.raises(ValueError, match="Algorithm 9.*'valid'"):
         fast.e_transformer_logits_batch(xs, e_theta, valid=valid[:, :3])
     with pytest.raises(ValueError, match="Algorithm 9.*'xs'"):

@@ -64,17 +64,28 @@ def test_d_training_on_english_beats_the_unigram_entropy(corpus):
     data = windows(train_text, tok, ell, bos=True)
     held = windows(held_text, tok, ell, bos=True)[:128]
     theta = init_d_transformer(
-        jax.random.key(0), N_V=tok.N_V, ell_max=ell, L=1, H=4, d_e=32, d_mlp=128,
+        jax.random.key(0),
+        N_V=tok.N_V,
+        ell_max=ell,
+        L=1,
+        H=4,
+        d_e=32,
+        d_mlp=128,
         dtype=jnp.float32,
-    )  # fmt: skip
+    )
     before = evaluate(theta, held).loss
     assert before > math.log(tok.N_V) - 0.5  # starts near uniform over V
     N_steps = 300
     optimizer = make_optimizer(1e-2, N_steps=N_steps, warmup_steps=20)
     theta, history = train(
-        theta, data, jax.random.key(1), optimizer=optimizer, N_steps=N_steps, batch_size=32,
+        theta,
+        data,
+        jax.random.key(1),
+        optimizer=optimizer,
+        N_steps=N_steps,
+        batch_size=32,
         fast=True,
-    )  # fmt: skip
+    )
     after = evaluate(theta, held)
     assert np.all(np.isfinite(history))
     assert after.loss < 0.85 * H, (after.loss, H)  # measured: ≈ 0.70 H
@@ -86,17 +97,29 @@ def test_e_training_on_english_recovers_masked_characters(corpus):
     data = windows(train_text, tok, ell, bos=False)
     held = windows(held_text, tok, ell, bos=False)[:1024]
     theta = init_e_transformer(
-        jax.random.key(0), N_V=tok.N_V, ell_max=ell, L=1, H=4, d_e=32, d_mlp=128,
+        jax.random.key(0),
+        N_V=tok.N_V,
+        ell_max=ell,
+        L=1,
+        H=4,
+        d_e=32,
+        d_mlp=128,
         dtype=jnp.float32,
-    )  # fmt: skip
+    )
     key = jax.random.key(5)  # the same masks before and after training
     before = evaluate(theta, held, key, p_mask=p_mask)
     N_steps = 300
     optimizer = make_optimizer(3e-2, N_steps=N_steps, warmup_steps=20)
     theta, _ = train(
-        theta, data, jax.random.key(1), optimizer=optimizer, N_steps=N_steps, batch_size=128,
-        p_mask=p_mask, fast=True,
-    )  # fmt: skip
+        theta,
+        data,
+        jax.random.key(1),
+        optimizer=optimizer,
+        N_steps=N_steps,
+        batch_size=128,
+        p_mask=p_mask,
+        fast=True,
+    )
     after = evaluate(theta, held, key, p_mask=p_mask)
     # The frequency baseline on exactly these masked characters (evaluate's documented masks).
     keys = jax.random.split(key, len(held))
@@ -129,14 +152,26 @@ def test_ed_training_and_ed_inference_learn_sequence_reversal():
     held = [p for p in pairs(800) if p[0].tobytes() not in seen][:200]
     assert len(held) == 200 and {len(z) for z, _ in held} == {3, 4, 5, 6}
     theta = init_ed_transformer(
-        jax.random.key(0), N_V=N_V, ell_max=8, L_enc=1, L_dec=1, H=4, d_e=32, d_mlp=128,
+        jax.random.key(0),
+        N_V=N_V,
+        ell_max=8,
+        L_enc=1,
+        L_dec=1,
+        H=4,
+        d_e=32,
+        d_mlp=128,
         dtype=jnp.float32,
-    )  # fmt: skip
+    )
     optimizer = make_optimizer(1e-2, N_steps=N_steps, warmup_steps=20)
     theta, _ = train(
-        theta, data, jax.random.key(1), optimizer=optimizer, N_steps=N_steps,
-        batch_size=batch_size, fast=True,
-    )  # fmt: skip
+        theta,
+        data,
+        jax.random.key(1),
+        optimizer=optimizer,
+        N_steps=N_steps,
+        batch_size=batch_size,
+        fast=True,
+    )
     keys = jax.random.split(jax.random.key(2), len(held))
     # Algorithm 15 literally (it compiles once per (ℓ_z, length(x̂)) pair, so on the short
     # contexts only) ...

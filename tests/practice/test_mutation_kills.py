@@ -91,15 +91,21 @@ def test_malformed_theta_is_named_by_the_cached_generations(d_theta, ed_theta):
 def test_malformed_theta_is_named_by_the_batch_as_columns_forms(d_theta, ed_theta):
     xs = jnp.asarray([[1, 2, 3], [4, 5, 6]])
     bad_d = d_theta._replace(layers=_wrong_gamma(d_theta.layers, "gamma2"))
-    with pytest.raises(ValueError, match=r"DTransformer \(Algorithm 10\): argument 'theta\.layers\[0\]\.gamma2'"):  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"DTransformer \(Algorithm 10\): argument 'theta\.layers\[0\]\.gamma2'"
+    ):
         fast.d_transformer_logits_batch(xs, bad_d)
     bad_ed = ed_theta._replace(enc=_wrong_gamma(ed_theta.enc, "gamma1"))
-    with pytest.raises(ValueError, match=r"EDTransformer \(Algorithm 8\): argument 'theta\.enc\[0\]\.gamma1'"):  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"EDTransformer \(Algorithm 8\): argument 'theta\.enc\[0\]\.gamma1'"
+    ):
         fast.ed_transformer_logits_batch(xs, xs, bad_ed, z_valid=jnp.ones((2, 3), bool))
     E_HP = dict(N_V=9, ell_max=7, L=1, H=2, d_e=6, d_mlp=10)
     e_theta = fa.init_e_transformer(jax.random.key(4), **E_HP, dtype=jnp.float64)
     bad_e = e_theta._replace(layers=_wrong_gamma(e_theta.layers, "gamma1"))
-    with pytest.raises(ValueError, match=r"ETransformer \(Algorithm 9\): argument 'theta\.layers\[0\]\.gamma1'"):  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"ETransformer \(Algorithm 9\): argument 'theta\.layers\[0\]\.gamma1'"
+    ):
         fast.e_transformer_logits_batch(xs, bad_e)
 
 

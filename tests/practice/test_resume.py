@@ -52,8 +52,15 @@ def test_non_finite_loss_stops_with_the_step_and_the_last_good_parameters():
     with pytest.raises(
         trainer.NonFiniteError, match=r"train \(DTraining \(Algorithm 13\)\): step 2 gave loss nan"
     ) as info:
-        trainer.train(theta0, data, key, optimizer=optax.sgd(1e30), N_steps=5, batch_size=3,
-                      callback=lambda step, loss, stats: seen.append(step))  # fmt: skip
+        trainer.train(
+            theta0,
+            data,
+            key,
+            optimizer=optax.sgd(1e30),
+            N_steps=5,
+            batch_size=3,
+            callback=lambda step, loss, stats: seen.append(step),
+        )
     error = info.value
     assert error.step == 2 and seen == [1] and len(error.history) == 1
     assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(error.theta))

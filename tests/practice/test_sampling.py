@@ -141,8 +141,14 @@ def all_splits(text):
 
 
 def test_stop_string_is_cut_however_the_stream_is_split():
-    for text, stop in (("ab\n\ncd", "\n\n"), ("aXaXXb", "XX"), ("no stop", "zz"), ("ababc", "abc"),
-                       ("stop", "stop"), ("x", "")):  # fmt: skip
+    for text, stop in (
+        ("ab\n\ncd", "\n\n"),
+        ("aXaXXb", "XX"),
+        ("no stop", "zz"),
+        ("ababc", "abc"),
+        ("stop", "stop"),
+        ("x", ""),
+    ):
         at = text.find(stop) if stop else -1
         want = text if at < 0 else text[:at]
         for pieces in all_splits(text):

@@ -40,14 +40,34 @@ from .evidence import Context, explain
 from .families import TABLES, family_for
 from .report import TOLERANCES, Report, Row, tolerance_for, tolerance_note
 
-__all__ = ["compare", "compare_batch", "compare_cached", "Report", "Row", "Key", "TABLES", "TOLERANCES", "tolerance_for",
-           "tolerance_note"]  # fmt: skip
+__all__ = [
+    "compare",
+    "compare_batch",
+    "compare_cached",
+    "Report",
+    "Row",
+    "Key",
+    "TABLES",
+    "TOLERANCES",
+    "tolerance_for",
+    "tolerance_note",
+]
 
 NAME = "compare"
 
 
-def compare(model, x, *, z=None, W_e=None, W_p=None, W_u=None, eps: float | None = None,
-            float64: bool = False, tolerance: float | None = None) -> Report:  # fmt: skip
+def compare(
+    model,
+    x,
+    *,
+    z=None,
+    W_e=None,
+    W_p=None,
+    W_u=None,
+    eps: float | None = None,
+    float64: bool = False,
+    tolerance: float | None = None,
+) -> Report:
     """Run ``model`` and the paper's algorithm on the tokens ``x`` and report, line by line,
     where they part ways (see the module's docstring).
 
@@ -74,22 +94,31 @@ def session(model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=None, z
     if tolerance is not None:
         _check_tolerance(tolerance)
     if not isinstance(model, nn.Module):
-        fail(NAME, "model", f"must be a torch module (GPT2LMHeadModel, BertForMaskedLM, "
-             f"LlamaForCausalLM or torch.nn.Transformer), got {type(model).__name__}", TypeError)  # fmt: skip
+        fail(
+            NAME,
+            "model",
+            f"must be a torch module (GPT2LMHeadModel, BertForMaskedLM, "
+            f"LlamaForCausalLM or torch.nn.Transformer), got {type(model).__name__}",
+            TypeError,
+        )
     dtypes = {p.dtype for p in model.parameters()}
     if float64 and len(dtypes) > 1:
         fail(NAME, "model", f"mixes dtypes {sorted(map(str, dtypes))}; float64=True needs one")
     before = dtypes.pop() if len(dtypes) == 1 else None
     if float64:
         model.to(torch.float64)
-        W_e, W_p, W_u = (None if w is None else np.asarray(_as_numpy(w), np.float64)
-                         for w in (W_e, W_p, W_u))  # fmt: skip
+        W_e, W_p, W_u = (
+            None if w is None else np.asarray(_as_numpy(w), np.float64) for w in (W_e, W_p, W_u)
+        )
     try:
         with jax.enable_x64(True) if float64 else contextlib.nullcontext():
             family = family_for(model, W_e, W_p, W_u, eps, z)
             if model.training:
-                fail(NAME, "model", "is in training mode; call model.eval() (the paper has no "
-                     "dropout)")  # fmt: skip
+                fail(
+                    NAME,
+                    "model",
+                    "is in training mode; call model.eval() (the paper has no dropout)",
+                )
             family.z, family.float64 = z, float64
             yield family
     finally:
@@ -113,8 +142,12 @@ def token_ids(argument, x):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
     if x.ndim != 1 or x.size == 0 or not np.issubdtype(x.dtype, np.integer):
-        fail(NAME, argument, f"must be a non-empty 1-D sequence of integer token ids, got "
-             f"shape {x.shape} and dtype {x.dtype}")  # fmt: skip
+        fail(
+            NAME,
+            argument,
+            f"must be a non-empty 1-D sequence of integer token ids, got "
+            f"shape {x.shape} and dtype {x.dtype}",
+        )
     return x.astype(np.int64)
 
 
@@ -132,17 +165,26 @@ def comparison(family, model_name, tolerance, *, captured=None, last_column=Fals
     paper_list = paper_values(records, family.algorithm, family.final_line)
     if last_column:
         family.full_paper = {k: np.asarray(rec.value, np.float64) for k, rec, _ in paper_list}
-        paper_list = [(k, rec._replace(value=_last(rec.value)), lines)
-                      for k, rec, lines in paper_list]  # fmt: skip
+        paper_list = [
+            (k, rec._replace(value=_last(rec.value)), lines) for k, rec, lines in paper_list
+        ]
     paper = {k: np.asarray(rec.value, np.float64) for k, rec, _ in paper_list}
     rows, not_exposed = align(paper_list, exposed, tol, family.kind)
     for row in rows if last_column else ():  # the one column compared is the last token's
         row.column = None if row.column is None else len(family.x)
     report = Report(
-        model=model_name, algorithm=family.name, dtype=dtype, tokens=family.x.tolist(),
-        tolerance=tol, tolerance_note=tolerance_note(dtype, tol), rows=rows,
-        not_exposed=not_exposed, causes=[], evidence=[], known=list(family.known_found),
-    )  # fmt: skip
+        model=model_name,
+        algorithm=family.name,
+        dtype=dtype,
+        tokens=family.x.tolist(),
+        tolerance=tol,
+        tolerance_note=tolerance_note(dtype, tol),
+        rows=rows,
+        not_exposed=not_exposed,
+        causes=[],
+        evidence=[],
+        known=list(family.known_found),
+    )
     first = report.first
     if first is not None:
         ctx = Context(family, first.key, exposed, extra, paper, tol)

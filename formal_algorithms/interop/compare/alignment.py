@@ -127,10 +127,22 @@ def _row(rec, k, lines, value, expected, tol, source, kind) -> Row:
         max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
         column = first_column(diff, bound)
     return Row(
-        path=label(k, lines), pseudocode=str(rec.pseudocode), algorithm=rec.algorithm, line=rec.line,
-        indices=k.idx, shape=tuple(expected.shape), max_abs=max_abs, max_rel=max_rel,
-        bound=bound, source=source, kind=kind, top_line=k.site, tag=k.part, column=column, key=k,
-    )  # fmt: skip
+        path=label(k, lines),
+        pseudocode=str(rec.pseudocode),
+        algorithm=rec.algorithm,
+        line=rec.line,
+        indices=k.idx,
+        shape=tuple(expected.shape),
+        max_abs=max_abs,
+        max_rel=max_rel,
+        bound=bound,
+        source=source,
+        kind=kind,
+        top_line=k.site,
+        tag=k.part,
+        column=column,
+        key=k,
+    )
 
 
 def first_column(diff, bound):

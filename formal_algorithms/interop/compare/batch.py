@@ -56,8 +56,11 @@ def compare_batch(model, sequences, *, padding="right", float64=False, tolerance
         ids[b, where], mask[b, where] = x, 1
     positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
     with session(model, float64, tolerance) as family:
-        family.call = lambda: model(torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
-                                    position_ids=torch.as_tensor(positions))  # fmt: skip
+        family.call = lambda: model(
+            torch.as_tensor(ids),
+            attention_mask=torch.as_tensor(mask),
+            position_ids=torch.as_tensor(positions),
+        )
         family.x, family.padded = xs[0], True
         store, output = family.capture()
         reports = []
@@ -65,8 +68,12 @@ def compare_batch(model, sequences, *, padding="right", float64=False, tolerance
             family.x = x
             keep = np.flatnonzero(mask[b])
             captured = family.read(_Sliced(store, b, keep), output)
-            report = comparison(family, f"{type(model).__name__} (sequence {b + 1} of {len(xs)}, "
-                              f"{padding} padding)", tolerance, captured=captured)  # fmt: skip
+            report = comparison(
+                family,
+                f"{type(model).__name__} (sequence {b + 1} of {len(xs)}, {padding} padding)",
+                tolerance,
+                captured=captured,
+            )
             reports.append(report)
     for x, report in zip(xs, reports, strict=True):
         if report.departs and len(x) < T:
@@ -86,10 +93,15 @@ def compare_cached(model, x, *, float64=False, tolerance=None):
     def call():
         prefix = model(torch.as_tensor(x[None, :-1]), use_cache=True)
         cache = getattr(prefix, "cache", None) or prefix.past_key_values
-        name = "cache" if "cache" in inspect.signature(model.forward).parameters else \
-            "past_key_values"  # fmt: skip
-        return model(torch.as_tensor(x[None, -1:]), use_cache=True,
-                     position_ids=torch.tensor([[n - 1]]), **{name: cache})  # fmt: skip
+        name = (
+            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        )
+        return model(
+            torch.as_tensor(x[None, -1:]),
+            use_cache=True,
+            position_ids=torch.tensor([[n - 1]]),
+            **{name: cache},
+        )
 
     with session(model, float64, tolerance) as family:
         family.x, family.call = x, call
@@ -102,8 +114,13 @@ def compare_cached(model, x, *, float64=False, tolerance=None):
 
 def _hugging_face(model, function):
     if isinstance(model, torch.nn.Transformer):
-        fail(NAME, "model", f"is a torch.nn.Transformer; {function} takes a Hugging Face model "
-             "(its attention mask, position ids and cache)", TypeError)  # fmt: skip
+        fail(
+            NAME,
+            "model",
+            f"is a torch.nn.Transformer; {function} takes a Hugging Face model "
+            "(its attention mask, position ids and cache)",
+            TypeError,
+        )
 
 
 def _alone(model, x, report, float64, tolerance, how):
@@ -111,6 +128,9 @@ def _alone(model, x, report, float64, tolerance, how):
     one plain pass are EQUAL (a computation made for this report)."""
     plain = compare(model, x, float64=float64, tolerance=tolerance)
     if not plain.departs:
-        report.evidence.insert(0, f"the same {len(x)} tokens in one pass, unpadded and without a "
-                               f"cache, are EQUAL to the paper: the departure appears only when "
-                               f"they are {how}")  # fmt: skip
+        report.evidence.insert(
+            0,
+            f"the same {len(x)} tokens in one pass, unpadded and without a "
+            f"cache, are EQUAL to the paper: the departure appears only when "
+            f"they are {how}",
+        )

@@ -46,12 +46,19 @@ def captured(model, watch: dict, kwargs_hooks: dict | None = None):
             try:
                 module = model.get_submodule(path)
             except AttributeError:
-                fail("compare", "model", f"has no submodule {path!r}, which the table of its "
-                     "family reads: a model class of your own must keep the architecture's "
-                     "module names")  # fmt: skip
+                fail(
+                    "compare",
+                    "model",
+                    f"has no submodule {path!r}, which the table of its "
+                    "family reads: a model class of your own must keep the architecture's "
+                    "module names",
+                )
             if watch.get(path) or path in kwargs_hooks:
-                handles.append(module.register_forward_pre_hook(
-                    _pre(store, path, watch.get(path), kwargs_hooks.get(path)), with_kwargs=True))  # fmt: skip
+                handles.append(
+                    module.register_forward_pre_hook(
+                        _pre(store, path, watch.get(path), kwargs_hooks.get(path)), with_kwargs=True
+                    )
+                )
             handles.append(module.register_forward_hook(_post(store, path)))
         with torch.no_grad():
             yield store

@@ -110,8 +110,10 @@ class Report:
         if not rows:
             lines.append(_empty_note(self, departing))
         if self.not_exposed:
-            lines.append(f"({len(self.not_exposed)} traced values have no counterpart among the "
-                         "model's modules, e.g. Algorithm 4's S: report.not_exposed)")  # fmt: skip
+            lines.append(
+                f"({len(self.not_exposed)} traced values have no counterpart among the "
+                "model's modules, e.g. Algorithm 4's S: report.not_exposed)"
+            )
         elif rows and len(rows) < len(self.rows) and not departing:
             lines.append(f"... {len(self.rows) - len(rows)} more rows (all_rows=True)")
         if rows:
@@ -139,37 +141,50 @@ class Report:
             )
             return textwrap.wrap(
                 f"EQUAL: all {len(self.rows)} lines the model exposes agree with {self.algorithm} "
-                "within tolerance" + where, 100, subsequent_indent="  ",
-            )  # fmt: skip
+                "within tolerance" + where,
+                100,
+                subsequent_indent="  ",
+            )
         column = "" if first.column is None else f", first at token position t = {first.column}"
         lines += textwrap.wrap(
             f"DEPARTS at {first.path}: {first.pseudocode}  (max abs err {first.max_abs:.3e}, "
             f"tolerance {first.bound:.3e}{column}; model value from {first.source})",
-            100, subsequent_indent="  ",
-        )  # fmt: skip
+            100,
+            subsequent_indent="  ",
+        )
         n = len(self.departing)
         lines.append(f"{n} of {len(self.rows)} rows depart (departing=True lists them)")
-        for title, items, mark in (("likely causes for this kind of line:", self.causes, "-"),
-                                   ("ruled out by the checks below:", self.ruled_out, "-"),
-                                   ("evidence:", self.evidence, "*")):  # fmt: skip
+        for title, items, mark in (
+            ("likely causes for this kind of line:", self.causes, "-"),
+            ("ruled out by the checks below:", self.ruled_out, "-"),
+            ("evidence:", self.evidence, "*"),
+        ):
             if items:
                 lines.append(title)
                 for c in items:
-                    lines += textwrap.wrap(c, 100, initial_indent=f"  {mark} ",
-                                           subsequent_indent="    ")  # fmt: skip
+                    lines += textwrap.wrap(
+                        c, 100, initial_indent=f"  {mark} ", subsequent_indent="    "
+                    )
         return lines
 
     def to_dict(self) -> dict:
         first = self.first
         return {
-            "model": self.model, "algorithm": self.algorithm, "dtype": self.dtype,
-            "tokens": list(self.tokens), "tolerance": self.tolerance,
-            "tolerance_note": self.tolerance_note, "departs": self.departs,
+            "model": self.model,
+            "algorithm": self.algorithm,
+            "dtype": self.dtype,
+            "tokens": list(self.tokens),
+            "tolerance": self.tolerance,
+            "tolerance_note": self.tolerance_note,
+            "departs": self.departs,
             "first_departure": None if first is None else _row_dict(first),
-            "causes": list(self.causes), "ruled_out": list(self.ruled_out),
-            "evidence": list(self.evidence), "known_departures": list(self.known),
-            "rows": [_row_dict(r) for r in self.rows], "not_exposed": list(self.not_exposed),
-        }  # fmt: skip
+            "causes": list(self.causes),
+            "ruled_out": list(self.ruled_out),
+            "evidence": list(self.evidence),
+            "known_departures": list(self.known),
+            "rows": [_row_dict(r) for r in self.rows],
+            "not_exposed": list(self.not_exposed),
+        }
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), **{"indent": 1, "ensure_ascii": False, **kwargs})
@@ -185,8 +200,9 @@ def _rows_text(rows) -> list:
     if not rows:
         return []
     width = max(len(r.path) for r in rows)
-    lines = [f"{'path':<{width}}  {'pseudocode':<{CODE_WIDTH}}  {'max abs err':>11}  "
-             f"{'max rel err':>11}"]  # fmt: skip
+    lines = [
+        f"{'path':<{width}}  {'pseudocode':<{CODE_WIDTH}}  {'max abs err':>11}  {'max rel err':>11}"
+    ]
     for r in rows:
         code = r.pseudocode if len(r.pseudocode) <= CODE_WIDTH else r.pseudocode[:41] + "..."
         mark = "" if r.ok else f"  <-- beyond tolerance from t = {r.column}"
@@ -204,12 +220,22 @@ def _empty_note(report, departing) -> str:
 
 def _row_dict(r: Row) -> dict:
     return {
-        "path": r.path, "pseudocode": r.pseudocode, "algorithm": r.algorithm, "line": r.line,
-        "indices": dict(r.indices), "shape": list(r.shape), "max_abs_err": _num(r.max_abs),
-        "max_rel_err": _num(r.max_rel), "bound": r.bound, "ok": r.ok, "kind": r.kind,
-        "top_line": r.top_line, "tag": r.tag, "first_column": r.column,
+        "path": r.path,
+        "pseudocode": r.pseudocode,
+        "algorithm": r.algorithm,
+        "line": r.line,
+        "indices": dict(r.indices),
+        "shape": list(r.shape),
+        "max_abs_err": _num(r.max_abs),
+        "max_rel_err": _num(r.max_rel),
+        "bound": r.bound,
+        "ok": r.ok,
+        "kind": r.kind,
+        "top_line": r.top_line,
+        "tag": r.tag,
+        "first_column": r.column,
         "model_value_from": r.source,
-    }  # fmt: skip
+    }
 
 
 def _num(v: float):

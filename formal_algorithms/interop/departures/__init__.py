@@ -80,8 +80,13 @@ def _family(model) -> str:
         return "torch"
     if type(model).__name__ == "LlamaForCausalLM":
         return "llama"
-    fail("inject", "model", f"must be a GPT2LMHeadModel, BertForMaskedLM, LlamaForCausalLM or "
-         f"torch.nn.Transformer, got {type(model).__name__}", TypeError)  # fmt: skip
+    fail(
+        "inject",
+        "model",
+        f"must be a GPT2LMHeadModel, BertForMaskedLM, LlamaForCausalLM or "
+        f"torch.nn.Transformer, got {type(model).__name__}",
+        TypeError,
+    )
 
 
 DEPARTURES = {
@@ -284,7 +289,11 @@ def inject(model, name: str):
     family = _family(model)
     departure = DEPARTURES[name]
     if family not in departure.where:
-        fail("inject", "name", f"= {name!r} does not apply to this model ({family}); it applies "
-             f"to {', '.join(departure.where)}")  # fmt: skip
+        fail(
+            "inject",
+            "name",
+            f"= {name!r} does not apply to this model ({family}); it applies "
+            f"to {', '.join(departure.where)}",
+        )
     departure.apply(model, family)
     return model

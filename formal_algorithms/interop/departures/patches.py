@@ -97,8 +97,9 @@ def pre_ln(model, family):
 
         def forward(hidden_states, attention_mask=None, *args, layer=layer, **kwargs):
             attention = layer.attention
-            context, _ = attention.self(attention.output.LayerNorm(hidden_states),
-                                        attention_mask=attention_mask)  # fmt: skip
+            context, _ = attention.self(
+                attention.output.LayerNorm(hidden_states), attention_mask=attention_mask
+            )
             X = hidden_states + attention.output.dense(context)
             hidden = layer.intermediate(layer.output.LayerNorm(X))
             return X + layer.output.dense(hidden)

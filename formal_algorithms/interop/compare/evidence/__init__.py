@@ -38,9 +38,11 @@ def explain(ctx: Context, kind: str) -> list[str]:
         size = float(np.abs(difference).max())
         if 0 < size < 5e-7 * scale:
             ctx.hit.add("float32")
-            return [f"the difference ({size / scale:.2g} of the line's scale) is of float32 "
-                    "rounding size in a float64 run: the model computes this line (or one it "
-                    "reads) in float32"]  # fmt: skip
+            return [
+                f"the difference ({size / scale:.2g} of the line's scale) is of float32 "
+                "rounding size in a float64 run: the model computes this line (or one it "
+                "reads) in float32"
+            ]
     found = []
     check = CHECKS.get(kind)
     if check is not None:
@@ -51,6 +53,8 @@ def explain(ctx: Context, kind: str) -> list[str]:
     if difference is not None:
         found += offset_evidence(ctx, difference)
     if not found:
-        found.append("none of the checks for this kind of line explains the difference; look "
-                     "at the rows just above it and at the model's code for this line")  # fmt: skip
+        found.append(
+            "none of the checks for this kind of line explains the difference; look "
+            "at the rows just above it and at the model's code for this line"
+        )
     return merge_heads(found)

@@ -94,9 +94,11 @@ def attention_evidence(ctx):
     ctx.ran.add("weights")
     if n and paper_heads == heads.H and not found:
         ctx.hit.add("weights")
-        found.append(f"the attention weights of layer {ctx.key.l} equal softmax(S / √d_attn) of "
-                     f"the Q and K above for every head (max abs difference {max(gaps):.2g}): "
-                     "look at the values, the head concatenation and W_o")  # fmt: skip
+        found.append(
+            f"the attention weights of layer {ctx.key.l} equal softmax(S / √d_attn) of "
+            f"the Q and K above for every head (max abs difference {max(gaps):.2g}): "
+            "look at the values, the head concatenation and W_o"
+        )
     return found
 
 
@@ -131,30 +133,39 @@ def _mask_evidence(ctx, h, A, mask):
     if getattr(ctx.family, "padded", False) and float(total.min()) < 1 - 1e-3:
         ctx.hit.add("padding")
         t = int(np.argmin(total)) + 1
-        return (f"head {h}: the model's weights over the sequence's own tokens sum to "
-                f"{float(total.min()):.3g} at t_x = {t}, not 1: weight goes to positions outside "
-                "the sequence (padding not masked over the keys t_z)")  # fmt: skip
+        return (
+            f"head {h}: the model's weights over the sequence's own tokens sum to "
+            f"{float(total.min()):.3g} at t_x = {t}, not 1: weight goes to positions outside "
+            "the sequence (padding not masked over the keys t_z)"
+        )
     if mask is None:
         zero = A <= 1e-30
         if not zero.any():
             return None
         ctx.hit.add("mask")
         causal = np.array_equal(zero, ~np.triu(np.ones(A.shape, bool)))
-        return (f"head {h}: the model gives weight 0 " + ("exactly where t_z > t_x: a causal "
-                "mask where the paper's attention here has none (Mask ≡ 1)" if causal else
-                f"at {int(zero.sum())} entr{'y' if zero.sum() == 1 else 'ies'} where the paper's "
-                "attention has no mask"))  # fmt: skip
+        return f"head {h}: the model gives weight 0 " + (
+            "exactly where t_z > t_x: a causal "
+            "mask where the paper's attention here has none (Mask ≡ 1)"
+            if causal
+            else f"at {int(zero.sum())} entr{'y' if zero.sum() == 1 else 'ies'} where the paper's "
+            "attention has no mask"
+        )
     leak = (A > 1e-12) & ~mask
     if leak.any():
         ctx.hit.add("mask")
         if np.array_equal(A > 1e-12, mask.T):
-            return (f"head {h}: the model puts weight where Mask[t_z, t_x] = 0: its mask is the "
-                    "transpose of the paper's (it attends to t_z ≥ t_x)")  # fmt: skip
+            return (
+                f"head {h}: the model puts weight where Mask[t_z, t_x] = 0: its mask is the "
+                "transpose of the paper's (it attends to t_z ≥ t_x)"
+            )
         t_z, t_x = np.nonzero(leak)
         ahead = sorted({int(a) for a in t_z - t_x})
-        return (f"head {h}: the model puts weight where Mask[t_z, t_x] = 0, at t_z − t_x ∈ "
-                f"{{{', '.join(map(str, ahead))}}}: it sees {max(ahead)} future token"
-                + ("s" if max(ahead) > 1 else ""))  # fmt: skip
+        return (
+            f"head {h}: the model puts weight where Mask[t_z, t_x] = 0, at t_z − t_x ∈ "
+            f"{{{', '.join(map(str, ahead))}}}: it sees {max(ahead)} future token"
+            + ("s" if max(ahead) > 1 else "")
+        )
     if ((A <= 1e-30) & mask).any():
         ctx.hit.add("mask")
         return f"head {h}: the model gives weight 0 where Mask[t_z, t_x] = 1"
@@ -176,9 +187,10 @@ def _scale(ctx, heads, h, A, mask, q, k):
         return None
     ctx.hit.add("scale")
     by_d = math.isclose(1 / c, d, rel_tol=1e-3)
-    return (f"head {h}: the model's weights are softmax(S / {1 / c:.4g}); the paper divides by "
-            f"√d_attn = {math.sqrt(d):.4g}" + (f": the model divides by d_attn = {d}" if by_d
-                                               else ""))  # fmt: skip
+    return (
+        f"head {h}: the model's weights are softmax(S / {1 / c:.4g}); the paper divides by "
+        f"√d_attn = {math.sqrt(d):.4g}" + (f": the model divides by d_attn = {d}" if by_d else "")
+    )
 
 
 def _column_mean(M, allowed):
@@ -246,12 +258,24 @@ def _rope(ctx, heads, h, A, mask, q, k):
         )
         for s in ROPE_SCALINGS
     ]
-    tries += [("rope-offset", dict(q_shift=o), f"RoPE with the queries' positions {o:+d} "
-               "relative to the keys' (an offset, e.g. a cache position off by one)")
-              for o in ROPE_OFFSETS]  # fmt: skip
+    tries += [
+        (
+            "rope-offset",
+            dict(q_shift=o),
+            f"RoPE with the queries' positions {o:+d} "
+            "relative to the keys' (an offset, e.g. a cache position off by one)",
+        )
+        for o in ROPE_OFFSETS
+    ]
     if q.shape[1] < k.shape[1]:  # a cached step
-        tries.append(("rope-cache", dict(keys_at_step=True), "RoPE with every cached key rotated "
-                      "by the step's position (keys cached before RoPE, rotated when read)"))  # fmt: skip
+        tries.append(
+            (
+                "rope-cache",
+                dict(keys_at_step=True),
+                "RoPE with every cached key rotated "
+                "by the step's position (keys cached before RoPE, rotated when read)",
+            )
+        )
     for check, options, text in tries:
         ctx.ran.add(check)
         if close(A, softmax_masked(heads.scores(q, k, **options) / math.sqrt(d), mask), ctx.tol):

@@ -49,8 +49,10 @@ def offset_evidence(ctx, D):
     if float(np.abs(D - column).max()) > ctx.tol * scale or float(np.abs(column).max()) <= ctx.tol:
         return []
     ctx.hit.add("bias")
-    found = [f"model − paper is the same vector in every column (norm "
-             f"{np.linalg.norm(column):.3g}): a bias added or dropped"]  # fmt: skip
+    found = [
+        f"model − paper is the same vector in every column (norm "
+        f"{np.linalg.norm(column):.3g}): a bias added or dropped"
+    ]
     for name, b in ctx.family.biases(ctx.key):
         b = f64(b)
         if b is None or b.shape != column[:, 0].shape:
@@ -75,5 +77,7 @@ def merge_heads(found):
             heads[rest] = []
             merged.append(rest)
         heads[rest].append(match.group(1))
-    return [f"head{'s' if len(heads[t]) > 1 else ''} {', '.join(heads[t])}: {t}" if t in heads
-            else t for t in merged]  # fmt: skip
+    return [
+        f"head{'s' if len(heads[t]) > 1 else ''} {', '.join(heads[t])}: {t}" if t in heads else t
+        for t in merged
+    ]

@@ -32,8 +32,10 @@ def embedding_evidence(ctx):
     for k in (1, 2):
         if k + ell <= W_p.shape[1] and close(X, tokens + W_p[:, k : k + ell], ctx.tol):
             ctx.hit.add("positions")
-            found.append(f"the model's X is W_e[:, x[t]] + W_p[:, t + {k}]: positions offset by "
-                         f"{k} (the paper's first position is column 0 of W_p here)")  # fmt: skip
+            found.append(
+                f"the model's X is W_e[:, x[t]] + W_p[:, t + {k}]: positions offset by "
+                f"{k} (the paper's first position is column 0 of W_p here)"
+            )
     if close(X, tokens, ctx.tol):
         ctx.hit.add("no-positions")
         found.append("the model's X is W_e[:, x[t]] alone: no positional embedding is added")
@@ -51,9 +53,11 @@ def projection_evidence(ctx):
     if close(got, value, ctx.tol):
         return []
     ctx.hit.add("projection-input")
-    return [f"the model's attention reads another input than the paper's {read} (max abs "
-            f"difference {np.abs(got - value).max():.3g}): layer-norm placement, or a departure "
-            "upstream"]  # fmt: skip
+    return [
+        f"the model's attention reads another input than the paper's {read} (max abs "
+        f"difference {np.abs(got - value).max():.3g}): layer-norm placement, or a departure "
+        "upstream"
+    ]
 
 
 ACTIVATIONS = {
@@ -75,8 +79,10 @@ def mlp_evidence(ctx):
         read, value = expected
         if not close(got, value, ctx.tol):
             ctx.hit.add("mlp-input")
-            found.append(f"the model's MLP reads another input than the paper's {read} (max abs "
-                         f"difference {np.abs(got - value).max():.3g}): layer-norm placement")  # fmt: skip
+            found.append(
+                f"the model's MLP reads another input than the paper's {read} (max abs "
+                f"difference {np.abs(got - value).max():.3g}): layer-norm placement"
+            )
     found += _activation(ctx, site)
     layers = getattr(family.theta, "layers", None)
     if k.l is not None and layers is not None and hasattr(layers[k.l - 1], "W_gate"):
@@ -96,8 +102,10 @@ def _activation(ctx, site):
             if name == paper_name:
                 return []
             ctx.hit.add("activation")
-            return [f"the model's MLP applies {name}; its configuration (and the paper's run) "
-                    f"says {paper_name}"]  # fmt: skip
+            return [
+                f"the model's MLP applies {name}; its configuration (and the paper's run) "
+                f"says {paper_name}"
+            ]
     ctx.hit.add("activation")
     return [f"the model's MLP activation is none of {', '.join(ACTIVATIONS)}"]
 
@@ -139,8 +147,10 @@ def output_evidence(ctx):
         ]
     if other is not None and close(logits, other, ctx.tol):
         ctx.hit.add("tied")
-        return ["the model's logits are W_eᵀ X (tied), but its weights hold a separate W_u, which "
-                "the paper's run uses: the code ties what the weights untie"]  # fmt: skip
+        return [
+            "the model's logits are W_eᵀ X (tied), but its weights hold a separate W_u, which "
+            "the paper's run uses: the code ties what the weights untie"
+        ]
     return _logit_forms(ctx, logits, own, theta.W_u is None)
 
 
@@ -148,8 +158,10 @@ def _logit_forms(ctx, logits, own, tied):
     c = float((logits * own).sum() / (own * own).sum())
     if c > 0 and close(logits, c * own, ctx.tol):
         ctx.hit.add("temperature")
-        return [f"the model's logits are {c:.4g} × W_u X: divided by a temperature τ = "
-                f"{1 / c:.4g} (or scaled) before the softmax"]  # fmt: skip
+        return [
+            f"the model's logits are {c:.4g} × W_u X: divided by a temperature τ = "
+            f"{1 / c:.4g} (or scaled) before the softmax"
+        ]
     shift = logits - own
     if close(shift, np.broadcast_to(shift[:1], shift.shape), ctx.tol):
         ctx.hit.add("logit-shift")

@@ -63,17 +63,26 @@ def _which_norm(ctx, x_in, y_out, gamma, beta, eps, rms):
     ]  # fmt: skip
     if rms:
         candidates += [
-            ("layer-norm", "a layer norm (the mean subtracted) where RMSnorm belongs",
-             layer_norm(x_in, gamma, beta, eps)),
-            ("gamma-plus-one", "RMSnorm scaled by (1 + γ) instead of γ (Gemma's convention)",
-             layer_norm(x_in, gamma, beta, eps, rms=True, plus_one=True)),
-        ]  # fmt: skip
+            (
+                "layer-norm",
+                "a layer norm (the mean subtracted) where RMSnorm belongs",
+                layer_norm(x_in, gamma, beta, eps),
+            ),
+            (
+                "gamma-plus-one",
+                "RMSnorm scaled by (1 + γ) instead of γ (Gemma's convention)",
+                layer_norm(x_in, gamma, beta, eps, rms=True, plus_one=True),
+            ),
+        ]
     else:
         candidates += [
-            ("rms", "RMSnorm (no mean subtracted, no β)", layer_norm(x_in, gamma, None, eps,
-                                                                   rms=True)),
+            (
+                "rms",
+                "RMSnorm (no mean subtracted, no β)",
+                layer_norm(x_in, gamma, None, eps, rms=True),
+            ),
             ("gamma-beta", "a layer norm with γ and β swapped", layer_norm(x_in, beta, gamma, eps)),
-        ]  # fmt: skip
+        ]
     if abs(eps_fit - eps) <= 0.01 * eps:  # the fit finds the configured ε: not a cause
         candidates = candidates[1:]
     for check, text, candidate in candidates:

@@ -40,19 +40,32 @@ def family_for(model, W_e, W_p, W_u, eps, z) -> Family:
     if isinstance(model, nn.Transformer):
         for name, value in (("z", z), ("W_e", W_e), ("W_p", W_p)):
             if value is None:
-                fail(NAME, name, "is needed for a torch.nn.Transformer: Algorithm 8 embeds the "
-                     "context z and the tokens x outside the model (W_e, W_p)")  # fmt: skip
+                fail(
+                    NAME,
+                    name,
+                    "is needed for a torch.nn.Transformer: Algorithm 8 embeds the "
+                    "context z and the tokens x outside the model (W_e, W_p)",
+                )
         return TorchTransformer(model, W_e, W_p, W_u, eps)
     kind = model_type(model)
     if kind is None:
         config = getattr(model, "config", None)
         have = getattr(config, "model_type", None)
-        fail(NAME, "model", f"must be a GPT2LMHeadModel, BertForMaskedLM, LlamaForCausalLM or "
-             f"torch.nn.Transformer (compare has tables for {', '.join(sorted(TABLES))} and "
-             f"nn.Transformer), got {type(model).__name__}"
-             + (f" of model_type {have!r}" if have else ""), TypeError)  # fmt: skip
+        fail(
+            NAME,
+            "model",
+            f"must be a GPT2LMHeadModel, BertForMaskedLM, LlamaForCausalLM or "
+            f"torch.nn.Transformer (compare has tables for {', '.join(sorted(TABLES))} and "
+            f"nn.Transformer), got {type(model).__name__}"
+            + (f" of model_type {have!r}" if have else ""),
+            TypeError,
+        )
     try:
         return TABLES[kind](model)
     except AttributeError as error:  # a class of the user's own, its modules renamed
-        fail(NAME, "model", f"cannot be read as {CLASSES[kind]} ({error}): a model class of your "
-             "own must keep the architecture's module names")  # fmt: skip
+        fail(
+            NAME,
+            "model",
+            f"cannot be read as {CLASSES[kind]} ({error}): a model class of your "
+            "own must keep the architecture's module names",
+        )

@@ -17,8 +17,19 @@ import numpy as np
 from ..alignment import key
 from ..capture import captured, cols, eager_attention, softmax_cols
 
-__all__ = ["Tap", "Extra", "Family", "COLS", "SUM", "block", "heads", "kv_sets", "WEIGHTS",
-           "SOFTMAX", "MINUS_LOGIT_BIAS"]  # fmt: skip
+__all__ = [
+    "Tap",
+    "Extra",
+    "Family",
+    "COLS",
+    "SUM",
+    "block",
+    "heads",
+    "kv_sets",
+    "WEIGHTS",
+    "SOFTMAX",
+    "MINUS_LOGIT_BIAS",
+]
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -182,8 +193,10 @@ class Family:
         extra = {}
         for e in self.extras:
             for path, l in self.expand(e.module):
-                extra[(e.name, e.site, l)] = (_cols_or_raw(e, store.get(path, "in")),
-                                              _cols_or_raw(e, store.get(path, "out")))  # fmt: skip
+                extra[(e.name, e.site, l)] = (
+                    _cols_or_raw(e, store.get(path, "in")),
+                    _cols_or_raw(e, store.get(path, "out")),
+                )
         self.after_run(output, exposed, extra, store)
         return exposed, extra
 
@@ -199,8 +212,15 @@ class Family:
             what = {"in": "input", "out": "output"}[which] + ("[1]" if item else "")
             where = " + ".join(f"{p} {what}" for p, _ in paths)
             for indices, value, suffix in tap.take(values, self):
-                k = key(self.algorithm, tap.site, tap.algorithm, tap.line, tap.part,
-                        **({} if l is None else {"l": l}), **indices)  # fmt: skip
+                k = key(
+                    self.algorithm,
+                    tap.site,
+                    tap.algorithm,
+                    tap.line,
+                    tap.part,
+                    **({} if l is None else {"l": l}),
+                    **indices,
+                )
                 exposed[k] = (np.asarray(value, np.float64), where + suffix)
 
     def contexts(self):

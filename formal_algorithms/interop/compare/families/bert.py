@@ -44,8 +44,16 @@ EXTRAS = (
     Extra("logits", 12, "cls.predictions.decoder"),
 )
 
-KINDS = {3: "embedding", 5: "attention residual", 6: "norm", 7: "mlp residual", 8: "norm",
-         10: "head", 11: "final norm", 12: "output"}  # fmt: skip
+KINDS = {
+    3: "embedding",
+    5: "attention residual",
+    6: "norm",
+    7: "mlp residual",
+    8: "norm",
+    10: "head",
+    11: "final norm",
+    12: "output",
+}
 
 
 class Bert(Family):

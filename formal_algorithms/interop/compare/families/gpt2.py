@@ -35,8 +35,15 @@ EXTRAS = (
     Extra("logits", 11, "lm_head"),
 )
 
-KINDS = {3: "embedding", 5: "norm", 6: "attention residual", 7: "norm", 8: "mlp residual",
-         10: "final norm", 11: "output"}  # fmt: skip
+KINDS = {
+    3: "embedding",
+    5: "norm",
+    6: "attention residual",
+    7: "norm",
+    8: "mlp residual",
+    10: "final norm",
+    11: "output",
+}
 
 
 class Gpt2(Family):

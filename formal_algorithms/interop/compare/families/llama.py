@@ -47,8 +47,15 @@ EXTRAS = (
     Extra("logits", 11, "lm_head"),
 )
 
-KINDS = {3: "embedding", 5: "norm", 6: "attention residual", 7: "norm", 8: "mlp residual",
-         10: "final norm", 11: "output"}  # fmt: skip
+KINDS = {
+    3: "embedding",
+    5: "norm",
+    6: "attention residual",
+    7: "norm",
+    8: "mlp residual",
+    10: "final norm",
+    11: "output",
+}
 
 
 class Llama(Family):
@@ -66,22 +73,31 @@ class Llama(Family):
         }
         where = "model.config"
         if rope.get("rope_type", "default") != "default":
-            fail(NAME, f"{where}.rope_parameters", f"has rope_type {rope['rope_type']!r}; the "
-                 "Llama family here has the original RoPE only")  # fmt: skip
+            fail(
+                NAME,
+                f"{where}.rope_parameters",
+                f"has rope_type {rope['rope_type']!r}; the "
+                "Llama family here has the original RoPE only",
+            )
         if config.attention_bias or getattr(config, "mlp_bias", False):
             fail(NAME, where, "has attention or MLP biases; Llama's projections are bias-free")
         if config.hidden_act != "silu":
             fail(NAME, f"{where}.hidden_act", f"= {config.hidden_act!r}; SwiGLU uses silu")
         self.model = model
         tied = model.lm_head.weight is model.model.embed_tokens.weight
-        state = {k: v.detach().cpu().to(torch.float64 if v.dtype == torch.float64
-                                        else torch.float32).numpy()
-                 for k, v in model.state_dict().items()
-                 if not (tied and k == "lm_head.weight")}  # fmt: skip
+        state = {
+            k: v.detach()
+            .cpu()
+            .to(torch.float64 if v.dtype == torch.float64 else torch.float32)
+            .numpy()
+            for k, v in model.state_dict().items()
+            if not (tied and k == "lm_head.weight")
+        }
         self.H, self.G = config.num_attention_heads, config.num_key_value_heads
         self.L = config.num_hidden_layers
-        self.theta = llama_from_state_dict(state, n_layers=self.L, n_heads=self.H,
-                                           n_kv_heads=self.G)  # fmt: skip
+        self.theta = llama_from_state_dict(
+            state, n_layers=self.L, n_heads=self.H, n_kv_heads=self.G
+        )
         self.kwargs = {"rope_base": float(rope["rope_theta"]), "eps": config.rms_norm_eps}
 
     def paper(self):
@@ -154,8 +170,13 @@ def float32_rms_norm(family):
     if not stock:
         yield
         return
-    probe = torch.randn(1, 3, stock[0].weight.shape[0], generator=torch.Generator().manual_seed(0),
-                        dtype=stock[0].weight.dtype)  # fmt: skip
+    probe = torch.randn(
+        1,
+        3,
+        stock[0].weight.shape[0],
+        generator=torch.Generator().manual_seed(0),
+        dtype=stock[0].weight.dtype,
+    )
     with torch.no_grad():
         cast, exact = stock[0](probe), _rms_norm_in_input_dtype(stock[0])(probe)
     size = float((cast - exact).abs().max() / exact.abs().max())
