@@ -137,6 +137,21 @@ def _check_node(algorithm, path, node, template):
             )
 
 
+def _check_leaves(algorithm, actual, expected, hp):
+    """Every leaf of θ a float array of the shape the spec gives for the hyperparameters ``hp``."""
+    for (path, a), (_, e) in zip(actual, expected, strict=True):
+        name = "theta" + jax.tree_util.keystr(path)
+        if not jnp.issubdtype(jnp.result_type(a), jnp.floating):
+            fail(
+                algorithm,
+                name,
+                f"has dtype {jnp.result_type(a)}, expected a float dtype",
+                TypeError,
+            )
+        if jnp.shape(a) != e.shape:
+            fail(algorithm, name, f"has shape {jnp.shape(a)}, expected {e.shape} for {hp}")
+
+
 def check_params(theta, algorithm: str | None = None, expected=None, **hp) -> None:
     """Raise ``TypeError``/``ValueError`` naming the first field of θ that is wrong: θ of another
     algorithm, a plain dict or tuple, a list where a tuple of layers belongs, a missing array, or
@@ -187,17 +202,7 @@ def check_params(theta, algorithm: str | None = None, expected=None, **hp) -> No
             "theta",
             f"has structure {actual_tree}, expected {expected_tree} for {expected_hp}",
         )
-    for (path, a), (_, e) in zip(actual, expected, strict=True):
-        name = "theta" + jax.tree_util.keystr(path)
-        if not jnp.issubdtype(jnp.result_type(a), jnp.floating):
-            fail(
-                algorithm,
-                name,
-                f"has dtype {jnp.result_type(a)}, expected a float dtype",
-                TypeError,
-            )
-        if jnp.shape(a) != e.shape:
-            fail(algorithm, name, f"has shape {jnp.shape(a)}, expected {e.shape} for {expected_hp}")
+    _check_leaves(algorithm, actual, expected, expected_hp)
 
 
 def check_inputs(theta, algorithm, expected, **sequences):

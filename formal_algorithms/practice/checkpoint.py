@@ -103,19 +103,11 @@ def save_checkpoint(
     return _atomic_write(pathlib.Path(path), _serialise(tensors, metadata))
 
 
-def load_checkpoint(
-    path, *, opt_state_template=None, architecture: str | None = None, **expected_hp
-) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`.
-
-    ``opt_state_template`` (e.g. ``optimizer.init(theta)``) gives the optimizer state's structure;
-    without it the state is not restored. ``architecture`` and keyword hyperparameters (``d_e=64``)
-    assert what the file must hold. Every check passes before anything is returned.
-    """
+def _read_verified(where, path: pathlib.Path):
+    """``(tensors, metadata)`` of a checkpoint file whose format, digest and architecture field
+    are checked: any failure is one error naming the file."""
     from safetensors import SafetensorError
 
-    path = pathlib.Path(path)
-    where = f"load_checkpoint: checkpoint {str(path)!r}"
     if path.is_dir():
         raise IsADirectoryError(f"{where} is a directory; give the .safetensors file in it")
     try:
@@ -150,6 +142,21 @@ def load_checkpoint(
             f"{where}: metadata field 'architecture' is {kind!r}, expected one of "
             f"{sorted(ARCHITECTURES)}"
         )
+    return tensors, metadata
+
+
+def load_checkpoint(
+    path, *, opt_state_template=None, architecture: str | None = None, **expected_hp
+) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    ``opt_state_template`` (e.g. ``optimizer.init(theta)``) gives the optimizer state's structure;
+    without it the state is not restored. ``architecture`` and keyword hyperparameters (``d_e=64``)
+    assert what the file must hold. Every check passes before anything is returned.
+    """
+    where = f"load_checkpoint: checkpoint {str(pathlib.Path(path))!r}"
+    tensors, metadata = _read_verified(where, pathlib.Path(path))
+    kind = metadata["architecture"]
     hp = _field(where, metadata, "hyperparameters")
     if architecture is not None and kind != architecture:
         raise ValueError(f"{where} holds a {kind}, expected a {architecture}")
