@@ -360,6 +360,42 @@ def check_run_length(algorithm, N_epochs, N_steps):
             fail(algorithm, name, f"must be an integer >= 0, got {value!r}")
 
 
+def _schedule(theta, N, key, N_epochs, N_steps, batch_size, shuffle, start_step):
+    """``(step, rows, mask keys of the epoch)`` for every step after ``start_step``: epoch e
+    visits the N examples in the order ``permutation(fold_in(k_shuffle, e))`` (or in order),
+    the steps ≤ ``start_step`` skipped (their updates are in θ already)."""
+    k_shuffle, k_mask = jax.random.split(key)
+    step = epoch = 0
+    while (N_epochs is None or epoch < N_epochs) and (N_steps is None or step < N_steps):
+        fold = jax.random.fold_in(k_shuffle, epoch)
+        order = np.asarray(jax.random.permutation(fold, N)) if shuffle else np.arange(N)
+        keys = _mask_keys(theta, k_mask, epoch, N)  # masking keys (Algorithm 12), else None
+        for start in range(0, N, batch_size):
+            step += 1
+            if step > start_step:
+                yield step, order[start : start + batch_size], keys
+            if N_steps is not None and step >= N_steps:
+                return
+        epoch += 1
+
+
+def _diverged(algorithm, step, loss, stats, good, earlier, history, start_step):
+    """The :class:`NonFiniteError` of a step with a non-finite loss or gradient. θ before this
+    step is the last good one, unless the update before made it non-finite without a non-finite
+    loss (a NaN learning rate): then the one before that."""
+    last = good if good is earlier or all_finite(good[0]) else earlier
+    return NonFiniteError(
+        f"{algorithm}: step {step} gave loss {float(loss)} and gradient norm "
+        f"{float(stats.grad_norm)}; the last good parameters (after step "
+        f"{last[2]}) are attached (.theta, .opt_state)",
+        step=step,
+        theta=last[0],
+        opt_state=last[1],
+        completed=last[2],
+        history=np.asarray(history[: last[2] - start_step]),
+    )
+
+
 def run_steps(
     algorithm,
     step_fn,
@@ -386,56 +422,26 @@ def run_steps(
     are skipped (resuming). Returns ``(θ, opt_state, history)``; raises :class:`NonFiniteError`,
     and :class:`TrainingInterrupted` (with the last completed step's state) on Ctrl-C.
     """
-    N = len(examples)
-    if N == 0:
+    if len(examples) == 0:
         fail(algorithm, "data", "is empty")
-    k_shuffle, k_mask = jax.random.split(key)
     history = []
     # (θ, state, steps in them) after the last completed step and after the one before: each
     # written in one assignment, so that Ctrl-C between two statements never mixes two steps.
     good = earlier = (theta, opt_state, start_step)
-    step = 0  # steps taken or, before start_step, skipped
-    epoch = 0
+    steps = _schedule(theta, len(examples), key, N_epochs, N_steps, batch_size, shuffle, start_step)
     try:
-        while (N_epochs is None or epoch < N_epochs) and (N_steps is None or step < N_steps):
-            order = (
-                np.asarray(jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), N))
-                if shuffle
-                else np.arange(N)
-            )
-            keys = _mask_keys(theta, k_mask, epoch, N)
-            for start in range(0, N, batch_size):
-                step += 1
-                if step <= start_step:  # resuming: this step's update is in θ already
-                    continue
-                rows = order[start : start + batch_size]
-                batch = make_batch(theta, examples, rows, batch_size, keys)
-                if place_batch is not None:
-                    batch = place_batch(batch)
-                new_theta, new_opt_state, loss, stats = step_fn(theta, opt_state, batch, p_mask)
-                if not (np.isfinite(loss) and np.isfinite(stats.grad_norm)):
-                    # θ before this step is the last good one, unless the update before made it
-                    # non-finite without a non-finite loss (a NaN learning rate): then the one
-                    # before that.
-                    last = good if good is earlier or all_finite(good[0]) else earlier
-                    raise NonFiniteError(
-                        f"{algorithm}: step {step} gave loss {float(loss)} and gradient norm "
-                        f"{float(stats.grad_norm)}; the last good parameters (after step "
-                        f"{last[2]}) are attached (.theta, .opt_state)",
-                        step=step,
-                        theta=last[0],
-                        opt_state=last[1],
-                        completed=last[2],
-                        history=np.asarray(history[: last[2] - start_step]),
-                    )
-                earlier, good = good, (new_theta, new_opt_state, step)
-                theta, opt_state = new_theta, new_opt_state
-                history.append(loss)
-                if callback is not None:
-                    callback(step, loss, stats)
-                if N_steps is not None and step >= N_steps:
-                    break
-            epoch += 1
+        for step, rows, keys in steps:
+            batch = make_batch(theta, examples, rows, batch_size, keys)
+            if place_batch is not None:
+                batch = place_batch(batch)
+            new_theta, new_opt_state, loss, stats = step_fn(theta, opt_state, batch, p_mask)
+            if not (np.isfinite(loss) and np.isfinite(stats.grad_norm)):
+                raise _diverged(algorithm, step, loss, stats, good, earlier, history, start_step)
+            earlier, good = good, (new_theta, new_opt_state, step)
+            theta, opt_state = new_theta, new_opt_state
+            history.append(loss)
+            if callback is not None:
+                callback(step, loss, stats)
     except KeyboardInterrupt:
         theta, opt_state, completed = good
         raise TrainingInterrupted(

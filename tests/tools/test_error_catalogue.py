@@ -84,7 +84,7 @@ LIBRARY = [
     Case("Alg 11 given Alg 9's θ", lambda: fa.ed_training([(x, x)], E, N_epochs=1, eta=0.1),
          TypeError, r"EDTraining \(Algorithm 11\)", r"'theta'"),
     Case("d_loss given Alg 8's θ", lambda: fa.d_loss(ED, x), TypeError,
-         r"DTransformer \(Algorithm 10\)", r"'theta'"),
+         r"DTraining \(Algorithm 13\)", r"'theta'"),
     Case("plain dict θ", lambda: fa.d_transformer(x, dict(D._asdict())), TypeError,
          r"DTransformer \(Algorithm 10\)", r"'theta' .*plain dict.*DTransformerParams\(\*\*theta\)"),
     Case("dict θ without W_u", lambda: fa.d_transformer(x, {"W_e": D.W_e}), TypeError,
@@ -293,7 +293,7 @@ LIBRARY = [
     Case("nested list", lambda: fa.d_transformer([[1, 2]], D), ValueError, r"Algorithm 10",
          r"'x' must be a 1-D token sequence"),
     Case("list out of the vocabulary", lambda: fa.d_loss(D, [1, 20]), ValueError,
-         r"Algorithm 10", r"'x' holds token ids \[20\]"),
+         r"DTraining \(Algorithm 13\)", r"'x' holds token ids \[20\]"),
     Case("list too long for Alg 8", lambda: fa.ed_transformer([1] * 7, [1], ED), ValueError,
          r"EDTransformer \(Algorithm 8\)", r"'z' has length 7 > ell_max = 6"),
     # training and the optimiser
