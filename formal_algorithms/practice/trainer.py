@@ -271,6 +271,22 @@ def make_batch(theta, examples, rows, batch_size: int, keys=None) -> dict:
 # ------------------------------------------------------------------------------ train, evaluate
 
 
+def _check_options(algorithm, optimizer, N_epochs, N_steps, batch_size, reduction, key, p_mask):
+    """:func:`train`'s options, each refused by name; returns p_mask as a float."""
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        fail(
+            algorithm,
+            "optimizer",
+            f"must be an optax GradientTransformation (e.g. "
+            f"make_optimizer(1e-3, N_steps=...)), got {optimizer!r}",
+            TypeError,
+        )
+    check_run_length(algorithm, N_epochs, N_steps)
+    check_batching(algorithm, batch_size, reduction)
+    check_key(algorithm, key)
+    return check_p_mask(algorithm, p_mask)
+
+
 def train(
     theta,
     data,
@@ -312,40 +328,18 @@ def train(
     (~1.4-1.6× faster on the GPT-2-like benchmark, docs/performance.md).
     """
     algorithm = check_theta(theta, "train")
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        fail(
-            algorithm,
-            "optimizer",
-            f"must be an optax GradientTransformation (e.g. "
-            f"make_optimizer(1e-3, N_steps=...)), got {optimizer!r}",
-            TypeError,
-        )
-    check_run_length(algorithm, N_epochs, N_steps)
-    check_batching(algorithm, batch_size, reduction)
-    check_key(algorithm, key)
-    p_mask = check_p_mask(algorithm, p_mask)
-    activation = default_activation(theta, activation)
-    examples = as_examples(algorithm, data, theta)
-    kw = dict(optimizer=optimizer, reduction=reduction, activation=activation, eps=eps)
-    if fast:
-        step_fn = functools.partial(train_step_fast, **kw)
-    else:
-        step_fn = functools.partial(train_step, **kw)
+    p_mask = _check_options(
+        algorithm, optimizer, N_epochs, N_steps, batch_size, reduction, key, p_mask
+    )
+    kw = dict(optimizer=optimizer, reduction=reduction, eps=eps)
+    kw["activation"] = default_activation(theta, activation)
+    step_fn = functools.partial(train_step_fast if fast else train_step, **kw)
     opt_state = optimizer.init(theta) if opt_state is None else opt_state
+    examples = as_examples(algorithm, data, theta)
+    loop = dict(N_epochs=N_epochs, N_steps=N_steps, batch_size=batch_size, shuffle=shuffle)
+    loop.update(callback=callback, start_step=start_step)
     theta, opt_state, history = run_steps(
-        algorithm,
-        step_fn,
-        theta,
-        opt_state,
-        examples,
-        key,
-        p_mask,
-        N_epochs=N_epochs,
-        N_steps=N_steps,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        callback=callback,
-        start_step=start_step,
+        algorithm, step_fn, theta, opt_state, examples, key, p_mask, **loop
     )
     return (theta, history, opt_state) if return_opt_state else (theta, history)
 
