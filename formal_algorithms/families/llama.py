@@ -45,6 +45,7 @@ from ..practice.kv_attention import KV, cached_attention
 from ..variants.gated_mlp import gated_mlp, silu
 from ..variants.grouped_attention import grouped_attention
 from ..variants.rope import affine, rope
+from ..variants.sliding_window import sliding_window_mask
 
 LLAMA = "llama_logits (Algorithm 10 with Llama's substitutions)"
 LLAMA_CACHED = "llama_cached_logits"
@@ -161,11 +162,18 @@ def llama_logits(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-5):
     ``x``: ``(ℓ,)`` token ids. Column t is the logits of ``P̂(x[t+1] | x[:t+1])``.
     """
     hp = llama_hyperparameters(theta)
-    check_tokens(LLAMA, "x", x, hp["N_V"], None)
+    return rope_decoder_logits(x, theta, hp["N_V"], LLAMA, rope_base=rope_base, eps=eps)
+
+
+def rope_decoder_logits(x, theta: LlamaParams, N_V, algorithm, *, rope_base, eps, window=None):
+    """Algorithm 10 with Llama's substitutions (and a family's: Q/K/V biases, a sliding
+    ``window``) on a θ whose shapes the caller has checked: ``W_u X`` ``(N_V, ℓ)``."""
+    check_tokens(algorithm, "x", x, N_V, None)
     x = jnp.asarray(x)
     X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (RoPE in attention instead)
     t = jnp.arange(x.shape[0])
-    Mask = unidirectional_mask(x.shape[0])
+    ell = x.shape[0]
+    Mask = unidirectional_mask(ell) if window is None else sliding_window_mask(ell, window)
     for layer in theta.layers:  # line 4
         X = llama_layer(X, layer, Mask, t, rope_base=rope_base, eps=eps)  # lines 5-8
     X = rms_norm_columns(X, theta.gamma, eps)  # line 10: RMSnorm

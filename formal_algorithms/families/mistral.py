@@ -12,14 +12,9 @@ Mistral exactly when the prompt and the generated tokens fit in one window (``�
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
-from ..paper.architectures import unembedding_matrix
-from ..paper.checks import check_tokens, fail
+from ..paper.checks import fail
 from ..paper.functions import softmax
-from ..paper.normalisation import rms_norm_columns
-from ..variants.sliding_window import sliding_window_mask
-from .llama import LlamaParams, llama_from_state_dict, llama_hyperparameters, llama_layer
+from .llama import LlamaParams, llama_from_state_dict, llama_hyperparameters, rope_decoder_logits
 from .qwen2 import llama_tensor_names, refuse_unused, require, rope_base_of
 
 MISTRAL = "mistral_logits (Algorithm 10 with Mistral's substitutions)"
@@ -28,17 +23,8 @@ MISTRAL = "mistral_logits (Algorithm 10 with Mistral's substitutions)"
 def mistral_logits(x, theta: LlamaParams, *, window: int, rope_base=10000.0, eps=1e-5):
     """Algorithm 10 with Mistral's substitutions, without the final softmax: ``(N_V, ℓ)``.
     ``window``: w, the positions each token sees (itself and the w − 1 before it)."""
-    hp = llama_hyperparameters(theta)
-    check_tokens(MISTRAL, "x", x, hp["N_V"], None)
-    x = jnp.asarray(x)
-    X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (RoPE in attention instead)
-    t = jnp.arange(x.shape[0])
-    Mask = sliding_window_mask(x.shape[0], window)  # eq. 3 with a window of w positions
-    for layer in theta.layers:  # line 4
-        X = llama_layer(X, layer, Mask, t, rope_base=rope_base, eps=eps)  # lines 5-8
-    X = rms_norm_columns(X, theta.gamma, eps)  # line 10: RMSnorm
-    logits = unembedding_matrix(theta) @ X  # line 11 (part: logits)
-    return logits
+    N_V = llama_hyperparameters(theta)["N_V"]
+    return rope_decoder_logits(x, theta, N_V, MISTRAL, rope_base=rope_base, eps=eps, window=window)
 
 
 def mistral(x, theta: LlamaParams, *, window: int, rope_base=10000.0, eps=1e-5):

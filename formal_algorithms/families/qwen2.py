@@ -21,17 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import unembedding_matrix
-from ..paper.attention import unidirectional_mask
-from ..paper.checks import check_tokens, fail
+from ..paper.checks import fail
 from ..paper.functions import softmax
-from ..paper.normalisation import rms_norm_columns
 from .llama import (
     LlamaParams,
     init_llama,
     llama_from_state_dict,
     llama_hyperparameters,
-    llama_layer,
+    rope_decoder_logits,
 )
 
 QWEN2 = "qwen2_logits (Algorithm 10 with Qwen2's substitutions)"
@@ -68,17 +65,8 @@ def qwen2_hyperparameters(theta: LlamaParams) -> dict:
 
 def qwen2_logits(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-6):
     """Algorithm 10 with Qwen2's substitutions, without the final softmax: ``(N_V, ℓ)``."""
-    hp = qwen2_hyperparameters(theta)
-    check_tokens(QWEN2, "x", x, hp["N_V"], None)
-    x = jnp.asarray(x)
-    X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (RoPE in attention instead)
-    t = jnp.arange(x.shape[0])
-    Mask = unidirectional_mask(x.shape[0])
-    for layer in theta.layers:  # line 4
-        X = llama_layer(X, layer, Mask, t, rope_base=rope_base, eps=eps)  # lines 5-8
-    X = rms_norm_columns(X, theta.gamma, eps)  # line 10: RMSnorm
-    logits = unembedding_matrix(theta) @ X  # line 11 (part: logits)
-    return logits
+    N_V = qwen2_hyperparameters(theta)["N_V"]
+    return rope_decoder_logits(x, theta, N_V, QWEN2, rope_base=rope_base, eps=eps)
 
 
 def qwen2(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-6):
