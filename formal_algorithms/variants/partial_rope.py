@@ -7,14 +7,11 @@ half-split pairs ``(i, i + d_rot/2)``, ``θ_i = base^{−2i/d_rot}``); rows ``d_
 pass unrotated. ``d_rot = d_attn`` is :func:`.rope.rope`. Lines 3-6 are the paper's, and Algorithm
 5 runs it per head (H query, key and value sets, with the paper's biases).
 
-Decision: Algorithm 4 is written out here (the eight lines of :func:`.rope.rope_attention` with
-the other rotation), since :mod:`.rope` takes no ``d_rot``; a ``d_rot`` keyword there would make
-this module one function.
+Each head is :func:`.rope.rope_attention` with ``d_rot``: the rotation of :func:`.rope.rope` on
+the first ``d_rot`` rows.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +19,8 @@ import numpy as np
 
 from ..paper.attention import AttentionParams, MHAttentionParams
 from ..paper.checks import check_count, fail
-from ..paper.functions import compute_dtype, softmax
 from ._params import check_heads, check_mask, check_matrix
-from .rope import affine, rope
+from .rope import affine, rope, rope_attention
 
 PARTIAL_ROPE = "partial_rope"
 MH_PARTIAL = "partial_rope_attention (Algorithm 5, RoPE on d_rot rows after Alg 4 lines 1-2)"
@@ -37,25 +33,7 @@ def partial_rope(X, positions, base: float = 10000.0, d_rot: int | None = None):
     check_count(PARTIAL_ROPE, "d_rot", d_rot, 0)
     if d_rot > d:
         fail(PARTIAL_ROPE, "d_rot", f"= {d_rot} exceeds the {d} rows of X")
-    if d_rot == 0:
-        return X
-    return jnp.concatenate([rope(X[:d_rot], positions, base), X[d_rot:]], axis=0)
-
-
-def partial_rope_head(X, Z, W: AttentionParams, Mask, *, t_x, t_z, base, d_rot):
-    """Algorithm 4 with the first ``d_rot`` rows of Q and K rotated after lines 1-2 (one head;
-    shapes checked by :func:`partial_rope_attention`)."""
-    Q = affine(W.W_q, W.b_q, X)  # line 1
-    K = affine(W.W_k, W.b_k, Z)  # line 2
-    Q = partial_rope(Q, t_x, base, d_rot)  # line 1, then Q[:d_rot, t] ← R(t_x[t]) Q[:d_rot, t]
-    K = partial_rope(K, t_z, base, d_rot)  # line 2, then K[:d_rot, t] ← R(t_z[t]) K[:d_rot, t]
-    V = affine(W.W_v, W.b_v, Z)  # line 3
-    c = compute_dtype(V.dtype)
-    S = K.astype(c).T @ Q.astype(c)  # line 4
-    S = S if Mask is None else jnp.where(jnp.asarray(Mask, bool), S, -jnp.inf)  # line 5
-    A = softmax(S / math.sqrt(Q.shape[0]))  # line 6 (part: A): the weights
-    V_tilde = (V.astype(c) @ A).astype(V.dtype)  # line 6
-    return V_tilde
+    return rope(X, positions, base, d_rot)
 
 
 def partial_rope_attention(
@@ -72,7 +50,7 @@ def partial_rope_attention(
     t_z = jnp.arange(Z.shape[1]) if t_z is None else jnp.asarray(t_z)
 
     def one_head(W_h):
-        return partial_rope_head(X, Z, W_h, Mask, t_x=t_x, t_z=t_z, base=base, d_rot=d_rot)
+        return rope_attention(X, Z, W_h, Mask, t_x=t_x, t_z=t_z, base=base, d_rot=d_rot)
 
     heads = AttentionParams(W.W_q, W.b_q, W.W_k, W.b_k, W.W_v, W.b_v)
     Y = jax.vmap(one_head)(heads)  # Algorithm 5 lines 1-2: Y^h for every head h

@@ -43,11 +43,12 @@ def rope_frequencies(d: int, base: float = 10000.0, dtype=jnp.float32):
     return jnp.asarray(base ** (-np.arange(0, d, 2, dtype=np.float64) / d), dtype)
 
 
-def rope(X, positions, base: float = 10000.0):
+def rope(X, positions, base: float = 10000.0, d_rot: int | None = None):
     """``X[:, t] ← R(positions[t]) X[:, t]`` for every column of ``X`` ``(d, n)`` (half-split pairs).
 
     ``positions`` ``(n,)``: the 0-based position of each column (need not start at 0: a cached
-    decoding step rotates its one column by its true position).
+    decoding step rotates its one column by its true position). ``d_rot``: rotate only rows
+    ``0 … d_rot − 1`` (partial rotary, :mod:`.partial_rope`); default all d.
     """
     if X.ndim != 2:
         fail(ROPE, "X", f"must be a matrix (d, n) with tokens as columns, got shape {X.shape}")
@@ -55,11 +56,14 @@ def rope(X, positions, base: float = 10000.0):
     positions = jnp.asarray(positions)
     if positions.shape != (n,):
         fail(ROPE, "positions", f"has shape {positions.shape}, expected ({n},): one per column")
-    theta = rope_frequencies(d, base, X.dtype)
-    angle = theta[:, None] * positions[None, :].astype(X.dtype)  # (d/2, n): t θ_i
+    d_rot = d if d_rot is None else d_rot
+    if d_rot == 0:
+        return X
+    theta = rope_frequencies(d_rot, base, X.dtype)
+    angle = theta[:, None] * positions[None, :].astype(X.dtype)  # (d_rot/2, n): t θ_i
     cos, sin = jnp.cos(angle), jnp.sin(angle)
-    x1, x2 = X[: d // 2], X[d // 2 :]  # row i pairs with row i + d/2
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=0)
+    x1, x2 = X[: d_rot // 2], X[d_rot // 2 : d_rot]  # row i pairs with row i + d_rot/2
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, X[d_rot:]], axis=0)
 
 
 def interleaved_to_half_split(W, n_heads: int):
@@ -80,9 +84,12 @@ def affine(W, b, X):
     return Y if b is None else Y + b[:, None]
 
 
-def rope_attention(X, Z, W: AttentionParams, Mask=None, *, t_x=None, t_z=None, base=10000.0):
+def rope_attention(
+    X, Z, W: AttentionParams, Mask=None, *, t_x=None, t_z=None, base=10000.0, d_rot=None
+):
     """Algorithm 4 with RoPE after lines 1-2 (and bias-free projections where ``b is None``).
-    ``base=None`` skips the rotation: the paper's Algorithm 4 with optional biases.
+    ``base=None`` skips the rotation: the paper's Algorithm 4 with optional biases; ``d_rot``
+    rotates the first d_rot rows of Q and K only (:mod:`.partial_rope`).
 
     ``t_x`` ``(ℓ_x,)``, ``t_z`` ``(ℓ_z,)``: the positions of the columns of X and Z (default
     ``0 … ℓ − 1``). Shapes and ``Mask`` as :func:`formal_algorithms.attention`.
@@ -101,8 +108,8 @@ def rope_attention(X, Z, W: AttentionParams, Mask=None, *, t_x=None, t_z=None, b
     Q = affine(W.W_q, W.b_q, X)  # line 1
     K = affine(W.W_k, W.b_k, Z)  # line 2
     if base is not None:
-        Q = rope(Q, t_x, base)  # line 1, then Q[:, t] ← R(t_x[t]) Q[:, t]
-        K = rope(K, t_z, base)  # line 2, then K[:, t] ← R(t_z[t]) K[:, t]
+        Q = rope(Q, t_x, base, d_rot)  # line 1, then Q[:, t] ← R(t_x[t]) Q[:, t]
+        K = rope(K, t_z, base, d_rot)  # line 2, then K[:, t] ← R(t_z[t]) K[:, t]
     V = affine(W.W_v, W.b_v, Z)  # line 3
     c = compute_dtype(V.dtype)
     S = K.astype(c).T @ Q.astype(c)  # line 4
