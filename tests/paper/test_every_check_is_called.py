@@ -146,3 +146,24 @@ def test_the_batched_cached_forms_refuse_keys_that_are_not_keys(thetas, keys):
         cache.d_inference_cached_batch(prompts, thetas["d"], keys, ell_gen=1)
     with pytest.raises(TypeError, match=r"Algorithm 15.*'keys' must hold one key per sequence"):
         cache.ed_inference_cached_batch(prompts, thetas["ed"], keys, max_length=3)
+
+
+def test_bidirectional_mask_refuses_a_negative_size():
+    with pytest.raises(ValueError, match=r"bidirectional_mask \(eq. 3\).*'ell_z'"):
+        fa.bidirectional_mask(-1, 2)
+    with pytest.raises(ValueError, match=r"bidirectional_mask \(eq. 3\).*'ell_x'"):
+        fa.bidirectional_mask(2, -1)
+
+
+def test_embed_takes_a_list_of_token_ids_as_an_array(thetas):
+    theta = thetas["d"]
+    np.testing.assert_array_equal(
+        fa.embed([1, 2, 3], theta.W_e, theta.W_p), fa.embed(X[:3], theta.W_e, theta.W_p)
+    )
+
+
+def test_the_literal_inference_names_a_step_without_a_distribution(thetas):
+    """A NaN in θ gives logits with no distribution: Algorithm 14 names θ's leaf, not a token."""
+    theta = thetas["d"]._replace(gamma=thetas["d"].gamma.at[0].set(jnp.nan))
+    with pytest.raises(ValueError, match=r"Algorithm 14.*theta\.gamma is not finite"):
+        fa.d_inference(X, theta, KEY, ell_gen=2)
