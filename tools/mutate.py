@@ -73,40 +73,55 @@ TESTS = {
         "test_embeddings.py",
         "test_architectures.py",
         "test_mutation_kills_paper.py",
+        "test_every_check_is_called.py",
     ],
     "formal_algorithms/paper/attention.py": [
         "test_attention.py",
         "test_architectures.py",
         "test_mutation_kills_paper.py",
+        "test_every_check_is_called.py",
     ],
     "formal_algorithms/paper/architectures.py": [
         "test_architectures.py",
         "test_errors.py",
         "test_mutation_kills_paper.py",
+        "test_every_check_is_called.py",
     ],
     "formal_algorithms/paper/parameters.py": [
         "test_architectures.py",
         "test_errors.py",
         "test_mutation_kills_paper.py",
+        "test_every_check_is_called.py",
     ],
     "formal_algorithms/paper/validation.py": [
         "test_architectures.py",
         "test_errors.py",
         "test_mutation_kills_paper.py",
+        "test_every_check_is_called.py",
     ],
     "formal_algorithms/practice/kv_attention.py": ["test_cache.py", "test_fast.py"],
     "formal_algorithms/paper/inference.py": [
         "test_inference.py",
         "test_mutation_kills_paper.py",
+        "test_every_check_is_called.py",
     ],
-    "formal_algorithms/paper/training.py": ["test_training.py", "test_mutation_kills_paper.py"],
-    "formal_algorithms/practice/cache.py": ["test_cache.py", "test_mutation_kills.py"],
+    "formal_algorithms/paper/training.py": [
+        "test_training.py",
+        "test_mutation_kills_paper.py",
+        "test_every_check_is_called.py",
+    ],
+    "formal_algorithms/practice/cache.py": [
+        "test_cache.py",
+        "test_mutation_kills.py",
+        "test_every_check_is_called.py",
+    ],
     "formal_algorithms/practice/fast.py": ["test_fast.py", "test_mutation_kills.py"],
     "formal_algorithms/paper/checks.py": [
         "test_errors.py",
         "test_embeddings.py",
         "test_attention.py",
         "test_mutation_kills_paper.py",
+        "test_every_check_is_called.py",
     ],
 }
 CHECKS_MODULES = {"formal_algorithms/paper/checks.py", "formal_algorithms/paper/validation.py"}
