@@ -269,9 +269,10 @@ class LlamaCache(NamedTuple):
     V: jax.Array  # (L, G, T, d_mid)
 
 
-def init_llama_cache(theta: LlamaParams, T: int, dtype=None) -> LlamaCache:
-    """An empty cache of T positions (T bounds the prompt plus the generated tokens)."""
-    hp = llama_hyperparameters(theta)
+def init_llama_cache(theta: LlamaParams, T: int, dtype=None, *, hp=None) -> LlamaCache:
+    """An empty cache of T positions (T bounds the prompt plus the generated tokens); ``hp``:
+    θ's hyperparameters if the caller has read them (a family's own check)."""
+    hp = llama_hyperparameters(theta) if hp is None else hp
     dtype = theta.W_e.dtype if dtype is None else dtype
     K = jnp.zeros((hp["L"], hp["G"], T, hp["d_attn"]), dtype)
     V = jnp.zeros((hp["L"], hp["G"], T, hp["d_mid"]), dtype)
@@ -361,19 +362,16 @@ def _cached_block(tokens, start, layers, E, gamma, W_u, cache, rope_base, eps, w
     return logits, LlamaCache(K, V)
 
 
-@functools.partial(jax.jit, static_argnames=("rope_base", "eps"))
-def _prefill(tokens, stacked, E, gamma, W_u, cache, *, rope_base, eps):
-    return _cached_block(tokens, 0, stacked, E, gamma, W_u, cache, rope_base, eps)
+@functools.partial(jax.jit, static_argnames=("rope_base", "eps", "window"))
+def _block(tokens, start, layers, E, gamma, W_u, cache, *, rope_base, eps, window=None):
+    return _cached_block(tokens, start, layers, E, gamma, W_u, cache, rope_base, eps, window)
 
 
-@functools.partial(jax.jit, static_argnames=("rope_base", "eps"))
-def _block(tokens, start, stacked, E, gamma, W_u, cache, *, rope_base, eps):
-    return _cached_block(tokens, start, stacked, E, gamma, W_u, cache, rope_base, eps)
-
-
-@functools.partial(jax.jit, static_argnames=("rope_base", "eps"), donate_argnums=(6,))
-def _step(token, t, layers, E, gamma, W_u, cache, *, rope_base, eps):
-    logits, cache = _cached_block(token[None], t, layers, E, gamma, W_u, cache, rope_base, eps)
+@functools.partial(jax.jit, static_argnames=("rope_base", "eps", "window"), donate_argnums=(6,))
+def _step(token, t, layers, E, gamma, W_u, cache, *, rope_base, eps, window=None):
+    logits, cache = _cached_block(
+        token[None], t, layers, E, gamma, W_u, cache, rope_base, eps, window
+    )
     return logits[:, 0], cache
 
 
@@ -386,27 +384,15 @@ def llama_cached_logits(
     hp = llama_hyperparameters(theta)
     tokens = jnp.asarray(tokens)
     check_tokens(LLAMA_CACHED, "tokens", tokens, hp["N_V"], None)
-    if start < 0 or start + tokens.shape[0] > cache.K.shape[2]:
-        fail(
-            LLAMA_CACHED,
-            "start",
-            f"= {start} with {tokens.shape[0]} tokens does not fit the "
-            f"cache of {cache.K.shape[2]} positions",
-        )
+    T = cache.K.shape[2]
+    if start < 0 or start + tokens.shape[0] > T:
+        message = f"= {start} with {tokens.shape[0]} tokens does not fit the cache of {T} positions"
+        fail(LLAMA_CACHED, "start", message)
     E = theta.W_e.T
     W_u = E if theta.W_u is None else theta.W_u
-    stacked = stack_layers(fused_layers(theta))
-    return _block(
-        tokens,
-        jnp.asarray(start),
-        stacked,
-        E,
-        theta.gamma,
-        W_u,
-        cache,
-        rope_base=rope_base,
-        eps=eps,
-    )
+    layers = stack_layers(fused_layers(theta))
+    kw = dict(rope_base=rope_base, eps=eps)
+    return _block(tokens, jnp.asarray(start), layers, E, theta.gamma, W_u, cache, **kw)
 
 
 def _bucket(n: int) -> int:
@@ -417,9 +403,21 @@ class Decoder:
     """A loaded Llama θ ready for cached decoding: layers stacked once, two compiled functions
     (prefill of a bucketed prompt, one column per step)."""
 
-    def __init__(self, theta: LlamaParams, *, rope_base=10000.0, eps=1e-5, context=None):
-        self.hp = llama_hyperparameters(theta)
+    def __init__(
+        self,
+        theta: LlamaParams,
+        *,
+        rope_base=10000.0,
+        eps=1e-5,
+        context=None,
+        window=None,
+        hyperparameters=llama_hyperparameters,
+    ):
+        """``window``: a sliding window of w positions (Mistral); ``hyperparameters``: the
+        family's shape check (:func:`.qwen2.qwen2_hyperparameters` admits Q/K/V biases)."""
+        self.hp = hyperparameters(theta)
         self.theta, self.rope_base, self.eps, self.context = theta, rope_base, eps, context
+        self.window = window
         self.E = jnp.asarray(np.asarray(theta.W_e).T)  # W_eᵀ, materialised once (row reads)
         self.W_u = self.E if theta.W_u is None else theta.W_u
         self.fused = fused_layers(theta)
@@ -452,9 +450,9 @@ class Decoder:
         key = jax.random.key(0) if key is None else key
         padded = np.zeros(_bucket(ell), np.int32)
         padded[:ell] = prompt
-        cache = init_llama_cache(self.theta, T)
-        kw = dict(rope_base=self.rope_base, eps=self.eps)
-        logits, cache = _prefill(jnp.asarray(padded), *self._args(), cache, **kw)
+        cache = init_llama_cache(self.theta, T, hp=self.hp)
+        kw = dict(rope_base=self.rope_base, eps=self.eps, window=self.window)
+        logits, cache = _block(jnp.asarray(padded), 0, *self._args(), cache, **kw)
         p = logits[:, ell - 1]  # P[:, ℓ−1]; padded columns (≥ ℓ) are overwritten before use
         for i in range(max_new):
             y = int(sample_token(step_key(key, i), p, tau))  # line 5

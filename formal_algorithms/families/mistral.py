@@ -6,8 +6,9 @@ Algorithm 10, line by line, against :mod:`.llama` (which lists Llama's substitut
   ``[[t_x − w < t_z ≤ t_x]]`` (:func:`..variants.sliding_window.sliding_window_mask`); every other
   line is Llama's, and θ is :class:`.llama.LlamaParams`.
 
-Not written: the cached form. :class:`.llama.Decoder` masks with ``[[t' ≤ t]]`` only, so it serves
-Mistral exactly when the prompt and the generated tokens fit in one window (``ℓ ≤ w``).
+The cached form is :class:`.llama.Decoder` with ``window=w``: the cache keeps every position and
+the mask over it is the window's (:func:`..practice.kv_attention.position_mask`); greedy decoding
+past the window equals ``generate``.
 """
 
 from __future__ import annotations

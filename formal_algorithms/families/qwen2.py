@@ -11,8 +11,9 @@ Algorithm 10, line by line, against :mod:`.llama` (which lists Llama's substitut
 (:func:`.llama.llama_layer`, which passes the biases on to
 :func:`..variants.grouped_attention.grouped_attention`).
 
-Not written: the cached form. :class:`.llama.Decoder` refuses biases and its decoding step has no
-bias term; greedy generation is Algorithm 14 on :func:`qwen2_logits` (recomputed each step).
+The cached form is :class:`.llama.Decoder` with ``hyperparameters=qwen2_hyperparameters``: its
+fused projection carries the biases (:mod:`..practice.kv_attention`); greedy decoding equals
+``generate`` (tests/tools/test_families_more.py).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from formal_algorithms.families.gpt_neox import (
     gpt_neox_logits,
     init_gpt_neox,
 )
+from formal_algorithms.families.llama import Decoder
 from formal_algorithms.families.mistral import (
     mistral_config,
     mistral_from_state_dict,
@@ -43,6 +44,7 @@ from formal_algorithms.families.qwen2 import (
     qwen2,
     qwen2_config,
     qwen2_from_state_dict,
+    qwen2_hyperparameters,
     qwen2_logits,
 )
 from formal_algorithms.variants.partial_rope import partial_rope
@@ -140,8 +142,11 @@ def test_qwen2_equals_transformers_random_float64(G, tied):
     P = np.asarray(qwen2(X, theta, **kw["forward"]))
     np.testing.assert_allclose(P.sum(0), 1, atol=1e-12)
 
-    # greedy Algorithm 14 (uncached: Llama's cached decoder has no biases) against generate
-    assert _greedy_ours(qwen2_logits, theta, kw["forward"]) == _greedy(model, X[:3], 8)
+    # greedy Algorithm 14, uncached and cached (the Llama decoder with Qwen2's biases)
+    expected = _greedy(model, X[:3], 8)
+    assert _greedy_ours(qwen2_logits, theta, kw["forward"]) == expected
+    decoder = Decoder(theta, **kw["forward"], hyperparameters=qwen2_hyperparameters)
+    assert decoder.generate(X[:3], max_new=8) == expected
 
 
 def test_qwen2_refuses_what_it_does_not_write():
@@ -200,8 +205,11 @@ def test_mistral_equals_transformers_random_float64(G, tied):
     full = np.asarray(mistral_logits(X, theta, **{**kw["forward"], "window": len(X)}))
     assert np.abs(full[:, 4:] - expected[:, 4:]).min() > 0
     np.testing.assert_allclose(full[:, :4], expected[:, :4], rtol=0, atol=1e-10)
-    # greedy Algorithm 14 past the window (3 + 8 tokens, w = 4) equals generate's (cached) tokens
-    assert _greedy_ours(mistral_logits, theta, kw["forward"]) == _greedy(model, X[:3], 8)
+    # greedy Algorithm 14 past the window (3 + 8 tokens, w = 4) equals generate's (cached)
+    # tokens, uncached and with the Llama decoder's cache bounded by the window
+    expected = _greedy(model, X[:3], 8)
+    assert _greedy_ours(mistral_logits, theta, kw["forward"]) == expected
+    assert Decoder(theta, **kw["forward"]).generate(X[:3], max_new=8) == expected
 
 
 def test_mistral_refuses_what_it_does_not_write():
