@@ -37,7 +37,8 @@ from ..paper.normalisation import layer_norm_columns
 from ..paper.parameters import DTransformerParams, Layer
 from ..paper.validation import check_params
 from ..variants.partial_rope import partial_rope_attention
-from .qwen2 import refuse_unused, require
+from .llama import refuse_unused
+from .qwen2 import require
 
 GPT_NEOX = "gpt_neox_logits (Algorithm 10 with GPT-NeoX's substitutions)"
 

@@ -215,8 +215,33 @@ def init_llama(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=
     return LlamaParams(W_e, layers, jnp.ones(d_e, dtype), None if tied else w(N_V, d_e))
 
 
+def refuse_unused(caller: str, state: dict, used) -> None:
+    """A loader reads every tensor of ``state``: any name it does not use is refused by name."""
+    extra = sorted(set(state) - set(used))
+    if extra:
+        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+        fail(caller, "state", f"holds tensors this family does not use: {extra[:3]}{more}")
+
+
+def llama_tensor_names(n_layers: int) -> list[str]:
+    """The names :func:`llama_from_state_dict` reads (``lm_head.weight`` if untied)."""
+    names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    for l in range(n_layers):
+        p = f"model.layers.{l}."
+        names += [p + f"self_attn.{m}_proj.weight" for m in "qkvo"]
+        names += [p + f"mlp.{m}_proj.weight" for m in ("gate", "up", "down")]
+        names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+    return names
+
+
 def llama_from_state_dict(
-    state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int, dtype=None
+    state: dict,
+    *,
+    n_layers: int,
+    n_heads: int,
+    n_kv_heads: int,
+    dtype=None,
+    caller="llama_from_state_dict",
 ) -> LlamaParams:
     """θ from Hugging Face ``LlamaForCausalLM`` names (arrays as numpy, ``nn.Linear`` weights are
     ``(d_out, d_in)``, the paper's orientation). ``lm_head.weight`` absent means tied."""
@@ -253,6 +278,7 @@ def llama_from_state_dict(
                 get(p + "mlp.down_proj.weight"),
             )
         )
+    refuse_unused(caller, state, llama_tensor_names(n_layers))
     W_u = get("lm_head.weight") if "lm_head.weight" in state else None
     return LlamaParams(
         get("model.embed_tokens.weight").T, tuple(layers), get("model.norm.weight"), W_u

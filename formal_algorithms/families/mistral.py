@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..paper.checks import fail
 from ..paper.functions import softmax
 from .llama import LlamaParams, llama_from_state_dict, llama_hyperparameters, rope_decoder_logits
-from .qwen2 import llama_tensor_names, refuse_unused, require, rope_base_of
+from .qwen2 import require, rope_base_of
 
 MISTRAL = "mistral_logits (Algorithm 10 with Mistral's substitutions)"
 
@@ -60,8 +60,12 @@ def mistral_from_state_dict(
     state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int, dtype=None
 ) -> LlamaParams:
     """θ from Hugging Face ``MistralForCausalLM`` names: Llama's (:func:`.llama.
-    llama_from_state_dict`); every tensor of ``state`` must be used."""
-    refuse_unused("mistral_from_state_dict", state, llama_tensor_names(n_layers))
+    llama_from_state_dict`, which uses every tensor of ``state`` or refuses it)."""
     return llama_from_state_dict(
-        state, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads, dtype=dtype
+        state,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        dtype=dtype,
+        caller="mistral_from_state_dict",
     )

@@ -29,6 +29,8 @@ from .llama import (
     init_llama,
     llama_from_state_dict,
     llama_hyperparameters,
+    llama_tensor_names,
+    refuse_unused,
     rope_decoder_logits,
 )
 
@@ -104,25 +106,6 @@ def init_qwen2(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=
 QWEN2_LOAD = "qwen2_from_state_dict"
 
 
-def refuse_unused(caller: str, state: dict, used) -> None:
-    """A loader reads every tensor of ``state``: any name it does not use is refused by name."""
-    extra = sorted(set(state) - set(used))
-    if extra:
-        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
-        fail(caller, "state", f"holds tensors this family does not use: {extra[:3]}{more}")
-
-
-def llama_tensor_names(n_layers: int) -> list[str]:
-    """The names :func:`.llama.llama_from_state_dict` reads (``lm_head.weight`` if untied)."""
-    names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
-    for l in range(n_layers):
-        p = f"model.layers.{l}."
-        names += [p + f"self_attn.{m}_proj.weight" for m in "qkvo"]
-        names += [p + f"mlp.{m}_proj.weight" for m in ("gate", "up", "down")]
-        names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
-    return names
-
-
 def rope_base_of(caller: str, config: dict) -> float:
     """RoPE's base from a transformers configuration (``config.to_dict()``); any RoPE scaling
     other than none ("default") is refused by name: it is not written here."""
@@ -167,7 +150,12 @@ def qwen2_from_state_dict(
     biases = [f"model.layers.{l}.self_attn.{m}_proj.bias" for l in range(n_layers) for m in "qkv"]
     weights = {k: v for k, v in state.items() if k not in biases}
     theta = llama_from_state_dict(
-        weights, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads, dtype=dtype
+        weights,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        dtype=dtype,
+        caller=QWEN2_LOAD,
     )
     used = llama_tensor_names(n_layers) + biases
     refuse_unused(QWEN2_LOAD, state, used)

@@ -44,10 +44,18 @@ PROMPTS = ["The Eiffel Tower is in", "def fibonacci(n):", "Gravity is a force th
 def _tiny_hf(G, tied, seed):
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=G, max_position_embeddings=64,
-        rope_theta=1e4, rms_norm_eps=1e-5, tie_word_embeddings=tied, attn_implementation="sdpa",
-    )  # fmt: skip
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=G,
+        max_position_embeddings=64,
+        rope_theta=1e4,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=tied,
+        attn_implementation="sdpa",
+    )
     model = LlamaForCausalLM(config).double().eval()
     with torch.no_grad():
         for p in model.parameters():  # norms and embeddings away from their 1 / small inits
@@ -109,8 +117,14 @@ def test_llama_equals_transformers_random_float64(G, tied):
     np.testing.assert_allclose(P.sum(0), 1, atol=1e-12)
     # greedy Algorithm 14 through the cache, token for token against generate
     with torch.no_grad():
-        hf = model.generate(torch.tensor(x[:3])[None], max_new_tokens=12, min_new_tokens=12,
-                            do_sample=False, eos_token_id=None, pad_token_id=0)  # fmt: skip
+        hf = model.generate(
+            torch.tensor(x[:3])[None],
+            max_new_tokens=12,
+            min_new_tokens=12,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
     assert Decoder(theta, rope_base=1e4).generate(x[:3], max_new=12) == hf[0, 3:].tolist()
 
 
@@ -169,8 +183,9 @@ def test_smollm2_logits_equal_transformers(smollm2):
         assert len(ids) == 6
         with torch.no_grad():
             expected = hf(torch.tensor(ids)[None]).logits[0].numpy().T
-        got = np.asarray(llama_logits(np.asarray(ids), ours.theta, rope_base=ours.rope_base,
-                                      eps=ours.eps))  # fmt: skip
+        got = np.asarray(
+            llama_logits(np.asarray(ids), ours.theta, rope_base=ours.rope_base, eps=ours.eps)
+        )
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, expected, atol=2e-3, rtol=0, err_msg=text)
         np.testing.assert_array_equal(got.argmax(0), expected.argmax(0))
@@ -182,16 +197,23 @@ def test_smollm2_greedy_generation_equals_generate(smollm2):
     float32 differences between the two implementations (1e-4)."""
     ours, tokenizer, hf = smollm2
     messages = [{"role": "user", "content": "What is gravity?"}]
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                        return_dict=True)["input_ids"]  # fmt: skip
+    ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
     n = 40
     x = torch.tensor(ids)[None]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 8x faster than 2 spinning threads next to another test worker
     try:
         with torch.no_grad():  # an explicit mask: the prompt holds <|im_end|>, id 2, the pad id
-            expected = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n,
-                                   do_sample=False, eos_token_id=None, pad_token_id=2)  # fmt: skip
+            expected = hf.generate(
+                x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=n,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=2,
+            )
     finally:
         torch.set_num_threads(threads)
     expected = expected[0, len(ids) :].tolist()
@@ -260,3 +282,21 @@ def test_cached_forms_errors_name_the_defined_functions():
         Decoder(theta, context=4).generate([1, 2], max_new=5)
     with pytest.raises(ValueError, match=r"^Decoder\.stream .*argument 'prompt'"):
         Decoder(theta, context=4).generate([9], max_new=1)
+
+
+@pytest.mark.parametrize("bias", ["attention_bias", "mlp_bias"])
+def test_a_llama_with_biases_is_refused_not_loaded_without_them(bias):
+    """transformers' Llama with ``attention_bias`` or ``mlp_bias`` has tensors Llama's θ has no
+    field for: loading it is refused, naming them (loading without them was off by 5.6)."""
+    config = LlamaConfig(
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        **{bias: True},
+    )
+    state = {k: v.numpy() for k, v in LlamaForCausalLM(config).state_dict().items()}
+    with pytest.raises(ValueError, match=r"llama_from_state_dict.*does not use: \[.*\.bias'"):
+        llama_from_state_dict(state, n_layers=1, n_heads=2, n_kv_heads=2)

@@ -217,7 +217,9 @@ def untied(model, family):
     }[family]().weight
     generator = torch.Generator().manual_seed(20220719)  # not a seed a reference model uses
     other = torch.randn(head.weight.shape, generator=generator) / math.sqrt(head.weight.shape[1])
-    head.register_buffer("other_weight", other.to(head.weight.dtype))  # moves with .to(dtype)
+    head.register_buffer(
+        "other_weight", other.to(head.weight.dtype), persistent=False
+    )  # .to(dtype)
     if head.weight is not embedding:
         head.forward = lambda x: F.linear(x, embedding, head.bias)  # tied where untied
     else:
