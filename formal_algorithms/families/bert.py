@@ -107,7 +107,12 @@ def load_minilm(path: str | None = None) -> MiniLM:
         config = json.loads(z.read("config.json"))
         arrays = load(z.read("model.safetensors"))
         tokenizer = Tokenizer.from_str(z.read("tokenizer.json").decode())
-    tokenizer.no_padding()  # the shipped tokenizer pads every text to 128 tokens: one text here
+        recipe = json.loads(z.read("sentence_bert_config.json"))  # sentence-transformers' own
+    # The shipped tokenizer pads and truncates to 128 tokens; sentence-transformers embeds up to
+    # its max_seq_length (256) without padding: the recipe sentence_embedding promises.
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=int(recipe["max_seq_length"]))
+    config = {**config, "max_seq_length": int(recipe["max_seq_length"])}
     if config.get("hidden_act") != "gelu" or config.get("position_embedding_type") != "absolute":
         fail("load_minilm", "path", "holds a BERT that is not GELU with absolute positions")
     sd = StateDict(arrays, "load_minilm")
@@ -138,6 +143,6 @@ def load_minilm(path: str | None = None) -> MiniLM:
 
 def sentence_embedding(text: str, model: MiniLM):
     """all-MiniLM-L6-v2's embedding of ``text``: tokenised with the shipped tokenizer
-    (``[CLS] … [SEP]``), encoded (Algorithm 9 lines 1-9), mean-pooled, unit length."""
+    (``[CLS] … [SEP]``, at most ``max_seq_length`` = 256 tokens, as sentence-transformers), encoded (Algorithm 9 lines 1-9), mean-pooled, unit length."""
     ids = jnp.asarray(model.tokenizer.encode(text).ids, jnp.int32)
     return mean_pool(bert_encode(ids, model.params, eps=model.config["layer_norm_eps"]))

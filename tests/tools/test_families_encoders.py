@@ -78,6 +78,20 @@ def test_bert_encoder_equals_bertmodel_on_real_sentences(minilm):
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0, err_msg=text)
 
 
+def test_sentence_embedding_reads_256_tokens_as_sentence_transformers(minilm):
+    """A text of more than 128 tokens is embedded whole (the shipped tokenizer would cut it), equal to
+    BertModel mean-pooled over all its tokens; a longer one is cut at max_seq_length = 256."""
+    model, reference = minilm
+    text = " ".join(f"word{i}" for i in range(90))
+    ids = model.tokenizer.encode(text).ids
+    assert 128 < len(ids) <= 256 and ids[-1] == 102
+    with torch.no_grad():
+        hidden = reference(torch.tensor(ids)[None]).last_hidden_state[0].numpy()
+    expected = hidden.mean(0) / np.linalg.norm(hidden.mean(0))
+    np.testing.assert_allclose(np.asarray(sentence_embedding(text, model)), expected, atol=1e-5)
+    assert len(model.tokenizer.encode(text + " " + text).ids) == 256
+
+
 def test_sentence_embeddings_rank_a_paraphrase_above_an_unrelated_sentence(minilm):
     model, _ = minilm
     anchor = sentence_embedding("A man is playing a guitar.", model)
