@@ -167,3 +167,14 @@ def test_the_literal_inference_names_a_step_without_a_distribution(thetas):
     theta = thetas["d"]._replace(gamma=thetas["d"].gamma.at[0].set(jnp.nan))
     with pytest.raises(ValueError, match=r"Algorithm 14.*theta\.gamma is not finite"):
         fa.d_inference(X, theta, KEY, ell_gen=2)
+
+
+def test_a_plain_dict_theta_is_told_how_to_build_the_class(thetas):
+    plain = dict(thetas["d"]._asdict())
+    with pytest.raises(
+        TypeError, match=r"plain dict .*build it with DTransformerParams\(\*\*theta\)"
+    ):
+        fa.d_transformer(X, plain)
+    del plain["W_u"]
+    with pytest.raises(TypeError, match=r"missing \['W_u'\]"):
+        fa.d_transformer(X, plain)
