@@ -67,7 +67,11 @@ REPO = Path(__file__).resolve().parent.parent
 # Module (relative to the repository) -> the test files (basenames, found anywhere under tests/)
 # run against its mutants: the tests that exercise it directly, fast enough to run per mutant.
 TESTS = {
-    "formal_algorithms/paper/functions.py": ["test_functions_and_norms.py", "test_attention.py"],
+    "formal_algorithms/paper/functions.py": [
+        "test_functions_and_norms.py",
+        "test_attention.py",
+        "test_every_check_is_called.py",
+    ],
     "formal_algorithms/paper/normalisation.py": ["test_functions_and_norms.py"],
     "formal_algorithms/paper/embeddings.py": [
         "test_embeddings.py",
