@@ -215,6 +215,12 @@ def _jit_init(init):
     return functools.wraps(init)(jax.jit(init, static_argnames=static))
 
 
+def _draw(key, spec_fn, args):
+    """θ drawn on ``key`` from ``spec_fn``'s spec for an init function's arguments (``locals()``)."""
+    hp = {k: v for k, v in args.items() if k not in ("key", "dtype")}
+    return materialise(key, spec_fn(**hp), args["dtype"])
+
+
 @_jit_init
 def init_ed_transformer(
     key,
@@ -236,19 +242,7 @@ def init_ed_transformer(
     Initialisation (the paper gives none): embeddings N(0, 0.02²); weight matrices N(0, 1/fan_in);
     biases 0; γ = 1, β = 0. ``tied=True`` sets ``W_u = None`` (``W_u = W_eᵀ``).
     """
-    spec = ed_transformer_spec(
-        N_V=N_V,
-        ell_max=ell_max,
-        L_enc=L_enc,
-        L_dec=L_dec,
-        H=H,
-        d_e=d_e,
-        d_mlp=d_mlp,
-        d_attn=d_attn,
-        d_mid=d_mid,
-        tied=tied,
-    )
-    return materialise(key, spec, dtype)
+    return _draw(key, ed_transformer_spec, locals())
 
 
 @_jit_init
@@ -268,46 +262,12 @@ def init_e_transformer(
     dtype=None,
 ) -> ETransformerParams:
     """θ of Algorithm 9; ``d_f`` defaults to ``d_e`` (as in BERT), ``W_u`` is ``(N_V, d_f)``."""
-    spec = e_transformer_spec(
-        N_V=N_V,
-        ell_max=ell_max,
-        L=L,
-        H=H,
-        d_e=d_e,
-        d_mlp=d_mlp,
-        d_f=d_f,
-        d_attn=d_attn,
-        d_mid=d_mid,
-        tied=tied,
-    )
-    return materialise(key, spec, dtype)
+    return _draw(key, e_transformer_spec, locals())
 
 
 @_jit_init
 def init_d_transformer(
-    key,
-    *,
-    N_V,
-    ell_max,
-    L,
-    H,
-    d_e,
-    d_mlp,
-    d_attn=None,
-    d_mid=None,
-    tied=False,
-    dtype=None,
+    key, *, N_V, ell_max, L, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False, dtype=None
 ) -> DTransformerParams:
     """θ of Algorithm 10 (initialisation as :func:`init_ed_transformer`)."""
-    spec = d_transformer_spec(
-        N_V=N_V,
-        ell_max=ell_max,
-        L=L,
-        H=H,
-        d_e=d_e,
-        d_mlp=d_mlp,
-        d_attn=d_attn,
-        d_mid=d_mid,
-        tied=tied,
-    )
-    return materialise(key, spec, dtype)
+    return _draw(key, d_transformer_spec, locals())
