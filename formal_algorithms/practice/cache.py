@@ -42,7 +42,6 @@ Decisions (each documented in algorithms.md):
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -229,23 +228,28 @@ def _d_generate(theta, prompt, ell, key, n_steps, tau, activation, eps):
     return out.at[n_steps - 1].set(y)
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "eps"))
-def _d_generate_one(theta, prompt, ell, key, n_steps, tau, *, activation, eps):
-    return _d_generate(theta, prompt, ell, key, n_steps, tau, activation, eps)
+def _compiled(generate):
+    """``generate(θ, prompt, ℓ, key, n, τ, activation, eps)`` jitted for one prompt and, vmapped,
+    for a batch: ``activation`` and ε static, everything else a runtime value."""
+
+    def one(theta, prompt, ell, key, n, tau, *, activation, eps):
+        return generate(theta, prompt, ell, key, n, tau, activation, eps)
+
+    def batch(theta, prompts, ells, keys, n, tau, *, activation, eps):
+        def each(prompt, ell, key):
+            return generate(theta, prompt, ell, key, n, tau, activation, eps)
+
+        return jax.vmap(each)(prompts, ells, keys)
+
+    static = dict(static_argnames=("activation", "eps"))
+    return jax.jit(one, **static), jax.jit(batch, **static)
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "eps"))
-def _d_generate_batch(theta, prompts, ells, keys, n_steps, tau, *, activation, eps):
-    def one(prompt, ell, key):
-        return _d_generate(theta, prompt, ell, key, n_steps, tau, activation, eps)
-
-    return jax.vmap(one)(prompts, ells, keys)
+_d_generate_one, _d_generate_batch = _compiled(_d_generate)
 
 
 def _check_d(theta, prompts, ell_gen, tau):
     check_params(theta, D_INFERENCE, DTransformerParams)
-    if not isinstance(theta, DTransformerParams):
-        fail(D_INFERENCE, "theta", f"must be DTransformerParams, got {type(theta)}", TypeError)
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
     for name, x in prompts:
         check_tokens(D_INFERENCE, name, x, N_V, ell_max)
@@ -473,23 +477,11 @@ def _ed_generate(theta, z, ell_z, key, max_length, tau, activation, eps):
     return out, i + 1
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "eps"))
-def _ed_generate_one(theta, z, ell_z, key, max_length, tau, *, activation, eps):
-    return _ed_generate(theta, z, ell_z, key, max_length, tau, activation, eps)
-
-
-@functools.partial(jax.jit, static_argnames=("activation", "eps"))
-def _ed_generate_batch(theta, zs, ell_zs, keys, max_length, tau, *, activation, eps):
-    def one(z, ell_z, key):
-        return _ed_generate(theta, z, ell_z, key, max_length, tau, activation, eps)
-
-    return jax.vmap(one)(zs, ell_zs, keys)
+_ed_generate_one, _ed_generate_batch = _compiled(_ed_generate)
 
 
 def _check_ed(theta, contexts, tau, max_length):
     check_params(theta, ED_INFERENCE, EDTransformerParams)
-    if not isinstance(theta, EDTransformerParams):
-        fail(ED_INFERENCE, "theta", f"must be EDTransformerParams, got {type(theta)}", TypeError)
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
     for name, z in contexts:
         check_tokens(ED_INFERENCE, name, z, N_V, ell_max)
