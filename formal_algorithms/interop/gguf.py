@@ -81,6 +81,32 @@ def read_llama_gguf(path: str, dtype=jnp.float32) -> LlamaGGUF:
     return _read_llama_gguf(_file_key(GGUF, path), dtype)
 
 
+def _gguf_layer(get, to, p, H, G) -> LlamaLayer:
+    """Layer ``p`` (``blk.l.``) of a Llama GGUF as θ's layer: Q and K rows from llama.cpp's
+    interleaved RoPE layout to the half-split one."""
+    W_q = interleaved_to_half_split(get(p + "attn_q.weight"), H)
+    W_k = interleaved_to_half_split(get(p + "attn_k.weight"), G)
+    d_e = W_q.shape[1]
+    W_v, W_o = get(p + "attn_v.weight"), get(p + "attn_output.weight")
+    qkv = [to(W.reshape(n, -1, d_e)) for W, n in ((W_q, H), (W_k, G), (W_v, G))]
+    W = MHAttentionParams(qkv[0], None, qkv[1], None, qkv[2], None, to(W_o), None)
+    names = ("attn_norm", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
+    return LlamaLayer(W, *(to(get(p + name + ".weight")) for name in names))
+
+
+def _metadata(reader) -> dict:
+    """The GGUF's metadata fields, without the tokenizer's long lists."""
+    metadata = {}
+    for name, field in reader.fields.items():
+        if name.startswith("tokenizer.ggml.") and len(field.data) > 16:
+            continue  # token lists, scores, merges: read by the tokenizer, not kept here
+        try:
+            metadata[name] = field.contents()
+        except Exception:  # an exotic field type: not needed here
+            continue
+    return metadata
+
+
 @functools.lru_cache(maxsize=2)
 def _read_llama_gguf(key: tuple, dtype) -> LlamaGGUF:
     from gguf import GGUFReader
@@ -110,45 +136,10 @@ def _read_llama_gguf(key: tuple, dtype) -> LlamaGGUF:
     def to(a):
         return jnp.asarray(a, dtype)
 
-    layers = []
-    for l in range(L):
-        p = f"blk.{l}."
-        W_q = interleaved_to_half_split(get(p + "attn_q.weight"), H)
-        W_k = interleaved_to_half_split(get(p + "attn_k.weight"), G)
-        W_v = get(p + "attn_v.weight")
-        d_e = W_q.shape[1]
-        W = MHAttentionParams(
-            to(W_q.reshape(H, -1, d_e)),
-            None,
-            to(W_k.reshape(G, -1, d_e)),
-            None,
-            to(W_v.reshape(G, -1, d_e)),
-            None,
-            to(get(p + "attn_output.weight")),
-            None,
-        )
-        layers.append(
-            LlamaLayer(
-                W,
-                to(get(p + "attn_norm.weight")),
-                to(get(p + "ffn_norm.weight")),
-                to(get(p + "ffn_gate.weight")),
-                to(get(p + "ffn_up.weight")),
-                to(get(p + "ffn_down.weight")),
-            )
-        )
+    layers = tuple(_gguf_layer(get, to, f"blk.{l}.", H, G) for l in range(L))
     W_u = to(get("output.weight")) if "output.weight" in tensors else None
-    theta = LlamaParams(
-        to(get("token_embd.weight").T), tuple(layers), to(get("output_norm.weight")), W_u
-    )
-    metadata = {}
-    for name, field in reader.fields.items():
-        if name.startswith("tokenizer.ggml.") and len(field.data) > 16:
-            continue  # token lists, scores, merges: read by the tokenizer, not kept here
-        try:
-            metadata[name] = field.contents()
-        except Exception:  # an exotic field type: not needed here
-            continue
+    theta = LlamaParams(to(get("token_embd.weight").T), layers, to(get("output_norm.weight")), W_u)
+    metadata = _metadata(reader)
     return LlamaGGUF(
         theta,
         rope_base=float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
