@@ -43,11 +43,6 @@ class KV(NamedTuple):
     V: jax.Array  # (G, T, d_mid)
 
 
-def empty_kv(G: int, T: int, d_attn: int, d_mid: int, dtype) -> KV:
-    """A store of T zero rows per key/value set; unwritten rows are masked out, never read."""
-    return KV(jnp.zeros((G, T, d_attn), dtype), jnp.zeros((G, T, d_mid), dtype))
-
-
 def project(W: MHAttentionParams, X, Z=None):
     """Algorithm 4 lines 1-3 for every head (the paper's projection; a ``None`` bias is dropped):
     ``Q`` (H, d_attn, n) from X, ``K`` (G, d_attn, m) and ``V`` (G, d_mid, m) from Z (default X).
