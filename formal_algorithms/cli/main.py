@@ -52,7 +52,9 @@ from . import (
     trace,
     train,
 )
-from .common import PROG, OneLineParser, explain, validate_options
+from .common import PROG
+from .errors import explain
+from .options import OneLineParser, validate_options
 
 # The commands, in the order --help lists them: each module has register(sub) and run(args).
 COMMANDS = [train, sample, attention, trace, compare, seq2seq, mlm, finetune, info, benchmark,

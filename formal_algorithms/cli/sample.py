@@ -10,20 +10,18 @@ import json
 import jax
 import numpy as np
 
-from ..paper.inference import check_tau
 from ..practice.checkpoint import load_checkpoint
-from ..practice.sampling import check_top_k, check_top_p
 from . import mlm, seq2seq
 from .common import (
     CHECKPOINT_NAME,
     DEFAULT_OUT,
-    check_positive,
     check_prompt,
     load_lm,
     sample_key,
     say,
     unescape,
 )
+from .options import integer, temperature, unit_interval
 from .stream import stream_sample
 
 
@@ -41,10 +39,7 @@ def checkpoint_family(path) -> str | None:
 
 
 def run(args) -> int:
-    check_positive(args, "length", "num_samples")
-    tau = check_tau("--temperature", args.temperature)
-    top_k = check_top_k("--top-k", args.top_k)
-    top_p = check_top_p("--top-p", args.top_p)
+    tau, top_k, top_p = args.temperature, args.top_k, args.top_p
     stop = unescape(args.stop) if args.stop else None
     family = checkpoint_family(args.checkpoint)
     if family in (seq2seq.FAMILY, mlm.FAMILY):
@@ -126,21 +121,21 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_OUT / CHECKPOINT_NAME),
                    help="checkpoint (default %(default)s)")  # fmt: skip
     p.add_argument("--prompt", default="", help="text to continue (default: none)")
-    p.add_argument("--temperature", type=float, default=0.8,
+    p.add_argument("--temperature", type=temperature, default=0.8,
                    help="sampling temperature τ (default %(default)s; 0 = argmax)")  # fmt: skip
     p.add_argument(
-        "--length", type=int, default=256, help="tokens to generate (default %(default)s)"
+        "--length", type=integer(1), default=256, help="tokens to generate (default %(default)s)"
     )
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=integer(0), default=0,
                    help="random seed (default %(default)s); the same seed as 'train --seed' "
                    "repeats the sample train printed")  # fmt: skip
-    p.add_argument("--top-k", type=int, default=0,
+    p.add_argument("--top-k", type=integer(0), default=0,
                    help="draw only from the k most likely tokens (default 0: off; an extension "
                    "beyond the paper)")  # fmt: skip
-    p.add_argument("--top-p", type=float, default=1.0,
+    p.add_argument("--top-p", type=unit_interval, default=1.0,
                    help="nucleus sampling: draw from the most likely tokens whose probability "
                    "reaches p (default 1: off; an extension beyond the paper)")  # fmt: skip
-    p.add_argument("--num-samples", type=int, default=1,
+    p.add_argument("--num-samples", type=integer(1), default=1,
                    help="independent samples, keys 0, 1, ... of the seed (default %(default)s)")  # fmt: skip
     p.add_argument("--stop", metavar="STRING", default=None,
                    help="end each sample before this string (not printed); \\n is a newline, "

@@ -1,8 +1,11 @@
 """``formal-algorithms seq2seq``: an EDTransformer (Algorithms 8, 11, 15) learns to reverse
-sequences; greedy cached Algorithm 15 is scored by exact match on held-out sequences."""
+sequences; greedy cached Algorithm 15 is scored by exact match on held-out sequences. The run
+(evaluations, checkpoints, resume, early stop) is :mod:`.runs`'s, shared with ``train`` and
+``mlm``."""
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import time
 
@@ -11,21 +14,13 @@ import numpy as np
 
 from ..paper.parameters import init_ed_transformer
 from ..practice.cache import ed_inference_cached_batch
-from ..practice.checkpoint import save_checkpoint
-from .common import (
-    CHECKPOINT_NAME,
-    PROG,
-    check_positive,
-    duration,
-    model_options,
-    n_params,
-    run_options,
-    say,
-    train_with_progress,
-)
-from .train import prepare_out_dir
+from .common import PROG, duration, n_params, say
+from .options import integer, model_options, run_options
+from .runs import Run, best_line, eval_interval, start, train_run
 
 FAMILY = "sequence reversal (Algorithms 8, 11, 15)"
+CONFIG_KEYS = ("symbols", "max_len", "train_size", "test_size", "steps", "batch_size", "d_e",
+               "layers", "heads", "d_mlp", "lr", "warmup", "weight_decay", "seed")  # fmt: skip
 
 
 def reversal_pairs(rng, n: int, n_symbols: int, max_len: int, exclude=frozenset()):
@@ -48,59 +43,70 @@ def reversal_pairs(rng, n: int, n_symbols: int, max_len: int, exclude=frozenset(
 
 
 def run(args) -> int:
-    check_positive(args, "steps", "batch_size", "d_e", "layers", "heads", "symbols", "max_len")
     started = time.perf_counter()
-    out = prepare_out_dir(pathlib.Path(args.out), force=args.force)
+    resumed, out = start(args, "EDTransformer", CONFIG_KEYS)
     rng = np.random.default_rng(args.seed)
     n_sym, max_len = args.symbols, args.max_len
     train_pairs, seen = reversal_pairs(rng, args.train_size, n_sym, max_len)
     test_pairs, _ = reversal_pairs(rng, args.test_size, n_sym, max_len, exclude=seen)
-    N_V, ell_max = n_sym + 3, max_len + 2
     key_init, key_train, key_gen = jax.random.split(jax.random.key(args.seed), 3)
-    d_mlp = args.d_mlp or 4 * args.d_e
-    theta = init_ed_transformer(key_init, N_V=N_V, ell_max=ell_max, L_enc=args.layers,
-                                L_dec=args.layers, H=args.heads, d_e=args.d_e, d_mlp=d_mlp)  # fmt: skip
+    args.d_mlp = args.d_mlp or 4 * args.d_e
+    theta = init_ed_transformer(key_init, N_V=n_sym + 3, ell_max=max_len + 2, L_enc=args.layers,
+                                L_dec=args.layers, H=args.heads, d_e=args.d_e, d_mlp=args.d_mlp)  # fmt: skip
     say(f"task        reverse a sequence of 1-{max_len} symbols from {n_sym}: "
-         f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs")  # fmt: skip
+        f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs")  # fmt: skip
     say(f"model       EDTransformer (Algorithm 8): L_enc = L_dec = {args.layers}, H = "
-         f"{args.heads}, d_e = {args.d_e}, d_mlp = {d_mlp}; {n_params(theta) / 1e6:.2f} M "
-         f"parameters; training: Algorithm 11's loss, {args.steps} AdamW steps")  # fmt: skip
-    theta, history = train_with_progress(theta, train_pairs, key_train, args, "seq2seq")
-
-    contexts = [z for z, _ in test_pairs]
-    keys = jax.random.split(key_gen, len(contexts))
-    x_hats = ed_inference_cached_batch(contexts, theta, keys, tau=0)  # Algorithm 15, greedy
-    correct = [
-        np.array_equal(np.asarray(xh), x) for xh, (_, x) in zip(x_hats, test_pairs, strict=True)
-    ]
+        f"{args.heads}, d_e = {args.d_e}, d_mlp = {args.d_mlp}; {n_params(theta) / 1e6:.2f} M "
+        f"parameters; training: Algorithm 11's loss, {args.steps} AdamW steps, held-out "
+        f"evaluation every {eval_interval(args)}")  # fmt: skip
+    config = {k: getattr(args, k) for k in CONFIG_KEYS}
+    config.update(eval_every=eval_interval(args), early_stop=args.early_stop)
+    facts = dict(family=FAMILY, activation="relu", config=config,
+                 task=f"reverse a sequence of 1-{max_len} symbols 0-{n_sym - 1}")  # fmt: skip
+    the_run = Run("seq2seq", out, facts)
+    evaluate = functools.partial(held_out, pairs=test_pairs, args=args)
+    fitted = train_run(the_run, theta, train_pairs, evaluate, key_train, args, resumed=resumed)
+    correct, x_hats = exact_matches(fitted.theta, test_pairs, key_gen)
     accuracy = float(np.mean(correct))
     say(f"held-out    exact-match accuracy {accuracy:.1%} ({sum(correct)}/{len(correct)}) "
-         f"of Algorithm 15 (cached, τ = 0); final training loss {history[-1]:.3f}")  # fmt: skip
-
-    def show(tokens):
-        names = {n_sym + 1: "<bos>", n_sym + 2: "<eos>", n_sym: "<mask>"}
-        return " ".join(names.get(int(t), str(int(t))) for t in tokens)
-
-    for xh, (z, x), ok in list(zip(x_hats, test_pairs, correct, strict=True))[: args.examples]:
-        say(
-            f"  z = {show(z):<{2 * max_len}} → x̂ = {show(xh)}  {'✓' if ok else '✗ want ' + show(x)}"
-        )
-    config = {k: getattr(args, k) for k in ("symbols", "max_len", "train_size", "test_size",
-              "steps", "batch_size", "d_e", "layers", "heads", "lr", "warmup", "weight_decay",
-              "seed")}  # fmt: skip
-    config.update(d_mlp=d_mlp)
-    path = save_checkpoint(
-        out / CHECKPOINT_NAME, theta,
-        extra={"family": FAMILY, "activation": "relu",
-               "task": f"reverse a sequence of 1-{max_len} symbols 0-{n_sym - 1}",
-               "config": config, "step": args.steps, "status": "finished",
-               "accuracy": accuracy, "final_training_loss": float(history[-1])},
-        arrays={"loss_history": np.asarray(history, np.float32)},
-    )  # fmt: skip
+        f"of Algorithm 15 (cached, τ = 0); loss {fitted.evals[-1]['held_out_loss']:.3f} "
+        f"nats/token; final training loss {fitted.history[-1]:.3f}")  # fmt: skip
+    line = best_line(the_run, fitted.evals)
+    if line:
+        say(line)
+    show_examples(x_hats, test_pairs, correct, n_sym, max_len, args.examples)
+    path = the_run.finish(fitted, accuracy=accuracy,
+                          final_training_loss=float(fitted.history[-1]))  # fmt: skip
     example = " ".join(str(v) for v in range(min(n_sym, max_len, 4)))
     say(f"wrote       {path}; try: {PROG} sample --checkpoint {path} --prompt '{example}'")
     say(f"done in {duration(time.perf_counter() - started)}")
     return 0
+
+
+def held_out(theta, *, pairs, args):
+    """Algorithm 11's held-out loss and next-token accuracy (teacher forcing)."""
+    from ..practice.trainer import evaluate
+
+    return evaluate(theta, pairs, batch_size=args.batch_size)
+
+
+def exact_matches(theta, pairs, key):
+    """Greedy cached Algorithm 15 on every held-out z: whether it gives exactly x, and what it gave."""
+    contexts = [z for z, _ in pairs]
+    x_hats = ed_inference_cached_batch(contexts, theta, jax.random.split(key, len(contexts)), tau=0)
+    correct = [np.array_equal(np.asarray(xh), x) for xh, (_, x) in zip(x_hats, pairs, strict=True)]
+    return correct, x_hats
+
+
+def show_examples(x_hats, pairs, correct, n_sym, max_len, n) -> None:
+    def show(tokens):
+        names = {n_sym + 1: "<bos>", n_sym + 2: "<eos>", n_sym: "<mask>"}
+        return " ".join(names.get(int(t), str(int(t))) for t in tokens)
+
+    for xh, (z, x), ok in list(zip(x_hats, pairs, correct, strict=True))[:n]:
+        say(
+            f"  z = {show(z):<{2 * max_len}} → x̂ = {show(xh)}  {'✓' if ok else '✗ want ' + show(x)}"
+        )
 
 
 def register(sub) -> None:
@@ -110,18 +116,19 @@ def register(sub) -> None:
         description="Train an EDTransformer on reversing random symbol sequences and report the "
         "exact-match accuracy of greedy Algorithm 15 on held-out sequences.",
     )  # fmt: skip
-    p.add_argument("--symbols", type=int, default=10, help="alphabet size (default %(default)s)")
-    p.add_argument("--max-len", type=int, default=8, help="longest sequence (default %(default)s)")
     p.add_argument(
-        "--train-size", type=int, default=4000, help="training pairs (default %(default)s)"
+        "--symbols", type=integer(1), default=10, help="alphabet size (default %(default)s)"
     )
     p.add_argument(
-        "--test-size", type=int, default=200, help="held-out pairs (default %(default)s)"
+        "--max-len", type=integer(1), default=8, help="longest sequence (default %(default)s)"
     )
-    p.add_argument(
-        "--examples", type=int, default=4, help="examples to print (default %(default)s)"
-    )
+    p.add_argument("--train-size", type=integer(1), default=4000,
+                   help="training pairs (default %(default)s)")  # fmt: skip
+    p.add_argument("--test-size", type=integer(1), default=200,
+                   help="held-out pairs (default %(default)s)")  # fmt: skip
+    p.add_argument("--examples", type=integer(0), default=4,
+                   help="examples to print (default %(default)s)")  # fmt: skip
     model_options(p, d_e=64, layers=2, heads=4, steps=250, batch_size=64, lr=2e-3, warmup=25,
-                   weight_decay=0.01)  # fmt: skip
+                  weight_decay=0.01)  # fmt: skip
     run_options(p, pathlib.Path("runs") / "seq2seq")
     p.set_defaults(run=run)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from .common import say
+from .options import integer, temperature
 
 #: The random model's sizes (no --checkpoint): small enough to read every value.
 TINY = dict(L=2, H=2, d_e=16, d_mlp=32)
@@ -322,12 +323,6 @@ def at_position(records, t: int) -> list:
 def _check_options(args):
     """Every option that can be checked before a model is loaded."""
     algorithm = parse_algorithm(args.algorithm)
-    for option in ("line", "layer", "head", "position", "generate"):
-        value = getattr(args, option)
-        if value is not None and value < 1:
-            raise ValueError(
-                f"--{option} must be at least 1 (the paper counts from 1), got {value}"
-            )
     if args.line is not None and algorithm is not None:
         from ..paper import pseudocode
 
@@ -336,14 +331,6 @@ def _check_options(args):
                 f"--line {args.line}: {pseudocode.label(algorithm)} has lines 1-"
                 f"{max(pseudocode.PSEUDOCODE[algorithm])}"
             )
-    from ..paper.inference import check_tau
-
-    try:
-        args.temperature = check_tau("--temperature", args.temperature)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"--temperature {args.temperature}: {str(error).split(': ', 2)[-1]}"
-        ) from None
     return algorithm
 
 
@@ -408,20 +395,20 @@ def register(sub) -> None:
     p.add_argument("--hf", metavar="DIR", default=None,
                    help="a Hugging Face folder (GPT-2, BERT or Llama; nothing is downloaded)")  # fmt: skip
     p.add_argument("--prompt", default="The object", help="text to run (default %(default)r)")
-    p.add_argument("--generate", metavar="N", type=int, default=None,
+    p.add_argument("--generate", metavar="N", type=integer(1), default=None,
                    help="generate N tokens with Algorithm 14 (15 for seq2seq) instead of one "
                    "forward pass")  # fmt: skip
-    p.add_argument("--temperature", default=0.0, type=float,
+    p.add_argument("--temperature", default=0.0, type=temperature,
                    help="τ of --generate (default %(default)s: the argmax)")  # fmt: skip
     p.add_argument("--algorithm", metavar="A", default=None,
                    help="only the lines of this algorithm (4, 5, 6, 10, or 'eq. 1')")  # fmt: skip
-    p.add_argument("--line", type=int, default=None, help="only this line of the algorithm")
-    p.add_argument("--layer", type=int, default=None, help="only layer l (1-based)")
-    p.add_argument("--head", type=int, default=None, help="only head h (1-based)")
-    p.add_argument("--position", metavar="T", type=int, default=None,
+    p.add_argument("--line", type=integer(1), default=None, help="only this line of the algorithm")
+    p.add_argument("--layer", type=integer(1), default=None, help="only layer l (1-based)")
+    p.add_argument("--head", type=integer(1), default=None, help="only head h (1-based)")
+    p.add_argument("--position", metavar="T", type=integer(1), default=None,
                    help="only token t (1-based): each value's column t")  # fmt: skip
     p.add_argument("--html", metavar="FILE", default=None,
                    help="also write the page of the (filtered) trace here")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=integer(0), default=0,
                    help="seed of the random model and of sampling (default %(default)s)")  # fmt: skip
     p.set_defaults(run=run)

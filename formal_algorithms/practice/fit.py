@@ -16,7 +16,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..paper.checks import fail
-from .trainer import NonFiniteError, TrainingInterrupted, train
+from . import trainer
+from .trainer import NonFiniteError, TrainingInterrupted
 
 NAME = "fit"
 
@@ -111,7 +112,7 @@ def fit(
     try:
         while step < N_steps and not stopped:
             end = min(N_steps, (step // eval_every + 1) * eval_every)
-            theta, losses, opt_state = train(
+            theta, losses, opt_state = trainer.train(
                 theta, data, key, optimizer=optimizer, N_steps=end, batch_size=batch_size,
                 opt_state=opt_state, start_step=step, return_opt_state=True, **train_kw,
             )  # fmt: skip

@@ -144,5 +144,11 @@ def test_finetune_command_tiny_run(tmp_path, capsys):
     text = capsys.readouterr().out
     assert status == 0 and "ETransformer (Algorithm 9)" in text and "bos" in text, text
     assert json.loads((tmp_path / "ft_e" / "results.json").read_text())["body"] == "e"
-    assert main(["finetune", "--labels", "0", "--out", str(out)]) == 1
-    assert "--labels" in capsys.readouterr().err
+    for argv, message in (
+        (["--labels", "0"], "--labels must be comma-separated integers >= 1"),
+        (["--classes", "json,json"], "--classes must name each package once"),
+        (["--classes", "json"], "--classes must name at least 2 packages"),
+    ):
+        with pytest.raises(SystemExit, match="2"):
+            main(["finetune", *argv, "--out", str(out)])
+        assert message in capsys.readouterr().err

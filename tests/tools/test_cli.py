@@ -59,7 +59,10 @@ def corpus(tmp_path_factory):
 
 
 def main(capsys, *args):
-    code = cli.main([str(a) for a in args])
+    try:
+        code = cli.main([str(a) for a in args])
+    except SystemExit as exit:  # a parser error: an option out of its range
+        code = exit.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -154,7 +157,7 @@ def test_user_errors_are_one_line(corpus, tmp_path, capsys):
         (("sample", "--checkpoint", truncated), r"truncated or not a safetensors file"),
         (("sample", "--checkpoint", tmp_path / "none.safetensors"), r"does not exist"),
         (("sample", "--checkpoint", checkpoint, "--prompt", "日本"), r"character '日'.*not in the vocabulary"),
-        (("sample", "--checkpoint", checkpoint, "--temperature", "-1"), r"tau"),
+        (("sample", "--checkpoint", checkpoint, "--temperature", "-1"), r"--temperature must be in \[0, inf\]"),
         (("attention", "--checkpoint", ed), r"not a DTransformer"),
         (("attention", "--checkpoint", checkpoint, "--prompt", "a" * 40), r"ell_max = 32"),
     ]  # fmt: skip

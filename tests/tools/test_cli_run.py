@@ -16,9 +16,11 @@ import pytest
 
 from formal_algorithms import cli
 from formal_algorithms.cli import info as info_cmd
+from formal_algorithms.cli import runs
 from formal_algorithms.cli import train as train_cmd
 from formal_algorithms.paper.tokenization import pydoc_topics_text
 from formal_algorithms.practice.checkpoint import load_checkpoint
+from formal_algorithms.practice.fit import no_improvement
 from formal_algorithms.visualise import tick_step
 
 TINY = ["--d-e", "16", "--layers", "1", "--heads", "2", "--batch-size", "4", "--ell-max", "16"]
@@ -46,17 +48,17 @@ def run(tmp_path_factory):
     corpus = root / "text.txt"
     corpus.write_text(pydoc_topics_text()[:3000], encoding="utf-8")
     out, at3 = root / "run", root / "at3"
-    real_save = train_cmd.save_run_checkpoint
+    real_save = runs.Run.save
 
-    def save_and_copy(path, *a, step, **kw):
-        written = real_save(path, *a, step=step, **kw)
+    def save_and_copy(self, path, *a, step, **kw):
+        written = real_save(self, path, *a, step=step, **kw)
         if step == 3 and path.name == "model.safetensors":
             at3.mkdir()
             shutil.copy(path, at3 / path.name)
         return written
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(train_cmd, "save_run_checkpoint", save_and_copy)
+    mp.setattr(runs.Run, "save", save_and_copy)
     try:
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
@@ -147,9 +149,12 @@ def test_top_k_1_is_greedy_and_the_stop_string_ends_a_sample(run, capsys):
     stop = full.rstrip("\n")[5:7]  # two characters that the sample contains
     _, cut, _ = main(capsys, "sample", "--checkpoint", path, "--length", "20", "--stop", stop)
     assert cut == full[: full.index(stop)] + "\n"
-    for option, value, pattern in (("--top-k", "-1", "top.k"), ("--top-p", "0", "top.p")):
-        code, _, err = main(capsys, "sample", "--checkpoint", path, option, value)
-        assert code == 1 and re.search(pattern, err) and "Traceback" not in err
+    for option, value, pattern in (("--top-k", "-1", "--top-k must be at least 0"),
+                                   ("--top-p", "0", r"--top-p must be in \(0, 1\]")):  # fmt: skip
+        with pytest.raises(SystemExit, match="2"):
+            main(capsys, "sample", "--checkpoint", path, option, value)
+        err = capsys.readouterr().err
+        assert re.search(pattern, err) and "Traceback" not in err
 
 
 def test_info_reports_what_the_checkpoint_holds(run, capsys):
@@ -173,15 +178,15 @@ def test_the_overfitting_warning_and_early_stop():
         return [dict(step=10 * (i + 1), train_loss=t, held_out_loss=h) for i, (t, h) in
                 enumerate(pairs)]  # fmt: skip
 
-    warning = train_cmd.overfitting_warning(evals((3.0, 3.1), (2.5, 3.3)))
+    warning = runs.overfitting_warning(evals((3.0, 3.1), (2.5, 3.3)))
     assert "held-out loss rose 3.100 → 3.300" in warning and "fell 3.000 → 2.500" in warning
-    assert train_cmd.overfitting_warning(evals((3.0, 3.1), (2.5, 3.0))) is None  # both fell
-    assert train_cmd.overfitting_warning(evals((3.0, 3.1), (3.2, 3.3))) is None  # both rose
-    assert train_cmd.overfitting_warning(evals((3.0, 3.1))) is None
+    assert runs.overfitting_warning(evals((3.0, 3.1), (2.5, 3.0))) is None  # both fell
+    assert runs.overfitting_warning(evals((3.0, 3.1), (3.2, 3.3))) is None  # both rose
+    assert runs.overfitting_warning(evals((3.0, 3.1))) is None
     history = evals((3, 3.0), (2, 2.5), (1, 2.6), (0.5, 2.7))
-    assert not train_cmd.should_stop(history[:3], 2)  # one evaluation without improvement
-    assert train_cmd.should_stop(history, 2)  # two
-    assert not train_cmd.should_stop(history, 3) and not train_cmd.should_stop(history, None)
+    assert not no_improvement(history[:3], 2)  # one evaluation without improvement
+    assert no_improvement(history, 2)  # two
+    assert not no_improvement(history, 3) and not no_improvement(history, None)
 
 
 def test_epochs_prompt_suggestion_and_info_helpers():
@@ -215,11 +220,9 @@ def test_the_eta_leaves_out_the_compiling_step(monkeypatch):
     """Step 1 took 50 s (it compiled), step 2 one second: 8 steps left is an ETA of 8 s, not 400."""
     from types import SimpleNamespace
 
-    from formal_algorithms.cli import common
-
     clock = iter([50.0, 51.0, 54.0])
-    monkeypatch.setattr(common, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
-    bar, callback = common.progress_callback(10, "train")
+    monkeypatch.setattr(runs, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    bar, callback = runs.progress_callback(10, "train")
     stats = SimpleNamespace(n_targets=100)
     try:
         callback(1, 2.0, stats)

@@ -102,9 +102,6 @@ def test_cli_healthy_float64_llama_exits_0(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--tolerance", "nan"], r"--tolerance must be a finite number > 0, got nan$"),
-        (["--tolerance", "0"], r"--tolerance must be a finite number > 0, got 0\.0$"),
-        (["--tolerance", "-1"], r"--tolerance must be a finite number > 0, got -1\.0$"),
         (["--tokens", "1 99"], r"--tokens holds token ids outside \[0, 40\)"),
         (["--tokens", "1 x"], r"--tokens '1 x' must be integers"),
         (["--tokens", " "], r"--tokens gives no tokens$"),
@@ -123,6 +120,16 @@ def test_cli_bad_options_before_any_load(gpt2_dir, capsys, no_load, argv, messag
     err = capsys.readouterr().err.strip()
     assert err.startswith("formal-algorithms: error: ") and len(err.splitlines()) == 1, err
     assert re.search(message, err), err
+
+
+@pytest.mark.parametrize("value, shown", [("nan", "nan"), ("0", "0.0"), ("-1", "-1.0")])
+def test_cli_tolerance_out_of_range_is_a_parser_error(gpt2_dir, capsys, no_load, value, shown):
+    with pytest.raises(SystemExit) as info:
+        main(["compare", "--hf", str(gpt2_dir), "--tolerance", value])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err == (f"formal-algorithms: error: --tolerance must be a finite number > 0, got "
+                   f"{shown} (see: formal-algorithms compare --help)")  # fmt: skip
 
 
 def _directory(tmp_path, config, files=()):
@@ -153,8 +160,9 @@ def test_cli_bad_directories_before_any_load(tmp_path, capsys, no_load, config, 
 def test_cli_missing_directory_and_damaged_weights(gpt2_dir, tmp_path, capsys):
     assert main(["compare", "--hf", str(tmp_path / "missing")]) == 1
     assert "formal-algorithms: error: --hf" in capsys.readouterr().err
-    assert main(["compare", "--hf", str(tmp_path / "missing"), "--tolerance", "-1"]) == 1
-    assert "--tolerance must be a finite number > 0" in capsys.readouterr().err  # checked first
+    with pytest.raises(SystemExit, match="2"):  # the parser refuses it before --hf is looked at
+        main(["compare", "--hf", str(tmp_path / "missing"), "--tolerance", "-1"])
+    assert "--tolerance must be a finite number > 0" in capsys.readouterr().err
     # a header that parses, tensors that do not: refused by the loader, in one line
     header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
     damaged = len(header).to_bytes(8, "little") + header + b"\x00" * 3

@@ -293,7 +293,6 @@ def test_cli_trace_checkpoint_and_html(tmp_path, capsys):
         (["--algorithm", "16"], r"--algorithm '16' is not one of the paper's"),
         (["--algorithm", "3"], r"no traced line matches --algorithm 3"),
         (["--algorithm", "4", "--line", "7"], r"--line 7: Algorithm 4 has lines 1-6"),
-        (["--layer", "0"], r"--layer must be at least 1"),
         (["--head", "3"], r"--head 3: the model has H = 2"),
         (["--checkpoint", "/nonexistent/m.safetensors"], r"m\.safetensors"),
         (
@@ -301,9 +300,7 @@ def test_cli_trace_checkpoint_and_html(tmp_path, capsys):
             r"--prompt is 41 tokens, more than .* \(16\)",
         ),
         (["--position", "7"], r"--position 7: the input has 6 tokens"),
-        (["--position", "0"], r"--position must be at least 1"),
         (["--checkpoint", "CKPT", "--gguf", "x.gguf"], r"give one model: --checkpoint or --gguf"),
-        (["--temperature", "-1", "--generate", "2"], r"--temperature.* -1.0 .*\[0, inf\]"),
     ],
 )
 def test_cli_trace_errors_are_one_line(args, message, tmp_path, capsys):
@@ -314,6 +311,23 @@ def test_cli_trace_errors_are_one_line(args, message, tmp_path, capsys):
     assert cli.main(["trace", "--prompt", PROMPT, *args]) == 1  # a later --prompt wins
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("formal-algorithms: error: "), err
+    assert re.search(message, err[0]), err[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--layer", "0"], r"--layer must be at least 1, got 0"),
+        (["--position", "0"], r"--position must be at least 1, got 0"),
+        (["--generate", "0"], r"--generate must be at least 1, got 0"),
+        (["--temperature", "-1", "--generate", "2"], r"--temperature must be in \[0, inf\].*-1.0"),
+    ],
+)
+def test_cli_trace_option_ranges_are_parser_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["trace", "--prompt", PROMPT, *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and err[0].endswith("trace --help)"), err
     assert re.search(message, err[0]), err[0]
 
 

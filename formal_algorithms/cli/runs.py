@@ -1,0 +1,300 @@
+"""A training run as ``train``, ``mlm`` and ``seq2seq`` manage it: its directory, its two
+checkpoints (the last, resumable, and the best), resuming with the run's own settings, a progress
+bar, a line per evaluation, the overfitting warning, and the last good state saved when it diverges
+or is interrupted. The loop itself is :func:`..practice.fit.fit`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from ..practice.checkpoint import load_checkpoint, save_checkpoint
+from .common import CHECKPOINT_NAME, PROG, duration, say
+from .errors import stop_run
+
+BEST_NAME = "best.safetensors"
+
+
+@dataclasses.dataclass
+class Run:
+    """One command's run: its name, where it writes, and the facts every checkpoint of it carries
+    (``facts``: family, activation, config, corpus, ...; ``tokenizer``: its dict, or ``None``)."""
+
+    command: str
+    out: pathlib.Path
+    facts: dict
+    tokenizer: dict | None = None
+
+    def save(self, path, theta, opt_state, *, step, history, evals, status):
+        """A checkpoint of the run, for the periodic evaluations, the best one, the end and an
+        interruption alike: θ, the optimizer state (``None``: not resumable, as the best
+        checkpoint), the step reached, the per-step losses and every evaluation so far."""
+        extra = {
+            **self.facts, "step": step, "status": status, "evals": list(evals),
+            "held_out_loss": evals[-1]["held_out_loss"] if evals else None,
+            "opt_state_saved": opt_state is not None,
+        }  # fmt: skip
+        return save_checkpoint(path, theta, tokenizer=self.tokenizer, opt_state=opt_state,
+                               extra=extra, arrays={"loss_history": np.asarray(history, np.float32)})  # fmt: skip
+
+    def finish(self, fitted, **results):
+        """Rewrite the run's checkpoint at its end, adding ``results`` measured after training."""
+        self.facts.update(results)
+        status = "stopped early" if fitted.stopped else "finished"
+        return self.save(self.out / CHECKPOINT_NAME, fitted.theta, fitted.opt_state,
+                         step=fitted.step, history=fitted.history, evals=fitted.evals,
+                         status=status)  # fmt: skip
+
+
+# ---------------------------------------------------------------- the run's directory and resume
+
+
+def prepare_out_dir(out: pathlib.Path, *, force: bool) -> pathlib.Path:
+    """``out``, unless it holds a run (a checkpoint) and ``force`` is off: then the first free
+    ``out-2``, ``out-3``, …, announced. With ``force`` an old run's files are replaced."""
+    if not (out / CHECKPOINT_NAME).exists():
+        return out
+    if force:
+        (out / BEST_NAME).unlink(missing_ok=True)
+        say(f"note        --force: replacing the run in {out}")
+        return out
+    n = 2
+    while (out.with_name(f"{out.name}-{n}") / CHECKPOINT_NAME).exists():
+        n += 1
+    new = out.with_name(f"{out.name}-{n}")
+    say(f"note        {out} holds a run; writing to {new} (--force replaces it, --resume {out} "
+        "continues it)")  # fmt: skip
+    return new
+
+
+def load_run(args, architecture: str, config_keys):
+    """``--resume DIR``: the run's checkpoint and directory. Its configuration replaces the
+    options in ``config_keys`` (``--steps N`` beyond the run's own extends it; ``--eval-every``
+    and ``--early-stop`` keep the run's unless given now)."""
+    out = pathlib.Path(args.resume)
+    path = out / CHECKPOINT_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"--resume {args.resume!r}: there is no {CHECKPOINT_NAME} in it")
+    checkpoint = load_checkpoint(path)
+    config = checkpoint.extra.get("config")
+    if checkpoint.architecture != architecture or not config or "step" not in checkpoint.extra:
+        raise ValueError(f"--resume {args.resume!r}: {path} is not a run written by "
+                         f"'{PROG} {args.command}'")  # fmt: skip
+    if not checkpoint.extra.get("opt_state_saved"):
+        raise ValueError(f"--resume {args.resume!r}: {path} has no optimizer state to resume")
+    steps = args.steps
+    for k in config_keys:
+        setattr(args, k, config[k])
+    for k in ("eval_every", "early_stop"):
+        if getattr(args, k) is None:
+            setattr(args, k, config.get(k))
+    done = int(checkpoint.extra["step"])
+    if steps is not None and steps != config["steps"]:
+        if steps <= done:
+            raise ValueError(f"--steps {steps}: the run in {out} is at step {done} already")
+        say(f"note        --steps {steps}: the learning-rate schedule is stretched from "
+            f"{config['steps']} to {steps} steps")  # fmt: skip
+        args.steps = steps
+    elif done >= config["steps"]:
+        raise ValueError(
+            f"--resume {args.resume!r}: the run finished all its {done} steps; give --steps N "
+            f"(N > {done}) to train it longer"
+        )
+    return checkpoint, out
+
+
+def start(args, architecture: str, config_keys):
+    """The run's directory and, with ``--resume``, the checkpoint it continues (else ``None``)."""
+    if args.resume:
+        return load_run(args, architecture, config_keys)
+    if args.steps is None:
+        args.steps = args.default_steps
+    return None, prepare_out_dir(pathlib.Path(args.out), force=args.force)
+
+
+def check_same_text(resumed, text_sha256: str, source: str, args) -> None:
+    """A resumed run learns from the text it started on (its SHA-256 is in the checkpoint)."""
+    if resumed is not None and resumed.extra.get("text_sha256") not in (None, text_sha256):
+        raise ValueError(
+            f"--resume {args.resume!r}: the corpus {source} is not the text this run was "
+            "trained on (its SHA-256 differs)"
+        )
+
+
+def eval_interval(args) -> int:
+    """``--eval-every``, or a tenth of the run, but not more often than every 50 steps (each
+    evaluation reads all the held-out data) nor less often than every 250; a run of up to 50
+    steps is evaluated at its end."""
+    return args.eval_every or min(args.steps, max(50, min(250, args.steps // 10)))
+
+
+@functools.lru_cache(maxsize=8)
+def make_optimizer(lr, steps, warmup, weight_decay):
+    """The trainer's AdamW with warmup + cosine decay and clipping at 1.0; one object per setting
+    in a process, so that a run resumed in the same process reuses the compiled step."""
+    from ..practice.trainer import make_optimizer
+
+    return make_optimizer(lr, N_steps=steps, warmup_steps=warmup, weight_decay=weight_decay,
+                          clip_norm=1.0)  # fmt: skip
+
+
+def optimizer_of(args):
+    return make_optimizer(args.lr, args.steps, min(args.warmup, args.steps // 2), args.weight_decay)
+
+
+# ------------------------------------------------------------------------------- the training
+
+
+def train_run(run: Run, theta, data, evaluate, key, args, *, resumed=None, **train_kw):
+    """Fit θ (``practice.fit``) for ``args.steps`` steps, evaluating with ``evaluate(θ)`` every
+    :func:`eval_interval` steps: after each evaluation the run's checkpoint is written (and the
+    best one), a line is printed, overfitting is warned of, and ``--early-stop`` is applied.
+    ``resumed``: the run's checkpoint to continue from. A run that diverges or is interrupted
+    saves its last good state in the run's checkpoint and ends with a line saying so."""
+    from ..practice.fit import fit
+    from ..practice.trainer import NonFiniteError, TrainingInterrupted
+
+    optimizer, state = optimizer_of(args), {}
+    if resumed is not None:
+        resumed = load_checkpoint(
+            run.out / CHECKPOINT_NAME, opt_state_template=optimizer.init(theta)
+        )
+        theta, step = resumed.theta, int(resumed.extra["step"])
+        state = dict(opt_state=resumed.opt_state, start_step=step, evals=resumed.extra["evals"],
+                     history=resumed.arrays["loss_history"])  # fmt: skip
+        say(f"resumed     {run.out / CHECKPOINT_NAME} at step {step} of {args.steps}")
+    bar, callback = progress_callback(args.steps, run.command, initial=state.get("start_step", 0))
+    report = reporter(run, bar, callback, args.early_stop)
+    clock = {}
+
+    def timed(theta):  # the evaluation's time is left out of the rate and the ETA
+        clock["start"] = time.perf_counter()
+        return evaluate(theta)
+
+    def on_evaluation(e):
+        report(e)
+        callback.exclude(time.perf_counter() - clock["start"])
+
+    try:
+        return fit(theta, data, key, optimizer=optimizer, N_steps=args.steps,
+                   batch_size=args.batch_size, evaluate=timed, eval_every=eval_interval(args),
+                   patience=args.early_stop, on_evaluation=on_evaluation, callback=callback,
+                   fast=True, **state, **train_kw)  # fmt: skip
+    except (NonFiniteError, TrainingInterrupted) as error:
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "diverged"
+        evals = [e for e in report.evals or state.get("evals", []) if e["step"] <= error.completed]
+
+        def save(theta, opt_state, completed, history):
+            return run.save(run.out / CHECKPOINT_NAME, theta, opt_state, step=completed,
+                            history=history, evals=evals, status=status)  # fmt: skip
+
+        resume = f"continue with: {PROG} {run.command} --resume {run.out}"
+        raise stop_run(error, save, resume) from None
+    finally:
+        bar.close()
+
+
+def reporter(run: Run, bar, callback, patience):
+    """``report(evaluated)``: write the run's checkpoint and the best one, and print the
+    evaluation's line, the overfitting warning (in full once, then in one line) and early stop."""
+    seen = {"warned": False}
+
+    def write(text):
+        bar.write(text, file=sys.stdout)
+
+    def report(e):
+        report.evals[:] = e.evals
+        kw = dict(step=e.step, history=e.history, evals=e.evals, status=e.status)
+        run.save(run.out / CHECKPOINT_NAME, e.theta, e.opt_state, **kw)
+        if e.best:
+            run.save(run.out / BEST_NAME, e.theta, None, **kw)
+        last = e.evals[-1]
+        write(f"eval        step {e.step}: held-out loss {last['held_out_loss']:.3f}, training "
+              f"loss {last['train_loss']:.3f}" + (" (best)" if e.best else ""))  # fmt: skip
+        warning = overfitting_warning(e.evals)
+        if warning and seen["warned"]:
+            write(f"warning     held-out loss rose again, to {last['held_out_loss']:.3f} "
+                  f"(training loss {last['train_loss']:.3f})")  # fmt: skip
+        elif warning:
+            seen["warned"] = True
+            write(f"warning     {warning}; the best checkpoint is kept in {run.out / BEST_NAME}"
+                  + ("" if patience else "; --early-stop N stops after N evaluations without "
+                     "improvement"))  # fmt: skip
+        if e.status == "stopped early":
+            write(f"early stop  no improvement in the last {patience} evaluations "
+                  f"(--early-stop {patience})")  # fmt: skip
+
+    report.evals = []
+    return report
+
+
+def overfitting_warning(evals) -> str | None:
+    """The warning for the last of ``evals`` (dicts with ``step``, ``train_loss`` the mean
+    training loss since the evaluation before, ``held_out_loss``), or ``None``: held-out loss
+    rising while training loss falls is the mark of a model memorising its training data."""
+    if len(evals) < 2:
+        return None
+    a, b = evals[-2], evals[-1]
+    if b["held_out_loss"] > a["held_out_loss"] and b["train_loss"] < a["train_loss"]:
+        return (
+            f"held-out loss rose {a['held_out_loss']:.3f} → {b['held_out_loss']:.3f} while the "
+            f"training loss fell {a['train_loss']:.3f} → {b['train_loss']:.3f} (steps "
+            f"{a['step']} → {b['step']}): the model is memorising its training data (overfitting)"
+        )
+    return None
+
+
+def best_line(run: Run, evals) -> str | None:
+    """The line naming the best evaluation, when it is not the last."""
+    best = min(evals, key=lambda e: e["held_out_loss"])
+    if best["step"] == evals[-1]["step"]:
+        return None
+    return (f"best        step {best['step']}: held-out loss {best['held_out_loss']:.3f}, kept in "
+            f"{run.out / BEST_NAME}")  # fmt: skip
+
+
+def progress_callback(total: int, desc: str, initial: int = 0):
+    """A tqdm bar for trainer.train's ``callback(step, loss, stats)``: loss, tokens/s, ETA.
+
+    Tokens/s and the ETA leave out the first step (which compiles): the ETA is the remaining
+    steps times the mean time per step since then (evaluations left out), so it is not absurd
+    at the first step; ``callback.exclude(seconds)`` leaves out time spent between steps (an
+    evaluation). ``initial``: steps already done (a resumed run). The bar goes to stderr,
+    so stdout holds only results.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=initial, desc=desc, unit="step", file=sys.stderr,
+               dynamic_ncols=True, mininterval=0.5,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")  # fmt: skip
+    state = {"t0": None, "tokens": 0.0, "steps": 0, "excluded": 0.0}
+
+    def callback(step, loss, stats):
+        loss = float(loss)  # waits for the step: the rate is honest
+        now = time.perf_counter()
+        if state["t0"] is None:
+            state["t0"] = now  # after the first (compiling) step
+        else:
+            state["tokens"] += float(stats.n_targets)
+            state["steps"] += 1
+        elapsed = now - state["t0"] - state["excluded"]
+        rate = state["tokens"] / elapsed if elapsed > 0 else 0.0
+        eta = (
+            f"ETA {duration((total - step) * elapsed / state['steps'])}"
+            if state["steps"]
+            else "ETA after the first step (it compiles)"
+        )
+        bar.set_postfix_str(f"{eta}, loss {loss:.3f}, {rate:,.0f} tok/s", refresh=False)
+        bar.update(1)
+
+    def exclude(seconds):  # time spent between steps (an evaluation) is not training time
+        if state["t0"] is not None:
+            state["excluded"] += seconds
+
+    callback.exclude = exclude
+    return bar, callback
