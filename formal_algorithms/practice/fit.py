@@ -59,6 +59,12 @@ def no_improvement(evals, patience: int | None) -> bool:
     return all(e["held_out_loss"] >= best_before for e in evals[-patience:])
 
 
+def _record(step, losses, result) -> dict:
+    """An evaluation after ``step``: the mean training loss since the one before, and ``result``."""
+    return dict(step=step, train_loss=float(np.mean(losses)), held_out_loss=float(result.loss),
+                accuracy=float(result.accuracy), n_targets=int(result.n_targets))  # fmt: skip
+
+
 def _check(N_steps, start_step, eval_every, patience, evaluate) -> None:
     for name, value, low in (("N_steps", N_steps, 1), ("eval_every", eval_every, 1),
                              ("start_step", start_step, 0)):  # fmt: skip
@@ -91,19 +97,15 @@ def fit(
     **train_kw,
 ) -> Fitted:
     """Train θ on ``data`` for steps ``start_step + 1 … N_steps``, evaluating every ``eval_every``
-    steps and at the end.
+    steps and at the end: ``evaluate(θ)`` returns a :class:`.trainer.Evaluation` (lower loss is
+    better), then ``on_evaluation(Evaluated(...))`` writes checkpoints and reports. ``patience``:
+    stop once that many evaluations in a row fail to improve the best held-out loss. Resume with
+    the θ, ``opt_state``, ``history`` and ``evals`` of step ``start_step``. ``train_kw`` go to
+    :func:`.trainer.train` (``callback``, ``fast``, ``p_mask``, ...).
 
-    ``evaluate(θ)`` returns a :class:`.trainer.Evaluation` (held-out loss per predicted token,
-    accuracy, count), lower loss better. After each evaluation ``on_evaluation(Evaluated(...))``
-    is called (write the checkpoint, keep the best, report). ``patience``: stop once that many
-    evaluations in a row fail to improve the best held-out loss. Resume a run with the θ,
-    ``opt_state``, ``history`` and ``evals`` it had after step ``start_step``. ``train_kw`` go
-    to :func:`.trainer.train` (``callback``, ``fast``, ``p_mask``, ...).
-
-    On a non-finite loss or gradient the trainer's :class:`.trainer.NonFiniteError`, on Ctrl-C a
-    :class:`.trainer.TrainingInterrupted` (also between steps, e.g. during an evaluation) is
-    raised carrying the last good θ and optimizer state, ``completed`` the steps in them and
-    ``history`` all per-step losses of the run up to them.
+    A non-finite loss or gradient (:class:`.trainer.NonFiniteError`) or Ctrl-C, even between
+    steps (:class:`.trainer.TrainingInterrupted`), raises an error carrying the last good θ and
+    optimizer state, ``completed`` their steps and ``history`` all the run's per-step losses.
     """
     _check(N_steps, start_step, eval_every, patience, evaluate)
     opt_state = optimizer.init(theta) if opt_state is None else opt_state
@@ -117,10 +119,7 @@ def fit(
                 opt_state=opt_state, start_step=step, return_opt_state=True, **train_kw,
             )  # fmt: skip
             history, step = np.concatenate([history, np.asarray(losses, np.float32)]), end
-            result = evaluate(theta)
-            evals.append(dict(step=step, train_loss=float(np.mean(losses)),
-                              held_out_loss=float(result.loss), accuracy=float(result.accuracy),
-                              n_targets=int(result.n_targets)))  # fmt: skip
+            evals.append(_record(step, losses, evaluate(theta)))
             best = evals[-1]["held_out_loss"] <= min(e["held_out_loss"] for e in evals)
             stopped = no_improvement(evals, patience)
             status = (
