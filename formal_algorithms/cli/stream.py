@@ -43,6 +43,32 @@ def _window_step(theta, x_window, key, i, tau, top_k, top_p, *, activation, eps)
     return sample_token_filtered(step_key(key, i), P_col, tau, top_k, top_p)
 
 
+def _checked(x, theta, context, anchor, tau, top_k, top_p):
+    """Algorithm 14's arguments, checked as the literal d_inference checks them."""
+    if not isinstance(theta, DTransformerParams):
+        raise TypeError(
+            f"DInference (Algorithm 14): argument 'theta' must be DTransformerParams, got "
+            f"{type(theta)}"
+        )
+    tau = check_tau("DInference (Algorithm 14)", tau)
+    top_k = check_top_k("DInference (Algorithm 14)", top_k)
+    top_p = check_top_p("DInference (Algorithm 14)", top_p)
+    x = np.asarray(x, np.int32)
+    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
+    if x.ndim != 1 or x.size == 0 or x.min() < 0 or x.max() >= N_V:
+        raise ValueError(
+            f"DInference (Algorithm 14): argument 'x' must be a non-empty 1-D sequence of ids "
+            f"in [0, N_V = {N_V})"
+        )
+    context = ell_max if context is None else context
+    if anchor not in (0, 1) or not anchor < context <= ell_max:
+        raise ValueError(
+            f"DInference (Algorithm 14): arguments 'anchor' = {anchor!r} and 'context' = "
+            f"{context!r} must satisfy anchor in (0, 1) and anchor < context <= ell_max = {ell_max}"
+        )
+    return x, context, tau, top_k, top_p
+
+
 def stream_d_inference(x, theta: DTransformerParams, key, *, ell_gen: int, tau=1.0,
                        context=None, anchor=0, activation=gelu, eps=EPS, top_k=0,
                        top_p=1.0):  # fmt: skip
@@ -65,34 +91,14 @@ def stream_d_inference(x, theta: DTransformerParams, key, *, ell_gen: int, tau=1
     draw (departures from the paper, off by default: with ``top_k=0, top_p=1.0`` every token is
     the paper's draw).
     """
-    if not isinstance(theta, DTransformerParams):
-        raise TypeError(
-            f"DInference (Algorithm 14): argument 'theta' must be DTransformerParams, got "
-            f"{type(theta)}"
-        )
-    tau = check_tau("DInference (Algorithm 14)", tau)
-    top_k = check_top_k("DInference (Algorithm 14)", top_k)
-    top_p = check_top_p("DInference (Algorithm 14)", top_p)
-    x = np.asarray(x, np.int32)
-    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
-    if x.ndim != 1 or x.size == 0 or x.min() < 0 or x.max() >= N_V:
-        raise ValueError(
-            f"DInference (Algorithm 14): argument 'x' must be a non-empty 1-D sequence of ids "
-            f"in [0, N_V = {N_V})"
-        )
-    context = ell_max if context is None else context
-    if anchor not in (0, 1) or not anchor < context <= ell_max:
-        raise ValueError(
-            f"DInference (Algorithm 14): arguments 'anchor' = {anchor!r} and 'context' = "
-            f"{context!r} must satisfy anchor in (0, 1) and anchor < context <= ell_max = {ell_max}"
-        )
+    x, context, tau, top_k, top_p = _checked(x, theta, context, anchor, tau, top_k, top_p)
     kw = dict(activation=activation, eps=eps)
     filters = (np.int32(top_k), np.float32(top_p))  # runtime values: no recompilation
     ell = x.shape[0]
     # the tokens i with ℓ + i ≤ context come from the cache
     n_cached = min(ell_gen, context - ell + 1) if ell <= context else 0
     if n_cached:  # the cached phase
-        prompt = np.zeros(length_bucket(ell, ell_max), np.int32)
+        prompt = np.zeros(length_bucket(ell, theta.W_p.shape[1]), np.int32)
         prompt[:ell] = x
         y, cache = _prefill(theta, prompt, ell, key, tau, *filters, **kw)  # token 0
         for i in range(1, n_cached + 1):
