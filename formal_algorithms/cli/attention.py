@@ -25,25 +25,38 @@ def run(args) -> int:
     labels = [token_label(tokenizer.decode([t], special="show")) for t in x.tolist()]
     hp = checkpoint.hyperparameters
     path = plot_attention(
-        A, labels, args.out,
+        A,
+        labels,
+        args.out,
         title=f"Algorithm 10 attention weights A[t_z, t_x] (L = {hp['L']}, H = {hp['H']}): "
         f"{args.prompt[:40]!r}",
-    )  # fmt: skip
-    say(f"wrote {path}: {hp['L']} layers × {hp['H']} heads, {len(x)} tokens "
-         f"(rows: key t_z, columns: query t_x; each column sums to 1)")  # fmt: skip
+    )
+    say(
+        f"wrote {path}: {hp['L']} layers × {hp['H']} heads, {len(x)} tokens "
+        f"(rows: key t_z, columns: query t_x; each column sums to 1)"
+    )
     return 0
 
 
 def register(sub) -> None:
     """Add the ``attention`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "attention", help="draw every head's attention pattern for a prompt as a PNG grid",
+        "attention",
+        help="draw every head's attention pattern for a prompt as a PNG grid",
         description="Replay Algorithm 10 on --prompt and draw the attention weights of every "
         "head of every layer, in the paper's orientation A[t_z, t_x].",
-    )  # fmt: skip
-    p.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_OUT / CHECKPOINT_NAME),
-                   help="checkpoint (default %(default)s)")  # fmt: skip
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        default=str(DEFAULT_OUT / CHECKPOINT_NAME),
+        help="checkpoint (default %(default)s)",
+    )
     p.add_argument("--prompt", default="The object is a function.", help="text to look at")
-    p.add_argument("--out", metavar="FILE.png", default="attention.png",
-                   help="output PNG (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        metavar="FILE.png",
+        default="attention.png",
+        help="output PNG (default %(default)s)",
+    )
     p.set_defaults(run=run)

@@ -14,11 +14,12 @@ def run(args) -> int:
 def register(sub) -> None:
     """Add the ``benchmark`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "benchmark", help="benchmark: ours vs PyTorch / Hugging Face, side by side",
+        "benchmark",
+        help="benchmark: ours vs PyTorch / Hugging Face, side by side",
         description="Forward and AdamW training-step throughput against GPT2LMHeadModel and "
         "torch.nn.Transformer, cached vs literal Algorithm 14 vs transformers' generate, and "
         "GFLOP/s against the measured matmul peak, in one run (see docs/performance.md).",
-    )  # fmt: skip
+    )
     from ..benchmark import add_arguments  # argparse only; the heavy imports happen in run()
 
     add_arguments(p)

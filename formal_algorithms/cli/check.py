@@ -24,8 +24,9 @@ def run(args) -> int:
     if args.checks is not None:
         checks = [c.strip() for c in args.checks.split(",") if c.strip()]
         if not checks:
-            raise ValueError(f"--checks {args.checks!r} names no check; choose from "
-                             f"{', '.join(CHECKS)}")  # fmt: skip
+            raise ValueError(
+                f"--checks {args.checks!r} names no check; choose from {', '.join(CHECKS)}"
+            )
         unknown = [c for c in checks if c not in CHECKS]
         if unknown:
             raise ValueError(f"--checks: unknown {unknown}; choose from {', '.join(CHECKS)}")
@@ -66,24 +67,41 @@ def _load(directory, kind):
 def register(sub) -> None:
     """Add the ``check`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "check", help="test a Hugging Face model directory against the paper's invariants",
+        "check",
+        help="test a Hugging Face model directory against the paper's invariants",
         description="Run the conformance battery (causality, padding invariance left and right, "
         "batched = one at a time, cached = uncached decoding and generate, permutation, "
         "distributions, determinism, bidirectionality of encoders) on a local Hugging Face model "
         "directory, after its preconditions (finite, deterministic outputs). Exit status 1 if an "
         "invariant or a precondition is violated, 3 if no check passed.",
-    )  # fmt: skip
-    p.add_argument("--hf", metavar="DIR", required=True,
-                   help="a directory saved by save_pretrained (config.json and weights)")  # fmt: skip
-    p.add_argument("--kind", choices=("causal", "masked", "seq2seq"), default=None,
-                   help="what the model is (default: from its config)")  # fmt: skip
-    p.add_argument("--checks", metavar="NAME,…", default=None,
-                   help="only these checks (comma-separated; default all)")  # fmt: skip
+    )
+    p.add_argument(
+        "--hf",
+        metavar="DIR",
+        required=True,
+        help="a directory saved by save_pretrained (config.json and weights)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=("causal", "masked", "seq2seq"),
+        default=None,
+        help="what the model is (default: from its config)",
+    )
+    p.add_argument(
+        "--checks",
+        metavar="NAME,…",
+        default=None,
+        help="only these checks (comma-separated; default all)",
+    )
     p.add_argument("--seed", type=integer(0), default=0, help="seed of the inputs and of sampling")
     p.add_argument(
         "--length", type=integer(2), default=8, help="tokens per test sequence (default 8)"
     )
-    p.add_argument("--atol", type=positive, default=1e-4,
-                   help="tolerance relative to the largest |logit| (default %(default)g)")  # fmt: skip
+    p.add_argument(
+        "--atol",
+        type=positive,
+        default=1e-4,
+        help="tolerance relative to the largest |logit| (default %(default)g)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run)

@@ -33,8 +33,12 @@ INJECTABLE = ("eps", "gelu-form", "scale-d", "post-ln", "pre-ln", "positions+1",
               "rope-base", "rope-scaled", "rope-offset", "kv-tiled",
               "cache-before-rope", "padding-on-queries", "gate-up-swapped", "rms-plus-one",
               "rms-centred")  # fmt: skip
-WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-           "pytorch_model.bin.index.json")  # fmt: skip
+WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 TOKENIZER = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
 
 
@@ -50,8 +54,10 @@ def _config(directory: str) -> dict:
         raise ValueError(f"--hf {directory!r}: config.json is not JSON ({error})") from None
     kind = config.get("model_type") if isinstance(config, dict) else None
     if kind not in TABLES:
-        raise ValueError(f"--hf {directory!r} holds a {kind!r} model; compare has a table for "
-                         f"{', '.join(sorted(TABLES))} only")  # fmt: skip
+        raise ValueError(
+            f"--hf {directory!r} holds a {kind!r} model; compare has a table for "
+            f"{', '.join(sorted(TABLES))} only"
+        )
     weights = [path / name for name in WEIGHTS if (path / name).is_file()]
     if not weights:
         raise ValueError(f"--hf {directory!r} has no weights ({' or '.join(WEIGHTS[::2])})")
@@ -72,8 +78,10 @@ def _check_safetensors(directory, file):
         except (ValueError, UnicodeDecodeError):
             ok = False
     if not ok:
-        raise ValueError(f"--hf {directory!r}: {file.name} is not a readable safetensors file "
-                         "(its header is damaged or it is another format)")  # fmt: skip
+        raise ValueError(
+            f"--hf {directory!r}: {file.name} is not a readable safetensors file "
+            "(its header is damaged or it is another format)"
+        )
 
 
 def _limits(config: dict):
@@ -93,14 +101,18 @@ def _check_options(args, config) -> None:
         from ..interop.departures import DEPARTURES
 
         if config["model_type"] not in DEPARTURES[name].where:
-            raise ValueError(f"--inject {name} does not apply to this model "
-                             f"({config['model_type']}); it applies to "
-                             f"{', '.join(DEPARTURES[name].where)}")  # fmt: skip
+            raise ValueError(
+                f"--inject {name} does not apply to this model "
+                f"({config['model_type']}); it applies to "
+                f"{', '.join(DEPARTURES[name].where)}"
+            )
     if args.text is not None:
         path = pathlib.Path(args.hf)
         if not any((path / name).is_file() for name in TOKENIZER):
-            raise ValueError(f"--text needs the model's tokenizer, and --hf {args.hf!r} has none "
-                             f"({', '.join(TOKENIZER)}); give --tokens instead")  # fmt: skip
+            raise ValueError(
+                f"--text needs the model's tokenizer, and --hf {args.hf!r} has none "
+                f"({', '.join(TOKENIZER)}); give --tokens instead"
+            )
 
 
 def _tokens(args, config):
@@ -108,8 +120,10 @@ def _tokens(args, config):
     N_V, ell_max = _limits(config)
     if args.tokens is not None:
         try:
-            xs = [np.array([int(t) for t in part.replace(",", " ").split()], np.int64)
-                  for part in args.tokens.split(";")]  # fmt: skip
+            xs = [
+                np.array([int(t) for t in part.replace(",", " ").split()], np.int64)
+                for part in args.tokens.split(";")
+            ]
         except ValueError:
             raise ValueError(f"--tokens {args.tokens!r} must be integers") from None
         where = "--tokens"
@@ -120,24 +134,30 @@ def _tokens(args, config):
             tokenizer = AutoTokenizer.from_pretrained(args.hf, local_files_only=True)
             xs = [np.asarray(tokenizer(args.text)["input_ids"], np.int64)]
         except (OSError, ValueError, TypeError) as error:
-            raise ValueError(f"--text: the tokenizer in --hf {args.hf!r} cannot be read "
-                             f"({error})") from None  # fmt: skip
+            raise ValueError(
+                f"--text: the tokenizer in --hf {args.hf!r} cannot be read ({error})"
+            ) from None
         where = "--text"
     else:
         xs = [np.random.default_rng(args.seed).integers(0, N_V, min(args.length, ell_max))]
         where = "--length"
     for x in xs:
         if x.size == 0:
-            raise ValueError(f"{where} gives no tokens" + (" in one of its ';'-separated "
-                             "sequences" if len(xs) > 1 else ""))  # fmt: skip
+            raise ValueError(
+                f"{where} gives no tokens"
+                + (" in one of its ';'-separated sequences" if len(xs) > 1 else "")
+            )
         if x.min() < 0 or x.max() >= N_V:
             raise ValueError(f"{where} holds token ids outside [0, {N_V}) (the model's vocabulary)")
         if x.size > ell_max:
-            raise ValueError(f"{where} gives {x.size} tokens, more than the model's {ell_max} "
-                             "positions")  # fmt: skip
+            raise ValueError(
+                f"{where} gives {x.size} tokens, more than the model's {ell_max} positions"
+            )
     if args.cached and (len(xs) > 1 or xs[0].size < 2):
-        raise ValueError("--cached needs one sequence of at least 2 tokens (a prefix to cache "
-                         "and the step read through it)")  # fmt: skip
+        raise ValueError(
+            "--cached needs one sequence of at least 2 tokens (a prefix to cache "
+            "and the step read through it)"
+        )
     return xs
 
 
@@ -148,8 +168,10 @@ def _model_class(spec: str):
 
     module_name, _, name = spec.rpartition(":")
     if not module_name or not name.isidentifier():
-        raise ValueError(f"--model-class {spec!r} must be module:Class (e.g. mypkg.models:MyGPT2"
-                         " or path/to/models.py:MyGPT2)")  # fmt: skip
+        raise ValueError(
+            f"--model-class {spec!r} must be module:Class (e.g. mypkg.models:MyGPT2"
+            " or path/to/models.py:MyGPT2)"
+        )
     try:
         if module_name.endswith(".py"):
             file = pathlib.Path(module_name)
@@ -166,8 +188,10 @@ def _model_class(spec: str):
         ) from None
     cls = getattr(module, name, None)
     if not isinstance(cls, type) or not hasattr(cls, "from_pretrained"):
-        raise ValueError(f"--model-class {spec!r}: {module_name!r} has no model class {name!r} "
-                         "with from_pretrained (a transformers PreTrainedModel)")  # fmt: skip
+        raise ValueError(
+            f"--model-class {spec!r}: {module_name!r} has no model class {name!r} "
+            "with from_pretrained (a transformers PreTrainedModel)"
+        )
     return cls
 
 
@@ -186,8 +210,9 @@ def _load(args, config):
         model = cls.from_pretrained(args.hf, config=hf_config, local_files_only=True)
     except Exception as error:  # a damaged or foreign file: one line naming the directory
         text = " ".join(str(error).split())[:300]
-        raise ValueError(f"--hf {args.hf!r}: {cls.__name__} cannot load it "
-                         f"({type(error).__name__}: {text})") from None  # fmt: skip
+        raise ValueError(
+            f"--hf {args.hf!r}: {cls.__name__} cannot load it ({type(error).__name__}: {text})"
+        ) from None
     return model.eval()
 
 
@@ -215,54 +240,97 @@ def run(args) -> int:
         data = [r.to_dict() for r in reports]
         say(json.dumps(data[0] if len(data) == 1 else data, indent=1, ensure_ascii=False))
     for report in reports if not args.json else ():
-        say(f"{args.hf}: {report.model} against {report.algorithm}, {report.dtype}, "
-            f"{len(report.tokens)} tokens {report.tokens}")  # fmt: skip
+        say(
+            f"{args.hf}: {report.model} against {report.algorithm}, {report.dtype}, "
+            f"{len(report.tokens)} tokens {report.tokens}"
+        )
         text = report.table(all_rows=False, departing=args.all)
-        say(text.replace("(departing=True lists them)", "(--all lists them)")
-            .replace("needs a float64 run.", "needs --float64."))  # fmt: skip
+        say(
+            text.replace("(departing=True lists them)", "(--all lists them)").replace(
+                "needs a float64 run.", "needs --float64."
+            )
+        )
     return DEPARTS if any(r.departs for r in reports) else 0
 
 
 def register(sub) -> None:
     """Add the ``compare`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "compare", help="find where a Hugging Face model departs from the paper, line by line",
+        "compare",
+        help="find where a Hugging Face model departs from the paper, line by line",
         description="Run a local Hugging Face GPT-2 (Algorithm 10), BERT (Algorithm 9) or Llama "
         "(Algorithm 10 with Llama's substitutions) model and the paper's algorithm on the same "
         "tokens, compare every line the model exposes, and name the first line beyond tolerance, "
         "its first departing token position, its likely causes and the evidence. Exit status 0: "
         f"equal; {DEPARTS}: the model departs; 1: error.",
-    )  # fmt: skip
-    p.add_argument("--hf", metavar="DIR", required=True,
-                   help="a local model directory (config.json and weights); nothing is downloaded")  # fmt: skip
+    )
+    p.add_argument(
+        "--hf",
+        metavar="DIR",
+        required=True,
+        help="a local model directory (config.json and weights); nothing is downloaded",
+    )
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--tokens", metavar="IDS", help="token ids, e.g. '464 3290 318'; "
-                        "several sequences separated by ';' are compared as one padded batch")  # fmt: skip
+    source.add_argument(
+        "--tokens",
+        metavar="IDS",
+        help="token ids, e.g. '464 3290 318'; "
+        "several sequences separated by ';' are compared as one padded batch",
+    )
     source.add_argument("--text", help="text, encoded with the directory's own tokenizer")
-    p.add_argument("--length", type=integer(1), default=8,
-                   help="without --tokens/--text: this many random token ids (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--length",
+        type=integer(1),
+        default=8,
+        help="without --tokens/--text: this many random token ids (default %(default)s)",
+    )
     p.add_argument("--seed", type=integer(0), default=0, help="seed of the random tokens")
-    p.add_argument("--float64", action="store_true",
-                   help="run both sides in float64 (a tight tolerance: finds departures below "
-                   "float32's resolution)")  # fmt: skip
-    p.add_argument("--tolerance", type=positive, default=None,
-                   help="bound on max|model − paper| / max(1, max|paper|) per line, a finite "
-                   "number > 0 (default: 2e-5 · √(d_e · L / 32) in float32, 1e-10 · √(d_e · L / "
-                   "32) in float64)")  # fmt: skip
-    p.add_argument("--all", action="store_true",
-                   help="list every departing row, in execution order (default: the rows up to "
-                   "a few past the first departure)")  # fmt: skip
+    p.add_argument(
+        "--float64",
+        action="store_true",
+        help="run both sides in float64 (a tight tolerance: finds departures below "
+        "float32's resolution)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=positive,
+        default=None,
+        help="bound on max|model − paper| / max(1, max|paper|) per line, a finite "
+        "number > 0 (default: 2e-5 · √(d_e · L / 32) in float32, 1e-10 · √(d_e · L / "
+        "32) in float64)",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="list every departing row, in execution order (default: the rows up to "
+        "a few past the first departure)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--padding", choices=("left", "right"), default="right",
-                   help="the side a batch of --tokens 'a b; c' is padded on (default %(default)s)")  # fmt: skip
-    p.add_argument("--cached", action="store_true",
-                   help="compare the last token read through the model's own KV cache (the "
-                   "model run on the others first) with the paper's last column")  # fmt: skip
-    p.add_argument("--model-class", metavar="MODULE:CLASS",
-                   help="load --hf with a model class of your own (module:Class or "
-                   "path/to/file.py:Class), e.g. a modified GPT2LMHeadModel that save_pretrained "
-                   "does not carry; its submodules must keep the architecture's names")  # fmt: skip
-    p.add_argument("--inject", action="append", choices=INJECTABLE, metavar="NAME",
-                   help="inject a deliberate departure into the loaded model first, to see what "
-                   f"one looks like: {', '.join(INJECTABLE)} (docs/compare.md)")  # fmt: skip
+    p.add_argument(
+        "--padding",
+        choices=("left", "right"),
+        default="right",
+        help="the side a batch of --tokens 'a b; c' is padded on (default %(default)s)",
+    )
+    p.add_argument(
+        "--cached",
+        action="store_true",
+        help="compare the last token read through the model's own KV cache (the "
+        "model run on the others first) with the paper's last column",
+    )
+    p.add_argument(
+        "--model-class",
+        metavar="MODULE:CLASS",
+        help="load --hf with a model class of your own (module:Class or "
+        "path/to/file.py:Class), e.g. a modified GPT2LMHeadModel that save_pretrained "
+        "does not carry; its submodules must keep the architecture's names",
+    )
+    p.add_argument(
+        "--inject",
+        action="append",
+        choices=INJECTABLE,
+        metavar="NAME",
+        help="inject a deliberate departure into the loaded model first, to see what "
+        f"one looks like: {', '.join(INJECTABLE)} (docs/compare.md)",
+    )
     p.set_defaults(run=run)

@@ -79,7 +79,7 @@ def setup(args) -> pathlib.Path | None:
 
 def add_option(parser) -> None:
     parser.add_argument(
-        "--no-compile-cache", action="store_true",
-        help=f"do not use JAX's persistent compilation cache in {cache_dir()} "
-        f"(also: {ENV_OFF}=1)",
-    )  # fmt: skip
+        "--no-compile-cache",
+        action="store_true",
+        help=f"do not use JAX's persistent compilation cache in {cache_dir()} (also: {ENV_OFF}=1)",
+    )

@@ -45,8 +45,11 @@ def explain(error: BaseException, command: str | None = None) -> str:
     if len(text) > 400:
         text = text[:400] + " …"
     if isinstance(error, ImportError):
-        extra = "interop" if error.name and error.name.split(".")[0] in (
-            "torch", "transformers") else "train"  # fmt: skip
+        extra = (
+            "interop"
+            if error.name and error.name.split(".")[0] in ("torch", "transformers")
+            else "train"
+        )
         return (
             f"'{command or PROG}' needs the optional package {error.name or text!r}: install "
             f"it with pip install 'formal_algorithms[{extra}]'"

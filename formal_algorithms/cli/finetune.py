@@ -118,32 +118,54 @@ def run(args) -> int:
     started = time.perf_counter()
     out = prepare_out_dir(pathlib.Path(args.out), force=args.force)
     task = Task(classes, unlabelled, args.passage, args.test_per_class, max(labels))
-    say(f"task        which of {', '.join(classes)} a {args.passage}-character passage of "
+    say(
+        f"task        which of {', '.join(classes)} a {args.passage}-character passage of "
         f"docstrings comes from ({len(classes)} classes, chance {1 / len(classes):.0%}); "
         f"{len(task.test)} held-out passages; labelled pools "
-        f"{', '.join(str(len(p)) for p in task.pools)}")  # fmt: skip
-    hp = dict(N_V=task.tokenizer.N_V, ell_max=task.ell_max, L=args.layers, H=args.heads,
-              d_e=args.d_e, d_mlp=args.d_mlp or 4 * args.d_e)  # fmt: skip
+        f"{', '.join(str(len(p)) for p in task.pools)}"
+    )
+    hp = dict(
+        N_V=task.tokenizer.N_V,
+        ell_max=task.ell_max,
+        L=args.layers,
+        H=args.heads,
+        d_e=args.d_e,
+        d_mlp=args.d_mlp or 4 * args.d_e,
+    )
     key = jax.random.key(args.seed)
-    keys = dict(zip(("init", "pre", "scratch", "head", "fine"), jax.random.split(key, 5),
-                    strict=True), eval=jax.random.fold_in(key, 1))  # fmt: skip
+    keys = dict(
+        zip(("init", "pre", "scratch", "head", "fine"), jax.random.split(key, 5), strict=True),
+        eval=jax.random.fold_in(key, 1),
+    )
     init = init_d_transformer if args.body == "d" else init_e_transformer
     pretrained, fitted = pretrain(args, task, out, init(keys["init"], **hp), keys)
     tail = max(1, len(fitted.history) // 10)  # the last tenth of the steps
     results = finetune_table(args, task, pretrained, labels, keys, lambda k: init(k, **hp))
     summary = dict(
-        task=dict(classes=classes, passage=args.passage, test_per_class=args.test_per_class,
-                  unlabelled=unlabelled, n_unlabelled=len(task.unlabelled)),
-        model=hp, pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
-        batch_size=args.batch_size, body=args.body, pooling=args.pooling, lr=args.lr,
-        finetune_lr=args.finetune_lr, seeds=args.seeds,
+        task=dict(
+            classes=classes,
+            passage=args.passage,
+            test_per_class=args.test_per_class,
+            unlabelled=unlabelled,
+            n_unlabelled=len(task.unlabelled),
+        ),
+        model=hp,
+        pretrain_steps=args.pretrain_steps,
+        finetune_steps=args.finetune_steps,
+        batch_size=args.batch_size,
+        body=args.body,
+        pooling=args.pooling,
+        lr=args.lr,
+        finetune_lr=args.finetune_lr,
+        seeds=args.seeds,
         pretrain_loss=[float(fitted.history[0]), float(np.mean(fitted.history[-tail:]))],
         pretrain_held_out_loss=fitted.evals[-1]["held_out_loss"],
         accuracy={k: {str(n): v for n, v in r.items()} for k, r in results.items()},
-    )  # fmt: skip
+    )
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot = _plot(results, labels, 1 / len(classes), out / "finetune.png",
-                 "13" if args.body == "d" else "12")  # fmt: skip
+    plot = _plot(
+        results, labels, 1 / len(classes), out / "finetune.png", "13" if args.body == "d" else "12"
+    )
     say(
         f"wrote       {out / 'results.json'}, {plot}, {out / CHECKPOINT_NAME} (the pretrained body)"
     )
@@ -161,26 +183,46 @@ def pretrain(args, task, out, theta, keys):
         if args.body == "d"
         else ("ETransformer (Algorithm 9)", "Algorithm 12's loss (p_mask 0.15)", 0.15)
     )
-    say(f"pretrain    {model} L = {args.layers}, H = {args.heads}, d_e = "
+    say(
+        f"pretrain    {model} L = {args.layers}, H = {args.heads}, d_e = "
         f"{args.d_e}: {loss_name} on {len(task.unlabelled)} unlabelled passages, "
-        f"{args.pretrain_steps} AdamW steps")  # fmt: skip
-    run_args = argparse.Namespace(steps=args.pretrain_steps, lr=args.lr, warmup=100,
-                                  weight_decay=0.1, batch_size=args.batch_size, eval_every=None,
-                                  early_stop=None)  # fmt: skip
+        f"{args.pretrain_steps} AdamW steps"
+    )
+    run_args = argparse.Namespace(
+        steps=args.pretrain_steps,
+        lr=args.lr,
+        warmup=100,
+        weight_decay=0.1,
+        batch_size=args.batch_size,
+        eval_every=None,
+        early_stop=None,
+    )
     held = [x for x, _ in task.test]
     kw = {} if p_mask is None else {"p_mask": p_mask}
     evaluate_kw = {} if p_mask is None else {"key": keys["eval"], **kw}
-    facts = dict(family=f"pretrained body of '{PROG} finetune'", activation="gelu",
-                 config=vars(run_args) | {"seed": args.seed}, task=loss_name)  # fmt: skip
+    facts = dict(
+        family=f"pretrained body of '{PROG} finetune'",
+        activation="gelu",
+        config=vars(run_args) | {"seed": args.seed},
+        task=loss_name,
+    )
     the_run = Run("finetune", out, facts, task.tokenizer.to_dict())
     t0 = time.perf_counter()
-    fitted = train_run(the_run, theta, task.unlabelled,
-                       lambda theta: evaluate(theta, held, batch_size=args.batch_size, **evaluate_kw),
-                       keys["pre"], run_args, **kw)  # fmt: skip
+    fitted = train_run(
+        the_run,
+        theta,
+        task.unlabelled,
+        lambda theta: evaluate(theta, held, batch_size=args.batch_size, **evaluate_kw),
+        keys["pre"],
+        run_args,
+        **kw,
+    )
     tail = fitted.history[-max(1, len(fitted.history) // 10) :]
-    say(f"            training loss {fitted.history[0]:.2f} -> {float(np.mean(tail)):.2f}, "
+    say(
+        f"            training loss {fitted.history[0]:.2f} -> {float(np.mean(tail)):.2f}, "
         f"held-out {fitted.evals[-1]['held_out_loss']:.2f} nats/character in "
-        f"{duration(time.perf_counter() - t0)}")  # fmt: skip
+        f"{duration(time.perf_counter() - t0)}"
+    )
     return fitted.theta, fitted
 
 
@@ -190,29 +232,47 @@ def finetune_table(args, task, pretrained, labels, keys, fresh_body):
     from ..practice.trainer import make_optimizer
     from ..variants.classification import c_evaluate, c_train, init_classifier
 
-    optimizer = make_optimizer(args.finetune_lr, N_steps=args.finetune_steps,
-                               warmup_steps=min(10, args.finetune_steps // 2), weight_decay=0.01)  # fmt: skip
+    optimizer = make_optimizer(
+        args.finetune_lr,
+        N_steps=args.finetune_steps,
+        warmup_steps=min(10, args.finetune_steps // 2),
+        weight_decay=0.01,
+    )
     where = "the mean of the columns"
     if args.pooling == "token":
         where = "the last token" if args.body == "d" else "the first (bos) token"
-    say(f"fine-tune   head on {where}, {args.finetune_steps} AdamW steps of "
-        f"{args.batch_size} (lr {args.finetune_lr}), {args.seeds} seeds per cell")  # fmt: skip
+    say(
+        f"fine-tune   head on {where}, {args.finetune_steps} AdamW steps of "
+        f"{args.batch_size} (lr {args.finetune_lr}), {args.seeds} seeds per cell"
+    )
     say(f"{'labels/class':>12} | {'pretrained':>16} | {'from scratch':>16}")
     results = {"pretrained": {}, "scratch": {}}
     for n in labels:
         for name in results:
             accs = []
             for seed in range(args.seeds):
-                body = pretrained if name == "pretrained" else fresh_body(
-                    jax.random.fold_in(keys["scratch"], seed))  # fmt: skip
-                params = init_classifier(jax.random.fold_in(keys["head"], seed), body,
-                                         len(task.classes))  # fmt: skip
-                params, _ = c_train(params, task.labelled(n, seed),
-                                    jax.random.fold_in(keys["fine"], seed), optimizer=optimizer,
-                                    N_steps=args.finetune_steps, batch_size=args.batch_size,
-                                    pooling=args.pooling)  # fmt: skip
-                accs.append(c_evaluate(params, task.test, batch_size=args.batch_size,
-                                       pooling=args.pooling)[1])  # fmt: skip
+                body = (
+                    pretrained
+                    if name == "pretrained"
+                    else fresh_body(jax.random.fold_in(keys["scratch"], seed))
+                )
+                params = init_classifier(
+                    jax.random.fold_in(keys["head"], seed), body, len(task.classes)
+                )
+                params, _ = c_train(
+                    params,
+                    task.labelled(n, seed),
+                    jax.random.fold_in(keys["fine"], seed),
+                    optimizer=optimizer,
+                    N_steps=args.finetune_steps,
+                    batch_size=args.batch_size,
+                    pooling=args.pooling,
+                )
+                accs.append(
+                    c_evaluate(params, task.test, batch_size=args.batch_size, pooling=args.pooling)[
+                        1
+                    ]
+                )
             results[name][n] = accs
         row = {k: f"{np.mean(r[n]):.1%} ± {np.std(r[n]):.1%}" for k, r in results.items()}
         say(f"{n:>12} | {row['pretrained']:>16} | {row['scratch']:>16}")
@@ -226,8 +286,9 @@ def names(minimum: int):
         names = [c.strip() for c in text.split(",") if c.strip()]
         repeated = sorted({c for c in names if names.count(c) > 1})
         if repeated:
-            raise argparse.ArgumentTypeError(f"must name each package once; "
-                                             f"{', '.join(map(repr, repeated))} is repeated")  # fmt: skip
+            raise argparse.ArgumentTypeError(
+                f"must name each package once; {', '.join(map(repr, repeated))} is repeated"
+            )
         if len(names) < minimum:
             raise argparse.ArgumentTypeError(f"must name at least {minimum} packages, got {text!r}")
         return names
@@ -245,9 +306,16 @@ def _plot(results, labels, chance, path, algorithm="13"):
     for name, style in (("pretrained", "o-"), ("scratch", "s--")):
         accs = np.array([results[name][n] for n in labels])
         mean = accs.mean(axis=1)
-        ax.errorbar(labels, mean, yerr=accs.std(axis=1), fmt=style, capsize=3,
-                    label=f"pretrained (Alg. {algorithm}), then fine-tuned" if name == "pretrained"
-                    else "trained from scratch")  # fmt: skip
+        ax.errorbar(
+            labels,
+            mean,
+            yerr=accs.std(axis=1),
+            fmt=style,
+            capsize=3,
+            label=f"pretrained (Alg. {algorithm}), then fine-tuned"
+            if name == "pretrained"
+            else "trained from scratch",
+        )
     ax.axhline(chance, color="grey", lw=0.8, ls=":", label="chance")
     ax.set_xscale("log")
     ax.set_xticks(labels, [str(n) for n in labels])
@@ -277,51 +345,104 @@ def label_counts(text: str) -> list[int]:
 def register(sub) -> None:
     """Add the ``finetune`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "finetune", help="pretrain a DTransformer as a language model, then fine-tune it to classify",
+        "finetune",
+        help="pretrain a DTransformer as a language model, then fine-tune it to classify",
         description="ULMFiT at small scale: pretrain a DTransformer (Algorithms 10, 13) on "
         "unlabelled standard-library docstrings, then fine-tune it with a classification head to "
         "tell which package a passage comes from, next to the same model trained from scratch, "
         "for several numbers of labels per class and seeds. Writes results.json and a plot.",
-    )  # fmt: skip
-    p.add_argument("--classes", type=names(2), default=",".join(CLASSES),
-                   help="standard-library packages, one class each (default %(default)s)")  # fmt: skip
-    p.add_argument("--unlabelled", type=names(0), default=",".join(UNLABELLED),
-                   help="further packages whose docstrings are unlabelled pretraining text "
-                   "(default %(default)s)")  # fmt: skip
-    p.add_argument("--passage", type=integer(1), default=94,
-                   help="characters per passage (default %(default)s)")  # fmt: skip
-    p.add_argument("--test-per-class", type=integer(1), default=100,
-                   help="held-out passages per class (default %(default)s)")  # fmt: skip
-    p.add_argument("--labels", type=label_counts, default="10,30,100,300",
-                   help="labelled passages per class, comma-separated (default %(default)s)")  # fmt: skip
+    )
+    p.add_argument(
+        "--classes",
+        type=names(2),
+        default=",".join(CLASSES),
+        help="standard-library packages, one class each (default %(default)s)",
+    )
+    p.add_argument(
+        "--unlabelled",
+        type=names(0),
+        default=",".join(UNLABELLED),
+        help="further packages whose docstrings are unlabelled pretraining text "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--passage",
+        type=integer(1),
+        default=94,
+        help="characters per passage (default %(default)s)",
+    )
+    p.add_argument(
+        "--test-per-class",
+        type=integer(1),
+        default=100,
+        help="held-out passages per class (default %(default)s)",
+    )
+    p.add_argument(
+        "--labels",
+        type=label_counts,
+        default="10,30,100,300",
+        help="labelled passages per class, comma-separated (default %(default)s)",
+    )
     p.add_argument(
         "--seeds", type=integer(1), default=3, help="seeds per cell (default %(default)s)"
     )
-    p.add_argument("--pretrain-steps", type=integer(1), default=1000,
-                   help="language-model steps (default %(default)s)")  # fmt: skip
-    p.add_argument("--finetune-steps", type=integer(1), default=100,
-                   help="classifier steps per run (default %(default)s)")  # fmt: skip
-    p.add_argument("--batch-size", type=integer(1), default=32,
-                   help="sequences per step (default %(default)s)")  # fmt: skip
-    p.add_argument("--lr", type=positive, default=3e-3,
-                   help="pretraining peak learning rate (default %(default)s)")  # fmt: skip
-    p.add_argument("--finetune-lr", type=positive, default=1e-3,
-                   help="fine-tuning peak learning rate (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--pretrain-steps",
+        type=integer(1),
+        default=1000,
+        help="language-model steps (default %(default)s)",
+    )
+    p.add_argument(
+        "--finetune-steps",
+        type=integer(1),
+        default=100,
+        help="classifier steps per run (default %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size", type=integer(1), default=32, help="sequences per step (default %(default)s)"
+    )
+    p.add_argument(
+        "--lr",
+        type=positive,
+        default=3e-3,
+        help="pretraining peak learning rate (default %(default)s)",
+    )
+    p.add_argument(
+        "--finetune-lr",
+        type=positive,
+        default=1e-3,
+        help="fine-tuning peak learning rate (default %(default)s)",
+    )
     p.add_argument(
         "--d-e", type=integer(1), default=64, help="embedding width d_e (default %(default)s)"
     )
     p.add_argument("--layers", type=integer(1), default=2, help="layers L (default %(default)s)")
     p.add_argument("--heads", type=integer(1), default=4, help="heads H (default %(default)s)")
     p.add_argument("--d-mlp", type=integer(1), default=None, help="MLP width d_mlp (default 4 d_e)")
-    p.add_argument("--body", choices=("d", "e"), default="d",
-                   help="d: DTransformer pretrained with Algorithm 13 (GPT, ULMFiT); e: "
-                   "ETransformer pretrained with Algorithm 12 (BERT) (default %(default)s)")  # fmt: skip
-    p.add_argument("--pooling", choices=("token", "mean"), default="mean",
-                   help="the head reads one token's column (Algorithm 10: the last; 9: bos) or "
-                   "the mean of all columns (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--body",
+        choices=("d", "e"),
+        default="d",
+        help="d: DTransformer pretrained with Algorithm 13 (GPT, ULMFiT); e: "
+        "ETransformer pretrained with Algorithm 12 (BERT) (default %(default)s)",
+    )
+    p.add_argument(
+        "--pooling",
+        choices=("token", "mean"),
+        default="mean",
+        help="the head reads one token's column (Algorithm 10: the last; 9: bos) or "
+        "the mean of all columns (default %(default)s)",
+    )
     p.add_argument("--seed", type=integer(0), default=0, help="random seed (default %(default)s)")
-    p.add_argument("--out", metavar="DIR", default=str(pathlib.Path("runs") / "finetune"),
-                   help="output directory (default %(default)s)")  # fmt: skip
-    p.add_argument("--force", action="store_true",
-                   help="replace the run in --out (default: a new directory --out-2, -3, ...)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default=str(pathlib.Path("runs") / "finetune"),
+        help="output directory (default %(default)s)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the run in --out (default: a new directory --out-2, -3, ...)",
+    )
     p.set_defaults(run=run)

@@ -99,11 +99,15 @@ def run(args) -> int:
 def register(sub) -> None:
     """Add the ``info`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "info", help="what a checkpoint holds: algorithm, sizes, tokenizer, training state, hash",
+        "info",
+        help="what a checkpoint holds: algorithm, sizes, tokenizer, training state, hash",
         description="Print a checkpoint's algorithm, hyperparameters, tokenizer, parameter count, "
         "training state (steps, held-out loss, best evaluation) and the file's SHA-256, without "
         "running the model.",
-    )  # fmt: skip
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors file written by "
-                   "train, seq2seq or mlm")  # fmt: skip
+    )
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="a .safetensors file written by train, seq2seq or mlm",
+    )
     p.set_defaults(run=run)

@@ -57,8 +57,20 @@ from .errors import explain
 from .options import OneLineParser, validate_options
 
 # The commands, in the order --help lists them: each module has register(sub) and run(args).
-COMMANDS = [train, sample, attention, trace, compare, seq2seq, mlm, finetune, info, benchmark,
-            check, chat]  # fmt: skip
+COMMANDS = [
+    train,
+    sample,
+    attention,
+    trace,
+    compare,
+    seq2seq,
+    mlm,
+    finetune,
+    info,
+    benchmark,
+    check,
+    chat,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

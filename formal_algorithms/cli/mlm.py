@@ -22,8 +22,22 @@ from .options import integer, model_options, probability, run_options
 from .runs import Run, best_line, check_same_text, eval_interval, start, train_run
 
 FAMILY = "masked-character model (Algorithms 9, 12)"
-CONFIG_KEYS = ("ell_max", "p_mask", "test_size", "steps", "batch_size", "d_e", "layers", "heads",
-               "d_mlp", "lr", "warmup", "weight_decay", "seed", "text")  # fmt: skip
+CONFIG_KEYS = (
+    "ell_max",
+    "p_mask",
+    "test_size",
+    "steps",
+    "batch_size",
+    "d_e",
+    "layers",
+    "heads",
+    "d_mlp",
+    "lr",
+    "warmup",
+    "weight_decay",
+    "seed",
+    "text",
+)
 
 
 def run(args) -> int:
@@ -38,36 +52,58 @@ def run(args) -> int:
     held = chunks(held_text, tokenizer, args.ell_max, "held-out")[: args.test_size]
     key_init, key_train, key_eval = jax.random.split(jax.random.key(args.seed), 3)
     args.d_mlp = args.d_mlp or 4 * args.d_e
-    theta = init_e_transformer(key_init, N_V=tokenizer.N_V, ell_max=args.ell_max, L=args.layers,
-                               H=args.heads, d_e=args.d_e, d_mlp=args.d_mlp)  # fmt: skip
-    say(f"corpus      {source}: {len(data)} training sequences of ≤ {args.ell_max} characters, "
-        f"{len(held)} held out; p_mask = {args.p_mask}")  # fmt: skip
-    say(f"model       ETransformer (Algorithm 9): L = {args.layers}, H = {args.heads}, "
+    theta = init_e_transformer(
+        key_init,
+        N_V=tokenizer.N_V,
+        ell_max=args.ell_max,
+        L=args.layers,
+        H=args.heads,
+        d_e=args.d_e,
+        d_mlp=args.d_mlp,
+    )
+    say(
+        f"corpus      {source}: {len(data)} training sequences of ≤ {args.ell_max} characters, "
+        f"{len(held)} held out; p_mask = {args.p_mask}"
+    )
+    say(
+        f"model       ETransformer (Algorithm 9): L = {args.layers}, H = {args.heads}, "
         f"d_e = {args.d_e}, d_mlp = {args.d_mlp}; {n_params(theta) / 1e6:.2f} M parameters; "
         f"training: Algorithm 12's loss, {args.steps} AdamW steps, held-out evaluation every "
-        f"{eval_interval(args)}")  # fmt: skip
+        f"{eval_interval(args)}"
+    )
     masks = held_out_masks(key_eval, held, args)
     guess, baseline = most_frequent_baseline(data, held, masks, tokenizer)
     config = {k: getattr(args, k) for k in CONFIG_KEYS}
     config.update(eval_every=eval_interval(args), early_stop=args.early_stop)
-    facts = dict(family=FAMILY, activation="gelu", corpus=source, text_sha256=text_sha256,
-                 task=f"recover masked characters (p_mask = {args.p_mask})", config=config,
-                 baseline=baseline)  # fmt: skip
+    facts = dict(
+        family=FAMILY,
+        activation="gelu",
+        corpus=source,
+        text_sha256=text_sha256,
+        task=f"recover masked characters (p_mask = {args.p_mask})",
+        config=config,
+        baseline=baseline,
+    )
     the_run = Run("mlm", out, facts, tokenizer.to_dict())
     evaluate = functools.partial(held_out, held=held, key=key_eval, args=args)
-    fitted = train_run(the_run, theta, data, evaluate, key_train, args, resumed=resumed,
-                       p_mask=args.p_mask)  # fmt: skip
+    fitted = train_run(
+        the_run, theta, data, evaluate, key_train, args, resumed=resumed, p_mask=args.p_mask
+    )
     final = fitted.evals[-1]
-    say(f"held-out    masked-character recovery accuracy {final['accuracy']:.1%} on "
+    say(
+        f"held-out    masked-character recovery accuracy {final['accuracy']:.1%} on "
         f"{final['n_targets']} masked characters; baseline (always {tokenizer.decode([guess])!r}) "
-        f"{baseline:.1%}; loss {final['held_out_loss']:.3f} nats/char")  # fmt: skip
+        f"{baseline:.1%}; loss {final['held_out_loss']:.3f} nats/char"
+    )
     line = best_line(the_run, fitted.evals)
     if line:
         say(line)
     show_example(fitted.theta, held, masks, tokenizer, args.ell_max)
     path = out / CHECKPOINT_NAME
-    say(f"wrote       {path}; try: {PROG} sample --checkpoint {path} --prompt 'th_ _ord' "
-        "(_ = a masked character)")  # fmt: skip
+    say(
+        f"wrote       {path}; try: {PROG} sample --checkpoint {path} --prompt 'th_ _ord' "
+        "(_ = a masked character)"
+    )
     say(f"done in {duration(time.perf_counter() - started)}")
     return 0
 
@@ -84,8 +120,10 @@ def held_out_masks(key, held, args):
     from ..paper.training import draw_mask
 
     keys = jax.random.split(key, len(held))
-    return [np.asarray(draw_mask(k, len(x), args.p_mask, args.ell_max))
-            for k, x in zip(keys, held, strict=True)]  # fmt: skip
+    return [
+        np.asarray(draw_mask(k, len(x), args.p_mask, args.ell_max))
+        for k, x in zip(keys, held, strict=True)
+    ]
 
 
 def most_frequent_baseline(data, held, masks, tokenizer):
@@ -118,19 +156,31 @@ def show_example(theta, held, masks, tokenizer, ell_max) -> None:
 def register(sub) -> None:
     """Add the ``mlm`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "mlm", help="ETransformer (Algorithms 9, 12) on masked characters",
+        "mlm",
+        help="ETransformer (Algorithms 9, 12) on masked characters",
         description="Train an ETransformer on masked-character prediction and report the "
         "recovery accuracy next to the most-frequent-character baseline.",
-    )  # fmt: skip
+    )
     p.add_argument("--text", metavar="FILE", help="UTF-8 text file (default: pydoc_data/topics)")
     p.add_argument(
         "--ell-max", type=integer(2), default=16, help="context length (default %(default)s)"
     )
-    p.add_argument("--p-mask", type=probability, default=0.15,
-                   help="masking probability (default %(default)s)")  # fmt: skip
-    p.add_argument("--test-size", type=integer(1), default=512,
-                   help="held-out sequences (default %(default)s)")  # fmt: skip
-    model_options(p, d_e=64, layers=2, heads=4, steps=1000, batch_size=64, lr=3e-3, warmup=100,
-                  weight_decay=0.01)  # fmt: skip
+    p.add_argument(
+        "--p-mask", type=probability, default=0.15, help="masking probability (default %(default)s)"
+    )
+    p.add_argument(
+        "--test-size", type=integer(1), default=512, help="held-out sequences (default %(default)s)"
+    )
+    model_options(
+        p,
+        d_e=64,
+        layers=2,
+        heads=4,
+        steps=1000,
+        batch_size=64,
+        lr=3e-3,
+        warmup=100,
+        weight_decay=0.01,
+    )
     run_options(p, pathlib.Path("runs") / "mlm")
     p.set_defaults(run=run)

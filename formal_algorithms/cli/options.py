@@ -79,46 +79,95 @@ def model_options(p, *, d_e, layers, heads, steps, batch_size, lr, warmup, weigh
     )
     p.add_argument("--heads", type=integer(1), default=heads, help="heads H (default %(default)s)")
     p.add_argument("--d-mlp", type=integer(1), default=None, help="MLP width d_mlp (default 4 d_e)")
-    p.add_argument("--steps", type=integer(1), default=None, help=f"optimiser steps (default "
-                   f"{steps}; with --resume: the run's own, a larger number trains it longer)")  # fmt: skip
+    p.add_argument(
+        "--steps",
+        type=integer(1),
+        default=None,
+        help=f"optimiser steps (default "
+        f"{steps}; with --resume: the run's own, a larger number trains it longer)",
+    )
     p.set_defaults(default_steps=steps)
-    p.add_argument("--batch-size", type=integer(1), default=batch_size,
-                   help="sequences per step (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--batch-size",
+        type=integer(1),
+        default=batch_size,
+        help="sequences per step (default %(default)s)",
+    )
     p.add_argument(
         "--lr", type=positive, default=lr, help="peak learning rate (default %(default)s)"
     )
-    p.add_argument("--warmup", type=integer(0), default=warmup,
-                   help="linear warmup steps (default %(default)s)")  # fmt: skip
-    p.add_argument("--weight-decay", type=non_negative, default=weight_decay,
-                   help="AdamW weight decay of the matrices (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--warmup",
+        type=integer(0),
+        default=warmup,
+        help="linear warmup steps (default %(default)s)",
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=non_negative,
+        default=weight_decay,
+        help="AdamW weight decay of the matrices (default %(default)s)",
+    )
     p.add_argument("--seed", type=integer(0), default=0, help="random seed (default %(default)s)")
 
 
 def run_options(p, default_out, *, what: str = "--steps") -> None:
     """A managed training run's options, the same for ``train``, ``mlm`` and ``seq2seq``: where it
     writes, how often it is evaluated, early stopping, and resuming."""
-    p.add_argument("--out", metavar="DIR", default=str(default_out),
-                   help="output directory of the checkpoints (default %(default)s)")  # fmt: skip
-    p.add_argument("--force", action="store_true",
-                   help="replace the run in --out (default: a new directory --out-2, -3, ...)")  # fmt: skip
-    p.add_argument("--eval-every", type=integer(1), default=None, metavar="N",
-                   help="evaluate on the held-out data every N steps and write a checkpoint "
-                   f"(default: a tenth of {what}, between 50 and 250)")  # fmt: skip
-    p.add_argument("--early-stop", type=integer(1), default=None, metavar="N",
-                   help="stop when N evaluations in a row do not improve the best held-out loss "
-                   "(default: never)")  # fmt: skip
-    p.add_argument("--resume", metavar="DIR", default=None,
-                   help="continue the run in DIR (its model.safetensors) with its own settings")  # fmt: skip
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default=str(default_out),
+        help="output directory of the checkpoints (default %(default)s)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the run in --out (default: a new directory --out-2, -3, ...)",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=integer(1),
+        default=None,
+        metavar="N",
+        help="evaluate on the held-out data every N steps and write a checkpoint "
+        f"(default: a tenth of {what}, between 50 and 250)",
+    )
+    p.add_argument(
+        "--early-stop",
+        type=integer(1),
+        default=None,
+        metavar="N",
+        help="stop when N evaluations in a row do not improve the best held-out loss "
+        "(default: never)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        default=None,
+        help="continue the run in DIR (its model.safetensors) with its own settings",
+    )
 
 
 # ------------------------------------------------------------------------- across options
 
 #: file options that must name an existing file, per command.
-INPUT_FILES = {"train": ("text",), "mlm": ("text",), "sample": ("checkpoint",),
-               "attention": ("checkpoint",), "trace": ("checkpoint",)}  # fmt: skip
+INPUT_FILES = {
+    "train": ("text",),
+    "mlm": ("text",),
+    "sample": ("checkpoint",),
+    "attention": ("checkpoint",),
+    "trace": ("checkpoint",),
+}
 #: output options: a directory to write into (DIR) or a file to write (FILE), per command.
-OUTPUTS = {"train": ("out", "DIR"), "seq2seq": ("out", "DIR"), "mlm": ("out", "DIR"),
-           "finetune": ("out", "DIR"), "attention": ("out", "FILE"), "trace": ("html", "FILE")}  # fmt: skip
+OUTPUTS = {
+    "train": ("out", "DIR"),
+    "seq2seq": ("out", "DIR"),
+    "mlm": ("out", "DIR"),
+    "finetune": ("out", "DIR"),
+    "attention": ("out", "FILE"),
+    "trace": ("html", "FILE"),
+}
 BYTES_PER_FLOAT = 4
 
 
@@ -132,8 +181,10 @@ def validate_options(args) -> None:
     output paths that can be written (not checked with ``--resume``: the run's own). Raises
     ``ValueError`` (or ``FileNotFoundError``/``PermissionError``) naming the option."""
     if getattr(args, "tokenizer", None) == "bpe" and args.vocab_size < 259:
-        raise ValueError(f"--vocab-size must be at least 259 with --tokenizer bpe (256 bytes and "
-                         f"mask, bos, eos), got {args.vocab_size}")  # fmt: skip
+        raise ValueError(
+            f"--vocab-size must be at least 259 with --tokenizer bpe (256 bytes and "
+            f"mask, bos, eos), got {args.vocab_size}"
+        )
     d_e, heads = getattr(args, "d_e", None), getattr(args, "heads", None)
     if d_e and heads and d_e % heads:
         raise ValueError(f"--heads {heads} does not divide --d-e {d_e} (each head gets d_e / H)")

@@ -39,16 +39,28 @@ class Run:
             "held_out_loss": evals[-1]["held_out_loss"] if evals else None,
             "opt_state_saved": opt_state is not None,
         }  # fmt: skip
-        return save_checkpoint(path, theta, tokenizer=self.tokenizer, opt_state=opt_state,
-                               extra=extra, arrays={"loss_history": np.asarray(history, np.float32)})  # fmt: skip
+        return save_checkpoint(
+            path,
+            theta,
+            tokenizer=self.tokenizer,
+            opt_state=opt_state,
+            extra=extra,
+            arrays={"loss_history": np.asarray(history, np.float32)},
+        )
 
     def finish(self, fitted, **results):
         """Rewrite the run's checkpoint at its end, adding ``results`` measured after training."""
         self.facts.update(results)
         status = "stopped early" if fitted.stopped else "finished"
-        return self.save(self.out / CHECKPOINT_NAME, fitted.theta, fitted.opt_state,
-                         step=fitted.step, history=fitted.history, evals=fitted.evals,
-                         status=status)  # fmt: skip
+        return self.save(
+            self.out / CHECKPOINT_NAME,
+            fitted.theta,
+            fitted.opt_state,
+            step=fitted.step,
+            history=fitted.history,
+            evals=fitted.evals,
+            status=status,
+        )
 
 
 # ---------------------------------------------------------------- the run's directory and resume
@@ -67,8 +79,10 @@ def prepare_out_dir(out: pathlib.Path, *, force: bool) -> pathlib.Path:
     while (out.with_name(f"{out.name}-{n}") / CHECKPOINT_NAME).exists():
         n += 1
     new = out.with_name(f"{out.name}-{n}")
-    say(f"note        {out} holds a run; writing to {new} (--force replaces it, --resume {out} "
-        "continues it)")  # fmt: skip
+    say(
+        f"note        {out} holds a run; writing to {new} (--force replaces it, --resume {out} "
+        "continues it)"
+    )
     return new
 
 
@@ -83,8 +97,9 @@ def load_run(args, architecture: str, config_keys):
     checkpoint = load_checkpoint(path)
     config = checkpoint.extra.get("config")
     if checkpoint.architecture != architecture or not config or "step" not in checkpoint.extra:
-        raise ValueError(f"--resume {args.resume!r}: {path} is not a run written by "
-                         f"'{PROG} {args.command}'")  # fmt: skip
+        raise ValueError(
+            f"--resume {args.resume!r}: {path} is not a run written by '{PROG} {args.command}'"
+        )
     if not checkpoint.extra.get("opt_state_saved"):
         raise ValueError(f"--resume {args.resume!r}: {path} has no optimizer state to resume")
     steps = args.steps
@@ -97,8 +112,10 @@ def load_run(args, architecture: str, config_keys):
     if steps is not None and steps != config["steps"]:
         if steps <= done:
             raise ValueError(f"--steps {steps}: the run in {out} is at step {done} already")
-        say(f"note        --steps {steps}: the learning-rate schedule is stretched from "
-            f"{config['steps']} to {steps} steps")  # fmt: skip
+        say(
+            f"note        --steps {steps}: the learning-rate schedule is stretched from "
+            f"{config['steps']} to {steps} steps"
+        )
         args.steps = steps
     elif done >= config["steps"]:
         raise ValueError(
@@ -139,8 +156,9 @@ def make_optimizer(lr, steps, warmup, weight_decay):
     in a process, so that a run resumed in the same process reuses the compiled step."""
     from ..practice.trainer import make_optimizer
 
-    return make_optimizer(lr, N_steps=steps, warmup_steps=warmup, weight_decay=weight_decay,
-                          clip_norm=1.0)  # fmt: skip
+    return make_optimizer(
+        lr, N_steps=steps, warmup_steps=warmup, weight_decay=weight_decay, clip_norm=1.0
+    )
 
 
 def optimizer_of(args):
@@ -165,8 +183,12 @@ def train_run(run: Run, theta, data, evaluate, key, args, *, resumed=None, **tra
             run.out / CHECKPOINT_NAME, opt_state_template=optimizer.init(theta)
         )
         theta, step = resumed.theta, int(resumed.extra["step"])
-        state = dict(opt_state=resumed.opt_state, start_step=step, evals=resumed.extra["evals"],
-                     history=resumed.arrays["loss_history"])  # fmt: skip
+        state = dict(
+            opt_state=resumed.opt_state,
+            start_step=step,
+            evals=resumed.extra["evals"],
+            history=resumed.arrays["loss_history"],
+        )
         say(f"resumed     {run.out / CHECKPOINT_NAME} at step {step} of {args.steps}")
     bar, callback = progress_callback(args.steps, run.command, initial=state.get("start_step", 0))
     report = reporter(run, bar, callback, args.early_stop)
@@ -181,17 +203,36 @@ def train_run(run: Run, theta, data, evaluate, key, args, *, resumed=None, **tra
         callback.exclude(time.perf_counter() - clock["start"])
 
     try:
-        return fit(theta, data, key, optimizer=optimizer, N_steps=args.steps,
-                   batch_size=args.batch_size, evaluate=timed, eval_every=eval_interval(args),
-                   patience=args.early_stop, on_evaluation=on_evaluation, callback=callback,
-                   fast=True, **state, **train_kw)  # fmt: skip
+        return fit(
+            theta,
+            data,
+            key,
+            optimizer=optimizer,
+            N_steps=args.steps,
+            batch_size=args.batch_size,
+            evaluate=timed,
+            eval_every=eval_interval(args),
+            patience=args.early_stop,
+            on_evaluation=on_evaluation,
+            callback=callback,
+            fast=True,
+            **state,
+            **train_kw,
+        )
     except (NonFiniteError, TrainingInterrupted) as error:
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "diverged"
         evals = [e for e in report.evals or state.get("evals", []) if e["step"] <= error.completed]
 
         def save(theta, opt_state, completed, history):
-            return run.save(run.out / CHECKPOINT_NAME, theta, opt_state, step=completed,
-                            history=history, evals=evals, status=status)  # fmt: skip
+            return run.save(
+                run.out / CHECKPOINT_NAME,
+                theta,
+                opt_state,
+                step=completed,
+                history=history,
+                evals=evals,
+                status=status,
+            )
 
         resume = f"continue with: {PROG} {run.command} --resume {run.out}"
         raise stop_run(error, save, resume) from None
@@ -214,20 +255,31 @@ def reporter(run: Run, bar, callback, patience):
         if e.best:
             run.save(run.out / BEST_NAME, e.theta, None, **kw)
         last = e.evals[-1]
-        write(f"eval        step {e.step}: held-out loss {last['held_out_loss']:.3f}, training "
-              f"loss {last['train_loss']:.3f}" + (" (best)" if e.best else ""))  # fmt: skip
+        write(
+            f"eval        step {e.step}: held-out loss {last['held_out_loss']:.3f}, training "
+            f"loss {last['train_loss']:.3f}" + (" (best)" if e.best else "")
+        )
         warning = overfitting_warning(e.evals)
         if warning and seen["warned"]:
-            write(f"warning     held-out loss rose again, to {last['held_out_loss']:.3f} "
-                  f"(training loss {last['train_loss']:.3f})")  # fmt: skip
+            write(
+                f"warning     held-out loss rose again, to {last['held_out_loss']:.3f} "
+                f"(training loss {last['train_loss']:.3f})"
+            )
         elif warning:
             seen["warned"] = True
-            write(f"warning     {warning}; the best checkpoint is kept in {run.out / BEST_NAME}"
-                  + ("" if patience else "; --early-stop N stops after N evaluations without "
-                     "improvement"))  # fmt: skip
+            write(
+                f"warning     {warning}; the best checkpoint is kept in {run.out / BEST_NAME}"
+                + (
+                    ""
+                    if patience
+                    else "; --early-stop N stops after N evaluations without improvement"
+                )
+            )
         if e.status == "stopped early":
-            write(f"early stop  no improvement in the last {patience} evaluations "
-                  f"(--early-stop {patience})")  # fmt: skip
+            write(
+                f"early stop  no improvement in the last {patience} evaluations "
+                f"(--early-stop {patience})"
+            )
 
     report.evals = []
     return report
@@ -254,8 +306,10 @@ def best_line(run: Run, evals) -> str | None:
     best = min(evals, key=lambda e: e["held_out_loss"])
     if best["step"] == evals[-1]["step"]:
         return None
-    return (f"best        step {best['step']}: held-out loss {best['held_out_loss']:.3f}, kept in "
-            f"{run.out / BEST_NAME}")  # fmt: skip
+    return (
+        f"best        step {best['step']}: held-out loss {best['held_out_loss']:.3f}, kept in "
+        f"{run.out / BEST_NAME}"
+    )
 
 
 def progress_callback(total: int, desc: str, initial: int = 0):
@@ -269,9 +323,16 @@ def progress_callback(total: int, desc: str, initial: int = 0):
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=initial, desc=desc, unit="step", file=sys.stderr,
-               dynamic_ncols=True, mininterval=0.5,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")  # fmt: skip
+    bar = tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="step",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+    )
     state = {"t0": None, "tokens": 0.0, "steps": 0, "excluded": 0.0}
 
     def callback(step, loss, stats):

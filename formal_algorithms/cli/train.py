@@ -34,8 +34,22 @@ from .runs import BEST_NAME, Run, best_line, check_same_text, eval_interval, sta
 from .stream import stream_sample
 
 DEFAULT_STEPS = 2400
-CONFIG_KEYS = ("steps", "batch_size", "ell_max", "d_e", "layers", "heads", "d_mlp", "lr",
-               "warmup", "weight_decay", "seed", "tokenizer", "vocab_size", "text")  # fmt: skip
+CONFIG_KEYS = (
+    "steps",
+    "batch_size",
+    "ell_max",
+    "d_e",
+    "layers",
+    "heads",
+    "d_mlp",
+    "lr",
+    "warmup",
+    "weight_decay",
+    "seed",
+    "tokenizer",
+    "vocab_size",
+    "text",
+)
 
 
 def run(args) -> int:
@@ -51,24 +65,47 @@ def run(args) -> int:
     held = chunks(held_text, tokenizer, args.ell_max, "held-out")
     key_init, key_train, _ = jax.random.split(jax.random.key(args.seed), 3)
     args.d_mlp = args.d_mlp or 4 * args.d_e
-    theta = init_d_transformer(key_init, N_V=tokenizer.N_V, ell_max=args.ell_max, L=args.layers,
-                               H=args.heads, d_e=args.d_e, d_mlp=args.d_mlp)  # fmt: skip
+    theta = init_d_transformer(
+        key_init,
+        N_V=tokenizer.N_V,
+        ell_max=args.ell_max,
+        L=args.layers,
+        H=args.heads,
+        d_e=args.d_e,
+        d_mlp=args.d_mlp,
+    )
     describe(args, source, text, tokenizer, data, held, theta)
     config = {k: getattr(args, k) for k in CONFIG_KEYS}
     config.update(eval_every=eval_interval(args), early_stop=args.early_stop)
     unigram = unigram_entropy(data)
-    facts = dict(family="language model (Algorithms 10, 13, 14)", activation="gelu", eps=EPS,
-                 config=config, corpus=source, text_sha256=text_sha256, unigram_entropy=unigram)  # fmt: skip
+    facts = dict(
+        family="language model (Algorithms 10, 13, 14)",
+        activation="gelu",
+        eps=EPS,
+        config=config,
+        corpus=source,
+        text_sha256=text_sha256,
+        unigram_entropy=unigram,
+    )
     the_run = Run("train", out, facts, tokenizer.to_dict())
-    fitted = train_run(the_run, theta, data, functools.partial(held_out, held=held, args=args),
-                       key_train, args, resumed=resumed)  # fmt: skip
+    fitted = train_run(
+        the_run,
+        theta,
+        data,
+        functools.partial(held_out, held=held, args=args),
+        key_train,
+        args,
+        resumed=resumed,
+    )
     train_seconds = time.perf_counter() - started
     report(the_run, fitted, tokenizer, held, unigram)
     write_plot(the_run, fitted, unigram, source)
     final_sample(args, fitted.theta, tokenizer, out / CHECKPOINT_NAME)
     say(f"done in {duration(time.perf_counter() - started)} (training {duration(train_seconds)}).")
-    say(f"more        {PROG} sample --checkpoint {shlex.quote(str(out / CHECKPOINT_NAME))} --prompt "
-        f"{shlex.quote(suggest_prompt(train_text))}; {PROG} info {shlex.quote(str(out / CHECKPOINT_NAME))}")  # fmt: skip
+    say(
+        f"more        {PROG} sample --checkpoint {shlex.quote(str(out / CHECKPOINT_NAME))} --prompt "
+        f"{shlex.quote(suggest_prompt(train_text))}; {PROG} info {shlex.quote(str(out / CHECKPOINT_NAME))}"
+    )
     return 0
 
 
@@ -90,17 +127,25 @@ def corpus_tokenizer(args, resumed, text, train_text):
 def describe(args, source, text, tokenizer, data, held, theta) -> None:
     n_train = sum(len(c) - 1 for c in data)
     say(f"corpus      {source}: {len(text):,} characters, last 10% held out")
-    say(f"tokenizer   {args.tokenizer}, N_V = {tokenizer.N_V} (mask, bos, eos = "
-        f"{tokenizer.mask_token}, {tokenizer.bos_token}, {tokenizer.eos_token})")  # fmt: skip
-    say(f"data        {len(data):,} training sequences of ≤ {args.ell_max} tokens "
-        f"({n_train:,} predicted tokens), {len(held):,} held out")  # fmt: skip
-    say(f"model       DTransformer (Algorithm 10): L = {args.layers}, H = {args.heads}, "
+    say(
+        f"tokenizer   {args.tokenizer}, N_V = {tokenizer.N_V} (mask, bos, eos = "
+        f"{tokenizer.mask_token}, {tokenizer.bos_token}, {tokenizer.eos_token})"
+    )
+    say(
+        f"data        {len(data):,} training sequences of ≤ {args.ell_max} tokens "
+        f"({n_train:,} predicted tokens), {len(held):,} held out"
+    )
+    say(
+        f"model       DTransformer (Algorithm 10): L = {args.layers}, H = {args.heads}, "
         f"d_e = {args.d_e}, d_mlp = {args.d_mlp}, ell_max = {args.ell_max}; "
-        f"{n_params(theta) / 1e6:.2f} M parameters")  # fmt: skip
+        f"{n_params(theta) / 1e6:.2f} M parameters"
+    )
     epochs = epoch_count(args.steps, len(data), args.batch_size)
-    say(f"training    {args.steps} steps × {args.batch_size} sequences ({epochs}), AdamW lr "
+    say(
+        f"training    {args.steps} steps × {args.batch_size} sequences ({epochs}), AdamW lr "
         f"{args.lr:g}, warmup + cosine decay, clip 1.0; held-out evaluation every "
-        f"{eval_interval(args)} steps (the first step compiles)")  # fmt: skip
+        f"{eval_interval(args)} steps (the first step compiles)"
+    )
 
 
 def report(run, fitted, tokenizer, held, unigram) -> None:
@@ -108,8 +153,10 @@ def report(run, fitted, tokenizer, held, unigram) -> None:
     final = fitted.evals[-1]
     n_chars = len(tokenizer.decode(np.concatenate(held)))
     bits_per_char = final["held_out_loss"] * final["n_targets"] / max(n_chars, 1) / math.log(2)
-    say(f"held-out    loss {final['held_out_loss']:.3f} nats/token ({bits_per_char:.2f} bits/char),"
-        f" next-token accuracy {final['accuracy']:.1%}; unigram entropy {unigram:.3f} nats/token")  # fmt: skip
+    say(
+        f"held-out    loss {final['held_out_loss']:.3f} nats/token ({bits_per_char:.2f} bits/char),"
+        f" next-token accuracy {final['accuracy']:.1%}; unigram entropy {unigram:.3f} nats/token"
+    )
     if final["held_out_loss"] >= unigram:
         why = (
             "it has memorised its training text (training loss "
@@ -117,8 +164,10 @@ def report(run, fitted, tokenizer, held, unigram) -> None:
             if final["train_loss"] < unigram
             else "it is undertrained: give it more --steps"
         )
-        say(f"warning     the held-out loss is no better than the unigram entropy, i.e. than "
-            f"predicting from the token frequencies alone; {why}")  # fmt: skip
+        say(
+            f"warning     the held-out loss is no better than the unigram entropy, i.e. than "
+            f"predicting from the token frequencies alone; {why}"
+        )
     line = best_line(run, fitted.evals)
     if line:
         say(line)
@@ -128,13 +177,19 @@ def write_plot(run, fitted, unigram, source) -> None:
     from ..visualise import plot_loss
 
     evals = fitted.evals
-    png = plot_loss(fitted.history, run.out / "loss.png", held_out=evals[-1]["held_out_loss"],
-                    unigram=unigram, held_out_curve=([e["step"] for e in evals],
-                                                     [e["held_out_loss"] for e in evals]),
-                    title=f"DTransformer on {source.split(' (')[0]}")  # fmt: skip
-    say(f"wrote       {run.out / CHECKPOINT_NAME} "
+    png = plot_loss(
+        fitted.history,
+        run.out / "loss.png",
+        held_out=evals[-1]["held_out_loss"],
+        unigram=unigram,
+        held_out_curve=([e["step"] for e in evals], [e["held_out_loss"] for e in evals]),
+        title=f"DTransformer on {source.split(' (')[0]}",
+    )
+    say(
+        f"wrote       {run.out / CHECKPOINT_NAME} "
         f"({'stopped early' if fitted.stopped else 'step ' + str(fitted.step)}), "
-        f"{run.out / BEST_NAME} and {png}")  # fmt: skip
+        f"{run.out / BEST_NAME} and {png}"
+    )
 
 
 def final_sample(args, theta, tokenizer, path) -> None:
@@ -142,11 +197,22 @@ def final_sample(args, theta, tokenizer, path) -> None:
     tau = args.temperature
     say(f"sample      (Algorithm 14, τ = {tau:g}, {args.sample_length} tokens, seed {args.seed}):")
     say("-" * 78)
-    stream_sample(theta, tokenizer, args.prompt, sample_key(args.seed), args.sample_length, tau,
-                  gelu, EPS)  # fmt: skip
+    stream_sample(
+        theta, tokenizer, args.prompt, sample_key(args.seed), args.sample_length, tau, gelu, EPS
+    )
     say("-" * 78)
-    again = [PROG, "sample", "--checkpoint", str(path), "--seed", str(args.seed), "--length",
-             str(args.sample_length), "--temperature", f"{tau:g}"]  # fmt: skip
+    again = [
+        PROG,
+        "sample",
+        "--checkpoint",
+        str(path),
+        "--seed",
+        str(args.seed),
+        "--length",
+        str(args.sample_length),
+        "--temperature",
+        f"{tau:g}",
+    ]
     if args.prompt:
         again += ["--prompt", args.prompt]
     say(f"again       {shlex.join(again)}")
@@ -183,25 +249,51 @@ def suggest_prompt(text: str) -> str:
 def register(sub) -> None:
     """Add the ``train`` command to the parser's subcommands."""
     p = sub.add_parser(
-        "train", help="train a DTransformer (Algorithm 10) on text, then sample from it",
+        "train",
+        help="train a DTransformer (Algorithm 10) on text, then sample from it",
         description="Tokenize a corpus (default: Python's own pydoc help texts), train a "
         "DTransformer (Algorithms 10, 13) with AdamW, report held-out loss, write a checkpoint "
         "and a loss plot to --out, print a sample (Algorithm 14). About 3 minutes on 2 CPU cores.",
-    )  # fmt: skip
+    )
     p.add_argument("--text", metavar="FILE", help="UTF-8 text file (default: pydoc_data/topics)")
-    p.add_argument("--tokenizer", choices=("char", "bpe"), default="char",
-                   help="character level (default) or byte-level BPE trained on the text")  # fmt: skip
-    p.add_argument("--vocab-size", type=integer(1), default=512,
-                   help="BPE vocabulary size N_V, specials included (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--tokenizer",
+        choices=("char", "bpe"),
+        default="char",
+        help="character level (default) or byte-level BPE trained on the text",
+    )
+    p.add_argument(
+        "--vocab-size",
+        type=integer(1),
+        default=512,
+        help="BPE vocabulary size N_V, specials included (default %(default)s)",
+    )
     p.add_argument(
         "--ell-max", type=integer(2), default=64, help="context length (default %(default)s)"
     )
-    model_options(p, d_e=96, layers=3, heads=3, steps=DEFAULT_STEPS, batch_size=16, lr=3e-3,
-                  warmup=100, weight_decay=0.1)  # fmt: skip
+    model_options(
+        p,
+        d_e=96,
+        layers=3,
+        heads=3,
+        steps=DEFAULT_STEPS,
+        batch_size=16,
+        lr=3e-3,
+        warmup=100,
+        weight_decay=0.1,
+    )
     run_options(p, DEFAULT_OUT)
     p.add_argument("--prompt", default="", help="prompt of the final sample (default: none)")
-    p.add_argument("--sample-length", type=integer(1), default=300,
-                   help="tokens in the final sample (default %(default)s)")  # fmt: skip
-    p.add_argument("--temperature", type=temperature, default=0.8,
-                   help="sampling temperature τ (default %(default)s; 0 = argmax)")  # fmt: skip
+    p.add_argument(
+        "--sample-length",
+        type=integer(1),
+        default=300,
+        help="tokens in the final sample (default %(default)s)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=temperature,
+        default=0.8,
+        help="sampling temperature τ (default %(default)s; 0 = argmax)",
+    )
     p.set_defaults(run=run)
