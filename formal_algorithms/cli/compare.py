@@ -270,7 +270,14 @@ def register(sub) -> None:
         required=True,
         help="a local model directory (config.json and weights); nothing is downloaded",
     )
-    source = p.add_mutually_exclusive_group()
+    _token_options(p.add_argument_group("the tokens"))
+    _comparison_options(p.add_argument_group("the comparison"))
+    p.set_defaults(run=run)
+
+
+def _token_options(g) -> None:
+    """The tokens both sides read."""
+    source = g.add_mutually_exclusive_group()
     source.add_argument(
         "--tokens",
         metavar="IDS",
@@ -278,20 +285,36 @@ def register(sub) -> None:
         "several sequences separated by ';' are compared as one padded batch",
     )
     source.add_argument("--text", help="text, encoded with the directory's own tokenizer")
-    p.add_argument(
+    g.add_argument(
         "--length",
         type=integer(1),
         default=8,
         help="without --tokens/--text: this many random token ids (default %(default)s)",
     )
-    p.add_argument("--seed", type=integer(0), default=0, help="seed of the random tokens")
-    p.add_argument(
+    g.add_argument("--seed", type=integer(0), default=0, help="seed of the random tokens")
+    g.add_argument(
+        "--padding",
+        choices=("left", "right"),
+        default="right",
+        help="the side a batch of --tokens 'a b; c' is padded on (default %(default)s)",
+    )
+    g.add_argument(
+        "--cached",
+        action="store_true",
+        help="compare the last token read through the model's own KV cache (the "
+        "model run on the others first) with the paper's last column",
+    )
+
+
+def _comparison_options(g) -> None:
+    """How the two sides are compared and reported, and what model class is loaded."""
+    g.add_argument(
         "--float64",
         action="store_true",
         help="run both sides in float64 (a tight tolerance: finds departures below "
         "float32's resolution)",
     )
-    p.add_argument(
+    g.add_argument(
         "--tolerance",
         type=positive,
         default=None,
@@ -299,33 +322,21 @@ def register(sub) -> None:
         "number > 0 (default: 2e-5 · √(d_e · L / 32) in float32, 1e-10 · √(d_e · L / "
         "32) in float64)",
     )
-    p.add_argument(
+    g.add_argument(
         "--all",
         action="store_true",
         help="list every departing row, in execution order (default: the rows up to "
         "a few past the first departure)",
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument(
-        "--padding",
-        choices=("left", "right"),
-        default="right",
-        help="the side a batch of --tokens 'a b; c' is padded on (default %(default)s)",
-    )
-    p.add_argument(
-        "--cached",
-        action="store_true",
-        help="compare the last token read through the model's own KV cache (the "
-        "model run on the others first) with the paper's last column",
-    )
-    p.add_argument(
+    g.add_argument("--json", action="store_true", help="print the report as JSON")
+    g.add_argument(
         "--model-class",
         metavar="MODULE:CLASS",
         help="load --hf with a model class of your own (module:Class or "
         "path/to/file.py:Class), e.g. a modified GPT2LMHeadModel that save_pretrained "
         "does not carry; its submodules must keep the architecture's names",
     )
-    p.add_argument(
+    g.add_argument(
         "--inject",
         action="append",
         choices=INJECTABLE,
@@ -333,4 +344,3 @@ def register(sub) -> None:
         help="inject a deliberate departure into the loaded model first, to see what "
         f"one looks like: {', '.join(INJECTABLE)} (docs/compare.md)",
     )
-    p.set_defaults(run=run)

@@ -353,88 +353,6 @@ def register(sub) -> None:
         "for several numbers of labels per class and seeds. Writes results.json and a plot.",
     )
     p.add_argument(
-        "--classes",
-        type=names(2),
-        default=",".join(CLASSES),
-        help="standard-library packages, one class each (default %(default)s)",
-    )
-    p.add_argument(
-        "--unlabelled",
-        type=names(0),
-        default=",".join(UNLABELLED),
-        help="further packages whose docstrings are unlabelled pretraining text "
-        "(default %(default)s)",
-    )
-    p.add_argument(
-        "--passage",
-        type=integer(1),
-        default=94,
-        help="characters per passage (default %(default)s)",
-    )
-    p.add_argument(
-        "--test-per-class",
-        type=integer(1),
-        default=100,
-        help="held-out passages per class (default %(default)s)",
-    )
-    p.add_argument(
-        "--labels",
-        type=label_counts,
-        default="10,30,100,300",
-        help="labelled passages per class, comma-separated (default %(default)s)",
-    )
-    p.add_argument(
-        "--seeds", type=integer(1), default=3, help="seeds per cell (default %(default)s)"
-    )
-    p.add_argument(
-        "--pretrain-steps",
-        type=integer(1),
-        default=1000,
-        help="language-model steps (default %(default)s)",
-    )
-    p.add_argument(
-        "--finetune-steps",
-        type=integer(1),
-        default=100,
-        help="classifier steps per run (default %(default)s)",
-    )
-    p.add_argument(
-        "--batch-size", type=integer(1), default=32, help="sequences per step (default %(default)s)"
-    )
-    p.add_argument(
-        "--lr",
-        type=positive,
-        default=3e-3,
-        help="pretraining peak learning rate (default %(default)s)",
-    )
-    p.add_argument(
-        "--finetune-lr",
-        type=positive,
-        default=1e-3,
-        help="fine-tuning peak learning rate (default %(default)s)",
-    )
-    p.add_argument(
-        "--d-e", type=integer(1), default=64, help="embedding width d_e (default %(default)s)"
-    )
-    p.add_argument("--layers", type=integer(1), default=2, help="layers L (default %(default)s)")
-    p.add_argument("--heads", type=integer(1), default=4, help="heads H (default %(default)s)")
-    p.add_argument("--d-mlp", type=integer(1), default=None, help="MLP width d_mlp (default 4 d_e)")
-    p.add_argument(
-        "--body",
-        choices=("d", "e"),
-        default="d",
-        help="d: DTransformer pretrained with Algorithm 13 (GPT, ULMFiT); e: "
-        "ETransformer pretrained with Algorithm 12 (BERT) (default %(default)s)",
-    )
-    p.add_argument(
-        "--pooling",
-        choices=("token", "mean"),
-        default="mean",
-        help="the head reads one token's column (Algorithm 10: the last; 9: bos) or "
-        "the mean of all columns (default %(default)s)",
-    )
-    p.add_argument("--seed", type=integer(0), default=0, help="random seed (default %(default)s)")
-    p.add_argument(
         "--out",
         metavar="DIR",
         default=str(pathlib.Path("runs") / "finetune"),
@@ -445,4 +363,96 @@ def register(sub) -> None:
         action="store_true",
         help="replace the run in --out (default: a new directory --out-2, -3, ...)",
     )
+    _task_options(p.add_argument_group("the task"))
+    _training_options(p.add_argument_group("the model and its training"))
     p.set_defaults(run=run)
+
+
+def _task_options(g) -> None:
+    """The classification task and its data."""
+    g.add_argument(
+        "--classes",
+        type=names(2),
+        default=",".join(CLASSES),
+        help="standard-library packages, one class each (default %(default)s)",
+    )
+    g.add_argument(
+        "--unlabelled",
+        type=names(0),
+        default=",".join(UNLABELLED),
+        help="further packages whose docstrings are unlabelled pretraining text "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--passage",
+        type=integer(1),
+        default=94,
+        help="characters per passage (default %(default)s)",
+    )
+    g.add_argument(
+        "--test-per-class",
+        type=integer(1),
+        default=100,
+        help="held-out passages per class (default %(default)s)",
+    )
+    g.add_argument(
+        "--labels",
+        type=label_counts,
+        default="10,30,100,300",
+        help="labelled passages per class, comma-separated (default %(default)s)",
+    )
+    g.add_argument(
+        "--seeds", type=integer(1), default=3, help="seeds per cell (default %(default)s)"
+    )
+
+
+def _training_options(g) -> None:
+    """The body, its pretraining and the fine-tuning."""
+    g.add_argument(
+        "--pretrain-steps",
+        type=integer(1),
+        default=1000,
+        help="language-model steps (default %(default)s)",
+    )
+    g.add_argument(
+        "--finetune-steps",
+        type=integer(1),
+        default=100,
+        help="classifier steps per run (default %(default)s)",
+    )
+    g.add_argument(
+        "--batch-size", type=integer(1), default=32, help="sequences per step (default %(default)s)"
+    )
+    g.add_argument(
+        "--lr",
+        type=positive,
+        default=3e-3,
+        help="pretraining peak learning rate (default %(default)s)",
+    )
+    g.add_argument(
+        "--finetune-lr",
+        type=positive,
+        default=1e-3,
+        help="fine-tuning peak learning rate (default %(default)s)",
+    )
+    g.add_argument(
+        "--d-e", type=integer(1), default=64, help="embedding width d_e (default %(default)s)"
+    )
+    g.add_argument("--layers", type=integer(1), default=2, help="layers L (default %(default)s)")
+    g.add_argument("--heads", type=integer(1), default=4, help="heads H (default %(default)s)")
+    g.add_argument("--d-mlp", type=integer(1), default=None, help="MLP width d_mlp (default 4 d_e)")
+    g.add_argument(
+        "--body",
+        choices=("d", "e"),
+        default="d",
+        help="d: DTransformer pretrained with Algorithm 13 (GPT, ULMFiT); e: "
+        "ETransformer pretrained with Algorithm 12 (BERT) (default %(default)s)",
+    )
+    g.add_argument(
+        "--pooling",
+        choices=("token", "mean"),
+        default="mean",
+        help="the head reads one token's column (Algorithm 10: the last; 9: bos) or "
+        "the mean of all columns (default %(default)s)",
+    )
+    g.add_argument("--seed", type=integer(0), default=0, help="random seed (default %(default)s)")

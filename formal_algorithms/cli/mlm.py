@@ -5,7 +5,6 @@ checkpoints, resume, early stop) is :mod:`.runs`'s, shared with ``train`` and ``
 from __future__ import annotations
 
 import functools
-import hashlib
 import pathlib
 import time
 
@@ -17,9 +16,9 @@ from ..paper.architectures import e_transformer_logits
 from ..paper.parameters import init_e_transformer
 from ..paper.tokenization import CharTokenizer, split_text
 from .common import CHECKPOINT_NAME, PROG, duration, n_params, say
-from .corpus import chunks, read_text
+from .corpus import chunks
 from .options import integer, model_options, probability, run_options
-from .runs import Run, best_line, check_same_text, eval_interval, start, train_run
+from .runs import Run, best_line, eval_interval, run_config, run_text, start, train_run
 
 FAMILY = "masked-character model (Algorithms 9, 12)"
 CONFIG_KEYS = (
@@ -43,24 +42,15 @@ CONFIG_KEYS = (
 def run(args) -> int:
     started = time.perf_counter()
     resumed, out = start(args, "ETransformer", CONFIG_KEYS)
-    text, source = read_text(args.text)
-    text_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    check_same_text(resumed, text_sha256, source, args)
+    text, source, text_sha256 = run_text(args, resumed)
     train_text, held_text = split_text(text, 0.1)
     tokenizer = CharTokenizer.from_text(text)
     data = chunks(train_text, tokenizer, args.ell_max, "training")
     held = chunks(held_text, tokenizer, args.ell_max, "held-out")[: args.test_size]
     key_init, key_train, key_eval = jax.random.split(jax.random.key(args.seed), 3)
     args.d_mlp = args.d_mlp or 4 * args.d_e
-    theta = init_e_transformer(
-        key_init,
-        N_V=tokenizer.N_V,
-        ell_max=args.ell_max,
-        L=args.layers,
-        H=args.heads,
-        d_e=args.d_e,
-        d_mlp=args.d_mlp,
-    )
+    hp = dict(L=args.layers, H=args.heads, d_e=args.d_e, d_mlp=args.d_mlp)
+    theta = init_e_transformer(key_init, N_V=tokenizer.N_V, ell_max=args.ell_max, **hp)
     say(
         f"corpus      {source}: {len(data)} training sequences of ≤ {args.ell_max} characters, "
         f"{len(held)} held out; p_mask = {args.p_mask}"
@@ -73,17 +63,10 @@ def run(args) -> int:
     )
     masks = held_out_masks(key_eval, held, args)
     guess, baseline = most_frequent_baseline(data, held, masks, tokenizer)
-    config = {k: getattr(args, k) for k in CONFIG_KEYS}
-    config.update(eval_every=eval_interval(args), early_stop=args.early_stop)
-    facts = dict(
-        family=FAMILY,
-        activation="gelu",
-        corpus=source,
-        text_sha256=text_sha256,
-        task=f"recover masked characters (p_mask = {args.p_mask})",
-        config=config,
-        baseline=baseline,
-    )
+    config = run_config(args, CONFIG_KEYS)
+    task = f"recover masked characters (p_mask = {args.p_mask})"
+    facts = dict(family=FAMILY, activation="gelu", corpus=source, text_sha256=text_sha256)
+    facts.update(task=task, config=config, baseline=baseline)
     the_run = Run("mlm", out, facts, tokenizer.to_dict())
     evaluate = functools.partial(held_out, held=held, key=key_eval, args=args)
     fitted = train_run(

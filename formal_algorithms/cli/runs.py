@@ -134,13 +134,29 @@ def start(args, architecture: str, config_keys):
     return None, prepare_out_dir(pathlib.Path(args.out), force=args.force)
 
 
-def check_same_text(resumed, text_sha256: str, source: str, args) -> None:
-    """A resumed run learns from the text it started on (its SHA-256 is in the checkpoint)."""
+def run_text(args, resumed):
+    """``(text, source, SHA-256)`` of ``--text`` (or the default corpus); a resumed run must learn
+    from the text it started on (its SHA-256 is in the checkpoint)."""
+    import hashlib
+
+    from .corpus import read_text
+
+    text, source = read_text(args.text)
+    text_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if resumed is not None and resumed.extra.get("text_sha256") not in (None, text_sha256):
         raise ValueError(
             f"--resume {args.resume!r}: the corpus {source} is not the text this run was "
             "trained on (its SHA-256 differs)"
         )
+    return text, source, text_sha256
+
+
+def run_config(args, config_keys) -> dict:
+    """The settings a run records (and ``--resume`` restores), with its evaluation interval and
+    early stopping."""
+    config = {k: getattr(args, k) for k in config_keys}
+    config.update(eval_every=eval_interval(args), early_stop=args.early_stop)
+    return config
 
 
 def eval_interval(args) -> int:
@@ -177,76 +193,81 @@ def train_run(run: Run, theta, data, evaluate, key, args, *, resumed=None, **tra
     from ..practice.fit import fit
     from ..practice.trainer import NonFiniteError, TrainingInterrupted
 
-    optimizer, state = optimizer_of(args), {}
-    if resumed is not None:
-        resumed = load_checkpoint(
-            run.out / CHECKPOINT_NAME, opt_state_template=optimizer.init(theta)
-        )
-        theta, step = resumed.theta, int(resumed.extra["step"])
-        state = dict(
-            opt_state=resumed.opt_state,
-            start_step=step,
-            evals=resumed.extra["evals"],
-            history=resumed.arrays["loss_history"],
-        )
-        say(f"resumed     {run.out / CHECKPOINT_NAME} at step {step} of {args.steps}")
+    optimizer = optimizer_of(args)
+    theta, state = (theta, {}) if resumed is None else resume_state(run, theta, optimizer, args)
     bar, callback = progress_callback(args.steps, run.command, initial=state.get("start_step", 0))
     report = reporter(run, bar, callback, args.early_stop)
-    clock = {}
-
-    def timed(theta):  # the evaluation's time is left out of the rate and the ETA
-        clock["start"] = time.perf_counter()
-        return evaluate(theta)
-
-    def on_evaluation(e):
-        report(e)
-        callback.exclude(time.perf_counter() - clock["start"])
-
+    loop = dict(optimizer=optimizer, N_steps=args.steps, batch_size=args.batch_size, fast=True)
+    loop.update(eval_every=eval_interval(args), patience=args.early_stop, callback=callback)
     try:
         return fit(
             theta,
             data,
             key,
-            optimizer=optimizer,
-            N_steps=args.steps,
-            batch_size=args.batch_size,
-            evaluate=timed,
-            eval_every=eval_interval(args),
-            patience=args.early_stop,
-            on_evaluation=on_evaluation,
-            callback=callback,
-            fast=True,
+            evaluate=report.timed(evaluate),
+            on_evaluation=report,
+            **loop,
             **state,
             **train_kw,
         )
     except (NonFiniteError, TrainingInterrupted) as error:
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "diverged"
-        evals = [e for e in report.evals or state.get("evals", []) if e["step"] <= error.completed]
-
-        def save(theta, opt_state, completed, history):
-            return run.save(
-                run.out / CHECKPOINT_NAME,
-                theta,
-                opt_state,
-                step=completed,
-                history=history,
-                evals=evals,
-                status=status,
-            )
-
+        evals = report.evals or state.get("evals", [])
         resume = f"continue with: {PROG} {run.command} --resume {run.out}"
-        raise stop_run(error, save, resume) from None
+        raise stop_run(error, last_good_saver(run, error, evals), resume) from None
     finally:
         bar.close()
 
 
+def resume_state(run: Run, theta, optimizer, args):
+    """θ and what ``fit`` resumes from (optimizer state, step, evaluations, losses), read from
+    the run's checkpoint with the optimizer state's structure taken from ``optimizer``."""
+    resumed = load_checkpoint(run.out / CHECKPOINT_NAME, opt_state_template=optimizer.init(theta))
+    step = int(resumed.extra["step"])
+    say(f"resumed     {run.out / CHECKPOINT_NAME} at step {step} of {args.steps}")
+    return resumed.theta, dict(
+        opt_state=resumed.opt_state,
+        start_step=step,
+        evals=resumed.extra["evals"],
+        history=resumed.arrays["loss_history"],
+    )
+
+
+def last_good_saver(run: Run, error, evals):
+    """``save(θ, opt_state, completed, history)`` for :func:`.errors.stop_run`: the run's
+    checkpoint at the last good state, with the evaluations made up to it."""
+    status = "interrupted" if isinstance(error, KeyboardInterrupt) else "diverged"
+    evals = [e for e in evals if e["step"] <= error.completed]
+
+    def save(theta, opt_state, completed, history):
+        return run.save(
+            run.out / CHECKPOINT_NAME,
+            theta,
+            opt_state,
+            step=completed,
+            history=history,
+            evals=evals,
+            status=status,
+        )
+
+    return save
+
+
 def reporter(run: Run, bar, callback, patience):
-    """``report(evaluated)``: write the run's checkpoint and the best one, and print the
-    evaluation's line, the overfitting warning (in full once, then in one line) and early stop."""
-    seen = {"warned": False}
+    """``report(evaluated)``, the ``on_evaluation`` of a run: write the run's checkpoint and the
+    best one, print the evaluation's line, the overfitting warning (in full once, then in one
+    line) and early stop, and leave the evaluation's time out of the progress bar's rate and ETA
+    (``report.timed(evaluate)`` is the evaluation to give ``fit``)."""
+    seen = {"warned": False, "start": 0.0}
 
     def write(text):
         bar.write(text, file=sys.stdout)
+
+    def timed(evaluate):
+        def evaluate_timed(theta):
+            seen["start"] = time.perf_counter()
+            return evaluate(theta)
+
+        return evaluate_timed
 
     def report(e):
         report.evals[:] = e.evals
@@ -267,21 +288,20 @@ def reporter(run: Run, bar, callback, patience):
             )
         elif warning:
             seen["warned"] = True
+            hint = (
+                "" if patience else "; --early-stop N stops after N evaluations without improvement"
+            )
             write(
-                f"warning     {warning}; the best checkpoint is kept in {run.out / BEST_NAME}"
-                + (
-                    ""
-                    if patience
-                    else "; --early-stop N stops after N evaluations without improvement"
-                )
+                f"warning     {warning}; the best checkpoint is kept in {run.out / BEST_NAME}{hint}"
             )
         if e.status == "stopped early":
             write(
                 f"early stop  no improvement in the last {patience} evaluations "
                 f"(--early-stop {patience})"
             )
+        callback.exclude(time.perf_counter() - seen["start"])
 
-    report.evals = []
+    report.evals, report.timed = [], timed
     return report
 
 

@@ -16,7 +16,7 @@ from ..paper.parameters import init_ed_transformer
 from ..practice.cache import ed_inference_cached_batch
 from .common import PROG, duration, n_params, say
 from .options import integer, model_options, run_options
-from .runs import Run, best_line, eval_interval, start, train_run
+from .runs import Run, best_line, eval_interval, run_config, start, train_run
 
 FAMILY = "sequence reversal (Algorithms 8, 11, 15)"
 CONFIG_KEYS = (
@@ -85,8 +85,7 @@ def run(args) -> int:
         f"parameters; training: Algorithm 11's loss, {args.steps} AdamW steps, held-out "
         f"evaluation every {eval_interval(args)}"
     )
-    config = {k: getattr(args, k) for k in CONFIG_KEYS}
-    config.update(eval_every=eval_interval(args), early_stop=args.early_stop)
+    config = run_config(args, CONFIG_KEYS)
     facts = dict(
         family=FAMILY,
         activation="relu",

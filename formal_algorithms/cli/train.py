@@ -6,7 +6,6 @@ The run (evaluations, checkpoints, resume, early stop) is :mod:`.runs`'s, shared
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import shlex
 import time
@@ -28,9 +27,9 @@ from .common import (
     sample_key,
     say,
 )
-from .corpus import chunks, make_tokenizer, read_text, unigram_entropy
+from .corpus import chunks, make_tokenizer, unigram_entropy
 from .options import integer, model_options, run_options, temperature
-from .runs import BEST_NAME, Run, best_line, check_same_text, eval_interval, start, train_run
+from .runs import BEST_NAME, Run, best_line, eval_interval, run_config, run_text, start, train_run
 from .stream import stream_sample
 
 DEFAULT_STEPS = 2400
@@ -55,9 +54,7 @@ CONFIG_KEYS = (
 def run(args) -> int:
     started = time.perf_counter()
     resumed, out = start(args, "DTransformer", CONFIG_KEYS)
-    text, source = read_text(args.text)
-    text_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    check_same_text(resumed, text_sha256, source, args)
+    text, source, text_sha256 = run_text(args, resumed)
     train_text, held_text = split_text(text, 0.1)
     tokenizer = corpus_tokenizer(args, resumed, text, train_text)
     check_prompt(tokenizer, args.prompt)  # before training, not after it
@@ -75,8 +72,7 @@ def run(args) -> int:
         d_mlp=args.d_mlp,
     )
     describe(args, source, text, tokenizer, data, held, theta)
-    config = {k: getattr(args, k) for k in CONFIG_KEYS}
-    config.update(eval_every=eval_interval(args), early_stop=args.early_stop)
+    config = run_config(args, CONFIG_KEYS)
     unigram = unigram_entropy(data)
     facts = dict(
         family="language model (Algorithms 10, 13, 14)",
