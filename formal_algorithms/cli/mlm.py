@@ -17,26 +17,11 @@ from ..paper.parameters import init_e_transformer
 from ..paper.tokenization import CharTokenizer, split_text
 from .common import CHECKPOINT_NAME, PROG, duration, n_params, say
 from .corpus import chunks
-from .options import integer, model_options, probability, run_options
+from .options import MODEL_KEYS, integer, model_options, probability, run_options
 from .runs import Run, best_line, eval_interval, run_config, run_text, start, train_run
 
 FAMILY = "masked-character model (Algorithms 9, 12)"
-CONFIG_KEYS = (
-    "ell_max",
-    "p_mask",
-    "test_size",
-    "steps",
-    "batch_size",
-    "d_e",
-    "layers",
-    "heads",
-    "d_mlp",
-    "lr",
-    "warmup",
-    "weight_decay",
-    "seed",
-    "text",
-)
+CONFIG_KEYS = (*MODEL_KEYS, "ell_max", "p_mask", "test_size", "text")
 
 
 def run(args) -> int:

@@ -67,6 +67,10 @@ class OneLineParser(argparse.ArgumentParser):
 # ----------------------------------------------------------------------------- option groups
 
 
+#: the settings :func:`model_options` registers, recorded by every run (``--resume`` restores them)
+MODEL_KEYS = tuple("steps batch_size d_e layers heads d_mlp lr warmup weight_decay seed".split())
+
+
 def model_options(p, *, d_e, layers, heads, steps, batch_size, lr, warmup, weight_decay):
     """The model's sizes and the optimiser's settings, the same for every training command.
     ``--steps`` is parsed as ``None`` when not given, so that ``--resume`` can tell "the run's own"

@@ -15,26 +15,11 @@ import numpy as np
 from ..paper.parameters import init_ed_transformer
 from ..practice.cache import ed_inference_cached_batch
 from .common import PROG, duration, n_params, say
-from .options import integer, model_options, run_options
+from .options import MODEL_KEYS, integer, model_options, run_options
 from .runs import Run, best_line, eval_interval, run_config, start, train_run
 
 FAMILY = "sequence reversal (Algorithms 8, 11, 15)"
-CONFIG_KEYS = (
-    "symbols",
-    "max_len",
-    "train_size",
-    "test_size",
-    "steps",
-    "batch_size",
-    "d_e",
-    "layers",
-    "heads",
-    "d_mlp",
-    "lr",
-    "warmup",
-    "weight_decay",
-    "seed",
-)
+CONFIG_KEYS = (*MODEL_KEYS, "symbols", "max_len", "train_size", "test_size")
 
 
 def reversal_pairs(rng, n: int, n_symbols: int, max_len: int, exclude=frozenset()):

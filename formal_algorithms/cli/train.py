@@ -28,27 +28,12 @@ from .common import (
     say,
 )
 from .corpus import chunks, make_tokenizer, unigram_entropy
-from .options import integer, model_options, run_options, temperature
+from .options import MODEL_KEYS, integer, model_options, run_options, temperature
 from .runs import BEST_NAME, Run, best_line, eval_interval, run_config, run_text, start, train_run
 from .stream import stream_sample
 
 DEFAULT_STEPS = 2400
-CONFIG_KEYS = (
-    "steps",
-    "batch_size",
-    "ell_max",
-    "d_e",
-    "layers",
-    "heads",
-    "d_mlp",
-    "lr",
-    "warmup",
-    "weight_decay",
-    "seed",
-    "tokenizer",
-    "vocab_size",
-    "text",
-)
+CONFIG_KEYS = (*MODEL_KEYS, "ell_max", "tokenizer", "vocab_size", "text")
 
 
 def run(args) -> int:
