@@ -93,8 +93,12 @@ def one_line(error: BaseException) -> str:
 
 def main(argv=None) -> int:
     """Entry point of ``formal-algorithms``; returns the exit status."""
+    real = argv is None  # the real entry point, not a test calling main([...])
+    argv = sys.argv[1:] if real else list(argv)
     args = build_parser().parse_args(argv)
-    if argv is None:  # the real entry point: JAX's persistent compilation cache, unless off
+    # the options typed (not their defaults): --resume refuses a setting that contradicts the run
+    args.given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    if real:  # JAX's persistent compilation cache, unless off
         compile_cache.setup(args)
     # The guard (issue 18): no traceback, ever; one line naming the option or file, non-zero exit.
     try:

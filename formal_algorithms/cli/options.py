@@ -189,10 +189,13 @@ def validate_options(args) -> None:
             f"--vocab-size must be at least 259 with --tokenizer bpe (256 bytes and "
             f"mask, bos, eos), got {args.vocab_size}"
         )
-    d_e, heads = getattr(args, "d_e", None), getattr(args, "heads", None)
-    if d_e and heads and d_e % heads:
-        raise ValueError(f"--heads {heads} does not divide --d-e {d_e} (each head gets d_e / H)")
-    check_memory(args)
+    if getattr(args, "resume", None) is None:  # a resumed run has its own sizes
+        d_e, heads = getattr(args, "d_e", None), getattr(args, "heads", None)
+        if d_e and heads and d_e % heads:
+            raise ValueError(
+                f"--heads {heads} does not divide --d-e {d_e} (each head gets d_e / H)"
+            )
+        check_memory(args)
     command = getattr(args, "command", None)
     for name in INPUT_FILES.get(command, ()):
         path = getattr(args, name, None)

@@ -16,6 +16,7 @@ import numpy as np
 from ..practice.checkpoint import load_checkpoint, save_checkpoint
 from .common import CHECKPOINT_NAME, PROG, duration, say
 from .errors import stop_run
+from .options import option
 
 BEST_NAME = "best.safetensors"
 
@@ -104,6 +105,12 @@ def load_run(args, architecture: str, config_keys):
         raise ValueError(f"--resume {args.resume!r}: {path} has no optimizer state to resume")
     steps = args.steps
     for k in config_keys:
+        given = option(k) in getattr(args, "given", ())
+        if given and k != "steps" and getattr(args, k) != config[k]:
+            raise ValueError(
+                f"{option(k)} {getattr(args, k)}: --resume continues the run in {out} with its own "
+                f"settings ({k} = {config[k]}); only --steps, --eval-every and --early-stop change"
+            )
         setattr(args, k, config[k])
     for k in ("eval_every", "early_stop"):
         if getattr(args, k) is None:

@@ -125,3 +125,16 @@ def test_every_numeric_option_is_checked_by_its_parser_type():
     assert options.temperature("inf") == float("inf") and options.non_negative("0") == 0.0
     with pytest.raises(argparse.ArgumentTypeError, match=r"\(0, 1\)"):
         options.probability("1")
+
+
+def test_resume_refuses_settings_that_contradict_the_run(run, capsys):
+    """``--resume RUN --d-e 12`` does not silently continue with the run's own d_e (issue 29);
+    a size that is the run's own, and the options that may change, are accepted."""
+    assert cli.main([run["command"], "--resume", str(run["out"]), "--d-e", "12"]) == 1
+    err = capsys.readouterr().err
+    assert "--d-e 12: --resume continues the run in" in err and "(d_e = 8)" in err
+    assert cli.main([run["command"], "--resume", str(run["out"]), "--heads", "3"]) == 1
+    assert "(heads = 2)" in capsys.readouterr().err  # not "--heads 3 does not divide --d-e 64"
+    # the run's own d_e is no contradiction: refused only because the run has finished
+    assert cli.main([run["command"], "--resume", str(run["out"]), "--d-e", "8"]) == 1
+    assert "finished all its 6 steps" in capsys.readouterr().err
