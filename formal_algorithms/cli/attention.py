@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from .common import CHECKPOINT_NAME, DEFAULT_OUT, check_prompt, load_lm, say
+from .options import png_file
 
 
 def run(args) -> int:
@@ -56,6 +57,7 @@ def register(sub) -> None:
     p.add_argument(
         "--out",
         metavar="FILE.png",
+        type=png_file,
         default="attention.png",
         help="output PNG (default %(default)s)",
     )

@@ -52,6 +52,15 @@ temperature = real(lambda v: v >= 0, "in [0, inf] (0: argmax, inf: uniform)")  #
 unit_interval = real(lambda v: 0 < v <= 1, "in (0, 1]")
 
 
+def png_file(text: str) -> str:
+    """The parser type of a picture's path: the pictures are PNG, so the name says so."""
+    if not text.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(
+            f"must name a .png file (the picture is a PNG), got {text!r}"
+        )
+    return text
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse with its usage errors (an unknown option, ``--lr abc``, ``--steps 0``) on one line,
     naming the option and pointing to ``--help``, exit status 2. Subcommand parsers inherit the

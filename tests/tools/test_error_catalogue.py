@@ -417,6 +417,7 @@ def files(tmp_path_factory):
     (d / "binary.txt").write_bytes(b"\xff\xfe\x00abc")
     (d / "a_file").write_text("x", encoding="utf-8")
     (d / "dir").mkdir()
+    (d / "dir.png").mkdir()
     return d
 
 
@@ -574,8 +575,10 @@ COMMAND_LINE = [
      lambda d: lm(d, "attention", "foreign.safetensors"), r"'.*foreign.safetensors'",
      r"not a formal_algorithms checkpoint"),
     ("attention: --out a directory",
-     lambda d: lm(d, "attention", "lm.safetensors", "--out", d / "dir"), r"--out '.*dir'",
-     r"is a directory"),
+     lambda d: lm(d, "attention", "lm.safetensors", "--out", d / "dir.png"),
+     r"--out '.*dir.png'", r"is a directory"),
+    ("attention: --out not a .png", lambda d: lm(d, "attention", "lm.safetensors", "--out",
+                                                 d / "heads.jpg"), r"--out", r"\.png file .*'.*heads\.jpg'"),
     ("attention: --prompt too long",
      lambda d: lm(d, "attention", "lm.safetensors", "--prompt", "a" * 40), r"--prompt",
      r"ell_max = 16"),
