@@ -6,6 +6,7 @@ does: options (:mod:`.options`), corpus (:mod:`.corpus`), training runs (:mod:`.
 from __future__ import annotations
 
 import pathlib
+import re
 import sys
 
 import jax
@@ -89,10 +90,16 @@ def unescape(text: str) -> str:
     return "".join(out)
 
 
-def check_prompt(tokenizer, prompt: str, name: str = "--prompt") -> None:
-    """The prompt encodes with the model's tokenizer (a character tokenizer knows only the
-    characters of its corpus)."""
+def encode_option(tokenizer, text: str, option: str = "--prompt", *, bos: bool = False):
+    """``text``'s token ids, or an error naming the option as the user typed it (a character
+    tokenizer knows only the characters of its corpus)."""
     try:
-        tokenizer.encode(prompt)
+        return tokenizer.encode(text, bos=bos)
     except ValueError as error:
-        raise ValueError(f"{name} {prompt[:40]!r} cannot be encoded: {error}") from None
+        why = re.sub(r"^\S+: argument 'text' ", "", str(error))  # the tokenizer's own argument
+        raise ValueError(f"{option} {text[:40]!r} {why}") from None
+
+
+def check_prompt(tokenizer, prompt: str, name: str = "--prompt") -> None:
+    """The prompt encodes with the model's tokenizer (before any long work)."""
+    encode_option(tokenizer, prompt, name)

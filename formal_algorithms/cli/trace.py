@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .common import say
+from .common import encode_option, say
 from .options import integer, temperature
 
 #: The random model's sizes (no --checkpoint): small enough to read every value.
@@ -287,10 +287,7 @@ def _key(args):
 
 
 def _encode(tokenizer, text, option, *, bos):
-    try:
-        return _array(tokenizer.encode(text, bos=bos))
-    except ValueError as error:  # a character the tokenizer does not have
-        raise ValueError(f"{option} {text!r}: {str(error).split(': ', 1)[-1]}") from None
+    return _array(encode_option(tokenizer, text, option, bos=bos))
 
 
 def _tokenizer(ckpt, tokenizer_from_dict, args):
