@@ -53,6 +53,18 @@ def info_lines(path) -> list[str]:
         f"tokenizer   {describe_tokenizer(checkpoint.tokenizer, hp['N_V'])}",
         f"parameters  {n_params(checkpoint.theta):,}",
     ]
+    try:
+        return lines + _run_lines(extra)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:  # written by hand
+        return lines + [
+            f"metadata    not the record this library's commands write ({type(error).__name__}: "
+            f"{error}); its fields: {', '.join(sorted(map(str, extra)))}"
+        ]
+
+
+def _run_lines(extra) -> list[str]:
+    """What a command recorded about the run: family, corpus, task, training state, results."""
+    lines = []
     if "family" in extra:
         lines.append(f"made by     {extra['family']}")
     if "corpus" in extra:
@@ -77,7 +89,7 @@ def info_lines(path) -> list[str]:
         line = f"held-out    loss {extra['held_out_loss']:.4f}"
         if extra.get("unigram_entropy") is not None:
             line += f" (unigram entropy {extra['unigram_entropy']:.4f})"
-        evals = extra.get("evals") or []
+        evals = [e for e in extra.get("evals") or [] if _is_evaluation(e)]
         if evals:
             best = min(evals, key=lambda e: e["held_out_loss"])
             line += f"; {len(evals)} evaluations, best {best['held_out_loss']:.4f} at step {best['step']}"
@@ -88,6 +100,11 @@ def info_lines(path) -> list[str]:
     if config:
         lines.append("settings    " + ", ".join(f"{k} = {v}" for k, v in config.items()))
     return lines
+
+
+def _is_evaluation(e) -> bool:
+    """An evaluation as the runs record it (others, written by hand, are left out)."""
+    return isinstance(e, dict) and isinstance(e.get("held_out_loss"), (int, float)) and "step" in e
 
 
 def run(args) -> int:

@@ -97,7 +97,7 @@ def save_checkpoint(
         "hyperparameters": json.dumps(hyperparameters(theta)),
         "tokenizer": _json(name, "tokenizer", tokenizer),
         "has_opt_state": json.dumps(opt_state is not None),
-        "extra": _json(name, "extra", extra or {}),
+        "extra": _json(name, "extra", _table(name, extra)),
     }
     metadata["sha256"] = _digest(tensors, metadata)
     return _atomic_write(pathlib.Path(path), _serialise(tensors, metadata))
@@ -192,7 +192,7 @@ def load_checkpoint(
         hp,
         _field(where, metadata, "tokenizer"),
         opt_state,
-        _field(where, metadata, "extra"),
+        _extra(where, metadata),
         arrays,
     )
 
@@ -293,11 +293,28 @@ def _load_tensors(where, blob: bytes) -> dict:
     return out
 
 
+def _table(name, extra) -> dict:
+    """``extra`` is a table of metadata (``None``: empty), so that readers can look fields up."""
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise TypeError(f"{name}: argument 'extra' must be a dict, got {type(extra).__name__}")
+    return extra
+
+
 def _json(name, argument, value) -> str:
     try:
         return json.dumps(value, sort_keys=True)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name}: argument {argument!r} must be JSON-able ({error})") from None
+
+
+def _extra(where, metadata: dict) -> dict:
+    extra = _field(where, metadata, "extra")
+    if not isinstance(extra, dict):
+        raise ValueError(f"{where}: metadata field 'extra' must be a JSON object, got "
+                         f"{type(extra).__name__}; the file is damaged")  # fmt: skip
+    return extra
 
 
 def _field(where, metadata: dict, name: str, *, json_value=True):

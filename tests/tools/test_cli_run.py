@@ -173,6 +173,25 @@ def test_info_reports_what_the_checkpoint_holds(run, capsys):
     assert f"d_e = {hp['d_e']}" in out and f"ell_max = {hp['ell_max']}" in out
 
 
+def test_info_on_metadata_written_by_hand(tmp_path, capsys):
+    """``info`` on metadata that no command wrote: evaluations without a loss are left out, and a
+    record of the wrong types is shown by its fields, exit 0, never an unexpected error."""
+    from formal_algorithms.paper.parameters import init_d_transformer
+    from formal_algorithms.practice.checkpoint import save_checkpoint
+
+    theta = init_d_transformer(jax.random.key(0), N_V=5, ell_max=4, L=1, H=1, d_e=2, d_mlp=2)
+    odd = save_checkpoint(tmp_path / "odd.safetensors", theta,
+                          extra={"held_out_loss": 1.5, "evals": [{"step": 3}, "x"]})  # fmt: skip
+    code, out, err = main(capsys, "info", odd)
+    assert code == 0 and "held-out    loss 1.5000" in out and "evaluations" not in out, err
+    wrong = save_checkpoint(tmp_path / "wrong.safetensors", theta,
+                            extra={"held_out_loss": "low", "config": [1]})  # fmt: skip
+    code, out, err = main(capsys, "info", wrong)
+    assert code == 0 and "unexpected" not in out + err, err
+    assert "metadata    not the record this library's commands write" in out
+    assert "its fields: config, held_out_loss" in out
+
+
 def test_the_overfitting_warning_and_early_stop():
     def evals(*pairs):
         return [dict(step=10 * (i + 1), train_loss=t, held_out_loss=h) for i, (t, h) in

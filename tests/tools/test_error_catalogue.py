@@ -444,6 +444,8 @@ CHECKPOINT_CASES = [
          TypeError, r"save_checkpoint", r"extra.names has dtype <U1"),
     Case("extra not JSON", lambda d: save_checkpoint(d / "s.safetensors", D, extra={"f": len}),
          TypeError, r"save_checkpoint", r"'extra' must be JSON-able"),
+    Case("extra a list", lambda d: save_checkpoint(d / "s.safetensors", D, extra=[1, 2]),
+         TypeError, r"save_checkpoint", r"'extra' must be a dict, got list"),
     Case("path a directory", lambda d: save_checkpoint(d / "dir", D), IsADirectoryError,
          r"save_checkpoint", r"'path' '.*dir' is a directory"),
     Case("θ a dict", lambda d: save_checkpoint(d / "s.safetensors", dict(D._asdict())),
