@@ -4,7 +4,12 @@ training run that diverged or was interrupted saving its last good state first (
 
 from __future__ import annotations
 
+import errno
+
 from .common import PROG
+
+#: errno values of a write that ran out of room: no space, file too large, quota exceeded
+FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 class Diverged(FloatingPointError):
@@ -62,6 +67,12 @@ def explain(error: BaseException, command: str | None = None) -> str:
         return (
             f"out of memory ({text[:120]}); choose smaller --d-e, --layers, --batch-size or "
             "--ell-max"
+        )
+    if isinstance(error, OSError) and error.errno in FULL:
+        where = f"writing {error.filename!r}" if error.filename else "writing a file"
+        return (
+            f"{where}: {error.strerror or text} (the disk, or the file-size limit, is full); free "
+            "some space or choose another --out"
         )
     if isinstance(error, (ValueError, TypeError, OSError, FloatingPointError)):
         return text

@@ -121,7 +121,9 @@ def _read_llama_gguf(key: tuple, dtype) -> LlamaGGUF:
         ) from None
     arch = _field(reader, "general.architecture")
     if arch != "llama":
-        raise ValueError(f"{GGUF}: argument 'path': architecture {arch!r}, expected 'llama'")
+        raise ValueError(
+            f"{GGUF}: argument 'path': {path!r} holds architecture {arch!r}, expected 'llama'"
+        )
     L = int(_field(reader, f"{arch}.block_count"))
     H = int(_field(reader, f"{arch}.attention.head_count"))
     G = int(_field(reader, f"{arch}.attention.head_count_kv", H))

@@ -676,6 +676,10 @@ def test_benchmark_without_the_interop_extra_is_one_line(monkeypatch, capsys):
         (RuntimeError("something unforeseen"),
          r"error: unexpected RuntimeError: something unforeseen \(set FORMAL_ALGORITHMS_TRACEBACK"),
         (KeyError("W_e"), r"error: unexpected KeyError: 'W_e'"),
+        (OSError(27, "File too large", "runs/x/model.safetensors"),
+         r"error: writing 'runs/x/model.safetensors': File too large \(the disk, or the file-size "
+         r"limit, is full\); free some space or choose another --out$"),
+        (OSError(28, "No space left on device"), r"error: writing a file: No space left on device"),
     ],
 )  # fmt: skip
 def test_unexpected_errors_are_one_line_too(raised, pattern, monkeypatch, capsys):
@@ -836,3 +840,20 @@ def test_a_run_keeps_its_last_good_state_when_it_diverges_or_is_interrupted():
     assert len(error.history) == 2
     again, _ = trainer.train(theta, data, key, optimizer=optax.sgd(0.1), **{**kw, "N_steps": 2})
     assert leaves_equal(error.theta, again)  # exactly the state after step 2
+
+
+def test_a_gguf_of_another_architecture_is_named_with_its_file(tmp_path):
+    import gguf  # the test extra installs it
+    path = str(tmp_path / "gpt2.gguf")
+    writer = gguf.GGUFWriter(path, "gpt2")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 2), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    from formal_algorithms.interop.gguf import read_llama_gguf
+
+    with pytest.raises(ValueError, match=rf"read_llama_gguf: argument 'path': '{path}' holds "
+                       r"architecture 'gpt2', expected 'llama'"):  # fmt: skip
+        read_llama_gguf(path)
