@@ -122,6 +122,31 @@ class Extra(NamedTuple):
     module: str
 
 
+#: what each top line of Algorithm 10 is (pre-LN: line 5 normalises, 6 adds attention, ...)
+ALGORITHM_10_KINDS = {
+    3: "embedding",
+    5: "norm",
+    6: "attention residual",
+    7: "norm",
+    8: "mlp residual",
+    10: "final norm",
+    11: "output",
+}
+
+
+def decoder_extras(norm1, norm2, final_norm, attention_input, mlp, activation, logits):
+    """The values the evidence reads in an Algorithm 10 decoder, by their modules' names."""
+    return (
+        Extra("norm", 5, norm1),
+        Extra("norm", 7, norm2),
+        Extra("norm", 10, final_norm),
+        Extra("attention input", 6, attention_input),
+        Extra("mlp input", 8, mlp),
+        Extra("activation", 8, activation),
+        Extra("logits", 11, logits),
+    )
+
+
 _SLOT = re.compile(r"\{(\w)\}")
 
 

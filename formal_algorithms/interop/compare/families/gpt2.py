@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .base import COLS, SOFTMAX, WEIGHTS, Extra, Family, Tap, heads, paper_key
+from .base import (
+    ALGORITHM_10_KINDS,
+    COLS,
+    SOFTMAX,
+    WEIGHTS,
+    Family,
+    Tap,
+    decoder_extras,
+    heads,
+    paper_key,
+)
 
 H_ = "transformer.h.{i}"
 
@@ -25,30 +35,20 @@ TABLE = (
     Tap(11, 10, 11, "lm_head", "out", SOFTMAX, "P"),
 )
 
-EXTRAS = (
-    Extra("norm", 5, f"{H_}.ln_1"),
-    Extra("norm", 7, f"{H_}.ln_2"),
-    Extra("norm", 10, "transformer.ln_f"),
-    Extra("attention input", 6, f"{H_}.attn.c_attn"),
-    Extra("mlp input", 8, f"{H_}.mlp"),
-    Extra("activation", 8, f"{H_}.mlp.act"),
-    Extra("logits", 11, "lm_head"),
+EXTRAS = decoder_extras(
+    f"{H_}.ln_1",
+    f"{H_}.ln_2",
+    "transformer.ln_f",
+    f"{H_}.attn.c_attn",
+    f"{H_}.mlp",
+    f"{H_}.mlp.act",
+    "lm_head",
 )
-
-KINDS = {
-    3: "embedding",
-    5: "norm",
-    6: "attention residual",
-    7: "norm",
-    8: "mlp residual",
-    10: "final norm",
-    11: "output",
-}
 
 
 class Gpt2(Family):
     name, algorithm, final_line = "Algorithm 10 (DTransformer)", 10, 11
-    table, extras, kinds, causal_sites = TABLE, EXTRAS, KINDS, (6,)
+    table, extras, kinds, causal_sites = TABLE, EXTRAS, ALGORITHM_10_KINDS, (6,)
     norm_params = {5: ("gamma1", "beta1"), 7: ("gamma2", "beta2"), 10: ("gamma", "beta")}
 
     def __init__(self, model):

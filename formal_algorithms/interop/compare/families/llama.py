@@ -13,7 +13,17 @@ import torch
 
 from ....paper.checks import fail
 from ..capture import eager_attention
-from .base import COLS, WEIGHTS, Extra, Family, Tap, heads, kv_sets, paper_key
+from .base import (
+    ALGORITHM_10_KINDS,
+    COLS,
+    WEIGHTS,
+    Family,
+    Tap,
+    decoder_extras,
+    heads,
+    kv_sets,
+    paper_key,
+)
 
 NAME = "compare"
 L_ = "model.layers.{i}"
@@ -37,30 +47,20 @@ TABLE = (
     Tap(11, 10, 11, "lm_head", "out", COLS, "logits"),
 )
 
-EXTRAS = (
-    Extra("norm", 5, f"{L_}.input_layernorm"),
-    Extra("norm", 7, f"{L_}.post_attention_layernorm"),
-    Extra("norm", 10, "model.norm"),
-    Extra("attention input", 6, f"{A_}.q_proj"),
-    Extra("mlp input", 8, f"{L_}.mlp"),
-    Extra("activation", 8, f"{L_}.mlp.act_fn"),
-    Extra("logits", 11, "lm_head"),
+EXTRAS = decoder_extras(
+    f"{L_}.input_layernorm",
+    f"{L_}.post_attention_layernorm",
+    "model.norm",
+    f"{A_}.q_proj",
+    f"{L_}.mlp",
+    f"{L_}.mlp.act_fn",
+    "lm_head",
 )
-
-KINDS = {
-    3: "embedding",
-    5: "norm",
-    6: "attention residual",
-    7: "norm",
-    8: "mlp residual",
-    10: "final norm",
-    11: "output",
-}
 
 
 class Llama(Family):
     name, algorithm, final_line = "Algorithm 10 with Llama's substitutions (families.llama)", 10, 11
-    table, extras, kinds, causal_sites, rms = TABLE, EXTRAS, KINDS, (6,), True
+    table, extras, kinds, causal_sites, rms = TABLE, EXTRAS, ALGORITHM_10_KINDS, (6,), True
     norm_params = {5: "gamma1", 7: "gamma2", 10: "gamma"}
     rope = True
 
