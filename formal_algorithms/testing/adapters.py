@@ -68,8 +68,11 @@ def _int_array(x, where: str, argument: str = "x") -> np.ndarray:
     if x.ndim == 1:
         x = x[None]
     if x.ndim != 2 or x.shape[1] == 0 or not np.issubdtype(x.dtype, np.integer):
-        _bad(where, argument, f"must be integer token ids of shape (B, ℓ) with ℓ ≥ 1, got "
-             f"{x.dtype} {x.shape}")  # fmt: skip
+        _bad(
+            where,
+            argument,
+            f"must be integer token ids of shape (B, ℓ) with ℓ ≥ 1, got {x.dtype} {x.shape}",
+        )
     return x
 
 
@@ -114,8 +117,19 @@ class TokenModel:
     can_generate = True
     gradient: str | None = None
 
-    def _configure(self, where, *, kind, vocab_size, pad_token_id, special_ids, max_length,
-                   output, positions, name):  # fmt: skip
+    def _configure(
+        self,
+        where,
+        *,
+        kind,
+        vocab_size,
+        pad_token_id,
+        special_ids,
+        max_length,
+        output,
+        positions,
+        name,
+    ):
         if kind not in KINDS:
             _bad(where, "kind", f"must be one of {KINDS}, got {kind!r}")
         if output not in OUTPUTS:
@@ -159,8 +173,12 @@ class TokenModel:
         out = _outputs(self._forward(x, attention_mask, position_ids, z, z_mask), self.name)
         expected = (*x.shape, self.vocab_size)
         if out.shape != expected:
-            _bad(self.name, "output", f"has shape {out.shape}; expected (B, ℓ, N_V) = {expected} "
-                 f"(N_V = vocab_size = {self.vocab_size})")  # fmt: skip
+            _bad(
+                self.name,
+                "output",
+                f"has shape {out.shape}; expected (B, ℓ, N_V) = {expected} "
+                f"(N_V = vocab_size = {self.vocab_size})",
+            )
         return np.transpose(out, (0, 2, 1))
 
     def cached_logits(self, x, chunks, *, z=None):
@@ -192,8 +210,19 @@ class TokenModel:
         x = _int_array(x, f"{self.name}.influence")
         return np.asarray(self._influence(x, attention_mask, position_ids, z, z_mask), np.float64)
 
-    def generate(self, x, n, *, use_cache=True, sample=False, seed=0, z=None, z_mask=None,
-                 attention_mask=None, return_logits=False):  # fmt: skip
+    def generate(
+        self,
+        x,
+        n,
+        *,
+        use_cache=True,
+        sample=False,
+        seed=0,
+        z=None,
+        z_mask=None,
+        attention_mask=None,
+        return_logits=False,
+    ):
         """``x`` followed by ``n`` generated tokens ``(B, ℓ + n)`` (greedy, or sampled under
         ``seed``): the model's own ``generate`` when it has one (Hugging Face), else this loop:
         each step feeds the whole sequence (``use_cache=False``) or only the new token with the
@@ -206,9 +235,15 @@ class TokenModel:
         ``generate`` cannot give them."""
         x = _int_array(x, f"{self.name}.generate")
         own = self._own_generate(
-            x, n, use_cache=use_cache, sample=sample, seed=seed, z=z, z_mask=z_mask,
+            x,
+            n,
+            use_cache=use_cache,
+            sample=sample,
+            seed=seed,
+            z=z,
+            z_mask=z_mask,
             attention_mask=attention_mask,
-        )  # fmt: skip
+        )
         if own is not None:
             tokens, logits = own
             return (np.asarray(tokens), logits) if return_logits else np.asarray(tokens)
@@ -277,8 +312,9 @@ def _outputs(raw, name) -> np.ndarray:
     try:
         return _numpy(raw)
     except (TypeError, ValueError) as error:
-        _bad(name, "output", f"({type(raw).__name__}) is not an array of numbers: {error}",
-             TypeError)  # fmt: skip
+        _bad(
+            name, "output", f"({type(raw).__name__}) is not an array of numbers: {error}", TypeError
+        )
 
 
 def _numpy(a) -> np.ndarray:
@@ -302,18 +338,41 @@ def _torch():
 class _TorchModel(TokenModel):
     framework = "torch"
 
-    def __init__(self, module, where, *, kind, vocab_size, pad_token_id, special_ids, max_length,
-                 output, positions, name, embedding):  # fmt: skip
+    def __init__(
+        self,
+        module,
+        where,
+        *,
+        kind,
+        vocab_size,
+        pad_token_id,
+        special_ids,
+        max_length,
+        output,
+        positions,
+        name,
+        embedding,
+    ):
         torch = _torch()
         if not isinstance(module, torch.nn.Module):
-            _bad(where, "module", f"must be a torch.nn.Module, got {type(module).__name__}",
-                 TypeError)  # fmt: skip
+            _bad(
+                where,
+                "module",
+                f"must be a torch.nn.Module, got {type(module).__name__}",
+                TypeError,
+            )
         self.module = module
         self._configure(
-            where, kind=kind, vocab_size=vocab_size, pad_token_id=pad_token_id,
-            special_ids=special_ids, max_length=max_length, output=output, positions=positions,
+            where,
+            kind=kind,
+            vocab_size=vocab_size,
+            pad_token_id=pad_token_id,
+            special_ids=special_ids,
+            max_length=max_length,
+            output=output,
+            positions=positions,
             name=name or type(module).__name__,
-        )  # fmt: skip
+        )
         accepted = _accepted(module.forward)
         self._accepted = accepted
         self.accepts_attention_mask = "attention_mask" in accepted
@@ -472,9 +531,19 @@ class _TorchModel(TokenModel):
         return torch.stack(rows, dim=1).detach().cpu().double().numpy()
 
 
-def from_torch(module, *, vocab_size: int, kind: str = "causal", pad_token_id: int = 0,
-               special_ids=(), max_length=None, output: str = "logits", positions=None,
-               name=None, embedding=None) -> TokenModel:  # fmt: skip
+def from_torch(
+    module,
+    *,
+    vocab_size: int,
+    kind: str = "causal",
+    pad_token_id: int = 0,
+    special_ids=(),
+    max_length=None,
+    output: str = "logits",
+    positions=None,
+    name=None,
+    embedding=None,
+) -> TokenModel:
     """A ``torch.nn.Module`` as a :class:`TokenModel` (call ``module.eval()`` yourself: the
     determinism check is there to notice when you did not).
 
@@ -487,10 +556,18 @@ def from_torch(module, *, vocab_size: int, kind: str = "causal", pad_token_id: i
     (default ``get_input_embeddings()`` or the first ``nn.Embedding``).
     """
     return _TorchModel(
-        module, "from_torch", kind=kind, vocab_size=vocab_size, pad_token_id=pad_token_id,
-        special_ids=special_ids, max_length=max_length, output=output, positions=positions,
-        name=name, embedding=embedding,
-    )  # fmt: skip
+        module,
+        "from_torch",
+        kind=kind,
+        vocab_size=vocab_size,
+        pad_token_id=pad_token_id,
+        special_ids=special_ids,
+        max_length=max_length,
+        output=output,
+        positions=positions,
+        name=name,
+        embedding=embedding,
+    )
 
 
 # ============================================================================== Hugging Face
@@ -520,19 +597,31 @@ def from_hf(model, *, kind=None, name=None, torch_dtype=None) -> TokenModel:
         kind = _hf_kind(config, type(model).__name__)
     vocab = getattr(model.get_output_embeddings(), "out_features", None) or config.vocab_size
     max_length = next(
-        (getattr(config, a) for a in ("max_position_embeddings", "n_positions")
-         if isinstance(getattr(config, a, None), int)), None,
-    )  # fmt: skip
+        (
+            getattr(config, a)
+            for a in ("max_position_embeddings", "n_positions")
+            if isinstance(getattr(config, a, None), int)
+        ),
+        None,
+    )
     ids = {
         a: getattr(config, f"{a}_token_id", None) for a in ("pad", "bos", "eos", "decoder_start")
     }
     specials = [i for i in ids.values() if isinstance(i, int)]  # a list of eos ids: not special
     pad = next((i for i in (ids["pad"], ids["eos"], 0) if isinstance(i, int)), 0)
     adapted = _HFModel(
-        model, where, kind=kind, vocab_size=int(vocab), pad_token_id=pad, special_ids=specials,
-        max_length=max_length, output="logits", positions=True,
-        name=name or type(model).__name__, embedding=None,
-    )  # fmt: skip
+        model,
+        where,
+        kind=kind,
+        vocab_size=int(vocab),
+        pad_token_id=pad,
+        special_ids=specials,
+        max_length=max_length,
+        output="logits",
+        positions=True,
+        name=name or type(model).__name__,
+        embedding=None,
+    )
     positions = getattr(getattr(model.base_model, "embeddings", None), "position_embeddings", None)
     offset = getattr(positions, "padding_idx", None)  # RoBERTa counts positions from pad + 1
     if isinstance(offset, int) and max_length is not None:
@@ -579,19 +668,42 @@ def _load_hf(path, kind, torch_dtype):
 
 
 class _FunctionModel(TokenModel):
-    def __init__(self, fn, where, *, batched, kind, vocab_size, pad_token_id, special_ids,
-                 max_length, output, positions, name, embed, from_embeddings, framework,
-                 columns=False, cached=None):  # fmt: skip
+    def __init__(
+        self,
+        fn,
+        where,
+        *,
+        batched,
+        kind,
+        vocab_size,
+        pad_token_id,
+        special_ids,
+        max_length,
+        output,
+        positions,
+        name,
+        embed,
+        from_embeddings,
+        framework,
+        columns=False,
+        cached=None,
+    ):
         if not callable(fn):
             _bad(where, "fn", f"must be callable, got {type(fn).__name__}", TypeError)
         if (embed is None) != (from_embeddings is None):
             _bad(where, "embed", "and from_embeddings go together: give both or neither")
         self.fn, self.batched, self.columns, self.framework = fn, batched, columns, framework
         self._configure(
-            where, kind=kind, vocab_size=vocab_size, pad_token_id=pad_token_id,
-            special_ids=special_ids, max_length=max_length, output=output, positions=positions,
+            where,
+            kind=kind,
+            vocab_size=vocab_size,
+            pad_token_id=pad_token_id,
+            special_ids=special_ids,
+            max_length=max_length,
+            output=output,
+            positions=positions,
             name=name or getattr(fn, "__name__", type(fn).__name__),
-        )  # fmt: skip
+        )
         accepted = _accepted(fn)
         self.accepts_attention_mask = "attention_mask" in accepted
         self.accepts_position_ids = "position_ids" in accepted
@@ -688,16 +800,43 @@ class _FunctionModel(TokenModel):
         return influence
 
 
-def _function_model(fn, where, framework, *, vocab_size, kind="causal", batched=True,
-                    pad_token_id=0, special_ids=(), max_length=None, output="logits",
-                    positions=None, name=None, embed=None, from_embeddings=None, columns=False,
-                    cached=None):  # fmt: skip
+def _function_model(
+    fn,
+    where,
+    framework,
+    *,
+    vocab_size,
+    kind="causal",
+    batched=True,
+    pad_token_id=0,
+    special_ids=(),
+    max_length=None,
+    output="logits",
+    positions=None,
+    name=None,
+    embed=None,
+    from_embeddings=None,
+    columns=False,
+    cached=None,
+):
     return _FunctionModel(
-        fn, where, batched=batched, kind=kind, vocab_size=vocab_size, pad_token_id=pad_token_id,
-        special_ids=special_ids, max_length=max_length, output=output, positions=positions,
-        name=name, embed=embed, from_embeddings=from_embeddings, framework=framework,
-        columns=columns, cached=cached,
-    )  # fmt: skip
+        fn,
+        where,
+        batched=batched,
+        kind=kind,
+        vocab_size=vocab_size,
+        pad_token_id=pad_token_id,
+        special_ids=special_ids,
+        max_length=max_length,
+        output=output,
+        positions=positions,
+        name=name,
+        embed=embed,
+        from_embeddings=from_embeddings,
+        framework=framework,
+        columns=columns,
+        cached=cached,
+    )
 
 
 def from_callable(fn, *, vocab_size: int, **options) -> TokenModel:
@@ -735,14 +874,26 @@ def from_flax(module, variables, *, vocab_size: int, **options) -> TokenModel:
     ``attention_mask=``/``position_ids=`` are passed when ``options`` says the module takes them:
     ``accepts=("attention_mask", "position_ids")``."""
     if not callable(getattr(module, "apply", None)):
-        _bad("from_flax", "module", "must have .apply(variables, ids) (a Flax Linen module)",
-             TypeError)  # fmt: skip
+        _bad(
+            "from_flax",
+            "module",
+            "must have .apply(variables, ids) (a Flax Linen module)",
+            TypeError,
+        )
     accepts = tuple(options.pop("accepts", ()))
     options.setdefault("name", type(module).__name__)
 
     def fn(ids, attention_mask=None, position_ids=None, z=None, z_mask=None):
-        kw = {k: v for k, v in (("attention_mask", attention_mask), ("position_ids", position_ids),
-                                ("z", z), ("z_mask", z_mask)) if v is not None}  # fmt: skip
+        kw = {
+            k: v
+            for k, v in (
+                ("attention_mask", attention_mask),
+                ("position_ids", position_ids),
+                ("z", z),
+                ("z_mask", z_mask),
+            )
+            if v is not None
+        }
         return module.apply(variables, ids, **kw)
 
     model = _function_model(fn, "from_flax", "jax", vocab_size=vocab_size, **options)
@@ -770,6 +921,14 @@ def from_paper(fn, *, N_V: int, kind: str = "causal", **options) -> TokenModel:
 
     options.setdefault("name", getattr(fn, "__name__", "paper"))
     return _function_model(
-        fn, "from_paper", "jax", vocab_size=N_V, kind=kind, batched=False, columns=True,
-        embed=embed, from_embeddings=from_embeddings, **options,
-    )  # fmt: skip
+        fn,
+        "from_paper",
+        "jax",
+        vocab_size=N_V,
+        kind=kind,
+        batched=False,
+        columns=True,
+        embed=embed,
+        from_embeddings=from_embeddings,
+        **options,
+    )

@@ -232,9 +232,16 @@ def check_layer_norm_columns(f, X, **kw):
 
 
 def check_attention_reductions(
-    attention_fn=attention, mh_attention_fn=mh_attention, single_query_fn=single_query_attention,
-    *, W, X, Z, Mask, atol: float = 1e-10,
-):  # fmt: skip
+    attention_fn=attention,
+    mh_attention_fn=mh_attention,
+    single_query_fn=single_query_attention,
+    *,
+    W,
+    X,
+    Z,
+    Mask,
+    atol: float = 1e-10,
+):
     """The paper's algorithms as oracles for each other, for any three implementations:
 
     - Algorithm 3 applied to each column equals Algorithm 4 with the context restricted by the mask;
@@ -244,7 +251,9 @@ def check_attention_reductions(
     ``W`` is an :class:`~formal_algorithms.attention.MHAttentionParams`.
     """
     Mask = jnp.asarray(Mask, bool)
-    attention_fn, mh_attention_fn, single_query_fn = map(_jit, (attention_fn, mh_attention_fn, single_query_fn))  # fmt: skip
+    attention_fn, mh_attention_fn, single_query_fn = map(
+        _jit, (attention_fn, mh_attention_fn, single_query_fn)
+    )
     H = W.W_q.shape[0]
     heads = [attention_fn(X, Z, W.head(h), Mask) for h in range(H)]
     for h, out in enumerate(heads):
