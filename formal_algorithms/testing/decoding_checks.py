@@ -203,67 +203,78 @@ def check_distributions(model: TokenModel, *, seed: int = 0, length: int = 8, at
     rng = seeded_rng(seed)
     ell = probe_length(model, length, reserve=3)
     x, z = random_tokens(model, rng, (2, ell)), random_context(model, rng, 2, ell)
-    cases = [("", model.logits(x, z=z), np.ones_like(x))]
-    if model.accepts_attention_mask and model.kind != "seq2seq":
-        sides = ["right", "left"] if model.kind == "causal" else ["right"]
-        for side in sides:
-            pads = np.full((1, 3), model.pad_token_id)
-            ids, mask, _ = padded(x[:1], pads, side)
-            pos = left_position_ids(mask) if side == "left" and model.accepts_position_ids else None
-            cases.append(
-                (
-                    f" with {side} padding",
-                    model.logits(ids, attention_mask=mask, position_ids=pos),
-                    mask,
-                )
-            )
+    cases = [("", model.logits(x, z=z), np.ones_like(x)), *_padded_cases(model, x)]
     for what, out, mask in cases:
-        finite = np.isfinite(out).all(axis=1)  # (B, ℓ)
-        if not finite.all():
-            b, p = np.argwhere(~finite)[0]
-            where = "a padding position" if mask[b, p] == 0 else "a real token"
-            violation(
-                "distributions",
-                f"the output at position {p} ({where}){what} is not finite: a fully masked "
-                "attention row (softmax over nothing but −inf)?",
-                p,
-                float("inf"),
-            )
-        real = out.transpose(0, 2, 1)[mask == 1]  # (n, N_V)
+        _check_finite(out, mask, what)
         if model.output == "probs":
-            low = float(real.min())
-            if low < -atol:
-                p = int(np.argwhere(out.min(axis=1) < -atol)[0][1])
-                violation(
-                    "distributions", f"a probability at position {p} is {low:.3g} < 0", p, -low
-                )
-            sums = out.sum(axis=1)  # (B, ℓ)
-            err = np.abs(sums - 1) * (mask == 1)
-            if err.max() > atol:
-                b, p = np.unravel_index(np.argmax(err), err.shape)
-                violation(
-                    "distributions",
-                    f"the column at position {p}{what} sums to {sums[b, p]:.6g}, not 1: is the "
-                    "softmax over the wrong axis?",
-                    p,
-                    err.max(),
-                )
+            _check_probabilities(out, mask, what, atol)
         elif model.output == "log_probs":
-            m = out.max(axis=1, keepdims=True)
-            lse = (m + np.log(np.exp(out - m).sum(axis=1, keepdims=True)))[:, 0]
-            err = np.abs(lse) * (mask == 1)
-            if err.max() > atol:
-                b, p = np.unravel_index(np.argmax(err), err.shape)
-                violation(
-                    "distributions",
-                    f"the log-probabilities at position {p}{what} have logsumexp "
-                    f"{lse[b, p]:.6g}, not 0",
-                    p,
-                    err.max(),
-                )
+            _check_log_probabilities(out, mask, what, atol)
     return f"{len(cases)} input{'s' if len(cases) > 1 else ''}, every output finite" + (
         "" if model.output == "logits" else f", {model.output} normalised per position"
     )
+
+
+def _padded_cases(model, x):
+    """The first example padded with 3 pad ids on the right (and the left, for a decoder):
+    ``(what, outputs, mask)`` each."""
+    if not model.accepts_attention_mask or model.kind == "seq2seq":
+        return []
+    cases = []
+    for side in ["right", "left"] if model.kind == "causal" else ["right"]:
+        ids, mask, _ = padded(x[:1], np.full((1, 3), model.pad_token_id), side)
+        pos = left_position_ids(mask) if side == "left" and model.accepts_position_ids else None
+        out = model.logits(ids, attention_mask=mask, position_ids=pos)
+        cases.append((f" with {side} padding", out, mask))
+    return cases
+
+
+def _check_finite(out, mask, what) -> None:
+    finite = np.isfinite(out).all(axis=1)  # (B, ℓ)
+    if not finite.all():
+        b, p = np.argwhere(~finite)[0]
+        where = "a padding position" if mask[b, p] == 0 else "a real token"
+        violation(
+            "distributions",
+            f"the output at position {p} ({where}){what} is not finite: a fully masked "
+            "attention row (softmax over nothing but −inf)?",
+            p,
+            float("inf"),
+        )
+
+
+def _check_probabilities(out, mask, what, atol) -> None:
+    """Entries in [0, 1] at real tokens, each column summing to 1."""
+    low = float(out.transpose(0, 2, 1)[mask == 1].min())
+    if low < -atol:
+        p = int(np.argwhere(out.min(axis=1) < -atol)[0][1])
+        violation("distributions", f"a probability at position {p} is {low:.3g} < 0", p, -low)
+    sums = out.sum(axis=1)  # (B, ℓ)
+    err = np.abs(sums - 1) * (mask == 1)
+    if err.max() > atol:
+        b, p = np.unravel_index(np.argmax(err), err.shape)
+        violation(
+            "distributions",
+            f"the column at position {p}{what} sums to {sums[b, p]:.6g}, not 1: is the "
+            "softmax over the wrong axis?",
+            p,
+            err.max(),
+        )
+
+
+def _check_log_probabilities(out, mask, what, atol) -> None:
+    """Each real column's logsumexp is 0."""
+    m = out.max(axis=1, keepdims=True)
+    lse = (m + np.log(np.exp(out - m).sum(axis=1, keepdims=True)))[:, 0]
+    err = np.abs(lse) * (mask == 1)
+    if err.max() > atol:
+        b, p = np.unravel_index(np.argmax(err), err.shape)
+        violation(
+            "distributions",
+            f"the log-probabilities at position {p}{what} have logsumexp {lse[b, p]:.6g}, not 0",
+            p,
+            err.max(),
+        )
 
 
 def check_determinism(model: TokenModel, *, seed: int = 0, length: int = 8, new_tokens: int = 5):

@@ -114,15 +114,10 @@ def check_padding(
     checked, gradients = 0, False
     for n in amounts:
         for content in ("pad-id", "random"):
-            pads = (
-                np.full((1, n), model.pad_token_id)
-                if content == "pad-id"
-                else random_tokens(model, rng, (1, n))
-            )
+            pads = np.full((1, n), model.pad_token_id)
+            pads = pads if content == "pad-id" else random_tokens(model, rng, (1, n))
             ids, mask, real = padded(x, pads, side)
-            pos = None
-            if side == "left" and model.accepts_position_ids:
-                pos = left_position_ids(mask)
+            pos = left_position_ids(mask) if side == "left" and model.accepts_position_ids else None
             out, where = _padded_output(model, x_dec, ids, mask, pos, real)
             p, size = first_bad(column_diff(out, ref), tol)
             if p is not None:

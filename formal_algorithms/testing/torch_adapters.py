@@ -1,0 +1,347 @@
+"""PyTorch modules (Hugging Face's calling convention) and Hugging Face models as
+:class:`.token_model.TokenModel`: gradients by ``torch.autograd``, ``generate`` the model's own.
+torch is imported only when a torch model is given."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..paper.checks import fail
+from .token_model import NotSupported, TokenModel, accepted_arguments, as_numpy
+
+# ===================================================================================== torch
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+class _TorchModel(TokenModel):
+    framework = "torch"
+
+    def __init__(
+        self,
+        module,
+        where,
+        *,
+        kind,
+        vocab_size,
+        pad_token_id,
+        special_ids,
+        max_length,
+        output,
+        positions,
+        name,
+        embedding,
+    ):
+        torch = _torch()
+        if not isinstance(module, torch.nn.Module):
+            fail(
+                where,
+                "module",
+                f"must be a torch.nn.Module, got {type(module).__name__}",
+                TypeError,
+            )
+        self.module = module
+        self._configure(
+            where,
+            kind=kind,
+            vocab_size=vocab_size,
+            pad_token_id=pad_token_id,
+            special_ids=special_ids,
+            max_length=max_length,
+            output=output,
+            positions=positions,
+            name=name or type(module).__name__,
+        )
+        accepted = accepted_arguments(module.forward)
+        self._accepted = accepted
+        self.accepts_attention_mask = "attention_mask" in accepted
+        self.accepts_position_ids = "position_ids" in accepted
+        self._cache_arg = next((a for a in ("cache", "past_key_values") if a in accepted), None)
+        self.has_cache = self._cache_arg is not None and "use_cache" in accepted
+        if kind == "seq2seq" and "decoder_input_ids" not in accepted:
+            fail(where, "module", "must take decoder_input_ids for kind='seq2seq'", TypeError)
+        self._embedding = embedding
+        self.gradient = "torch.autograd"
+        self.has_own_generate = callable(getattr(module, "generate", None))
+
+    def _device(self):
+        p = next(self.module.parameters(), None)
+        return p.device if p is not None else "cpu"
+
+    def _tensor(self, a):
+        torch = _torch()
+        if a is None:
+            return None
+        return torch.as_tensor(np.array(a, dtype=np.int64), device=self._device())  # a copy
+
+    def _kwargs(self, x, attention_mask, position_ids, z, z_mask):
+        t = self._tensor
+        if self.kind == "seq2seq":
+            kw = {"input_ids": t(z), "decoder_input_ids": t(x)}
+            if z_mask is not None:
+                kw["attention_mask"] = t(z_mask)
+            if attention_mask is not None:
+                kw["decoder_attention_mask"] = t(attention_mask)
+            return kw
+        kw = {"input_ids": t(x)}
+        if attention_mask is not None:
+            if not self.accepts_attention_mask:
+                raise NotSupported(f"{self.name}.forward takes no attention_mask")
+            kw["attention_mask"] = t(attention_mask)
+        if position_ids is not None:
+            if not self.accepts_position_ids:
+                raise NotSupported(f"{self.name}.forward takes no position_ids")
+            kw["position_ids"] = t(position_ids)
+        return kw
+
+    @staticmethod
+    def _logits_of(out):
+        if isinstance(out, tuple | list):
+            return out[0]
+        if isinstance(out, dict) and "logits" in out:
+            return out["logits"]
+        return getattr(out, "logits", out)
+
+    @staticmethod
+    def _cache_of(out):
+        if isinstance(out, tuple | list):
+            return out[1] if len(out) > 1 else None
+        for name in ("cache", "past_key_values"):
+            value = out.get(name) if isinstance(out, dict) else getattr(out, name, None)
+            if value is not None:
+                return value
+        return None
+
+    def _forward(self, x, attention_mask, position_ids, z, z_mask):
+        torch = _torch()
+        kw = self._kwargs(x, attention_mask, position_ids, z, z_mask)
+        if "use_cache" in self._accepted:
+            kw["use_cache"] = False
+        with torch.no_grad():
+            return self._logits_of(self.module(**kw))
+
+    def _cached_forward(self, x, cache, z, z_mask):
+        if not self.has_cache:
+            raise NotSupported(f"{self.name}.forward takes no cache (past_key_values)")
+        torch = _torch()
+        kw = self._kwargs(x, None, None, z, z_mask)
+        kw["use_cache"] = True
+        if cache is not None:
+            kw[self._cache_arg] = cache
+        with torch.no_grad():
+            out = self.module(**kw)
+        new = self._cache_of(out)
+        if new is None:
+            raise NotSupported(f"{self.name} returned no cache with use_cache=True")
+        return self._logits_of(out), new
+
+    def _own_generate(self, x, n, *, use_cache, sample, seed, z, z_mask, attention_mask):
+        """The module's own ``generate`` (Hugging Face's, or one with its keywords), if any."""
+        if not self.has_own_generate:
+            return None
+        torch = _torch()
+        kw = {
+            "max_new_tokens": n, "min_new_tokens": n, "do_sample": sample,
+            "use_cache": use_cache, "pad_token_id": self.pad_token_id,
+        }  # fmt: skip
+        if self.kind == "seq2seq":
+            kw["input_ids"], kw["decoder_input_ids"] = self._tensor(z), self._tensor(x)
+            kw["attention_mask"] = self._tensor(np.ones_like(z) if z_mask is None else z_mask)
+        else:
+            kw["input_ids"] = self._tensor(x)
+            mask = np.ones_like(x) if attention_mask is None else attention_mask
+            kw["attention_mask"] = self._tensor(mask)
+        if sample:
+            kw.update(top_k=0, top_p=1.0, temperature=1.0)
+        hf = self.framework == "hf"
+        if hf:  # the raw logits of every step, to compare beyond the chosen tokens
+            kw.update(output_logits=True, return_dict_in_generate=True)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = self.module.generate(**kw)
+        if not hf:
+            return as_numpy(out).astype(np.int64), None
+        logits = np.stack([as_numpy(step) for step in out.logits], axis=1)
+        return out.sequences.cpu().numpy(), logits
+
+    def _embedding_module(self):
+        torch = _torch()
+        if self._embedding is not None:
+            return self._embedding
+        owner = self.module
+        if self.kind == "seq2seq" and callable(getattr(owner, "get_decoder", None)):
+            owner = owner.get_decoder()  # the decoder's tokens are the ones checked
+        get = getattr(owner, "get_input_embeddings", None)
+        if callable(get) and get() is not None:
+            return get()
+        for m in self.module.modules():
+            if isinstance(m, torch.nn.Embedding):
+                return m
+        raise NotSupported(f"{self.name}: no nn.Embedding found; pass embedding=")
+
+    def _influence(self, x, attention_mask, position_ids, z, z_mask):
+        torch = _torch()
+        leaves = []
+
+        def hook(module, inputs, output):
+            leaf = output.detach().requires_grad_(True)
+            leaves.append(leaf)
+            return leaf
+
+        handle = self._embedding_module().register_forward_hook(hook)
+        try:
+            with torch.enable_grad():
+                kw = self._kwargs(x, attention_mask, position_ids, z, z_mask)
+                if "use_cache" in self._accepted:
+                    kw["use_cache"] = False
+                out = self._logits_of(self.module(**kw))  # (B, ℓ, N_V)
+                if not leaves or leaves[-1].shape[:2] != tuple(x.shape):
+                    raise NotSupported(f"{self.name}: the embedding output is not (B, ℓ, d)")
+                E = leaves[-1]  # the last call: the decoder's, for an encoder-decoder
+                g = torch.Generator().manual_seed(0)
+                r = torch.randn(out.shape[-1], generator=g, dtype=out.dtype).to(out.device)
+                projected = out @ r  # (B, ℓ)
+                rows = []
+                for t in range(x.shape[1]):
+                    (grad,) = torch.autograd.grad(projected[:, t].sum(), E, retain_graph=True)
+                    rows.append(grad.abs().sum(-1))  # (B, ℓ_in)
+        finally:
+            handle.remove()
+        return torch.stack(rows, dim=1).detach().cpu().double().numpy()
+
+
+def from_torch(
+    module,
+    *,
+    vocab_size: int,
+    kind: str = "causal",
+    pad_token_id: int = 0,
+    special_ids=(),
+    max_length=None,
+    output: str = "logits",
+    positions=None,
+    name=None,
+    embedding=None,
+) -> TokenModel:
+    """A ``torch.nn.Module`` as a :class:`TokenModel` (call ``module.eval()`` yourself: the
+    determinism check is there to notice when you did not).
+
+    ``forward`` is called with keywords, Hugging Face style: ``input_ids`` (and
+    ``decoder_input_ids`` for ``kind="seq2seq"``); ``attention_mask`` and ``position_ids`` when its
+    signature names them; ``use_cache`` and ``cache``/``past_key_values`` when it names them (the
+    cache object is opaque: passed back as returned). It returns logits ``(B, ℓ, N_V)`` (or
+    ``output="probs"``/``"log_probs"``), as a tensor, a tuple's first item or ``.logits``.
+    ``embedding``: the module whose output is the token embeddings, for the gradient checks
+    (default ``get_input_embeddings()`` or the first ``nn.Embedding``).
+    """
+    return _TorchModel(
+        module,
+        "from_torch",
+        kind=kind,
+        vocab_size=vocab_size,
+        pad_token_id=pad_token_id,
+        special_ids=special_ids,
+        max_length=max_length,
+        output=output,
+        positions=positions,
+        name=name,
+        embedding=embedding,
+    )
+
+
+# ============================================================================== Hugging Face
+
+
+class _HFModel(_TorchModel):
+    framework = "hf"
+
+
+def from_hf(model, *, kind=None, name=None, torch_dtype=None) -> TokenModel:
+    """A Hugging Face model as a :class:`TokenModel`: a ``PreTrainedModel`` or the path of a local
+    directory (``config.json`` and weights; loaded offline with ``AutoModelFor…``, set to eval).
+
+    ``kind`` defaults from the config: ``is_encoder_decoder`` → ``"seq2seq"``, an architecture
+    named ``…ForMaskedLM`` → ``"masked"``, else ``"causal"``. ``generate`` is the model's own
+    (greedy and seeded sampling with and without the cache); the cache is the model's
+    (``cache`` or ``past_key_values``).
+    """
+    where = "from_hf"
+    torch = _torch()
+    if not isinstance(model, torch.nn.Module):
+        model = _load_hf(model, kind, torch_dtype)
+    config = getattr(model, "config", None)
+    if config is None:
+        fail(where, "model", "is not a Hugging Face model (it has no .config)", TypeError)
+    if kind is None:
+        kind = _hf_kind(config, type(model).__name__)
+    vocab = getattr(model.get_output_embeddings(), "out_features", None) or config.vocab_size
+    max_length = next(
+        (
+            getattr(config, a)
+            for a in ("max_position_embeddings", "n_positions")
+            if isinstance(getattr(config, a, None), int)
+        ),
+        None,
+    )
+    ids = {
+        a: getattr(config, f"{a}_token_id", None) for a in ("pad", "bos", "eos", "decoder_start")
+    }
+    specials = [i for i in ids.values() if isinstance(i, int)]  # a list of eos ids: not special
+    pad = next((i for i in (ids["pad"], ids["eos"], 0) if isinstance(i, int)), 0)
+    adapted = _HFModel(
+        model,
+        where,
+        kind=kind,
+        vocab_size=int(vocab),
+        pad_token_id=pad,
+        special_ids=specials,
+        max_length=max_length,
+        output="logits",
+        positions=True,
+        name=name or type(model).__name__,
+        embedding=None,
+    )
+    positions = getattr(getattr(model.base_model, "embeddings", None), "position_embeddings", None)
+    offset = getattr(positions, "padding_idx", None)  # RoBERTa counts positions from pad + 1
+    if isinstance(offset, int) and max_length is not None:
+        adapted.max_length = max_length - offset - 1
+    window = getattr(config, "sliding_window", None)
+    if isinstance(window, int) and getattr(config, "use_sliding_window", True) is not False:
+        adapted.sliding_window = window
+    return adapted
+
+
+def _hf_kind(config, class_name: str) -> str:
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    names = [class_name, *(getattr(config, "architectures", None) or [])]
+    if any(n.endswith("ForMaskedLM") for n in names):
+        return "masked"
+    return "causal"
+
+
+def _load_hf(path, kind, torch_dtype):
+    import pathlib
+
+    import transformers  # offline: every call below passes local_files_only=True
+
+    p = pathlib.Path(str(path))
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(
+            f"from_hf: argument 'model' = {str(path)!r} is not a directory with a config.json"
+        )
+    config = transformers.AutoConfig.from_pretrained(p, local_files_only=True)
+    kind = kind or _hf_kind(config, "")
+    auto = {
+        "seq2seq": transformers.AutoModelForSeq2SeqLM,
+        "masked": transformers.AutoModelForMaskedLM,
+        "causal": transformers.AutoModelForCausalLM,
+    }[kind]
+    kw = {"local_files_only": True}
+    if torch_dtype is not None:
+        kw["dtype"] = torch_dtype
+    return auto.from_pretrained(p, **kw).eval()
