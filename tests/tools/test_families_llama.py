@@ -242,8 +242,12 @@ def test_chat_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("formal-algorithms: error: read_llama_gguf: argument 'path'"), err
     assert main(["chat", "--prompt", "hi", "--gguf", str(tmp_path / "missing.gguf")]) == 1
     assert "no such file" in capsys.readouterr().err
-    assert main(["chat", "--prompt", "hi", "--temperature", "-1"]) == 1
-    assert "--temperature" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):  # refused by the parser, before the model loads
+        main(["chat", "--prompt", "hi", "--temperature", "-1"])
+    assert "--temperature must be in [0, inf]" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):  # issue 29: it used to wait for a 22 s load
+        main(["chat", "--prompt", "hi", "--max-tokens", "0"])
+    assert "--max-tokens must be at least 1, got 0" in capsys.readouterr().err
 
 
 def _write_tiny_gguf(path, value):
