@@ -159,28 +159,7 @@ def bert_from_hf(model: BertForMaskedLM) -> BertParams:
     check_no_dropout(name, model)
     eps = model.config.layer_norm_eps
     emb = model.bert.embeddings
-    layers = []
-    for i, m in enumerate(model.bert.encoder.layer):
-        where = f"model.bert.encoder.layer[{i}]"
-        check_layer_norm(
-            name, f"{where}.attention.output.LayerNorm", m.attention.output.LayerNorm, eps
-        )
-        check_layer_norm(name, f"{where}.output.LayerNorm", m.output.LayerNorm, eps)
-        s = m.attention.self
-        H, d_head = s.num_attention_heads, s.attention_head_size
-        heads = []
-        for lin in (s.query, s.key, s.value):
-            W, b = linear_params(lin)  # rows of W are the heads in order: (H·d_head, d_e)
-            heads += [W.reshape(H, d_head, W.shape[1]), b.reshape(H, d_head)]
-        layers.append(
-            Layer(
-                MHAttentionParams(*heads, *linear_params(m.attention.output.dense)),
-                *norm_params(m.attention.output.LayerNorm),
-                *norm_params(m.output.LayerNorm),
-                *linear_params(m.intermediate.dense),
-                *linear_params(m.output.dense),
-            )
-        )
+    layers = [_layer_from_hf(name, i, m, eps) for i, m in enumerate(model.bert.encoder.layer)]
     head = model.cls.predictions
     check_layer_norm(name, "model.bert.embeddings.LayerNorm", emb.LayerNorm, eps)
     check_layer_norm(
@@ -201,6 +180,57 @@ def bert_from_hf(model: BertForMaskedLM) -> BertParams:
     )
     _check_bert_params(name, params)
     return params
+
+
+def _layer_from_hf(name, i, m, eps) -> Layer:
+    """Layer l of Algorithm 9 from ``BertLayer`` ``m``: lines 5-8's parameters, heads split."""
+    where = f"model.bert.encoder.layer[{i}]"
+    check_layer_norm(name, f"{where}.attention.output.LayerNorm", m.attention.output.LayerNorm, eps)
+    check_layer_norm(name, f"{where}.output.LayerNorm", m.output.LayerNorm, eps)
+    s = m.attention.self
+    H, d_head = s.num_attention_heads, s.attention_head_size
+    heads = []
+    for lin in (s.query, s.key, s.value):
+        W, b = linear_params(lin)  # rows of W are the heads in order: (H·d_head, d_e)
+        heads += [W.reshape(H, d_head, W.shape[1]), b.reshape(H, d_head)]
+    return Layer(
+        MHAttentionParams(*heads, *linear_params(m.attention.output.dense)),
+        *norm_params(m.attention.output.LayerNorm),
+        *norm_params(m.output.LayerNorm),
+        *linear_params(m.intermediate.dense),
+        *linear_params(m.output.dense),
+    )
+
+
+def _bert_config(name, hp, activation, eps, n_types, attn_implementation) -> BertConfig:
+    """The ``BertConfig`` of θ's sizes, without dropout."""
+    return BertConfig(
+        vocab_size=hp["N_V"],
+        hidden_size=hp["d_e"],
+        num_hidden_layers=hp["L"],
+        num_attention_heads=hp["H"],
+        intermediate_size=hp["d_mlp"],
+        hidden_act=activation_to_hf(name, activation),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        max_position_embeddings=hp["ell_max"],
+        type_vocab_size=n_types,
+        layer_norm_eps=eps,
+        tie_word_embeddings=hp["tied"],
+        attn_implementation=attn_implementation,
+    )
+
+
+def _layer_to_hf(m, layer, d_e) -> None:
+    """Layer l's parameters into ``BertLayer`` ``m`` (the inverse of :func:`_layer_from_hf`)."""
+    W, s = layer.W, m.attention.self
+    for lin, W_x, b_x in ((s.query, W.W_q, W.b_q), (s.key, W.W_k, W.b_k), (s.value, W.W_v, W.b_v)):
+        set_linear(lin, W_x.reshape(d_e, d_e), b_x.reshape(d_e))
+    set_linear(m.attention.output.dense, W.W_o, W.b_o)
+    set_norm(m.attention.output.LayerNorm, layer.gamma1, layer.beta1)
+    set_linear(m.intermediate.dense, layer.W_mlp1, layer.b_mlp1)
+    set_linear(m.output.dense, layer.W_mlp2, layer.b_mlp2)
+    set_norm(m.output.LayerNorm, layer.gamma2, layer.beta2)
 
 
 def _check_bert_config(name, model):
@@ -258,21 +288,7 @@ def bert_to_hf(
     torch_dtype = torch_dtype_of(
         name, BertParams(theta, W_tt, params.gamma_emb, params.beta_emb, b_u)
     )
-    config = BertConfig(
-        vocab_size=N_V,
-        hidden_size=d_e,
-        num_hidden_layers=hp["L"],
-        num_attention_heads=hp["H"],
-        intermediate_size=hp["d_mlp"],
-        hidden_act=activation_to_hf(name, activation),
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        max_position_embeddings=hp["ell_max"],
-        type_vocab_size=W_tt.shape[1],
-        layer_norm_eps=eps,
-        tie_word_embeddings=hp["tied"],
-        attn_implementation=attn_implementation,
-    )
+    config = _bert_config(name, hp, activation, eps, W_tt.shape[1], attn_implementation)
     with torch.random.fork_rng(devices=[]):  # HF's random init must not move the caller's RNG
         model = BertForMaskedLM(config).to(torch_dtype)
     emb = model.bert.embeddings
@@ -282,19 +298,7 @@ def bert_to_hf(
         emb.token_type_embeddings.weight.copy_(to_torch(W_tt.T))
         set_norm(emb.LayerNorm, params.gamma_emb, params.beta_emb)
         for m, layer in zip(model.bert.encoder.layer, theta.layers, strict=True):
-            W = layer.W
-            s = m.attention.self
-            for lin, W_x, b_x in (
-                (s.query, W.W_q, W.b_q),
-                (s.key, W.W_k, W.b_k),
-                (s.value, W.W_v, W.b_v),
-            ):
-                set_linear(lin, W_x.reshape(d_e, d_e), b_x.reshape(d_e))
-            set_linear(m.attention.output.dense, W.W_o, W.b_o)
-            set_norm(m.attention.output.LayerNorm, layer.gamma1, layer.beta1)
-            set_linear(m.intermediate.dense, layer.W_mlp1, layer.b_mlp1)
-            set_linear(m.output.dense, layer.W_mlp2, layer.b_mlp2)
-            set_norm(m.output.LayerNorm, layer.gamma2, layer.beta2)
+            _layer_to_hf(m, layer, d_e)
         head = model.cls.predictions
         set_linear(head.transform.dense, theta.W_f, theta.b_f)
         set_norm(head.transform.LayerNorm, theta.gamma, theta.beta)
