@@ -200,21 +200,26 @@ def ed_transformer_to_torch(
             dtype=dtype,
         )
     with torch.no_grad():
-        for m, layer in zip(model.encoder.layers, theta.enc, strict=True):
-            _mha_to_torch(m.self_attn, layer.W)
-            set_norm(m.norm1, layer.gamma1, layer.beta1)
-            set_linear(m.linear1, layer.W_mlp1, layer.b_mlp1)
-            set_linear(m.linear2, layer.W_mlp2, layer.b_mlp2)
-            set_norm(m.norm2, layer.gamma2, layer.beta2)
-        for m, layer in zip(model.decoder.layers, theta.dec, strict=True):
-            _mha_to_torch(m.self_attn, layer.W_dec)
-            set_norm(m.norm1, layer.gamma3, layer.beta3)
-            _mha_to_torch(m.multihead_attn, layer.W_ed)
-            set_norm(m.norm2, layer.gamma4, layer.beta4)
-            set_linear(m.linear1, layer.W_mlp3, layer.b_mlp3)
-            set_linear(m.linear2, layer.W_mlp4, layer.b_mlp4)
-            set_norm(m.norm3, layer.gamma5, layer.beta5)
+        _layers_to_torch(model, theta)
     return model.eval()
+
+
+def _layers_to_torch(model: nn.Transformer, theta: EDTransformerParams) -> None:
+    """θ's encoder layers (lines 4-9) and decoder layers (lines 13-20) into ``model``'s."""
+    for m, layer in zip(model.encoder.layers, theta.enc, strict=True):
+        _mha_to_torch(m.self_attn, layer.W)
+        set_norm(m.norm1, layer.gamma1, layer.beta1)
+        set_linear(m.linear1, layer.W_mlp1, layer.b_mlp1)
+        set_linear(m.linear2, layer.W_mlp2, layer.b_mlp2)
+        set_norm(m.norm2, layer.gamma2, layer.beta2)
+    for m, layer in zip(model.decoder.layers, theta.dec, strict=True):
+        _mha_to_torch(m.self_attn, layer.W_dec)
+        set_norm(m.norm1, layer.gamma3, layer.beta3)
+        _mha_to_torch(m.multihead_attn, layer.W_ed)
+        set_norm(m.norm2, layer.gamma4, layer.beta4)
+        set_linear(m.linear1, layer.W_mlp3, layer.b_mlp3)
+        set_linear(m.linear2, layer.W_mlp4, layer.b_mlp4)
+        set_norm(m.norm3, layer.gamma5, layer.beta5)
 
 
 def _mha_to_torch(mha: nn.MultiheadAttention, W: MHAttentionParams):

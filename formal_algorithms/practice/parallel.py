@@ -38,13 +38,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ..paper.checks import check_key, fail
+from ..paper.checks import fail
 from ..paper.normalisation import EPS
-from ..paper.training import check_p_mask
 from .trainer import (
     as_examples,
-    check_batching,
-    check_run_length,
+    check_options,
     check_theta,
     default_activation,
     run_steps,
@@ -206,41 +204,22 @@ def data_parallel_train(
     copy). Single process: ``data`` is the whole data set.
     """
     algorithm = check_theta(theta, "data_parallel_train")
-    check_run_length(algorithm, N_epochs, N_steps)
-    check_batching(algorithm, batch_size, reduction)
-    check_key(algorithm, key)
-    p_mask = check_p_mask(algorithm, p_mask)
+    p_mask = check_options(
+        algorithm, optimizer, N_epochs, N_steps, batch_size, reduction, key, p_mask
+    )
     mesh = data_mesh() if mesh is None else mesh
     _check_divisible(mesh, batch_size)
     activation = default_activation(theta, activation)
     examples = as_examples(algorithm, data, theta)
     opt_state = optimizer.init(theta) if opt_state is None else opt_state
-    step = data_parallel_step(
-        mesh,
-        theta,
-        opt_state,
-        optimizer=optimizer,
-        reduction=reduction,
-        activation=activation,
-        eps=eps,
-        param_sharding=param_sharding,
-        min_shard_size=min_shard_size,
-    )
+    kw = dict(optimizer=optimizer, reduction=reduction, activation=activation, eps=eps)
+    shards = dict(param_sharding=param_sharding, min_shard_size=min_shard_size)
+    step = data_parallel_step(mesh, theta, opt_state, **kw, **shards)
     theta, opt_state = place(mesh, theta, opt_state, param_sharding, min_shard_size=min_shard_size)
+    loop = dict(N_epochs=N_epochs, N_steps=N_steps, batch_size=batch_size, shuffle=shuffle)
+    loop.update(callback=callback, start_step=start_step)
     theta, opt_state, history = run_steps(
-        algorithm,
-        step,
-        theta,
-        opt_state,
-        examples,
-        key,
-        p_mask,
-        N_epochs=N_epochs,
-        N_steps=N_steps,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        callback=callback,
-        start_step=start_step,
-        place_batch=functools.partial(shard_batch, mesh),
-    )
+        algorithm, step, theta, opt_state, examples, key, p_mask,
+        place_batch=functools.partial(shard_batch, mesh), **loop,
+    )  # fmt: skip
     return (theta, history, opt_state) if return_opt_state else (theta, history)

@@ -271,8 +271,9 @@ def make_batch(theta, examples, rows, batch_size: int, keys=None) -> dict:
 # ------------------------------------------------------------------------------ train, evaluate
 
 
-def _check_options(algorithm, optimizer, N_epochs, N_steps, batch_size, reduction, key, p_mask):
-    """:func:`train`'s options, each refused by name; returns p_mask as a float."""
+def check_options(algorithm, optimizer, N_epochs, N_steps, batch_size, reduction, key, p_mask):
+    """:func:`train`'s options (and every loop's built on it), each refused by name; returns
+    p_mask as a float."""
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         fail(
             algorithm,
@@ -328,7 +329,7 @@ def train(
     (~1.4-1.6× faster on the GPT-2-like benchmark, docs/performance.md).
     """
     algorithm = check_theta(theta, "train")
-    p_mask = _check_options(
+    p_mask = check_options(
         algorithm, optimizer, N_epochs, N_steps, batch_size, reduction, key, p_mask
     )
     kw = dict(optimizer=optimizer, reduction=reduction, eps=eps)
