@@ -68,28 +68,44 @@ def run(
     repeats = repeats or (3 if quick else 7)
     cfg_d, cfg_ed = (QUICK_D, QUICK_ED) if quick else (GPT2_LIKE, SEQ2SEQ)
     gen = QUICK_GENERATION if quick else GENERATION
-    rng = np.random.default_rng(0)
     results = dict(
-        config=dict(
-            gpt2_like=cfg_d,
-            seq2seq=cfg_ed,
-            generation=gen,
-            dtype="float32",
-            repeats=repeats,
-            torch_threads=torch_threads,
-            quick=quick,
-        ),
-        machine=dict(
-            platform=platform.platform(),
-            cpus=os.cpu_count(),
-            jax=jax.__version__,
-            torch=torch.__version__,
-            backend=jax.default_backend(),
-            loadavg_before=os.getloadavg(),
-        ),
-    )
+        config=dict(gpt2_like=cfg_d, seq2seq=cfg_ed, generation=gen, dtype="float32",
+                    repeats=repeats, torch_threads=torch_threads, quick=quick),
+        machine=dict(platform=platform.platform(), cpus=os.cpu_count(), jax=jax.__version__,
+                     torch=torch.__version__, backend=jax.default_backend(),
+                     loadavg_before=os.getloadavg()),
+    )  # fmt: skip
     log(f"config: {results['config']}\nload average: {os.getloadavg()}")
+    runs, xla_flops = _contenders(cfg_d, cfg_ed, torch_threads, results)
+    first = warm_up(runs)
+    log("warm-up (s): " + ", ".join(f"{k} {v:.2f}" for k, v in first.items()))
+    times = round_robin(runs, repeats)
+    tok_d = cfg_d["batch"] * cfg_d["ell_max"]
+    tok_ed = cfg_ed["batch"] * cfg_ed["ell_max"]  # decoder tokens (the encoder's are extra work)
+    for name, t in times.items():
+        tokens = tok_d if ("_d_" in name or name.startswith("gpt2")) else tok_ed
+        results[name] = summary(t, tokens, first[name])
+    for name in TORCH_RUNS:
+        # The reference is PyTorch's fastest thread setting (every setting is in the JSON).
+        best = max(torch_threads, key=lambda t: results[f"{name}_{t}thr"]["tokens_per_s"])
+        results[name] = dict(results[f"{name}_{best}thr"], threads=best)
+    results["matmul_peak"] = matmul_peak(256 if quick else 2048, repeats)
+    results["ours_d_train_flops"] = _flops(results, cfg_d, xla_flops)
+    if not skip_generation:
+        results["generation"] = generation(cfg_d, gen, repeats, torch_threads)
+    results["machine"]["loadavg_after"] = os.getloadavg()
+    results["ratios"] = ratios(results)
+    log(table(results))
+    return results
 
+
+TORCH_RUNS = ("gpt2_forward", "gpt2_train", "torch_transformer_forward", "torch_transformer_train")
+
+
+def _contenders(cfg_d, cfg_ed, torch_threads, results):
+    """Every timed function, ours (literal and fast) and PyTorch's at each thread count, and
+    XLA's flop count of our training step."""
+    rng = np.random.default_rng(0)
     d_fwd, d_step, xla_flops = ours_d(cfg_d, rng)
     d_fwd_fast, d_step_fast, _ = ours_d(cfg_d, rng, fast_path=True)
     ed_fwd, ed_step = ours_ed(cfg_ed, rng)
@@ -101,53 +117,29 @@ def run(
             "ours_d_forward_fast": d_fwd_fast, "ours_d_train_fast": d_step_fast,
             "ours_ed_forward": ed_fwd, "ours_ed_train": ed_step,
             "ours_ed_forward_fast": ed_fwd_fast, "ours_ed_train_fast": ed_step_fast}  # fmt: skip
-    for name, fn in (
-        ("gpt2_forward", t_d_fwd),
-        ("gpt2_train", t_d_step),
-        ("torch_transformer_forward", t_ed_fwd),
-        ("torch_transformer_train", t_ed_step),
-    ):
+    for name, fn in zip(TORCH_RUNS, (t_d_fwd, t_d_step, t_ed_fwd, t_ed_step), strict=True):
         for t in torch_threads:
             runs[f"{name}_{t}thr"] = with_threads(fn, t)
-    first = warm_up(runs)
-    log("warm-up (s): " + ", ".join(f"{k} {v:.2f}" for k, v in first.items()))
-    times = round_robin(runs, repeats)
-    tok_d = cfg_d["batch"] * cfg_d["ell_max"]
-    tok_ed = cfg_ed["batch"] * cfg_ed["ell_max"]  # decoder tokens (the encoder's are extra work)
-    for name, t in times.items():
-        tokens = tok_d if ("_d_" in name or name.startswith("gpt2")) else tok_ed
-        results[name] = summary(t, tokens, first[name])
-    for name in (
-        "gpt2_forward",
-        "gpt2_train",
-        "torch_transformer_forward",
-        "torch_transformer_train",
-    ):
-        # The reference is PyTorch's fastest thread setting (every setting is in the JSON).
-        best = max(torch_threads, key=lambda t: results[f"{name}_{t}thr"]["tokens_per_s"])
-        results[name] = dict(results[f"{name}_{best}thr"], threads=best)
+    return runs, xla_flops
 
-    peak = matmul_peak(256 if quick else 2048, repeats)
-    results["matmul_peak"] = peak
+
+def _flops(results, cfg_d, xla_flops) -> dict:
+    """Our training step's rate in GFLOP/s (XLA's count and the analytic matmul count) and as a
+    fraction of JAX's measured matmul peak."""
+    peak = results["matmul_peak"]["jax"]["gflops"]
     analytic = analytic_train_flops_d(cfg_d)
     step_s = results["ours_d_train"]["median_s"]
     fast_s = results["ours_d_train_fast"]["median_s"]
-    results["ours_d_train_flops"] = dict(
+    return dict(
         gflops_analytic_fast=analytic / fast_s / 1e9,
-        fraction_of_jax_peak_analytic_fast=analytic / fast_s / 1e9 / peak["jax"]["gflops"],
+        fraction_of_jax_peak_analytic_fast=analytic / fast_s / 1e9 / peak,
         xla_cost_analysis=xla_flops,
         analytic_matmul=analytic,
         gflops_xla=xla_flops / step_s / 1e9,
         gflops_analytic=analytic / step_s / 1e9,
-        fraction_of_jax_peak_xla=xla_flops / step_s / 1e9 / peak["jax"]["gflops"],
-        fraction_of_jax_peak_analytic=analytic / step_s / 1e9 / peak["jax"]["gflops"],
+        fraction_of_jax_peak_xla=xla_flops / step_s / 1e9 / peak,
+        fraction_of_jax_peak_analytic=analytic / step_s / 1e9 / peak,
     )
-    if not skip_generation:
-        results["generation"] = generation(cfg_d, gen, repeats, torch_threads)
-    results["machine"]["loadavg_after"] = os.getloadavg()
-    results["ratios"] = ratios(results)
-    log(table(results))
-    return results
 
 
 def ratios(r: dict) -> dict:

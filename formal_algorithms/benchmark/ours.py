@@ -22,7 +22,7 @@ def ours_d(cfg, rng, fast_path: bool = False):
     """
     import optax
 
-    from .practice import fast, trainer
+    from ..practice import fast, trainer
 
     hp = {k: v for k, v in cfg.items() if k != "batch"}
     theta = init_d_transformer(jax.random.key(0), **hp)
@@ -54,7 +54,7 @@ def ours_ed(cfg, rng, fast_path: bool = False):
     or with ``fast_path`` :mod:`.fast`'s batch-as-columns form."""
     import optax
 
-    from .practice import fast, trainer
+    from ..practice import fast, trainer
 
     hp = {k: v for k, v in cfg.items() if k != "batch"}
     theta = init_ed_transformer(jax.random.key(0), **hp)

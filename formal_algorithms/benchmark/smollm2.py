@@ -22,7 +22,8 @@ import argparse
 import json
 import os
 import statistics
-import time
+
+from .common import round_robin, warm_up
 
 PROMPT = "What is gravity?"
 
@@ -48,12 +49,9 @@ def run(*, n: int = 64, repeats: int = 3, prompt: str = PROMPT) -> dict:
     model = read_llama_gguf(path)
     tokenizer = gguf_tokenizer(path)
     hf = _hf_model(path)
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}],
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-    )["input_ids"]
+    messages = [{"role": "user", "content": prompt}]
+    chat = dict(add_generation_prompt=True, tokenize=True, return_dict=True)
+    ids = tokenizer.apply_chat_template(messages, **chat)["input_ids"]
     decoder = Decoder(model.theta, rope_base=model.rope_base, eps=model.eps, context=model.context)
     x = torch.tensor(ids)[None]
     outputs = {}
@@ -66,14 +64,8 @@ def run(*, n: int = 64, repeats: int = 3, prompt: str = PROMPT) -> dict:
 
     def theirs(k=n, name="transformers"):
         with torch.no_grad():
-            out = hf.generate(
-                x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=k,
-                do_sample=False,
-                eos_token_id=None,
-                pad_token_id=2,
-            )
+            greedy = dict(do_sample=False, eos_token_id=None, pad_token_id=2)
+            out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=k, **greedy)
         outputs[name] = out[0, len(ids) :].tolist()
 
     def theirs_first():
@@ -93,17 +85,13 @@ def run(*, n: int = 64, repeats: int = 3, prompt: str = PROMPT) -> dict:
             "transformers_first": theirs_first, "transformers_1_thread": one_thread(theirs),
             "transformers_first_1_thread": one_thread(theirs_first)}  # fmt: skip
     load_before = os.getloadavg()
-    first_call = {}
-    for name, fn in runs.items():  # warm-up: compiles ours, allocates theirs
-        t0 = time.perf_counter()
-        fn()
-        first_call[name] = time.perf_counter() - t0
-    times = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    first_call = warm_up(runs)  # compiles ours, allocates theirs
+    times = round_robin(runs, repeats)
+    return _result(path, ids, n, threads, repeats, times, first_call, outputs, load_before)
+
+
+def _result(path, ids, n, threads, repeats, times, first_call, outputs, load_before) -> dict:
+    """The medians, rates, time to the first token, the speed-up and whether the tokens agree."""
     median = {name: statistics.median(t) for name, t in times.items()}
     result = {
         "model": os.path.basename(path), "prompt_tokens": len(ids), "new_tokens": n,

@@ -343,6 +343,20 @@ def test_a_user_error_in_the_real_process_is_one_line(tmp_path):
     )
 
 
+def test_the_benchmarks_own_contenders_run():
+    """Our contenders of ``benchmark.run`` on the quick sizes, one call each (the full run is
+    measured in docs/performance.md; this pins that its code runs: its imports broke once)."""
+    from formal_algorithms.benchmark import common, ours
+
+    rng = np.random.default_rng(0)
+    for fast_path in (False, True):
+        d_forward, d_step, flops = ours.ours_d(common.QUICK_D, rng, fast_path=fast_path)
+        ed_forward, ed_step = ours.ours_ed(common.QUICK_ED, rng, fast_path=fast_path)
+        for fn in (d_forward, d_step, ed_forward, ed_step):
+            fn()
+        assert flops > 0
+
+
 def test_benchmark_command_runs_the_benchmark_with_its_options(monkeypatch, tmp_path, capsys):
     """``formal-algorithms benchmark`` is ``benchmarks/run.py``: the same options reach
     ``benchmark.run`` and ``benchmark.write`` (both replaced here: the real run takes minutes and
