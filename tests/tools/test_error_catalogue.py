@@ -844,6 +844,7 @@ def test_a_run_keeps_its_last_good_state_when_it_diverges_or_is_interrupted():
 
 def test_a_gguf_of_another_architecture_is_named_with_its_file(tmp_path):
     import gguf  # the test extra installs it
+
     path = str(tmp_path / "gpt2.gguf")
     writer = gguf.GGUFWriter(path, "gpt2")
     writer.add_block_count(1)
