@@ -161,6 +161,7 @@ def e_loss_padded(
 ) -> TokenStats:
     """Algorithm 12, lines 7-9 (:func:`e_loss`) for ``x̃``, ``x`` padded at their ends: ``T̃``
     restricted to real positions."""
+    _check_padded(ALG12, ETransformerParams, theta, x=(x, valid))  # the targets
     logits = e_transformer_logits_padded(x_tilde, valid, theta, activation=activation, eps=eps)
     return token_stats(logits, x, masked_positions(theta, x_tilde, valid))  # sum and count
 

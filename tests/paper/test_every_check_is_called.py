@@ -190,3 +190,57 @@ def test_softmax_of_bfloat16_scores_is_computed_in_float32():
     got = np.asarray(fa.softmax(A), np.float64)
     assert fa.softmax(A).dtype == jnp.bfloat16
     assert np.abs(got - expected).max() / expected.max() < 2**-9
+
+
+# ------------------------------------------------------------- fresh seed 505 (issue 26)
+
+V = jnp.ones(4, bool)
+BAD = jnp.asarray([1, 2, 99, 4])
+
+
+@pytest.mark.parametrize(
+    "algorithm, name, call",
+    [
+        ("Algorithm 12", "x", lambda t: training.e_transformer_logits_padded(BAD, V, t["e"])),
+        ("Algorithm 11", "z", lambda t: training.ed_transformer_logits_padded(BAD, V, X, t["ed"])),
+        ("Algorithm 11", "x", lambda t: training.ed_transformer_logits_padded(X, V, BAD, t["ed"])),
+        ("Algorithm 13", "x", lambda t: training.d_loss_padded(t["d"], BAD, V)),
+        ("Algorithm 12", "x", lambda t: training.e_loss_padded(t["e"], X, BAD, V)),
+        ("Algorithm 11", "x", lambda t: training.ed_loss_padded(t["ed"], X, V, BAD, V)),
+    ],
+)
+def test_every_padded_form_checks_its_tokens(thetas, algorithm, name, call):
+    """The padded forms check their own tokens, under their own names (a mutant that dropped
+    the check was caught only by the unpadded algorithm's message); Algorithm 12's padded loss
+    checks its targets too (they were not checked: JAX clamped an id of 99 silently)."""
+    with pytest.raises(
+        ValueError, match=rf"{algorithm}\): argument '{name}' holds token ids \[99\]"
+    ):
+        call(thetas)
+
+
+def test_every_training_loop_checks_each_sequence_by_its_index(thetas):
+    """Algorithms 11-13 name the sequence of ``data`` that holds a bad token."""
+    bad = [X, BAD]
+    for algorithm, call in (
+        ("Algorithm 12", lambda: training.e_training(bad, thetas["e"], jax.random.key(0), N_epochs=1, eta=0.1, p_mask=0.5)),
+        ("Algorithm 13", lambda: training.d_training(bad, thetas["d"], N_epochs=1, eta=0.1)),
+        ("Algorithm 11", lambda: training.ed_training([(X, X), (X, BAD)], thetas["ed"], N_epochs=1, eta=0.1)),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"{algorithm}\): argument 'data\[1\]"):
+            call()
+
+
+def test_special_tokens_needs_three_ids_and_three_are_enough():
+    assert fa.special_tokens(3) == dict(mask_token=0, bos_token=1, eos_token=2)
+    with pytest.raises(ValueError, match=r"special_tokens: argument 'N_V' = 2 must be at least 3"):
+        fa.special_tokens(2)
+
+
+@pytest.mark.parametrize("norm", [fa.layer_norm, fa.layer_norm_columns])
+def test_a_norm_names_the_one_parameter_of_the_wrong_length(norm):
+    X4 = jnp.ones(4) if norm is fa.layer_norm else jnp.ones((4, 2))
+    with pytest.raises(ValueError, match=r"argument 'gamma' has shape \(3,\), expected \(4,\)"):
+        norm(X4, jnp.ones(3), jnp.zeros(4))
+    with pytest.raises(ValueError, match=r"argument 'beta' has shape \(5,\), expected \(4,\)"):
+        norm(X4, jnp.ones(4), jnp.zeros(5))
