@@ -72,7 +72,10 @@ TESTS = {
         "test_attention.py",
         "test_every_check_is_called.py",
     ],
-    "formal_algorithms/paper/normalisation.py": ["test_functions_and_norms.py"],
+    "formal_algorithms/paper/normalisation.py": [
+        "test_functions_and_norms.py",
+        "test_every_check_is_called.py",
+    ],
     "formal_algorithms/paper/embeddings.py": [
         "test_embeddings.py",
         "test_architectures.py",
@@ -120,6 +123,7 @@ TESTS = {
         "test_every_check_is_called.py",
     ],
     "formal_algorithms/practice/fast.py": ["test_fast.py", "test_mutation_kills.py"],
+    "formal_algorithms/practice/fit.py": ["test_fit.py", "test_cli_runs_shared.py"],
     "formal_algorithms/paper/checks.py": [
         "test_errors.py",
         "test_embeddings.py",
