@@ -325,11 +325,19 @@ def _hf_kind(config, class_name: str) -> str:
 
 
 def _load_hf(path, kind, torch_dtype):
+    import os
     import pathlib
 
     import transformers  # offline: every call below passes local_files_only=True
 
-    p = pathlib.Path(str(path))
+    if not isinstance(path, (str, os.PathLike)):
+        fail(
+            "from_hf",
+            "model",
+            f"must be a Hugging Face model or a directory path, got {type(path).__name__}",
+            TypeError,
+        )
+    p = pathlib.Path(path)
     if not (p / "config.json").is_file():
         raise FileNotFoundError(
             f"from_hf: argument 'model' = {str(path)!r} is not a directory with a config.json"

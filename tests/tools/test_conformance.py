@@ -648,3 +648,9 @@ def test_x_transformers_decoder_passes_and_its_encoder_as_a_decoder_is_caught():
     broken = A.from_torch(XTransformer(causal=False), vocab_size=40)
     report = C.run_battery(broken, checks=["causality"])
     assert report["causality"].message.startswith("ℓ = 8: the output at position 0 changed by ")
+
+
+def test_from_hf_of_neither_a_model_nor_a_path_is_a_type_error():
+    with pytest.raises(TypeError, match=r"from_hf: argument 'model' must be a Hugging Face model "
+                       r"or a directory path, got object"):  # fmt: skip
+        A.from_hf(object())
