@@ -88,8 +88,9 @@ from .trace import Trace, trace  # noqa: E402  (after the layers it imports)
 
 __version__ = "0.2.0"
 
-__all__ = sorted(name for name in dir() if not name.startswith("_") and name not in {
-    "paper", "practice"})  # fmt: skip
+__all__ = sorted(
+    name for name in dir() if not name.startswith("_") and name not in {"paper", "practice"}
+)
 
 # The submodules of the flat layout before 0.2 (``fa.trainer``, ``from formal_algorithms import
 # cache``) resolve to their new homes on first use; nothing heavy is imported until then.

@@ -69,12 +69,24 @@ def run(
     cfg_d, cfg_ed = (QUICK_D, QUICK_ED) if quick else (GPT2_LIKE, SEQ2SEQ)
     gen = QUICK_GENERATION if quick else GENERATION
     results = dict(
-        config=dict(gpt2_like=cfg_d, seq2seq=cfg_ed, generation=gen, dtype="float32",
-                    repeats=repeats, torch_threads=torch_threads, quick=quick),
-        machine=dict(platform=platform.platform(), cpus=os.cpu_count(), jax=jax.__version__,
-                     torch=torch.__version__, backend=jax.default_backend(),
-                     loadavg_before=os.getloadavg()),
-    )  # fmt: skip
+        config=dict(
+            gpt2_like=cfg_d,
+            seq2seq=cfg_ed,
+            generation=gen,
+            dtype="float32",
+            repeats=repeats,
+            torch_threads=torch_threads,
+            quick=quick,
+        ),
+        machine=dict(
+            platform=platform.platform(),
+            cpus=os.cpu_count(),
+            jax=jax.__version__,
+            torch=torch.__version__,
+            backend=jax.default_backend(),
+            loadavg_before=os.getloadavg(),
+        ),
+    )
     log(f"config: {results['config']}\nload average: {os.getloadavg()}")
     runs, xla_flops = _contenders(cfg_d, cfg_ed, torch_threads, results)
     first = warm_up(runs)

@@ -312,8 +312,10 @@ def _json(name, argument, value) -> str:
 def _extra(where, metadata: dict) -> dict:
     extra = _field(where, metadata, "extra")
     if not isinstance(extra, dict):
-        raise ValueError(f"{where}: metadata field 'extra' must be a JSON object, got "
-                         f"{type(extra).__name__}; the file is damaged")  # fmt: skip
+        raise ValueError(
+            f"{where}: metadata field 'extra' must be a JSON object, got "
+            f"{type(extra).__name__}; the file is damaged"
+        )
     return extra
 
 

@@ -61,13 +61,21 @@ def no_improvement(evals, patience: int | None) -> bool:
 
 def _record(step, losses, result) -> dict:
     """An evaluation after ``step``: the mean training loss since the one before, and ``result``."""
-    return dict(step=step, train_loss=float(np.mean(losses)), held_out_loss=float(result.loss),
-                accuracy=float(result.accuracy), n_targets=int(result.n_targets))  # fmt: skip
+    return dict(
+        step=step,
+        train_loss=float(np.mean(losses)),
+        held_out_loss=float(result.loss),
+        accuracy=float(result.accuracy),
+        n_targets=int(result.n_targets),
+    )
 
 
 def _check(N_steps, start_step, eval_every, patience, evaluate) -> None:
-    for name, value, low in (("N_steps", N_steps, 1), ("eval_every", eval_every, 1),
-                             ("start_step", start_step, 0)):  # fmt: skip
+    for name, value, low in (
+        ("N_steps", N_steps, 1),
+        ("eval_every", eval_every, 1),
+        ("start_step", start_step, 0),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             fail(NAME, name, f"must be an integer >= {low}, got {value!r}")
     if start_step >= N_steps:
@@ -111,28 +119,24 @@ def fit(
     opt_state = optimizer.init(theta) if opt_state is None else opt_state
     history, evals = np.asarray(history, np.float32), list(evals)
     step, stopped = start_step, False
+    loop = dict(optimizer=optimizer, batch_size=batch_size, return_opt_state=True, **train_kw)
     try:
         while step < N_steps and not stopped:
             end = min(N_steps, (step // eval_every + 1) * eval_every)
-            theta, losses, opt_state = trainer.train(
-                theta, data, key, optimizer=optimizer, N_steps=end, batch_size=batch_size,
-                opt_state=opt_state, start_step=step, return_opt_state=True, **train_kw,
-            )  # fmt: skip
+            segment = dict(N_steps=end, opt_state=opt_state, start_step=step, **loop)
+            theta, losses, opt_state = trainer.train(theta, data, key, **segment)
             history, step = np.concatenate([history, np.asarray(losses, np.float32)]), end
             evals.append(_record(step, losses, evaluate(theta)))
             best = evals[-1]["held_out_loss"] <= min(e["held_out_loss"] for e in evals)
             stopped = no_improvement(evals, patience)
-            status = (
-                "finished" if step >= N_steps else "stopped early" if stopped else "in progress"
-            )
+            status = "stopped early" if stopped else "in progress"
+            status = "finished" if step >= N_steps else status
             if on_evaluation is not None:
                 on_evaluation(Evaluated(theta, opt_state, step, history, evals, best, status))
     except (NonFiniteError, TrainingInterrupted) as error:  # inside a segment: the run's history
         error.history = np.concatenate([history, np.asarray(error.history, np.float32)])
         raise
     except KeyboardInterrupt:  # between segments: the state after the last one
-        raise TrainingInterrupted(
-            f"{NAME}: interrupted after step {step}", completed=step, theta=theta,
-            opt_state=opt_state, history=history,
-        ) from None  # fmt: skip
+        state = dict(completed=step, theta=theta, opt_state=opt_state, history=history)
+        raise TrainingInterrupted(f"{NAME}: interrupted after step {step}", **state) from None
     return Fitted(theta, opt_state, history, step, evals, stopped)

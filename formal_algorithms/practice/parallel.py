@@ -219,7 +219,14 @@ def data_parallel_train(
     loop = dict(N_epochs=N_epochs, N_steps=N_steps, batch_size=batch_size, shuffle=shuffle)
     loop.update(callback=callback, start_step=start_step)
     theta, opt_state, history = run_steps(
-        algorithm, step, theta, opt_state, examples, key, p_mask,
-        place_batch=functools.partial(shard_batch, mesh), **loop,
-    )  # fmt: skip
+        algorithm,
+        step,
+        theta,
+        opt_state,
+        examples,
+        key,
+        p_mask,
+        place_batch=functools.partial(shard_batch, mesh),
+        **loop,
+    )
     return (theta, history, opt_state) if return_opt_state else (theta, history)
