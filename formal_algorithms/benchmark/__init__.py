@@ -272,12 +272,13 @@ def write(results: dict, json_path: str | None = None, png_path: str | None = No
         plt.close(fig)
 
 
-def add_arguments(parser) -> None:
-    """The benchmark's options, shared by ``benchmarks/run.py`` and ``formal-algorithms benchmark``."""
+def add_arguments(parser, count=int) -> None:
+    """The benchmark's options, shared by ``benchmarks/run.py`` and ``formal-algorithms benchmark``
+    (which passes its parser type of a count ≥ 1 as ``count``, so the parser refuses 0)."""
     parser.add_argument("--json", metavar="FILE.json", help="write the results here")
     parser.add_argument("--png", metavar="FILE.png", help="write a bar chart here")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
-    parser.add_argument("--repeats", type=int, help="timed rounds (default 7, quick 3)")
+    parser.add_argument("--repeats", type=count, help="timed rounds (default 7, quick 3)")
     parser.add_argument("--skip-generation", action="store_true", help="no generation part")
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from .options import integer
+
 
 def run(args) -> int:
     from .. import benchmark  # needs the train and interop extras (optax, torch, transformers)
@@ -22,5 +24,5 @@ def register(sub) -> None:
     )
     from ..benchmark import add_arguments  # argparse only; the heavy imports happen in run()
 
-    add_arguments(p)
+    add_arguments(p, count=integer(1))
     p.set_defaults(run=run)

@@ -109,8 +109,6 @@ def test_every_numeric_option_is_checked_by_its_parser_type():
     parser, bare = build_parser(), []
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     for name, command in sub.choices.items():
-        if name == "benchmark":  # its options are the benchmark module's (issue 26, left)
-            continue
         for action in command._actions:
             if action.type in (int, float):
                 bare.append(f"{name} {action.option_strings[0]}")
