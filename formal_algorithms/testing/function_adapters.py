@@ -7,52 +7,27 @@ from __future__ import annotations
 import numpy as np
 
 from ..paper.checks import fail
-from .token_model import NotSupported, TokenModel, accepted_arguments
+from .token_model import DEFAULT_SETTINGS, NotSupported, TokenModel, accepted_arguments
 
 # ====================================================================================== JAX
 
 
 class _FunctionModel(TokenModel):
     def __init__(
-        self,
-        fn,
-        where,
-        *,
-        batched,
-        kind,
-        vocab_size,
-        pad_token_id,
-        special_ids,
-        max_length,
-        output,
-        positions,
-        name,
-        embed,
-        from_embeddings,
-        framework,
-        columns=False,
-        cached=None,
-    ):
+        self, fn, where, *, batched, name, embed, from_embeddings, framework, columns=False,
+        cached=None, **settings,
+    ):  # fmt: skip
+        """``settings``: :meth:`TokenModel._configure`'s (kind, vocab_size, pad_token_id, …)."""
         if not callable(fn):
             fail(where, "fn", f"must be callable, got {type(fn).__name__}", TypeError)
         if (embed is None) != (from_embeddings is None):
             fail(where, "embed", "and from_embeddings go together: give both or neither")
         self.fn, self.batched, self.columns, self.framework = fn, batched, columns, framework
-        self._configure(
-            where,
-            kind=kind,
-            vocab_size=vocab_size,
-            pad_token_id=pad_token_id,
-            special_ids=special_ids,
-            max_length=max_length,
-            output=output,
-            positions=positions,
-            name=name or getattr(fn, "__name__", type(fn).__name__),
-        )
+        self._configure(where, name=name or getattr(fn, "__name__", type(fn).__name__), **settings)
         accepted = accepted_arguments(fn)
         self.accepts_attention_mask = "attention_mask" in accepted
         self.accepts_position_ids = "position_ids" in accepted
-        if kind == "seq2seq" and "z" not in accepted:
+        if self.kind == "seq2seq" and "z" not in accepted:
             fail(where, "fn", "must take the context as z= for kind='seq2seq'", TypeError)
         self.embed, self.from_embeddings = embed, from_embeddings
         if cached is not None and not callable(cached):
@@ -145,43 +120,11 @@ class _FunctionModel(TokenModel):
         return influence
 
 
-def _function_model(
-    fn,
-    where,
-    framework,
-    *,
-    vocab_size,
-    kind="causal",
-    batched=True,
-    pad_token_id=0,
-    special_ids=(),
-    max_length=None,
-    output="logits",
-    positions=None,
-    name=None,
-    embed=None,
-    from_embeddings=None,
-    columns=False,
-    cached=None,
-):
-    return _FunctionModel(
-        fn,
-        where,
-        batched=batched,
-        kind=kind,
-        vocab_size=vocab_size,
-        pad_token_id=pad_token_id,
-        special_ids=special_ids,
-        max_length=max_length,
-        output=output,
-        positions=positions,
-        name=name,
-        embed=embed,
-        from_embeddings=from_embeddings,
-        framework=framework,
-        columns=columns,
-        cached=cached,
-    )
+def _function_model(fn, where, framework, *, batched=True, name=None, embed=None,
+                    from_embeddings=None, columns=False, cached=None, **settings):  # fmt: skip
+    adapter = dict(batched=batched, name=name, embed=embed, from_embeddings=from_embeddings)
+    adapter.update(framework=framework, columns=columns, cached=cached)
+    return _FunctionModel(fn, where, **adapter, **{**DEFAULT_SETTINGS, **settings})
 
 
 def from_callable(fn, *, vocab_size: int, **options) -> TokenModel:

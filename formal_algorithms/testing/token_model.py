@@ -43,6 +43,12 @@ def int_array(x, where: str, argument: str = "x") -> np.ndarray:
 # ================================================================================ the interface
 
 
+#: the defaults of the settings every adapter takes (:meth:`TokenModel._configure`'s, but
+#: ``vocab_size`` and ``name``, which each adapter gives)
+DEFAULT_SETTINGS = dict(kind="causal", pad_token_id=0, special_ids=(), max_length=None,
+                        output="logits", positions=None)  # fmt: skip
+
+
 class TokenModel:
     """A model from token ids to logits, as the conformance checks see it.
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..paper.checks import fail
-from .token_model import NotSupported, TokenModel, accepted_arguments, as_numpy
+from .token_model import DEFAULT_SETTINGS, NotSupported, TokenModel, accepted_arguments, as_numpy
 
 # ===================================================================================== torch
 
@@ -21,21 +21,8 @@ def _torch():
 class _TorchModel(TokenModel):
     framework = "torch"
 
-    def __init__(
-        self,
-        module,
-        where,
-        *,
-        kind,
-        vocab_size,
-        pad_token_id,
-        special_ids,
-        max_length,
-        output,
-        positions,
-        name,
-        embedding,
-    ):
+    def __init__(self, module, where, *, name, embedding, **settings):
+        """``settings``: :meth:`TokenModel._configure`'s (kind, vocab_size, pad_token_id, …)."""
         torch = _torch()
         if not isinstance(module, torch.nn.Module):
             fail(
@@ -45,24 +32,14 @@ class _TorchModel(TokenModel):
                 TypeError,
             )
         self.module = module
-        self._configure(
-            where,
-            kind=kind,
-            vocab_size=vocab_size,
-            pad_token_id=pad_token_id,
-            special_ids=special_ids,
-            max_length=max_length,
-            output=output,
-            positions=positions,
-            name=name or type(module).__name__,
-        )
+        self._configure(where, name=name or type(module).__name__, **settings)
         accepted = accepted_arguments(module.forward)
         self._accepted = accepted
         self.accepts_attention_mask = "attention_mask" in accepted
         self.accepts_position_ids = "position_ids" in accepted
         self._cache_arg = next((a for a in ("cache", "past_key_values") if a in accepted), None)
         self.has_cache = self._cache_arg is not None and "use_cache" in accepted
-        if kind == "seq2seq" and "decoder_input_ids" not in accepted:
+        if self.kind == "seq2seq" and "decoder_input_ids" not in accepted:
             fail(where, "module", "must take decoder_input_ids for kind='seq2seq'", TypeError)
         self._embedding = embedding
         self.gradient = "torch.autograd"
@@ -214,19 +191,7 @@ class _TorchModel(TokenModel):
         return torch.stack(rows, dim=1).detach().cpu().double().numpy()
 
 
-def from_torch(
-    module,
-    *,
-    vocab_size: int,
-    kind: str = "causal",
-    pad_token_id: int = 0,
-    special_ids=(),
-    max_length=None,
-    output: str = "logits",
-    positions=None,
-    name=None,
-    embedding=None,
-) -> TokenModel:
+def from_torch(module, *, vocab_size: int, name=None, embedding=None, **settings) -> TokenModel:
     """A ``torch.nn.Module`` as a :class:`TokenModel` (call ``module.eval()`` yourself: the
     determinism check is there to notice when you did not).
 
@@ -238,19 +203,9 @@ def from_torch(
     ``embedding``: the module whose output is the token embeddings, for the gradient checks
     (default ``get_input_embeddings()`` or the first ``nn.Embedding``).
     """
-    return _TorchModel(
-        module,
-        "from_torch",
-        kind=kind,
-        vocab_size=vocab_size,
-        pad_token_id=pad_token_id,
-        special_ids=special_ids,
-        max_length=max_length,
-        output=output,
-        positions=positions,
-        name=name,
-        embedding=embedding,
-    )
+    settings = {**DEFAULT_SETTINGS, **settings}
+    return _TorchModel(module, "from_torch", vocab_size=vocab_size, name=name, embedding=embedding,
+                       **settings)  # fmt: skip
 
 
 # ============================================================================== Hugging Face
@@ -292,19 +247,9 @@ def from_hf(model, *, kind=None, name=None, torch_dtype=None) -> TokenModel:
     }
     specials = [i for i in ids.values() if isinstance(i, int)]  # a list of eos ids: not special
     pad = next((i for i in (ids["pad"], ids["eos"], 0) if isinstance(i, int)), 0)
-    adapted = _HFModel(
-        model,
-        where,
-        kind=kind,
-        vocab_size=int(vocab),
-        pad_token_id=pad,
-        special_ids=specials,
-        max_length=max_length,
-        output="logits",
-        positions=True,
-        name=name or type(model).__name__,
-        embedding=None,
-    )
+    settings = dict(kind=kind, vocab_size=int(vocab), pad_token_id=pad, special_ids=specials)
+    settings.update(max_length=max_length, output="logits", positions=True)
+    adapted = _HFModel(model, where, name=name or type(model).__name__, embedding=None, **settings)
     positions = getattr(getattr(model.base_model, "embeddings", None), "position_embeddings", None)
     offset = getattr(positions, "padding_idx", None)  # RoBERTa counts positions from pad + 1
     if isinstance(offset, int) and max_length is not None:
