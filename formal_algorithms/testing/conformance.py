@@ -61,9 +61,7 @@ from .probing import (
     INVARIANTS,
     ConformanceViolation,
     NotApplicable,
-    column_diff,
-    first_bad,
-    fmt_size,
+    check_same_forward,
     probe_length,
     random_context,
     random_tokens,
@@ -127,16 +125,7 @@ def precondition_finite(first) -> str:
 
 def precondition_deterministic(first, second) -> str:
     """Two forward passes on one input agree exactly (no dropout, no unseeded randomness)."""
-    diffs = np.maximum(column_diff(first[0], second[0]), column_diff(first[1], second[1]))
-    p, size = first_bad(diffs, 0.0)
-    if p is not None:
-        violation(
-            "deterministic",
-            f"two forward passes on the same input differ at position {p} by {fmt_size(size)}: is "
-            "dropout on (model.eval() not called) or an unseeded random source used?",
-            p,
-            size,
-        )
+    check_same_forward("deterministic", first, second)
     return "two forward passes on one input identical"
 
 

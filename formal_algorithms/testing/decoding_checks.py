@@ -11,6 +11,7 @@ import numpy as np
 from .adapters import TokenModel
 from .probing import (
     NotApplicable,
+    check_same_forward,
     column_diff,
     first_bad,
     fmt_size,
@@ -284,16 +285,7 @@ def check_determinism(model: TokenModel, *, seed: int = 0, length: int = 8, new_
     ell = probe_length(model, length, reserve=new_tokens)
     x, z = random_tokens(model, rng, (2, ell)), random_context(model, rng, 2, ell)
     first, second = model.logits(x, z=z), model.logits(x, z=z)
-    diffs = np.maximum(column_diff(first[0], second[0]), column_diff(first[1], second[1]))
-    p, size = first_bad(diffs, 0.0)
-    if p is not None:
-        violation(
-            "determinism",
-            f"two forward passes on the same input differ at position {p} by {fmt_size(size)}: is "
-            "dropout on (model.eval() not called) or an unseeded random source used?",
-            p,
-            size,
-        )
+    check_same_forward("determinism", first, second)
     if not model.can_generate:
         return "two forward passes identical"
     use_cache = model.has_cache

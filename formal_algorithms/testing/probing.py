@@ -117,3 +117,17 @@ def padded(x, pads, side):
     ids = np.concatenate([x, pads], axis=1)
     mask = np.concatenate([np.ones((1, ell), int), np.zeros((1, n), int)], axis=1)
     return ids, mask, np.arange(ell)
+
+
+def check_same_forward(invariant, first, second) -> None:
+    """Two forward passes on one input (two examples each) agree exactly."""
+    diffs = np.maximum(column_diff(first[0], second[0]), column_diff(first[1], second[1]))
+    p, size = first_bad(diffs, 0.0)
+    if p is not None:
+        violation(
+            invariant,
+            f"two forward passes on the same input differ at position {p} by {fmt_size(size)}: is "
+            "dropout on (model.eval() not called) or an unseeded random source used?",
+            p,
+            size,
+        )
