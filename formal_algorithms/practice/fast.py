@@ -282,24 +282,18 @@ def train_step_fast(
     ``z_valid``, ``x``, ``x_valid``), from :func:`~.trainer.make_batch`, the forward with the batch
     as columns. ``activation`` defaults to the algorithm's (GELU, GELU, ReLU). Returns
     ``(θ, opt_state, loss, stats)``, ``stats`` a :class:`~.trainer.StepStats`."""
-    import optax  # the train extra, as in trainer
+    from .trainer import optimizer_step  # the train extra (optax), as in trainer
 
     is_ed = isinstance(theta, EDTransformerParams)
     activation = activation or (relu if is_ed else gelu)
 
-    def loss(th):
+    def stats_of(th):
         if isinstance(th, DTransformerParams):
-            stats = d_batch_stats_columns(
+            return d_batch_stats_columns(
                 th, batch["x"], batch["valid"], activation=activation, eps=eps
             )
-        elif isinstance(th, ETransformerParams):
-            stats = e_batch_stats_columns(th, batch, p_mask, activation=activation, eps=eps)
-        else:
-            stats = ed_batch_stats_columns(th, batch, activation=activation, eps=eps)
-        value = stats.loss / jnp.maximum(stats.n_targets, 1) if reduction == "mean" else stats.loss
-        return value, stats
+        if isinstance(th, ETransformerParams):
+            return e_batch_stats_columns(th, batch, p_mask, activation=activation, eps=eps)
+        return ed_batch_stats_columns(th, batch, activation=activation, eps=eps)
 
-    (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(theta)
-    updates, opt_state = optimizer.update(grads, opt_state, theta)
-    stats = StepStats(*stats, optax.tree.norm(grads))
-    return optax.apply_updates(theta, updates), opt_state, value, stats
+    return optimizer_step(stats_of, theta, opt_state, optimizer, reduction)

@@ -226,8 +226,18 @@ def train_step(
     """One optimiser step on one batch: ``(θ, opt_state, loss, stats)``, ``stats`` a
     :class:`StepStats`. Jitted; it compiles once per batch shape (bucket) and optimiser."""
 
+    def stats_of(th):
+        return batch_stats(th, batch, p_mask, activation=activation, eps=eps)
+
+    return optimizer_step(stats_of, theta, opt_state, optimizer, reduction)
+
+
+def optimizer_step(stats_of, theta, opt_state, optimizer, reduction):
+    """The update of every training step: the gradient of the ``reduction`` of ``stats_of(θ)``
+    (a :class:`TokenStats`), one ``optimizer`` update, and the gradient's norm in the stats."""
+
     def loss(th):
-        stats = batch_stats(th, batch, p_mask, activation=activation, eps=eps)
+        stats = stats_of(th)
         return _reduce(stats, reduction), stats
 
     (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(theta)
