@@ -248,12 +248,18 @@ def _compiled(generate):
 _d_generate_one, _d_generate_batch = _compiled(_d_generate)
 
 
-def _check_d(theta, prompts, ell_gen, tau):
-    check_params(theta, D_INFERENCE, DTransformerParams)
+def _check_sequences(algorithm, expected, theta, sequences) -> int:
+    """θ of the ``expected`` class, and each named sequence's ids and dtype; returns ℓ_max."""
+    check_params(theta, algorithm, expected)
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
-    for name, x in prompts:
-        check_tokens(D_INFERENCE, name, x, N_V, ell_max)
-        check_token_dtype(D_INFERENCE, name, x, N_V)
+    for name, x in sequences:
+        check_tokens(algorithm, name, x, N_V, ell_max)
+        check_token_dtype(algorithm, name, x, N_V)
+    return ell_max
+
+
+def _check_d(theta, prompts, ell_gen, tau):
+    ell_max = _check_sequences(D_INFERENCE, DTransformerParams, theta, prompts)
     ell_gen = check_count(D_INFERENCE, "ell_gen", ell_gen)
     longest = max(np.shape(x)[0] for _, x in prompts)
     if longest + ell_gen - 1 > ell_max:
@@ -481,11 +487,7 @@ _ed_generate_one, _ed_generate_batch = _compiled(_ed_generate)
 
 
 def _check_ed(theta, contexts, tau, max_length):
-    check_params(theta, ED_INFERENCE, EDTransformerParams)
-    N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
-    for name, z in contexts:
-        check_tokens(ED_INFERENCE, name, z, N_V, ell_max)
-        check_token_dtype(ED_INFERENCE, name, z, N_V)
+    ell_max = _check_sequences(ED_INFERENCE, EDTransformerParams, theta, contexts)
     return check_tau(ED_INFERENCE, tau), check_max_length(ED_INFERENCE, max_length, ell_max)
 
 
