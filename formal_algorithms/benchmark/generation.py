@@ -11,6 +11,7 @@ import numpy as np
 
 from ..paper.parameters import init_d_transformer
 from .common import round_robin, summary, warm_up
+from .pytorch import gpt2_model
 
 
 def cached_contender(theta, prompt, ell_gen):
@@ -58,20 +59,9 @@ def hf_generate_contender(cfg, prompt, ell_gen, threads):
     """``GPT2LMHeadModel.generate`` with its KV cache, random weights of the same sizes, pure
     sampling (τ = 1, no top-k/top-p), all ``ell_gen`` tokens forced, ``threads`` torch threads."""
     import torch
-    import transformers
 
     torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=cfg["N_V"],
-        n_positions=cfg["ell_max"],
-        n_embd=cfg["d_e"],
-        n_layer=cfg["L"],
-        n_head=cfg["H"],
-        n_inner=cfg["d_mlp"],
-        bos_token_id=cfg["N_V"] - 2,
-        eos_token_id=cfg["N_V"] - 1,
-    )
-    model = transformers.GPT2LMHeadModel(config).eval()
+    model = gpt2_model(cfg, bos_token_id=cfg["N_V"] - 2, eos_token_id=cfg["N_V"] - 1).eval()
     input_ids = torch.as_tensor(np.asarray(prompt)[None, :], dtype=torch.long)
     kwargs = dict(
         do_sample=True,

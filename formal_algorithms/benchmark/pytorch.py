@@ -6,23 +6,21 @@ from __future__ import annotations
 from .common import LEARNING_RATE, WEIGHT_DECAY, tokens
 
 
+def gpt2_model(cfg, **config):
+    """A ``GPT2LMHeadModel`` of the benchmark's sizes ``cfg``, random weights (torch's RNG)."""
+    import transformers
+
+    sizes = dict(vocab_size=cfg["N_V"], n_positions=cfg["ell_max"], n_embd=cfg["d_e"])
+    sizes.update(n_layer=cfg["L"], n_head=cfg["H"], n_inner=cfg["d_mlp"])
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**sizes, **config))
+
+
 def torch_gpt2(cfg, rng):
     import torch
     import transformers
 
     torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=cfg["N_V"],
-        n_positions=cfg["ell_max"],
-        n_embd=cfg["d_e"],
-        n_layer=cfg["L"],
-        n_head=cfg["H"],
-        n_inner=cfg["d_mlp"],
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
-    model = transformers.GPT2LMHeadModel(config)
+    model = gpt2_model(cfg, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     ids = torch.as_tensor(tokens(rng, cfg["batch"], cfg["ell_max"], cfg["N_V"]), dtype=torch.long)
     opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
 
