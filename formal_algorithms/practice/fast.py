@@ -30,7 +30,6 @@ remain the definition.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,20 +44,11 @@ from ..paper.parameters import DTransformerParams, EDTransformerParams, ETransfo
 from ..paper.training import TokenStats, mask_tokens, masked_positions, token_stats
 from ..paper.validation import check_inputs, check_params
 from .kv_attention import attend, output
+from .update import optimizer_step
 
 ALG10 = "DTransformer (Algorithm 10)"
 ALG8 = "EDTransformer (Algorithm 8)"
 ALG9 = "ETransformer (Algorithm 9)"
-
-
-class StepStats(NamedTuple):
-    """What one training step saw (this module's and :func:`.trainer.train_step`): the batch's summed ``loss``, ``n_targets``, ``n_correct`` (as
-    :class:`~.training.TokenStats`) and the global norm of the gradient."""
-
-    loss: jax.Array
-    n_targets: jax.Array
-    n_correct: jax.Array
-    grad_norm: jax.Array
 
 
 def stack_layers(layers):
@@ -281,9 +271,7 @@ def train_step_fast(
     (``x``, ``valid``, ``key``; masked with probability ``p_mask``) or Algorithm 8 (``z``,
     ``z_valid``, ``x``, ``x_valid``), from :func:`~.trainer.make_batch`, the forward with the batch
     as columns. ``activation`` defaults to the algorithm's (GELU, GELU, ReLU). Returns
-    ``(θ, opt_state, loss, stats)``, ``stats`` a :class:`~.trainer.StepStats`."""
-    from .trainer import optimizer_step  # the train extra (optax), as in trainer
-
+    ``(θ, opt_state, loss, stats)``, ``stats`` a :class:`~.update.StepStats`."""
     is_ed = isinstance(theta, EDTransformerParams)
     activation = activation or (relu if is_ed else gelu)
 

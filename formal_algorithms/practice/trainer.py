@@ -55,7 +55,8 @@ from ..paper.training import (
     pad,
 )
 from ..paper.validation import check_params
-from .fast import StepStats, train_step_fast
+from .fast import train_step_fast
+from .update import optimizer_step
 
 _ALGORITHM = {
     DTransformerParams: ALG13,
@@ -155,12 +156,6 @@ def batch_stats(theta, batch: dict, p_mask=0.15, *, activation=None, eps=EPS) ->
     return TokenStats(*(jnp.sum(s) for s in per_row))
 
 
-def _reduce(stats: TokenStats, reduction: str):
-    if reduction == "mean":
-        return stats.loss / jnp.maximum(stats.n_targets, 1)
-    return stats.loss
-
-
 def _check_real(algorithm, name, value, *, low, high=None, strict=False):
     """A finite real number > low (``strict``) or >= low, and < high if given."""
     if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
@@ -224,26 +219,12 @@ def train_step(
     eps=EPS,
 ):
     """One optimiser step on one batch: ``(θ, opt_state, loss, stats)``, ``stats`` a
-    :class:`StepStats`. Jitted; it compiles once per batch shape (bucket) and optimiser."""
+    :class:`~.update.StepStats`. Jitted; it compiles once per batch shape (bucket) and optimiser."""
 
     def stats_of(th):
         return batch_stats(th, batch, p_mask, activation=activation, eps=eps)
 
     return optimizer_step(stats_of, theta, opt_state, optimizer, reduction)
-
-
-def optimizer_step(stats_of, theta, opt_state, optimizer, reduction):
-    """The update of every training step: the gradient of the ``reduction`` of ``stats_of(θ)``
-    (a :class:`TokenStats`), one ``optimizer`` update, and the gradient's norm in the stats."""
-
-    def loss(th):
-        stats = stats_of(th)
-        return _reduce(stats, reduction), stats
-
-    (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(theta)
-    updates, opt_state = optimizer.update(grads, opt_state, theta)
-    stats = StepStats(*stats, optax.tree.norm(grads))
-    return optax.apply_updates(theta, updates), opt_state, value, stats
 
 
 @functools.partial(jax.jit, static_argnames=("activation", "eps"))
