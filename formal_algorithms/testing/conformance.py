@@ -32,6 +32,10 @@ The invariants (the paper's sections in brackets):
   attention row must not give NaN), and probabilities are columns in [0, 1] summing to 1
   (log-probabilities: ``logsumexp = 0``).
 - ``determinism``: two forward passes agree exactly; two sampled generations under one seed agree.
+- ``attention_implementations``, ``eos``, ``label_shift``, ``bfloat16``: what Hugging Face's own
+  model tests check (:mod:`.framework_checks`): eager and SDPA attention agree; generation stops at
+  eos; the loss from labels is the paper's, shifted as the model's kind needs; bfloat16 cached
+  decoding within a stated drift. Models whose adapter has no such hook skip them.
 
 Tolerance: outputs are compared to ``atol · max |reference|`` (relative to the largest output;
 default ``atol = 1e-4``: float32 models differ by ~1e-7 relative between batch shapes, and the bugs
@@ -56,6 +60,12 @@ from .decoding_checks import (
     check_cache,
     check_determinism,
     check_distributions,
+)
+from .framework_checks import (
+    check_attention_implementations,
+    check_bfloat16,
+    check_eos,
+    check_label_shift,
 )
 from .probing import (
     INVARIANTS,
@@ -83,13 +93,17 @@ __all__ = [
     "ConformanceReport",
     "ConformanceViolation",
     "NotApplicable",
+    "check_attention_implementations",
     "check_batch",
+    "check_bfloat16",
     "check_bidirectionality",
     "check_batched_generation",
     "check_cache",
     "check_causality",
     "check_determinism",
     "check_distributions",
+    "check_eos",
+    "check_label_shift",
     "check_padding",
     "check_permutation",
     "probe_lengths",
@@ -144,6 +158,10 @@ _COMPARING = (
     "batched_generation",
     "permutation",
     "bidirectionality",
+    "attention_implementations",
+    "eos",
+    "label_shift",
+    "bfloat16",
 )
 INVALIDATES = {"finite": (*_COMPARING, "determinism"), "deterministic": _COMPARING}
 
@@ -161,7 +179,12 @@ CHECKS = {
     "permutation": check_permutation,
     "distributions": check_distributions,
     "determinism": check_determinism,
+    "attention_implementations": check_attention_implementations,
+    "eos": check_eos,
+    "label_shift": check_label_shift,
+    "bfloat16": check_bfloat16,
 }
+EXACT = ("determinism", "eos")  # the checks that compare exactly (no atol)
 
 STATUSES = ("pass", "fail", "skip", "error", "not meaningful")
 _LABELS = {
@@ -349,7 +372,7 @@ def run_battery(
                 CheckResult(name, INVARIANTS[name], "not meaningful", invalid[name])
             )
             continue
-        kwargs = {"seed": seed} if name == "determinism" else {"seed": seed, "atol": atol}
+        kwargs = {"seed": seed} if name in EXACT else {"seed": seed, "atol": atol}
         report.results.append(_at_lengths(name, model, kwargs, lengths, progress))
     return report
 

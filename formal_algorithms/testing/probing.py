@@ -20,6 +20,10 @@ INVARIANTS = {
     "bidirectionality": "an encoder's every output depends on every real token",
     "distributions": "outputs are finite (padding too) and describe distributions",
     "determinism": "the same input (and seed) gives the same output",
+    "attention_implementations": "eager and SDPA attention give the same outputs",
+    "eos": "generation stops each row at the eos token and pads it after",
+    "label_shift": "the loss from labels is the paper's loss computed from the logits",
+    "bfloat16": "in bfloat16, cached decoding stays within a stated drift of the full forward",
 }
 
 

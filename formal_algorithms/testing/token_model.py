@@ -129,6 +129,23 @@ class TokenModel:
         """The model's own generation (Hugging Face's ``generate``), or None to use the loop."""
         return None
 
+    # The hooks of the checks Hugging Face's own model tests make (:mod:`.framework_checks`).
+
+    def _attention_implementations(self) -> tuple[str, ...]:
+        raise NotSupported(f"{self.name} has no choice of attention implementation")
+
+    def _forward_with_attention(self, implementation, x, attention_mask, position_ids, z, z_mask):
+        raise NotSupported(f"{self.name} has no choice of attention implementation")
+
+    def _generate_until(self, x, n, eos, z):
+        raise NotSupported(f"{self.name} has no generate of its own that takes an eos token")
+
+    def _loss_from_labels(self, x, labels, z):
+        raise NotSupported(f"{self.name} computes no loss from labels")
+
+    def _in_dtype(self, dtype: str) -> TokenModel:
+        raise NotSupported(f"{self.name} cannot be cast to {dtype}")
+
     # ---- the public methods ----------------------------------------------------------------------
 
     def logits(self, x, *, attention_mask=None, position_ids=None, z=None, z_mask=None):
@@ -233,6 +250,42 @@ class TokenModel:
                 mask = np.concatenate([mask, np.ones_like(mask[:, :1])], axis=1)
             del step
         return (x, np.stack(steps, axis=1)) if return_logits else x
+
+    def logits_with_attention(self, implementation, x, *, attention_mask=None, position_ids=None,
+                              z=None, z_mask=None):  # fmt: skip
+        """:meth:`logits` with the model's attention computed by ``implementation`` (one of
+        :meth:`attention_implementations`; the model's own setting is restored after)."""
+        where = f"{self.name}.logits_with_attention"
+        x = int_array(x, where)
+        choices = self.attention_implementations()
+        if implementation not in choices:
+            fail(where, "implementation", f"must be one of {choices}, got {implementation!r}")
+        raw = self._forward_with_attention(
+            implementation, x, attention_mask, position_ids, z, z_mask
+        )
+        return np.transpose(outputs_of(raw, self.name), (0, 2, 1))
+
+    def attention_implementations(self) -> tuple[str, ...]:
+        """The attention implementations the model can switch between (Hugging Face's
+        ``attn_implementation``: ``"eager"``, ``"sdpa"``), the reference first."""
+        return tuple(self._attention_implementations())
+
+    def generate_until(self, x, n, *, eos=None, z=None) -> np.ndarray:
+        """Greedy ``x`` + at most ``n`` tokens from the model's own ``generate``, stopping a row at
+        the token ``eos`` (None: never) and filling finished rows with ``pad_token_id``."""
+        x = int_array(x, f"{self.name}.generate_until")
+        return np.asarray(self._generate_until(x, n, eos, z))
+
+    def loss_from_labels(self, x, labels, *, z=None) -> float:
+        """The model's own loss given ``labels`` (``(B, ℓ)``, −100 = ignored), Hugging Face's
+        ``model(…, labels=labels).loss``."""
+        x = int_array(x, f"{self.name}.loss_from_labels")
+        return float(self._loss_from_labels(x, np.asarray(labels), z))
+
+    def in_dtype(self, dtype: str) -> TokenModel:
+        """A copy of the model whose parameters and computation are in ``dtype``
+        (``"bfloat16"``); this model is unchanged."""
+        return self._in_dtype(dtype)
 
     def as_function(self, z=None):
         """The model as a function of the paper's orientation, one sequence ``x (ℓ,)`` to its

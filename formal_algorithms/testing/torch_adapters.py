@@ -4,6 +4,8 @@ torch is imported only when a torch model is given."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from ..paper.checks import fail
@@ -145,6 +147,18 @@ class _TorchModel(TokenModel):
         logits = np.stack([as_numpy(step) for step in out.logits], axis=1)
         return out.sequences.cpu().numpy(), logits
 
+    def _in_dtype(self, dtype):
+        torch = _torch()
+        if dtype != "bfloat16":
+            fail(f"{self.name}.in_dtype", "dtype", f"must be 'bfloat16', got {dtype!r}")
+        low = copy.copy(self)  # the same settings, a cast copy of the module
+        low.module = copy.deepcopy(self.module).to(torch.bfloat16)
+        low.name = f"{self.name} (bfloat16)"
+        if self._embedding is not None:  # the same submodule, in the copy
+            names = {m: n for n, m in self.module.named_modules()}
+            low._embedding = low.module.get_submodule(names[self._embedding])
+        return low
+
     def _embedding_module(self):
         torch = _torch()
         if self._embedding is not None:
@@ -213,6 +227,43 @@ def from_torch(module, *, vocab_size: int, name=None, embedding=None, **settings
 
 class _HFModel(_TorchModel):
     framework = "hf"
+    decoder_start_token_id: int | None = None
+
+    def _attention_implementations(self):
+        if not getattr(self.module, "_supports_sdpa", False):
+            raise NotSupported(f"{self.name} has only one attention implementation (no SDPA)")
+        return ("eager", "sdpa")
+
+    def _forward_with_attention(self, implementation, x, attention_mask, position_ids, z, z_mask):
+        before = self.module.config._attn_implementation
+        self.module.set_attn_implementation(implementation)
+        try:
+            return self._forward(x, attention_mask, position_ids, z, z_mask)
+        finally:
+            self.module.set_attn_implementation(before)
+
+    def _generate_until(self, x, n, eos, z):
+        torch = _torch()
+        config = copy.deepcopy(self.module.generation_config)
+        eos = [] if eos is None else eos  # None would fall back to the model's own eos
+        config.update(eos_token_id=eos, pad_token_id=self.pad_token_id, max_new_tokens=n,
+                      min_new_tokens=None, do_sample=False, forced_eos_token_id=None)  # fmt: skip
+        kw = {"input_ids": self._tensor(x), "attention_mask": self._tensor(np.ones_like(x))}
+        if self.kind == "seq2seq":
+            kw = {"input_ids": self._tensor(z), "decoder_input_ids": self._tensor(x)}
+        with torch.no_grad():
+            return self.module.generate(**kw, generation_config=config).cpu().numpy()
+
+    def _loss_from_labels(self, x, labels, z):
+        torch = _torch()
+        kw = self._kwargs(x, None, None, z, None)
+        if self.kind == "seq2seq":
+            del kw["decoder_input_ids"]  # the model makes them from the labels
+        kw["labels"] = torch.as_tensor(np.array(labels, dtype=np.int64), device=self._device())
+        if "use_cache" in self._accepted:
+            kw["use_cache"] = False
+        with torch.no_grad():
+            return self.module(**kw).loss.item()
 
 
 def from_hf(model, *, kind=None, name=None, torch_dtype=None) -> TokenModel:
@@ -254,6 +305,7 @@ def from_hf(model, *, kind=None, name=None, torch_dtype=None) -> TokenModel:
     offset = getattr(positions, "padding_idx", None)  # RoBERTa counts positions from pad + 1
     if isinstance(offset, int) and max_length is not None:
         adapted.max_length = max_length - offset - 1
+    adapted.decoder_start_token_id = ids["decoder_start"]
     window = getattr(config, "sliding_window", None)
     if isinstance(window, int) and getattr(config, "use_sliding_window", True) is not False:
         adapted.sliding_window = window
