@@ -52,7 +52,7 @@ def run(*, n: int = 64, repeats: int = 3, prompt: str = PROMPT) -> dict:
     messages = [{"role": "user", "content": prompt}]
     chat = dict(add_generation_prompt=True, tokenize=True, return_dict=True)
     ids = tokenizer.apply_chat_template(messages, **chat)["input_ids"]
-    decoder = Decoder(model.theta, rope_base=model.rope_base, eps=model.eps, context=model.context)
+    decoder = Decoder(model.theta, context=model.context)
     x = torch.tensor(ids)[None]
     outputs = {}
 

@@ -107,7 +107,6 @@ def run(
 
 def run_smollm2(*, rounds: int = 3, n_tokens: int = SMOLLM2_TOKENS, log=print) -> dict:
     """SmolLM2-135M's forward on an ``n_tokens`` prompt, eager and traced (the family's ``llama``)."""
-    import functools
 
     from ..families.llama import llama
     from ..interop.gguf import gguf_tokenizer, read_llama_gguf, smollm2_path
@@ -119,7 +118,7 @@ def run_smollm2(*, rounds: int = 3, n_tokens: int = SMOLLM2_TOKENS, log=print) -
     if len(ids) < n_tokens:
         raise ValueError(f"the benchmark prompt has {len(ids)} tokens, fewer than {n_tokens}")
     x = jnp.asarray(ids)
-    forward = functools.partial(llama, rope_base=model.rope_base, eps=model.eps)
+    forward = llama  # θ carries its RoPE base and ε
     counts = {}
 
     def eager():

@@ -51,7 +51,7 @@ def run(args) -> int:
     path = args.gguf or smollm2_path()
     model = read_llama_gguf(path)
     tokenizer = gguf_tokenizer(path)
-    decoder = Decoder(model.theta, rope_base=model.rope_base, eps=model.eps, context=model.context)
+    decoder = Decoder(model.theta, context=model.context)
     messages = [] if args.system is None else [{"role": "system", "content": args.system}]
     key = jax.random.key(args.seed)
     if args.prompt is not None:

@@ -215,7 +215,7 @@ def _gguf(args) -> Subject:
         raise ValueError("--prompt is empty: nothing to trace")
     model = read_llama_gguf(path)
     _fits(x, model.context - (args.generate or 1) + 1, "--prompt")
-    config = dict(theta=model.theta, rope_base=model.rope_base, eps=model.eps)
+    config = dict(theta=model.theta)  # θ carries its RoPE base and ε
     logits, P = functools.partial(llama_logits, **config), functools.partial(llama, **config)
     hp = llama_hyperparameters(model.theta)
     about = f"{os.path.basename(path)} (Llama family: L = {hp['L']}, H = {hp['H']}, G = {hp['G']})"

@@ -16,11 +16,14 @@ Algorithm 10, line by line, and what GPT-NeoX puts there:
   with γ and β (lines 5, 7, 10) and line 11 are the paper's; ``W_u`` is untied unless ``None``.
 
 θ is the paper's θ without ``W_p``: :class:`GPTNeoXParams`, whose layers are the paper's
-:class:`~formal_algorithms.paper.architectures.Layer`.
+:class:`~formal_algorithms.paper.architectures.Layer`, and which carries what its forward needs
+beyond the arrays (:class:`GPTNeoXConfig`: ``d_rot``, RoPE's base, ε, the parallel residual), set
+by the loader and the init function. Keywords given to the forward must agree with it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import NamedTuple
@@ -37,20 +40,44 @@ from ..paper.normalisation import layer_norm_columns
 from ..paper.parameters import DTransformerParams, Layer
 from ..paper.validation import check_params
 from ..variants.partial_rope import partial_rope_attention
-from .llama import refuse_unused
-from .qwen2 import require
+from .llama import forward_config, refuse_unused, require
 
 GPT_NEOX = "gpt_neox_logits (Algorithm 10 with GPT-NeoX's substitutions)"
 
 
+@jax.tree_util.register_static  # no arrays: part of θ's structure, static under jit
+@dataclasses.dataclass(frozen=True)
+class GPTNeoXConfig:
+    """What θ's forward needs beyond its arrays: ``d_rot`` (the rotated rows of each head's
+    queries and keys), RoPE's base, the layer norms' ε, and the parallel residual."""
+
+    d_rot: int | None = None  # None: not known (a θ built by hand must be given d_rot)
+    rope_base: float = 10000.0
+    eps: float = 1e-5
+    parallel: bool = True
+
+    def __post_init__(self):
+        d = self.d_rot
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 0 or d % 2):
+            fail("GPTNeoXConfig", "d_rot", f"must be an even integer ≥ 0, got {d!r}")
+        for name in ("rope_base", "eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                fail("GPTNeoXConfig", name, f"must be a number > 0, got {value!r}")
+        if not isinstance(self.parallel, bool):
+            fail("GPTNeoXConfig", "parallel", f"must be True or False, got {self.parallel!r}")
+
+
 class GPTNeoXParams(NamedTuple):
-    """θ of the GPT-NeoX family: Algorithm 10's θ without ``W_p``."""
+    """θ of the GPT-NeoX family: Algorithm 10's θ without ``W_p``, and its
+    :class:`GPTNeoXConfig` (None only for a θ built by hand)."""
 
     W_e: jax.Array  # (d_e, N_V)
     layers: tuple[Layer, ...]
     gamma: jax.Array  # (d_e,) final layer norm (line 10)
     beta: jax.Array  # (d_e,)
     W_u: jax.Array | None  # (N_V, d_e), or None: tied to W_eᵀ
+    config: GPTNeoXConfig | None = None
 
 
 def check_gpt_neox(theta: GPTNeoXParams) -> int:
@@ -59,7 +86,10 @@ def check_gpt_neox(theta: GPTNeoXParams) -> int:
         fail(GPT_NEOX, "theta", f"must be GPTNeoXParams, got {type(theta).__name__}", TypeError)
     d_e = np.shape(theta.W_e)[0]
     W_p = jax.ShapeDtypeStruct((d_e, 1), theta.W_e.dtype)
-    check_params(DTransformerParams(theta.W_e, W_p, *theta[1:]), GPT_NEOX, DTransformerParams)
+    paper_theta = DTransformerParams(
+        theta.W_e, W_p, theta.layers, theta.gamma, theta.beta, theta.W_u
+    )
+    check_params(paper_theta, GPT_NEOX, DTransformerParams)
     return np.shape(theta.W_e)[1]
 
 
@@ -75,10 +105,16 @@ def parallel_layer(X, layer: Layer, Mask, activation, eps, *, attention):
 
 
 def gpt_neox_logits(
-    x, theta: GPTNeoXParams, *, d_rot: int, rope_base=10000.0, eps=1e-5, parallel=True
+    x, theta: GPTNeoXParams, *, d_rot=None, rope_base=None, eps=None, parallel=None
 ):
-    """Algorithm 10 with GPT-NeoX's substitutions, without the final softmax: ``(N_V, ℓ)``."""
+    """Algorithm 10 with GPT-NeoX's substitutions, without the final softmax: ``(N_V, ℓ)``; θ runs
+    with ``θ.config`` (keywords must agree with it)."""
     N_V = check_gpt_neox(theta)
+    given = dict(d_rot=d_rot, rope_base=rope_base, eps=eps, parallel=parallel)
+    config = forward_config(GPT_NEOX, theta, GPTNeoXConfig(), **given)
+    if config.d_rot is None:
+        fail(GPT_NEOX, "d_rot", "is not known: θ.config has none; give d_rot=")
+    d_rot, rope_base, eps, parallel = config.d_rot, config.rope_base, config.eps, config.parallel
     check_tokens(GPT_NEOX, "x", x, N_V, None)
     x = jnp.asarray(x)
     X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (rotary in attention instead)
@@ -98,8 +134,13 @@ def gpt_neox(x, theta: GPTNeoXParams, **kw):
     return softmax(gpt_neox_logits(x, theta, **kw))  # line 11
 
 
-def init_gpt_neox(key, *, N_V, L, H, d_e, d_mlp, tied=False, dtype=jnp.float32):
-    """A random θ (weights ~ N(0, 1/fan_in), biases and embeddings N(0, 0.02²), γ = 1, β = 0)."""
+def init_gpt_neox(key, *, N_V, L, H, d_e, d_mlp, tied=False, dtype=jnp.float32, config=None):
+    """A random θ (weights ~ N(0, 1/fan_in), biases and embeddings N(0, 0.02²), γ = 1, β = 0)
+    carrying ``config`` (default: Pythia's ``d_rot = d_attn / 4``, base 1e4, ε = 1e-5, parallel)."""
+    if config is None:
+        config = GPTNeoXConfig(d_rot=2 * (d_e // H // 8))
+    if not isinstance(config, GPTNeoXConfig):
+        fail("init_gpt_neox", "config", f"must be a GPTNeoXConfig, got {config!r}", TypeError)
     d = d_e // H
     keys = iter(jax.random.split(key, 12 * L + 2))
 
@@ -119,7 +160,8 @@ def init_gpt_neox(key, *, N_V, L, H, d_e, d_mlp, tied=False, dtype=jnp.float32):
     layers = tuple(layer() for _ in range(L))
     W_e = 0.02 * jax.random.normal(next(keys), (d_e, N_V), dtype)
     W_u = None if tied else w(N_V, d_e)
-    return GPTNeoXParams(W_e, layers, jnp.ones(d_e, dtype), jnp.zeros(d_e, dtype), W_u)
+    gamma, beta = jnp.ones(d_e, dtype), jnp.zeros(d_e, dtype)
+    return GPTNeoXParams(W_e, layers, gamma, beta, W_u, config)
 
 
 # ------------------------------------------------------------------------ loading
@@ -128,8 +170,9 @@ LOAD = "gpt_neox_from_state_dict"
 
 
 def gpt_neox_config(config: dict) -> dict:
-    """The keywords of :func:`gpt_neox_from_state_dict` (``load``) and :func:`gpt_neox_logits`
-    (``forward``) from a ``GPTNeoXConfig.to_dict()``; what is not written is refused by name."""
+    """The keywords of :func:`gpt_neox_from_state_dict` from a transformers ``GPTNeoXConfig``'s
+    ``to_dict()`` (θ's :class:`GPTNeoXConfig` among them); what is not written is refused by
+    name."""
     caller = "gpt_neox_config"
     require(caller, config, "hidden_act", ("gelu",))
     require(caller, config, "attention_bias", (True,))
@@ -141,22 +184,23 @@ def gpt_neox_config(config: dict) -> dict:
     H = config["num_attention_heads"]
     d = config["hidden_size"] // H
     factor = params.get("partial_rotary_factor", config.get("rotary_pct", 0.25))
-    load = dict(n_layers=config["num_hidden_layers"], n_heads=H)
-    forward = dict(
+    own = GPTNeoXConfig(
         d_rot=int(d * factor),
         rope_base=float(params.get("rope_theta", config.get("rotary_emb_base", 10000.0))),
-        eps=config["layer_norm_eps"],
+        eps=float(config["layer_norm_eps"]),
         parallel=bool(config.get("use_parallel_residual", True)),
     )
-    return dict(load=load, forward=forward)
+    return dict(n_layers=config["num_hidden_layers"], n_heads=H, config=own)
 
 
 def gpt_neox_from_state_dict(
-    state: dict, *, n_layers: int, n_heads: int, dtype=None
+    state: dict, *, n_layers: int, n_heads: int, config: GPTNeoXConfig, dtype=None
 ) -> GPTNeoXParams:
-    """θ from Hugging Face ``GPTNeoXForCausalLM`` names (numpy arrays). ``query_key_value`` holds,
-    for each head h, its query, key and value rows one after another; ``lm_head.weight`` absent
-    means tied. Every tensor of ``state`` must be used."""
+    """θ from Hugging Face ``GPTNeoXForCausalLM`` names (numpy arrays), carrying ``config``.
+    ``query_key_value`` holds, for each head h, its query, key and value rows one after another;
+    ``lm_head.weight`` absent means tied. Every tensor of ``state`` must be used."""
+    if not isinstance(config, GPTNeoXConfig):
+        fail(LOAD, "config", f"must be a GPTNeoXConfig, got {config!r}", TypeError)
     used = []
 
     def get(name):
@@ -203,6 +247,7 @@ def gpt_neox_from_state_dict(
         get("gpt_neox.final_layer_norm.weight"),
         get("gpt_neox.final_layer_norm.bias"),
         W_u,
+        config,
     )
     refuse_unused(LOAD, state, used)
     return theta

@@ -13,8 +13,12 @@ Algorithm 10, line by line, and what Llama puts there (docs/variants.md has the 
 - line 10: RMSnorm with ``γ``;
 - line 11: unchanged, ``P ← softmax(W_u X)``; ``W_u = None`` ties it to ``W_eᵀ`` as in the library.
 
-The hyperparameters that are not shapes are keyword arguments: ``rope_base`` (RoPE's base,
-Llama 2: 1e4, SmolLM2: 1e5) and ``eps`` (RMSnorm's ε, inside the square root, as HF's).
+The hyperparameters that are not shapes travel with θ, in ``θ.config`` (a :class:`LlamaConfig`:
+``rope_base``, RoPE's base, Llama 2: 1e4, SmolLM2: 1e5; ``eps``, RMSnorm's ε inside the square
+root, as HF's; ``window``, Mistral's sliding window), set by every loader and init function, so a
+loaded model runs with its own settings and never another family's defaults. A keyword given to a
+forward must agree with ``θ.config`` (else it is refused by name); only a θ built by hand with
+``config=None`` takes the keywords, or the family's defaults.
 
 The cached form (:func:`llama_cached_logits`, :meth:`Decoder.generate`, :meth:`Decoder.stream`)
 follows :mod:`formal_algorithms.practice.cache`: keys and values of every position are written
@@ -26,6 +30,7 @@ SmolLM2 has 30 layers); the literal :func:`llama_logits` loops over the tuple in
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import NamedTuple
@@ -63,13 +68,53 @@ class LlamaLayer(NamedTuple):
     W_down: jax.Array  # (d_e, d_mlp)
 
 
+@jax.tree_util.register_static  # no arrays: part of θ's structure, static under jit
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    """What θ's forward needs beyond its arrays: RoPE's base, RMSnorm's ε and the sliding window
+    (None: none; Mistral's w)."""
+
+    rope_base: float = 10000.0
+    eps: float = 1e-5
+    window: int | None = None
+
+    def __post_init__(self):
+        for name in ("rope_base", "eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                fail("LlamaConfig", name, f"must be a number > 0, got {value!r}")
+        w = self.window
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            fail("LlamaConfig", "window", f"must be None or an integer ≥ 1, got {w!r}")
+
+
 class LlamaParams(NamedTuple):
-    """θ of the Llama family: Algorithm 10's θ without ``W_p`` and without any β."""
+    """θ of the Llama family: Algorithm 10's θ without ``W_p`` and without any β, and its
+    :class:`LlamaConfig` (None only for a θ built by hand)."""
 
     W_e: jax.Array  # (d_e, N_V)
     layers: tuple[LlamaLayer, ...]
     gamma: jax.Array  # (d_e,) final RMSnorm (line 10)
     W_u: jax.Array | None  # (N_V, d_e), or None: tied to W_eᵀ
+    config: LlamaConfig | None = None
+
+
+def forward_config(caller: str, theta: LlamaParams, defaults: LlamaConfig, **given) -> LlamaConfig:
+    """The configuration θ runs with: ``θ.config``, which every keyword given (not None) must
+    agree with; for a θ without one, the keywords over the family's ``defaults``."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if theta.config is None:
+        return dataclasses.replace(defaults, **given)
+    for name, value in given.items():
+        own = getattr(theta.config, name)
+        if value != own:
+            fail(
+                caller,
+                name,
+                f"= {value!r} contradicts θ's own {name} = {own!r} (theta.config); to run θ "
+                "otherwise, give it another config (theta._replace(config=…))",
+            )
+    return theta.config
 
 
 def llama_hyperparameters(theta: LlamaParams) -> dict:
@@ -156,18 +201,21 @@ def llama_layer(X, layer: LlamaLayer, Mask, t, *, rope_base, eps):
     return X
 
 
-def llama_logits(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-5):
+def llama_logits(x, theta: LlamaParams, *, rope_base=None, eps=None):
     """Algorithm 10 with Llama's substitutions, without the final softmax: ``W_u X`` ``(N_V, ℓ)``.
 
-    ``x``: ``(ℓ,)`` token ids. Column t is the logits of ``P̂(x[t+1] | x[:t+1])``.
+    ``x``: ``(ℓ,)`` token ids. Column t is the logits of ``P̂(x[t+1] | x[:t+1])``. θ runs with
+    ``θ.config`` (its window too, if it has one); keywords must agree with it.
     """
     hp = llama_hyperparameters(theta)
-    return rope_decoder_logits(x, theta, hp["N_V"], LLAMA, rope_base=rope_base, eps=eps)
+    config = forward_config(LLAMA, theta, LlamaConfig(), rope_base=rope_base, eps=eps)
+    return rope_decoder_logits(x, theta, hp["N_V"], LLAMA, config)
 
 
-def rope_decoder_logits(x, theta: LlamaParams, N_V, algorithm, *, rope_base, eps, window=None):
-    """Algorithm 10 with Llama's substitutions (and a family's: Q/K/V biases, a sliding
-    ``window``) on a θ whose shapes the caller has checked: ``W_u X`` ``(N_V, ℓ)``."""
+def rope_decoder_logits(x, theta: LlamaParams, N_V, algorithm, config: LlamaConfig):
+    """Algorithm 10 with Llama's substitutions (and a family's: Q/K/V biases, a sliding window)
+    on a θ whose shapes the caller has checked, run with ``config``: ``W_u X`` ``(N_V, ℓ)``."""
+    rope_base, eps, window = config.rope_base, config.eps, config.window
     check_tokens(algorithm, "x", x, N_V, None)
     x = jnp.asarray(x)
     X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (RoPE in attention instead)
@@ -181,13 +229,27 @@ def rope_decoder_logits(x, theta: LlamaParams, N_V, algorithm, *, rope_base, eps
     return logits
 
 
-def llama(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-5):
+def llama(x, theta: LlamaParams, *, rope_base=None, eps=None):
     """Algorithm 10 with Llama's substitutions: ``P = softmax(W_u X)``."""
     return softmax(llama_logits(x, theta, rope_base=rope_base, eps=eps))  # line 11
 
 
-def init_llama(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=jnp.float32):
-    """A random θ (weights ~ N(0, 1/fan_in), embeddings N(0, 0.02²), γ = 1), for tests."""
+def init_llama(
+    key,
+    *,
+    N_V,
+    L,
+    H,
+    G,
+    d_e,
+    d_mlp,
+    d_attn=None,
+    tied=False,
+    dtype=jnp.float32,
+    config=LlamaConfig(),
+):
+    """A random θ (weights ~ N(0, 1/fan_in), embeddings N(0, 0.02²), γ = 1) carrying
+    ``config``, for tests."""
     d_attn = d_e // H if d_attn is None else d_attn
     if H % G:
         fail("init_llama", "G", f"= {G} must divide H = {H}")
@@ -212,7 +274,14 @@ def init_llama(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=
 
     layers = tuple(layer() for _ in range(L))
     W_e = 0.02 * jax.random.normal(next(keys), (d_e, N_V), dtype)
-    return LlamaParams(W_e, layers, jnp.ones(d_e, dtype), None if tied else w(N_V, d_e))
+    W_u = None if tied else w(N_V, d_e)
+    return LlamaParams(W_e, layers, jnp.ones(d_e, dtype), W_u, check_config("init_llama", config))
+
+
+def check_config(caller: str, config) -> LlamaConfig:
+    if not isinstance(config, LlamaConfig):
+        fail(caller, "config", f"must be a LlamaConfig, got {type(config).__name__}", TypeError)
+    return config
 
 
 def refuse_unused(caller: str, state: dict, used) -> None:
@@ -234,17 +303,50 @@ def llama_tensor_names(n_layers: int) -> list[str]:
     return names
 
 
+def rope_base_of(caller: str, config: dict) -> float:
+    """RoPE's base from a transformers configuration (``config.to_dict()``); any RoPE scaling
+    other than none ("default") is refused by name: it is not written here."""
+    params = config.get("rope_parameters") or {}
+    scaling = config.get("rope_scaling") or {}
+    kind = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
+    if kind != "default":
+        fail(caller, "config", f"asks for RoPE scaling {kind!r}; only unscaled RoPE is written")
+    return float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
+
+
+def require(caller: str, config: dict, key: str, allowed) -> None:
+    """``config[key]`` is one of ``allowed`` (what the family writes), else refused by name."""
+    if config.get(key, allowed[0]) not in allowed:
+        fail(caller, "config", f"has {key} = {config[key]!r}; this family writes {allowed[0]!r}")
+
+
+def llama_config(config: dict, caller: str = "llama_config", *, window=None) -> dict:
+    """The keywords of :func:`llama_from_state_dict` from a transformers configuration
+    (``config.to_dict()``), θ's :class:`LlamaConfig` among them (``window``: a family's sliding
+    window); what is not written here is refused by name."""
+    require(caller, config, "hidden_act", ("silu",))
+    H = config["num_attention_heads"]
+    if config.get("head_dim") not in (None, config["hidden_size"] // H):
+        fail(caller, "config", f"has head_dim = {config['head_dim']}, not hidden_size / heads")
+    own = LlamaConfig(rope_base_of(caller, config), float(config["rms_norm_eps"]), window)
+    n_kv = config.get("num_key_value_heads") or H
+    return dict(n_layers=config["num_hidden_layers"], n_heads=H, n_kv_heads=n_kv, config=own)
+
+
 def llama_from_state_dict(
     state: dict,
     *,
     n_layers: int,
     n_heads: int,
     n_kv_heads: int,
+    config: LlamaConfig,
     dtype=None,
     caller="llama_from_state_dict",
 ) -> LlamaParams:
     """θ from Hugging Face ``LlamaForCausalLM`` names (arrays as numpy, ``nn.Linear`` weights are
-    ``(d_out, d_in)``, the paper's orientation). ``lm_head.weight`` absent means tied."""
+    ``(d_out, d_in)``, the paper's orientation), carrying ``config`` (:func:`llama_config` reads
+    it from a transformers configuration). ``lm_head.weight`` absent means tied."""
+    check_config(caller, config)
 
     def get(name):
         if name not in state:
@@ -280,9 +382,8 @@ def llama_from_state_dict(
         )
     refuse_unused(caller, state, llama_tensor_names(n_layers))
     W_u = get("lm_head.weight") if "lm_head.weight" in state else None
-    return LlamaParams(
-        get("model.embed_tokens.weight").T, tuple(layers), get("model.norm.weight"), W_u
-    )
+    E = get("model.embed_tokens.weight").T
+    return LlamaParams(E, tuple(layers), get("model.norm.weight"), W_u, config)
 
 
 # ---------------------------------------------------------------- Algorithm 14, with a cache
@@ -402,7 +503,7 @@ def _step(token, t, layers, E, gamma, W_u, cache, *, rope_base, eps, window=None
 
 
 def llama_cached_logits(
-    tokens, start, theta: LlamaParams, cache: LlamaCache, *, rope_base=10000.0, eps=1e-5
+    tokens, start, theta: LlamaParams, cache: LlamaCache, *, rope_base=None, eps=None
 ):
     """``W_u X`` for the columns at positions start … start+n−1, given a cache holding positions
     < start; returns ``(logits (N_V, n), new cache)``. Column j equals column start + j of
@@ -417,7 +518,8 @@ def llama_cached_logits(
     E = theta.W_e.T
     W_u = E if theta.W_u is None else theta.W_u
     layers = stack_layers(fused_layers(theta))
-    kw = dict(rope_base=rope_base, eps=eps)
+    config = forward_config(LLAMA_CACHED, theta, LlamaConfig(), rope_base=rope_base, eps=eps)
+    kw = dict(rope_base=config.rope_base, eps=config.eps, window=config.window)
     return _block(tokens, jnp.asarray(start), layers, E, theta.gamma, W_u, cache, **kw)
 
 
@@ -433,17 +535,20 @@ class Decoder:
         self,
         theta: LlamaParams,
         *,
-        rope_base=10000.0,
-        eps=1e-5,
+        rope_base=None,
+        eps=None,
         context=None,
         window=None,
         hyperparameters=llama_hyperparameters,
     ):
-        """``window``: a sliding window of w positions (Mistral); ``hyperparameters``: the
-        family's shape check (:func:`.qwen2.qwen2_hyperparameters` admits Q/K/V biases)."""
+        """θ runs with ``θ.config`` (keywords must agree with it; a θ without one takes them over
+        Llama's defaults); ``window``: a sliding window of w positions (Mistral);
+        ``hyperparameters``: the family's shape check (:func:`.qwen2.qwen2_hyperparameters`
+        admits Q/K/V biases)."""
         self.hp = hyperparameters(theta)
-        self.theta, self.rope_base, self.eps, self.context = theta, rope_base, eps, context
-        self.window = window
+        given = dict(rope_base=rope_base, eps=eps, window=window)
+        config = forward_config(LLAMA_DECODER, theta, LlamaConfig(), **given)
+        self.theta, self.config, self.context = theta, config, context
         self.E = jnp.asarray(np.asarray(theta.W_e).T)  # W_eᵀ, materialised once (row reads)
         self.W_u = self.E if theta.W_u is None else theta.W_u
         self.fused = fused_layers(theta)
@@ -477,7 +582,8 @@ class Decoder:
         padded = np.zeros(_bucket(ell), np.int32)
         padded[:ell] = prompt
         cache = init_llama_cache(self.theta, T, hp=self.hp)
-        kw = dict(rope_base=self.rope_base, eps=self.eps, window=self.window)
+        c = self.config
+        kw = dict(rope_base=c.rope_base, eps=c.eps, window=c.window)
         logits, cache = _block(jnp.asarray(padded), 0, *self._args(), cache, **kw)
         p = logits[:, ell - 1]  # P[:, ℓ−1]; padded columns (≥ ℓ) are overwritten before use
         for i in range(max_new):

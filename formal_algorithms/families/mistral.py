@@ -15,49 +15,48 @@ from __future__ import annotations
 
 from ..paper.checks import fail
 from ..paper.functions import softmax
-from .llama import LlamaParams, llama_from_state_dict, llama_hyperparameters, rope_decoder_logits
-from .qwen2 import require, rope_base_of
+from .llama import (
+    LlamaConfig,
+    LlamaParams,
+    forward_config,
+    llama_config,
+    llama_from_state_dict,
+    llama_hyperparameters,
+    rope_decoder_logits,
+)
 
 MISTRAL = "mistral_logits (Algorithm 10 with Mistral's substitutions)"
 
 
-def mistral_logits(x, theta: LlamaParams, *, window: int, rope_base=10000.0, eps=1e-5):
-    """Algorithm 10 with Mistral's substitutions, without the final softmax: ``(N_V, ℓ)``.
-    ``window``: w, the positions each token sees (itself and the w − 1 before it)."""
+def mistral_logits(x, theta: LlamaParams, *, window=None, rope_base=None, eps=None):
+    """Algorithm 10 with Mistral's substitutions, without the final softmax: ``(N_V, ℓ)``; θ runs
+    with ``θ.config`` (keywords must agree), whose ``window`` w is the positions each token sees
+    (itself and the w − 1 before it)."""
     N_V = llama_hyperparameters(theta)["N_V"]
-    return rope_decoder_logits(x, theta, N_V, MISTRAL, rope_base=rope_base, eps=eps, window=window)
+    given = dict(window=window, rope_base=rope_base, eps=eps)
+    config = forward_config(MISTRAL, theta, LlamaConfig(), **given)
+    if config.window is None:
+        fail(MISTRAL, "window", "is not set (θ.config.window is None): that is llama_logits")
+    return rope_decoder_logits(x, theta, N_V, MISTRAL, config)
 
 
-def mistral(x, theta: LlamaParams, *, window: int, rope_base=10000.0, eps=1e-5):
+def mistral(x, theta: LlamaParams, *, window=None, rope_base=None, eps=None):
     """Algorithm 10 with Mistral's substitutions: ``P = softmax(W_u X)``."""
     return softmax(mistral_logits(x, theta, window=window, rope_base=rope_base, eps=eps))  # line 11
 
 
 def mistral_config(config: dict) -> dict:
-    """The keywords of :func:`mistral_from_state_dict` (``load``) and :func:`mistral_logits`
-    (``forward``) from a ``MistralConfig.to_dict()``; what is not written is refused by name."""
+    """The keywords of :func:`mistral_from_state_dict` from a ``MistralConfig.to_dict()`` (θ's
+    :class:`.llama.LlamaConfig`, with the window, among them); what is not written is refused by
+    name."""
     caller = "mistral_config"
-    require(caller, config, "hidden_act", ("silu",))
-    H = config["num_attention_heads"]
-    if config.get("head_dim") not in (None, config["hidden_size"] // H):
-        fail(caller, "config", f"has head_dim = {config['head_dim']}, not hidden_size / heads")
     if config.get("sliding_window") is None:
         fail(caller, "config", "has no sliding_window: that is the Llama family (llama_logits)")
-    load = dict(
-        n_layers=config["num_hidden_layers"],
-        n_heads=H,
-        n_kv_heads=config.get("num_key_value_heads") or H,
-    )
-    forward = dict(
-        window=config["sliding_window"],
-        rope_base=rope_base_of(caller, config),
-        eps=config["rms_norm_eps"],
-    )
-    return dict(load=load, forward=forward)
+    return llama_config(config, caller, window=config["sliding_window"])
 
 
 def mistral_from_state_dict(
-    state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int, dtype=None
+    state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int, config: LlamaConfig, dtype=None
 ) -> LlamaParams:
     """θ from Hugging Face ``MistralForCausalLM`` names: Llama's (:func:`.llama.
     llama_from_state_dict`, which uses every tensor of ``state`` or refuses it)."""
@@ -66,6 +65,7 @@ def mistral_from_state_dict(
         n_layers=n_layers,
         n_heads=n_heads,
         n_kv_heads=n_kv_heads,
+        config=config,
         dtype=dtype,
         caller="mistral_from_state_dict",
     )

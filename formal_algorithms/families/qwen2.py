@@ -25,16 +25,21 @@ import numpy as np
 from ..paper.checks import fail
 from ..paper.functions import softmax
 from .llama import (
+    LlamaConfig,
     LlamaParams,
+    forward_config,
     init_llama,
+    llama_config,
     llama_from_state_dict,
     llama_hyperparameters,
     llama_tensor_names,
     refuse_unused,
+    require,
     rope_decoder_logits,
 )
 
 QWEN2 = "qwen2_logits (Algorithm 10 with Qwen2's substitutions)"
+QWEN2_DEFAULTS = LlamaConfig(eps=1e-6)
 
 
 def unbiased(theta: LlamaParams) -> LlamaParams:
@@ -66,23 +71,25 @@ def qwen2_hyperparameters(theta: LlamaParams) -> dict:
     return hp
 
 
-def qwen2_logits(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-6):
-    """Algorithm 10 with Qwen2's substitutions, without the final softmax: ``(N_V, ℓ)``."""
+def qwen2_logits(x, theta: LlamaParams, *, rope_base=None, eps=None):
+    """Algorithm 10 with Qwen2's substitutions, without the final softmax: ``(N_V, ℓ)``; θ runs
+    with ``θ.config`` (keywords must agree; a θ without one defaults to ε = 1e-6)."""
     N_V = qwen2_hyperparameters(theta)["N_V"]
-    return rope_decoder_logits(x, theta, N_V, QWEN2, rope_base=rope_base, eps=eps)
+    config = forward_config(QWEN2, theta, QWEN2_DEFAULTS, rope_base=rope_base, eps=eps)
+    return rope_decoder_logits(x, theta, N_V, QWEN2, config)
 
 
-def qwen2(x, theta: LlamaParams, *, rope_base=10000.0, eps=1e-6):
+def qwen2(x, theta: LlamaParams, *, rope_base=None, eps=None):
     """Algorithm 10 with Qwen2's substitutions: ``P = softmax(W_u X)``."""
     return softmax(qwen2_logits(x, theta, rope_base=rope_base, eps=eps))  # line 11
 
 
-def init_qwen2(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=jnp.float32):
+def init_qwen2(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=jnp.float32,
+               config=QWEN2_DEFAULTS):  # fmt: skip
     """A random θ: :func:`.llama.init_llama`'s, with biases ``b_q, b_k, b_v`` ~ N(0, 0.02²)."""
     k_llama, k_bias = jax.random.split(key)
-    theta = init_llama(
-        k_llama, N_V=N_V, L=L, H=H, G=G, d_e=d_e, d_mlp=d_mlp, d_attn=d_attn, tied=tied, dtype=dtype
-    )
+    shapes = dict(N_V=N_V, L=L, H=H, G=G, d_e=d_e, d_mlp=d_mlp, d_attn=d_attn, tied=tied)
+    theta = init_llama(k_llama, **shapes, dtype=dtype, config=config)
     keys = iter(jax.random.split(k_bias, 3 * L))
 
     def b(shape):
@@ -106,43 +113,16 @@ def init_qwen2(key, *, N_V, L, H, G, d_e, d_mlp, d_attn=None, tied=False, dtype=
 QWEN2_LOAD = "qwen2_from_state_dict"
 
 
-def rope_base_of(caller: str, config: dict) -> float:
-    """RoPE's base from a transformers configuration (``config.to_dict()``); any RoPE scaling
-    other than none ("default") is refused by name: it is not written here."""
-    params = config.get("rope_parameters") or {}
-    scaling = config.get("rope_scaling") or {}
-    kind = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
-    if kind != "default":
-        fail(caller, "config", f"asks for RoPE scaling {kind!r}; only unscaled RoPE is written")
-    return float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
-
-
-def require(caller: str, config: dict, key: str, allowed) -> None:
-    """``config[key]`` is one of ``allowed`` (what the family writes), else refused by name."""
-    if config.get(key, allowed[0]) not in allowed:
-        fail(caller, "config", f"has {key} = {config[key]!r}; this family writes {allowed[0]!r}")
-
-
 def qwen2_config(config: dict) -> dict:
-    """The keywords of :func:`qwen2_from_state_dict` (``load``) and :func:`qwen2_logits`
-    (``forward``) from a ``Qwen2Config.to_dict()``; what is not written is refused by name."""
+    """The keywords of :func:`qwen2_from_state_dict` from a ``Qwen2Config.to_dict()`` (θ's
+    :class:`.llama.LlamaConfig` among them); what is not written is refused by name."""
     caller = "qwen2_config"
-    require(caller, config, "hidden_act", ("silu",))
     require(caller, config, "use_sliding_window", (False,))
-    H = config["num_attention_heads"]
-    if config.get("head_dim") not in (None, config["hidden_size"] // H):
-        fail(caller, "config", f"has head_dim = {config['head_dim']}, not hidden_size / heads")
-    load = dict(
-        n_layers=config["num_hidden_layers"],
-        n_heads=H,
-        n_kv_heads=config.get("num_key_value_heads") or H,
-    )
-    forward = dict(rope_base=rope_base_of(caller, config), eps=config["rms_norm_eps"])
-    return dict(load=load, forward=forward)
+    return llama_config(config, caller)
 
 
 def qwen2_from_state_dict(
-    state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int, dtype=None
+    state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int, config: LlamaConfig, dtype=None
 ) -> LlamaParams:
     """θ from Hugging Face ``Qwen2ForCausalLM`` names (numpy arrays): Llama's tensors
     (:func:`.llama.llama_from_state_dict`) and the biases of ``q_proj, k_proj, v_proj``. Every
@@ -154,6 +134,7 @@ def qwen2_from_state_dict(
         n_layers=n_layers,
         n_heads=n_heads,
         n_kv_heads=n_kv_heads,
+        config=config,
         dtype=dtype,
         caller=QWEN2_LOAD,
     )

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from ..families.llama import LlamaLayer, LlamaParams
+from ..families.llama import LlamaConfig, LlamaLayer, LlamaParams
 from ..paper.attention import MHAttentionParams
 from ..variants.rope import interleaved_to_half_split
 
@@ -36,11 +36,10 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 class LlamaGGUF(NamedTuple):
-    """What a Llama GGUF holds: θ, the non-shape hyperparameters, and the raw metadata."""
+    """What a Llama GGUF holds: θ (carrying RoPE's base and ε in ``theta.config``), the context
+    length, and the raw metadata."""
 
     theta: LlamaParams
-    rope_base: float
-    eps: float
     context: int
     metadata: dict  # key → value (scalars, strings, short lists; token lists omitted)
     path: str
@@ -140,12 +139,14 @@ def _read_llama_gguf(key: tuple, dtype) -> LlamaGGUF:
 
     layers = tuple(_gguf_layer(get, to, f"blk.{l}.", H, G) for l in range(L))
     W_u = to(get("output.weight")) if "output.weight" in tensors else None
-    theta = LlamaParams(to(get("token_embd.weight").T), layers, to(get("output_norm.weight")), W_u)
-    metadata = _metadata(reader)
-    return LlamaGGUF(
-        theta,
+    config = LlamaConfig(
         rope_base=float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
         eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
+    )
+    E, gamma = to(get("token_embd.weight").T), to(get("output_norm.weight"))
+    metadata = _metadata(reader)
+    return LlamaGGUF(
+        LlamaParams(E, layers, gamma, W_u, config),
         context=int(_field(reader, f"{arch}.context_length", 2048)),
         metadata=metadata,
         path=path,

@@ -100,20 +100,12 @@ def _bert(model, tokenizer) -> Loaded:
 
 
 def _llama(model, tokenizer) -> Loaded:
-    from ..families.llama import llama, llama_from_state_dict, llama_logits
+    from ..families.llama import llama, llama_config, llama_from_state_dict, llama_logits
 
     config = model.config
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    theta = llama_from_state_dict(
-        state,
-        n_layers=config.num_hidden_layers,
-        n_heads=config.num_attention_heads,
-        n_kv_heads=config.num_key_value_heads,
-    )
-    rope = getattr(config, "rope_parameters", None) or {"rope_theta": config.rope_theta}
-    if rope.get("rope_type", "default") != "default":
-        raise ValueError(f"a Llama with RoPE scaling {rope['rope_type']!r}: not written here")
-    kw = dict(theta=theta, rope_base=float(rope["rope_theta"]), eps=config.rms_norm_eps)
+    theta = llama_from_state_dict(state, **llama_config(config.to_dict(), "from_hf"))
+    kw = dict(theta=theta)  # θ carries RoPE's base and ε (theta.config)
     return Loaded(
         "llama",
         10,

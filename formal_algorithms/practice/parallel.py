@@ -118,17 +118,30 @@ def _check_divisible(mesh, batch_size, axis=DATA):
 def shard_batch(mesh: Mesh, batch: dict, axis: str = DATA) -> dict:
     """Put a batch of :func:`~.trainer.make_batch` on the mesh, rows split over ``axis``.
 
-    Single process: the whole batch is on this host and is scattered with ``jax.device_put``.
-    Multi-process (after ``jax.distributed.initialize``): every process passes the rows of *its*
-    devices (its local slice of the global batch, the same number of rows on every process) and
-    the global array is assembled with ``jax.make_array_from_process_local_data``.
+    ``batch`` is the whole (global) batch, the same on every process. Each process copies only the
+    rows of its own devices (:func:`process_rows`) to them (``jax.make_array_from_callback``);
+    with one process that is every row. So N processes that run the same loop on the same data
+    with the same key build the same global array as one process does.
     """
     rows = len(next(iter(batch.values())))
+    _check_divisible(mesh, rows, axis)
     sharding = batch_sharding(mesh, axis)
-    if jax.process_count() == 1:
-        _check_divisible(mesh, rows, axis)
-        return {k: jax.device_put(v, sharding) for k, v in batch.items()}
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+    return {
+        k: jax.make_array_from_callback(np.shape(v), sharding, lambda index, v=v: v[index])
+        for k, v in batch.items()
+    }
+
+
+def process_rows(mesh: Mesh, rows: int, axis: str = DATA) -> range:
+    """The rows of a ``rows``-row global batch that this process's devices hold on ``mesh``
+    (every row with one process; the process's contiguous block with ``jax.distributed``)."""
+    _check_divisible(mesh, rows, axis)
+    spans = batch_sharding(mesh, axis).addressable_devices_indices_map((rows,)).values()
+    starts = sorted({(s[0].start or 0, rows if s[0].stop is None else s[0].stop) for s in spans})
+    for (_, stop), (start, _) in zip(starts, starts[1:]):
+        if stop != start:
+            fail("process_rows", "mesh", f"gives this process the rows {starts}, not one block")
+    return range(starts[0][0], starts[-1][1])
 
 
 def place(mesh: Mesh, theta, opt_state, param_sharding: str = "replicated", **kw):

@@ -153,3 +153,21 @@ def test_smiles_tokens_cover_the_input():
     ]  # fmt: skip
     with pytest.raises(ValueError, match="smiles_tokens: argument 'smiles'"):
         smiles_tokens("C C")
+
+
+def test_the_encoder_examples_of_docs_families_run():
+    """MiniLM's block gives a unit sentence embedding of 384 numbers; the ALBERT block the
+    masked-token logits (N_V, ℓ) of its reaction, finite."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "families.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text.split("## Trained weights in Python")[1], re.S)
+    minilm, albert = {}, {}
+    exec(blocks[1], minilm)
+    e = np.asarray(minilm["e"])
+    assert e.shape == (384,) and abs(np.linalg.norm(e) - 1) < 1e-5
+    exec(blocks[2], albert)
+    logits = np.asarray(albert["logits"])
+    N_V = albert["rxn"].params.W_e.shape[1]
+    assert logits.shape == (N_V, len(albert["ids"])) and np.isfinite(logits).all()

@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import io
 import os
+import pathlib
+import re
 import sys
 
 import gguf
@@ -31,7 +33,10 @@ from formal_algorithms.cli.main import main
 from formal_algorithms.families.llama import (
     Decoder,
     init_llama,
+    init_llama_cache,
     llama,
+    llama_cached_logits,
+    llama_config,
     llama_from_state_dict,
     llama_logits,
 )
@@ -94,7 +99,7 @@ def _theta(model, G, tied):
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     if tied:
         state.pop("lm_head.weight", None)
-    return llama_from_state_dict(state, n_layers=2, n_heads=4, n_kv_heads=G)
+    return llama_from_state_dict(state, **llama_config(model.config.to_dict()))
 
 
 @pytest.mark.parametrize(("G", "tied"), [(4, False), (2, True), (1, False)])
@@ -105,7 +110,8 @@ def test_llama_equals_transformers_random_float64(G, tied):
     x = np.array([3, 7, 1, 39, 0, 22, 5, 9, 11, 2])
     with torch.no_grad():
         shipped = model(torch.tensor(x)[None]).logits[0].numpy().T
-    ours = np.asarray(llama_logits(x, theta, rope_base=1e4, eps=1e-5))
+    assert (theta.config.rope_base, theta.config.eps) == (1e4, model.config.rms_norm_eps)
+    ours = np.asarray(llama_logits(x, theta))  # θ carries RoPE's base and ε
     assert ours.dtype == np.float64
     scale = np.abs(shipped).max()
     np.testing.assert_allclose(ours, shipped, atol=1e-6 * scale, rtol=0)
@@ -113,7 +119,7 @@ def test_llama_equals_transformers_random_float64(G, tied):
     with torch.no_grad():
         exact = model(torch.tensor(x)[None]).logits[0].numpy().T
     np.testing.assert_allclose(ours, exact, atol=1e-12 * scale, rtol=0)
-    P = np.asarray(llama(x, theta, rope_base=1e4))
+    P = np.asarray(llama(x, theta, rope_base=1e4))  # a keyword that agrees with θ.config
     np.testing.assert_allclose(P.sum(0), 1, atol=1e-12)
     # greedy Algorithm 14 through the cache, token for token against generate
     with torch.no_grad():
@@ -125,7 +131,7 @@ def test_llama_equals_transformers_random_float64(G, tied):
             eos_token_id=None,
             pad_token_id=0,
         )
-    assert Decoder(theta, rope_base=1e4).generate(x[:3], max_new=12) == hf[0, 3:].tolist()
+    assert Decoder(theta).generate(x[:3], max_new=12) == hf[0, 3:].tolist()
 
 
 def test_llama_rejects_bad_parameters_and_tokens():
@@ -160,8 +166,9 @@ def smollm2():
 def test_gguf_reads_what_transformers_reads(smollm2):
     ours, _, hf = smollm2
     c = hf.config
-    assert (ours.rope_base, ours.context) == (c.rope_parameters["rope_theta"], 8192)
-    assert ours.eps == pytest.approx(c.rms_norm_eps, rel=1e-7)
+    own = ours.theta.config
+    assert (own.rope_base, ours.context) == (c.rope_parameters["rope_theta"], 8192) == (1e5, 8192)
+    assert own.eps == pytest.approx(c.rms_norm_eps, rel=1e-7) and own.window is None
     assert len(ours.theta.layers) == c.num_hidden_layers == 30 and ours.theta.W_u is None
     for l in (0, 17, 29):
         attn = hf.model.layers[l].self_attn
@@ -183,9 +190,7 @@ def test_smollm2_logits_equal_transformers(smollm2):
         assert len(ids) == 6
         with torch.no_grad():
             expected = hf(torch.tensor(ids)[None]).logits[0].numpy().T
-        got = np.asarray(
-            llama_logits(np.asarray(ids), ours.theta, rope_base=ours.rope_base, eps=ours.eps)
-        )
+        got = np.asarray(llama_logits(np.asarray(ids), ours.theta))  # θ's own base 1e5 and ε
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, expected, atol=2e-3, rtol=0, err_msg=text)
         np.testing.assert_array_equal(got.argmax(0), expected.argmax(0))
@@ -217,7 +222,7 @@ def test_smollm2_greedy_generation_equals_generate(smollm2):
     finally:
         torch.set_num_threads(threads)
     expected = expected[0, len(ids) :].tolist()
-    decoder = Decoder(ours.theta, rope_base=ours.rope_base, eps=ours.eps, context=ours.context)
+    decoder = Decoder(ours.theta, context=ours.context)
     got = decoder.generate(ids, max_new=n)
     assert len(expected) == n
     assert got == expected, (tokenizer.decode(got), tokenizer.decode(expected))
@@ -303,4 +308,38 @@ def test_a_llama_with_biases_is_refused_not_loaded_without_them(bias):
     )
     state = {k: v.numpy() for k, v in LlamaForCausalLM(config).state_dict().items()}
     with pytest.raises(ValueError, match=r"llama_from_state_dict.*does not use: \[.*\.bias'"):
-        llama_from_state_dict(state, n_layers=1, n_heads=2, n_kv_heads=2)
+        llama_from_state_dict(state, **llama_config(config.to_dict()))
+
+
+def test_a_loaded_theta_refuses_another_familys_settings(smollm2):
+    """θ carries its configuration: the SmolLM2 θ's forward, cached form and decoder refuse a
+    keyword that contradicts it (before, Llama 2's base 1e4 ran silently, off by up to 1.48)."""
+    ours, _, _ = smollm2
+    x = np.array([1, 2, 3])
+    with pytest.raises(
+        ValueError,
+        match=r"llama_logits .*'rope_base' = 10000.0 contradicts θ's own rope_base = 100000.0",
+    ):
+        llama_logits(x, ours.theta, rope_base=1e4)
+    with pytest.raises(ValueError, match=r"Decoder.stream .*'eps' = 1e-06 contradicts θ's own eps"):
+        Decoder(ours.theta, eps=1e-6)
+    cache = init_llama_cache(ours.theta, 4)
+    with pytest.raises(ValueError, match=r"llama_cached_logits: argument 'rope_base'"):
+        llama_cached_logits(x, 0, ours.theta, cache, rope_base=1e4)
+
+
+def trained_weight_blocks() -> list[str]:
+    """The Python blocks of docs/families.md's "Trained weights in Python" section."""
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "families.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text.split("## Trained weights in Python")[1], re.S)
+
+
+def test_the_smollm2_example_of_docs_families_runs(smollm2):
+    """Its logits are SmolLM2's (49152, 6), and the cached decoder's first greedy token is the
+    literal forward's argmax at the last position."""
+    namespace = {}
+    exec(trained_weight_blocks()[0], namespace)
+    logits = np.asarray(namespace["logits"])
+    assert logits.shape == (49152, 6) and np.isfinite(logits).all()
+    assert len(namespace["reply"]) == 5 and namespace["reply"][0] == int(logits[:, -1].argmax())
+    assert isinstance(namespace["text"], str) and namespace["text"]

@@ -9,6 +9,7 @@ asserted (observed ~1e-14).
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import re
 
@@ -26,6 +27,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from formal_algorithms.families.gpt_neox import GPTNeoXConfig as OwnNeoXConfig
 from formal_algorithms.families.gpt_neox import (
     gpt_neox,
     gpt_neox_config,
@@ -33,7 +35,7 @@ from formal_algorithms.families.gpt_neox import (
     gpt_neox_logits,
     init_gpt_neox,
 )
-from formal_algorithms.families.llama import Decoder
+from formal_algorithms.families.llama import Decoder, LlamaConfig, llama_logits
 from formal_algorithms.families.mistral import (
     mistral_config,
     mistral_from_state_dict,
@@ -105,13 +107,13 @@ def _greedy(model, prompt, n):
     return out[0, len(prompt) :].tolist()
 
 
-def _greedy_ours(logits, theta, kw, prompt=X[:3], n=8):
+def _greedy_ours(logits, theta, kw=None, prompt=X[:3], n=8):
     """Algorithm 14 with τ = 0, uncached, on one padded length for every step (column t sees
     positions ≤ t only, so the padding never enters): the eager forward compiles once."""
     x = np.zeros(len(prompt) + n, int)
     x[: len(prompt)] = prompt
     for t in range(len(prompt), len(x)):
-        x[t] = int(jnp.argmax(logits(x, theta, **kw)[:, t - 1]))
+        x[t] = int(jnp.argmax(logits(x, theta, **(kw or {}))[:, t - 1]))
     return x[len(prompt) :].tolist()
 
 
@@ -134,18 +136,19 @@ def test_qwen2_equals_transformers_random_float64(G, tied):
     )  # fmt: skip
     model = _randomise(Qwen2ForCausalLM(config), seed=G + 10 * tied)
     kw = qwen2_config(config.to_dict())
-    assert kw["forward"] == dict(rope_base=1e5, eps=1e-6)
-    theta = qwen2_from_state_dict(_state(model, tied), **kw["load"])
+    assert kw["config"] == LlamaConfig(rope_base=1e5, eps=1e-6)
+    theta = qwen2_from_state_dict(_state(model, tied), **kw)
+    assert theta.config == kw["config"]  # θ carries it: no keyword below
     assert (theta.W_u is None) == tied and theta.layers[1].W.b_k.shape == (G, 8)
     _float64_internals(model, model.model.rotary_emb, 8, 1e5)
-    _close(qwen2_logits(X, theta, **kw["forward"]), _hf_logits(model, X))
-    P = np.asarray(qwen2(X, theta, **kw["forward"]))
+    _close(qwen2_logits(X, theta), _hf_logits(model, X))
+    P = np.asarray(qwen2(X, theta))
     np.testing.assert_allclose(P.sum(0), 1, atol=1e-12)
 
     # greedy Algorithm 14, uncached and cached (the Llama decoder with Qwen2's biases)
     expected = _greedy(model, X[:3], 8)
-    assert _greedy_ours(qwen2_logits, theta, kw["forward"]) == expected
-    decoder = Decoder(theta, **kw["forward"], hyperparameters=qwen2_hyperparameters)
+    assert _greedy_ours(qwen2_logits, theta) == expected
+    decoder = Decoder(theta, hyperparameters=qwen2_hyperparameters)
     assert decoder.generate(X[:3], max_new=8) == expected
 
 
@@ -160,7 +163,7 @@ def test_qwen2_refuses_what_it_does_not_write():
     with pytest.raises(ValueError, match=r"qwen2_from_state_dict: .*does not use: \['model.lay"):
         model = Qwen2ForCausalLM(Qwen2Config(**config))
         full = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-        qwen2_from_state_dict({**full, **state}, **qwen2_config(config)["load"])
+        qwen2_from_state_dict({**full, **state}, **qwen2_config(config))
     scaled = {**config, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}
     with pytest.raises(ValueError, match="qwen2_config: .*RoPE scaling 'yarn'"):
         qwen2_config(scaled)
@@ -195,21 +198,25 @@ def test_mistral_equals_transformers_random_float64(G, tied):
     )  # fmt: skip
     model = _randomise(MistralForCausalLM(config), seed=5 + G + 10 * tied)
     kw = mistral_config(config.to_dict())
-    assert kw["forward"] == dict(window=4, rope_base=1e4, eps=1e-5)
-    theta = mistral_from_state_dict(_state(model, tied), **kw["load"])
+    assert kw["config"] == LlamaConfig(rope_base=1e4, eps=1e-5, window=4)
+    theta = mistral_from_state_dict(_state(model, tied), **kw)
     assert (theta.W_u is None) == tied
     _float64_internals(model, model.model.rotary_emb, 8, 1e4)
     expected = _hf_logits(model, X)
-    _close(mistral_logits(X, theta, **kw["forward"]), expected)
+    _close(mistral_logits(X, theta), expected)
+    _close(llama_logits(X, theta), expected)  # the Llama forward applies θ's window too
+    with pytest.raises(ValueError, match=r"mistral_logits .*'window' = 5 contradicts θ's own"):
+        mistral_logits(X, theta, window=5)
     # the window matters: the unidirectional mask gives other logits after position w
-    full = np.asarray(mistral_logits(X, theta, **{**kw["forward"], "window": len(X)}))
+    wide = theta._replace(config=dataclasses.replace(theta.config, window=len(X)))
+    full = np.asarray(mistral_logits(X, wide))
     assert np.abs(full[:, 4:] - expected[:, 4:]).min() > 0
     np.testing.assert_allclose(full[:, :4], expected[:, :4], rtol=0, atol=1e-10)
     # greedy Algorithm 14 past the window (3 + 8 tokens, w = 4) equals generate's (cached)
     # tokens, uncached and with the Llama decoder's cache bounded by the window
     expected = _greedy(model, X[:3], 8)
-    assert _greedy_ours(mistral_logits, theta, kw["forward"]) == expected
-    assert Decoder(theta, **kw["forward"]).generate(X[:3], max_new=8) == expected
+    assert _greedy_ours(mistral_logits, theta) == expected
+    assert Decoder(theta).generate(X[:3], max_new=8) == expected
 
 
 def test_mistral_refuses_what_it_does_not_write():
@@ -223,7 +230,7 @@ def test_mistral_refuses_what_it_does_not_write():
              .state_dict().items()}  # fmt: skip
     state["model.layers.0.self_attn.q_proj.bias"] = np.zeros(8)
     with pytest.raises(ValueError, match="mistral_from_state_dict: .*q_proj.bias"):
-        mistral_from_state_dict(state, **mistral_config(config)["load"])
+        mistral_from_state_dict(state, **mistral_config(config))
 
 
 # --------------------------------------------------------------------------- GPT-NeoX
@@ -257,22 +264,28 @@ def test_gpt_neox_equals_transformers_random_float64(parallel, tied):
     )  # fmt: skip
     model = _randomise(GPTNeoXForCausalLM(config), seed=20 + parallel + 10 * tied)
     kw = gpt_neox_config(config.to_dict())
-    assert kw["forward"] == dict(d_rot=4, rope_base=1e4, eps=1e-5, parallel=parallel)
-    theta = gpt_neox_from_state_dict(_state(model, tied), **kw["load"])
+    assert kw["config"] == OwnNeoXConfig(d_rot=4, rope_base=1e4, eps=1e-5, parallel=parallel)
+    theta = gpt_neox_from_state_dict(_state(model, tied), **kw)
     assert (theta.W_u is None) == tied
     _float64_internals(model, model.gpt_neox.rotary_emb, 4, 1e4)
     expected = _hf_logits(model, X)
-    _close(gpt_neox_logits(X, theta, **kw["forward"]), expected)
-    other = np.asarray(gpt_neox_logits(X, theta, **{**kw["forward"], "parallel": not parallel}))
+    _close(gpt_neox_logits(X, theta), expected)
+    with pytest.raises(ValueError, match=r"gpt_neox_logits .*'parallel' = .* contradicts θ's own"):
+        gpt_neox_logits(X, theta, parallel=not parallel)
+    flipped = dataclasses.replace(theta.config, parallel=not parallel)
+    other = np.asarray(gpt_neox_logits(X, theta._replace(config=flipped)))
     assert np.abs(other - expected).max() > 1e-3 * np.abs(expected).max()
-    P = np.asarray(gpt_neox(X, theta, **kw["forward"]))
+    P = np.asarray(gpt_neox(X, theta))
     np.testing.assert_allclose(P.sum(0), 1, atol=1e-12)
-    assert _greedy_ours(gpt_neox_logits, theta, kw["forward"]) == _greedy(model, X[:3], 8)
+    assert _greedy_ours(gpt_neox_logits, theta) == _greedy(model, X[:3], 8)
 
 
 def test_gpt_neox_refuses_what_it_does_not_write():
-    config = GPTNeoXConfig(vocab_size=9, hidden_size=8, num_attention_heads=2,
+    config = GPTNeoXConfig(vocab_size=9, hidden_size=8, num_attention_heads=2, rotary_pct=0.5,
                            intermediate_size=12, num_hidden_layers=1).to_dict()  # fmt: skip
+    with pytest.raises(ValueError, match=r"GPTNeoXConfig: argument 'd_rot' must be an even"):
+        rope = {**config["rope_parameters"], "partial_rotary_factor": 0.25}
+        gpt_neox_config({**config, "rope_parameters": rope})  # d_rot = 1: rotary pairs need 2
     with pytest.raises(ValueError, match="gpt_neox_config: .*hidden_act = 'relu'"):
         gpt_neox_config({**config, "hidden_act": "relu"})
     with pytest.raises(ValueError, match="gpt_neox_config: .*RoPE scaling 'dynamic'"):
@@ -281,15 +294,16 @@ def test_gpt_neox_refuses_what_it_does_not_write():
              .state_dict().items()}  # fmt: skip
     state["gpt_neox.layers.0.attention.masked_bias"] = np.zeros(())
     with pytest.raises(ValueError, match="gpt_neox_from_state_dict: .*masked_bias"):
-        gpt_neox_from_state_dict(state, **gpt_neox_config(config)["load"])
+        gpt_neox_from_state_dict(state, **gpt_neox_config(config))
     theta = init_gpt_neox(jax.random.key(0), N_V=9, L=1, H=2, d_e=8, d_mlp=12)
     with pytest.raises(ValueError, match=r"gpt_neox_logits .*'x' holds token ids \[9\]"):
-        gpt_neox_logits(np.array([1, 9]), theta, d_rot=2)
+        gpt_neox_logits(np.array([1, 9]), theta)
 
 
 def test_the_examples_of_docs_families_run():
     """Every Python block of docs/families.md runs and gives the logits its comment states."""
     text = (pathlib.Path(__file__).parents[2] / "docs" / "families.md").read_text()
+    text = text.split("## Trained weights in Python")[0]  # run with the models' own tests
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(blocks) == 3
     for block in blocks:

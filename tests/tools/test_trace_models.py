@@ -108,7 +108,7 @@ def test_smollm2_from_its_gguf(tmp_path, capsys):
     html = page.read_text(encoding="utf-8")
     model = read_llama_gguf(smollm2_path())
     x = jnp.asarray(gguf_tokenizer(smollm2_path()).encode("The capital of France is"))
-    p = np.asarray(llama(x, model.theta, rope_base=model.rope_base, eps=model.eps))[:, -1]
+    p = np.asarray(llama(x, model.theta))[:, -1]  # θ carries its RoPE base and ε
     y = int(np.argmax(p))
     assert f'data-i="1" data-token="{y}"' in html and f"<td>{p[y]:.4f}</td>" in html
 

@@ -119,9 +119,17 @@ def _runs():
             x,
             qwen2.init_qwen2(KEY, N_V=11, L=2, H=4, G=2, d_e=8, d_mlp=12, dtype=jnp.float64),
         ),  # fmt: skip
-        "Mistral": (mistral.mistral_logits, x, lt, dict(window=2)),
-        "GPT-NeoX parallel": (gpt_neox.gpt_neox_logits, x, nt, dict(d_rot=2)),
-        "GPT-NeoX sequential": (gpt_neox.gpt_neox_logits, x, nt, dict(d_rot=2, parallel=False)),
+        "Mistral": (mistral.mistral_logits, x, lt._replace(config=llama.LlamaConfig(window=2))),
+        "GPT-NeoX parallel": (
+            gpt_neox.gpt_neox_logits,
+            x,
+            nt._replace(config=gpt_neox.GPTNeoXConfig(d_rot=2)),
+        ),  # fmt: skip
+        "GPT-NeoX sequential": (
+            gpt_neox.gpt_neox_logits,
+            x,
+            nt._replace(config=gpt_neox.GPTNeoXConfig(d_rot=2, parallel=False)),
+        ),  # fmt: skip
         "partial rope": (partial_rope.partial_rope_attention, X, X, W2, M, dict(d_rot=2)),
         "cached Algorithm 14": (fa.d_inference_cached, x, d, KEY, dict(ell_gen=3)),
         "cached Algorithm 15": (fa.ed_inference_cached, x, ed, KEY, dict(max_length=3)),

@@ -65,7 +65,7 @@ class Llama(Family):
     rope = True
 
     def __init__(self, model):
-        from ....families.llama import llama_from_state_dict
+        from ....families.llama import LlamaConfig, llama_from_state_dict
 
         config = model.config
         rope = getattr(config, "rope_parameters", None) or {
@@ -95,10 +95,14 @@ class Llama(Family):
         }
         self.H, self.G = config.num_attention_heads, config.num_key_value_heads
         self.L = config.num_hidden_layers
-        self.theta = llama_from_state_dict(
-            state, n_layers=self.L, n_heads=self.H, n_kv_heads=self.G
-        )
         self.kwargs = {"rope_base": float(rope["rope_theta"]), "eps": config.rms_norm_eps}
+        self.theta = llama_from_state_dict(
+            state,
+            n_layers=self.L,
+            n_heads=self.H,
+            n_kv_heads=self.G,
+            config=LlamaConfig(**self.kwargs),
+        )
 
     def paper(self):
         from ....families.llama import llama_logits

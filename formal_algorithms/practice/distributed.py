@@ -1,0 +1,173 @@
+"""Several processes, one training run: JAX's own distributed runtime (``jax.distributed``).
+
+Each process runs the same program: :func:`initialize` joins the processes (from the environment
+a scheduler sets), after which ``jax.devices()`` lists every device of every process and
+:mod:`.parallel`'s mesh, :func:`~.parallel.shard_batch` and :func:`~.parallel.data_parallel_train`
+span them all. Every process reads the same data and runs the same loop with the same key, so it
+builds the same global batch, and copies only the rows of its own devices to them; XLA's
+collectives (gloo between CPU processes, the default of ``jax_cpu_collectives_implementation``)
+sum the gradients. The run equals the one-process run on the same number of devices step for step.
+
+The environment (one scheme, read by :func:`initialize`, set by :func:`launch` for its children)::
+
+    FA_COORDINATOR     host:port of process 0's coordinator service (every process gives the same)
+    FA_NUM_PROCESSES   the number of processes
+    FA_PROCESS_ID      this process's id, 0 .. FA_NUM_PROCESSES - 1
+
+None of them set: one process, nothing to join. :func:`launch` starts N such processes on this
+machine (each with its own number of virtual CPU devices) and stops them all, with one error that
+names the process, if any fails or the time limit passes. :func:`host_copy` gathers a sharded
+tree onto every process (e.g. for process 0 to write a checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+from jax.experimental import multihost_utils
+
+from ..paper.checks import fail
+
+VARIABLES = ("FA_COORDINATOR", "FA_NUM_PROCESSES", "FA_PROCESS_ID")
+
+
+class ProcessFailed(RuntimeError):
+    """A process of a :func:`launch` died (``returncode`` set) or outlived the time limit
+    (``returncode`` None); the other processes were stopped. ``outputs``: each process's
+    ``(returncode, stdout, stderr)`` as far as it got."""
+
+    def __init__(self, message, *, process, returncode, outputs):
+        super().__init__(message)
+        self.process, self.returncode, self.outputs = process, returncode, outputs
+
+
+def _int_variable(environ, name, low, high=None):
+    text = environ[name]
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        bound = f"an integer >= {low}" if high is None else f"an integer in {low} .. {high}"
+        fail("initialize", f"environment variable {name}", f"must be {bound}, got {text!r}")
+    return value
+
+
+def initialize(environ=None, *, timeout: int = 60) -> tuple[int, int]:
+    """Join this process to the run the ``FA_*`` variables of ``environ`` (default
+    ``os.environ``, only read) describe, with ``jax.distributed.initialize(coordinator,
+    num_processes, process_id, initialization_timeout=timeout)``. Returns ``(process_id,
+    num_processes)``; ``(0, 1)`` without joining anything when none of the variables is set.
+    Must run before any other JAX computation of the process."""
+    environ = os.environ if environ is None else environ
+    given = [name for name in VARIABLES if name in environ]
+    if not given:
+        return 0, 1
+    missing = [name for name in VARIABLES if name not in environ]
+    if missing:
+        fail("initialize", "environment", f"sets {given} but not {missing}; set all three or none")
+    num_processes = _int_variable(environ, "FA_NUM_PROCESSES", 1)
+    process_id = _int_variable(environ, "FA_PROCESS_ID", 0, num_processes - 1)
+    jax.distributed.initialize(
+        environ["FA_COORDINATOR"],
+        num_processes=num_processes,
+        process_id=process_id,
+        initialization_timeout=timeout,
+    )
+    return process_id, num_processes
+
+
+def host_copy(tree):
+    """Every array of ``tree`` whole, as numpy, on every process (``process_allgather``)."""
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def free_port(host: str = "localhost") -> int:
+    """A TCP port no one listens on now (the coordinator binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def child_environment(environ, coordinator, n_processes, process_id, devices_per_process):
+    """``environ`` plus the ``FA_*`` variables and ``devices_per_process`` virtual CPU devices."""
+    flags = [f for f in environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    flags.append(f"--xla_force_host_platform_device_count={devices_per_process}")
+    return {
+        **environ,
+        "FA_COORDINATOR": coordinator,
+        "FA_NUM_PROCESSES": str(n_processes),
+        "FA_PROCESS_ID": str(process_id),
+        "XLA_FLAGS": " ".join(flags),
+        "JAX_PLATFORMS": "cpu",
+    }
+
+
+def _check_launch(n_processes, devices_per_process, argv, timeout):
+    for name, value in (("n_processes", n_processes), ("devices_per_process", devices_per_process)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fail("launch", name, f"must be an integer >= 1, got {value!r}")
+    if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
+        fail("launch", "argv", f"must be a non-empty list of strings, got {argv!r}", TypeError)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
+        fail("launch", "timeout", f"must be a number of seconds > 0, got {timeout!r}")
+
+
+def launch(n_processes, devices_per_process, argv, *, timeout, environ=None):
+    """Run ``python *argv`` as ``n_processes`` processes on this machine, each with
+    ``devices_per_process`` CPU devices and the ``FA_*`` variables (coordinator on a free local
+    port), and wait at most ``timeout`` seconds. Returns each process's ``(returncode, stdout,
+    stderr)``. Raises :class:`ProcessFailed` naming the first process that exits non-zero, or the
+    ones still running at the time limit, after killing every process still running."""
+    _check_launch(n_processes, devices_per_process, argv, timeout)
+    environ = dict(os.environ if environ is None else environ)
+    coordinator = f"localhost:{free_port()}"
+    with tempfile.TemporaryDirectory() as tmp:
+        logs = [
+            (pathlib.Path(tmp, f"{i}.out"), pathlib.Path(tmp, f"{i}.err")) for i in range(n_processes)
+        ]
+        children = []
+        for i, (out, err) in enumerate(logs):
+            env = child_environment(environ, coordinator, n_processes, i, devices_per_process)
+            with out.open("w") as o, err.open("w") as e:
+                children.append(subprocess.Popen([sys.executable, *argv], env=env, stdout=o, stderr=e))
+        failure = _wait(children, time.monotonic() + timeout)
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+        outputs = [(c.returncode, o.read_text(), e.read_text()) for c, (o, e) in zip(children, logs)]
+    if failure is None:
+        return outputs
+    process, status = failure
+    if status is None:
+        message = f"launch: processes {process} still running after {timeout} s; all stopped"
+    else:
+        tail = outputs[process[0]][2].strip().splitlines()[-5:]
+        message = (
+            f"launch: process {process[0]} of {n_processes} exited with status {status}; "
+            "the others were stopped. Its last error lines:\n" + "\n".join(tail)
+        )
+    raise ProcessFailed(message, process=process[0], returncode=status, outputs=outputs)
+
+
+def _wait(children, deadline):
+    """None when every child exited 0; else ``([i], status)`` of the first to fail or
+    ``(the ones still running, None)`` at the deadline."""
+    while True:
+        codes = [c.poll() for c in children]
+        bad = [i for i, code in enumerate(codes) if code not in (None, 0)]
+        if bad:
+            return [bad[0]], codes[bad[0]]
+        if all(code == 0 for code in codes):
+            return None
+        if time.monotonic() >= deadline:
+            return [i for i, code in enumerate(codes) if code is None], None
+        time.sleep(0.05)
