@@ -313,3 +313,15 @@ def test_the_examples_of_docs_families_run():
         N_V, ell = namespace["logits"].shape
         assert stated is None or (N_V, ell) == tuple(map(int, stated.groups()))
         assert N_V == 40 and np.isfinite(np.asarray(namespace["logits"])).all()
+
+
+def test_the_families_generation_benchmark_runs_and_the_tokens_agree():
+    """The benchmark's quick size: every family's cached decoder gives generate's greedy tokens
+    (what its speed-up is measured on); the timings themselves are the benchmark's, not a test's."""
+    from formal_algorithms.benchmark import families
+
+    result = families.run(n=4, repeats=1, size=families.QUICK)
+    assert set(result["families"]) == {"llama", "qwen2", "mistral"}
+    for name, r in result["families"].items():
+        assert r["same_tokens"], name
+        assert set(r["tokens_per_s"]) == {"ours", "transformers", "transformers_1_thread"}

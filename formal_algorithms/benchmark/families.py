@@ -1,0 +1,130 @@
+"""Generation speed of each decoder family with a cached form (issue 30): Llama, Qwen2 and Mistral
+on a small random configuration, greedy, batch 1, float32, against transformers' ``generate``.
+
+Per family, side by side in one run, timed round-robin (one call each per round, medians):
+
+- ``ours``: the family's θ read from the transformers model by its ``*_config`` and
+  ``*_from_state_dict`` (θ carries RoPE's base, ε and the window), decoded by
+  :class:`formal_algorithms.families.llama.Decoder` (a jitted prefill, one jitted column per
+  token);
+- ``transformers``: the same model's ``generate`` (greedy, its dynamic key/value cache,
+  ``eos_token_id=None`` so that both produce exactly ``n`` tokens), ``no_grad``, with torch's
+  default threads and with 1 thread; the speed-up is against the faster of the two.
+
+Reported per family: tokens/s over the ``n`` generated tokens (prefill included), the speed-up,
+whether the token sequences are equal, and the load average before and after. GPT-NeoX has no
+cached form here and is not timed. Run ``python -m formal_algorithms.benchmark.families``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+
+from .common import round_robin, warm_up
+
+SMALL = dict(vocab_size=2000, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+             num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=512,
+             rope_theta=1e4, rms_norm_eps=1e-5)  # fmt: skip
+QUICK = dict(SMALL, vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)  # fmt: skip
+PROMPT = 16
+
+
+def family_models(size: dict, window: int) -> dict:
+    """``name → (transformers model, our θ, the θ's shape check)`` for the three families."""
+    import torch
+    import transformers
+
+    from ..families import llama, mistral, qwen2
+
+    torch.manual_seed(0)
+    specs = {
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, {},
+                  llama.llama_config, llama.llama_from_state_dict, llama.llama_hyperparameters),
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, {},
+                  qwen2.qwen2_config, qwen2.qwen2_from_state_dict, qwen2.qwen2_hyperparameters),
+        "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM,
+                    {"sliding_window": window}, mistral.mistral_config,
+                    mistral.mistral_from_state_dict, llama.llama_hyperparameters),
+    }  # fmt: skip
+    models = {}
+    for name, (config_cls, model_cls, extra, config_of, load, shapes) in specs.items():
+        config = config_cls(**size, **extra, attn_implementation="sdpa")
+        model = model_cls(config).eval()
+        state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+        models[name] = (model, load(state, **config_of(config.to_dict())), shapes)
+    return models
+
+
+def run(*, n: int = 64, repeats: int = 3, size=None) -> dict:
+    import jax
+    import numpy as np
+    import torch
+
+    from ..families.llama import Decoder
+
+    size = SMALL if size is None else size
+    threads = torch.get_num_threads()
+    prompt = np.random.default_rng(0).integers(3, size["vocab_size"], PROMPT).tolist()
+    x = torch.tensor(prompt)[None]
+    load_before = os.getloadavg()
+    results = {}
+    for name, (model, theta, shapes) in family_models(size, window=(PROMPT + n) // 2).items():
+        decoder = Decoder(theta, hyperparameters=shapes)
+        outputs = {}
+
+        def ours(decoder=decoder, outputs=outputs):
+            outputs["ours"] = decoder.generate(prompt, max_new=n, key=jax.random.key(0))
+
+        def theirs(model=model, outputs=outputs, k=1):
+            torch.set_num_threads(k)
+            try:
+                with torch.no_grad():
+                    greedy = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
+                    out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n,
+                                         min_new_tokens=n, **greedy)  # fmt: skip
+            finally:
+                torch.set_num_threads(threads)
+            outputs["transformers"] = out[0, PROMPT:].tolist()
+
+        runs = {"ours": ours, "transformers": lambda t=theirs: t(k=threads),
+                "transformers_1_thread": theirs}  # fmt: skip
+        warm_up(runs)
+        times = round_robin(runs, repeats)
+        median = {k: statistics.median(t) for k, t in times.items()}
+        results[name] = {
+            "tokens_per_s": {k: n / v for k, v in median.items()},
+            "speedup": min(median["transformers"], median["transformers_1_thread"])
+            / median["ours"],
+            "same_tokens": outputs["ours"] == outputs["transformers"],
+            "times_s": times,
+        }
+    sizes = {k: size[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                   "num_key_value_heads", "vocab_size")}  # fmt: skip
+    return {"size": sizes, "prompt_tokens": PROMPT, "new_tokens": n, "repeats": repeats,
+            "threads": threads, "families": results,
+            "load_average": {"before": load_before, "after": os.getloadavg()}}  # fmt: skip
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m formal_algorithms.benchmark.families", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default %(default)s)")
+    args = parser.parse_args(argv)
+    result = run(n=args.tokens, repeats=args.repeats)
+    for name, r in result["families"].items():
+        rates = ", ".join(f"{k} {v:.1f}" for k, v in r["tokens_per_s"].items())
+        print(
+            f"{name}: tokens/s {rates}; ours ×{r['speedup']:.2f}; same tokens: {r['same_tokens']}"
+        )
+    print(json.dumps(result["load_average"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
