@@ -7,7 +7,8 @@ device's rows of the batch locally and inserts the all-reduce that sums the grad
 result equals single-device training up to the summation order of floating-point reductions.
 
 - :func:`data_mesh`: a 1-D :class:`jax.sharding.Mesh` with axis ``"data"`` over the devices
-  (all of them by default; with ``jax.distributed.initialize`` that is every device of every host).
+  (all of them by default; after :func:`.distributed.initialize` that is every device of every
+  process, and each process runs this same code, see :mod:`.distributed`).
 - The batch (every array of :func:`~.trainer.make_batch`'s dict, including Algorithm 12's keys) is
   split along its row axis over ``"data"``: ``batch_size`` must be a multiple of the mesh size.
 - θ and the optimiser state are replicated (``param_sharding="replicated"``, default), or sharded
@@ -32,6 +33,7 @@ This module imports ``optax`` through :mod:`.trainer` (the ``train`` extra).
 from __future__ import annotations
 
 import functools
+import itertools
 
 import jax
 import numpy as np
@@ -138,7 +140,7 @@ def process_rows(mesh: Mesh, rows: int, axis: str = DATA) -> range:
     _check_divisible(mesh, rows, axis)
     spans = batch_sharding(mesh, axis).addressable_devices_indices_map((rows,)).values()
     starts = sorted({(s[0].start or 0, rows if s[0].stop is None else s[0].stop) for s in spans})
-    for (_, stop), (start, _) in zip(starts, starts[1:]):
+    for (_, stop), (start, _) in itertools.pairwise(starts):
         if stop != start:
             fail("process_rows", "mesh", f"gives this process the rows {starts}, not one block")
     return range(starts[0][0], starts[-1][1])
@@ -214,7 +216,9 @@ def data_parallel_train(
     (:func:`~.trainer.run_steps`), so the same batches in the same order with the same keys, and
     the same θ as ``train`` up to floating-point summation order. Returns ``(θ, history)`` or
     ``(θ, history, opt_state)``; θ keeps its sharding (gather with ``jax.device_get`` for a host
-    copy). Single process: ``data`` is the whole data set.
+    copy). Several processes (after :func:`.distributed.initialize`): every process calls this
+    with the same ``data``, ``key`` and options; each feeds only its own devices' rows of every
+    batch (:func:`shard_batch`), and the run equals the one-process run on as many devices.
     """
     algorithm = check_theta(theta, "data_parallel_train")
     p_mask = check_options(
