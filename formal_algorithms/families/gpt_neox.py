@@ -43,6 +43,13 @@ from ..variants.partial_rope import partial_rope_attention
 from .llama import forward_config, refuse_unused, require
 
 GPT_NEOX = "gpt_neox_logits (Algorithm 10 with GPT-NeoX's substitutions)"
+#: Algorithm 10's lines that GPT-NeoX replaces (docs/families.md's atlas); the rest as printed.
+ALGORITHM_10 = {
+    2: "`e_t ← W_e[:, x[t]]`: no `W_p` (rotary in line 6)",
+    6: "the first `d_rot` rows of Q, K rotated ([partial_rope](../formal_algorithms/variants/partial_rope.py))",
+    7: "`parallel=True`: of X before line 6's sum, so line 8 adds both branches to the same X",
+    11: "`W_u = W_eᵀ` when tied",
+}
 
 
 @jax.tree_util.register_static  # no arrays: part of θ's structure, static under jit

@@ -56,6 +56,19 @@ LLAMA = "llama_logits (Algorithm 10 with Llama's substitutions)"
 LLAMA_CACHED = "llama_cached_logits"
 LLAMA_DECODER = "Decoder.stream (Algorithm 14 on Llama, cached)"
 
+#: Algorithm 10's lines that Llama replaces, as docs/families.md's atlas prints them (links are
+#: relative to docs/); every other line is as printed.
+ALGORITHM_10 = {
+    2: "`e_t ← W_e[:, x[t]]`: no `W_p` (RoPE in line 6)",
+    5: "`rms_norm(X[:, t] | γ_l^1)` (no β)",
+    6: "no biases; RoPE on Q, K ([rope](../formal_algorithms/variants/rope.py)); G ≤ H key/value sets "
+    "([grouped_attention](../formal_algorithms/variants/grouped_attention.py))",
+    7: "`rms_norm(X[:, t] | γ_l^2)` (no β)",
+    8: "`W_down (SiLU(W_gate X̃) ⊙ W_up X̃)`, no biases ([gated_mlp](../formal_algorithms/variants/gated_mlp.py))",
+    10: "`rms_norm(X[:, t] | γ)` (no β)",
+    11: "`W_u = W_eᵀ` when tied",
+}
+
 
 class LlamaLayer(NamedTuple):
     """Layer l of Algorithm 10 with Llama's substitutions (no β, no biases, a gated MLP)."""

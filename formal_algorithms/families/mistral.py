@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..paper.checks import fail
 from ..paper.functions import softmax
+from .llama import ALGORITHM_10 as LLAMA_LINES
 from .llama import (
     LlamaConfig,
     LlamaParams,
@@ -26,6 +27,12 @@ from .llama import (
 )
 
 MISTRAL = "mistral_logits (Algorithm 10 with Mistral's substitutions)"
+#: Llama's replaced lines, with line 6's Mask a sliding window (docs/families.md's atlas).
+ALGORITHM_10 = {
+    **LLAMA_LINES,
+    6: LLAMA_LINES[6] + "; `Mask[t_z, t_x] = [[t_x − w < t_z ≤ t_x]]` "
+    "([sliding_window](../formal_algorithms/variants/sliding_window.py))",
+}
 
 
 def mistral_logits(x, theta: LlamaParams, *, window=None, rope_base=None, eps=None):

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..paper.checks import fail
 from ..paper.functions import softmax
+from .llama import ALGORITHM_10 as LLAMA_LINES
 from .llama import (
     LlamaConfig,
     LlamaParams,
@@ -40,6 +41,12 @@ from .llama import (
 
 QWEN2 = "qwen2_logits (Algorithm 10 with Qwen2's substitutions)"
 QWEN2_DEFAULTS = LlamaConfig(eps=1e-6)
+#: Llama's replaced lines, with line 6 keeping the paper's b_q, b_k, b_v (docs/families.md's atlas).
+ALGORITHM_10 = {
+    **LLAMA_LINES,
+    6: "`b_q, b_k, b_v` kept, no `b_o`; RoPE on Q, K ([rope](../formal_algorithms/variants/rope.py)); G ≤ H key/value sets "
+    "([grouped_attention](../formal_algorithms/variants/grouped_attention.py))",
+}
 
 
 def unbiased(theta: LlamaParams) -> LlamaParams:

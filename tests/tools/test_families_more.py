@@ -325,3 +325,22 @@ def test_the_families_generation_benchmark_runs_and_the_tokens_agree():
     for name, r in result["families"].items():
         assert r["same_tokens"], name
         assert set(r["tokens_per_s"]) == {"ours", "transformers", "transformers_1_thread"}
+
+
+def test_the_atlas_of_docs_families_is_generated_from_the_code():
+    """docs/families.md's atlas is what the families' ALGORITHM_10 tables and the paper's
+    pseudocode give (regenerate: python -m formal_algorithms.families.atlas --write); a family
+    naming a line Algorithm 10 lacks is refused."""
+    from formal_algorithms.families import atlas
+
+    page = atlas.PAGE.read_text()
+    assert atlas.page_with_atlas(page) == page, "stale: run the atlas with --write"
+    table = atlas.atlas()
+    assert table.count("\n") == 1 + 11  # header, rule, Algorithm 10's 11 lines
+    assert "| 6 | `X ← X + MHAttention(X̃ \\| W_l" in table and "sliding_window" in table
+    atlas.FAMILIES["broken"] = {12: "a line the paper does not have"}
+    try:
+        with pytest.raises(ValueError, match=r"atlas: broken replaces lines \[12\]"):
+            atlas.atlas()
+    finally:
+        del atlas.FAMILIES["broken"]
