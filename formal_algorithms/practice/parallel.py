@@ -14,8 +14,11 @@ result equals single-device training up to the summation order of floating-point
 - θ and the optimiser state are replicated (``param_sharding="replicated"``, default), or sharded
   over the same ``"data"`` axis (``param_sharding="fsdp"``: each array of at least
   ``min_shard_size`` elements is split along its largest axis divisible by the mesh size — the
-  ZeRO-3/FSDP layout; XLA all-gathers the weights where the step needs them). Both give the same
-  numbers.
+  ZeRO-3/FSDP layout; XLA all-gathers the weights where the step needs them), or split
+  Megatron-style over a second mesh axis ``"model"`` (``param_sharding="megatron"`` on
+  :func:`model_mesh`: Algorithm 5's heads, i.e. the rows of W_q, W_k, W_v and their biases, and
+  the matching columns of W_o; the MLP's hidden units, i.e. the rows of W_mlp1 and b_mlp1 and
+  the columns of W_mlp2; the rest replicated). All give the same numbers.
 
 Typical use::
 
@@ -52,7 +55,16 @@ from .trainer import (
 )
 
 DATA = "data"
-PARAM_SHARDINGS = ("replicated", "fsdp")
+MODEL = "model"
+PARAM_SHARDINGS = ("replicated", "fsdp", "megatron")
+# Megatron layout (see megatron_spec): the head axis of Algorithm 5's W_q, b_q, W_k, b_k, W_v, b_v
+# and the hidden units of the MLP (rows of W_mlp1, b_mlp1; Algorithm 8's decoder W_mlp3, b_mlp3)
+# split over "model"; W_o's columns (the heads' stacked outputs) and W_mlp2's (W_mlp4's) columns
+# with them.
+_SPLIT_ROWS = frozenset(
+    {"W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_mlp1", "b_mlp1"} | {"W_mlp3", "b_mlp3"}
+)
+_SPLIT_COLUMNS = frozenset({"W_o", "W_mlp2", "W_mlp4"})
 
 
 def data_mesh(devices=None, axis: str = DATA) -> Mesh:
@@ -81,6 +93,37 @@ def _leaf_spec(shape, n: int, axis: str, min_size: int) -> P:
     return P(*([None] * i + [axis]))
 
 
+def model_mesh(n_model: int, devices=None) -> Mesh:
+    """A 2-D mesh ``("data", "model")`` over ``devices`` (default: all), ``n_model`` devices
+    along ``"model"`` (each group holds one copy of θ split Megatron-style)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if (
+        isinstance(n_model, bool)
+        or not isinstance(n_model, int)
+        or n_model < 1
+        or len(devices) % n_model
+    ):
+        fail("model_mesh", "n_model", f"must divide the {len(devices)} devices, got {n_model!r}")
+    return Mesh(np.asarray(devices).reshape(-1, n_model), (DATA, MODEL))
+
+
+def megatron_spec(path, shape, n_model: int) -> P:
+    """The Megatron layout of the leaf at ``path`` (named by its θ field, so Adam's moments,
+    which mirror θ, get their parameter's layout): heads / hidden units split over ``"model"``."""
+    name = next((k.name for k in reversed(path) if isinstance(k, jax.tree_util.GetAttrKey)), None)
+    axis = 0 if name in _SPLIT_ROWS else 1 if name in _SPLIT_COLUMNS else None
+    if axis is None or len(shape) <= axis:
+        return P()
+    if shape[axis] % n_model:
+        fail(
+            "megatron_spec",
+            name,
+            f"has size {shape[axis]} along axis {axis}, not a multiple of the "
+            f"{n_model} devices of mesh axis {MODEL!r}",
+        )
+    return P(*([None] * axis + [MODEL]))
+
+
 def tree_shardings(
     mesh: Mesh,
     tree,
@@ -91,7 +134,9 @@ def tree_shardings(
 ):
     """The ``NamedSharding`` of every leaf of θ or of an optimiser state.
 
-    The rule depends on a leaf's shape only, so Adam's moments get the layout of their parameter.
+    ``"fsdp"``: the rule depends on a leaf's shape only, so Adam's moments get the layout of their
+    parameter. ``"megatron"`` (a mesh with a ``"model"`` axis, :func:`model_mesh`): see
+    :func:`megatron_spec`.
     """
     if param_sharding not in PARAM_SHARDINGS:
         fail(
@@ -101,6 +146,13 @@ def tree_shardings(
         )
     if param_sharding == "replicated":
         return jax.tree.map(lambda _: replicated(mesh), tree)
+    if param_sharding == "megatron":
+        if MODEL not in mesh.shape:
+            fail("data_parallel", "mesh", f"needs a {MODEL!r} axis for 'megatron' (model_mesh)")
+        n_model = mesh.shape[MODEL]
+        return jax.tree_util.tree_map_with_path(
+            lambda p, a: NamedSharding(mesh, megatron_spec(p, np.shape(a), n_model)), tree
+        )
     n = mesh.shape[axis]
     return jax.tree.map(
         lambda a: NamedSharding(mesh, _leaf_spec(np.shape(a), n, axis, min_shard_size)), tree
