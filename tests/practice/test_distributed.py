@@ -12,14 +12,13 @@ round). float64 for the reason test_parallel.py gives (Adam amplifies reduction-
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import time
 
 import jax
 import numpy as np
 import pytest
+from virtual_devices import run_alone
 
 from formal_algorithms.practice import checkpoint, distributed
 
@@ -99,20 +98,10 @@ def _env():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed")
-    env = distributed.child_environment(_env(), "", 1, 0, 4)
-    for name in distributed.VARIABLES:
-        del env[name]
-    single = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(out), "single"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert single.returncode == 0, single.stderr[-4000:]
+    single = run_alone(SCRIPT, str(out), "single", devices=4, timeout=120)
     outputs = distributed.launch(2, 2, ["-c", SCRIPT, str(out), "multi"], timeout=120)
     reports = [json.loads(stdout.strip().splitlines()[-1]) for _, stdout, _ in outputs]
-    return out, json.loads(single.stdout.strip().splitlines()[-1]), reports
+    return out, single, reports
 
 
 def _theta(path):
@@ -160,19 +149,19 @@ def test_two_processes_resume_from_a_one_process_checkpoint(runs):
     assert _max_diff(_theta(out / "multi-resumed.safetensors"), expected) < 1e-10
 
 
-@pytest.mark.parametrize("how", ["dies", "never-joins"])
-def test_a_failed_process_stops_the_others_with_one_error(how):
+@pytest.mark.parametrize("how, limit", [("dies", 60), ("never-joins", 3)])
+def test_a_failed_process_stops_the_others_with_one_error(how, limit):
     start = time.monotonic()
     with pytest.raises(distributed.ProcessFailed) as caught:
-        distributed.launch(2, 1, ["-c", FAILING, how], timeout=6, environ=_env())
+        distributed.launch(2, 1, ["-c", FAILING, how], timeout=limit, environ=_env())
     elapsed = time.monotonic() - start
     error = caught.value
-    if how == "dies":
-        assert str(error).startswith("launch: process 1 of 2 exited with status 3")
-        assert error.process == 1 and error.returncode == 3 and elapsed < 6
+    if how == "dies":  # reported as soon as it happens, long before the time limit
+        assert str(error).startswith("launch: process 1 of 2 exited with status 3; the others")
+        assert error.process == 1 and error.returncode == 3 and elapsed < limit
     else:
-        assert "processes [0, 1] still running after 6 s" in str(error)
-        assert error.returncode is None and elapsed >= 6
+        assert str(error) == "launch: processes [0, 1] still running after 3 s; all stopped"
+        assert error.returncode is None and elapsed >= limit
     assert all(code is not None for code, _, _ in error.outputs)  # nobody left running
     assert error.outputs[0][0] != 0  # process 0 was stopped, it did not finish
 

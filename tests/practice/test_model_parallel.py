@@ -4,13 +4,10 @@ starts). Algorithm 5's heads and the MLP's hidden units are split over ``"model"
 expectation is the unsharded paper algorithm (and ``trainer.train``) on one device, float64.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from virtual_devices import run_alone
 
 SCRIPT = textwrap.dedent(
     """
@@ -82,16 +79,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_alone(SCRIPT, devices=4)
 
 
 def test_heads_and_hidden_units_are_split_over_the_model_axis(report):
