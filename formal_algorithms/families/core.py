@@ -79,16 +79,30 @@ def check_sequence(algorithm, x, N_V, ell_max):
     return jnp.asarray(x)
 
 
+def refuse_unused(caller: str, state: dict, used) -> None:
+    """A loader reads every tensor of ``state``: any name it does not use is refused by name."""
+    extra = sorted(set(state) - set(used))
+    if extra:
+        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+        fail(caller, "state", f"holds tensors this family does not use: {extra[:3]}{more}")
+
+
 class StateDict:
-    """Arrays by Hugging Face name, converted to the paper's orientation on request."""
+    """Arrays by Hugging Face name, converted to the paper's orientation on request; it records
+    the names read, for :meth:`refuse_unused`. ``dtype`` None keeps each array's own."""
 
     def __init__(self, arrays: dict, where: str, dtype=jnp.float32):
-        self.arrays, self.where, self.dtype = arrays, where, dtype
+        self.arrays, self.where, self.dtype, self.used = arrays, where, dtype, set()
 
     def __call__(self, name):
         if name not in self.arrays:
             fail(self.where, "checkpoint", f"has no tensor {name!r}")
+        self.used.add(name)
         return jnp.asarray(np.asarray(self.arrays[name]), self.dtype)
+
+    def refuse_unused(self) -> None:
+        """Every tensor was read, or the first unread ones are refused by name."""
+        refuse_unused(self.where, self.arrays, self.used)
 
     def linear(self, prefix):
         """``(W, b)`` of an ``nn.Linear``: W is ``(d_out, d_in)``, the paper's orientation."""

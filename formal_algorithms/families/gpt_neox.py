@@ -40,7 +40,8 @@ from ..paper.normalisation import layer_norm_columns
 from ..paper.parameters import DTransformerParams, Layer
 from ..paper.validation import check_params
 from ..variants.partial_rope import partial_rope_attention
-from .llama import forward_config, refuse_unused, require
+from .core import StateDict
+from .llama import forward_config, require
 
 GPT_NEOX = "gpt_neox_logits (Algorithm 10 with GPT-NeoX's substitutions)"
 #: Algorithm 10's lines that GPT-NeoX replaces (docs/families.md's atlas); the rest as printed.
@@ -208,22 +209,14 @@ def gpt_neox_from_state_dict(
     ``lm_head.weight`` absent means tied. Every tensor of ``state`` must be used."""
     if not isinstance(config, GPTNeoXConfig):
         fail(LOAD, "config", f"must be a GPTNeoXConfig, got {config!r}", TypeError)
-    used = []
-
-    def get(name):
-        if name not in state:
-            fail(LOAD, "state", f"has no {name!r}")
-        used.append(name)
-        a = np.asarray(state[name])
-        return jnp.asarray(a if dtype is None else a.astype(dtype))
-
+    sd = StateDict(state, LOAD, dtype)
     layers = []
     for l in range(n_layers):
         p = f"gpt_neox.layers.{l}."
-        qkv = get(p + "attention.query_key_value.weight")
+        qkv = sd(p + "attention.query_key_value.weight")
         d_e = qkv.shape[1]
         W_qkv = qkv.reshape(n_heads, 3, -1, d_e)  # head h: [q rows; k rows; v rows]
-        b_qkv = get(p + "attention.query_key_value.bias").reshape(n_heads, 3, -1)
+        b_qkv = sd(p + "attention.query_key_value.bias").reshape(n_heads, 3, -1)
         W = MHAttentionParams(
             W_qkv[:, 0],
             b_qkv[:, 0],
@@ -231,30 +224,30 @@ def gpt_neox_from_state_dict(
             b_qkv[:, 1],
             W_qkv[:, 2],
             b_qkv[:, 2],
-            get(p + "attention.dense.weight"),
-            get(p + "attention.dense.bias"),
+            sd(p + "attention.dense.weight"),
+            sd(p + "attention.dense.bias"),
         )
         layers.append(
             Layer(
                 W,
-                get(p + "input_layernorm.weight"),
-                get(p + "input_layernorm.bias"),
-                get(p + "post_attention_layernorm.weight"),
-                get(p + "post_attention_layernorm.bias"),
-                get(p + "mlp.dense_h_to_4h.weight"),
-                get(p + "mlp.dense_h_to_4h.bias"),
-                get(p + "mlp.dense_4h_to_h.weight"),
-                get(p + "mlp.dense_4h_to_h.bias"),
+                sd(p + "input_layernorm.weight"),
+                sd(p + "input_layernorm.bias"),
+                sd(p + "post_attention_layernorm.weight"),
+                sd(p + "post_attention_layernorm.bias"),
+                sd(p + "mlp.dense_h_to_4h.weight"),
+                sd(p + "mlp.dense_h_to_4h.bias"),
+                sd(p + "mlp.dense_4h_to_h.weight"),
+                sd(p + "mlp.dense_4h_to_h.bias"),
             )
         )
-    W_u = get("lm_head.weight") if "lm_head.weight" in state else None
+    W_u = sd("lm_head.weight") if "lm_head.weight" in state else None
     theta = GPTNeoXParams(
-        get("gpt_neox.embed_in.weight").T,
+        sd("gpt_neox.embed_in.weight").T,
         tuple(layers),
-        get("gpt_neox.final_layer_norm.weight"),
-        get("gpt_neox.final_layer_norm.bias"),
+        sd("gpt_neox.final_layer_norm.weight"),
+        sd("gpt_neox.final_layer_norm.bias"),
         W_u,
         config,
     )
-    refuse_unused(LOAD, state, used)
+    sd.refuse_unused()
     return theta

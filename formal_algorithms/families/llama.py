@@ -51,6 +51,7 @@ from ..variants.gated_mlp import gated_mlp, silu
 from ..variants.grouped_attention import grouped_attention
 from ..variants.rope import affine, rope
 from ..variants.sliding_window import sliding_window_mask
+from .core import refuse_unused
 
 LLAMA = "llama_logits (Algorithm 10 with Llama's substitutions)"
 LLAMA_CACHED = "llama_cached_logits"
@@ -295,14 +296,6 @@ def check_config(caller: str, config) -> LlamaConfig:
     if not isinstance(config, LlamaConfig):
         fail(caller, "config", f"must be a LlamaConfig, got {type(config).__name__}", TypeError)
     return config
-
-
-def refuse_unused(caller: str, state: dict, used) -> None:
-    """A loader reads every tensor of ``state``: any name it does not use is refused by name."""
-    extra = sorted(set(state) - set(used))
-    if extra:
-        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
-        fail(caller, "state", f"holds tensors this family does not use: {extra[:3]}{more}")
 
 
 def llama_tensor_names(n_layers: int) -> list[str]:

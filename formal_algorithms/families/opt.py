@@ -1,0 +1,158 @@
+"""The OPT family (Zhang et al. 2022) as Algorithm 10 with documented substitutions.
+
+Algorithm 10, line by line, and what OPT puts there:
+
+- lines 1-3, ``e ← W_e[:, x[t]] + W_p[:, t]``: as printed; transformers stores ``W_p`` with two
+  extra leading rows (its positions are offset by 2), and ``W_p[:, t]`` is row ``t + 2``;
+- line 8: the MLP with ReLU in place of GELU (the paper's own §6 choice for Algorithm 8);
+- Pre-LN (``pre_ln=True``, OPT-125m, 1.3B and up): lines 5-11 as printed;
+- Post-LN (``pre_ln=False``, OPT-350m's placement): lines 5-8 are a Post-LN layer (the norm after
+  each residual sum, :func:`formal_algorithms.paper.architectures.post_ln_layer`) and line 10 is
+  dropped (OPT-350m has no final norm); θ's ``gamma``, ``beta`` are None.
+
+θ is :class:`OPTParams`: Algorithm 10's θ field for field, and its :class:`OPTConfig`
+(``pre_ln``, ε). A projection between a narrower embedding and the layers (OPT-350m's
+``word_embed_proj_dim``) is not written and is refused by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..paper.architectures import d_transformer_logits, post_ln_layer, unembedding_matrix
+from ..paper.attention import MHAttentionParams, unidirectional_mask
+from ..paper.checks import fail
+from ..paper.embeddings import embed
+from ..paper.functions import relu, softmax
+from ..paper.parameters import DTransformerParams, Layer
+from ..paper.validation import check_inputs
+from .core import StateDict
+from .llama import forward_config, require
+
+OPT = "opt_logits (Algorithm 10 with OPT's substitutions)"
+LOAD = "opt_from_state_dict"
+OFFSET = 2  # transformers' OPT reads W_p's column t from row t + 2
+
+#: Algorithm 10's lines that OPT replaces (docs/families.md's atlas); the rest as printed.
+ALGORITHM_10 = {
+    2: "as printed; transformers' `W_p` has 2 leading rows more (column t is its row t + 2)",
+    5: "`pre_ln=False`: Post-LN, the norm after line 6's sum",
+    7: "`pre_ln=False`: Post-LN, the norm after line 8's sum",
+    8: "ReLU in place of GELU",
+    10: "`pre_ln=False`: dropped (no final norm)",
+    11: "`W_u = W_eᵀ` when tied",
+}
+
+
+@jax.tree_util.register_static  # no arrays: part of θ's structure, static under jit
+@dataclasses.dataclass(frozen=True)
+class OPTConfig:
+    """What θ's forward needs beyond its arrays: the layer-norm placement and ε."""
+
+    pre_ln: bool = True
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        if not isinstance(self.pre_ln, bool):
+            fail("OPTConfig", "pre_ln", f"must be True or False, got {self.pre_ln!r}")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, int | float) or self.eps <= 0:
+            fail("OPTConfig", "eps", f"must be a number > 0, got {self.eps!r}")
+
+
+class OPTParams(NamedTuple):
+    """θ of the OPT family: Algorithm 10's fields (``gamma``, ``beta`` None when Post-LN) and its
+    :class:`OPTConfig`."""
+
+    W_e: jax.Array  # (d_e, N_V)
+    W_p: jax.Array  # (d_e, ℓ_max): transformers' rows 2 … ℓ_max + 1
+    layers: tuple[Layer, ...]
+    gamma: jax.Array | None  # (d_e,) final norm (line 10), None when Post-LN
+    beta: jax.Array | None
+    W_u: jax.Array | None  # (N_V, d_e), or None: tied to W_eᵀ
+    config: OPTConfig = OPTConfig()
+
+
+def paper_theta(theta: OPTParams) -> DTransformerParams:
+    """Algorithm 10's θ with the same arrays (a Post-LN θ gets γ = 1, β = 0 to pass its checks;
+    the Post-LN forward never reads them)."""
+    if not isinstance(theta, OPTParams):
+        fail(OPT, "theta", f"must be OPTParams, got {type(theta).__name__}", TypeError)
+    d_e = np.shape(theta.W_e)[0]
+    gamma = jnp.ones(d_e, theta.W_e.dtype) if theta.gamma is None else theta.gamma
+    beta = jnp.zeros(d_e, theta.W_e.dtype) if theta.beta is None else theta.beta
+    return DTransformerParams(theta.W_e, theta.W_p, theta.layers, gamma, beta, theta.W_u)
+
+
+def opt_logits(x, theta: OPTParams, *, pre_ln=None, eps=None):
+    """Algorithm 10 with OPT's substitutions, without the final softmax: ``(N_V, ℓ)``; θ runs
+    with ``θ.config`` (keywords must agree with it)."""
+    paper = paper_theta(theta)
+    config = forward_config(OPT, theta, OPTConfig(), pre_ln=pre_ln, eps=eps)
+    if config.pre_ln:
+        if theta.gamma is None or theta.beta is None:
+            fail(OPT, "theta.gamma", "is None, but a Pre-LN θ has a final norm (line 10)")
+        return d_transformer_logits(x, paper, activation=relu, eps=config.eps)  # lines 1-11
+    (x,) = check_inputs(paper, OPT, DTransformerParams, x=x)
+    X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
+    Mask = unidirectional_mask(X.shape[1])
+    for layer in theta.layers:  # line 4
+        X = post_ln_layer(X, layer, Mask, relu, config.eps)  # lines 5-8, Post-LN
+    return unembedding_matrix(paper) @ X  # line 11 (part: logits); line 10 dropped
+
+
+def opt(x, theta: OPTParams, **kw):
+    """Algorithm 10 with OPT's substitutions: ``P = softmax(W_u X)``."""
+    return softmax(opt_logits(x, theta, **kw))  # line 11
+
+
+# ------------------------------------------------------------------------ loading
+
+
+def opt_config(config: dict) -> dict:
+    """The keywords of :func:`opt_from_state_dict` from a transformers ``OPTConfig.to_dict()``
+    (θ's :class:`OPTConfig` among them); what is not written is refused by name."""
+    caller = "opt_config"
+    require(caller, config, "activation_function", ("relu",))
+    require(caller, config, "enable_bias", (True,))
+    require(caller, config, "layer_norm_elementwise_affine", (True,))
+    if config.get("word_embed_proj_dim", config["hidden_size"]) != config["hidden_size"]:
+        fail(
+            caller, "config", "has word_embed_proj_dim ≠ hidden_size: the projection is not written"
+        )
+    pre_ln = bool(config.get("do_layer_norm_before", True))
+    if pre_ln and config.get("_remove_final_layer_norm", False):
+        fail(caller, "config", "removes the final norm of a Pre-LN OPT: not written")
+    own = OPTConfig(pre_ln=pre_ln, eps=1e-5)  # transformers' nn.LayerNorm default
+    return dict(n_layers=config["num_hidden_layers"], n_heads=config["num_attention_heads"],
+                config=own)  # fmt: skip
+
+
+def opt_from_state_dict(
+    state: dict, *, n_layers: int, n_heads: int, config: OPTConfig, dtype=None
+) -> OPTParams:
+    """θ from Hugging Face ``OPTForCausalLM`` names (numpy arrays), carrying ``config``;
+    ``lm_head.weight`` absent means tied. Every tensor of ``state`` must be used."""
+    if not isinstance(config, OPTConfig):
+        fail(LOAD, "config", f"must be an OPTConfig, got {config!r}", TypeError)
+    sd = StateDict(state, LOAD, dtype)
+    layers = []
+    for l in range(n_layers):
+        p = f"model.decoder.layers.{l}."
+        a = p + "self_attn."
+        qkv = [w for m in "qkv" for w in sd.heads(a + f"{m}_proj", n_heads)]
+        W = MHAttentionParams(*qkv, *sd.linear(a + "out_proj"))
+        norms = (*sd.norm(p + "self_attn_layer_norm"), *sd.norm(p + "final_layer_norm"))
+        layers.append(Layer(W, *norms, *sd.linear(p + "fc1"), *sd.linear(p + "fc2")))
+    d = "model.decoder."
+    gamma, beta = sd.norm(d + "final_layer_norm") if config.pre_ln else (None, None)
+    W_u = sd("lm_head.weight") if "lm_head.weight" in state else None
+    W_p = sd(d + "embed_positions.weight")[OFFSET:].T
+    theta = OPTParams(sd(d + "embed_tokens.weight").T, W_p, tuple(layers), gamma, beta, W_u,
+                      config)  # fmt: skip
+    sd.refuse_unused()
+    return theta
