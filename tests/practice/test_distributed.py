@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from virtual_devices import run_alone
 
-from formal_algorithms.practice import checkpoint, distributed
+from formal_algorithms.practice import checkpoint, distributed, trainer
 
 SCRIPT = textwrap.dedent(
     """
@@ -52,10 +52,11 @@ SCRIPT = textwrap.dedent(
             checkpoint.save_checkpoint(out_dir / f"{tag}-{name}.safetensors", th, opt_state=state)
 
     for ps in ("replicated", "fsdp"):
-        th, history = parallel.data_parallel_train(theta, data, jax.random.key(1),
-                                                   param_sharding=ps, **kw)
+        th, history, st = parallel.data_parallel_train(theta, data, jax.random.key(1),
+                                                       param_sharding=ps,
+                                                       return_opt_state=True, **kw)
         out[ps] = [float(h) for h in history]
-        save(ps, th)
+        save(ps, th, st)
     W = th.layers[0].W_mlp1
     out["fsdp_local_rows"] = sorted(s.data.shape[0] for s in W.addressable_shards)
     if tag == "single":  # the state after step 1, for the other run to resume from
@@ -108,6 +109,12 @@ def _theta(path):
     return checkpoint.load_checkpoint(path).theta
 
 
+def _opt_state(path):
+    theta = _theta(path)
+    optimizer = trainer.make_optimizer(1e-2, decay=None, clip_norm=1.0)
+    return checkpoint.load_checkpoint(path, opt_state_template=optimizer.init(theta)).opt_state
+
+
 def _max_diff(a, b):
     return max(
         float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
@@ -137,6 +144,9 @@ def test_two_processes_equal_one_process_step_for_step(runs, ps):
     expected = _theta(out / f"single-{ps}.safetensors")
     theta = _theta(out / f"multi-{ps}.safetensors")  # written by process 0, read here
     assert _max_diff(theta, expected) < 1e-10
+    # and the optimiser state (Adam's moments, FSDP-sharded too, gathered): resumable anywhere
+    expected = _opt_state(out / f"single-{ps}.safetensors")
+    assert _max_diff(_opt_state(out / f"multi-{ps}.safetensors"), expected) < 1e-10
     start = _theta(out / "single-step1.safetensors")
     assert _max_diff(theta, start) > 1e-3  # steps 2 and 3 moved θ: agreement is not trivial
 
