@@ -96,7 +96,7 @@ def opt_logits(x, theta: OPTParams, *, pre_ln=None, eps=None):
     if config.pre_ln:
         if theta.gamma is None or theta.beta is None:
             fail(OPT, "theta.gamma", "is None, but a Pre-LN θ has a final norm (line 10)")
-        return d_transformer_logits(x, paper, activation=relu, eps=config.eps)  # lines 1-11
+        return d_transformer_logits(x, paper, activation=relu, eps=config.eps)  # the paper's own
     (x,) = check_inputs(paper, OPT, DTransformerParams, x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(X.shape[1])

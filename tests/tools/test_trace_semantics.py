@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import formal_algorithms as fa
-from formal_algorithms.families import gpt_neox, llama, mistral, qwen2
+from formal_algorithms.families import gpt_neox, llama, mistral, opt, qwen2
 from formal_algorithms.paper import pseudocode
 from formal_algorithms.practice import fast
 from formal_algorithms.trace import trace
@@ -129,6 +129,12 @@ def _runs():
             gpt_neox.gpt_neox_logits,
             x,
             nt._replace(config=gpt_neox.GPTNeoXConfig(d_rot=2, parallel=False)),
+        ),  # fmt: skip
+        "OPT Pre-LN": (opt.opt_logits, x, opt.OPTParams(*d)),
+        "OPT Post-LN": (
+            opt.opt_logits,
+            x,
+            opt.OPTParams(*d)._replace(gamma=None, beta=None, config=opt.OPTConfig(pre_ln=False)),
         ),  # fmt: skip
         "partial rope": (partial_rope.partial_rope_attention, X, X, W2, M, dict(d_rot=2)),
         "cached Algorithm 14": (fa.d_inference_cached, x, d, KEY, dict(ell_gen=3)),
