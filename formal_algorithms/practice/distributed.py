@@ -135,17 +135,19 @@ def launch(n_processes, devices_per_process, argv, *, timeout, environ=None):
             for i in range(n_processes)
         ]
         children = []
-        for i, (out, err) in enumerate(logs):
-            env = child_environment(environ, coordinator, n_processes, i, devices_per_process)
-            with out.open("w") as o, err.open("w") as e:
-                children.append(
-                    subprocess.Popen([sys.executable, *argv], env=env, stdout=o, stderr=e)
-                )
-        failure = _wait(children, time.monotonic() + timeout)
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-            child.wait()
+        try:  # whatever happens here (Ctrl-C included), no child outlives the call
+            for i, (out, err) in enumerate(logs):
+                env = child_environment(environ, coordinator, n_processes, i, devices_per_process)
+                with out.open("w") as o, err.open("w") as e:
+                    children.append(
+                        subprocess.Popen([sys.executable, *argv], env=env, stdout=o, stderr=e)
+                    )
+            failure = _wait(children, time.monotonic() + timeout)
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                child.wait()
         outputs = [
             (c.returncode, o.read_text(), e.read_text())
             for c, (o, e) in zip(children, logs, strict=True)

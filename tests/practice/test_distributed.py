@@ -176,6 +176,19 @@ def test_a_failed_process_stops_the_others_with_one_error(how, limit):
     assert error.outputs[0][0] != 0  # process 0 was stopped, it did not finish
 
 
+def test_an_interrupted_launch_leaves_no_process_running(monkeypatch):
+    children = []
+
+    def interrupted(started, deadline):  # Ctrl-C while launch waits
+        children.extend(started)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "_wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        distributed.launch(2, 1, ["-c", "import time; time.sleep(600)"], timeout=600)
+    assert len(children) == 2 and all(c.returncode is not None for c in children)
+
+
 def test_initialize_reads_the_environment_only():
     assert distributed.initialize({}) == (0, 1)  # nothing set: one process, nothing joined
     with pytest.raises(ValueError, match="initialize: argument 'environment'.*FA_PROCESS_ID"):
