@@ -120,13 +120,17 @@ def _check_launch(n_processes, devices_per_process, argv, timeout):
         fail("launch", "timeout", f"must be a number of seconds > 0, got {timeout!r}")
 
 
-def launch(n_processes, devices_per_process, argv, *, timeout, environ=None):
+def launch(n_processes, devices_per_process, argv, *, timeout, environ=None, show=None):
     """Run ``python *argv`` as ``n_processes`` processes on this machine, each with
     ``devices_per_process`` CPU devices and the ``FA_*`` variables (coordinator on a free local
     port), and wait at most ``timeout`` seconds. Returns each process's ``(returncode, stdout,
-    stderr)``. Raises :class:`ProcessFailed` naming the first process that exits non-zero, or the
-    ones still running at the time limit, after killing every process still running."""
+    stderr)``; process ``show`` (e.g. 0 for a command line's progress) writes straight to this
+    process's stdout and stderr instead, its strings empty. Raises :class:`ProcessFailed` naming
+    the first process that exits non-zero, or the ones still running at the time limit, after
+    killing every process still running."""
     _check_launch(n_processes, devices_per_process, argv, timeout)
+    if show is not None and show not in range(n_processes):
+        fail("launch", "show", f"must be None or a process id 0 .. {n_processes - 1}, got {show!r}")
     environ = dict(os.environ if environ is None else environ)
     coordinator = f"localhost:{free_port()}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,6 +143,7 @@ def launch(n_processes, devices_per_process, argv, *, timeout, environ=None):
             for i, (out, err) in enumerate(logs):
                 env = child_environment(environ, coordinator, n_processes, i, devices_per_process)
                 with out.open("w") as o, err.open("w") as e:
+                    o, e = (None, None) if i == show else (o, e)  # None: this process's own
                     children.append(
                         subprocess.Popen([sys.executable, *argv], env=env, stdout=o, stderr=e)
                     )

@@ -189,6 +189,13 @@ def test_an_interrupted_launch_leaves_no_process_running(monkeypatch):
     assert len(children) == 2 and all(c.returncode is not None for c in children)
 
 
+def test_launch_shows_one_process_output_as_it_comes(capfd):
+    script = "import os; print('process', os.environ['FA_PROCESS_ID'], 'of', os.environ['FA_NUM_PROCESSES'])"
+    outputs = distributed.launch(2, 1, ["-c", script], timeout=60, show=1)
+    assert outputs == [(0, "process 0 of 2\n", ""), (0, "", "")]
+    assert capfd.readouterr().out == "process 1 of 2\n"  # written to this process's stdout
+
+
 def test_initialize_reads_the_environment_only():
     assert distributed.initialize({}) == (0, 1)  # nothing set: one process, nothing joined
     with pytest.raises(ValueError, match="initialize: argument 'environment'.*FA_PROCESS_ID"):
@@ -200,3 +207,7 @@ def test_initialize_reads_the_environment_only():
         distributed.launch(0, 1, ["-c", "pass"], timeout=1)
     with pytest.raises(TypeError, match="launch: argument 'argv'"):
         distributed.launch(1, 1, "-c pass", timeout=1)
+    with pytest.raises(
+        ValueError, match="launch: argument 'show' must be None or a process id 0 .. 1"
+    ):
+        distributed.launch(2, 1, ["-c", "pass"], timeout=1, show=2)
