@@ -13,6 +13,7 @@ round). float64 for the reason test_parallel.py gives (Adam amplifies reduction-
 import json
 import os
 import textwrap
+import threading
 import time
 
 import jax
@@ -24,7 +25,7 @@ from formal_algorithms.practice import checkpoint, distributed, trainer
 
 SCRIPT = textwrap.dedent(
     """
-    import json, pathlib, sys
+    import json, pathlib, sys, time
     from formal_algorithms.practice import distributed
     pid, n = distributed.initialize(timeout=30)
     import jax, jax.numpy as jnp, numpy as np
@@ -51,6 +52,10 @@ SCRIPT = textwrap.dedent(
         if pid == 0:
             checkpoint.save_checkpoint(out_dir / f"{tag}-{name}.safetensors", th, opt_state=state)
 
+    if tag == "single":  # first, the state after step 1, for the other run to resume from
+        th, _, st = parallel.data_parallel_train(theta, data, jax.random.key(1),
+                                                 return_opt_state=True, **dict(kw, N_steps=1))
+        save("step1", th, st)
     for ps in ("replicated", "fsdp"):
         th, history, st = parallel.data_parallel_train(theta, data, jax.random.key(1),
                                                        param_sharding=ps,
@@ -59,13 +64,13 @@ SCRIPT = textwrap.dedent(
         save(ps, th, st)
     W = th.layers[0].W_mlp1
     out["fsdp_local_rows"] = sorted(s.data.shape[0] for s in W.addressable_shards)
-    if tag == "single":  # the state after step 1, for the other run to resume from
-        th, _, st = parallel.data_parallel_train(theta, data, jax.random.key(1),
-                                                 return_opt_state=True, **dict(kw, N_steps=1))
-        save("step1", th, st)
-    else:
-        ck = checkpoint.load_checkpoint(out_dir / "single-step1.safetensors",
-                                        opt_state_template=opt.init(theta))
+    if tag == "multi":  # resume from the 1-process run's step 1 (written first, see above)
+        step1 = out_dir / "single-step1.safetensors"
+        for _ in range(1200):
+            if step1.exists():
+                break
+            time.sleep(0.1)
+        ck = checkpoint.load_checkpoint(step1, opt_state_template=opt.init(theta))
         th, history = parallel.data_parallel_train(ck.theta, data, jax.random.key(1),
                                                    opt_state=ck.opt_state, start_step=1, **kw)
         out["resumed"] = [float(h) for h in history]
@@ -99,8 +104,16 @@ def _env():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed")
-    single = run_alone(SCRIPT, str(out), "single", devices=4, timeout=120)
-    outputs = distributed.launch(2, 2, ["-c", SCRIPT, str(out), "multi"], timeout=120)
+    single = {}  # the two runs overlap: the 1-process one in a thread
+    thread = threading.Thread(
+        target=lambda: single.update(run_alone(SCRIPT, str(out), "single", timeout=120))
+    )
+    thread.start()
+    try:
+        outputs = distributed.launch(2, 2, ["-c", SCRIPT, str(out), "multi"], timeout=120)
+    finally:
+        thread.join()
+    assert single, "the 1-process run failed (its error is printed above)"
     reports = [json.loads(stdout.strip().splitlines()[-1]) for _, stdout, _ in outputs]
     return out, single, reports
 
