@@ -35,7 +35,7 @@ from formal_algorithms.families.gpt_neox import (
     gpt_neox_logits,
     init_gpt_neox,
 )
-from formal_algorithms.families.llama import Decoder, LlamaConfig, llama_logits
+from formal_algorithms.families.llama import Decoder, LlamaConfig, init_llama, llama_logits
 from formal_algorithms.families.mistral import (
     mistral_config,
     mistral_from_state_dict,
@@ -344,3 +344,26 @@ def test_the_atlas_of_docs_families_is_generated_from_the_code():
             atlas.atlas()
     finally:
         del atlas.FAMILIES["broken"]
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral", "gpt_neox"])
+def test_the_battery_passes_on_the_families(family):
+    """This library's Qwen2, Mistral (window 4, probed at 8 tokens) and GPT-NeoX through
+    ``from_paper`` (jitted; no embedding split, so causality by perturbation alone): causal,
+    batch-independent, finite, deterministic."""
+    from formal_algorithms.testing import adapters as A
+    from formal_algorithms.testing import conformance as C
+
+    key, shapes = jax.random.key(1), dict(N_V=40, L=2, H=4, d_e=16, d_mlp=24)
+    theta, forward = {
+        "qwen2": (lambda: init_qwen2(key, G=2, **shapes), qwen2_logits),
+        "mistral": (lambda: init_llama(key, G=1, config=LlamaConfig(window=4), **shapes),
+                    mistral_logits),
+        "gpt_neox": (lambda: init_gpt_neox(key, config=OwnNeoXConfig(d_rot=2), **shapes),
+                     gpt_neox_logits),
+    }[family]  # fmt: skip
+    theta = theta()
+    model = A.from_paper(jax.jit(lambda x: forward(x, theta)), N_V=40, name=family)
+    checks = ["causality", "batch", "distributions", "determinism"]
+    report = C.run_battery(model, checks=checks, lengths=[8])
+    assert report.ok, str(report)
