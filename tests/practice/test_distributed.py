@@ -56,14 +56,15 @@ SCRIPT = textwrap.dedent(
         th, _, st = parallel.data_parallel_train(theta, data, jax.random.key(1),
                                                  return_opt_state=True, **dict(kw, N_steps=1))
         save("step1", th, st)
-    for ps in ("replicated", "fsdp"):
+    layouts = dict(replicated=mesh, fsdp=mesh, megatron=parallel.model_mesh(2))
+    for ps, on in layouts.items():
         th, history, st = parallel.data_parallel_train(theta, data, jax.random.key(1),
-                                                       param_sharding=ps,
-                                                       return_opt_state=True, **kw)
+                                                       param_sharding=ps, return_opt_state=True,
+                                                       **dict(kw, mesh=on))
         out[ps] = [float(h) for h in history]
         save(ps, th, st)
-    W = th.layers[0].W_mlp1
-    out["fsdp_local_rows"] = sorted(s.data.shape[0] for s in W.addressable_shards)
+        W = th.layers[0].W_mlp1
+        out[f"{ps}_local_rows"] = sorted(s.data.shape[0] for s in W.addressable_shards)
     if tag == "multi":  # resume from the 1-process run's step 1 (written first, see above)
         step1 = out_dir / "single-step1.safetensors"
         for _ in range(1200):
@@ -146,9 +147,12 @@ def test_two_processes_of_two_devices_are_one_mesh_of_four(runs):
     assert [r["shards"] for r in multi] == [[0, 2], [4, 6]] and single["shards"] == [0, 2, 4, 6]
     # FSDP: W_mlp1 (16 × 8) is split in 4 blocks of 4 rows; each process holds two of them
     assert [r["fsdp_local_rows"] for r in multi] == [[4, 4], [4, 4]]
+    # Megatron on the (data 2, model 2) mesh: each process holds both halves of the hidden units
+    assert [r["megatron_local_rows"] for r in multi] == [[8, 8], [8, 8]]
+    assert single["replicated_local_rows"] == [16] * 4
 
 
-@pytest.mark.parametrize("ps", ["replicated", "fsdp"])
+@pytest.mark.parametrize("ps", ["replicated", "fsdp", "megatron"])
 def test_two_processes_equal_one_process_step_for_step(runs, ps):
     out, single, multi = runs
     assert len(single[ps]) == 3
