@@ -11,12 +11,13 @@ import argparse
 import pathlib
 
 from ..paper.pseudocode import PSEUDOCODE
-from . import gpt_neox, llama, mistral, opt, qwen2
+from . import gemma, gpt_neox, llama, mistral, opt, qwen2
 
 FAMILIES = {
     "Llama": llama.ALGORITHM_10,
     "Qwen2": qwen2.ALGORITHM_10,
     "Mistral": mistral.ALGORITHM_10,
+    "Gemma": gemma.ALGORITHM_10,
     "GPT-NeoX": gpt_neox.ALGORITHM_10,
     "OPT": opt.ALGORITHM_10,
 }

@@ -42,7 +42,7 @@ import numpy as np
 from ..paper.architectures import unembedding_matrix
 from ..paper.attention import MHAttentionParams, unidirectional_mask
 from ..paper.checks import check_tokens, fail
-from ..paper.functions import softmax
+from ..paper.functions import gelu_tanh, softmax
 from ..paper.inference import check_tau, sample_token, step_key
 from ..paper.normalisation import rms_norm_columns
 from ..practice.fast import stack_layers
@@ -56,6 +56,7 @@ from .core import refuse_unused
 LLAMA = "llama_logits (Algorithm 10 with Llama's substitutions)"
 LLAMA_CACHED = "llama_cached_logits"
 LLAMA_DECODER = "Decoder.stream (Algorithm 14 on Llama, cached)"
+ACTIVATIONS = {"silu": silu, "gelu_tanh": gelu_tanh}  # the gated MLP's (SwiGLU, GeGLU)
 
 #: Algorithm 10's lines that Llama replaces, as docs/families.md's atlas prints them (links are
 #: relative to docs/); every other line is as printed.
@@ -85,14 +86,34 @@ class LlamaLayer(NamedTuple):
 @jax.tree_util.register_static  # no arrays: part of θ's structure, static under jit
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
-    """What θ's forward needs beyond its arrays: RoPE's base, RMSnorm's ε and the sliding window
-    (None: none; Mistral's w)."""
+    """What θ's forward needs beyond its arrays: RoPE's base, RMSnorm's ε, the sliding window
+    (None: none; Mistral's w), and Gemma's substitutions: the embedding scaled by √d_e
+    (``embed_scale``), RMSnorm's γ read as ``norm_offset + γ`` (Gemma: 1), the gated MLP's
+    ``activation`` (``"silu"``, or ``"gelu_tanh"``: GeGLU with tanh GELU)."""
 
     rope_base: float = 10000.0
     eps: float = 1e-5
     window: int | None = None
+    embed_scale: bool = False
+    norm_offset: float = 0.0
+    activation: str = "silu"
+
+    @property
+    def is_llama(self) -> bool:
+        """Only Llama's substitutions (what the cached decoder writes)."""
+        return (self.embed_scale, self.norm_offset, self.activation) == (False, 0.0, "silu")
 
     def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            fail(
+                "LlamaConfig",
+                "activation",
+                f"must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}",
+            )
+        if not isinstance(self.embed_scale, bool):
+            fail("LlamaConfig", "embed_scale", f"must be True or False, got {self.embed_scale!r}")
+        if self.norm_offset not in (0.0, 1.0):
+            fail("LlamaConfig", "norm_offset", f"must be 0 or 1, got {self.norm_offset!r}")
         for name in ("rope_base", "eps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
@@ -204,14 +225,21 @@ def _check_shapes(theta, hp):
 # ------------------------------------------------------------------ Algorithm 10, substituted
 
 
-def llama_layer(X, layer: LlamaLayer, Mask, t, *, rope_base, eps):
-    """Lines 5-8 of Algorithm 10 with Llama's substitutions; ``t``: the columns' positions."""
-    X_tilde = rms_norm_columns(X, layer.gamma1, eps)  # line 5: RMSnorm
+def llama_layer(X, layer: LlamaLayer, Mask, t, config: LlamaConfig):
+    """Lines 5-8 of Algorithm 10 with Llama's substitutions (Gemma's, as ``config`` says);
+    ``t``: the columns' positions."""
+    o, eps, base, f = (
+        config.norm_offset,
+        config.eps,
+        config.rope_base,
+        ACTIVATIONS[config.activation],
+    )
+    X_tilde = rms_norm_columns(X, o + layer.gamma1, eps)  # line 5: RMSnorm
     # line 6: grouped-query attention with RoPE, bias-free
-    X = X + grouped_attention(X_tilde, X_tilde, layer.W, Mask, rope_base=rope_base, t_x=t, t_z=t)
-    X_tilde = rms_norm_columns(X, layer.gamma2, eps)  # line 7: RMSnorm
-    # line 8: SwiGLU
-    X = X + gated_mlp(X_tilde, layer.W_gate, None, layer.W_up, None, layer.W_down, None, silu)
+    X = X + grouped_attention(X_tilde, X_tilde, layer.W, Mask, rope_base=base, t_x=t, t_z=t)
+    X_tilde = rms_norm_columns(X, o + layer.gamma2, eps)  # line 7: RMSnorm
+    # line 8: SwiGLU (GeGLU with tanh GELU for Gemma)
+    X = X + gated_mlp(X_tilde, layer.W_gate, None, layer.W_up, None, layer.W_down, None, f)
     return X
 
 
@@ -229,16 +257,18 @@ def llama_logits(x, theta: LlamaParams, *, rope_base=None, eps=None):
 def rope_decoder_logits(x, theta: LlamaParams, N_V, algorithm, config: LlamaConfig):
     """Algorithm 10 with Llama's substitutions (and a family's: Q/K/V biases, a sliding window)
     on a θ whose shapes the caller has checked, run with ``config``: ``W_u X`` ``(N_V, ℓ)``."""
-    rope_base, eps, window = config.rope_base, config.eps, config.window
+    window = config.window
     check_tokens(algorithm, "x", x, N_V, None)
     x = jnp.asarray(x)
     X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (RoPE in attention instead)
+    if config.embed_scale:  # Gemma: e ← √d_e · W_e[:, x[t]], √d_e in float32 (as transformers)
+        X = X * jnp.asarray(np.float32(math.sqrt(X.shape[0])), X.dtype)
     t = jnp.arange(x.shape[0])
     ell = x.shape[0]
     Mask = unidirectional_mask(ell) if window is None else sliding_window_mask(ell, window)
     for layer in theta.layers:  # line 4
-        X = llama_layer(X, layer, Mask, t, rope_base=rope_base, eps=eps)  # lines 5-8
-    X = rms_norm_columns(X, theta.gamma, eps)  # line 10: RMSnorm
+        X = llama_layer(X, layer, Mask, t, config)  # lines 5-8
+    X = rms_norm_columns(X, config.norm_offset + theta.gamma, config.eps)  # line 10: RMSnorm
     logits = unembedding_matrix(theta) @ X  # line 11 (part: logits)
     return logits
 
@@ -525,8 +555,15 @@ def llama_cached_logits(
     W_u = E if theta.W_u is None else theta.W_u
     layers = stack_layers(fused_layers(theta))
     config = forward_config(LLAMA_CACHED, theta, LlamaConfig(), rope_base=rope_base, eps=eps)
+    cached_form_written(LLAMA_CACHED, config)
     kw = dict(rope_base=config.rope_base, eps=config.eps, window=config.window)
     return _block(tokens, jnp.asarray(start), layers, E, theta.gamma, W_u, cache, **kw)
+
+
+def cached_form_written(caller: str, config: LlamaConfig) -> None:
+    """The cached form writes Llama's substitutions (and Qwen2's biases, Mistral's window) only."""
+    if not config.is_llama:
+        fail(caller, "theta", f"has {config}: Gemma's substitutions have no cached form here")
 
 
 def _bucket(n: int) -> int:
@@ -554,6 +591,7 @@ class Decoder:
         self.hp = hyperparameters(theta)
         given = dict(rope_base=rope_base, eps=eps, window=window)
         config = forward_config(LLAMA_DECODER, theta, LlamaConfig(), **given)
+        cached_form_written(LLAMA_DECODER, config)
         self.theta, self.config, self.context = theta, config, context
         self.E = jnp.asarray(np.asarray(theta.W_e).T)  # W_eᵀ, materialised once (row reads)
         self.W_u = self.E if theta.W_u is None else theta.W_u
