@@ -38,12 +38,13 @@ def family_models(size: dict, window: int) -> dict:
     import torch
     import transformers
 
-    from ..families import llama, mistral, qwen2
+    from ..families import llama, llama_loading, mistral, qwen2
 
     torch.manual_seed(0)
     specs = {
         "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, {},
-                  llama.llama_config, llama.llama_from_state_dict, llama.llama_hyperparameters),
+                  llama_loading.llama_config, llama_loading.llama_from_state_dict,
+                  llama.llama_hyperparameters),
         "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, {},
                   qwen2.qwen2_config, qwen2.qwen2_from_state_dict, qwen2.qwen2_hyperparameters),
         "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM,

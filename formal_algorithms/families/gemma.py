@@ -22,11 +22,10 @@ from .llama import (
     LlamaConfig,
     LlamaParams,
     forward_config,
-    llama_from_state_dict,
     llama_hyperparameters,
-    rope_base_of,
     rope_decoder_logits,
 )
+from .llama_loading import llama_from_state_dict, rope_base_of
 
 GEMMA = "gemma_logits (Algorithm 10 with Gemma's substitutions)"
 GEMMA_DEFAULTS = LlamaConfig(eps=1e-6, embed_scale=True, norm_offset=1.0, activation="gelu_tanh")

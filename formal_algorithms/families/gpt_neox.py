@@ -41,7 +41,8 @@ from ..paper.parameters import DTransformerParams, Layer
 from ..paper.validation import check_params
 from ..variants.partial_rope import partial_rope_attention
 from .core import StateDict
-from .llama import forward_config, require
+from .llama import forward_config
+from .llama_loading import require
 
 GPT_NEOX = "gpt_neox_logits (Algorithm 10 with GPT-NeoX's substitutions)"
 #: Algorithm 10's lines that GPT-NeoX replaces (docs/families.md's atlas); the rest as printed.

@@ -20,11 +20,10 @@ from .llama import (
     LlamaConfig,
     LlamaParams,
     forward_config,
-    llama_config,
-    llama_from_state_dict,
     llama_hyperparameters,
     rope_decoder_logits,
 )
+from .llama_loading import llama_config, llama_from_state_dict
 
 MISTRAL = "mistral_logits (Algorithm 10 with Mistral's substitutions)"
 #: Llama's replaced lines, with line 6's Mask a sliding window (docs/families.md's atlas).

@@ -32,7 +32,8 @@ from ..paper.functions import relu, softmax
 from ..paper.parameters import DTransformerParams, Layer
 from ..paper.validation import check_inputs
 from .core import StateDict
-from .llama import forward_config, require
+from .llama import forward_config
+from .llama_loading import require
 
 OPT = "opt_logits (Algorithm 10 with OPT's substitutions)"
 LOAD = "opt_from_state_dict"

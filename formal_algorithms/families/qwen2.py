@@ -30,14 +30,11 @@ from .llama import (
     LlamaParams,
     forward_config,
     init_llama,
-    llama_config,
-    llama_from_state_dict,
     llama_hyperparameters,
-    llama_tensor_names,
     refuse_unused,
-    require,
     rope_decoder_logits,
 )
+from .llama_loading import llama_config, llama_from_state_dict, llama_tensor_names, require
 
 QWEN2 = "qwen2_logits (Algorithm 10 with Qwen2's substitutions)"
 QWEN2_DEFAULTS = LlamaConfig(eps=1e-6)

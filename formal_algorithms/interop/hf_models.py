@@ -3,7 +3,7 @@ encoder with BERT's substitutions) and Llama (the Llama family), for ``formal-al
 
 Only what the folder holds is read (``local_files_only``; nothing is downloaded, no environment
 variable is set): its ``config.json``, weights and tokenizer. The converters are the interop
-modules' own (:mod:`.gpt2`, :mod:`.bert`, :func:`~formal_algorithms.families.llama.llama_from_state_dict`).
+modules' own (:mod:`.gpt2`, :mod:`.bert`, :func:`~formal_algorithms.families.llama_loading.llama_from_state_dict`).
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def _bert(model, tokenizer) -> Loaded:
 
 
 def _llama(model, tokenizer) -> Loaded:
-    from ..families.llama import llama, llama_config, llama_from_state_dict, llama_logits
+    from ..families.llama import llama, llama_logits
+    from ..families.llama_loading import llama_config, llama_from_state_dict
 
     config = model.config
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}

@@ -36,10 +36,9 @@ from formal_algorithms.families.llama import (
     init_llama_cache,
     llama,
     llama_cached_logits,
-    llama_config,
-    llama_from_state_dict,
     llama_logits,
 )
+from formal_algorithms.families.llama_loading import llama_config, llama_from_state_dict
 from formal_algorithms.interop.gguf import gguf_tokenizer, read_llama_gguf, smollm2_path
 
 # three prompts of 6 tokens each: the eager forward compiles its operations once per shape

@@ -5,7 +5,7 @@
 ``torch.nn.Transformer`` with the embeddings around it, and a token sequence, and
 
 1. converts the model with this package's exact converters (:mod:`..gpt2`, :mod:`..bert`,
-   :mod:`..torch_transformer`, ``families.llama.llama_from_state_dict``);
+   :mod:`..torch_transformer`, ``families.llama_loading.llama_from_state_dict``);
 2. runs the paper's algorithm on the converted θ under :func:`formal_algorithms.trace`
    (Algorithm 10 for GPT-2, Algorithm 9 with BERT's extras for BERT, Algorithm 10 with Llama's
    substitutions for Llama, Algorithm 8 for ``nn.Transformer``);

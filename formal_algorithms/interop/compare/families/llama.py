@@ -65,7 +65,8 @@ class Llama(Family):
     rope = True
 
     def __init__(self, model):
-        from ....families.llama import LlamaConfig, llama_from_state_dict
+        from ....families.llama import LlamaConfig
+        from ....families.llama_loading import llama_from_state_dict
 
         config = model.config
         rope = getattr(config, "rope_parameters", None) or {
