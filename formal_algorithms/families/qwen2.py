@@ -24,6 +24,7 @@ import numpy as np
 
 from ..paper.checks import fail
 from ..paper.functions import softmax
+from .core import refuse_unused
 from .llama import ALGORITHM_10 as LLAMA_LINES
 from .llama import (
     LlamaConfig,
@@ -31,7 +32,6 @@ from .llama import (
     forward_config,
     init_llama,
     llama_hyperparameters,
-    refuse_unused,
     rope_decoder_logits,
 )
 from .llama_loading import llama_config, llama_from_state_dict, llama_tensor_names, require
