@@ -12,6 +12,8 @@ rows of a query/key/value projection are the heads in order.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,6 +89,32 @@ def refuse_unused(caller: str, state: dict, used) -> None:
         fail(caller, "state", f"holds tensors this family does not use: {extra[:3]}{more}")
 
 
+def family_config(cls):
+    """A family's configuration class: a frozen dataclass of hyperparameters that θ carries,
+    registered static (no arrays: part of θ's structure, static under jit)."""
+    return jax.tree_util.register_static(dataclasses.dataclass(frozen=True)(cls))
+
+
+def check_config_fields(owner: str, config, *, positive=(), flags=()) -> None:
+    """A family configuration's fields: each of ``positive`` a number > 0 (not a bool), each of
+    ``flags`` True or False; else refused by name (``owner``: the configuration's class)."""
+    for name in positive:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            fail(owner, name, f"must be a number > 0, got {value!r}")
+    for name in flags:
+        value = getattr(config, name)
+        if not isinstance(value, bool):
+            fail(owner, name, f"must be True or False, got {value!r}")
+
+
+def check_config(caller: str, config, cls):
+    """``config`` is a ``cls`` (the family's configuration class), else refused by name."""
+    if not isinstance(config, cls):
+        fail(caller, "config", f"must be a {cls.__name__}, got {type(config).__name__}", TypeError)
+    return config
+
+
 class StateDict:
     """Arrays by Hugging Face name, converted to the paper's orientation on request; it records
     the names read, for :meth:`refuse_unused`. ``dtype`` None keeps each array's own."""
@@ -103,6 +131,15 @@ class StateDict:
     def refuse_unused(self) -> None:
         """Every tensor was read, or the first unread ones are refused by name."""
         refuse_unused(self.where, self.arrays, self.used)
+
+    def layers(self, n_layers: int, prefix: str, read_layer) -> tuple:
+        """``read_layer(p)`` for each layer's prefix ``p = f"{prefix}{l}."``, l = 0 … L − 1."""
+        return tuple(read_layer(f"{prefix}{l}.") for l in range(n_layers))
+
+    def untied(self, prefix):
+        """``W_u`` of an output ``nn.Linear`` (``prefix.weight``), or None when absent (tied)."""
+        name = prefix + ".weight"
+        return self(name) if name in self.arrays else None
 
     def linear(self, prefix):
         """``(W, b)`` of an ``nn.Linear``: W is ``(d_out, d_in)``, the paper's orientation."""

@@ -25,7 +25,7 @@ from .llama import (
     llama_hyperparameters,
     rope_decoder_logits,
 )
-from .llama_loading import llama_from_state_dict, rope_base_of
+from .llama_loading import family_loader, rope_base_of
 
 GEMMA = "gemma_logits (Algorithm 10 with Gemma's substitutions)"
 GEMMA_DEFAULTS = LlamaConfig(eps=1e-6, embed_scale=True, norm_offset=1.0, activation="gelu_tanh")
@@ -75,17 +75,5 @@ def gemma_config(config: dict) -> dict:
     return dict(n_layers=config["num_hidden_layers"], n_heads=H, n_kv_heads=n_kv, config=own)
 
 
-def gemma_from_state_dict(
-    state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int, config: LlamaConfig, dtype=None
-) -> LlamaParams:
-    """θ from Hugging Face ``GemmaForCausalLM`` names: Llama's (:func:`.llama.
-    llama_from_state_dict`, which uses every tensor of ``state`` or refuses it)."""
-    return llama_from_state_dict(
-        state,
-        n_layers=n_layers,
-        n_heads=n_heads,
-        n_kv_heads=n_kv_heads,
-        config=config,
-        dtype=dtype,
-        caller="gemma_from_state_dict",
-    )
+#: θ from Hugging Face ``GemmaForCausalLM`` names: Llama's (every tensor used or refused by name).
+gemma_from_state_dict = family_loader("gemma_from_state_dict", "GemmaForCausalLM")

@@ -23,7 +23,6 @@ by the loader and the init function. Keywords given to the forward must agree wi
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from typing import NamedTuple
@@ -40,7 +39,7 @@ from ..paper.normalisation import layer_norm_columns
 from ..paper.parameters import DTransformerParams, Layer
 from ..paper.validation import check_params
 from ..variants.partial_rope import partial_rope_attention
-from .core import StateDict
+from .core import StateDict, check_config, check_config_fields, family_config
 from .llama import forward_config
 from .llama_loading import require
 
@@ -54,8 +53,7 @@ ALGORITHM_10 = {
 }
 
 
-@jax.tree_util.register_static  # no arrays: part of θ's structure, static under jit
-@dataclasses.dataclass(frozen=True)
+@family_config  # frozen, static under jit: part of θ's structure
 class GPTNeoXConfig:
     """What θ's forward needs beyond its arrays: ``d_rot`` (the rotated rows of each head's
     queries and keys), RoPE's base, the layer norms' ε, and the parallel residual."""
@@ -69,12 +67,9 @@ class GPTNeoXConfig:
         d = self.d_rot
         if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 0 or d % 2):
             fail("GPTNeoXConfig", "d_rot", f"must be an even integer ≥ 0, got {d!r}")
-        for name in ("rope_base", "eps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                fail("GPTNeoXConfig", name, f"must be a number > 0, got {value!r}")
-        if not isinstance(self.parallel, bool):
-            fail("GPTNeoXConfig", "parallel", f"must be True or False, got {self.parallel!r}")
+        check_config_fields(
+            "GPTNeoXConfig", self, positive=("rope_base", "eps"), flags=("parallel",)
+        )
 
 
 class GPTNeoXParams(NamedTuple):
@@ -208,47 +203,22 @@ def gpt_neox_from_state_dict(
     """θ from Hugging Face ``GPTNeoXForCausalLM`` names (numpy arrays), carrying ``config``.
     ``query_key_value`` holds, for each head h, its query, key and value rows one after another;
     ``lm_head.weight`` absent means tied. Every tensor of ``state`` must be used."""
-    if not isinstance(config, GPTNeoXConfig):
-        fail(LOAD, "config", f"must be a GPTNeoXConfig, got {config!r}", TypeError)
+    check_config(LOAD, config, GPTNeoXConfig)
     sd = StateDict(state, LOAD, dtype)
-    layers = []
-    for l in range(n_layers):
-        p = f"gpt_neox.layers.{l}."
+
+    def read_layer(p):
         qkv = sd(p + "attention.query_key_value.weight")
-        d_e = qkv.shape[1]
-        W_qkv = qkv.reshape(n_heads, 3, -1, d_e)  # head h: [q rows; k rows; v rows]
+        W_qkv = qkv.reshape(n_heads, 3, -1, qkv.shape[1])  # head h: [q rows; k rows; v rows]
         b_qkv = sd(p + "attention.query_key_value.bias").reshape(n_heads, 3, -1)
-        W = MHAttentionParams(
-            W_qkv[:, 0],
-            b_qkv[:, 0],
-            W_qkv[:, 1],
-            b_qkv[:, 1],
-            W_qkv[:, 2],
-            b_qkv[:, 2],
-            sd(p + "attention.dense.weight"),
-            sd(p + "attention.dense.bias"),
-        )
-        layers.append(
-            Layer(
-                W,
-                sd(p + "input_layernorm.weight"),
-                sd(p + "input_layernorm.bias"),
-                sd(p + "post_attention_layernorm.weight"),
-                sd(p + "post_attention_layernorm.bias"),
-                sd(p + "mlp.dense_h_to_4h.weight"),
-                sd(p + "mlp.dense_h_to_4h.bias"),
-                sd(p + "mlp.dense_4h_to_h.weight"),
-                sd(p + "mlp.dense_4h_to_h.bias"),
-            )
-        )
-    W_u = sd("lm_head.weight") if "lm_head.weight" in state else None
-    theta = GPTNeoXParams(
-        sd("gpt_neox.embed_in.weight").T,
-        tuple(layers),
-        sd("gpt_neox.final_layer_norm.weight"),
-        sd("gpt_neox.final_layer_norm.bias"),
-        W_u,
-        config,
-    )
+        W_b = [a for i in range(3) for a in (W_qkv[:, i], b_qkv[:, i])]
+        W = MHAttentionParams(*W_b, *sd.linear(p + "attention.dense"))
+        norms = (*sd.norm(p + "input_layernorm"), *sd.norm(p + "post_attention_layernorm"))
+        mlp_ = (*sd.linear(p + "mlp.dense_h_to_4h"), *sd.linear(p + "mlp.dense_4h_to_h"))
+        return Layer(W, *norms, *mlp_)
+
+    layers = sd.layers(n_layers, "gpt_neox.layers.", read_layer)
+    final = sd.norm("gpt_neox.final_layer_norm")
+    W_e = sd("gpt_neox.embed_in.weight").T
+    theta = GPTNeoXParams(W_e, layers, *final, sd.untied("lm_head"), config)
     sd.refuse_unused()
     return theta

@@ -51,6 +51,7 @@ from ..variants.gated_mlp import gated_mlp, silu
 from ..variants.grouped_attention import grouped_attention
 from ..variants.rope import affine, rope
 from ..variants.sliding_window import sliding_window_mask
+from .core import check_config, check_config_fields, family_config
 
 LLAMA = "llama_logits (Algorithm 10 with Llama's substitutions)"
 LLAMA_CACHED = "llama_cached_logits"
@@ -82,8 +83,7 @@ class LlamaLayer(NamedTuple):
     W_down: jax.Array  # (d_e, d_mlp)
 
 
-@jax.tree_util.register_static  # no arrays: part of θ's structure, static under jit
-@dataclasses.dataclass(frozen=True)
+@family_config  # frozen, static under jit: part of θ's structure
 class LlamaConfig:
     """What θ's forward needs beyond its arrays: RoPE's base, RMSnorm's ε, the sliding window
     (None: none; Mistral's w), and Gemma's substitutions: the embedding scaled by √d_e
@@ -109,14 +109,11 @@ class LlamaConfig:
                 "activation",
                 f"must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}",
             )
-        if not isinstance(self.embed_scale, bool):
-            fail("LlamaConfig", "embed_scale", f"must be True or False, got {self.embed_scale!r}")
+        check_config_fields(
+            "LlamaConfig", self, positive=("rope_base", "eps"), flags=("embed_scale",)
+        )
         if self.norm_offset not in (0.0, 1.0):
             fail("LlamaConfig", "norm_offset", f"must be 0 or 1, got {self.norm_offset!r}")
-        for name in ("rope_base", "eps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                fail("LlamaConfig", name, f"must be a number > 0, got {value!r}")
         w = self.window
         if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
             fail("LlamaConfig", "window", f"must be None or an integer ≥ 1, got {w!r}")
@@ -289,10 +286,11 @@ def init_llama(
     d_attn=None,
     tied=False,
     dtype=jnp.float32,
-    config=LlamaConfig(),
+    config=None,
 ):
     """A random θ (weights ~ N(0, 1/fan_in), embeddings N(0, 0.02²), γ = 1) carrying
-    ``config``, for tests."""
+    ``config`` (None: Llama's defaults, ``LlamaConfig()``), for tests."""
+    config = LlamaConfig() if config is None else config
     d_attn = d_e // H if d_attn is None else d_attn
     if H % G:
         fail("init_llama", "G", f"= {G} must divide H = {H}")
@@ -318,13 +316,9 @@ def init_llama(
     layers = tuple(layer() for _ in range(L))
     W_e = 0.02 * jax.random.normal(next(keys), (d_e, N_V), dtype)
     W_u = None if tied else w(N_V, d_e)
-    return LlamaParams(W_e, layers, jnp.ones(d_e, dtype), W_u, check_config("init_llama", config))
-
-
-def check_config(caller: str, config) -> LlamaConfig:
-    if not isinstance(config, LlamaConfig):
-        fail(caller, "config", f"must be a LlamaConfig, got {type(config).__name__}", TypeError)
-    return config
+    return LlamaParams(
+        W_e, layers, jnp.ones(d_e, dtype), W_u, check_config("init_llama", config, LlamaConfig)
+    )
 
 
 # ---------------------------------------------------------------- Algorithm 14, with a cache

@@ -6,24 +6,10 @@ name; every tensor of a state dict is read or refused.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-import numpy as np
-
 from ..paper.attention import MHAttentionParams
 from ..paper.checks import fail
-from .core import refuse_unused
-from .llama import LlamaConfig, LlamaLayer, LlamaParams, check_config
-
-
-def llama_tensor_names(n_layers: int) -> list[str]:
-    """The names :func:`llama_from_state_dict` reads (``lm_head.weight`` if untied)."""
-    names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
-    for l in range(n_layers):
-        p = f"model.layers.{l}."
-        names += [p + f"self_attn.{m}_proj.weight" for m in "qkvo"]
-        names += [p + f"mlp.{m}_proj.weight" for m in ("gate", "up", "down")]
-        names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
-    return names
+from .core import StateDict, check_config
+from .llama import LlamaConfig, LlamaLayer, LlamaParams
 
 
 def rope_base_of(caller: str, config: dict) -> float:
@@ -65,45 +51,54 @@ def llama_from_state_dict(
     config: LlamaConfig,
     dtype=None,
     caller="llama_from_state_dict",
+    biases: bool = False,
 ) -> LlamaParams:
     """θ from Hugging Face ``LlamaForCausalLM`` names (arrays as numpy, ``nn.Linear`` weights are
     ``(d_out, d_in)``, the paper's orientation), carrying ``config`` (:func:`llama_config` reads
-    it from a transformers configuration). ``lm_head.weight`` absent means tied."""
-    check_config(caller, config)
+    it from a transformers configuration). ``lm_head.weight`` absent means tied. ``biases``: the
+    ``q_proj, k_proj, v_proj`` biases are read too (Qwen2's ``b_q, b_k, b_v``). Every tensor of
+    ``state`` is read or refused by name."""
+    check_config(caller, config, LlamaConfig)
+    sd = StateDict(state, caller, dtype)
 
-    def get(name):
-        if name not in state:
-            fail("llama_from_state_dict", "state", f"has no {name!r}")
-        a = np.asarray(state[name])
-        return jnp.asarray(a if dtype is None else a.astype(dtype))
-
-    def heads(W, n):  # (n · d, d_in) → (n, d, d_in): the rows of head h are block h
-        return W.reshape(n, -1, W.shape[-1])
+    def heads(name, n):  # (n · d, d_in) → (n, d, d_in): the rows of head h are block h
+        W = sd(name + ".weight")
+        b = sd(name + ".bias").reshape(n, -1) if biases else None
+        return W.reshape(n, -1, W.shape[-1]), b
 
     layers = []
     for l in range(n_layers):
         p = f"model.layers.{l}."
         W = MHAttentionParams(
-            heads(get(p + "self_attn.q_proj.weight"), n_heads),
-            None,
-            heads(get(p + "self_attn.k_proj.weight"), n_kv_heads),
-            None,
-            heads(get(p + "self_attn.v_proj.weight"), n_kv_heads),
-            None,
-            get(p + "self_attn.o_proj.weight"),
+            *heads(p + "self_attn.q_proj", n_heads),
+            *heads(p + "self_attn.k_proj", n_kv_heads),
+            *heads(p + "self_attn.v_proj", n_kv_heads),
+            sd(p + "self_attn.o_proj.weight"),
             None,
         )
-        layers.append(
-            LlamaLayer(
-                W,
-                get(p + "input_layernorm.weight"),
-                get(p + "post_attention_layernorm.weight"),
-                get(p + "mlp.gate_proj.weight"),
-                get(p + "mlp.up_proj.weight"),
-                get(p + "mlp.down_proj.weight"),
-            )
+        mlp = [sd(p + f"mlp.{m}_proj.weight") for m in ("gate", "up", "down")]
+        norms = [sd(p + f"{m}_layernorm.weight") for m in ("input", "post_attention")]
+        layers.append(LlamaLayer(W, *norms, *mlp))
+    E = sd("model.embed_tokens.weight").T
+    theta = LlamaParams(E, tuple(layers), sd("model.norm.weight"), sd.untied("lm_head"), config)
+    sd.refuse_unused()
+    return theta
+
+
+def family_loader(caller: str, model: str, *, biases: bool = False):
+    """The loader of a family whose checkpoint has Llama's names (``model``: its transformers
+    class): :func:`llama_from_state_dict` under the family's name, with ``biases`` as it has."""
+
+    def load(state: dict, *, config: LlamaConfig, dtype=None, **shapes) -> LlamaParams:
+        """``shapes``: ``n_layers``, ``n_heads``, ``n_kv_heads`` (:func:`llama_config`'s)."""
+        return llama_from_state_dict(
+            state, **shapes, config=config, dtype=dtype, caller=caller, biases=biases
         )
-    refuse_unused(caller, state, llama_tensor_names(n_layers))
-    W_u = get("lm_head.weight") if "lm_head.weight" in state else None
-    E = get("model.embed_tokens.weight").T
-    return LlamaParams(E, tuple(layers), get("model.norm.weight"), W_u, config)
+
+    load.__name__ = load.__qualname__ = caller
+    extra = " and the biases of ``q_proj, k_proj, v_proj``" if biases else ""
+    load.__doc__ = (
+        f"θ from Hugging Face ``{model}`` names: Llama's (:func:`llama_from_state_dict`){extra}; "
+        "every tensor of ``state`` is used or refused by name; ``lm_head.weight`` absent: tied."
+    )
+    return load

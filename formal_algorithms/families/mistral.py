@@ -23,7 +23,7 @@ from .llama import (
     llama_hyperparameters,
     rope_decoder_logits,
 )
-from .llama_loading import llama_config, llama_from_state_dict
+from .llama_loading import family_loader, llama_config
 
 MISTRAL = "mistral_logits (Algorithm 10 with Mistral's substitutions)"
 #: Llama's replaced lines, with line 6's Mask a sliding window (docs/families.md's atlas).
@@ -61,17 +61,5 @@ def mistral_config(config: dict) -> dict:
     return llama_config(config, caller, window=config["sliding_window"])
 
 
-def mistral_from_state_dict(
-    state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int, config: LlamaConfig, dtype=None
-) -> LlamaParams:
-    """θ from Hugging Face ``MistralForCausalLM`` names: Llama's (:func:`.llama.
-    llama_from_state_dict`, which uses every tensor of ``state`` or refuses it)."""
-    return llama_from_state_dict(
-        state,
-        n_layers=n_layers,
-        n_heads=n_heads,
-        n_kv_heads=n_kv_heads,
-        config=config,
-        dtype=dtype,
-        caller="mistral_from_state_dict",
-    )
+#: θ from Hugging Face ``MistralForCausalLM`` names: Llama's (every tensor used or refused by name).
+mistral_from_state_dict = family_loader("mistral_from_state_dict", "MistralForCausalLM")

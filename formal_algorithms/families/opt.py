@@ -17,7 +17,6 @@ Algorithm 10, line by line, and what OPT puts there:
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -31,7 +30,7 @@ from ..paper.embeddings import embed
 from ..paper.functions import relu, softmax
 from ..paper.parameters import DTransformerParams, Layer
 from ..paper.validation import check_inputs
-from .core import StateDict
+from .core import StateDict, check_config, check_config_fields, family_config
 from .llama import forward_config
 from .llama_loading import require
 
@@ -50,8 +49,7 @@ ALGORITHM_10 = {
 }
 
 
-@jax.tree_util.register_static  # no arrays: part of θ's structure, static under jit
-@dataclasses.dataclass(frozen=True)
+@family_config  # frozen, static under jit: part of θ's structure
 class OPTConfig:
     """What θ's forward needs beyond its arrays: the layer-norm placement and ε."""
 
@@ -59,10 +57,7 @@ class OPTConfig:
     eps: float = 1e-5
 
     def __post_init__(self):
-        if not isinstance(self.pre_ln, bool):
-            fail("OPTConfig", "pre_ln", f"must be True or False, got {self.pre_ln!r}")
-        if isinstance(self.eps, bool) or not isinstance(self.eps, int | float) or self.eps <= 0:
-            fail("OPTConfig", "eps", f"must be a number > 0, got {self.eps!r}")
+        check_config_fields("OPTConfig", self, positive=("eps",), flags=("pre_ln",))
 
 
 class OPTParams(NamedTuple):
@@ -138,22 +133,20 @@ def opt_from_state_dict(
 ) -> OPTParams:
     """θ from Hugging Face ``OPTForCausalLM`` names (numpy arrays), carrying ``config``;
     ``lm_head.weight`` absent means tied. Every tensor of ``state`` must be used."""
-    if not isinstance(config, OPTConfig):
-        fail(LOAD, "config", f"must be an OPTConfig, got {config!r}", TypeError)
+    check_config(LOAD, config, OPTConfig)
     sd = StateDict(state, LOAD, dtype)
-    layers = []
-    for l in range(n_layers):
-        p = f"model.decoder.layers.{l}."
-        a = p + "self_attn."
-        qkv = [w for m in "qkv" for w in sd.heads(a + f"{m}_proj", n_heads)]
-        W = MHAttentionParams(*qkv, *sd.linear(a + "out_proj"))
+
+    def read_layer(p):
+        qkv = [w for m in "qkv" for w in sd.heads(p + f"self_attn.{m}_proj", n_heads)]
+        W = MHAttentionParams(*qkv, *sd.linear(p + "self_attn.out_proj"))
         norms = (*sd.norm(p + "self_attn_layer_norm"), *sd.norm(p + "final_layer_norm"))
-        layers.append(Layer(W, *norms, *sd.linear(p + "fc1"), *sd.linear(p + "fc2")))
+        return Layer(W, *norms, *sd.linear(p + "fc1"), *sd.linear(p + "fc2"))
+
+    layers = sd.layers(n_layers, "model.decoder.layers.", read_layer)
     d = "model.decoder."
     gamma, beta = sd.norm(d + "final_layer_norm") if config.pre_ln else (None, None)
-    W_u = sd("lm_head.weight") if "lm_head.weight" in state else None
     W_p = sd(d + "embed_positions.weight")[OFFSET:].T
-    theta = OPTParams(sd(d + "embed_tokens.weight").T, W_p, tuple(layers), gamma, beta, W_u,
-                      config)  # fmt: skip
+    W_e = sd(d + "embed_tokens.weight").T
+    theta = OPTParams(W_e, W_p, layers, gamma, beta, sd.untied("lm_head"), config)
     sd.refuse_unused()
     return theta

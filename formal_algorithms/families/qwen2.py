@@ -24,7 +24,6 @@ import numpy as np
 
 from ..paper.checks import fail
 from ..paper.functions import softmax
-from .core import refuse_unused
 from .llama import ALGORITHM_10 as LLAMA_LINES
 from .llama import (
     LlamaConfig,
@@ -34,7 +33,7 @@ from .llama import (
     llama_hyperparameters,
     rope_decoder_logits,
 )
-from .llama_loading import llama_config, llama_from_state_dict, llama_tensor_names, require
+from .llama_loading import family_loader, llama_config, require
 
 QWEN2 = "qwen2_logits (Algorithm 10 with Qwen2's substitutions)"
 QWEN2_DEFAULTS = LlamaConfig(eps=1e-6)
@@ -125,40 +124,6 @@ def qwen2_config(config: dict) -> dict:
     return llama_config(config, caller)
 
 
-def qwen2_from_state_dict(
-    state: dict, *, n_layers: int, n_heads: int, n_kv_heads: int, config: LlamaConfig, dtype=None
-) -> LlamaParams:
-    """θ from Hugging Face ``Qwen2ForCausalLM`` names (numpy arrays): Llama's tensors
-    (:func:`.llama.llama_from_state_dict`) and the biases of ``q_proj, k_proj, v_proj``. Every
-    tensor of ``state`` must be used; ``lm_head.weight`` absent means tied."""
-    biases = [f"model.layers.{l}.self_attn.{m}_proj.bias" for l in range(n_layers) for m in "qkv"]
-    weights = {k: v for k, v in state.items() if k not in biases}
-    theta = llama_from_state_dict(
-        weights,
-        n_layers=n_layers,
-        n_heads=n_heads,
-        n_kv_heads=n_kv_heads,
-        config=config,
-        dtype=dtype,
-        caller=QWEN2_LOAD,
-    )
-    used = llama_tensor_names(n_layers) + biases
-    refuse_unused(QWEN2_LOAD, state, used)
-
-    def get(name, n):
-        if name not in state:
-            fail(QWEN2_LOAD, "state", f"has no {name!r}")
-        a = np.asarray(state[name])
-        return jnp.asarray(a if dtype is None else a.astype(dtype)).reshape(n, -1)
-
-    layers = tuple(
-        layer._replace(
-            W=layer.W._replace(
-                b_q=get(f"model.layers.{l}.self_attn.q_proj.bias", n_heads),
-                b_k=get(f"model.layers.{l}.self_attn.k_proj.bias", n_kv_heads),
-                b_v=get(f"model.layers.{l}.self_attn.v_proj.bias", n_kv_heads),
-            )
-        )
-        for l, layer in enumerate(theta.layers)
-    )
-    return theta._replace(layers=layers)
+#: θ from Hugging Face ``Qwen2ForCausalLM`` names: Llama's tensors and the biases of ``q_proj,
+#: k_proj, v_proj`` (every tensor used or refused by name; ``lm_head.weight`` absent: tied).
+qwen2_from_state_dict = family_loader(QWEN2_LOAD, "Qwen2ForCausalLM", biases=True)
