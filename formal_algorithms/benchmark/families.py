@@ -1,19 +1,21 @@
-"""Generation speed of each decoder family with a cached form (issue 30): Llama, Qwen2 and Mistral
-on a small random configuration, greedy, batch 1, float32, against transformers' ``generate``.
+"""Generation speed of each decoder family's cached form (issue 30): Llama, Qwen2, Mistral, Gemma,
+GPT-NeoX and Post-LN OPT on a small random configuration, greedy, batch 1, float32, against
+transformers' ``generate``.
 
 Per family, side by side in one run, timed round-robin (one call each per round, medians):
 
 - ``ours``: the family's θ read from the transformers model by its ``*_config`` and
-  ``*_from_state_dict`` (θ carries RoPE's base, ε and the window), decoded by
-  :class:`formal_algorithms.families.llama.Decoder` (a jitted prefill, one jitted column per
-  token);
+  ``*_from_state_dict`` (θ carries its configuration), decoded by the family's
+  :class:`formal_algorithms.families.decoding.CachedDecoder` (``llama.Decoder`` for Llama, Qwen2,
+  Mistral and Gemma; ``gpt_neox_decoder``; ``opt_decoder``): a jitted prefill, one jitted column
+  per token;
 - ``transformers``: the same model's ``generate`` (greedy, its dynamic key/value cache,
   ``eos_token_id=None`` so that both produce exactly ``n`` tokens), ``no_grad``, with torch's
   default threads and with 1 thread; the speed-up is against the faster of the two.
 
 Reported per family: tokens/s over the ``n`` generated tokens (prefill included), the speed-up,
-whether the token sequences are equal, and the load average before and after. GPT-NeoX has no
-cached form here and is not timed. Run ``python -m formal_algorithms.benchmark.families``.
+whether the token sequences are equal, and the load average before and after (a speed measured
+under another process's load is not a claim). Run ``python -m formal_algorithms.benchmark.families``.
 """
 
 from __future__ import annotations
@@ -33,30 +35,60 @@ QUICK = dict(SMALL, vocab_size=50, hidden_size=16, intermediate_size=24, num_hid
 PROMPT = 16
 
 
-def family_models(size: dict, window: int) -> dict:
-    """``name → (transformers model, our θ, the θ's shape check)`` for the three families."""
-    import torch
-    import transformers
+def _sizes(size: dict) -> dict:
+    """Each family's transformers keywords for ``size`` (given in Llama's names)."""
+    d, H = size["hidden_size"], size["num_attention_heads"]
+    opt = dict(
+        vocab_size=size["vocab_size"],
+        hidden_size=d,
+        ffn_dim=size["intermediate_size"],
+        num_hidden_layers=size["num_hidden_layers"],
+        num_attention_heads=H,
+        max_position_embeddings=size["max_position_embeddings"],
+        word_embed_proj_dim=d,
+        do_layer_norm_before=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    neox = {k: v for k, v in size.items() if k not in ("num_key_value_heads", "rms_norm_eps")}
+    return {"llama": size, "qwen2": size, "gemma": dict(size, head_dim=d // H),
+            "gpt_neox": dict(neox, rotary_pct=0.25, layer_norm_eps=1e-5), "opt_post_ln": opt}  # fmt: skip
 
-    from ..families import llama, llama_loading, mistral, qwen2
+
+def family_models(size: dict, window: int) -> dict:
+    """``name → (transformers model, our decoder)`` for the six families."""
+    import torch
+    import transformers as T
+
+    from ..families import gemma, gpt_neox, llama, llama_loading, mistral, opt, qwen2
+
+    def qwen2_decoder(theta):
+        return llama.Decoder(theta, hyperparameters=qwen2.qwen2_hyperparameters)
 
     torch.manual_seed(0)
+    sizes = _sizes(size)
     specs = {
-        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, {},
-                  llama_loading.llama_config, llama_loading.llama_from_state_dict,
-                  llama.llama_hyperparameters),
-        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, {},
-                  qwen2.qwen2_config, qwen2.qwen2_from_state_dict, qwen2.qwen2_hyperparameters),
-        "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM,
-                    {"sliding_window": window}, mistral.mistral_config,
-                    mistral.mistral_from_state_dict, llama.llama_hyperparameters),
+        "llama": (T.LlamaConfig, T.LlamaForCausalLM, sizes["llama"], llama_loading.llama_config,
+                  llama_loading.llama_from_state_dict, llama.Decoder),
+        "qwen2": (T.Qwen2Config, T.Qwen2ForCausalLM, sizes["qwen2"], qwen2.qwen2_config,
+                  qwen2.qwen2_from_state_dict, qwen2_decoder),
+        "mistral": (T.MistralConfig, T.MistralForCausalLM, dict(size, sliding_window=window),
+                    mistral.mistral_config, mistral.mistral_from_state_dict, llama.Decoder),
+        "gemma": (T.GemmaConfig, T.GemmaForCausalLM, sizes["gemma"], gemma.gemma_config,
+                  gemma.gemma_from_state_dict, llama.Decoder),
+        "gpt_neox": (T.GPTNeoXConfig, T.GPTNeoXForCausalLM, sizes["gpt_neox"],
+                     gpt_neox.gpt_neox_config, gpt_neox.gpt_neox_from_state_dict,
+                     gpt_neox.gpt_neox_decoder),
+        "opt_post_ln": (T.OPTConfig, T.OPTForCausalLM, sizes["opt_post_ln"], opt.opt_config,
+                        opt.opt_from_state_dict, opt.opt_decoder),
     }  # fmt: skip
     models = {}
-    for name, (config_cls, model_cls, extra, config_of, load, shapes) in specs.items():
-        config = config_cls(**size, **extra, attn_implementation="sdpa")
+    for name, (config_cls, model_cls, keywords, config_of, load, decoder_of) in specs.items():
+        config = config_cls(**keywords, attn_implementation="sdpa")
         model = model_cls(config).eval()
         state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-        models[name] = (model, load(state, **config_of(config.to_dict())), shapes)
+        models[name] = (model, decoder_of(load(state, **config_of(config.to_dict()))))
     return models
 
 
@@ -65,16 +97,13 @@ def run(*, n: int = 64, repeats: int = 3, size=None) -> dict:
     import numpy as np
     import torch
 
-    from ..families.llama import Decoder
-
     size = SMALL if size is None else size
     threads = torch.get_num_threads()
     prompt = np.random.default_rng(0).integers(3, size["vocab_size"], PROMPT).tolist()
     x = torch.tensor(prompt)[None]
     load_before = os.getloadavg()
     results = {}
-    for name, (model, theta, shapes) in family_models(size, window=(PROMPT + n) // 2).items():
-        decoder = Decoder(theta, hyperparameters=shapes)
+    for name, (model, decoder) in family_models(size, window=(PROMPT + n) // 2).items():
         outputs = {}
 
         def ours(decoder=decoder, outputs=outputs):

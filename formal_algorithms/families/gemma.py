@@ -10,8 +10,8 @@ Algorithm 10, line by line, against :mod:`.llama` (which lists Llama's substitut
 - line 6: as Llama's, with a head dimension ``d_attn`` of its own (not ``d_e / H``).
 
 θ is :class:`.llama.LlamaParams` whose :class:`.llama.LlamaConfig` says so (``embed_scale``,
-``norm_offset = 1``, ``activation = "gelu_tanh"``). The literal forward is Llama's; the cached
-decoder writes Llama's substitutions only and refuses a Gemma θ by name.
+``norm_offset = 1``, ``activation = "gelu_tanh"``). The literal forward is Llama's, and so is the
+cached one: :class:`.llama.Decoder` reads the same config (greedy decoding equals ``generate``).
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ Algorithm 10, line by line, and what GPT-NeoX puts there:
 :class:`~formal_algorithms.paper.architectures.Layer`, and which carries what its forward needs
 beyond the arrays (:class:`GPTNeoXConfig`: ``d_rot``, RoPE's base, ε, the parallel residual), set
 by the loader and the init function. Keywords given to the forward must agree with it.
+
+The cached form (:func:`gpt_neox_decoder`) is :func:`parallel_layer` (or ``pre_ln_layer``) itself
+with its attention over a key/value cache (:func:`.decoding.cached_layer`, the projection
+:func:`rotary_projection`).
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from ..paper.functions import gelu, softmax
 from ..paper.normalisation import layer_norm_columns
 from ..paper.parameters import DTransformerParams, Layer
 from ..paper.validation import check_params
-from ..variants.partial_rope import partial_rope_attention
+from ..practice.kv_attention import project
+from ..variants.partial_rope import partial_rope, partial_rope_attention
 from .core import StateDict, check_config, check_config_fields, family_config
+from .decoding import CachedDecoder, PaperHead, cached_layer, paper_decoder, paper_form
 from .llama import forward_config
 from .llama_loading import require
 
@@ -166,6 +172,48 @@ def init_gpt_neox(key, *, N_V, L, H, d_e, d_mlp, tied=False, dtype=jnp.float32, 
     W_u = None if tied else w(N_V, d_e)
     gamma, beta = jnp.ones(d_e, dtype), jnp.zeros(d_e, dtype)
     return GPTNeoXParams(W_e, layers, gamma, beta, W_u, config)
+
+
+# ---------------------------------------------------------------- Algorithm 14, with a cache
+
+GPT_NEOX_DECODER = "gpt_neox_decoder (Algorithm 14 on GPT-NeoX, cached)"
+
+
+def rotary_projection(W: MHAttentionParams, *, base: float, d_rot: int):
+    """Algorithm 4's lines 1-3 for every head, then the first ``d_rot`` rows of each query and
+    key rotated (:func:`..variants.partial_rope.partial_rope`): the projection of
+    :func:`..practice.kv_attention.cached_attention` for the partial-rotary families."""
+    rot = jax.vmap(partial_rope, in_axes=(0, None, None, None))  # every head's (d_attn, n) block
+
+    def qkv(X, positions):
+        Q, K, V = project(W, X)  # Alg 4 lines 1-3 [h, :, :]
+        return rot(Q, positions, base, d_rot), rot(K, positions, base, d_rot), V
+
+    return qkv
+
+
+def _cached_layer(X, positions, layer: Layer, kv, config: GPTNeoXConfig):
+    """Lines 5-8 of Algorithm 10 with GPT-NeoX's substitutions over the cache: the uncached layer
+    (:func:`parallel_layer`, or the paper's ``pre_ln_layer``) with its attention cached."""
+    layer_form = parallel_layer if config.parallel else pre_ln_layer
+    projection = functools.partial(rotary_projection, base=config.rope_base, d_rot=config.d_rot)
+    return cached_layer(layer_form, projection, X, layer, positions, kv, gelu, config.eps)
+
+
+#: GPT-NeoX's cached form: the paper's embedding (no W_p) and final norm, its own layer.
+GPT_NEOX_FORM = paper_form(_cached_layer)
+
+
+def gpt_neox_decoder(theta: GPTNeoXParams, *, context=None) -> CachedDecoder:
+    """θ ready for cached decoding (:class:`.decoding.CachedDecoder`: ``generate``, ``stream``,
+    ``logits``), run with ``θ.config``; ``context``: the model's context, or None."""
+    check_gpt_neox(theta)
+    config = theta.config
+    if config is None or config.d_rot is None:
+        fail(GPT_NEOX_DECODER, "theta.config", "has no d_rot: give θ a GPTNeoXConfig")
+    W_u = theta.W_e.T if theta.W_u is None else theta.W_u
+    head = PaperHead(theta.W_e, None, theta.gamma, theta.beta, W_u)
+    return paper_decoder(GPT_NEOX_FORM, theta, head, config, context=context, name=GPT_NEOX_DECODER)
 
 
 # ------------------------------------------------------------------------ loading

@@ -21,17 +21,17 @@ forward must agree with ``θ.config`` (else it is refused by name); only a θ bu
 ``config=None`` takes the keywords, or the family's defaults.
 
 The cached form (:func:`llama_cached_logits`, :meth:`Decoder.generate`, :meth:`Decoder.stream`)
-follows :mod:`formal_algorithms.practice.cache`: keys and values of every position are written
-into a per-layer cache once (after RoPE, at their true positions) and each step computes one new
-column. Decision: for speed of compilation the cached form stacks the L layers' parameters on a
-leading axis and runs line 4's loop as ``jax.lax.scan`` (one compiled layer instead of L copies:
-SmolLM2 has 30 layers); the literal :func:`llama_logits` loops over the tuple in Python.
+is the Llama family's :class:`.decoding.CachedForm` (:data:`LLAMA_FORM`, Gemma's substitutions
+included as θ's config says) run by :mod:`.decoding`: keys and values of every position are
+written into a per-layer cache once (after RoPE, at their true positions) and each step computes
+one new column. Decision: the cached layer stacks the rows of ``W_q, W_k, W_v`` (and of
+``W_gate, W_up``) into one product each (:class:`FusedLayer`; on CPU each XLA operation has a
+fixed cost); the literal :func:`llama_logits` loops over the tuple of layers in Python.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import NamedTuple
 
@@ -43,7 +43,6 @@ from ..paper.architectures import unembedding_matrix
 from ..paper.attention import MHAttentionParams, unidirectional_mask
 from ..paper.checks import check_tokens, fail
 from ..paper.functions import gelu_tanh, softmax
-from ..paper.inference import check_tau, sample_token, step_key
 from ..paper.normalisation import rms_norm_columns
 from ..practice.fast import stack_layers
 from ..practice.kv_attention import KV, cached_attention
@@ -52,6 +51,14 @@ from ..variants.grouped_attention import grouped_attention
 from ..variants.rope import affine, rope
 from ..variants.sliding_window import sliding_window_mask
 from .core import check_config, check_config_fields, family_config
+from .decoding import (
+    CachedDecoder,
+    CachedForm,
+    DecoderCache,
+    cached_block,
+    check_start,
+    init_decoder_cache,
+)
 
 LLAMA = "llama_logits (Algorithm 10 with Llama's substitutions)"
 LLAMA_CACHED = "llama_cached_logits"
@@ -96,11 +103,6 @@ class LlamaConfig:
     embed_scale: bool = False
     norm_offset: float = 0.0
     activation: str = "silu"
-
-    @property
-    def is_llama(self) -> bool:
-        """Only Llama's substitutions (what the cached decoder writes)."""
-        return (self.embed_scale, self.norm_offset, self.activation) == (False, 0.0, "silu")
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -250,6 +252,14 @@ def llama_logits(x, theta: LlamaParams, *, rope_base=None, eps=None):
     return rope_decoder_logits(x, theta, hp["N_V"], LLAMA, config)
 
 
+def scaled_embedding(X, config: LlamaConfig):
+    """Gemma's ``e ← √d_e · W_e[:, x[t]]`` when ``config.embed_scale`` (√d_e rounded to float32,
+    as transformers keeps it), else X as it is."""
+    if not config.embed_scale:
+        return X
+    return X * jnp.asarray(np.float32(math.sqrt(X.shape[0])), X.dtype)
+
+
 def rope_decoder_logits(x, theta: LlamaParams, N_V, algorithm, config: LlamaConfig):
     """Algorithm 10 with Llama's substitutions (and a family's: Q/K/V biases, a sliding window)
     on a θ whose shapes the caller has checked, run with ``config``: ``W_u X`` ``(N_V, ℓ)``."""
@@ -257,8 +267,7 @@ def rope_decoder_logits(x, theta: LlamaParams, N_V, algorithm, config: LlamaConf
     check_tokens(algorithm, "x", x, N_V, None)
     x = jnp.asarray(x)
     X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (RoPE in attention instead)
-    if config.embed_scale:  # Gemma: e ← √d_e · W_e[:, x[t]], √d_e in float32 (as transformers)
-        X = X * jnp.asarray(np.float32(math.sqrt(X.shape[0])), X.dtype)
+    X = scaled_embedding(X, config)
     t = jnp.arange(x.shape[0])
     ell = x.shape[0]
     Mask = unidirectional_mask(ell) if window is None else sliding_window_mask(ell, window)
@@ -323,12 +332,8 @@ def init_llama(
 
 # ---------------------------------------------------------------- Algorithm 14, with a cache
 
-
-class LlamaCache(NamedTuple):
-    """Keys (after RoPE) and values of every layer: ``K[l, g, t]`` is key set g's ``k_t``."""
-
-    K: jax.Array  # (L, G, T, d_attn)
-    V: jax.Array  # (L, G, T, d_mid)
+#: Keys (after RoPE) and values of every layer: ``K[l, g, t]`` is key set g's ``k_t``.
+LlamaCache = DecoderCache
 
 
 def init_llama_cache(theta: LlamaParams, T: int, dtype=None, *, hp=None) -> LlamaCache:
@@ -336,9 +341,7 @@ def init_llama_cache(theta: LlamaParams, T: int, dtype=None, *, hp=None) -> Llam
     θ's hyperparameters if the caller has read them (a family's own check)."""
     hp = llama_hyperparameters(theta) if hp is None else hp
     dtype = theta.W_e.dtype if dtype is None else dtype
-    K = jnp.zeros((hp["L"], hp["G"], T, hp["d_attn"]), dtype)
-    V = jnp.zeros((hp["L"], hp["G"], T, hp["d_mid"]), dtype)
-    return LlamaCache(K, V)
+    return init_decoder_cache(hp["L"], hp["G"], hp["d_attn"], hp["d_mid"], T, dtype)
 
 
 class FusedLayer(NamedTuple):
@@ -353,6 +356,15 @@ class FusedLayer(NamedTuple):
     gamma2: jax.Array
     W_gu: jax.Array  # (2 d_mlp, d_e)
     W_down: jax.Array
+
+
+class LlamaHead(NamedTuple):
+    """θ's arrays outside the layers, as the cached form reads them: ``E = W_eᵀ`` (N_V, d_e), whose
+    row v is ``W_e[:, v]`` (a contiguous read); ``W_u`` is ``E`` itself when tied."""
+
+    E: jax.Array
+    gamma: jax.Array
+    W_u: jax.Array
 
 
 def fuse_layer(layer: LlamaLayer) -> FusedLayer:
@@ -371,70 +383,53 @@ def fused_layers(theta: LlamaParams) -> tuple[FusedLayer, ...]:
     return tuple(fuse_layer(layer) for layer in theta.layers)
 
 
-def _fused_layer(X, positions, layer: FusedLayer, kv: KV, rope_base, eps, window):
-    """Lines 5-8 of Algorithm 10 with Llama's substitutions for the columns X at ``positions``,
-    their keys and values joining the store ``kv`` (:mod:`..practice.kv_attention`)."""
+def llama_head(theta: LlamaParams) -> LlamaHead:
+    """θ's :class:`LlamaHead` (``W_eᵀ`` materialised once)."""
+    E = jnp.asarray(np.asarray(theta.W_e).T)
+    return LlamaHead(E, theta.gamma, E if theta.W_u is None else theta.W_u)
+
+
+def _embed_columns(tokens, positions, head: LlamaHead, config: LlamaConfig):
+    """Lines 1-3 for the new columns: ``X[:, t] = W_e[:, x[t]]`` (no W_p; √d_e for Gemma)."""
+    return scaled_embedding(head.E[tokens].T, config)
+
+
+def _fused_layer(X, positions, layer: FusedLayer, kv: KV, config: LlamaConfig):
+    """Lines 5-8 of Algorithm 10 with Llama's substitutions (Gemma's, as ``config`` says) for the
+    columns X at ``positions``, their keys and values joining the store ``kv``
+    (:mod:`..practice.kv_attention`)."""
     G, _, d_attn = kv.K.shape
     d_mid = kv.V.shape[2]
     H = layer.W_o.shape[1] // d_mid
     rot = jax.vmap(rope, in_axes=(0, None, None))  # RoPE for every head's (d_attn, n) block
+    o, base = config.norm_offset, config.rope_base
 
     def qkv(X_tilde, positions):  # Algorithm 4's lines 1-3, every head and set in one product
         QKV = affine(layer.W_qkv, layer.b_qkv, X_tilde)
         Q, K, V = jnp.split(QKV, [H * d_attn, (H + G) * d_attn])
-        Q = rot(Q.reshape(H, d_attn, -1), positions, rope_base)  # Alg 4 line 1 [h, :, :], rotated
-        return Q, rot(K.reshape(G, d_attn, -1), positions, rope_base), V.reshape(G, d_mid, -1)
+        Q = rot(Q.reshape(H, d_attn, -1), positions, base)  # Alg 4 line 1 [h, :, :], rotated
+        return Q, rot(K.reshape(G, d_attn, -1), positions, base), V.reshape(G, d_mid, -1)
 
-    X_tilde = rms_norm_columns(X, layer.gamma1, eps)  # line 5
-    A, kv = cached_attention(qkv, layer.W_o, None, X_tilde, positions, kv, window=window)
+    X_tilde = rms_norm_columns(X, o + layer.gamma1, config.eps)  # line 5
+    A, kv = cached_attention(qkv, layer.W_o, None, X_tilde, positions, kv, window=config.window)
     X = X + A  # line 6
-    X_tilde = rms_norm_columns(X, layer.gamma2, eps)  # line 7
+    X_tilde = rms_norm_columns(X, o + layer.gamma2, config.eps)  # line 7
     GU = layer.W_gu @ X_tilde  # W_gate X̃ and W_up X̃ at once
     d_mlp = GU.shape[0] // 2
-    X = X + layer.W_down @ (silu(GU[:d_mlp]) * GU[d_mlp:])  # line 8
+    f = ACTIVATIONS[config.activation]
+    X = X + layer.W_down @ (f(GU[:d_mlp]) * GU[d_mlp:])  # line 8
     return X, kv
 
 
-def _cached_block(tokens, start, layers, E, gamma, W_u, cache, rope_base, eps, window=None):
-    """Algorithm 10 (Llama's) for the columns at positions start…, keys and values cached.
-
-    ``layers``: the :class:`FusedLayer` s as a tuple (unrolled: each weight read in place, the
-    decoding step) or stacked on a leading axis (line 4 as ``lax.scan``: one compiled layer, the
-    prefill). ``E = W_eᵀ`` (N_V, d_e): its row v is ``W_e[:, v]``, a contiguous read; ``W_u`` is
-    ``E`` itself when tied (one array, never transposed per step)."""
-    X = E[tokens].T  # lines 1-3: X[:, t] = W_e[:, x[t]] (no W_p)
-    positions = start + jnp.arange(tokens.shape[0])
-
-    def layer_step(X, xs):  # lines 5-8 of one layer
-        layer, K_l, V_l = xs
-        X, kv = _fused_layer(X, positions, layer, KV(K_l, V_l), rope_base, eps, window)
-        return X, tuple(kv)
-
-    if not isinstance(layers, FusedLayer):  # a tuple of layers, not one stacked layer
-        K, V = [], []
-        for l, layer in enumerate(layers):  # line 4
-            X, (K_l, V_l) = layer_step(X, (layer, cache.K[l], cache.V[l]))
-            K.append(K_l)
-            V.append(V_l)
-        K, V = jnp.stack(K), jnp.stack(V)
-    else:
-        X, (K, V) = jax.lax.scan(layer_step, X, (layers, cache.K, cache.V))  # lines 4-9
-    X = rms_norm_columns(X, gamma, eps)  # line 10
-    logits = W_u @ X  # line 11 (part: logits)
-    return logits, LlamaCache(K, V)
+def _final_columns(X, head: LlamaHead, config: LlamaConfig):
+    """Lines 10-11 up to the logits: RMSnorm, then ``W_u X``."""
+    X = rms_norm_columns(X, config.norm_offset + head.gamma, config.eps)  # line 10
+    logits = head.W_u @ X  # line 11 (part: logits)
+    return logits
 
 
-@functools.partial(jax.jit, static_argnames=("rope_base", "eps", "window"))
-def _block(tokens, start, layers, E, gamma, W_u, cache, *, rope_base, eps, window=None):
-    return _cached_block(tokens, start, layers, E, gamma, W_u, cache, rope_base, eps, window)
-
-
-@functools.partial(jax.jit, static_argnames=("rope_base", "eps", "window"), donate_argnums=(6,))
-def _step(token, t, layers, E, gamma, W_u, cache, *, rope_base, eps, window=None):
-    logits, cache = _cached_block(
-        token[None], t, layers, E, gamma, W_u, cache, rope_base, eps, window
-    )
-    return logits[:, 0], cache
+#: The Llama family's cached form (Gemma's, Qwen2's and Mistral's too, as θ's config says).
+LLAMA_FORM = CachedForm(_embed_columns, _fused_layer, _final_columns)
 
 
 def llama_cached_logits(
@@ -446,32 +441,16 @@ def llama_cached_logits(
     hp = llama_hyperparameters(theta)
     tokens = jnp.asarray(tokens)
     check_tokens(LLAMA_CACHED, "tokens", tokens, hp["N_V"], None)
-    T = cache.K.shape[2]
-    if start < 0 or start + tokens.shape[0] > T:
-        message = f"= {start} with {tokens.shape[0]} tokens does not fit the cache of {T} positions"
-        fail(LLAMA_CACHED, "start", message)
-    E = theta.W_e.T
-    W_u = E if theta.W_u is None else theta.W_u
+    check_start(LLAMA_CACHED, start, tokens.shape[0], cache)
     layers = stack_layers(fused_layers(theta))
     config = forward_config(LLAMA_CACHED, theta, LlamaConfig(), rope_base=rope_base, eps=eps)
-    cached_form_written(LLAMA_CACHED, config)
-    kw = dict(rope_base=config.rope_base, eps=config.eps, window=config.window)
-    return _block(tokens, jnp.asarray(start), layers, E, theta.gamma, W_u, cache, **kw)
+    head = llama_head(theta)
+    return cached_block(tokens, jnp.asarray(start), layers, head, cache, LLAMA_FORM, config)
 
 
-def cached_form_written(caller: str, config: LlamaConfig) -> None:
-    """The cached form writes Llama's substitutions (and Qwen2's biases, Mistral's window) only."""
-    if not config.is_llama:
-        fail(caller, "theta", f"has {config}: Gemma's substitutions have no cached form here")
-
-
-def _bucket(n: int) -> int:
-    return max(16, 1 << (n - 1).bit_length())
-
-
-class Decoder:
-    """A loaded Llama θ ready for cached decoding: layers stacked once, two compiled functions
-    (prefill of a bucketed prompt, one column per step)."""
+class Decoder(CachedDecoder):
+    """A loaded θ of the Llama family (Qwen2's, Mistral's, Gemma's) ready for cached decoding
+    (:class:`.decoding.CachedDecoder` with :data:`LLAMA_FORM`)."""
 
     def __init__(
         self,
@@ -487,57 +466,10 @@ class Decoder:
         Llama's defaults); ``window``: a sliding window of w positions (Mistral);
         ``hyperparameters``: the family's shape check (:func:`.qwen2.qwen2_hyperparameters`
         admits Q/K/V biases)."""
-        self.hp = hyperparameters(theta)
+        hp = hyperparameters(theta)
         given = dict(rope_base=rope_base, eps=eps, window=window)
         config = forward_config(LLAMA_DECODER, theta, LlamaConfig(), **given)
-        cached_form_written(LLAMA_DECODER, config)
-        self.theta, self.config, self.context = theta, config, context
-        self.E = jnp.asarray(np.asarray(theta.W_e).T)  # W_eᵀ, materialised once (row reads)
-        self.W_u = self.E if theta.W_u is None else theta.W_u
-        self.fused = fused_layers(theta)
-        self.stacked = stack_layers(self.fused)
-
-    def _args(self):
-        return self.stacked, self.E, self.theta.gamma, self.W_u
-
-    def stream(self, prompt, *, max_new: int, key=None, tau=0.0, stop=()):
-        """Algorithm 14 with a cache, one token at a time: yields each sampled token as soon as
-        it is drawn (so the first arrives after the prefill). Step i draws with
-        ``fold_in(key, i)`` as the library's Algorithm 14; τ = 0 is the argmax. Stops after
-        ``max_new`` tokens or after yielding a token in ``stop``."""
-        prompt = np.asarray(prompt)
-        tau = check_tau(LLAMA_DECODER, tau)
-        check_tokens(LLAMA_DECODER, "prompt", prompt, self.hp["N_V"], None)
-        if prompt.ndim != 1 or prompt.shape[0] == 0:
-            fail(LLAMA_DECODER, "prompt", "must be a non-empty 1-D sequence of token ids")
-        if max_new < 1:
-            return
-        ell = prompt.shape[0]
-        T = _bucket(ell + max_new)
-        if self.context is not None and ell + max_new > self.context:
-            fail(
-                LLAMA_DECODER,
-                "max_new",
-                f"= {max_new} with a prompt of {ell} tokens exceeds the "
-                f"model's context of {self.context} positions",
-            )
-        key = jax.random.key(0) if key is None else key
-        padded = np.zeros(_bucket(ell), np.int32)
-        padded[:ell] = prompt
-        cache = init_llama_cache(self.theta, T, hp=self.hp)
-        c = self.config
-        kw = dict(rope_base=c.rope_base, eps=c.eps, window=c.window)
-        logits, cache = _block(jnp.asarray(padded), 0, *self._args(), cache, **kw)
-        p = logits[:, ell - 1]  # P[:, ℓ−1]; padded columns (≥ ℓ) are overwritten before use
-        for i in range(max_new):
-            y = int(sample_token(step_key(key, i), p, tau))  # line 5
-            yield y  # line 6
-            if y in stop or i == max_new - 1:
-                return
-            p, cache = _step(
-                jnp.int32(y), jnp.int32(ell + i), self.fused, *self._args()[1:], cache, **kw
-            )
-
-    def generate(self, prompt, *, max_new: int, key=None, tau=0.0, stop=()) -> list[int]:
-        """The tokens of :meth:`stream` as a list."""
-        return list(self.stream(prompt, max_new=max_new, key=key, tau=tau, stop=stop))
+        kv_shape = (hp["L"], hp["G"], hp["d_attn"], hp["d_mid"])
+        super().__init__(LLAMA_FORM, fused_layers(theta), llama_head(theta), config, N_V=hp["N_V"],
+                         kv_shape=kv_shape, dtype=theta.W_e.dtype, context=context,
+                         name=LLAMA_DECODER)  # fmt: skip

@@ -13,6 +13,9 @@ Algorithm 10, line by line, and what OPT puts there:
 θ is :class:`OPTParams`: Algorithm 10's θ field for field, and its :class:`OPTConfig`
 (``pre_ln``, ε). A projection between a narrower embedding and the layers (OPT-350m's
 ``word_embed_proj_dim``) is not written and is refused by name.
+
+The cached form (:func:`opt_decoder`, Pre-LN and Post-LN) is the paper's layer function with its
+attention over a key/value cache (:func:`.decoding.cached_layer`).
 """
 
 from __future__ import annotations
@@ -23,14 +26,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import d_transformer_logits, post_ln_layer, unembedding_matrix
+from ..paper.architectures import (
+    d_transformer_logits,
+    post_ln_layer,
+    pre_ln_layer,
+    unembedding_matrix,
+)
 from ..paper.attention import MHAttentionParams, unidirectional_mask
 from ..paper.checks import fail
 from ..paper.embeddings import embed
 from ..paper.functions import relu, softmax
 from ..paper.parameters import DTransformerParams, Layer
-from ..paper.validation import check_inputs
+from ..paper.validation import check_inputs, check_params
+from ..practice.kv_attention import paper_projection
 from .core import StateDict, check_config, check_config_fields, family_config
+from .decoding import CachedDecoder, PaperHead, cached_layer, paper_decoder, paper_form
 from .llama import forward_config
 from .llama_loading import require
 
@@ -84,14 +94,19 @@ def paper_theta(theta: OPTParams) -> DTransformerParams:
     return DTransformerParams(theta.W_e, theta.W_p, theta.layers, gamma, beta, theta.W_u)
 
 
+def check_final_norm(caller: str, theta: OPTParams, config: OPTConfig) -> None:
+    """A Pre-LN θ has line 10's γ and β."""
+    if config.pre_ln and (theta.gamma is None or theta.beta is None):
+        fail(caller, "theta.gamma", "is None, but a Pre-LN θ has a final norm (line 10)")
+
+
 def opt_logits(x, theta: OPTParams, *, pre_ln=None, eps=None):
     """Algorithm 10 with OPT's substitutions, without the final softmax: ``(N_V, ℓ)``; θ runs
     with ``θ.config`` (keywords must agree with it)."""
     paper = paper_theta(theta)
     config = forward_config(OPT, theta, OPTConfig(), pre_ln=pre_ln, eps=eps)
+    check_final_norm(OPT, theta, config)
     if config.pre_ln:
-        if theta.gamma is None or theta.beta is None:
-            fail(OPT, "theta.gamma", "is None, but a Pre-LN θ has a final norm (line 10)")
         return d_transformer_logits(x, paper, activation=relu, eps=config.eps)  # the paper's own
     (x,) = check_inputs(paper, OPT, DTransformerParams, x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
@@ -104,6 +119,35 @@ def opt_logits(x, theta: OPTParams, *, pre_ln=None, eps=None):
 def opt(x, theta: OPTParams, **kw):
     """Algorithm 10 with OPT's substitutions: ``P = softmax(W_u X)``."""
     return softmax(opt_logits(x, theta, **kw))  # line 11
+
+
+# ---------------------------------------------------------------- Algorithm 14, with a cache
+
+OPT_DECODER = "opt_decoder (Algorithm 14 on OPT, cached)"
+
+
+def _cached_layer(X, positions, layer: Layer, kv, config: OPTConfig):
+    """Lines 5-8 of Algorithm 10 with OPT's substitutions over the cache: the paper's uncached
+    Pre-LN or Post-LN layer with its attention cached (ReLU in the MLP)."""
+    layer_form = pre_ln_layer if config.pre_ln else post_ln_layer
+    return cached_layer(layer_form, paper_projection, X, layer, positions, kv, relu, config.eps)
+
+
+#: OPT's cached form: the paper's embedding (W_p at the true positions) and final norm (dropped
+#: when Post-LN: θ's γ is None), the paper's layers.
+OPT_FORM = paper_form(_cached_layer)
+
+
+def opt_decoder(theta: OPTParams) -> CachedDecoder:
+    """θ ready for cached decoding (:class:`.decoding.CachedDecoder`: ``generate``, ``stream``,
+    ``logits``), Pre-LN or Post-LN as ``θ.config`` says; its context is ``W_p``'s ℓ_max."""
+    paper = paper_theta(theta)
+    check_params(paper, OPT_DECODER, DTransformerParams)
+    check_final_norm(OPT_DECODER, theta, theta.config)
+    W_u = unembedding_matrix(paper)
+    head = PaperHead(theta.W_e, theta.W_p, theta.gamma, theta.beta, W_u)
+    ell_max = np.shape(theta.W_p)[1]
+    return paper_decoder(OPT_FORM, theta, head, theta.config, context=ell_max, name=OPT_DECODER)
 
 
 # ------------------------------------------------------------------------ loading

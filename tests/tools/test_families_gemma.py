@@ -3,8 +3,9 @@
 Random float64 weights (norms, embeddings drawn away from their inits), with transformers'
 float32 internals (RMSnorm, RoPE angles) replaced by float64 ones so that the comparison is of the
 math: logits within 1e-10 relative, in two configurations (grouped-query with a head dimension of
-its own; multi-head); 8 greedy tokens of Algorithm 14 (uncached) equal ``generate``'s. The cached
-decoder refuses a Gemma θ by name; a keyword contradicting θ's configuration is refused.
+its own; multi-head); 8 greedy tokens of Algorithm 14 equal ``generate``'s, uncached and through
+the cached decoder (whose logits, in two blocks, equal the full forward's to 1e-12); a keyword
+contradicting θ's configuration is refused.
 """
 
 from __future__ import annotations
@@ -57,9 +58,15 @@ def test_gemma_equals_transformers_random_float64(G, head_dim):
     assert ours.dtype == np.float64
     assert np.abs(ours - expected).max() / np.abs(expected).max() <= 1e-10
     np.testing.assert_allclose(np.asarray(gemma(X, theta)).sum(0), 1, atol=1e-12)
-    assert _greedy_ours(gemma_logits, theta) == _greedy(model, X[:3], 8)
-    with pytest.raises(ValueError, match=r"Decoder.stream .*Gemma's substitutions have no cached"):
-        Decoder(theta)
+    greedy = _greedy(model, X[:3], 8)
+    assert _greedy_ours(gemma_logits, theta) == greedy
+    # cached: Llama's decoder reads Gemma's config; its logits are the full forward's columns
+    decoder = Decoder(theta)
+    assert decoder.generate(X[:3], max_new=8) == greedy
+    cache = decoder.init_cache(16)
+    first, cache = decoder.logits(X[:5], 0, cache)
+    rest, _ = decoder.logits(X[5:], 5, cache)
+    assert np.abs(np.concatenate([first, rest], 1) - ours).max() <= 1e-12 * np.abs(ours).max()
     with pytest.raises(ValueError, match=r"gemma_logits .*argument 'eps' = 1e-05 contradicts"):
         gemma_logits(X, theta, eps=1e-5)
 

@@ -31,6 +31,7 @@ from formal_algorithms.families.gpt_neox import GPTNeoXConfig as OwnNeoXConfig
 from formal_algorithms.families.gpt_neox import (
     gpt_neox,
     gpt_neox_config,
+    gpt_neox_decoder,
     gpt_neox_from_state_dict,
     gpt_neox_logits,
     init_gpt_neox,
@@ -277,7 +278,14 @@ def test_gpt_neox_equals_transformers_random_float64(parallel, tied):
     assert np.abs(other - expected).max() > 1e-3 * np.abs(expected).max()
     P = np.asarray(gpt_neox(X, theta))
     np.testing.assert_allclose(P.sum(0), 1, atol=1e-12)
-    assert _greedy_ours(gpt_neox_logits, theta) == _greedy(model, X[:3], 8)
+    greedy = _greedy(model, X[:3], 8)
+    assert _greedy_ours(gpt_neox_logits, theta) == greedy
+    # cached: the uncached layer with its attention over the cache; logits in two blocks
+    decoder = gpt_neox_decoder(theta)
+    assert decoder.generate(X[:3], max_new=8) == greedy
+    first, cache = decoder.logits(X[:5], 0, decoder.init_cache(16))
+    rest, _ = decoder.logits(X[5:], 5, cache)
+    _close(np.concatenate([first, rest], 1), np.asarray(gpt_neox_logits(X, theta)))
 
 
 def test_gpt_neox_refuses_what_it_does_not_write():
@@ -321,7 +329,8 @@ def test_the_families_generation_benchmark_runs_and_the_tokens_agree():
     from formal_algorithms.benchmark import families
 
     result = families.run(n=4, repeats=1, size=families.QUICK)
-    assert set(result["families"]) == {"llama", "qwen2", "mistral"}
+    names = {"llama", "qwen2", "mistral", "gemma", "gpt_neox", "opt_post_ln"}
+    assert set(result["families"]) == names
     for name, r in result["families"].items():
         assert r["same_tokens"], name
         assert set(r["tokens_per_s"]) == {"ours", "transformers", "transformers_1_thread"}

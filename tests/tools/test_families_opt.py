@@ -2,8 +2,9 @@
 
 - Random float64 weights (norms, biases and embeddings drawn away from their inits), Pre-LN tied
   and Post-LN untied: logits within 1e-10 relative of transformers'; 8 greedy tokens of
-  Algorithm 14 equal ``generate``'s, uncached, and (Pre-LN, whose θ is Algorithm 10's) through the
-  library's key/value cache.
+  Algorithm 14 equal ``generate``'s, uncached, through ``opt_decoder`` (Pre-LN and Post-LN; its
+  logits in two blocks equal the full forward's to 1e-12) and (Pre-LN, whose θ is Algorithm 10's)
+  through the library's key/value cache.
 - The conformance battery passes on it (causality, batch, cache through the library's cache).
 - What is not written is refused by name: a projected embedding, another activation, a tensor the
   family does not use, a keyword that contradicts θ's configuration.
@@ -23,6 +24,7 @@ from formal_algorithms.families.opt import (
 from formal_algorithms.families.opt import (
     opt,
     opt_config,
+    opt_decoder,
     opt_from_state_dict,
     opt_logits,
     paper_theta,
@@ -78,6 +80,12 @@ def test_opt_equals_transformers_random_float64(pre_ln, tied):
     for _ in range(8):
         x.append(int(np.argmax(np.asarray(opt_logits(np.array(x), theta))[:, -1])))
     assert x[3:] == greedy
+    # cached (Pre-LN and Post-LN): the paper's layers with their attention over the cache
+    decoder = opt_decoder(theta)
+    assert decoder.generate(X[:3], max_new=8) == greedy
+    first, cache = decoder.logits(X[:5], 0, decoder.init_cache(16))
+    rest, _ = decoder.logits(X[5:], 5, cache)
+    assert np.abs(np.concatenate([first, rest], 1) - ours).max() <= 1e-12 * np.abs(ours).max()
     if pre_ln:  # θ is Algorithm 10's: the library's cached Algorithm 14 with ReLU
         cached = d_inference_cached(X[:3], paper_theta(theta), jax.random.key(0), ell_gen=8,
                                     tau=0.0, activation=relu, eps=theta.config.eps)  # fmt: skip

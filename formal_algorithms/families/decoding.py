@@ -1,0 +1,240 @@
+"""Algorithm 14 with a key/value cache for every decoder family, written once.
+
+A family's cached form is its uncached Algorithm 10 evaluated at the new columns only, given as a
+:class:`CachedForm` of three module-level functions (static under jit):
+
+- ``embed(tokens, positions, head, config)``: lines 1-3 at the columns' true positions;
+- ``layer(X, positions, layer, kv, config) -> (X, kv)``: lines 5-8, line 6's keys and values
+  joining the layer's store. Where the family's uncached layer takes its attention as an argument
+  (the paper's ``pre_ln_layer``, ``post_ln_layer``, GPT-NeoX's and Phi's parallel layers),
+  :func:`cached_layer` derives the cached layer from it: the same function, handed an attention
+  that runs :func:`..practice.kv_attention.cached_attention` (as penzai builds
+  ``KVCachingAttention.from_uncached``); nothing of the layer is written again;
+- ``final(X, head, config)``: lines 10-11 up to the logits ``W_u X``.
+
+``head`` holds θ's arrays outside the layers, ``config`` θ's configuration (hashable, static).
+:func:`cached_block` runs lines 1-11 for columns start … start+n−1 over a :class:`DecoderCache`;
+:class:`CachedDecoder` is Algorithm 14 over it (a jitted prefill of a bucketed prompt, then one
+jitted column per token), the class every family's decoder is. Decision: the prefill runs line
+4's loop as ``lax.scan`` over the stacked layers (one compiled layer body whatever L), each step
+over the tuple of layers (each weight read in place).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..paper.checks import check_tokens, fail
+from ..paper.inference import check_tau, sample_token, step_key
+from ..paper.normalisation import layer_norm_columns
+from ..practice.fast import stack_layers
+from ..practice.kv_attention import KV, cached_attention
+
+
+class CachedForm(NamedTuple):
+    """A family's Algorithm 10 at the new columns (see the module's docstring)."""
+
+    embed: Callable  # (tokens, positions, head, config) -> X (d_e, n)
+    layer: Callable  # (X, positions, layer, kv: KV, config) -> (X, kv)
+    final: Callable  # (X, head, config) -> logits (N_V, n)
+
+
+class DecoderCache(NamedTuple):
+    """Keys and values of every layer: ``K[l, g, t]`` is key set g's ``k_t`` in layer l."""
+
+    K: jax.Array  # (L, G, T, d_attn)
+    V: jax.Array  # (L, G, T, d_mid)
+
+
+def init_decoder_cache(L: int, G: int, d_attn: int, d_mid: int, T: int, dtype) -> DecoderCache:
+    """An empty cache of T positions for L layers of G key/value sets."""
+    return DecoderCache(jnp.zeros((L, G, T, d_attn), dtype), jnp.zeros((L, G, T, d_mid), dtype))
+
+
+def cached_layer(layer_form, projection, X, layer, positions, kv: KV, *args, window=None, **kw):
+    """Lines 5-8 of a family's layer, ``layer_form(X, layer, Mask, *args, attention=…, **kw)``
+    (its uncached function), with line 6's attention over the store ``kv``: the keys and values
+    of ``projection(W)(X̃, positions)`` (Algorithm 4's lines 1-3 as the family computes them) are
+    written at ``positions`` and each query attends to the stored positions ≤ its own (the mask
+    comes from positions, :func:`..practice.kv_attention.position_mask`; ``layer_form``'s own
+    ``Mask`` argument is unused). Returns ``(X, new store)``."""
+    written = []
+
+    def attention(X_tilde, Z, W, Mask):  # Z is X_tilde: self-attention
+        A, new = cached_attention(
+            projection(W), W.W_o, W.b_o, X_tilde, positions, kv, window=window
+        )
+        written.append(new)
+        return A
+
+    X = layer_form(X, layer, None, *args, attention=attention, **kw)
+    (kv,) = written  # one self-attention per layer
+    return X, kv
+
+
+def _block(tokens, start, layers, head, cache: DecoderCache, form: CachedForm, config):
+    """Algorithm 10 for the columns at positions start … start+n−1, keys and values cached;
+    ``layers``: a tuple (line 4's loop unrolled) or one stacked layer (line 4 as ``lax.scan``)."""
+    positions = start + jnp.arange(tokens.shape[0])
+    X = form.embed(tokens, positions, head, config)  # lines 1-3
+
+    def layer_step(X, xs):  # lines 5-8 of one layer
+        layer, K_l, V_l = xs
+        X, kv = form.layer(X, positions, layer, KV(K_l, V_l), config)
+        return X, tuple(kv)
+
+    if type(layers) is tuple:  # a tuple of layers, not one stacked layer
+        K, V = [], []
+        for l, layer in enumerate(layers):  # line 4
+            X, (K_l, V_l) = layer_step(X, (layer, cache.K[l], cache.V[l]))
+            K.append(K_l)
+            V.append(V_l)
+        K, V = jnp.stack(K), jnp.stack(V)
+    else:
+        X, (K, V) = jax.lax.scan(layer_step, X, (layers, cache.K, cache.V))  # lines 4-9
+    logits = form.final(X, head, config)  # lines 10-11 (part: logits)
+    return logits, DecoderCache(K, V)
+
+
+cached_block = jax.jit(_block, static_argnames=("form", "config"))
+
+
+@functools.partial(jax.jit, static_argnames=("form", "config"), donate_argnums=(4,))
+def cached_step(token, t, layers, head, cache, form, config):
+    """One column (position t) of :func:`cached_block`, the cache donated: ``(logits, cache)``."""
+    logits, cache = _block(token[None], t, layers, head, cache, form, config)
+    return logits[:, 0], cache
+
+
+def check_start(caller: str, start, n: int, cache: DecoderCache) -> None:
+    """Columns start … start+n−1 fit the cache's T positions, else refused by name."""
+    T = cache.K.shape[2]
+    if start < 0 or start + n > T:
+        fail(caller, "start", f"= {start} with {n} tokens does not fit the cache of {T} positions")
+
+
+def _bucket(n: int) -> int:
+    return max(16, 1 << (n - 1).bit_length())
+
+
+class CachedDecoder:
+    """A family's θ ready for cached decoding: its layers as a tuple and stacked once, two
+    compiled functions (prefill of a bucketed prompt, one column per step).
+
+    ``form``: the family's :class:`CachedForm`; ``layers``: θ's layers as the form reads them;
+    ``head``: θ's other arrays; ``config``: θ's configuration; ``N_V``; ``kv_shape``: ``(L, G,
+    d_attn, d_mid)``; ``dtype``: the cache's; ``context``: the model's context, or None;
+    ``name``: the decoder's name in error messages."""
+
+    def __init__(self, form, layers, head, config, *, N_V, kv_shape, dtype, context, name):
+        self.form, self.layers, self.head, self.config = form, tuple(layers), head, config
+        self.stacked = stack_layers(self.layers)
+        self.N_V, self.kv_shape, self.dtype = N_V, kv_shape, dtype
+        self.context, self.name = context, name
+
+    def init_cache(self, T: int) -> DecoderCache:
+        """An empty cache of T positions for this θ."""
+        return init_decoder_cache(*self.kv_shape, T, self.dtype)
+
+    def logits(self, tokens, start, cache: DecoderCache):
+        """``W_u X`` for the columns at positions start … start+n−1, given a cache holding
+        positions < start: ``(logits (N_V, n), new cache)``; column j equals column start + j of
+        the family's uncached forward on the whole sequence."""
+        tokens = jnp.asarray(tokens)
+        check_tokens(self.name, "tokens", tokens, self.N_V, None)
+        check_start(self.name, start, tokens.shape[0], cache)
+        static = dict(form=self.form, config=self.config)
+        return cached_block(tokens, jnp.asarray(start), self.stacked, self.head, cache, **static)
+
+    def stream(self, prompt, *, max_new: int, key=None, tau=0.0, stop=()):
+        """Algorithm 14 with a cache, one token at a time: yields each sampled token as soon as
+        it is drawn (so the first arrives after the prefill). Step i draws with
+        ``fold_in(key, i)`` as the library's Algorithm 14; τ = 0 is the argmax. Stops after
+        ``max_new`` tokens or after yielding a token in ``stop``."""
+        prompt = np.asarray(prompt)
+        tau = check_tau(self.name, tau)
+        check_tokens(self.name, "prompt", prompt, self.N_V, None)
+        if prompt.ndim != 1 or prompt.shape[0] == 0:
+            fail(self.name, "prompt", "must be a non-empty 1-D sequence of token ids")
+        if max_new < 1:
+            return
+        ell = prompt.shape[0]
+        if self.context is not None and ell + max_new > self.context:
+            message = (f"= {max_new} with a prompt of {ell} tokens exceeds the model's context "
+                       f"of {self.context} positions")  # fmt: skip
+            fail(self.name, "max_new", message)
+        key = jax.random.key(0) if key is None else key
+        padded = np.zeros(_bucket(ell), np.int32)
+        padded[:ell] = prompt
+        cache = self.init_cache(_bucket(ell + max_new))
+        static = dict(form=self.form, config=self.config)
+        logits, cache = cached_block(
+            jnp.asarray(padded), 0, self.stacked, self.head, cache, **static
+        )
+        p = logits[:, ell - 1]  # P[:, ℓ−1]; padded columns (≥ ℓ) are overwritten before use
+        for i in range(max_new):
+            y = int(sample_token(step_key(key, i), p, tau))  # line 5
+            yield y  # line 6
+            if y in stop or i == max_new - 1:
+                return
+            t = jnp.int32(ell + i)
+            p, cache = cached_step(jnp.int32(y), t, self.layers, self.head, cache, **static)
+
+    def generate(self, prompt, *, max_new: int, key=None, tau=0.0, stop=()) -> list[int]:
+        """The tokens of :meth:`stream` as a list."""
+        return list(self.stream(prompt, max_new=max_new, key=key, tau=tau, stop=stop))
+
+
+# ------------------------------------------------------- the paper's head (GPT-NeoX, OPT, Phi)
+
+
+class PaperHead(NamedTuple):
+    """θ's arrays outside the layers for a family with the paper's layer norms: ``W_p`` None
+    when positions enter by rotation; ``gamma``, ``beta`` None when line 10 is dropped (Post-LN
+    OPT); ``W_u`` (``W_eᵀ`` when tied); ``b_u`` None unless the unembedding has a bias (Phi)."""
+
+    W_e: jax.Array
+    W_p: jax.Array | None
+    gamma: jax.Array | None
+    beta: jax.Array | None
+    W_u: jax.Array
+    b_u: jax.Array | None = None
+
+
+def paper_embed(tokens, positions, head: PaperHead, config):
+    """Lines 1-3 for the new columns: ``W_e[:, x[t]] + W_p[:, t]`` (no ``W_p``: ``W_e[:, x[t]]``)."""
+    X = head.W_e[:, tokens]  # lines 1-3
+    return X if head.W_p is None else X + head.W_p[:, positions]
+
+
+def paper_final(X, head: PaperHead, config):
+    """Lines 10-11 up to the logits: ``layer_norm(X | γ, β)`` (unless dropped), ``W_u X + b_u``."""
+    if head.gamma is not None:
+        X = layer_norm_columns(X, head.gamma, head.beta, config.eps)  # line 10
+    logits = (
+        head.W_u @ X if head.b_u is None else head.W_u @ X + head.b_u[:, None]
+    )  # line 11 (part: logits)
+    return logits
+
+
+def paper_form(layer) -> CachedForm:
+    """The cached form of a family with the paper's embedding and head (:class:`PaperHead`) and
+    its own cached ``layer``."""
+    return CachedForm(paper_embed, layer, paper_final)
+
+
+def paper_decoder(form, theta, head: PaperHead, config, *, context, name) -> CachedDecoder:
+    """The :class:`CachedDecoder` of a θ whose layers hold the paper's ``W``
+    (:class:`~formal_algorithms.paper.attention.MHAttentionParams`, one key/value set per head)."""
+    W = theta.layers[0].W
+    H, d_attn, _ = np.shape(W.W_k)
+    kv_shape = (len(theta.layers), H, d_attn, np.shape(W.W_v)[1])
+    N_V = np.shape(theta.W_e)[1]
+    return CachedDecoder(form, theta.layers, head, config, N_V=N_V, kv_shape=kv_shape,
+                         dtype=theta.W_e.dtype, context=context, name=name)  # fmt: skip
