@@ -296,9 +296,23 @@ class Family:
     def layer_list(self, site):
         return self.theta.layers
 
+    #: paper line -> (γ's field, β's field or None for an RMS norm) in θ (a layer's, or θ's own
+    #: for the final norm)
+    norm_params: dict = {}
+
     def norm_of(self, k):
         """(γ, β, paper key of the norm's input, ε) for a norm line, or None."""
-        return None
+        if k.algorithm != self.algorithm or k.line not in self.norm_params:
+            return None
+        owner = self.theta if k.l is None else self.theta.layers[k.l - 1]
+        g, b = self.norm_params[k.line]
+        gamma = getattr(owner, g)
+        beta = np.zeros(np.shape(gamma)) if b is None else getattr(owner, b, None)
+        return gamma, beta, self.norm_input(k.line, k.l), self.kwargs["eps"]
+
+    def norm_input(self, line, l):
+        """The paper key of the input of the norm of ``line`` (default: the line before's X)."""
+        return paper_key(self, line - 1, line - 1, **({} if l is None else {"l": l}))
 
     def attention_input(self, site, l, paper):
         return None

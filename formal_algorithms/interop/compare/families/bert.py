@@ -75,14 +75,6 @@ class Bert(Family):
 
         return bert_logits, (jnp.asarray(self.x), self.params), self.kwargs
 
-    def norm_of(self, k):
-        if k.algorithm != self.algorithm or k.line not in self.norm_params:
-            return None
-        owner = self.theta if k.l is None else self.theta.layers[k.l - 1]
-        gamma, beta = (getattr(owner, n) for n in self.norm_params[k.line])
-        previous = paper_key(self, k.line - 1, k.line - 1, **({} if k.l is None else {"l": k.l}))
-        return gamma, beta, previous, self.kwargs["eps"]
-
     def attention_input(self, site, l, paper):
         if l == 1:
             return "X of line 3 with BERT's extras", self.extras_x(paper)

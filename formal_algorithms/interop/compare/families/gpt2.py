@@ -64,13 +64,6 @@ class Gpt2(Family):
 
         return d_transformer, (jnp.asarray(self.x), self.theta), self.kwargs
 
-    def norm_of(self, k):
-        if k.algorithm != self.algorithm or k.line not in self.norm_params:
-            return None
-        owner = self.theta if k.l is None else self.theta.layers[k.l - 1]
-        gamma, beta = (getattr(owner, n, None) for n in self.norm_params[k.line])
-        return gamma, beta, self.norm_input(k.line, k.l), self.kwargs["eps"]
-
     def norm_input(self, line, l):
         if line == 5:
             return paper_key(self, 3, 3) if l == 1 else paper_key(self, 8, 8, l=l - 1)

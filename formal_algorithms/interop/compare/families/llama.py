@@ -8,7 +8,6 @@ import contextlib
 import inspect
 
 import jax.numpy as jnp
-import numpy as np
 import torch
 
 from ....paper.checks import fail
@@ -61,7 +60,7 @@ EXTRAS = decoder_extras(
 class Llama(Family):
     name, algorithm, final_line = "Algorithm 10 with Llama's substitutions (families.llama)", 10, 11
     table, extras, kinds, causal_sites, rms = TABLE, EXTRAS, ALGORITHM_10_KINDS, (6,), True
-    norm_params = {5: "gamma1", 7: "gamma2", 10: "gamma"}
+    norm_params = {5: ("gamma1", None), 7: ("gamma2", None), 10: ("gamma", None)}
     rope = True
 
     def __init__(self, model):
@@ -109,13 +108,6 @@ class Llama(Family):
         from ....families.llama import llama_logits
 
         return llama_logits, (jnp.asarray(self.x), self.theta), self.kwargs
-
-    def norm_of(self, k):
-        if k.algorithm != self.algorithm or k.line not in self.norm_params:
-            return None
-        owner = self.theta if k.l is None else self.theta.layers[k.l - 1]
-        gamma = getattr(owner, self.norm_params[k.line])
-        return gamma, np.zeros(np.shape(gamma)), self.norm_input(k.line, k.l), self.kwargs["eps"]
 
     def norm_input(self, line, l):
         if line == 5:
