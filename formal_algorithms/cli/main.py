@@ -98,6 +98,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # the options typed (not their defaults): --resume refuses a setting that contradicts the run
     args.given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    args.argv = argv  # what --processes starts again in every process
     if real:  # JAX's persistent compilation cache, unless off
         compile_cache.setup(args)
     # The guard (issue 18): no traceback, ever; one line naming the option or file, non-zero exit.
@@ -111,5 +112,7 @@ def main(argv=None) -> int:
     except Exception as error:
         if os.environ.get("FORMAL_ALGORITHMS_TRACEBACK"):
             raise
-        print(f"{PROG}: error: {explain(error, args.command)}", file=sys.stderr, flush=True)
+        # one of several processes (runs.join) says which: "process 1 of 2: ..."
+        where = f"{args.process_label}: " if getattr(args, "process_label", None) else ""
+        print(f"{PROG}: error: {where}{explain(error, args.command)}", file=sys.stderr, flush=True)
         return 1

@@ -76,6 +76,8 @@ class OneLineParser(argparse.ArgumentParser):
 # ----------------------------------------------------------------------------- option groups
 
 
+#: the layouts of θ ``--shard`` offers (practice.parallel's param_sharding)
+SHARDS = ("replicated", "fsdp")
 #: the settings :func:`model_options` registers, recorded by every run (``--resume`` restores them)
 MODEL_KEYS = tuple("steps batch_size d_e layers heads d_mlp lr warmup weight_decay seed".split())
 
@@ -162,6 +164,33 @@ def run_options(p, default_out, *, what: str = "--steps") -> None:
     )
 
 
+def process_options(p) -> None:
+    """Training as several processes joined by JAX's distributed runtime (practice.distributed):
+    how many, how many devices each, and how θ is laid out over the devices."""
+    p.add_argument(
+        "--processes",
+        type=integer(1),
+        default=None,
+        metavar="N",
+        help="train as N processes on this machine, joined by jax.distributed, every step "
+        "data-parallel over all their devices (default: this process alone)",
+    )
+    p.add_argument(
+        "--devices-per-process",
+        type=integer(1),
+        default=None,
+        metavar="K",
+        help="CPU devices of each of the --processes (default 1)",
+    )
+    p.add_argument(
+        "--shard",
+        choices=SHARDS,
+        default="replicated",
+        help="θ and the optimiser state in a run of several processes: a whole copy on every "
+        "device (replicated, the default) or the larger arrays split over the devices (fsdp)",
+    )
+
+
 # ------------------------------------------------------------------------- across options
 
 #: file options that must name an existing file, per command.
@@ -205,6 +234,7 @@ def validate_options(args) -> None:
                 f"--heads {heads} does not divide --d-e {d_e} (each head gets d_e / H)"
             )
         check_memory(args)
+    check_processes(args)
     command = getattr(args, "command", None)
     for name in INPUT_FILES.get(command, ()):
         path = getattr(args, name, None)
@@ -215,6 +245,35 @@ def validate_options(args) -> None:
         path = getattr(args, name, None)
         if path is not None:
             (check_out_dir if kind == "DIR" else check_out_file)(option(name), path)
+
+
+def check_processes(args) -> None:
+    """``--devices-per-process`` and ``--shard`` need several processes (``--processes``, or the
+    ``FA_*`` variables of a scheduler); ``--batch-size`` splits evenly over their devices (a
+    resumed run's own batch size is checked when it is read: :func:`check_split`)."""
+    processes = getattr(args, "processes", None)
+    if processes is None and getattr(args, "devices_per_process", None) is not None:
+        raise ValueError("--devices-per-process needs --processes N")
+    if processes is None and getattr(args, "shard", "replicated") != "replicated":
+        from ..practice.distributed import described
+
+        if not described():
+            raise ValueError(
+                f"--shard {args.shard} needs --processes N (or the FA_* variables of a run of "
+                "several processes)"
+            )
+    if processes is not None and getattr(args, "resume", None) is None:
+        devices = processes * (args.devices_per_process or 1)
+        check_split(args.batch_size, devices, f"--processes {processes} × {devices // processes}")
+
+
+def check_split(batch_size: int, devices: int, how: str) -> None:
+    """Each step splits its ``batch_size`` sequences evenly over the run's ``devices``."""
+    if batch_size % devices:
+        raise ValueError(
+            f"--batch-size {batch_size} is not a multiple of the {devices} devices of {how}: "
+            "every step splits its sequences evenly over them"
+        )
 
 
 def check_input_file(name: str, path) -> None:

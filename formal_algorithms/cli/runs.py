@@ -1,22 +1,33 @@
 """A training run as ``train``, ``mlm`` and ``seq2seq`` manage it: its directory, its two
 checkpoints (the last, resumable, and the best), resuming with the run's own settings, a progress
 bar, a line per evaluation, the overfitting warning, and the last good state saved when it diverges
-or is interrupted. The loop itself is :func:`..practice.fit.fit`."""
+or is interrupted. The loop itself is :func:`..practice.fit.fit`.
+
+A run of several processes (``train --processes N``, or the ``FA_*`` variables a cluster's
+scheduler sets): :func:`launch_processes` starts the same command as N processes
+(:func:`..practice.distributed.launch`); each joins the others (:func:`join`) and runs the same
+code, fit's segments data-parallel over every process's devices and handed back gathered, so that
+every process evaluates the same θ; only process 0 writes the run (``Run.writer``) and prints
+what the user sees."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import pathlib
+import signal
 import sys
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
 from ..practice.checkpoint import load_checkpoint, save_checkpoint
 from .common import CHECKPOINT_NAME, PROG, duration, say
 from .errors import stop_run
-from .options import option
+from .options import check_split, option
 
 BEST_NAME = "best.safetensors"
 
@@ -24,17 +35,22 @@ BEST_NAME = "best.safetensors"
 @dataclasses.dataclass
 class Run:
     """One command's run: its name, where it writes, and the facts every checkpoint of it carries
-    (``facts``: family, activation, config, corpus, ...; ``tokenizer``: its dict, or ``None``)."""
+    (``facts``: family, activation, config, corpus, ...; ``tokenizer``: its dict, or ``None``);
+    ``writer``: whether this process writes its files (in a run of several, process 0 only)."""
 
     command: str
     out: pathlib.Path
     facts: dict
     tokenizer: dict | None = None
+    writer: bool = True
 
     def save(self, path, theta, opt_state, *, step, history, evals, status):
         """A checkpoint of the run, for the periodic evaluations, the best one, the end and an
         interruption alike: θ, the optimizer state (``None``: not resumable, as the best
-        checkpoint), the step reached, the per-step losses and every evaluation so far."""
+        checkpoint), the step reached, the per-step losses and every evaluation so far. Nothing
+        (``None``) in a process that is not the run's writer."""
+        if not self.writer:
+            return None
         extra = {
             **self.facts, "step": step, "status": status, "evals": list(evals),
             "held_out_loss": evals[-1]["held_out_loss"] if evals else None,
@@ -191,15 +207,27 @@ def optimizer_of(args):
 # ------------------------------------------------------------------------------- the training
 
 
-def train_run(run: Run, theta, data, evaluate, key, args, *, resumed=None, **train_kw):
+def train_run(run: Run, theta, data, evaluate, key, args, *, resumed=None, member=None, **train_kw):
     """Fit θ (``practice.fit``) for ``args.steps`` steps, evaluating with ``evaluate(θ)`` every
     :func:`eval_interval` steps: after each evaluation the run's checkpoint is written (and the
     best one), a line is printed, overfitting is warned of, and ``--early-stop`` is applied.
-    ``resumed``: the run's checkpoint to continue from. A run that diverges or is interrupted
-    saves its last good state in the run's checkpoint and ends with a line saying so."""
+    ``resumed``: the run's checkpoint to continue from; ``member``: this process's place in a run
+    of several (:func:`join`), whose trainer then fits the segments. A run that diverges or is
+    interrupted saves its last good state in the run's checkpoint and ends with a line saying so."""
+    import jax
+
     from ..practice.fit import fit
     from ..practice.trainer import NonFiniteError, TrainingInterrupted
 
+    if member is not None:
+        devices = member.mesh.size
+        check_split(
+            args.batch_size,
+            devices,
+            f"{member.processes} processes × {devices // member.processes}",
+        )
+        say(member_line(member, theta, args))
+        train_kw = dict(train_kw, train=member.train)
     optimizer = optimizer_of(args)
     theta, state = (theta, {}) if resumed is None else resume_state(run, theta, optimizer, args)
     bar, callback = progress_callback(args.steps, run.command, initial=state.get("start_step", 0))
@@ -217,6 +245,11 @@ def train_run(run: Run, theta, data, evaluate, key, args, *, resumed=None, **tra
             **state,
             **train_kw,
         )
+    except jax.errors.JaxRuntimeError as error:
+        if member is None:
+            raise
+        # a collective whose other processes are gone: said as it is (not "unexpected")
+        raise ConnectionError(" ".join(str(error).split())) from None
     except (NonFiniteError, TrainingInterrupted) as error:
         evals = report.evals or state.get("evals", [])
         resume = f"continue with: {PROG} {run.command} --resume {run.out}"
@@ -386,3 +419,108 @@ def progress_callback(total: int, desc: str, initial: int = 0):
 
     callback.exclude = exclude
     return bar, callback
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+class Member(NamedTuple):
+    """This process in a run of several: its id, their number, the mesh of all their devices,
+    and the trainer of :func:`..practice.fit.fit`'s segments (data-parallel on the mesh, θ and
+    the optimizer state handed back gathered on every process)."""
+
+    process_id: int
+    processes: int
+    mesh: object
+    train: Callable
+
+
+def launching(args) -> bool:
+    """Whether this process is to start ``--processes`` (it is not one of them: no ``FA_*``)."""
+    from ..practice.distributed import described
+
+    return getattr(args, "processes", None) is not None and not described()
+
+
+def launch_processes(args) -> int:
+    """``--processes N``: this same command line as N processes on this machine, each with
+    ``--devices-per-process`` CPU devices (:func:`..practice.distributed.launch`); process 0's
+    output is this one's. A process that fails stops the others, and the run ends with one line
+    naming it (:func:`failed_line`); no time limit otherwise (a run takes as long as it takes)."""
+    from ..practice import distributed
+
+    n, k = args.processes, args.devices_per_process or 1
+    argv = ["-m", "formal_algorithms", *args.argv]
+    try:
+        distributed.launch(n, k, argv, timeout=math.inf, show=0)
+    except distributed.ProcessFailed as error:
+        raise ChildProcessError(failed_line(error, n)) from None
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted; the {n} processes were stopped") from None
+    return 0
+
+
+def failed_line(error, n: int) -> str:
+    """One line for a :class:`..practice.distributed.ProcessFailed` of ``n`` processes: which
+    process, how it ended (its exit status or signal) and its own last error line."""
+    i, status = error.process, error.returncode
+    if status is None:  # the time limit (not used by launch_processes)
+        return " ".join(str(error).split())
+    how = f"exited with status {status}"
+    if status < 0:
+        name = next((s.name for s in signal.Signals if s == -status), "unknown")
+        how = f"was killed by signal {-status} ({name})"
+    line = f"process {i} of {n} {how}; the other processes were stopped"
+    said = [t for t in error.outputs[i][2].splitlines() if t.startswith(f"{PROG}: ")]
+    if said:  # the process's own one-line error (not its progress bar)
+        for prefix in (f"{PROG}: ", "error: ", f"process {i} of {n}: "):
+            said[-1] = said[-1].removeprefix(prefix)
+        line += f"; its error: {said[-1]}"
+    elif i == 0 and status > 0:  # process 0 wrote straight to this process's stderr
+        line += " (its error is above)"
+    return line
+
+
+def join(args) -> Member | None:
+    """A member of a run of several processes (the ``FA_*`` variables, set by ``--processes`` or
+    a scheduler) joins the others (:func:`..practice.distributed.initialize`, before any other
+    JAX work) and gets the data-parallel trainer over all their devices, θ laid out as
+    ``--shard``; ``None`` for a run of one process."""
+    from ..practice import distributed, parallel
+
+    if not distributed.described():
+        return None
+    process_id, processes = distributed.initialize()
+    args.process_label = f"process {process_id} of {processes}"  # main's errors name it
+    if args.processes not in (None, processes):
+        raise ValueError(
+            f"--processes {args.processes}: the environment (FA_NUM_PROCESSES) describes a run "
+            f"of {processes} processes"
+        )
+    mesh = parallel.data_mesh()
+    train = functools.partial(parallel.data_parallel_train, mesh=mesh, param_sharding=args.shard)
+    return Member(process_id, processes, mesh, distributed.gathered(train))
+
+
+def member_line(member: Member, theta, args) -> str:
+    """The line that says how a run of several processes trains: processes × devices, sequences
+    per device, and θ's layout (with ``fsdp``: how many of θ's arrays are split)."""
+    import jax
+
+    from ..practice.parallel import tree_shardings
+
+    devices, n = member.mesh.size, member.processes
+    layout = "θ and the optimizer state whole on every device"
+    if args.shard == "fsdp":
+        specs = [s.spec for s in jax.tree.leaves(tree_shardings(member.mesh, theta, "fsdp"))]
+        split = sum(any(axis is not None for axis in spec) for spec in specs)
+        layout = (
+            f"θ and the optimizer state FSDP-sharded ({split} of θ's {len(specs)} arrays split "
+            "over the devices)"
+        )
+    platform = member.mesh.devices.flat[0].platform.upper()
+    return (
+        f"processes   {n} × {devices // n} {platform} devices joined by jax.distributed, "
+        f"each step data-parallel ({args.batch_size // devices} of its {args.batch_size} "
+        f"sequences on each device); {layout}"
+    )

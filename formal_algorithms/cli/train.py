@@ -28,8 +28,27 @@ from .common import (
     say,
 )
 from .corpus import chunks, make_tokenizer, unigram_entropy
-from .options import MODEL_KEYS, integer, model_options, run_options, temperature
-from .runs import BEST_NAME, Run, best_line, eval_interval, run_config, run_text, start, train_run
+from .options import (
+    MODEL_KEYS,
+    integer,
+    model_options,
+    process_options,
+    run_options,
+    temperature,
+)
+from .runs import (
+    BEST_NAME,
+    Run,
+    best_line,
+    eval_interval,
+    join,
+    launch_processes,
+    launching,
+    run_config,
+    run_text,
+    start,
+    train_run,
+)
 from .stream import stream_sample
 
 DEFAULT_STEPS = 2400
@@ -37,7 +56,10 @@ CONFIG_KEYS = (*MODEL_KEYS, "ell_max", "tokenizer", "vocab_size", "text")
 
 
 def run(args) -> int:
+    if launching(args):  # --processes N: this command again, as N processes joined together
+        return launch_processes(args)
     started = time.perf_counter()
+    member = join(args)  # one of several processes: joined before any other JAX work
     resumed, out = start(args, "DTransformer", CONFIG_KEYS)
     text, source, text_sha256 = run_text(args, resumed)
     train_text, held_text = split_text(text, 0.1)
@@ -68,7 +90,8 @@ def run(args) -> int:
         text_sha256=text_sha256,
         unigram_entropy=unigram,
     )
-    the_run = Run("train", out, facts, tokenizer.to_dict())
+    writer = member is None or member.process_id == 0
+    the_run = Run("train", out, facts, tokenizer.to_dict(), writer=writer)
     fitted = train_run(
         the_run,
         theta,
@@ -77,7 +100,10 @@ def run(args) -> int:
         key_train,
         args,
         resumed=resumed,
+        member=member,
     )
+    if not writer:  # process 0 of several reports, plots and samples
+        return 0
     train_seconds = time.perf_counter() - started
     report(the_run, fitted, tokenizer, held, unigram)
     write_plot(the_run, fitted, unigram, source)
@@ -264,6 +290,7 @@ def register(sub) -> None:
         weight_decay=0.1,
     )
     run_options(p, DEFAULT_OUT)
+    process_options(p)
     p.add_argument("--prompt", default="", help="prompt of the final sample (default: none)")
     p.add_argument(
         "--sample-length",

@@ -19,7 +19,9 @@ The environment (one scheme, read by :func:`initialize`, set by :func:`launch` f
 None of them set: one process, nothing to join. :func:`launch` starts N such processes on this
 machine (each with its own number of virtual CPU devices) and stops them all, with one error that
 names the process, if any fails or the time limit passes. :func:`host_copy` gathers a sharded
-tree onto every process (e.g. for process 0 to write a checkpoint).
+tree onto every process (e.g. for process 0 to write a checkpoint); :func:`gathered` makes a
+data-parallel trainer hand back such host copies, so that a training loop built for one process
+(:func:`.fit.fit`, the command line's runs) evaluates and saves them unchanged.
 """
 
 from __future__ import annotations
@@ -86,9 +88,40 @@ def initialize(environ=None, *, timeout: int = 60) -> tuple[int, int]:
     return process_id, num_processes
 
 
+def described(environ=None) -> bool:
+    """Whether ``environ`` (default ``os.environ``) makes this process a member of a multi-process
+    run (any ``FA_*`` variable set; :func:`initialize` then joins it or refuses the variables)."""
+    environ = os.environ if environ is None else environ
+    return any(name in environ for name in VARIABLES)
+
+
 def host_copy(tree):
     """Every array of ``tree`` whole, as numpy, on every process (``process_allgather``)."""
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def gathered(train):
+    """``train`` (e.g. :func:`.parallel.data_parallel_train` with its mesh) handing back θ and the
+    optimiser state as :func:`host_copy` copies, the same on every process; so is the last good
+    state a :class:`~.trainer.NonFiniteError` carries (every process sees the same replicated
+    loss, so all raise it at the same step and gather together). Ctrl-C
+    (:class:`~.trainer.TrainingInterrupted`) may stop each process at a different step, so its
+    state is not gathered: it becomes a plain ``KeyboardInterrupt``, and the caller keeps the
+    state of its last call (what :func:`.fit.fit` does). Every process must call it."""
+    from .trainer import NonFiniteError, TrainingInterrupted
+
+    def train_gathered(*args, **kw):
+        try:
+            theta, history, *opt_state = train(*args, **kw)
+        except NonFiniteError as error:
+            error.theta, error.opt_state = host_copy((error.theta, error.opt_state))
+            raise
+        except TrainingInterrupted:
+            raise KeyboardInterrupt from None
+        theta, opt_state = host_copy((theta, opt_state))
+        return (theta, history, *opt_state)
+
+    return train_gathered
 
 
 def free_port(host: str = "localhost") -> int:

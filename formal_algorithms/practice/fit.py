@@ -70,7 +70,7 @@ def _record(step, losses, result) -> dict:
     )
 
 
-def _check(N_steps, start_step, eval_every, patience, evaluate) -> None:
+def _check(N_steps, start_step, eval_every, patience, evaluate, train) -> None:
     for name, value, low in (
         ("N_steps", N_steps, 1),
         ("eval_every", eval_every, 1),
@@ -84,6 +84,8 @@ def _check(N_steps, start_step, eval_every, patience, evaluate) -> None:
         fail(NAME, "patience", f"must be None or an integer >= 1, got {patience!r}")
     if not callable(evaluate):
         fail(NAME, "evaluate", f"must be a function of θ, got {type(evaluate).__name__}", TypeError)
+    if train is not None and not callable(train):
+        fail(NAME, "train", f"must be None or a trainer, got {type(train).__name__}", TypeError)
 
 
 def fit(
@@ -102,6 +104,7 @@ def fit(
     history=(),
     evals=(),
     on_evaluation: Callable | None = None,
+    train: Callable | None = None,
     **train_kw,
 ) -> Fitted:
     """Train θ on ``data`` for steps ``start_step + 1 … N_steps``, evaluating every ``eval_every``
@@ -109,14 +112,17 @@ def fit(
     better), then ``on_evaluation(Evaluated(...))`` writes checkpoints and reports. ``patience``:
     stop once that many evaluations in a row fail to improve the best held-out loss. Resume with
     the θ, ``opt_state``, ``history`` and ``evals`` of step ``start_step``. ``train_kw`` go to
-    :func:`.trainer.train` (``callback``, ``fast``, ``p_mask``, ...).
+    ``train``, the trainer of each segment (default :func:`.trainer.train`; any function with its
+    arguments and resumption, e.g. :func:`.parallel.data_parallel_train` with its mesh, wrapped
+    in :func:`.distributed.gathered` across processes): ``callback``, ``fast``, ``p_mask``, ...
 
     A non-finite loss or gradient (:class:`.trainer.NonFiniteError`) or Ctrl-C, even between
     steps (:class:`.trainer.TrainingInterrupted`), raises an error carrying the last good θ and
     optimizer state, ``completed`` their steps and ``history`` all the run's per-step losses.
     """
-    _check(N_steps, start_step, eval_every, patience, evaluate)
+    _check(N_steps, start_step, eval_every, patience, evaluate, train)
     opt_state = optimizer.init(theta) if opt_state is None else opt_state
+    train = trainer.train if train is None else train
     history, evals = np.asarray(history, np.float32), list(evals)
     step, stopped = start_step, False
     loop = dict(optimizer=optimizer, batch_size=batch_size, return_opt_state=True, **train_kw)
@@ -124,7 +130,7 @@ def fit(
         while step < N_steps and not stopped:
             end = min(N_steps, (step // eval_every + 1) * eval_every)
             segment = dict(N_steps=end, opt_state=opt_state, start_step=step, **loop)
-            theta, losses, opt_state = trainer.train(theta, data, key, **segment)
+            theta, losses, opt_state = train(theta, data, key, **segment)
             history, step = np.concatenate([history, np.asarray(losses, np.float32)]), end
             evals.append(_record(step, losses, evaluate(theta)))
             best = evals[-1]["held_out_loss"] <= min(e["held_out_loss"] for e in evals)

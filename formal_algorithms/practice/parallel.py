@@ -45,6 +45,7 @@ from jax.sharding import PartitionSpec as P
 
 from ..paper.checks import fail
 from ..paper.normalisation import EPS
+from .fast import train_step_fast
 from .trainer import (
     as_examples,
     check_options,
@@ -217,21 +218,67 @@ def data_parallel_step(
     param_sharding: str = "replicated",
     axis: str = DATA,
     min_shard_size: int = 2**14,
+    fast: bool = False,
 ):
-    """:func:`~.trainer.train_step` compiled for ``mesh``: ``step(θ, opt_state, batch, p_mask)``.
+    """:func:`~.trainer.train_step` (``fast``: :func:`~.fast.train_step_fast`) compiled for
+    ``mesh``: ``step(θ, opt_state, batch, p_mask)``.
 
     ``theta`` and ``opt_state`` give the shapes (and tree structure) the shardings are built for;
     the returned function is jitted with batch rows split over ``axis``, θ and the optimiser state
     laid out as ``param_sharding``, and the loss and statistics replicated. It compiles once per
-    batch shape, like ``train_step``.
+    batch shape, like ``train_step``; the same arguments (θ and optimiser state of the same
+    structure and shapes) give the same jitted function, so a run trained in segments compiles once.
     """
     activation = default_activation(theta, activation)
+    return _compiled_step(
+        mesh,
+        _layout(theta),
+        _layout(opt_state),
+        optimizer,
+        reduction,
+        activation,
+        eps,
+        param_sharding,
+        axis,
+        min_shard_size,
+        fast,
+    )
+
+
+def _layout(tree):
+    """What a tree's shardings depend on, hashable: its structure and every leaf's shape."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple(np.shape(leaf) for leaf in leaves)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_step(
+    mesh,
+    theta_layout,
+    opt_layout,
+    optimizer,
+    reduction,
+    activation,
+    eps,
+    param_sharding,
+    axis,
+    min_shard_size,
+    fast,
+):
+    def like(layout):  # a tree of the layout's shapes, for tree_shardings
+        treedef, shapes = layout
+        return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, np.float32) for s in shapes])
+
     kw = dict(axis=axis, min_shard_size=min_shard_size)
-    theta_sh = tree_shardings(mesh, theta, param_sharding, **kw)
-    opt_sh = tree_shardings(mesh, opt_state, param_sharding, **kw)
+    theta_sh = tree_shardings(mesh, like(theta_layout), param_sharding, **kw)
+    opt_sh = tree_shardings(mesh, like(opt_layout), param_sharding, **kw)
     rep = replicated(mesh)
     step = functools.partial(
-        train_step, optimizer=optimizer, reduction=reduction, activation=activation, eps=eps
+        train_step_fast if fast else train_step,
+        optimizer=optimizer,
+        reduction=reduction,
+        activation=activation,
+        eps=eps,
     )
     return jax.jit(
         step,
@@ -261,10 +308,11 @@ def data_parallel_train(
     return_opt_state: bool = False,
     param_sharding: str = "replicated",
     min_shard_size: int = 2**14,
+    fast: bool = False,
 ):
     """:func:`~.trainer.train` with every step data-parallel over ``mesh`` (default: all devices).
 
-    Same arguments (resuming and :class:`~.trainer.NonFiniteError` included), the same loop
+    Same arguments (resuming, ``fast`` and :class:`~.trainer.NonFiniteError` included), the same loop
     (:func:`~.trainer.run_steps`), so the same batches in the same order with the same keys, and
     the same θ as ``train`` up to floating-point summation order. Returns ``(θ, history)`` or
     ``(θ, history, opt_state)``; θ keeps its sharding (gather with ``jax.device_get`` for a host
@@ -283,7 +331,7 @@ def data_parallel_train(
     opt_state = optimizer.init(theta) if opt_state is None else opt_state
     kw = dict(optimizer=optimizer, reduction=reduction, activation=activation, eps=eps)
     shards = dict(param_sharding=param_sharding, min_shard_size=min_shard_size)
-    step = data_parallel_step(mesh, theta, opt_state, **kw, **shards)
+    step = data_parallel_step(mesh, theta, opt_state, **kw, **shards, fast=fast)
     theta, opt_state = place(mesh, theta, opt_state, param_sharding, min_shard_size=min_shard_size)
     loop = dict(N_epochs=N_epochs, N_steps=N_steps, batch_size=batch_size, shuffle=shuffle)
     loop.update(callback=callback, start_step=start_step)
