@@ -55,6 +55,12 @@ def _max_diff(a, b):
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
+def _expect_close(checker: str, got, expected, atol, what: str, hint: str = ""):
+    """Fail ``checker`` with ``what`` and the largest difference unless the two agree to ``atol``."""
+    if not _close(got, expected, atol):
+        _fail(checker, f"{what} (max |Δ| = {_max_diff(got, expected):.3g}){hint}")
+
+
 # -------------------------------------------------------------------------------- causality
 
 
@@ -137,35 +143,24 @@ def check_permutation_equivariance(f, X, *, seed: int = 0, atol: float = 1e-10):
     """Bidirectional self-attention without positions: ``f(X[:, π]) = f(X)[:, π]``."""
     perm, f = np.random.default_rng(seed).permutation(X.shape[1]), _jit(f)
     lhs, rhs = f(X[:, perm]), f(X)[:, perm]
-    if not _close(lhs, rhs, atol):
-        _fail(
-            "check_permutation_equivariance",
-            f"permuting the columns of X by {perm.tolist()} did not permute the output "
-            f"(max |Δ| = {_max_diff(lhs, rhs):.3g})",
-        )
+    what = f"permuting the columns of X by {perm.tolist()} did not permute the output"
+    _expect_close("check_permutation_equivariance", lhs, rhs, atol, what)
 
 
 def check_context_order_invariance(f, X, Z, *, seed: int = 0, atol: float = 1e-10):
     """Cross-attention reads its context as a set: ``f(X, Z[:, π]) = f(X, Z)``."""
     perm, f = np.random.default_rng(seed).permutation(Z.shape[1]), _jit(f)
     lhs, rhs = f(X, Z[:, perm]), f(X, Z)
-    if not _close(lhs, rhs, atol):
-        _fail(
-            "check_context_order_invariance",
-            f"reordering the context by {perm.tolist()} changed the output "
-            f"(max |Δ| = {_max_diff(lhs, rhs):.3g})",
-        )
+    what = f"reordering the context by {perm.tolist()} changed the output"
+    _expect_close("check_context_order_invariance", lhs, rhs, atol, what)
 
 
 def check_context_permutation_invariance(f, z, x, *, seed: int = 0, atol: float = 1e-10):
     """Algorithm 8 with ``W_p = 0``: permuting the context tokens z leaves ``P = f(z, x)`` unchanged."""
     perm = np.random.default_rng(seed).permutation(len(z))
     lhs, rhs = f(jnp.asarray(z)[perm], x), f(z, x)
-    if not _close(lhs, rhs, atol):
-        _fail(
-            "check_context_permutation_invariance",
-            f"permuting z by {perm.tolist()} changed P (max |Δ| = {_max_diff(lhs, rhs):.3g})",
-        )
+    what = f"permuting z by {perm.tolist()} changed P"
+    _expect_close("check_context_permutation_invariance", lhs, rhs, atol, what)
 
 
 # ---------------------------------------------------------------------------- distributions
@@ -262,20 +257,14 @@ def check_attention_reductions(
             if not allowed.any():
                 continue
             v = single_query_fn(X[:, t], Z[:, allowed], W.head(h))
-            if not _close(out[:, t], v, atol):
-                _fail(
-                    "check_attention_reductions",
-                    f"head {h}, column {t}: Algorithm 4 differs from Algorithm 3 on the allowed "
-                    f"context (max |Δ| = {_max_diff(out[:, t], v):.3g})",
-                )
+            what = (
+                f"head {h}, column {t}: Algorithm 4 differs from Algorithm 3 on the allowed context"
+            )
+            _expect_close("check_attention_reductions", out[:, t], v, atol, what)
     stacked = W.W_o @ jnp.concatenate(heads, axis=0) + W.b_o[:, None]
     got = mh_attention_fn(X, Z, W, Mask)
-    if not _close(got, stacked, atol):
-        _fail(
-            "check_attention_reductions",
-            f"Algorithm 5 differs from Algorithm 4 per head, stacked and projected "
-            f"(max |Δ| = {_max_diff(got, stacked):.3g})",
-        )
+    what = "Algorithm 5 differs from Algorithm 4 per head, stacked and projected"
+    _expect_close("check_attention_reductions", got, stacked, atol, what)
     d_mid = W.W_v.shape[1]
     one = W._replace(
         **{k: getattr(W, k)[:1] for k in AttentionParams._fields},
@@ -283,12 +272,8 @@ def check_attention_reductions(
         b_o=jnp.zeros(d_mid, W.b_o.dtype),
     )
     single, direct = mh_attention_fn(X, Z, one, Mask), attention_fn(X, Z, one.head(0), Mask)
-    if not _close(single, direct, atol):
-        _fail(
-            "check_attention_reductions",
-            f"Algorithm 5 with H = 1, W_o = I, b_o = 0 differs from Algorithm 4 "
-            f"(max |Δ| = {_max_diff(single, direct):.3g})",
-        )
+    what = "Algorithm 5 with H = 1, W_o = I, b_o = 0 differs from Algorithm 4"
+    _expect_close("check_attention_reductions", single, direct, atol, what)
 
 
 # ------------------------------------------------------------------------------ transformations
@@ -307,11 +292,8 @@ def check_vmap(f, batched_args, in_axes=0, *, atol: float = 1e-10):
         for g, s in zip(
             jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(single), strict=True
         ):
-            if not _close(g, s, atol):
-                _fail(
-                    "check_vmap",
-                    f"example {b}: vmap differs from the single call (max |Δ| = {_max_diff(g, s):.3g})",
-                )
+            what = f"example {b}: vmap differs from the single call"
+            _expect_close("check_vmap", g, s, atol, what)
 
 
 def check_jit(f, *args, atol: float = 1e-10, **kwargs):
@@ -320,8 +302,7 @@ def check_jit(f, *args, atol: float = 1e-10, **kwargs):
     for e, j in zip(
         jax.tree_util.tree_leaves(eager), jax.tree_util.tree_leaves(jitted), strict=True
     ):
-        if not _close(e, j, atol):
-            _fail("check_jit", f"jit differs from eager (max |Δ| = {_max_diff(e, j):.3g})")
+        _expect_close("check_jit", e, j, atol, "jit differs from eager")
 
 
 def check_shape_contract(f, args, expected_shape):
@@ -361,12 +342,10 @@ def check_residual_identity(block, X, *, atol: float = 1e-12):
     stream passes through untouched; a block that normalises X itself in place fails.
     """
     out = block(X)
-    if not _close(out, X, atol):
-        _fail(
-            "check_residual_identity",
-            f"with zero branches the block changed X (max |Δ| = {_max_diff(out, X):.3g}): "
-            "is the residual stream normalised in place?",
-        )
+    hint = ": is the residual stream normalised in place?"
+    _expect_close(
+        "check_residual_identity", out, X, atol, "with zero branches the block changed X", hint
+    )
 
 
 # ------------------------------------------------------------------------------------ training
@@ -403,12 +382,9 @@ def check_incremental_matches_full(step_logits, full_logits, x, *, atol: float =
     """
     got, expected = np.asarray(step_logits(x)), np.asarray(full_logits(x))
     for t in range(expected.shape[1]):
-        if not np.allclose(got[:, t], expected[:, t], atol=atol, rtol=0):
-            _fail(
-                "check_incremental_matches_full",
-                f"position {t}: cached logits differ from the full forward "
-                f"(max |Δ| = {_max_diff(got[:, t], expected[:, t]):.3g}); positions off by one?",
-            )
+        what = f"position {t}: cached logits differ from the full forward"
+        hint = "; positions off by one?"
+        _expect_close("check_incremental_matches_full", got[:, t], expected[:, t], atol, what, hint)
 
 
 # ---------------------------------------------------------------------------------- strategies
