@@ -118,8 +118,9 @@ def decoder_layer_spec(H, d_e, d_mlp, d_attn, d_mid) -> DecoderLayer:
     )
 
 
-def _check_sizes(algorithm, N_V, ell_max, **sizes):
-    """Every size a positive integer; N_V leaves room for the paper's three special tokens."""
+def _sizes(algorithm, N_V, ell_max, H, d_e, d_attn, d_mid, **sizes) -> tuple[int, int]:
+    """Every size a positive integer, N_V leaving room for the paper's three special tokens;
+    returns (d_attn, d_mid), each d_e / H unless given (H must then divide d_e)."""
     check_sizes(algorithm, 0, N_V=N_V)
     if N_V < 3:
         fail(
@@ -128,13 +129,9 @@ def _check_sizes(algorithm, N_V, ell_max, **sizes):
             f"= {N_V} must be at least 3: the special tokens mask, bos, eos "
             "are the ids N_V - 3, N_V - 2, N_V - 1",
         )
-    check_sizes(algorithm, ell_max=ell_max, **sizes)
-
-
-def _head_dims(H, d_e, d_attn, d_mid):
-    if d_attn is None or d_mid is None:
-        if d_e % H:
-            fail("init", "H", f"= {H} does not divide d_e = {d_e}; pass d_attn and d_mid")
+    check_sizes(algorithm, ell_max=ell_max, H=H, d_e=d_e, **sizes, d_attn=d_attn, d_mid=d_mid)
+    if (d_attn is None or d_mid is None) and d_e % H:
+        fail(algorithm, "H", f"= {H} does not divide d_e = {d_e}; pass d_attn and d_mid")
     return (d_e // H if d_attn is None else d_attn), (d_e // H if d_mid is None else d_mid)
 
 
@@ -145,8 +142,7 @@ def ed_transformer_spec(
     check_sizes(name, 0, L_enc=L_enc, L_dec=L_dec)
     if L_enc == L_dec == 0:
         fail(name, "L_enc", "and L_dec are both 0; give at least one layer")
-    _check_sizes(name, N_V, ell_max, H=H, d_e=d_e, d_mlp=d_mlp, d_attn=d_attn, d_mid=d_mid)
-    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
+    d_attn, d_mid = _sizes(name, N_V, ell_max, H, d_e, d_attn, d_mid, d_mlp=d_mlp)
     return EDTransformerParams(
         *embeddings_spec(N_V, d_e, ell_max),
         tuple(layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L_enc)),
@@ -158,22 +154,11 @@ def ed_transformer_spec(
 def e_transformer_spec(
     *, N_V, ell_max, L, H, d_e, d_mlp, d_f=None, d_attn=None, d_mid=None, tied=False
 ) -> ETransformerParams:
-    _check_sizes(
-        "init_e_transformer (Algorithm 9)",
-        N_V,
-        ell_max,
-        L=L,
-        H=H,
-        d_e=d_e,
-        d_mlp=d_mlp,
-        d_f=d_f,
-        d_attn=d_attn,
-        d_mid=d_mid,
-    )
-    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
+    name = "init_e_transformer (Algorithm 9)"
+    d_attn, d_mid = _sizes(name, N_V, ell_max, H, d_e, d_attn, d_mid, L=L, d_mlp=d_mlp, d_f=d_f)
     d_f = d_e if d_f is None else d_f
     if tied and d_f != d_e:
-        fail("init_e_transformer (Algorithm 9)", "tied", f"needs d_f = d_e, got {d_f} != {d_e}")
+        fail(name, "tied", f"needs d_f = d_e, got {d_f} != {d_e}")
     return ETransformerParams(
         *embeddings_spec(N_V, d_e, ell_max),
         tuple(layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L)),
@@ -188,18 +173,8 @@ def e_transformer_spec(
 def d_transformer_spec(
     *, N_V, ell_max, L, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False
 ) -> DTransformerParams:
-    _check_sizes(
-        "init_d_transformer (Algorithm 10)",
-        N_V,
-        ell_max,
-        L=L,
-        H=H,
-        d_e=d_e,
-        d_mlp=d_mlp,
-        d_attn=d_attn,
-        d_mid=d_mid,
-    )
-    d_attn, d_mid = _head_dims(H, d_e, d_attn, d_mid)
+    name = "init_d_transformer (Algorithm 10)"
+    d_attn, d_mid = _sizes(name, N_V, ell_max, H, d_e, d_attn, d_mid, L=L, d_mlp=d_mlp)
     return DTransformerParams(
         *embeddings_spec(N_V, d_e, ell_max),
         tuple(layer_spec(H, d_e, d_mlp, d_attn, d_mid) for _ in range(L)),

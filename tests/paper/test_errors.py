@@ -152,7 +152,7 @@ CATALOGUE = [
         "H does not divide d_e",
         lambda: fa.init_d_transformer(key, N_V=9, ell_max=6, L=1, H=3, d_e=4, d_mlp=8),
         ValueError,
-        r"init: argument 'H' = 3 does not divide d_e = 4",
+        r"init_d_transformer \(Algorithm 10\): argument 'H' = 3 does not divide d_e = 4",
     ),
     # Algorithms 11-13 and the trainer
     (
