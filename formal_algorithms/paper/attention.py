@@ -234,13 +234,14 @@ def mh_attention_spec(H, d_x, d_z, d_attn, d_mid, d_out) -> MHAttentionParams:
 def init_attention(key, d_x, d_z, d_attn, d_out, dtype=None) -> AttentionParams:
     """One head (Algorithm 4): weights ~ N(0, 1/fan_in), biases 0 (the paper gives no init)."""
     check_sizes("init_attention", d_x=d_x, d_z=d_z, d_attn=d_attn, d_out=d_out)
-    return materialise(key, attention_spec(d_x, d_z, d_attn, d_out), dtype)
+    return materialise(key, attention_spec(d_x, d_z, d_attn, d_out), dtype, "init_attention")
 
 
 def init_mh_attention(key, H, d_x, d_z, d_attn, d_mid, d_out, dtype=None):
     """Eq. 4's parameter set ``W`` with H heads: weights ~ N(0, 1/fan_in), biases 0."""
     check_sizes("init_mh_attention", H=H, d_x=d_x, d_z=d_z, d_attn=d_attn, d_mid=d_mid, d_out=d_out)
-    return materialise(key, mh_attention_spec(H, d_x, d_z, d_attn, d_mid, d_out), dtype)
+    spec = mh_attention_spec(H, d_x, d_z, d_attn, d_mid, d_out)
+    return materialise(key, spec, dtype, "init_mh_attention")
 
 
 _MH_TEMPLATE = mh_attention_spec(1, 1, 1, 1, 1, 1)

@@ -129,4 +129,4 @@ def embeddings_spec(N_V: int, d_e: int, ell_max: int):
 def init_embeddings(key, N_V: int, d_e: int, ell_max: int, dtype=None):
     """``(W_e, W_p)`` drawn as :func:`embeddings_spec` describes."""
     check_sizes("init_embeddings", N_V=N_V, d_e=d_e, ell_max=ell_max)
-    return materialise(key, embeddings_spec(N_V, d_e, ell_max), dtype)
+    return materialise(key, embeddings_spec(N_V, d_e, ell_max), dtype, "init_embeddings")

@@ -58,13 +58,14 @@ def float_dtype(dtype=None):
     return jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
 
 
-def materialise(key, spec, dtype=None):
+def materialise(key, spec, dtype=None, name: str = "materialise"):
     """Turn a tree of leaf specs into arrays; all normal leaves come from one draw on ``key``.
-    ``dtype=None``: JAX's default float dtype (:func:`float_dtype`)."""
+    ``dtype=None``: JAX's default float dtype (:func:`float_dtype`); ``name``: the init that asks,
+    named by its errors."""
     dtype = float_dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"init: argument 'dtype' must be a float dtype, got {jnp.dtype(dtype)}")
-    check_key("init", key)
+        raise TypeError(f"{name}: argument 'dtype' must be a float dtype, got {jnp.dtype(dtype)}")
+    check_key(name, key)
     specs, tree = jax.tree_util.tree_flatten(spec, is_leaf=is_spec)
     sizes = [int(np.prod(s.shape)) if isinstance(s, Normal) else 0 for s in specs]
     flat = jax.random.normal(key, (sum(sizes),), dtype)

@@ -190,10 +190,11 @@ def _jit_init(init):
     return functools.wraps(init)(jax.jit(init, static_argnames=static))
 
 
-def _draw(key, spec_fn, args):
-    """θ drawn on ``key`` from ``spec_fn``'s spec for an init function's arguments (``locals()``)."""
+def _draw(key, spec_fn, args, name):
+    """θ drawn on ``key`` from ``spec_fn``'s spec for the arguments (``locals()``) of the init
+    function ``name``."""
     hp = {k: v for k, v in args.items() if k not in ("key", "dtype")}
-    return materialise(key, spec_fn(**hp), args["dtype"])
+    return materialise(key, spec_fn(**hp), args["dtype"], name)
 
 
 @_jit_init
@@ -217,7 +218,7 @@ def init_ed_transformer(
     Initialisation (the paper gives none): embeddings N(0, 0.02²); weight matrices N(0, 1/fan_in);
     biases 0; γ = 1, β = 0. ``tied=True`` sets ``W_u = None`` (``W_u = W_eᵀ``).
     """
-    return _draw(key, ed_transformer_spec, locals())
+    return _draw(key, ed_transformer_spec, locals(), "init_ed_transformer (Algorithm 8)")
 
 
 @_jit_init
@@ -237,7 +238,7 @@ def init_e_transformer(
     dtype=None,
 ) -> ETransformerParams:
     """θ of Algorithm 9; ``d_f`` defaults to ``d_e`` (as in BERT), ``W_u`` is ``(N_V, d_f)``."""
-    return _draw(key, e_transformer_spec, locals())
+    return _draw(key, e_transformer_spec, locals(), "init_e_transformer (Algorithm 9)")
 
 
 @_jit_init
@@ -245,4 +246,4 @@ def init_d_transformer(
     key, *, N_V, ell_max, L, H, d_e, d_mlp, d_attn=None, d_mid=None, tied=False, dtype=None
 ) -> DTransformerParams:
     """θ of Algorithm 10 (initialisation as :func:`init_ed_transformer`)."""
-    return _draw(key, d_transformer_spec, locals())
+    return _draw(key, d_transformer_spec, locals(), "init_d_transformer (Algorithm 10)")
