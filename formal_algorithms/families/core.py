@@ -132,6 +132,12 @@ class StateDict:
         """Every tensor was read, or the first unread ones are refused by name."""
         refuse_unused(self.where, self.arrays, self.used)
 
+    def attention(self, prefix: str, H: int, out: str = "out_proj") -> MHAttentionParams:
+        """Algorithm 5's ``W`` from ``{prefix}q_proj``, ``k_proj``, ``v_proj`` (each split into H
+        heads) and the output projection ``{prefix}{out}``, all with biases."""
+        qkv = [a for m in "qkv" for a in self.heads(f"{prefix}{m}_proj", H)]
+        return MHAttentionParams(*qkv, *self.linear(prefix + out))
+
     def layers(self, n_layers: int, prefix: str, read_layer) -> tuple:
         """``read_layer(p)`` for each layer's prefix ``p = f"{prefix}{l}."``, l = 0 … L − 1."""
         return tuple(read_layer(f"{prefix}{l}.") for l in range(n_layers))

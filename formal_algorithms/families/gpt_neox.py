@@ -38,7 +38,7 @@ import numpy as np
 from ..paper.architectures import mlp, pre_ln_layer
 from ..paper.attention import MHAttentionParams, unidirectional_mask
 from ..paper.checks import check_tokens, fail
-from ..paper.functions import gelu, softmax
+from ..paper.functions import gelu, gelu_tanh, softmax
 from ..paper.normalisation import layer_norm_columns
 from ..paper.parameters import DTransformerParams, Layer
 from ..paper.validation import check_params
@@ -49,6 +49,7 @@ from .decoding import CachedDecoder, PaperHead, cached_layer, paper_decoder, pap
 from .llama import forward_config
 from .llama_loading import require
 
+ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh}  # line 8's σ: GPT-NeoX's, Phi's gelu_new
 GPT_NEOX = "gpt_neox_logits (Algorithm 10 with GPT-NeoX's substitutions)"
 #: Algorithm 10's lines that GPT-NeoX replaces (docs/families.md's atlas); the rest as printed.
 ALGORITHM_10 = {
@@ -62,14 +63,19 @@ ALGORITHM_10 = {
 @family_config  # frozen, static under jit: part of θ's structure
 class GPTNeoXConfig:
     """What θ's forward needs beyond its arrays: ``d_rot`` (the rotated rows of each head's
-    queries and keys), RoPE's base, the layer norms' ε, and the parallel residual."""
+    queries and keys), RoPE's base, the layer norms' ε, the parallel residual, and line 8's
+    activation (Phi's θ carries one too)."""
 
     d_rot: int | None = None  # None: not known (a θ built by hand must be given d_rot)
     rope_base: float = 10000.0
     eps: float = 1e-5
     parallel: bool = True
+    activation: str = "gelu"  # line 8's σ: "gelu" (exact), or "gelu_tanh" (Phi's gelu_new)
 
     def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            message = f"must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
+            fail("GPTNeoXConfig", "activation", message)
         d = self.d_rot
         if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 0 or d % 2):
             fail("GPTNeoXConfig", "d_rot", f"must be an even integer ≥ 0, got {d!r}")
@@ -90,16 +96,17 @@ class GPTNeoXParams(NamedTuple):
     config: GPTNeoXConfig | None = None
 
 
-def check_gpt_neox(theta: GPTNeoXParams) -> int:
-    """θ's shapes, checked as the paper's Algorithm 10 θ (with a one-column ``W_p``); returns N_V."""
+def check_gpt_neox(theta: GPTNeoXParams, algorithm: str = GPT_NEOX) -> int:
+    """θ's shapes, checked as the paper's Algorithm 10 θ (with a one-column ``W_p``); returns N_V.
+    ``algorithm``: the caller's name in errors (Phi checks its θ through this one)."""
     if not isinstance(theta, GPTNeoXParams):
-        fail(GPT_NEOX, "theta", f"must be GPTNeoXParams, got {type(theta).__name__}", TypeError)
+        fail(algorithm, "theta", f"must be GPTNeoXParams, got {type(theta).__name__}", TypeError)
     d_e = np.shape(theta.W_e)[0]
     W_p = jax.ShapeDtypeStruct((d_e, 1), theta.W_e.dtype)
     paper_theta = DTransformerParams(
         theta.W_e, W_p, theta.layers, theta.gamma, theta.beta, theta.W_u
     )
-    check_params(paper_theta, GPT_NEOX, DTransformerParams)
+    check_params(paper_theta, algorithm, DTransformerParams)
     return np.shape(theta.W_e)[1]
 
 
@@ -114,6 +121,23 @@ def parallel_layer(X, layer: Layer, Mask, activation, eps, *, attention):
     return X
 
 
+def rotary_columns(x, theta: GPTNeoXParams, N_V, algorithm, config: GPTNeoXConfig):
+    """Lines 1-10 of Algorithm 10 with GPT-NeoX's substitutions (and Phi's, on its θ seen as
+    GPT-NeoX's) on a checked θ, run with ``config``: X after the final norm, ``(d_e, ℓ)``."""
+    check_tokens(algorithm, "x", x, N_V, None)
+    x = jnp.asarray(x)
+    X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (rotary in attention instead)
+    Mask = unidirectional_mask(x.shape[0])
+    base, d_rot, eps = config.rope_base, config.d_rot, config.eps
+    attention = functools.partial(partial_rope_attention, base=base, d_rot=d_rot)
+    layer_form = parallel_layer if config.parallel else pre_ln_layer
+    activation = ACTIVATIONS[config.activation]
+    for layer in theta.layers:  # line 4
+        X = layer_form(X, layer, Mask, activation, eps, attention=attention)  # lines 5-8
+    X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
+    return X
+
+
 def gpt_neox_logits(
     x, theta: GPTNeoXParams, *, d_rot=None, rope_base=None, eps=None, parallel=None
 ):
@@ -124,16 +148,7 @@ def gpt_neox_logits(
     config = forward_config(GPT_NEOX, theta, GPTNeoXConfig(), **given)
     if config.d_rot is None:
         fail(GPT_NEOX, "d_rot", "is not known: θ.config has none; give d_rot=")
-    d_rot, rope_base, eps, parallel = config.d_rot, config.rope_base, config.eps, config.parallel
-    check_tokens(GPT_NEOX, "x", x, N_V, None)
-    x = jnp.asarray(x)
-    X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (rotary in attention instead)
-    Mask = unidirectional_mask(x.shape[0])
-    attention = functools.partial(partial_rope_attention, base=rope_base, d_rot=d_rot)
-    layer_form = parallel_layer if parallel else pre_ln_layer
-    for layer in theta.layers:  # line 4
-        X = layer_form(X, layer, Mask, gelu, eps, attention=attention)  # lines 5-8
-    X = layer_norm_columns(X, theta.gamma, theta.beta, eps)  # line 10
+    X = rotary_columns(x, theta, N_V, GPT_NEOX, config)
     W_u = theta.W_e.T if theta.W_u is None else theta.W_u
     logits = W_u @ X  # line 11 (part: logits)
     return logits
@@ -197,7 +212,8 @@ def _cached_layer(X, positions, layer: Layer, kv, config: GPTNeoXConfig):
     (:func:`parallel_layer`, or the paper's ``pre_ln_layer``) with its attention cached."""
     layer_form = parallel_layer if config.parallel else pre_ln_layer
     projection = functools.partial(rotary_projection, base=config.rope_base, d_rot=config.d_rot)
-    return cached_layer(layer_form, projection, X, layer, positions, kv, gelu, config.eps)
+    activation = ACTIVATIONS[config.activation]
+    return cached_layer(layer_form, projection, X, layer, positions, kv, activation, config.eps)
 
 
 #: GPT-NeoX's cached form: the paper's embedding (no W_p) and final norm, its own layer.

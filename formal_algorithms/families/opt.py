@@ -32,7 +32,7 @@ from ..paper.architectures import (
     pre_ln_layer,
     unembedding_matrix,
 )
-from ..paper.attention import MHAttentionParams, unidirectional_mask
+from ..paper.attention import unidirectional_mask
 from ..paper.checks import fail
 from ..paper.embeddings import embed
 from ..paper.functions import relu, softmax
@@ -181,8 +181,7 @@ def opt_from_state_dict(
     sd = StateDict(state, LOAD, dtype)
 
     def read_layer(p):
-        qkv = [w for m in "qkv" for w in sd.heads(p + f"self_attn.{m}_proj", n_heads)]
-        W = MHAttentionParams(*qkv, *sd.linear(p + "self_attn.out_proj"))
+        W = sd.attention(p + "self_attn.", n_heads)
         norms = (*sd.norm(p + "self_attn_layer_norm"), *sd.norm(p + "final_layer_norm"))
         return Layer(W, *norms, *sd.linear(p + "fc1"), *sd.linear(p + "fc2"))
 

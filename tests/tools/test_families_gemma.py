@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from test_families_more import X, _float64_internals, _greedy, _greedy_ours, _randomise, _state
+from test_families_more import (
+    X,
+    _float64_internals,
+    _greedy,
+    _greedy_ours,
+    _randomise,
+    _state,
+    _two_blocks,
+)
 
 from formal_algorithms.families.gemma import (
     gemma,
@@ -63,10 +71,7 @@ def test_gemma_equals_transformers_random_float64(G, head_dim):
     # cached: Llama's decoder reads Gemma's config; its logits are the full forward's columns
     decoder = Decoder(theta)
     assert decoder.generate(X[:3], max_new=8) == greedy
-    cache = decoder.init_cache(16)
-    first, cache = decoder.logits(X[:5], 0, cache)
-    rest, _ = decoder.logits(X[5:], 5, cache)
-    assert np.abs(np.concatenate([first, rest], 1) - ours).max() <= 1e-12 * np.abs(ours).max()
+    assert np.abs(_two_blocks(decoder) - ours).max() <= 1e-12 * np.abs(ours).max()
     with pytest.raises(ValueError, match=r"gemma_logits .*argument 'eps' = 1e-05 contradicts"):
         gemma_logits(X, theta, eps=1e-5)
 

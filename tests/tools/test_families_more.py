@@ -118,6 +118,13 @@ def _greedy_ours(logits, theta, kw=None, prompt=X[:3], n=8):
     return x[len(prompt) :].tolist()
 
 
+def _two_blocks(decoder):
+    """The cached decoder's logits of X computed as two blocks (positions 0-4, then 5-11)."""
+    first, cache = decoder.logits(X[:5], 0, decoder.init_cache(16))
+    rest, _ = decoder.logits(X[5:], 5, cache)
+    return np.concatenate([first, rest], 1)
+
+
 def _close(ours, expected):
     ours = np.asarray(ours)
     assert ours.dtype == np.float64
@@ -283,9 +290,7 @@ def test_gpt_neox_equals_transformers_random_float64(parallel, tied):
     # cached: the uncached layer with its attention over the cache; logits in two blocks
     decoder = gpt_neox_decoder(theta)
     assert decoder.generate(X[:3], max_new=8) == greedy
-    first, cache = decoder.logits(X[:5], 0, decoder.init_cache(16))
-    rest, _ = decoder.logits(X[5:], 5, cache)
-    _close(np.concatenate([first, rest], 1), np.asarray(gpt_neox_logits(X, theta)))
+    _close(_two_blocks(decoder), np.asarray(gpt_neox_logits(X, theta)))
 
 
 def test_gpt_neox_refuses_what_it_does_not_write():

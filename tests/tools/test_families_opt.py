@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 import torch
+from test_families_more import _two_blocks
 from transformers import OPTConfig, OPTForCausalLM
 
 from formal_algorithms.families.opt import (
@@ -34,7 +35,7 @@ from formal_algorithms.practice.cache import d_inference_cached
 from formal_algorithms.testing import adapters as A
 from formal_algorithms.testing import conformance as C
 
-X = np.array([3, 7, 1, 39, 0, 22, 5, 9, 11, 2, 30, 17])
+X = np.array([3, 7, 1, 39, 0, 22, 5, 9, 11, 2, 30, 17])  # test_families_more's (_two_blocks)
 
 
 def _model(pre_ln, tied, seed):
@@ -83,9 +84,7 @@ def test_opt_equals_transformers_random_float64(pre_ln, tied):
     # cached (Pre-LN and Post-LN): the paper's layers with their attention over the cache
     decoder = opt_decoder(theta)
     assert decoder.generate(X[:3], max_new=8) == greedy
-    first, cache = decoder.logits(X[:5], 0, decoder.init_cache(16))
-    rest, _ = decoder.logits(X[5:], 5, cache)
-    assert np.abs(np.concatenate([first, rest], 1) - ours).max() <= 1e-12 * np.abs(ours).max()
+    assert np.abs(_two_blocks(decoder) - ours).max() <= 1e-12 * np.abs(ours).max()
     if pre_ln:  # θ is Algorithm 10's: the library's cached Algorithm 14 with ReLU
         cached = d_inference_cached(X[:3], paper_theta(theta), jax.random.key(0), ell_gen=8,
                                     tau=0.0, activation=relu, eps=theta.config.eps)  # fmt: skip
