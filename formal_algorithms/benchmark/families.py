@@ -1,5 +1,5 @@
 """Generation speed of each decoder family's cached form (issue 30): Llama, Qwen2, Mistral, Gemma,
-GPT-NeoX and Post-LN OPT on a small random configuration, greedy, batch 1, float32, against
+GPT-NeoX, Post-LN OPT and Phi on a small random configuration, greedy, batch 1, float32, against
 transformers' ``generate``.
 
 Per family, side by side in one run, timed round-robin (one call each per round, medians):
@@ -7,8 +7,8 @@ Per family, side by side in one run, timed round-robin (one call each per round,
 - ``ours``: the family's θ read from the transformers model by its ``*_config`` and
   ``*_from_state_dict`` (θ carries its configuration), decoded by the family's
   :class:`formal_algorithms.families.decoding.CachedDecoder` (``llama.Decoder`` for Llama, Qwen2,
-  Mistral and Gemma; ``gpt_neox_decoder``; ``opt_decoder``): a jitted prefill, one jitted column
-  per token;
+  Mistral and Gemma; ``gpt_neox_decoder``; ``opt_decoder``; ``phi_decoder``): a jitted prefill,
+  one jitted column per token;
 - ``transformers``: the same model's ``generate`` (greedy, its dynamic key/value cache,
   ``eos_token_id=None`` so that both produce exactly ``n`` tokens), ``no_grad``, with torch's
   default threads and with 1 thread; the speed-up is against the faster of the two.
@@ -53,15 +53,16 @@ def _sizes(size: dict) -> dict:
     )
     neox = {k: v for k, v in size.items() if k not in ("num_key_value_heads", "rms_norm_eps")}
     return {"llama": size, "qwen2": size, "gemma": dict(size, head_dim=d // H),
-            "gpt_neox": dict(neox, rotary_pct=0.25, layer_norm_eps=1e-5), "opt_post_ln": opt}  # fmt: skip
+            "gpt_neox": dict(neox, rotary_pct=0.25, layer_norm_eps=1e-5), "opt_post_ln": opt,
+            "phi": dict(neox, num_key_value_heads=H, layer_norm_eps=1e-5)}  # fmt: skip
 
 
 def family_models(size: dict, window: int) -> dict:
-    """``name → (transformers model, our decoder)`` for the six families."""
+    """``name → (transformers model, our decoder)`` for the seven families."""
     import torch
     import transformers as T
 
-    from ..families import gemma, gpt_neox, llama, llama_loading, mistral, opt, qwen2
+    from ..families import gemma, gpt_neox, llama, llama_loading, mistral, opt, phi, qwen2
 
     def qwen2_decoder(theta):
         return llama.Decoder(theta, hyperparameters=qwen2.qwen2_hyperparameters)
@@ -82,6 +83,8 @@ def family_models(size: dict, window: int) -> dict:
                      gpt_neox.gpt_neox_decoder),
         "opt_post_ln": (T.OPTConfig, T.OPTForCausalLM, sizes["opt_post_ln"], opt.opt_config,
                         opt.opt_from_state_dict, opt.opt_decoder),
+        "phi": (T.PhiConfig, T.PhiForCausalLM, sizes["phi"], phi.phi_config,
+                phi.phi_from_state_dict, phi.phi_decoder),
     }  # fmt: skip
     models = {}
     for name, (config_cls, model_cls, keywords, config_of, load, decoder_of) in specs.items():

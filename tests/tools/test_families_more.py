@@ -334,7 +334,7 @@ def test_the_families_generation_benchmark_runs_and_the_tokens_agree():
     from formal_algorithms.benchmark import families
 
     result = families.run(n=4, repeats=1, size=families.QUICK)
-    names = {"llama", "qwen2", "mistral", "gemma", "gpt_neox", "opt_post_ln"}
+    names = {"llama", "qwen2", "mistral", "gemma", "gpt_neox", "opt_post_ln", "phi"}
     assert set(result["families"]) == names
     for name, r in result["families"].items():
         assert r["same_tokens"], name
