@@ -35,7 +35,10 @@ import tempfile
 import time
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ..paper.checks import fail
 
@@ -96,8 +99,32 @@ def described(environ=None) -> bool:
 
 
 def host_copy(tree):
-    """Every array of ``tree`` whole, as numpy, on every process (``process_allgather``)."""
-    return multihost_utils.process_allgather(tree, tiled=True)
+    """Every array of ``tree`` whole, as numpy, on every process. The arrays split over the
+    processes are all-gathered by one compiled program for all of them (JAX's
+    ``process_allgather`` compiles and runs one per array); a replicated array is copied from
+    this process's own copy, and a process's own array (e.g. any array of a single process) as
+    it is."""
+    leaves, treedef = jax.tree.flatten(tree)
+    split = [i for i, x in enumerate(leaves) if _split_over_processes(x)]
+    named = [i for i in split if isinstance(leaves[i].sharding, NamedSharding)]
+    if named:
+        whole = tuple(NamedSharding(leaves[i].sharding.mesh, P()) for i in named)
+        gathered = jax.jit(lambda *xs: xs, out_shardings=whole)(*(leaves[i] for i in named))
+        for i, x in zip(named, gathered, strict=True):
+            leaves[i] = x
+    for i in set(split) - set(named):  # another kind of sharding: JAX's own gather
+        leaves[i] = multihost_utils.process_allgather(leaves[i], tiled=True)
+    return treedef.unflatten([_on_host(x) for x in leaves])
+
+
+def _split_over_processes(x) -> bool:
+    return isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated)
+
+
+def _on_host(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:  # replicated: our own copy
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
 
 
 def gathered(train):

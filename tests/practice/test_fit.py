@@ -1,7 +1,9 @@
 """The one training loop (``practice.fit``): fitting in segments with evaluations equals one
 uninterrupted trainer run bit for bit, resuming from any evaluation equals not stopping, early
-stopping counts evaluations without improvement, and divergence or Ctrl-C hand back the run's last
-good state with its whole loss history."""
+stopping counts evaluations without improvement, divergence or Ctrl-C hand back the run's last
+good state with its whole loss history, and a given trainer (``train=``) fits the segments."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,7 @@ import optax
 import pytest
 
 import formal_algorithms as fa
-from formal_algorithms.practice import trainer
+from formal_algorithms.practice import distributed, parallel, trainer
 from formal_algorithms.practice.fit import fit, no_improvement
 
 theta0 = fa.init_d_transformer(
@@ -117,6 +119,7 @@ def test_divergence_carries_the_whole_history():
         (dict(start_step=7), r"'start_step' = 7 leaves no step of N_steps = 7"),
         (dict(patience=0), r"'patience' must be None or an integer >= 1, got 0"),
         (dict(evaluate=None), r"'evaluate' must be a function of θ, got NoneType"),
+        (dict(train=3), r"fit: argument 'train' must be None or a trainer, got int"),
     ],
 )
 def test_bad_arguments_name_fit_and_the_argument(kw, pattern):
@@ -124,3 +127,45 @@ def test_bad_arguments_name_fit_and_the_argument(kw, pattern):
     args.update(kw)
     with pytest.raises((ValueError, TypeError), match=pattern):
         fit(theta0, data, key, **args)
+
+
+def test_a_given_trainer_fits_every_segment():
+    """``train=``: here the data-parallel trainer (one device) with its results gathered to the
+    host (practice.distributed.gathered), as the command line's runs of several processes use it;
+    ``fast`` goes through to it. Equal to the one-device fast trainer up to summation order."""
+    segments = []
+    data_parallel = distributed.gathered(
+        functools.partial(parallel.data_parallel_train, mesh=parallel.data_mesh())
+    )
+
+    def recorded(*args, **kw):
+        segments.append((kw["start_step"], kw["N_steps"], kw["fast"]))
+        return data_parallel(*args, **kw)
+
+    result = fit(theta0, data, key, **KW, evaluate=held_out, eval_every=3, train=recorded,
+                 fast=True)  # fmt: skip
+    assert segments == [(0, 3, True), (3, 6, True), (6, 7, True)]
+    assert all(isinstance(a, np.ndarray) for a in jax.tree.leaves(result.theta))  # host copies
+    full, full_history = trainer.train(theta0, data, key, **KW, fast=True)
+    for a, b in zip(jax.tree.leaves(result.theta), jax.tree.leaves(full), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(result.history, full_history, atol=1e-6)
+
+
+def test_ctrl_c_inside_a_gathered_segment_keeps_the_last_gathered_state(fitted):
+    """Processes may stop at different steps of a segment, so ``gathered`` hands Ctrl-C back as a
+    plain KeyboardInterrupt and fit keeps the state of the segment before (all processes agree)."""
+    result, seen = fitted
+
+    def interrupted_in_segment_2(theta, data, key, **kw):
+        if kw["start_step"] == 3:
+            raise trainer.TrainingInterrupted("in a segment", completed=4, theta=None,
+                                              opt_state=None, history=np.zeros(1))  # fmt: skip
+        return trainer.train(theta, data, key, **kw)
+
+    with pytest.raises(trainer.TrainingInterrupted) as info:
+        fit(theta0, data, key, **KW, evaluate=held_out, eval_every=3,
+            train=distributed.gathered(interrupted_in_segment_2))  # fmt: skip
+    error = info.value
+    assert error.completed == 3 and len(error.history) == 3
+    assert leaves_equal(error.theta, seen[0].theta)

@@ -13,7 +13,8 @@ computes the expectations while they run:
 - the dying run (2 processes of 1 device): 4000 steps evaluated every 5; once its first
   checkpoint is on disk, its process 1 is killed (SIGKILL). Its checkpoint is compared with the
   ordinary run's at the same step, and then resumed here, in one process, for 5 more steps.
-- the resumed run (2 processes of 2 devices): the ordinary 4-step run's checkpoint after step 2.
+- the resumed run (2 processes of 2 devices, θ FSDP-sharded): the ordinary 4-step run's
+  checkpoint after step 2 (its W_mlp1 and W_mlp2 of 2**14 numbers, large enough to be split).
 """
 
 import os
@@ -131,9 +132,9 @@ def runs_(tmp_path_factory):
     mp, stops = pytest.MonkeyPatch(), {"long": 40}
     mp.setattr(runs.Run, "save", copying_saves(stops))
     try:
-        short = quiet_main(*common, "--steps", "4", "--eval-every", "2", "--out", root / "short")
-        assert short == 0
-        resumed = start(*common, "--resume", root / "short@2", *MULTI)
+        short = [*common, "--d-mlp", "2048", "--steps", "4", "--eval-every", "2"]  # W_mlp1: 2**14
+        assert quiet_main(*short, "--out", root / "short") == 0
+        resumed = start(*common, "--resume", root / "short@2", *MULTI, "--shard", "fsdp")
         assert quiet_main(*common, *LONG, "--out", root / "long") == 130  # stopped at step 40
         watcher.join()
         failure.update(zip(("out", "err"), failing.communicate(), strict=True))
@@ -222,6 +223,7 @@ def test_a_one_process_checkpoint_resumes_in_two_processes(runs_):
     root, resumed = runs_["root"], runs_["resumed"]
     assert "resumed" in resumed["out"] and "at step 2 of 4" in resumed["out"]
     assert "processes   2 × 2 CPU devices" in resumed["out"]
+    assert "FSDP-sharded (2 of θ's 21 arrays split over the devices)" in resumed["out"]
     got, expected = assert_equal_runs(root / "short@2" / CHECKPOINT, root / "short" / CHECKPOINT, 4)
     assert got.extra["status"] == expected.extra["status"] == "finished"
     assert (root / "short@2" / "loss.png").exists()  # process 0 finished the run: plot, sample
