@@ -228,3 +228,38 @@ def test_a_one_process_checkpoint_resumes_in_two_processes(runs_):
     assert got.extra["status"] == expected.extra["status"] == "finished"
     assert (root / "short@2" / "loss.png").exists()  # process 0 finished the run: plot, sample
     assert "sample      (Algorithm 14" in resumed["out"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--devices-per-process", "2"], "--devices-per-process needs --processes N"),
+        (["--shard", "fsdp"], "--shard fsdp needs --processes N (or the FA_* variables"),
+        (["--processes", "2", "--devices-per-process", "2", "--batch-size", "6"],
+         "--batch-size 6 is not a multiple of the 4 devices of --processes 2 × 2"),
+    ],
+)  # fmt: skip
+def test_process_options_are_checked_before_any_process_starts(args, message, tmp_path, capsys):
+    code = cli.main(["train", "--out", str(tmp_path / "run"), *args])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(f"formal-algorithms: error: {message}")
+    assert err.count("\n") == 1 and not (tmp_path / "run" / CHECKPOINT).exists()
+    with pytest.raises(SystemExit, match="2"):
+        cli.main(["train", "--processes", "0"])
+    assert "--processes must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_the_failure_line_names_the_process_and_its_own_error():
+    from formal_algorithms.practice.distributed import ProcessFailed
+
+    err = "train: 50%|█| 2/4\rformal-algorithms: error: process 1 of 2: --text 'x' does not exist\n"
+    outputs = [(-9, "", ""), (1, "", err)]
+    failed = ProcessFailed("launch: ...", process=1, returncode=1, outputs=outputs)
+    assert runs.failed_line(failed, 2) == (
+        "process 1 of 2 exited with status 1; the other processes were stopped; its error: "
+        "--text 'x' does not exist"
+    )
+    killed = ProcessFailed("launch: ...", process=0, returncode=-9, outputs=outputs)
+    assert runs.failed_line(killed, 2) == (
+        "process 0 of 2 was killed by signal 9 (SIGKILL); the other processes were stopped"
+    )
