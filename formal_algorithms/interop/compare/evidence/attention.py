@@ -198,20 +198,27 @@ def _column_mean(M, allowed):
     return np.where(allowed, M, 0).sum(axis=0, keepdims=True) / n
 
 
+def _explains(ctx, check, A, weights, text):
+    """``text`` when the model's weights ``A`` are ``weights`` (within the tolerance), else None;
+    the check is counted as run, and as hit when it explains A."""
+    ctx.ran.add(check)
+    if not close(A, weights, ctx.tol):
+        return None
+    ctx.hit.add(check)
+    return text
+
+
 def _strided(ctx, heads, h, A, mask, q, k):
     if heads.rope or getattr(ctx.family, "G", None):
         return None
-    ctx.ran.add("strided")
     H, d = heads.H, q.shape[0]
     q2, k2 = np.concatenate(heads.Q)[h - 1 :: H], np.concatenate(heads.K)[h - 1 :: H]
-    if not close(A, softmax_masked(k2.T @ q2 / math.sqrt(d), mask), ctx.tol):
-        return None
-    ctx.hit.add("strided")
-    return (
+    text = (
         f"head {h}: the model's weights are those of a head made of every H-th row of Q and "
         f"K (rows {h - 1}, {h - 1 + H}, … counted from 0): the heads are split strided "
         "(view(…, d_attn, H)) instead of in contiguous blocks of d_attn rows"
     )
+    return _explains(ctx, "strided", A, softmax_masked(k2.T @ q2 / math.sqrt(d), mask), text)
 
 
 def _swapped(ctx, heads, h, A, mask, q, k):
@@ -219,25 +226,20 @@ def _swapped(ctx, heads, h, A, mask, q, k):
     S = heads.scores(q, k)
     if S.shape[0] != S.shape[1]:
         return None
-    if not close(A, softmax_masked(S.T / math.sqrt(q.shape[0]), mask), ctx.tol):
-        return None
-    ctx.hit.add("swapped")
-    return (
+    text = (
         f"head {h}: the model's weights are softmax(Sᵀ / √d_attn) over t_z: its scores are "
         "Qᵀ K instead of Kᵀ Q (queries and keys swapped)"
     )
+    return _explains(ctx, "swapped", A, softmax_masked(S.T / math.sqrt(q.shape[0]), mask), text)
 
 
 def _query_axis(ctx, heads, h, A, mask, q, k):
-    ctx.ran.add("softmax-axis")
     S = heads.scores(q, k) / math.sqrt(q.shape[0])
-    if not close(A, softmax_masked(S, mask, axis=1), ctx.tol):
-        return None
-    ctx.hit.add("softmax-axis")
-    return (
+    text = (
         f"head {h}: the model's weights are softmax(S / √d_attn) normalised over the queries "
         "t_x (each row of A[t_z, t_x] sums to 1) instead of over the keys t_z (columns)"
     )
+    return _explains(ctx, "softmax-axis", A, softmax_masked(S, mask, axis=1), text)
 
 
 def _rope(ctx, heads, h, A, mask, q, k):
@@ -277,10 +279,12 @@ def _rope(ctx, heads, h, A, mask, q, k):
             )
         )
     for check, options, text in tries:
-        ctx.ran.add(check)
-        if close(A, softmax_masked(heads.scores(q, k, **options) / math.sqrt(d), mask), ctx.tol):
-            ctx.hit.add(check)
-            return f"head {h}: the model's weights are those of {text}"
+        weights = softmax_masked(heads.scores(q, k, **options) / math.sqrt(d), mask)
+        found = _explains(
+            ctx, check, A, weights, f"head {h}: the model's weights are those of {text}"
+        )
+        if found:
+            return found
     return None
 
 
@@ -295,11 +299,9 @@ def _kv_order(ctx, heads, h, A, mask, q, k):
         return None
     other = next(i for i in range(1, heads.H + 1) if family.group(i) == tiled)
     S = heads.scores(q, heads.K[other - 1])
-    if not close(A, softmax_masked(S / math.sqrt(q.shape[0]), mask), ctx.tol):
-        return None
-    ctx.hit.add("kv-order")
-    return (
+    text = (
         f"head {h}: the model's weights are those of query head {h} with key set "
         f"{tiled + 1} ((h − 1) mod G + 1), where the paper's grouping gives set {family.group(h) + 1} "
         "(⌊(h − 1)·G/H⌋): the key/value sets are tiled instead of repeated per group"
     )
+    return _explains(ctx, "kv-order", A, softmax_masked(S / math.sqrt(q.shape[0]), mask), text)
