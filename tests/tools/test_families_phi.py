@@ -5,7 +5,8 @@
   configurations (untied, d_rot = d_attn / 2; tied, d_rot = d_attn / 4): logits within 1e-10
   relative; 8 greedy tokens of Algorithm 14 equal ``generate``'s through ``phi_decoder`` (whose
   logits in two blocks equal the full forward's) and, in the untied configuration, uncached.
-- The conformance battery passes on it.
+- The conformance battery passes on it; ``trace`` records it, uncached and cached, without a
+  mislabelled record.
 - What is not written is refused by name: qk_layernorm, RoPE scaling, grouped key/value heads,
   another activation, a tensor the family does not use, a sequential block, a contradicting keyword.
 """
@@ -135,3 +136,23 @@ def test_phi_refuses_what_it_does_not_write():
         phi_decoder(sequential)
     with pytest.raises(ValueError, match=r"phi_logits .*'theta.b_u' has shape \(3,\)"):
         phi_logits(X, theta._replace(b_u=theta.b_u[:3]))
+
+
+def test_the_trace_records_phi_uncached_and_cached():
+    """``trace`` on Phi's forward and on its cached form: every record is the value its paper line
+    names (trace.semantics), and each of Algorithm 10's lines 5-11 is recorded."""
+    from formal_algorithms.trace import trace
+    from formal_algorithms.trace.semantics import problems
+
+    _, theta, *_ = _load("untied")
+    x = X[:4]
+    decoder = phi_decoder(theta)
+    runs = {
+        "uncached": (phi_logits, x, theta),
+        "cached": (lambda t: phi_decoder(t).logits(x, 0, decoder.init_cache(8)), theta),
+    }
+    for name, (fn, *args) in runs.items():
+        records = trace(fn, *args).records
+        assert problems(records) == [], name
+        lines = {r.line for r in records if r.algorithm == 10}
+        assert {5, 6, 7, 8, 10, 11} <= lines, (name, sorted(lines))
