@@ -71,6 +71,11 @@ def save_checkpoint(
     ``to_dict()``), an optimizer state, JSON-able ``extra`` metadata and named numpy ``arrays``,
     to ``path`` atomically. Returns the path."""
     name = "save_checkpoint"
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"{name}: argument 'path' must be a file name (str or pathlib.Path), got "
+            f"{type(path).__name__} {path!r:.60}"
+        )
     if pathlib.Path(path).is_dir():
         raise IsADirectoryError(
             f"{name}: argument 'path' {str(path)!r} is a directory; give a "
@@ -84,20 +89,24 @@ def save_checkpoint(
     tensors = {**_flatten("theta", theta)}
     if opt_state is not None:
         tensors.update(_flatten("opt_state", opt_state))
-    for key, value in (arrays or {}).items():
+    for key, value in _table(name, "arrays", arrays).items():
         tensors[f"extra.{key}"] = np.ascontiguousarray(np.asarray(value))
     for key, value in tensors.items():
         if value.dtype not in _STORABLE:
+            argument = "arrays" if key.startswith("extra.") else key.split(".")[0].split("[")[0]
             raise TypeError(
-                f"{name}: {key} has dtype {value.dtype}, which safetensors cannot store"
+                f"{name}: argument {argument!r}: {key.removeprefix('extra.')!r} has dtype "
+                f"{value.dtype}, which safetensors cannot store (give numeric arrays)"
             )
+    if tokenizer is not None:
+        _table(name, "tokenizer", tokenizer)
     metadata = {
         "format": FORMAT,
         "architecture": _NAME[type(theta)],
         "hyperparameters": json.dumps(hyperparameters(theta)),
         "tokenizer": _json(name, "tokenizer", tokenizer),
         "has_opt_state": json.dumps(opt_state is not None),
-        "extra": _json(name, "extra", _table(name, extra)),
+        "extra": _json(name, "extra", _table(name, "extra", extra)),
     }
     metadata["sha256"] = _digest(tensors, metadata)
     return _atomic_write(pathlib.Path(path), _serialise(tensors, metadata))
@@ -177,7 +186,11 @@ def load_checkpoint(
         if not _field(where, metadata, "has_opt_state"):
             raise ValueError(f"{where} has no optimizer state")
         opt_state, used_opt = _unflatten(
-            where, "opt_state", opt_state_template, tensors, strict_dtype=True
+            _check_template(where, opt_state_template, tensors),
+            "opt_state",
+            opt_state_template,
+            tensors,
+            strict_dtype=True,
         )
         used |= used_opt
     else:  # the optimizer state is there but not asked for
@@ -232,6 +245,23 @@ def _unflatten(where, prefix, template, tensors, *, is_leaf=None, strict_dtype=F
         out.append(jax.device_put(value))  # jnp.asarray would compile a copy per shape
         used.add(key)
     return jax.tree_util.tree_unflatten(tree, out), used
+
+
+def _check_template(where, template, tensors) -> str:
+    """The leaves of ``opt_state_template`` are the stored optimizer state's, by name; returns
+    the ``where`` of the template's shape and dtype errors (the template is blamed, the file's
+    digest is verified)."""
+    blame = f"load_checkpoint: argument 'opt_state_template' does not fit {where.split(': ', 1)[1]}"
+    paths = jax.tree_util.tree_flatten_with_path(template)[0]
+    wanted = {"opt_state" + jax.tree_util.keystr(path) for path, _ in paths}
+    stored = {k for k in tensors if k.startswith("opt_state")}
+    if wanted != stored:
+        raise ValueError(
+            f"{blame}: its leaves {sorted(wanted)[:3]} (of {len(wanted)}) are not the stored "
+            f"optimizer state's {sorted(stored)[:3]} (of {len(stored)}); build it with the "
+            f"optimizer the run used (optimizer.init(theta))"
+        )
+    return blame
 
 
 def _digest(tensors: dict, metadata: dict | None) -> str:
@@ -293,13 +323,17 @@ def _load_tensors(where, blob: bytes) -> dict:
     return out
 
 
-def _table(name, extra) -> dict:
-    """``extra`` is a table of metadata (``None``: empty), so that readers can look fields up."""
-    if extra is None:
+def _table(name, argument, value) -> dict:
+    """``value`` is a table (``None``: empty): ``extra`` and ``tokenizer`` so that readers can
+    look fields up, ``arrays`` so that each array has a name."""
+    if value is None:
         return {}
-    if not isinstance(extra, dict):
-        raise TypeError(f"{name}: argument 'extra' must be a dict, got {type(extra).__name__}")
-    return extra
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"{name}: argument {argument!r} must be a dict or None, got {type(value).__name__} "
+            f"{value!r:.60}"
+        )
+    return value
 
 
 def _json(name, argument, value) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import pathlib
 
 import numpy as np
@@ -47,7 +48,9 @@ class Trace:
 
     def find(self, algorithm=None, line=None, *, name=None, **indices) -> list[Record]:
         """Every record of ``algorithm`` (and ``line``: any of a record's ``lines``) whose
-        indices include ``indices`` (``l=2``) and, if given, whose variable is ``name``."""
+        indices include ``indices`` (``l=2``) and, if given, whose variable is ``name``.
+        ``algorithm``, ``line`` and the indices are the paper's numbers, 1-based (0 is refused)."""
+        _check_address("Trace.find", algorithm, line, indices)
         return [
             r
             for r in self.records
@@ -66,29 +69,37 @@ class Trace:
         first (a statement covering ``lines 5-8`` answers only if nothing finer does). Several
         records left at different indices: the error lists the indices that tell them apart.
         """
-        _check_address(algorithm, line, indices)
+        _check_address("Trace.get", algorithm, line, indices, required=True)
         found = self.find(algorithm, line, name=name, **indices)
         if name is None:
             found = [r for r in found if not r.part]
         exact = [r for r in found if r.line == line]
         found = exact or found
+        if not found and name is not None and self.find(algorithm, line, **indices):
+            parts = sorted({r.name for r in self.find(algorithm, line, **indices)} - {None})
+            raise KeyError(
+                f"Trace.get: argument 'name' = {name!r}: {_alg(algorithm)} line {line} has no "
+                f"value of that name (names recorded there: {', '.join(parts) or 'none'})"
+            )
         if not found:
             have = sorted({(r.algorithm, n) for r in self.records for n in r.lines}, key=str)
             raise KeyError(
-                f"trace: no record of {_alg(algorithm)} line {line} at {indices or 'any indices'}"
+                f"Trace.get: no record of {_alg(algorithm)} line {line} at {indices or 'any indices'}"
                 f" (recorded: {', '.join(f'{_alg(a)} line {n}' for a, n in have[:40])}…)"
             )
         apart = sorted({k for r in found for k in r.indices if k not in indices})
         keys = {tuple(sorted(r.indices.items(), key=str)) for r in found}
         if len(keys) > 1:
             raise KeyError(
-                f"trace: {_alg(algorithm)} line {line} was recorded {len(found)} times; "
+                f"Trace.get: {_alg(algorithm)} line {line} was recorded {len(found)} times; "
                 f"give {', '.join(f'{k}=' for k in apart)} to choose one"
             )
         return found[-1].value
 
     def table(self, algorithm=None, line=None, **indices) -> str:
-        """One row per record: path | pseudocode | shape | a summary of the value."""
+        """One row per record of :meth:`find` (the same arguments): path | pseudocode | shape |
+        a summary of the value."""
+        _check_address("Trace.table", algorithm, line, indices)
         rows = [("path", "pseudocode", "shape", "value")]
         for r in self.find(algorithm, line, **indices):
             text = f"(part: {r.name}) {r.pseudocode}" if r.part else r.pseudocode
@@ -107,6 +118,16 @@ class Trace:
         """Write the self-contained page of this trace (:mod:`.html`); returns its path."""
         from .html import write_html
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(
+                f"Trace.to_html: argument 'path' must be a file name (str or pathlib.Path), got "
+                f"{type(path).__name__} {path!r:.60}"
+            )
+        if pathlib.Path(path).expanduser().is_dir():
+            raise IsADirectoryError(
+                f"Trace.to_html: argument 'path' = {str(path)!r} is a directory; give a file name "
+                f"such as {str(pathlib.Path(path) / 'trace.html')!r}"
+            )
         folder = pathlib.Path(path).expanduser().parent
         if not folder.is_dir():
             raise FileNotFoundError(
@@ -133,17 +154,28 @@ def trace(fn, *args, **kwargs) -> Trace:
     return Trace(result, recorder.records)
 
 
-def _check_address(algorithm, line, indices) -> None:
-    """Algorithms, lines and the paper's loop indices are 1-based: say so for 0 or a negative."""
-    if not (isinstance(algorithm, str) or (isinstance(algorithm, int) and 1 <= algorithm <= 15)):
+def _check_address(method, algorithm, line, indices, *, required=False) -> None:
+    """Algorithms, lines and the paper's loop indices are numbers, 1-based: refuse 0, a negative
+    or a non-integer by name. ``required``: algorithm and line must be given (``get``)."""
+    if (required or algorithm is not None) and not (
+        isinstance(algorithm, str)
+        or (isinstance(algorithm, int) and not isinstance(algorithm, bool) and 1 <= algorithm <= 15)
+    ):
         raise ValueError(
-            f"Trace.get: argument 'algorithm' = {algorithm!r} must be 1-15 or an equation such as "
+            f"{method}: argument 'algorithm' = {algorithm!r} must be 1-15 or an equation such as "
             f"'eq. 1' (the paper's numbering)"
         )
     for key, value in {"line": line, **indices}.items():
-        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+        if value is None and key == "line" and not required:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(
+                f"{method}: argument {key!r} must be an integer (the paper's 1-based "
+                f"{'line number' if key == 'line' else 'index'}), got {value!r}"
+            )
+        if value < 1:
             raise ValueError(
-                f"Trace.get: argument {key!r} = {value} must be at least 1: lines and the paper's "
+                f"{method}: argument {key!r} = {value} must be at least 1: lines and the paper's "
                 f"indices (l, h, t, i, …) are 1-based, as in the paper"
             )
 
