@@ -230,19 +230,9 @@ def data_parallel_step(
     structure and shapes) give the same jitted function, so a run trained in segments compiles once.
     """
     activation = default_activation(theta, activation)
-    return _compiled_step(
-        mesh,
-        _layout(theta),
-        _layout(opt_state),
-        optimizer,
-        reduction,
-        activation,
-        eps,
-        param_sharding,
-        axis,
-        min_shard_size,
-        fast,
-    )
+    step_kw = dict(optimizer=optimizer, reduction=reduction, activation=activation, eps=eps)
+    layout = (param_sharding, axis, min_shard_size)
+    return _compiled_step(mesh, _layout(theta), _layout(opt_state), fast, *step_kw.items(), *layout)
 
 
 def _layout(tree):
@@ -252,19 +242,11 @@ def _layout(tree):
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_step(
-    mesh,
-    theta_layout,
-    opt_layout,
-    optimizer,
-    reduction,
-    activation,
-    eps,
-    param_sharding,
-    axis,
-    min_shard_size,
-    fast,
-):
+def _compiled_step(mesh, theta_layout, opt_layout, fast, *options):
+    """The jitted step of :func:`data_parallel_step`; ``options``: the step's keywords as
+    ``(name, value)`` pairs, then ``param_sharding, axis, min_shard_size``."""
+    *step_kw, param_sharding, axis, min_shard_size = options
+
     def like(layout):  # a tree of the layout's shapes, for tree_shardings
         treedef, shapes = layout
         return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, np.float32) for s in shapes])
@@ -273,13 +255,7 @@ def _compiled_step(
     theta_sh = tree_shardings(mesh, like(theta_layout), param_sharding, **kw)
     opt_sh = tree_shardings(mesh, like(opt_layout), param_sharding, **kw)
     rep = replicated(mesh)
-    step = functools.partial(
-        train_step_fast if fast else train_step,
-        optimizer=optimizer,
-        reduction=reduction,
-        activation=activation,
-        eps=eps,
-    )
+    step = functools.partial(train_step_fast if fast else train_step, **dict(step_kw))
     return jax.jit(
         step,
         in_shardings=(theta_sh, opt_sh, batch_sharding(mesh, axis), rep),

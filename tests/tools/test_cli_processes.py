@@ -263,3 +263,16 @@ def test_the_failure_line_names_the_process_and_its_own_error():
     assert runs.failed_line(killed, 2) == (
         "process 0 of 2 was killed by signal 9 (SIGKILL); the other processes were stopped"
     )
+
+
+def test_ctrl_c_while_the_processes_run_ends_with_one_line(monkeypatch):
+    from formal_algorithms.practice import distributed
+
+    def interrupted(*args, **kw):  # distributed.launch kills its processes, then re-raises
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "launch", interrupted)
+    args = cli.build_parser().parse_args(["train", "--processes", "2"])
+    args.argv = ["train", "--processes", "2"]
+    with pytest.raises(KeyboardInterrupt, match=r"^interrupted; the 2 processes were stopped$"):
+        runs.launch_processes(args)
