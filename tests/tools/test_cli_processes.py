@@ -1,4 +1,4 @@
-"""``formal-algorithms train --processes 2 [--devices-per-process 2]`` (issue 31): the command
+"""``formal-algorithms train --processes 2`` (issue 31): the command
 line's run as 2 processes joined by jax.distributed equals the ordinary one-process run step for step,
 resumes across process counts both ways, and ends with one line naming a process that dies, its
 last checkpoint intact.
@@ -7,14 +7,16 @@ The expectations are ordinary runs in this process (``cli.main``); every checkpo
 copied aside at its step (``Run.save`` wrapped, as tests/tools/test_cli_run.py does). All runs are
 float64 (``JAX_ENABLE_X64``, which this suite's process has and the launched processes inherit),
 so "equal" means equal up to the summation order of the all-reduce (1e-9). The two multi-process
-runs are started as real command lines (``python -m formal_algorithms``) at once, and this process
-computes the expectations while they run:
+runs are real command lines (``python -m formal_algorithms``) that run while this process
+computes the expectations:
 
 - the dying run (2 processes of 1 device): 4000 steps evaluated every 5; once its first
   checkpoint is on disk, its process 1 is killed (SIGKILL). Its checkpoint is compared with the
   ordinary run's at the same step, and then resumed here, in one process, for 5 more steps.
 - the resumed run (2 processes of 2 devices, θ FSDP-sharded): the ordinary 4-step run's
-  checkpoint after step 2 (its W_mlp1 and W_mlp2 of 2**14 numbers, large enough to be split).
+  checkpoint after step 2 (its W_mlp1 and W_mlp2 of 2**14 numbers, large enough to be split),
+  continued by ``formal-algorithms train --resume`` started as a cluster's scheduler would
+  (``distributed.launch``: the FA_* variables set, no ``--processes``).
 """
 
 import os
@@ -33,10 +35,10 @@ import pytest
 from formal_algorithms import cli
 from formal_algorithms.cli import runs
 from formal_algorithms.paper.tokenization import pydoc_topics_text
+from formal_algorithms.practice import distributed
 from formal_algorithms.practice.checkpoint import load_checkpoint
 
 TINY = ["--d-e", "8", "--layers", "1", "--heads", "2", "--batch-size", "4", "--ell-max", "16"]
-MULTI = ["--processes", "2", "--devices-per-process", "2"]
 LONG = ["--steps", "4000", "--eval-every", "5"]
 CHECKPOINT = "model.safetensors"
 HANG_LIMIT = 60  # seconds from the kill to the command's end: past it, the run hung
@@ -109,6 +111,14 @@ def kill_process_1(parent, checkpoint, report):
     report["seconds"] = time.monotonic() - start
 
 
+def launch_into(report, argv, env):
+    """``distributed.launch`` of 2 processes × 2 devices, its outputs (or its error) in ``report``."""
+    try:
+        report["outputs"] = distributed.launch(2, 2, argv, timeout=300, environ=env)
+    except distributed.ProcessFailed as error:
+        report["error"] = str(error)
+
+
 @pytest.fixture(scope="module")
 def runs_(tmp_path_factory):
     root = tmp_path_factory.mktemp("processes")
@@ -116,7 +126,7 @@ def runs_(tmp_path_factory):
     corpus.write_text(pydoc_topics_text()[:3000], encoding="utf-8")
     common = ["train", "--text", corpus, *TINY, "--sample-length", "2"]
     env = dict(os.environ, JAX_ENABLE_X64="1")
-    started = []
+    started, resumed, resumer = [], {}, None
 
     def start(*args):
         process = subprocess.Popen(command(*args), env=env, stdout=subprocess.PIPE,
@@ -134,7 +144,11 @@ def runs_(tmp_path_factory):
     try:
         short = [*common, "--d-mlp", "2048", "--steps", "4", "--eval-every", "2"]  # W_mlp1: 2**14
         assert quiet_main(*short, "--out", root / "short") == 0
-        resumed = start(*common, "--resume", root / "short@2", *MULTI, "--shard", "fsdp")
+        # as a scheduler starts it: the FA_* variables set, no --processes (distributed.launch)
+        argv = ["-m", "formal_algorithms", *map(str, common), "--resume", str(root / "short@2"),
+                "--shard", "fsdp"]  # fmt: skip
+        resumer = threading.Thread(target=launch_into, args=(resumed, argv, env))
+        resumer.start()
         assert quiet_main(*common, *LONG, "--out", root / "long") == 130  # stopped at step 40
         watcher.join()
         failure.update(zip(("out", "err"), failing.communicate(), strict=True))
@@ -143,7 +157,7 @@ def runs_(tmp_path_factory):
         shutil.copytree(root / "dies", root / "died")  # as the dying run left it
         stops["dies"] = step + 5
         failure["resumed"] = quiet_main("train", "--resume", root / "dies", "--text", corpus)
-        out, err = resumed.communicate(timeout=300)
+        resumer.join()
     finally:
         mp.undo()
         for process in started:
@@ -151,8 +165,10 @@ def runs_(tmp_path_factory):
                 process.kill()
                 process.wait()
         watcher.join()
-    assert resumed.returncode == 0, err
-    return dict(root=root, failure=failure, resumed=dict(out=out, err=err))
+        if resumer is not None:
+            resumer.join()
+    assert "outputs" in resumed, resumed.get("error")
+    return dict(root=root, failure=failure, resumed=resumed)
 
 
 def max_diff(a, b):
@@ -220,14 +236,15 @@ def test_a_two_process_checkpoint_resumes_in_one_process(runs_):
 
 
 def test_a_one_process_checkpoint_resumes_in_two_processes(runs_):
-    root, resumed = runs_["root"], runs_["resumed"]
-    assert "resumed" in resumed["out"] and "at step 2 of 4" in resumed["out"]
-    assert "processes   2 × 2 CPU devices" in resumed["out"]
-    assert "FSDP-sharded (2 of θ's 21 arrays split over the devices)" in resumed["out"]
+    root, outputs = runs_["root"], runs_["resumed"]["outputs"]
+    out = outputs[0][1]  # process 0's stdout: the run's output
+    assert "resumed" in out and "at step 2 of 4" in out
+    assert "processes   2 × 2 CPU devices" in out
+    assert "FSDP-sharded (2 of θ's 21 arrays split over the devices)" in out
     got, expected = assert_equal_runs(root / "short@2" / CHECKPOINT, root / "short" / CHECKPOINT, 4)
     assert got.extra["status"] == expected.extra["status"] == "finished"
     assert (root / "short@2" / "loss.png").exists()  # process 0 finished the run: plot, sample
-    assert "sample      (Algorithm 14" in resumed["out"]
+    assert "sample      (Algorithm 14" in out and "sample" not in outputs[1][1]  # process 0 only
 
 
 @pytest.mark.parametrize(
