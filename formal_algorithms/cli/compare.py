@@ -33,55 +33,13 @@ INJECTABLE = ("eps", "gelu-form", "scale-d", "post-ln", "pre-ln", "positions+1",
               "rope-base", "rope-scaled", "rope-offset", "kv-tiled",
               "cache-before-rope", "padding-on-queries", "gate-up-swapped", "rms-plus-one",
               "rms-centred")  # fmt: skip
-WEIGHTS = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-TOKENIZER = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
 
 
 def _config(directory: str) -> dict:
     """config.json of ``--hf``, its model type checked against the tables; the weights there."""
-    path = pathlib.Path(directory)
-    if not (path / "config.json").is_file():
-        what = "does not exist" if not path.exists() else "has no config.json"
-        raise FileNotFoundError(f"--hf directory {directory!r} {what}")
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"--hf {directory!r}: config.json is not JSON ({error})") from None
-    kind = config.get("model_type") if isinstance(config, dict) else None
-    if kind not in TABLES:
-        raise ValueError(
-            f"--hf {directory!r} holds a {kind!r} model; compare has a table for "
-            f"{', '.join(sorted(TABLES))} only"
-        )
-    weights = [path / name for name in WEIGHTS if (path / name).is_file()]
-    if not weights:
-        raise ValueError(f"--hf {directory!r} has no weights ({' or '.join(WEIGHTS[::2])})")
-    if weights[0].name == "model.safetensors":
-        _check_safetensors(directory, weights[0])
-    return config
+    from ..interop.hf_models import read_folder
 
-
-def _check_safetensors(directory, file):
-    """The header of a safetensors file: 8 bytes of length, then that much JSON."""
-    size = file.stat().st_size
-    with open(file, "rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        ok = 0 < n <= size - 8
-        try:
-            ok = ok and isinstance(json.loads(f.read(n)), dict)
-        except (ValueError, UnicodeDecodeError):
-            ok = False
-    if not ok:
-        raise ValueError(
-            f"--hf {directory!r}: {file.name} is not a readable safetensors file "
-            "(its header is damaged or it is another format)"
-        )
+    return read_folder(directory, "--hf", TABLES, "compare has a table for")
 
 
 def _limits(config: dict):
@@ -107,8 +65,9 @@ def _check_options(args, config) -> None:
                 f"{', '.join(DEPARTURES[name].where)}"
             )
     if args.text is not None:
-        path = pathlib.Path(args.hf)
-        if not any((path / name).is_file() for name in TOKENIZER):
+        from ..interop.hf_models import TOKENIZER, has_tokenizer
+
+        if not has_tokenizer(args.hf):
             raise ValueError(
                 f"--text needs the model's tokenizer, and --hf {args.hf!r} has none "
                 f"({', '.join(TOKENIZER)}); give --tokens instead"

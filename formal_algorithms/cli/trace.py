@@ -209,11 +209,11 @@ def _gguf(args) -> Subject:
     path = args.gguf or smollm2_path()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--gguf {path}: no such file")
+    model = read_llama_gguf(path)  # first: its errors name the file and what is wrong with it
     tokenizer = gguf_tokenizer(path)
     x = tokenizer.encode(args.prompt)
     if not x:
         raise ValueError("--prompt is empty: nothing to trace")
-    model = read_llama_gguf(path)
     _fits(x, model.context - (args.generate or 1) + 1, "--prompt")
     config = dict(theta=model.theta)  # θ carries its RoPE base and ε
     logits, P = functools.partial(llama_logits, **config), functools.partial(llama, **config)
@@ -362,6 +362,10 @@ def at_position(records, t: int) -> list:
 def _check_options(args):
     """Every option that can be checked before a model is loaded."""
     algorithm = parse_algorithm(args.algorithm)
+    if "--temperature" in getattr(args, "given", ()) and not args.generate:
+        raise ValueError("--temperature samples generated tokens: give --generate N with it")
+    if args.prompt == "" and not args.generate:
+        raise ValueError("--prompt is empty: nothing to trace (or give --generate N)")
     if args.line is not None and algorithm is not None:
         from ..paper import pseudocode
 

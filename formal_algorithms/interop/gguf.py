@@ -68,6 +68,13 @@ def _field(reader, name, default=None):
 def _file_key(name: str, path: str) -> tuple:
     """The cache key of a file: its path, size and modification time, so that a file replaced at
     the same path is read again."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name}: argument 'path' must be a file path, got {type(path).__name__}")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"{name}: argument 'path': {path!r} is a directory, not a GGUF file"
+        )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{name}: argument 'path': no such file {path!r}")
     stat = os.stat(path)
@@ -77,7 +84,10 @@ def _file_key(name: str, path: str) -> tuple:
 def read_llama_gguf(path: str, dtype=jnp.float32) -> LlamaGGUF:
     """Read a Llama-architecture GGUF into :class:`LlamaGGUF` (cached per path, size,
     modification time and dtype)."""
-    return _read_llama_gguf(_file_key(GGUF, path), dtype)
+    key = _file_key(GGUF, path)
+    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+        raise TypeError(f"{GGUF}: argument 'dtype' must be a float dtype, got {jnp.dtype(dtype)}")
+    return _read_llama_gguf(key, dtype)
 
 
 def _gguf_layer(get, to, p, H, G) -> LlamaLayer:
@@ -165,4 +175,11 @@ def _gguf_tokenizer(key: tuple):
     from transformers import AutoTokenizer
 
     folder, name = os.path.split(os.path.abspath(key[0]))
-    return AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+    try:
+        return AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+    except Exception as error:  # transformers names neither the file nor the function
+        message = " ".join(str(error).split())
+        raise ValueError(
+            f"gguf_tokenizer: argument 'path': transformers builds no tokenizer from {key[0]!r}: "
+            f"{message}"
+        ) from None

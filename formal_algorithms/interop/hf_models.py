@@ -9,12 +9,75 @@ modules' own (:mod:`.gpt2`, :mod:`.bert`, :func:`~formal_algorithms.families.lla
 from __future__ import annotations
 
 import functools
+import json
 import pathlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 #: The model types this module converts, and the transformers class of each.
 KINDS = {"gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM", "llama": "LlamaForCausalLM"}
+#: A folder's weight files (one of them) and tokenizer files (any of them).
+WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
+
+
+def read_folder(directory, option: str, kinds, reader: str) -> dict:
+    """A Hugging Face folder's ``config.json``, checked before anything is loaded: parsed here (so
+    a damaged file is named), its model type one of ``kinds`` (``reader`` says who reads them),
+    a weight file present and a safetensors file's header readable. Errors name ``option`` (the
+    command-line option that gave the folder) and the folder."""
+    path = pathlib.Path(directory)
+    if not (path / "config.json").is_file():
+        what = "does not exist" if not path.exists() else "has no config.json"
+        raise FileNotFoundError(f"{option} directory {str(directory)!r} {what}")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{option} {str(directory)!r}: config.json is not JSON ({error})"
+        ) from None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind not in kinds:
+        raise ValueError(
+            f"{option} {str(directory)!r} holds a {kind!r} model; {reader} "
+            f"{', '.join(sorted(kinds))} only"
+        )
+    weights = [path / name for name in WEIGHTS if (path / name).is_file()]
+    if not weights:
+        raise ValueError(
+            f"{option} {str(directory)!r} has no weights ({' or '.join(WEIGHTS[::2])})"
+        )
+    if weights[0].name == "model.safetensors":
+        _check_safetensors(option, directory, weights[0])
+    return config
+
+
+def has_tokenizer(directory) -> bool:
+    """Whether the folder holds a tokenizer file (:data:`TOKENIZER`)."""
+    return any((pathlib.Path(directory) / name).is_file() for name in TOKENIZER)
+
+
+def _check_safetensors(option, directory, file):
+    """The header of a safetensors file: 8 bytes of length, then that much JSON."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        ok = 0 < n <= size - 8
+        try:
+            ok = ok and isinstance(json.loads(f.read(n)), dict)
+        except (ValueError, UnicodeDecodeError):
+            ok = False
+    if not ok:
+        raise ValueError(
+            f"{option} {str(directory)!r}: {file.name} is not a readable safetensors file "
+            "(its header is damaged or it is another format)"
+        )
 
 
 class Loaded(NamedTuple):
@@ -34,15 +97,13 @@ def load_for_trace(directory, option: str = "directory") -> Loaded:
     import transformers
 
     path = pathlib.Path(directory)
-    if not (path / "config.json").is_file():
-        what = "does not exist" if not path.exists() else "has no config.json"
-        raise FileNotFoundError(f"{option} {str(directory)!r} {what}")
-    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-    if config.model_type not in KINDS:
+    read_folder(directory, option, KINDS, "the trace reads")
+    if not has_tokenizer(directory):
         raise ValueError(
-            f"{option} {str(directory)!r} holds a {config.model_type!r} model; the trace reads "
-            f"{', '.join(sorted(KINDS))}"
+            f"{option} {str(directory)!r} has no tokenizer ({', '.join(TOKENIZER)}): the trace "
+            "reads its prompt as text"
         )
+    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as error:

@@ -858,3 +858,37 @@ def test_a_gguf_of_another_architecture_is_named_with_its_file(tmp_path):
     with pytest.raises(ValueError, match=rf"read_llama_gguf: argument 'path': '{path}' holds "
                        r"architecture 'gpt2', expected 'llama'"):  # fmt: skip
         read_llama_gguf(path)
+
+
+def test_gguf_paths_dtypes_and_damaged_files_are_named(tmp_path):
+    """Issue 29's held-back catalogue: a path that is not a file, an integer dtype, a file cut
+    short, and a tokenizer asked of a file that holds none: each names the function, the argument
+    and the file."""
+    import gguf  # the test extra installs it
+
+    from formal_algorithms.interop.gguf import gguf_tokenizer, read_llama_gguf
+
+    whole, cut, other = tmp_path / "tiny.gguf", tmp_path / "cut.gguf", tmp_path / "text.gguf"
+    writer = gguf.GGUFWriter(str(whole), "llama")
+    writer.add_block_count(0)
+    writer.add_head_count(1)
+    writer.add_tensor("token_embd.weight", np.ones((50, 40), np.float32))
+    writer.add_tensor("output_norm.weight", np.ones(40, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    cut.write_bytes(whole.read_bytes()[:-4000])
+    other.write_bytes(b"not a GGUF at all " * 8)
+    cases = [
+        (lambda: read_llama_gguf(None), TypeError, r"'path' must be a file path, got NoneType"),
+        (lambda: read_llama_gguf(tmp_path), IsADirectoryError, r"'path': .* is a directory"),
+        (lambda: read_llama_gguf(whole, dtype=jnp.int32), TypeError, r"'dtype' must be a float"),
+        (lambda: read_llama_gguf(cut), ValueError, rf"'path': '{cut}' is not a readable GGUF"),
+        (lambda: gguf_tokenizer(other), ValueError, rf"'path': .*'{other}'.*GGUF magic"),
+        (lambda: gguf_tokenizer(whole), ValueError, rf"'path': .*'{whole}'.*stating tokenizer"),
+    ]
+    for call, kind, message in cases:
+        with pytest.raises(kind, match=message) as info:
+            call()
+        assert str(info.value).startswith(("read_llama_gguf", "gguf_tokenizer")), info.value

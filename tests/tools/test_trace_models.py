@@ -175,8 +175,41 @@ def test_hugging_face_folders(tmp_path, capsys, kind, algorithm):
 
 def test_hf_errors_are_one_line(tmp_path, capsys):
     assert cli.main(["trace", "--hf", str(tmp_path / "none")]) == 1
-    assert "--hf " in capsys.readouterr().err and "does not exist"
+    assert "--hf directory " in (err := capsys.readouterr().err) and "does not exist" in err
     (tmp_path / "t5").mkdir()
     transformers.T5Config(vocab_size=8).save_pretrained(tmp_path / "t5")
     assert cli.main(["trace", "--hf", str(tmp_path / "t5")]) == 1
     assert "holds a 't5' model; the trace reads bert, gpt2, llama" in capsys.readouterr().err
+
+
+def test_damaged_folders_and_files_are_named_before_transformers_reads_them(tmp_path, capsys):
+    """Issue 29's held-back catalogue: a folder without tokenizer files, weights that are not
+    safetensors, a config.json that is not JSON, and a --gguf file that is not a GGUF each get
+    one line naming the option or the reader and the file, not transformers' own sentence."""
+    folder, _ = _hf_folder(tmp_path, "gpt2")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    assert cli.main(["trace", "--hf", str(folder)]) == 1
+    assert f"--hf {str(folder)!r} has no tokenizer (tokenizer.json" in capsys.readouterr().err
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    assert cli.main(["trace", "--hf", str(folder)]) == 1
+    assert "model.safetensors is not a readable safetensors file" in capsys.readouterr().err
+    (folder / "config.json").write_text("{ not json")
+    assert cli.main(["trace", "--hf", str(folder)]) == 1
+    assert f"--hf {str(folder)!r}: config.json is not JSON" in capsys.readouterr().err
+    (tmp_path / "not.gguf").write_bytes(b"not a GGUF at all " * 8)
+    assert cli.main(["trace", "--gguf", str(tmp_path / "not.gguf")]) == 1
+    assert "read_llama_gguf: argument 'path'" in (err := capsys.readouterr().err)
+    assert "not.gguf' is not a readable GGUF" in err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--temperature", "0.5"], "--temperature samples generated tokens: give --generate N"),
+        (["--prompt", ""], "--prompt is empty: nothing to trace (or give --generate N)"),
+    ],
+)
+def test_options_that_would_be_ignored_are_refused(capsys, options, message):
+    assert cli.main(["trace", *options]) == 1  # the default model: the paper's, untrained
+    assert message in capsys.readouterr().err
