@@ -31,6 +31,10 @@ def run(args) -> int:
         if unknown:
             raise ValueError(f"--checks: unknown {unknown}; choose from {', '.join(CHECKS)}")
     model = _load(args.hf, args.kind)
+    if model.max_length is not None and args.length > model.max_length:
+        raise ValueError(
+            f"--length {args.length} is more than the model's {model.max_length} positions"
+        )
     if not args.json:
         say(f"checking {model.name} ({model.kind}) from {args.hf}")
     report = run_battery(model, checks=checks, seed=args.seed, length=args.length, atol=args.atol)
@@ -52,6 +56,8 @@ def _load(directory, kind):
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    if kind is not None:
+        _check_kind(directory, kind)
     try:
         return from_hf(directory, kind=kind)
     except FileNotFoundError:
@@ -62,6 +68,30 @@ def _load(directory, kind):
         raise OSError(f"--hf {directory!r}: {error}") from None
     except Exception as error:  # transformers raises many kinds for a directory it cannot read
         raise ValueError(f"--hf {directory!r}: cannot load the model: {error}") from None
+
+
+def _check_kind(directory, kind) -> None:
+    """``--kind`` against the model types transformers builds for it (its Auto classes' tables)."""
+    import json
+    import pathlib
+
+    from transformers.models.auto import modeling_auto as auto
+
+    tables = {
+        "causal": auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        "masked": auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        "seq2seq": auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    }
+    try:
+        model_type = json.loads((pathlib.Path(directory) / "config.json").read_text())["model_type"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # the loader names what is wrong with the folder
+    if model_type not in tables[kind]:
+        fits = [k for k, table in tables.items() if model_type in table]
+        raise ValueError(
+            f"--kind {kind}: transformers builds no {kind} model of the {model_type!r} in "
+            f"--hf {directory!r} (it builds: {', '.join(fits) or 'none of the three'})"
+        )
 
 
 def register(sub) -> None:

@@ -98,7 +98,7 @@ def _tokens(args, config):
             ) from None
         where = "--text"
     else:
-        xs = [np.random.default_rng(args.seed).integers(0, N_V, min(args.length, ell_max))]
+        xs = [np.random.default_rng(args.seed).integers(0, N_V, args.length)]
         where = "--length"
     for x in xs:
         if x.size == 0:

@@ -160,6 +160,10 @@ def test_cli_bad_directories_before_any_load(tmp_path, capsys, no_load, config, 
 def test_cli_missing_directory_and_damaged_weights(gpt2_dir, tmp_path, capsys):
     assert main(["compare", "--hf", str(tmp_path / "missing")]) == 1
     assert "formal-algorithms: error: --hf" in capsys.readouterr().err
+    assert main(["compare", "--hf", str(gpt2_dir), "--length", "100"]) == 1  # not cut to 16
+    assert (
+        "--length gives 100 tokens, more than the model's 16 positions" in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit, match="2"):  # the parser refuses it before --hf is looked at
         main(["compare", "--hf", str(tmp_path / "missing"), "--tolerance", "-1"])
     assert "--tolerance must be a finite number > 0" in capsys.readouterr().err

@@ -461,6 +461,15 @@ def test_cli_check_on_a_saved_model(tmp_path, capsys):
     with pytest.raises(SystemExit, match="2"):  # the parser refuses it, before any load
         main(["check", "--hf", str(gpt2_dir), "--atol", "nan"])
     assert "--atol must be a finite number > 0, got nan" in capsys.readouterr().err
+    # issue 29: a kind transformers cannot build, and more positions than the model has
+    assert main(["check", "--hf", str(bert_dir), "--kind", "seq2seq"]) == 1
+    assert (
+        "--kind seq2seq: transformers builds no seq2seq model of the 'bert' in --hf"
+        in (err := capsys.readouterr().err)
+        and "(it builds: causal, masked)" in err
+    )
+    assert main(["check", "--hf", str(gpt2_dir), "--length", "100000"]) == 1
+    assert "--length 100000 is more than the model's" in capsys.readouterr().err
     # every check asked for skipped: nothing verified, exit status 3, never "conforms"
     assert main(["check", "--hf", str(gpt2_dir), "--checks", "permutation"]) == 3
     assert "NOT VERIFIED: no check passed" in capsys.readouterr().out
