@@ -13,13 +13,17 @@ from .options import png_file
 def run(args) -> int:
     from ..visualise import d_attention_weights, plot_attention, token_label
 
+    if args.prompt == "":
+        raise ValueError("--prompt is empty: there is nothing to attend to but bos")
     checkpoint, tokenizer, activation, eps = load_lm(args.checkpoint)
-    check_prompt(tokenizer, args.prompt)
+    which = "--prompt" if "--prompt" in getattr(args, "given", ()) else "the default prompt"
+    check_prompt(tokenizer, args.prompt, which)
     x = tokenizer.encode(args.prompt, bos=True)
     ell_max = checkpoint.hyperparameters["ell_max"]
     if len(x) > ell_max:
         raise ValueError(
-            f"--prompt is {len(x)} tokens with bos, more than the model's ell_max = {ell_max}"
+            f"{which} is {len(x)} tokens with bos, more than the model's ell_max = {ell_max}; "
+            "give a shorter --prompt"
         )
     weights = jax.jit(d_attention_weights, static_argnames=("activation", "eps"))
     A, _, _ = weights(jnp.asarray(x), checkpoint.theta, activation=activation, eps=eps)

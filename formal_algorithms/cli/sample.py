@@ -40,7 +40,9 @@ def checkpoint_family(path) -> str | None:
 
 def run(args) -> int:
     tau, top_k, top_p = args.temperature, args.top_k, args.top_p
-    stop = unescape(args.stop) if args.stop else None
+    if args.stop == "":
+        raise ValueError("--stop is empty: give the text to stop before")
+    stop = unescape(args.stop) if args.stop is not None else None
     family = checkpoint_family(args.checkpoint)
     if family in (seq2seq.FAMILY, mlm.FAMILY):
         fill = reverse_sequence if family == seq2seq.FAMILY else fill_masks
@@ -83,6 +85,9 @@ def reverse_sequence(path, prompt, key, tau, top_k, top_p) -> str:
             f"--prompt {prompt!r}: a seq2seq checkpoint reads symbols 0-{N_V - 4} separated by "
             "spaces, e.g. --prompt '3 1 4'"
         )
+    ell_max = checkpoint.hyperparameters["ell_max"]
+    if len(z) > ell_max:
+        raise ValueError(f"--prompt has {len(z)} symbols; this model reads at most {ell_max}")
     if top_k or top_p < 1:
         raise ValueError("--top-k and --top-p apply to language-model checkpoints only")
     x_hat = ed_inference(np.asarray(z, np.int32), checkpoint.theta, key, tau=tau)  # Algorithm 15

@@ -43,6 +43,11 @@ def reversal_pairs(rng, n: int, n_symbols: int, max_len: int, exclude=frozenset(
 
 def run(args) -> int:
     started = time.perf_counter()
+    if args.examples > args.test_size:  # before any work: it could only print test_size
+        raise ValueError(
+            f"--examples {args.examples} is more than the {args.test_size} held-out pairs "
+            "(--test-size)"
+        )
     resumed, out = start(args, "EDTransformer", CONFIG_KEYS)
     rng = np.random.default_rng(args.seed)
     n_sym, max_len = args.symbols, args.max_len

@@ -155,6 +155,13 @@ def stream_sample(
     sys.stdout.flush()
     # At most ℓ_max − 1 tokens per step (the last position is never trained), bos kept first.
     context = theta.W_p.shape[1] - 1 if theta.W_p.shape[1] > 2 else theta.W_p.shape[1]
+    if len(x) > context:  # said, not done silently: the model reads a window of the prompt
+        print(
+            f"(the prompt is {len(x) - 1} tokens; this model reads bos and the last "
+            f"{context - 1} of them)",
+            file=sys.stderr,
+            flush=True,
+        )
     tokens = stream_d_inference(
         x,
         theta,

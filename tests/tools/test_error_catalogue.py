@@ -391,6 +391,9 @@ def files(tmp_path_factory):
     save_checkpoint(d / "nan.safetensors", nan_params(theta),
                     tokenizer=CharTokenizer(tuple("abcde")).to_dict())  # fmt: skip
     save_checkpoint(d / "ed.safetensors", ED)
+    from formal_algorithms.cli.seq2seq import FAMILY
+
+    save_checkpoint(d / "reversal.safetensors", ED, extra={"family": FAMILY})
     from safetensors.numpy import save_file
 
     save_file({"weight": np.zeros(3, np.float32)}, d / "foreign.safetensors")
@@ -587,6 +590,17 @@ COMMAND_LINE = [
     ("attention: --prompt not encodable",
      lambda d: lm(d, "attention", "lm.safetensors", "--prompt", "?"),
      r"error: --prompt '\?' contains the character '\?'", r"not in the vocabulary$"),
+    ("sample: --stop ''", lambda d: lm(d, "sample", "lm.safetensors", "--stop", ""), r"--stop",
+     r"is empty"),
+    ("sample: a seq2seq --prompt too long",
+     lambda d: lm(d, "sample", "reversal.safetensors", "--prompt", " ".join(["1"] * 40)),
+     r"--prompt has 40 symbols", r"reads at most \d+$"),
+    ("attention: --prompt ''", lambda d: lm(d, "attention", "lm.safetensors", "--prompt", ""),
+     r"--prompt", r"is empty"),
+    ("attention: the default prompt not encodable", lambda d: lm(d, "attention", "lm.safetensors"),
+     r"error: the default prompt 'The object is a function.'", r"character 'T'"),
+    ("seq2seq: --examples beyond --test-size", lambda d: seq2seq("--examples", "3"),
+     r"--examples 3", r"more than the 2 held-out pairs \(--test-size\)"),
     ("trace: --prompt not encodable",
      lambda d: ("trace", "--checkpoint", d / "lm.safetensors", "--prompt", "xyz"),
      r"error: --prompt 'xyz' contains the character 'x'", r"not in the vocabulary$"),
@@ -892,3 +906,16 @@ def test_gguf_paths_dtypes_and_damaged_files_are_named(tmp_path):
         with pytest.raises(kind, match=message) as info:
             call()
         assert str(info.value).startswith(("read_llama_gguf", "gguf_tokenizer")), info.value
+
+
+def test_sample_says_when_the_model_reads_a_window_of_the_prompt(files, capsys):
+    """Issue 29: a prompt longer than the model's window is read as bos and its latest tokens
+    (algorithms.md, "The command line's sampling"); the command says so instead of doing it
+    silently, and is silent when the whole prompt fits."""
+    code, err = run_cli(capsys, *lm(files, "sample", "lm.safetensors", "--prompt", "abcde" * 4,
+                                    "--length", "1"))  # fmt: skip
+    assert code == 0, err
+    assert "(the prompt is 20 tokens; this model reads bos and the last 14 of them)" in err
+    code, err = run_cli(capsys, *lm(files, "sample", "lm.safetensors", "--prompt", "abcde",
+                                    "--length", "1"))  # fmt: skip
+    assert code == 0 and "this model reads" not in err, err
