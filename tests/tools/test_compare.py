@@ -327,6 +327,13 @@ def test_bad_input_names_the_argument():
         compare(gpt2(), np.array([[1, 2]]))
     with pytest.raises(ValueError, match=r"compare: argument 'x'"):
         compare(gpt2(), np.array([1.5, 2.0]))
+    with pytest.raises(ValueError, match=r"compare: argument 'x' must be one sequence .* ragged"):
+        compare(gpt2(), [[1, 2], [3, 4, 5]])
+    # issue 29: what only a torch.nn.Transformer reads is refused for a model that has its own
+    for extra in (dict(z=[3, 4]), dict(W_e=np.zeros((3, 3))), dict(eps=1e-5)):
+        (name,) = extra
+        with pytest.raises(ValueError, match=rf"compare: argument '{name}' is for a torch.nn.T"):
+            compare(gpt2(), X, **extra)
     with pytest.raises(ValueError, match=r"compare: argument 'model' is in training mode"):
         compare(gpt2().train(), X)
     with pytest.raises(TypeError, match=r"compare: argument 'model'"):
@@ -334,6 +341,8 @@ def test_bad_input_names_the_argument():
     model, extra = transformer()
     with pytest.raises(ValueError, match=r"compare: argument 'z'"):
         compare(model, X, W_e=extra["W_e"], W_p=extra["W_p"])
+    with pytest.raises(ValueError, match=r"compare: argument 'eps' must be a finite number >= 0"):
+        compare(model, X, z=X, W_e=extra["W_e"], W_p=extra["W_p"], eps=-1.0)
     with pytest.raises(ValueError, match=r"inject: argument 'name'"):
         inject(bert(), "post-ln")
     for bad in (float("nan"), 0.0, -1.0, float("inf")):

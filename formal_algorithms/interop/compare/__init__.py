@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...paper.checks import fail
+from ...paper.checks import check_eps, fail
 from .alignment import Key, align, paper_values
 from .causes import causes_for
 from .evidence import Context, explain
@@ -101,6 +101,13 @@ def session(model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=None, z
             f"LlamaForCausalLM or torch.nn.Transformer), got {type(model).__name__}",
             TypeError,
         )
+    extras = dict(z=z, W_e=W_e, W_p=W_p, W_u=W_u, eps=eps)
+    given = [name for name, value in extras.items() if value is not None]
+    if given and not isinstance(model, nn.Transformer):
+        fail(NAME, given[0], f"is for a torch.nn.Transformer (Algorithm 8); a "
+             f"{type(model).__name__} carries its own embeddings, context and ε")  # fmt: skip
+    if eps is not None:
+        check_eps(NAME, eps)
     dtypes = {p.dtype for p in model.parameters()}
     if float64 and len(dtypes) > 1:
         fail(NAME, "model", f"mixes dtypes {sorted(map(str, dtypes))}; float64=True needs one")
@@ -140,7 +147,10 @@ def _as_numpy(w):
 def token_ids(argument, x):
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    x = np.asarray(x)
+    try:
+        x = np.asarray(x)
+    except ValueError:  # a ragged list of lists
+        fail(NAME, argument, "must be one sequence of integer token ids, got a ragged list")
     if x.ndim != 1 or x.size == 0 or not np.issubdtype(x.dtype, np.integer):
         fail(
             NAME,
