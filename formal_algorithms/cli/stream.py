@@ -130,6 +130,14 @@ def stream_d_inference(
         x = np.append(x, np.int32(y))
 
 
+def say_window(n: int, context: int) -> None:
+    """Say (on stderr) that a prompt of ``n`` tokens with bos is read as a window of ``context``:
+    bos and the latest ``context − 1`` tokens; silent when it fits."""
+    if n > context:
+        message = f"the prompt is {n - 1} tokens; this model reads bos and the last {context - 1}"
+        print(f"({message} of them)", file=sys.stderr, flush=True)
+
+
 def stream_sample(
     theta,
     tokenizer,
@@ -155,13 +163,7 @@ def stream_sample(
     sys.stdout.flush()
     # At most ℓ_max − 1 tokens per step (the last position is never trained), bos kept first.
     context = theta.W_p.shape[1] - 1 if theta.W_p.shape[1] > 2 else theta.W_p.shape[1]
-    if len(x) > context:  # said, not done silently: the model reads a window of the prompt
-        print(
-            f"(the prompt is {len(x) - 1} tokens; this model reads bos and the last "
-            f"{context - 1} of them)",
-            file=sys.stderr,
-            flush=True,
-        )
+    say_window(len(x), context)
     tokens = stream_d_inference(
         x,
         theta,
