@@ -119,9 +119,10 @@ def _greedy_ours(logits, theta, kw=None, prompt=X[:3], n=8):
 
 
 def _two_blocks(decoder):
-    """The cached decoder's logits of X computed as two blocks (positions 0-4, then 5-11)."""
-    first, cache = decoder.logits(X[:5], 0, decoder.init_cache(16))
-    rest, _ = decoder.logits(X[5:], 5, cache)
+    """The cached decoder's logits of X computed as two blocks (positions 0-5, then 6-11: one
+    compiled block)."""
+    first, cache = decoder.logits(X[:6], 0, decoder.init_cache(16))
+    rest, _ = decoder.logits(X[6:], 6, cache)
     return np.concatenate([first, rest], 1)
 
 
