@@ -150,6 +150,11 @@ def test_a_given_trainer_fits_every_segment():
     for a, b in zip(jax.tree.leaves(result.theta), jax.tree.leaves(full), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
     np.testing.assert_allclose(result.history, full_history, atol=1e-6)
+    # every segment got the same jitted step (the same mesh, options and shapes): compiled once
+    mesh, state = parallel.data_mesh(), opt.init(theta0)
+    step = parallel.data_parallel_step(mesh, theta0, state, optimizer=opt, fast=True)
+    assert step is parallel.data_parallel_step(mesh, result.theta, state, optimizer=opt, fast=True)
+    assert step is not parallel.data_parallel_step(mesh, theta0, state, optimizer=opt)
 
 
 def test_ctrl_c_inside_a_gathered_segment_keeps_the_last_gathered_state(fitted):
