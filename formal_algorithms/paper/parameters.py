@@ -87,35 +87,27 @@ class DTransformerParams(NamedTuple):
 # functions draw it on the caller's key, and check_params compares against the same specs.
 
 
+def norm_spec(d_e):
+    """A layer norm's ``γ = 1`` and ``β = 0``."""
+    return ones(d_e), zeros(d_e)
+
+
+def mlp_spec(d_e, d_mlp):
+    """The MLP of a layer: ``W_mlp1`` ``(d_mlp, d_e)``, ``b_mlp1``, ``W_mlp2`` ``(d_e, d_mlp)``,
+    ``b_mlp2``; weights N(0, 1/fan_in), biases 0."""
+    return weight(d_mlp, d_e), zeros(d_mlp), weight(d_e, d_mlp), zeros(d_e)
+
+
 def layer_spec(H, d_e, d_mlp, d_attn, d_mid) -> Layer:
-    return Layer(
-        mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e),
-        ones(d_e),
-        zeros(d_e),
-        ones(d_e),
-        zeros(d_e),
-        weight(d_mlp, d_e),
-        zeros(d_mlp),
-        weight(d_e, d_mlp),
-        zeros(d_e),
-    )
+    attention = mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e)
+    return Layer(attention, *norm_spec(d_e), *norm_spec(d_e), *mlp_spec(d_e, d_mlp))
 
 
 def decoder_layer_spec(H, d_e, d_mlp, d_attn, d_mid) -> DecoderLayer:
-    return DecoderLayer(
-        mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e),
-        mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e),
-        ones(d_e),
-        zeros(d_e),
-        ones(d_e),
-        zeros(d_e),
-        ones(d_e),
-        zeros(d_e),
-        weight(d_mlp, d_e),
-        zeros(d_mlp),
-        weight(d_e, d_mlp),
-        zeros(d_e),
-    )
+    self_attention = mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e)
+    cross_attention = mh_attention_spec(H, d_e, d_e, d_attn, d_mid, d_e)
+    norms = (*norm_spec(d_e), *norm_spec(d_e), *norm_spec(d_e))
+    return DecoderLayer(self_attention, cross_attention, *norms, *mlp_spec(d_e, d_mlp))
 
 
 def _sizes(algorithm, N_V, ell_max, H, d_e, d_attn, d_mid, **sizes) -> tuple[int, int]:

@@ -362,3 +362,22 @@ def _ask_for_weights(kwargs):
 def paper_key(family, site, line, **indices):
     """A key of the top algorithm's own line."""
     return key(family.algorithm, site, family.algorithm, line, **indices)
+
+
+class PreLNDecoder(Family):
+    """A family that is Algorithm 10's Pre-LN decoder: each norm reads the residual stream X
+    before its branch (line 5: line 3's X or the layer before's line 8; line 7: line 6's; line
+    10: the last layer's line 8), attention and the MLP read the normalised X̃ of lines 5 and 7."""
+
+    def norm_input(self, line, l):
+        if line == 5:
+            return paper_key(self, 3, 3) if l == 1 else paper_key(self, 8, 8, l=l - 1)
+        if line == 7:
+            return paper_key(self, 6, 6, l=l)
+        return paper_key(self, 8, 8, l=self.L)
+
+    def attention_input(self, site, l, paper):
+        return "X̃ of line 5", paper.get(paper_key(self, 5, 5, l=l))
+
+    def mlp_input(self, site, l, paper):
+        return "X̃ of line 7", paper.get(paper_key(self, 7, 7, l=l))

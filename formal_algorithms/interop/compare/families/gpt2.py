@@ -9,11 +9,10 @@ from .base import (
     COLS,
     SOFTMAX,
     WEIGHTS,
-    Family,
+    PreLNDecoder,
     Tap,
     decoder_extras,
     heads,
-    paper_key,
 )
 
 H_ = "transformer.h.{i}"
@@ -46,7 +45,7 @@ EXTRAS = decoder_extras(
 )
 
 
-class Gpt2(Family):
+class Gpt2(PreLNDecoder):
     name, algorithm, final_line = "Algorithm 10 (DTransformer)", 10, 11
     table, extras, kinds, causal_sites = TABLE, EXTRAS, ALGORITHM_10_KINDS, (6,)
     norm_params = {5: ("gamma1", "beta1"), 7: ("gamma2", "beta2"), 10: ("gamma", "beta")}
@@ -63,16 +62,3 @@ class Gpt2(Family):
         from ....paper.architectures import d_transformer
 
         return d_transformer, (jnp.asarray(self.x), self.theta), self.kwargs
-
-    def norm_input(self, line, l):
-        if line == 5:
-            return paper_key(self, 3, 3) if l == 1 else paper_key(self, 8, 8, l=l - 1)
-        if line == 7:
-            return paper_key(self, 6, 6, l=l)
-        return paper_key(self, 8, 8, l=self.L)
-
-    def attention_input(self, site, l, paper):
-        return "X̃ of line 5", paper.get(paper_key(self, 5, 5, l=l))
-
-    def mlp_input(self, site, l, paper):
-        return "X̃ of line 7", paper.get(paper_key(self, 7, 7, l=l))

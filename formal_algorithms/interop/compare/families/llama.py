@@ -16,12 +16,11 @@ from .base import (
     ALGORITHM_10_KINDS,
     COLS,
     WEIGHTS,
-    Family,
+    PreLNDecoder,
     Tap,
     decoder_extras,
     heads,
     kv_sets,
-    paper_key,
 )
 
 NAME = "compare"
@@ -57,7 +56,7 @@ EXTRAS = decoder_extras(
 )
 
 
-class Llama(Family):
+class Llama(PreLNDecoder):
     name, algorithm, final_line = "Algorithm 10 with Llama's substitutions (families.llama)", 10, 11
     table, extras, kinds, causal_sites, rms = TABLE, EXTRAS, ALGORITHM_10_KINDS, (6,), True
     norm_params = {5: ("gamma1", None), 7: ("gamma2", None), 10: ("gamma", None)}
@@ -108,19 +107,6 @@ class Llama(Family):
         from ....families.llama import llama_logits
 
         return llama_logits, (jnp.asarray(self.x), self.theta), self.kwargs
-
-    def norm_input(self, line, l):
-        if line == 5:
-            return paper_key(self, 3, 3) if l == 1 else paper_key(self, 8, 8, l=l - 1)
-        if line == 7:
-            return paper_key(self, 6, 6, l=l)
-        return paper_key(self, 8, 8, l=self.L)
-
-    def attention_input(self, site, l, paper):
-        return "X̃ of line 5", paper.get(paper_key(self, 5, 5, l=l))
-
-    def mlp_input(self, site, l, paper):
-        return "X̃ of line 7", paper.get(paper_key(self, 7, 7, l=l))
 
     def activation_name(self):
         return "SiLU"
