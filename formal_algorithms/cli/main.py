@@ -116,3 +116,7 @@ def main(argv=None) -> int:
         where = f"{args.process_label}: " if getattr(args, "process_label", None) else ""
         print(f"{PROG}: error: {where}{explain(error, args.command)}", file=sys.stderr, flush=True)
         return 1
+
+
+if __name__ == "__main__":  # python -m formal_algorithms.cli.main: the same program
+    raise SystemExit(main())

@@ -80,13 +80,15 @@ def initialize(environ=None, *, timeout: int = 60) -> tuple[int, int]:
     missing = [name for name in VARIABLES if name not in environ]
     if missing:
         fail("initialize", "environment", f"sets {given} but not {missing}; set all three or none")
+    _check_seconds("initialize", timeout, finite=True)
+    _check_coordinator(environ["FA_COORDINATOR"])
     num_processes = _int_variable(environ, "FA_NUM_PROCESSES", 1)
     process_id = _int_variable(environ, "FA_PROCESS_ID", 0, num_processes - 1)
     jax.distributed.initialize(
         environ["FA_COORDINATOR"],
         num_processes=num_processes,
         process_id=process_id,
-        initialization_timeout=timeout,
+        initialization_timeout=max(1, round(timeout)),
     )
     return process_id, num_processes
 
@@ -178,8 +180,23 @@ def _check_launch(n_processes, devices_per_process, argv, timeout):
             fail("launch", name, f"must be an integer >= 1, got {value!r}")
     if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
         fail("launch", "argv", f"must be a non-empty list of strings, got {argv!r}", TypeError)
+    _check_seconds("launch", timeout)
+
+
+def _check_seconds(function, timeout, *, finite=False):
+    """A time limit: a number of seconds > 0 (infinity, no limit, unless ``finite``)."""
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
-        fail("launch", "timeout", f"must be a number of seconds > 0, got {timeout!r}")
+        fail(function, "timeout", f"must be a number of seconds > 0, got {timeout!r}")
+    if finite and timeout == float("inf"):
+        fail(function, "timeout", "must be finite: JAX's runtime waits a whole number of seconds")
+
+
+def _check_coordinator(text):
+    """``FA_COORDINATOR``: ``host:port``, the port an integer in 1 .. 65535."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        fail("initialize", "environment variable FA_COORDINATOR",
+             f"must be host:port (a port in 1 .. 65535), got {text!r}")  # fmt: skip
 
 
 def launch(n_processes, devices_per_process, argv, *, timeout, environ=None, show=None):

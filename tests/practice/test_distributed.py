@@ -220,6 +220,16 @@ def test_initialize_reads_the_environment_only():
     bad = {"FA_COORDINATOR": "h:1", "FA_NUM_PROCESSES": "2", "FA_PROCESS_ID": "2"}
     with pytest.raises(ValueError, match="FA_PROCESS_ID.*0 .. 1, got '2'"):
         distributed.initialize(bad)
+    # issue 29: a coordinator without its port, and time limits that would hang or mean nothing
+    good = {**bad, "FA_PROCESS_ID": "0"}
+    for address in ("localhost", "localhost:", "localhost:0", "localhost:http", ":1234"):
+        with pytest.raises(ValueError, match=rf"FA_COORDINATOR' must be host:port .*'{address}'"):
+            distributed.initialize({**good, "FA_COORDINATOR": address})
+    for timeout in (-1, 0, float("nan"), "60", True):
+        with pytest.raises(ValueError, match="initialize: argument 'timeout' must be a number"):
+            distributed.initialize(good, timeout=timeout)
+    with pytest.raises(ValueError, match="initialize: argument 'timeout' must be finite"):
+        distributed.initialize(good, timeout=float("inf"))
     with pytest.raises(ValueError, match="launch: argument 'n_processes'"):
         distributed.launch(0, 1, ["-c", "pass"], timeout=1)
     with pytest.raises(TypeError, match="launch: argument 'argv'"):

@@ -373,3 +373,16 @@ def test_benchmark_command_runs_the_benchmark_with_its_options(monkeypatch, tmp_
     with pytest.raises(SystemExit, match="2"):  # the parser refuses it
         cli.main(["benchmark", "--repeats", "0"])
     assert "--repeats must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_the_module_form_of_the_entry_point_runs_the_program():
+    """Issue 29: ``python -m formal_algorithms.cli.main`` used to import the module and exit 0
+    without doing anything; it is the same program as ``python -m formal_algorithms``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "formal_algorithms.cli.main", "train", "--steps", "0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    # Python's runpy warns first that the package imported the module before running it
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("formal-algorithms: error: --steps must be at least 1, got 0"), last
