@@ -7,6 +7,8 @@ checking the extra leaves, so a variant never duplicates the paper's shape rules
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from ..paper.checks import check_tokens, fail
@@ -69,6 +71,18 @@ def check_linear(algorithm: str, name: str, W, b, d_in: int, d_out: int | None =
     return shape[0]
 
 
+def check_input_width(algorithm: str, argument: str, d: int, W, names=("W_k", "W_v")) -> None:
+    """The rows ``d`` of the input ``argument`` against the input width of the weights ``names``
+    of ``W``: when those agree with each other and not with ``d``, the input is blamed."""
+    widths = {np.shape(getattr(W, name, None))[-1:] for name in names}
+    if len(widths) == 1 and (width := widths.pop()) and width[0] != d:
+        fail(
+            algorithm,
+            argument,
+            f"has {d} rows, expected {width[0]} (the input width of {' and '.join(names)})",
+        )
+
+
 def check_positions(algorithm: str, argument: str, t, ell: int) -> None:
     if t is not None and np.shape(t) != (ell,):
         fail(
@@ -87,6 +101,32 @@ def check_mask(algorithm: str, Mask, ell_z: int, ell_x: int) -> None:
         )
 
 
+def check_function(algorithm: str, argument: str, f, example: str) -> None:
+    """``f`` is a function (``silu``, not the string ``"silu"``)."""
+    if not callable(f):
+        fail(algorithm, argument, f"must be a function such as {example}, got {f!r}", TypeError)
+
+
+def check_valid(algorithm: str, valid, ell: int) -> None:
+    """``valid`` is ``None`` or a boolean ``(ℓ,)``: True for the real tokens of a padded input."""
+    if valid is None:
+        return
+    dtype = valid.dtype if hasattr(valid, "dtype") else np.asarray(valid).dtype
+    if np.shape(valid) != (ell,) or dtype != np.bool_:
+        fail(
+            algorithm,
+            "valid",
+            f"must be a boolean ({ell},), one per token, got shape {np.shape(valid)} and "
+            f"dtype {dtype}",
+        )
+
+
+def agreed_size(*sizes) -> int:
+    """The size most of the leaves that share it agree on (ties: the first), so that a check
+    blames the one leaf that disagrees, not its neighbours."""
+    return Counter(sizes).most_common(1)[0][0]
+
+
 def check_heads(algorithm: str, W, d_x: int, d_z: int) -> tuple[int, int]:
     """Algorithm 5's θ with H query heads and G key/value sets: ``W_q`` (H, d_attn, d_x),
     ``W_k`` (G, d_attn, d_z), ``W_v`` (G, d_mid, d_z), ``W_o`` (d_out, H d_mid), biases matching or
@@ -95,6 +135,7 @@ def check_heads(algorithm: str, W, d_x: int, d_z: int) -> tuple[int, int]:
         if not hasattr(W, name) or getattr(W, name) is None:
             fail(algorithm, f"W.{name}", "is missing: W must be MHAttentionParams", TypeError)
     q, k, v, o = (np.shape(getattr(W, n)) for n in ("W_q", "W_k", "W_v", "W_o"))
+    check_input_width(algorithm, "Z", d_z, W)
     if len(q) != 3 or q[2] != d_x:
         fail(algorithm, "W.W_q", f"has shape {q}, expected (H, d_attn, {d_x})")
     if len(k) != 3 or k[1:] != (q[1], d_z):

@@ -24,22 +24,33 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..paper.attention import AttentionParams, MHAttentionParams
-from ..paper.checks import fail
+from ..paper.checks import check_count, concrete, fail
 from ..paper.functions import compute_dtype, softmax
 from ._params import check_heads, check_mask, check_matrix, check_positions
 
 ALIBI = "alibi_mh_attention (Algorithm 5 with ALiBi at Algorithm 4 line 4)"
+ALIBI_HEAD = "alibi_attention (Algorithm 4 with ALiBi at line 4)"
+
+
+def check_power_of_two(algorithm: str, argument: str, H) -> None:
+    """The number of heads for Press et al.'s geometric slopes: an integer power of two."""
+    H = check_count(algorithm, argument, H, 1)
+    if H & (H - 1):
+        fail(algorithm, argument, f"= {H} must be a power of two (Press et al.'s geometric slopes)")
 
 
 def alibi_slopes(H: int, dtype=jnp.float32):
     """``m_h = 2^{−8(h+1)/H}`` for h = 0 … H−1; H must be a power of two."""
-    if H < 1 or H & (H - 1):
-        fail(ALIBI, "H", f"= {H} must be a power of two (Press et al.'s geometric slopes)")
+    check_power_of_two("alibi_slopes", "H", H)
     return jnp.asarray([2.0 ** (-8.0 * (h + 1) / H) for h in range(H)], dtype)
 
 
 def alibi_attention(X, Z, W: AttentionParams, m, Mask=None, *, t_x=None, t_z=None):
-    """Algorithm 4 with ALiBi's bias ``−m (t_x − t_z)`` added to line 4's scaled scores."""
+    """Algorithm 4 with ALiBi's bias ``−m (t_x − t_z)`` added to line 4's scaled scores.
+    ``m``: the head's slope, a finite number (checked when concrete)."""
+    slope = concrete(m)
+    if slope is not None and (slope.shape != () or not np.isfinite(slope.astype(float))):
+        fail(ALIBI_HEAD, "m", f"(the head's slope) must be one finite number, got {m!r}")
     t_x = jnp.arange(X.shape[1]) if t_x is None else t_x
     t_z = jnp.arange(Z.shape[1]) if t_z is None else t_z
     Q = W.W_q @ X + W.b_q[:, None]  # line 1
@@ -69,6 +80,7 @@ def alibi_mh_attention(X, Z, W: MHAttentionParams, Mask=None, *, t_x=None, t_z=N
     check_mask(ALIBI, Mask, np.shape(Z)[1], np.shape(X)[1])
     check_positions(ALIBI, "t_x", t_x, np.shape(X)[1])
     check_positions(ALIBI, "t_z", t_z, np.shape(Z)[1])
+    check_power_of_two(ALIBI, "W.W_q", H)  # its leading axis: the number of heads H
     m = alibi_slopes(H, compute_dtype(X.dtype))
     heads = AttentionParams(*W[:6])
 

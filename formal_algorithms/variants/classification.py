@@ -45,6 +45,7 @@ from ..paper.normalisation import EPS, layer_norm_columns
 from ..paper.parameters import DTransformerParams, ETransformerParams
 from ..paper.training import bucket_length, check_sequence, pad
 from ..paper.validation import check_params
+from ._params import check_valid
 
 ALG = "Classification (an extension of Algorithms 9, 10 and 11-13)"
 
@@ -113,6 +114,7 @@ def classifier_logits(
     theta = params.theta
     check_tokens(ALG, "x", x, theta.W_e.shape[1], theta.W_p.shape[1])
     ell = x.shape[0]
+    check_valid(ALG, valid, ell)
     if isinstance(theta, ETransformerParams):
         X = e_features(x, theta, activation=activation, eps=eps, valid=valid)
         t_star = 0

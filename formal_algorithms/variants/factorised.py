@@ -43,7 +43,16 @@ def factorised_embed(x, W_e, W_p, W_proj, b_proj):
 
 
 def shared_layers(layer, L: int) -> tuple:
-    """The paper's ``(W_1, …, W_L)`` when every layer shares one parameter set: L references."""
+    """The paper's ``(W_1, …, W_L)`` when every layer shares one parameter set: L references.
+    ``layer`` is one layer's parameters (a :class:`~formal_algorithms.Layer`), not a tuple of them."""
+    if isinstance(layer, (tuple, list)) and not hasattr(layer, "_fields"):
+        fail(
+            "shared_layers (ALBERT's sharing)",
+            "layer",
+            f"must be one layer's parameters (a Layer), got a {type(layer).__name__} of "
+            f"{len(layer)}; pass theta.layers[0] to share the first layer",
+            TypeError,
+        )
     if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 1:
         fail(
             "shared_layers (ALBERT's sharing)",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from ._params import check_linear, check_matrix
+from ._params import agreed_size, check_function, check_linear, check_matrix
 from .rope import affine
 
 GATED_MLP = "gated_mlp (Algorithm 10 line 8's MLP substituted: GLU)"
@@ -29,11 +29,18 @@ def silu(x):
 
 def gated_mlp(X, W_gate, b_gate, W_up, b_up, W_down, b_down, activation=silu):
     """``W_down (σ(W_gate X + b_gate 1ᵀ) ⊙ (W_up X + b_up 1ᵀ)) + b_down 1ᵀ``, shape ``(d_e, ℓ)``:
-    the substitute of the paper's MLP at line 8 of Algorithm 10. ``None`` biases are absent."""
+    the substitute of the paper's MLP at line 8 of Algorithm 10. ``None`` biases are absent.
+    ``activation`` a function (σ); a wrong shape is blamed on the leaf that disagrees with the
+    others about d_mlp, and ``W_down`` must map back to X's d_e (the residual sum)."""
     check_matrix(GATED_MLP, "X", X)
-    d_mlp = check_linear(GATED_MLP, "W_gate", W_gate, b_gate, np.shape(X)[0])
-    check_linear(GATED_MLP, "W_up", W_up, b_up, np.shape(X)[0], d_mlp)
-    check_linear(GATED_MLP, "W_down", W_down, b_down, d_mlp)
+    check_function(GATED_MLP, "activation", activation, "silu or formal_algorithms.gelu")
+    d_e = np.shape(X)[0]
+    widths = [np.shape(W_gate)[:1], np.shape(W_up)[:1], np.shape(W_down)[1:2]]
+    widths += [np.shape(b)[:1] for b in (b_gate, b_up) if b is not None]
+    d_mlp = (agreed_size(*widths) or (None,))[0]
+    check_linear(GATED_MLP, "W_gate", W_gate, b_gate, d_e, d_mlp)
+    check_linear(GATED_MLP, "W_up", W_up, b_up, d_e, d_mlp)
+    check_linear(GATED_MLP, "W_down", W_down, b_down, d_mlp, d_e)
     G = activation(affine(W_gate, b_gate, X))  # the gate: σ(W_gate X̃ + b_gate 1ᵀ)
     U = affine(W_up, b_up, X)  # the value: W_up X̃ + b_up 1ᵀ
     return affine(W_down, b_down, G * U)  # the line-8 branch, before the residual sum

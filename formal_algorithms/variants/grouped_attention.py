@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..paper.attention import AttentionParams, MHAttentionParams
-from ..paper.checks import fail
+from ..paper.checks import check_sizes, fail
 from ._params import check_heads, check_mask, check_matrix
-from .rope import affine, rope_attention
+from .rope import affine, check_base, rope_attention
 
 GQA = "grouped_attention (Algorithm 5 with G key/value sets)"
 
@@ -41,7 +41,11 @@ def key_value_groups(W: MHAttentionParams):
 
 
 def head_group(H: int, G: int):
-    """``g(h) = ⌊h / (H/G)⌋`` for h = 0 … H−1: the key/value set of each query head."""
+    """``g(h) = ⌊h / (H/G)⌋`` for h = 0 … H−1: the key/value set of each query head (H and G
+    integers ≥ 1, G dividing H)."""
+    check_sizes("head_group", H=H, G=G)
+    if H % G:
+        fail("head_group", "G", f"= {G} must divide H = {H}: each key/value set serves H/G heads")
     return jnp.arange(H) // (H // G)
 
 
@@ -56,6 +60,8 @@ def grouped_attention(X, Z, W: MHAttentionParams, Mask=None, *, rope_base=None, 
     check_heads(GQA, W, np.shape(X)[0], np.shape(Z)[0])
     check_mask(GQA, Mask, np.shape(Z)[1], np.shape(X)[1])
     H, G = key_value_groups(W)
+    if rope_base is not None:
+        check_base(GQA, "rope_base", rope_base)
     g = head_group(H, G)
     heads = AttentionParams(
         W.W_q,

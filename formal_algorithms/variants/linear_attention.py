@@ -29,8 +29,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..paper.attention import AttentionParams, MHAttentionParams, unidirectional_mask
+from ._params import check_function, check_input_width, check_linear, check_matrix
+
+CAUSAL_LINEAR = "causal_linear_attention (Algorithm 4, exp replaced by a kernel)"
+FAST_WEIGHT = "fast_weight_attention (Algorithm 4 as causal linear attention, recurrent)"
 
 
 def elu_plus_one(x):
@@ -38,7 +43,14 @@ def elu_plus_one(x):
     return jax.nn.elu(x) + 1
 
 
-def _qkv(X, W: AttentionParams):
+def _qkv(algorithm, X, W: AttentionParams, phi):
+    """Lines 1-3, after checking X against W's input width and that φ is a function."""
+    check_matrix(algorithm, "X", X)
+    check_input_width(algorithm, "X", np.shape(X)[0], W, ("W_q", "W_k", "W_v"))
+    for name in ("W_q", "W_k", "W_v"):
+        check_linear(algorithm, f"W.{name}", getattr(W, name), getattr(W, name.replace("W", "b")),
+                     np.shape(X)[0])  # fmt: skip
+    check_function(algorithm, "phi", phi, "elu_plus_one")
     Q = W.W_q @ X + W.b_q[:, None]  # Algorithm 4, line 1
     K = W.W_k @ X + W.b_k[:, None]  # line 2
     V = W.W_v @ X + W.b_v[:, None]  # line 3
@@ -50,7 +62,7 @@ def causal_linear_attention(X, W: AttentionParams, phi=elu_plus_one):
 
     Algorithm 4 with ``exp(kᵀq / √d_attn)`` replaced by ``φ(k)ᵀφ(q)``. O(ℓ²) time and memory.
     """
-    Q, K, V = _qkv(X, W)  # lines 1-3
+    Q, K, V = _qkv(CAUSAL_LINEAR, X, W, phi)  # lines 1-3
     S = phi(K).T @ phi(Q)  # line 4: S[t_z, t_x] = φ(k_{t_z})ᵀ φ(q_{t_x})
     S = jnp.where(unidirectional_mask(X.shape[1]), S, 0)  # line 5: masked pairs weigh 0
     return V @ (S / jnp.sum(S, axis=0, keepdims=True))  # line 6: normalise each column, mix values
@@ -63,7 +75,7 @@ def fast_weight_attention(X, W: AttentionParams, phi=elu_plus_one):
     with ``W_0 = 0``, ``z_0 = 0``. Equal to :func:`causal_linear_attention`; O(ℓ d_attn d_out)
     time and O(d_attn d_out) state.
     """
-    Q, K, V = _qkv(X, W)  # lines 1-3
+    Q, K, V = _qkv(FAST_WEIGHT, X, W, phi)  # lines 1-3
 
     def step(state, token):
         W_fast, z = state

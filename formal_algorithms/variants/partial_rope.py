@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..paper.attention import AttentionParams, MHAttentionParams
-from ..paper.checks import check_count, fail
+from ..paper.checks import fail
 from ._params import check_heads, check_mask, check_matrix
-from .rope import affine, rope, rope_attention
+from .rope import affine, check_base, check_rotation, rope, rope_attention
 
 PARTIAL_ROPE = "partial_rope"
 MH_PARTIAL = "partial_rope_attention (Algorithm 5, RoPE on d_rot rows after Alg 4 lines 1-2)"
@@ -28,11 +28,10 @@ MH_PARTIAL = "partial_rope_attention (Algorithm 5, RoPE on d_rot rows after Alg 
 
 def partial_rope(X, positions, base: float = 10000.0, d_rot: int | None = None):
     """``X[:d_rot, t] ← R_{d_rot}(positions[t]) X[:d_rot, t]``; rows from ``d_rot`` unchanged."""
+    check_matrix(PARTIAL_ROPE, "X", X)
     d = np.shape(X)[0]
-    d_rot = d if d_rot is None else d_rot
-    check_count(PARTIAL_ROPE, "d_rot", d_rot, 0)
-    if d_rot > d:
-        fail(PARTIAL_ROPE, "d_rot", f"= {d_rot} exceeds the {d} rows of X")
+    d_rot = check_rotation(PARTIAL_ROPE, "d_rot", d if d_rot is None else d_rot, d)
+    check_base(PARTIAL_ROPE, "base", base)
     return rope(X, positions, base, d_rot)
 
 
@@ -46,6 +45,9 @@ def partial_rope_attention(
     if G != H:
         fail(MH_PARTIAL, "W", f"has {G} key/value sets for {H} heads; this form has one per head")
     check_mask(MH_PARTIAL, Mask, np.shape(Z)[1], np.shape(X)[1])
+    d_attn = np.shape(W.W_q)[1]
+    d_rot = check_rotation(MH_PARTIAL, "d_rot", d_attn if d_rot is None else d_rot, d_attn)
+    check_base(MH_PARTIAL, "base", base)
     t_x = jnp.arange(X.shape[1]) if t_x is None else jnp.asarray(t_x)
     t_z = jnp.arange(Z.shape[1]) if t_z is None else jnp.asarray(t_z)
 

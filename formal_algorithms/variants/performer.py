@@ -56,6 +56,7 @@ from ..paper.functions import gelu
 from ..paper.normalisation import EPS, layer_norm_columns
 from ..paper.parameters import DTransformerParams, ETransformerParams
 from ..paper.validation import check_inputs
+from ._params import check_valid
 
 ALG = "FAVOR+ attention (Algorithm 4, lines 4-6 substituted)"
 
@@ -156,6 +157,7 @@ def favor_attention(X, Z, W: AttentionParams, Omega, *, causal=False, valid=None
     causal mask by prefix sums (``Z`` must be ``X``'s length; ``valid`` is not needed: a causal
     model's padding at the end never reaches a real token).
     """
+    check_valid(ALG, valid, np.shape(Z)[1])
     Q, K, V = _qkv(X, Z, W)  # lines 1-3
     Q_f, K_f = favor_features(Q, Omega), favor_features(K, Omega)  # FAVOR+: φ(Q), φ(K), (m, ℓ)
     if not causal:

@@ -22,24 +22,52 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..paper.attention import AttentionParams
-from ..paper.checks import fail
+from ..paper.checks import check_count, fail
 from ..paper.functions import compute_dtype, softmax
-from ._params import check_linear, check_mask, check_matrix, check_positions
+from ._params import (
+    check_input_width,
+    check_linear,
+    check_mask,
+    check_matrix,
+    check_positions,
+)
 
 ROPE = "rope"
+FREQUENCIES = "rope_frequencies"
 ROPE_ATTENTION = "rope_attention (Algorithm 4 with RoPE after lines 1-2)"
 
 
+def check_base(algorithm: str, argument: str, base) -> None:
+    """RoPE's base: a finite real number > 0 (a traced base is not checked)."""
+    if isinstance(base, jax.core.Tracer):
+        return
+    if isinstance(base, (bool, np.bool_, str, bytes)) or np.ndim(base) != 0:
+        fail(algorithm, argument, f"must be a real number > 0 (e.g. 1e4), got {base!r}", TypeError)
+    if not (np.isfinite(float(base)) and float(base) > 0):
+        fail(algorithm, argument, f"= {base!r} must be a finite number > 0 (e.g. 1e4)")
+
+
+def check_rotation(algorithm: str, argument: str, d_rot, d: int) -> int:
+    """The rotated rows ``d_rot`` of ``d``: an even integer in ``[0, d]`` (RoPE rotates pairs)."""
+    d_rot = check_count(algorithm, argument, d_rot, 0)
+    if d_rot > d:
+        fail(algorithm, argument, f"= {d_rot} exceeds the {d} rows there are to rotate")
+    if d_rot % 2:
+        fail(algorithm, argument, f"= {d_rot} must be even: RoPE rotates pairs of rows")
+    return d_rot
+
+
 def rope_frequencies(d: int, base: float = 10000.0, dtype=jnp.float32):
-    """``θ_i = base^{−2i/d}`` for ``i = 0 … d/2 − 1``, shape ``(d/2,)``, computed in float64."""
-    if d % 2:
-        fail(ROPE, "d_attn", f"= {d} must be even: RoPE rotates pairs of rows")
-    if not base > 0:
-        fail(ROPE, "base", f"= {base} must be positive")
+    """``θ_i = base^{−2i/d}`` for ``i = 0 … d/2 − 1``, shape ``(d/2,)``, computed in float64;
+    ``d`` an even integer ≥ 2, ``base`` a finite number > 0."""
+    check_count(FREQUENCIES, "d", d, 2)
+    check_rotation(FREQUENCIES, "d", d, d)
+    check_base(FREQUENCIES, "base", base)
     return jnp.asarray(base ** (-np.arange(0, d, 2, dtype=np.float64) / d), dtype)
 
 
@@ -48,15 +76,19 @@ def rope(X, positions, base: float = 10000.0, d_rot: int | None = None):
 
     ``positions`` ``(n,)``: the 0-based position of each column (need not start at 0: a cached
     decoding step rotates its one column by its true position). ``d_rot``: rotate only rows
-    ``0 … d_rot − 1`` (partial rotary, :mod:`.partial_rope`); default all d.
+    ``0 … d_rot − 1`` (partial rotary, :mod:`.partial_rope`; even, at most d); default all d,
+    which must then be even.
     """
-    if X.ndim != 2:
-        fail(ROPE, "X", f"must be a matrix (d, n) with tokens as columns, got shape {X.shape}")
+    check_matrix(ROPE, "X", X)
+    X = jnp.asarray(X)  # a nested list is a matrix too
     d, n = X.shape
     positions = jnp.asarray(positions)
     if positions.shape != (n,):
         fail(ROPE, "positions", f"has shape {positions.shape}, expected ({n},): one per column")
-    d_rot = d if d_rot is None else d_rot
+    if d_rot is None and d % 2:
+        fail(ROPE, "X", f"has {d} rows, an odd number: RoPE rotates pairs of rows")
+    d_rot = check_rotation(ROPE, "d_rot", d if d_rot is None else d_rot, d)
+    check_base(ROPE, "base", base)
     if d_rot == 0:
         return X
     theta = rope_frequencies(d_rot, base, X.dtype)
@@ -97,11 +129,17 @@ def rope_attention(
     check_matrix(ROPE_ATTENTION, "X", X)
     check_matrix(ROPE_ATTENTION, "Z", Z)
     d_attn = check_linear(ROPE_ATTENTION, "W.W_q", W.W_q, W.b_q, np.shape(X)[0])
+    check_input_width(ROPE_ATTENTION, "Z", np.shape(Z)[0], W)
     check_linear(ROPE_ATTENTION, "W.W_k", W.W_k, W.b_k, np.shape(Z)[0], d_attn)
     check_linear(ROPE_ATTENTION, "W.W_v", W.W_v, W.b_v, np.shape(Z)[0])
     check_positions(ROPE_ATTENTION, "t_x", t_x, np.shape(X)[1])
     check_positions(ROPE_ATTENTION, "t_z", t_z, np.shape(Z)[1])
     check_mask(ROPE_ATTENTION, Mask, np.shape(Z)[1], np.shape(X)[1])
+    if base is not None:
+        check_base(ROPE_ATTENTION, "base", base)
+        if d_rot is None and d_attn % 2:
+            fail(ROPE_ATTENTION, "W.W_q", f"has d_attn = {d_attn} rows: RoPE rotates pairs")
+        check_rotation(ROPE_ATTENTION, "d_rot", d_attn if d_rot is None else d_rot, d_attn)
     X, Z = jnp.asarray(X), jnp.asarray(Z)  # a nested list is a matrix too
     t_x = jnp.arange(X.shape[1]) if t_x is None else t_x
     t_z = jnp.arange(Z.shape[1]) if t_z is None else t_z
