@@ -129,7 +129,7 @@ def test_interleaved_to_half_split_undoes_llama_cpp_permutation():
 
 
 def test_rope_errors_name_the_argument():
-    with pytest.raises(ValueError, match="rope: argument 'd_attn'"):
+    with pytest.raises(ValueError, match="rope: argument 'X' has 3 rows, an odd number"):
         rope(jnp.ones((3, 2)), [0, 1])
     with pytest.raises(ValueError, match="argument 'positions'"):
         rope(jnp.ones((4, 2)), [0, 1, 2])
