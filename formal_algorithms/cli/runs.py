@@ -122,7 +122,7 @@ def load_run(args, architecture: str, config_keys):
     steps = args.steps
     for k in config_keys:
         given = option(k) in getattr(args, "given", ())
-        if given and k != "steps" and getattr(args, k) != config[k]:
+        if given and k != "steps" and not _same_setting(k, getattr(args, k), config[k]):
             raise ValueError(
                 f"{option(k)} {getattr(args, k)}: --resume continues the run in {out} with its own "
                 f"settings ({k} = {config[k]}); only --steps, --eval-every and --early-stop change"
@@ -164,6 +164,11 @@ def run_text(args, resumed):
 
     from .corpus import read_text
 
+    if resumed is not None and args.text is not None and not pathlib.Path(args.text).exists():
+        raise FileNotFoundError(
+            f"--resume {args.resume!r}: the text this run was trained on, {args.text!r}, is "
+            "not there any more"
+        )
     text, source = read_text(args.text)
     text_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if resumed is not None and resumed.extra.get("text_sha256") not in (None, text_sha256):
@@ -178,8 +183,18 @@ def run_config(args, config_keys) -> dict:
     """The settings a run records (and ``--resume`` restores), with its evaluation interval and
     early stopping."""
     config = {k: getattr(args, k) for k in config_keys}
+    if config.get("text") is not None:  # absolute: --resume may run from another directory
+        config["text"] = str(pathlib.Path(config["text"]).resolve())
     config.update(eval_every=eval_interval(args), early_stop=args.early_stop)
     return config
+
+
+def _same_setting(key, given, recorded) -> bool:
+    """Whether an option typed with ``--resume`` agrees with the run's own (a text file by the
+    file it names, wherever the command runs from)."""
+    if key == "text" and given is not None and recorded is not None:
+        return pathlib.Path(given).resolve() == pathlib.Path(recorded).resolve()
+    return given == recorded
 
 
 def eval_interval(args) -> int:

@@ -253,3 +253,23 @@ def test_the_eta_leaves_out_the_compiling_step(monkeypatch):
         assert "ETA 7.0s" in bar.postfix  # 2 steps in 2 s of training
     finally:
         bar.close()
+
+
+def test_resume_from_another_directory_finds_the_runs_text(run, tmp_path, monkeypatch, capsys):
+    """Issue 29: a run records its --text as the file it names (absolute), so --resume works
+    from anywhere; a text that is gone is named as the run's, not as a --text never typed."""
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir(), elsewhere.mkdir()
+    shutil.copy(run["corpus"], started / "text.txt")
+    monkeypatch.chdir(started)
+    code, _, err = main(capsys, "train", "--text", "text.txt", "--out", "run", *TINY, "--steps",
+                        "2", "--sample-length", "2")  # fmt: skip
+    assert code == 0, err
+    monkeypatch.chdir(elsewhere)
+    resume = ("train", "--resume", started / "run", "--sample-length", "2")
+    code, out, err = main(capsys, *resume, "--steps", "3", "--text", "../started/text.txt")
+    assert code == 0 and "at step 2 of 3" in out, err  # the same file, named from here
+    (started / "text.txt").unlink()
+    code, _, err = main(capsys, *resume, "--steps", "4")
+    assert code == 1
+    assert f"the text this run was trained on, '{started / 'text.txt'}', is not there" in err
