@@ -55,6 +55,7 @@ import numpy as np
 
 from ..paper.checks import fail
 from .adapters import NotSupported, TokenModel
+from .arguments import RULES, check_tolerance
 from .decoding_checks import (
     check_batched_generation,
     check_cache,
@@ -306,18 +307,22 @@ def _check_battery_arguments(model, checks, seed, length, atol):
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
         fail(where, "checks", f"{unknown} unknown; choose from {list(CHECKS)}")
-    if (
-        isinstance(atol, bool)
-        or not isinstance(atol, int | float)
-        or not np.isfinite(atol)
-        or atol <= 0
-    ):
-        fail(where, "atol", f"must be a finite number > 0, got {atol!r}")
-    if isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 2:
-        fail(where, "length", f"must be an integer ≥ 2, got {length!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        fail(where, "seed", f"must be an integer, got {seed!r}", TypeError)
+    check_tolerance(where, "atol", atol, positive=True)
+    RULES["length"](where, "length", length)
+    RULES["seed"](where, "seed", seed)
     return names
+
+
+def _check_lengths(lengths) -> list[int]:
+    """``run_battery``'s ``lengths``: a non-empty list of probe lengths, each as ``length``."""
+    if isinstance(lengths, (str, bytes)) or not hasattr(lengths, "__iter__"):
+        fail("run_battery", "lengths", f"must be a list of lengths, got {lengths!r}", TypeError)
+    lengths = list(lengths)
+    if not lengths:
+        fail("run_battery", "lengths", "is empty; give at least one length (each ≥ 2)")
+    for n in lengths:
+        RULES["length"]("run_battery", "lengths", n)
+    return lengths
 
 
 LONG = 20  # the long probe: beyond 16 tokens, where bugs of blocked or bucketed code appear
@@ -360,10 +365,7 @@ def run_battery(
     one beyond 16 tokens, the declared boundaries) and stops at the first that does not pass; its
     message begins with that length (``"ℓ = 20: …"``). The preconditions run at ``length``."""
     names = _check_battery_arguments(model, checks, seed, length, atol)
-    if lengths is None:
-        lengths = probe_lengths(model, length)
-    for n in lengths:
-        _check_battery_arguments(model, names, seed, n, atol)
+    lengths = probe_lengths(model, length) if lengths is None else _check_lengths(lengths)
     report = ConformanceReport(model.name, model.kind, model.framework)
     invalid = _run_preconditions(model, report, seed, length, progress)
     for name in names:

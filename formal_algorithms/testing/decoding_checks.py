@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .adapters import TokenModel
+from .arguments import checked
 from .probing import (
     NotApplicable,
     check_same_forward,
@@ -26,6 +27,7 @@ from .probing import (
 )
 
 
+@checked
 def check_cache(
     model: TokenModel, *, seed: int = 0, length: int = 8, atol: float = 1e-4, new_tokens: int = 6
 ):
@@ -144,6 +146,7 @@ def _is_tie(model, prefix, z, a, b, atol):
     return abs(column[a] - column[b]) <= tolerance_of(column, atol)
 
 
+@checked
 def check_batched_generation(
     model: TokenModel, *, seed: int = 0, length: int = 6, atol: float = 1e-4, new_tokens: int = 5
 ):
@@ -197,6 +200,7 @@ def check_batched_generation(
     return f"2 prompts ({ell} and {short} tokens) left-padded, {new_tokens} greedy tokens each"
 
 
+@checked
 def check_distributions(model: TokenModel, *, seed: int = 0, length: int = 8, atol: float = 1e-4):
     """Every output is finite, at real tokens and at padding (padded on the right, and on the
     left for a decoder); ``output="probs"``: entries in [0, 1], each position's column sums to 1;
@@ -278,6 +282,7 @@ def _check_log_probabilities(out, mask, what, atol) -> None:
         )
 
 
+@checked
 def check_determinism(model: TokenModel, *, seed: int = 0, length: int = 8, new_tokens: int = 5):
     """Two forward passes on one input agree exactly (a forward pass in eval mode is a function:
     no dropout), and two sampled generations under one seed agree."""

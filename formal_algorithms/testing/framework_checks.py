@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arguments import checked
 from .probing import (
     NotApplicable,
     column_diff,
@@ -41,6 +42,7 @@ IGNORED = -100  # Hugging Face's label for "no loss here"
 BFLOAT16_DRIFT = 0.03
 
 
+@checked
 def check_attention_implementations(
     model: TokenModel, *, seed: int = 0, length: int = 8, atol: float = 1e-4
 ):
@@ -82,6 +84,7 @@ def check_attention_implementations(
     return f"{shown} attention equal on a batch with {n} left-padded {padded}tokens"
 
 
+@checked
 def check_eos(model: TokenModel, *, seed: int = 0, length: int = 8, new_tokens: int = 6):
     """Greedy generation with an end-of-sequence token stops each row at it (inclusive) and pads
     the rest, the tokens before it unchanged. The token is the first row's first (after step 0)
@@ -127,6 +130,7 @@ def check_eos(model: TokenModel, *, seed: int = 0, length: int = 8, new_tokens: 
     return f"eos = {eos}: row 0 stopped at step {step}, {width} steps in all, finished rows padded"
 
 
+@checked
 def check_label_shift(model: TokenModel, *, seed: int = 0, length: int = 8, atol: float = 1e-4):
     """The model's loss from labels equals the loss computed by hand from its logits (module
     docstring), with one label ignored."""
@@ -176,6 +180,7 @@ def _mean_nll(outputs, targets) -> float:
     return float(-log_p[b, targets[b, t], t].mean())
 
 
+@checked
 def check_bfloat16(model: TokenModel, *, seed: int = 0, length: int = 8, atol: float = 1e-4):
     """In bfloat16, outputs decoded through the cache (a prefill of half, then one token at a
     time) stay within :data:`BFLOAT16_DRIFT` · max |output| of the full forward's."""

@@ -7,7 +7,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..paper.checks import fail
-from .token_model import DEFAULT_SETTINGS, NotSupported, TokenModel, accepted_arguments
+from .token_model import (
+    DEFAULT_SETTINGS,
+    NotSupported,
+    TokenModel,
+    accepted_arguments,
+    check_options,
+)
 
 # ====================================================================================== JAX
 
@@ -122,6 +128,8 @@ class _FunctionModel(TokenModel):
 
 def _function_model(fn, where, framework, *, batched=True, name=None, embed=None,
                     from_embeddings=None, columns=False, cached=None, **settings):  # fmt: skip
+    check_options(where, settings, ("vocab_size", "batched", "name", "embed", "from_embeddings",
+                                    "columns", "cached"))  # fmt: skip
     adapter = dict(batched=batched, name=name, embed=embed, from_embeddings=from_embeddings)
     adapter.update(framework=framework, columns=columns, cached=cached)
     return _FunctionModel(fn, where, **adapter, **{**DEFAULT_SETTINGS, **settings})

@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..paper.attention import AttentionParams, attention, mh_attention, single_query_attention
+from ..paper.checks import check_tokens
+from .arguments import checked
 
 
 class InvariantViolation(AssertionError):
@@ -64,12 +66,14 @@ def _expect_close(checker: str, got, expected, atol, what: str, hint: str = ""):
 # -------------------------------------------------------------------------------- causality
 
 
+@checked
 def check_causal_tokens(f, x, N_V: int, *, atol: float = 0.0):
     """Causality by perturbation: for every t, changing ``x[t:]`` leaves ``f(x)[:, :t]`` unchanged.
 
     ``f`` maps a token sequence ``(ℓ,)`` to columns ``(·, ℓ)`` (``P`` of Algorithm 10, or the
     decoder of Algorithm 8 with z fixed). Column t must depend on ``x[:t+1]`` only.
     """
+    check_tokens("check_causal_tokens", "x", x, N_V)
     x = jnp.asarray(x)
     base = f(x)
     for t in range(1, x.shape[0]):
@@ -109,6 +113,7 @@ def check_causal_jacobian(f, X):
 # ------------------------------------------------------------------------------- mask respect
 
 
+@checked
 def check_mask_respect(f, X, Z, Mask, *, atol: float = 1e-12):
     """Masked context has no influence: ``∂ f(X, Z, Mask)[:, t_x] / ∂ Z[:, t_z]`` is exactly 0
     wherever ``Mask[t_z, t_x]`` is False, and overwriting context columns that no query may see
@@ -139,6 +144,7 @@ def check_mask_respect(f, X, Z, Mask, *, atol: float = 1e-12):
 # ----------------------------------------------------------------------------- permutations
 
 
+@checked
 def check_permutation_equivariance(f, X, *, seed: int = 0, atol: float = 1e-10):
     """Bidirectional self-attention without positions: ``f(X[:, π]) = f(X)[:, π]``."""
     perm, f = np.random.default_rng(seed).permutation(X.shape[1]), _jit(f)
@@ -147,6 +153,7 @@ def check_permutation_equivariance(f, X, *, seed: int = 0, atol: float = 1e-10):
     _expect_close("check_permutation_equivariance", lhs, rhs, atol, what)
 
 
+@checked
 def check_context_order_invariance(f, X, Z, *, seed: int = 0, atol: float = 1e-10):
     """Cross-attention reads its context as a set: ``f(X, Z[:, π]) = f(X, Z)``."""
     perm, f = np.random.default_rng(seed).permutation(Z.shape[1]), _jit(f)
@@ -155,6 +162,7 @@ def check_context_order_invariance(f, X, Z, *, seed: int = 0, atol: float = 1e-1
     _expect_close("check_context_order_invariance", lhs, rhs, atol, what)
 
 
+@checked
 def check_context_permutation_invariance(f, z, x, *, seed: int = 0, atol: float = 1e-10):
     """Algorithm 8 with ``W_p = 0``: permuting the context tokens z leaves ``P = f(z, x)`` unchanged."""
     perm = np.random.default_rng(seed).permutation(len(z))
@@ -166,6 +174,7 @@ def check_context_permutation_invariance(f, z, x, *, seed: int = 0, atol: float 
 # ---------------------------------------------------------------------------- distributions
 
 
+@checked
 def check_column_stochastic(P, *, atol: float = 1e-6):
     """Every column of ``P`` is a probability distribution: entries in [0, 1], columns sum to 1."""
     P = np.asarray(P, np.float64)
@@ -186,6 +195,7 @@ def check_column_stochastic(P, *, atol: float = 1e-6):
         )
 
 
+@checked
 def check_layer_norm(f, e, *, eps: float = 1e-5, atol: float = 1e-6):
     """``f(e, γ=1, β=0)`` has mean 0 and *biased* variance ``v / (v + ε)`` (1 as ε → 0).
 
@@ -226,6 +236,7 @@ def check_layer_norm_columns(f, X, **kw):
 # ------------------------------------------------------------------------------- reductions
 
 
+@checked
 def check_attention_reductions(
     attention_fn=attention,
     mh_attention_fn=mh_attention,
@@ -279,6 +290,7 @@ def check_attention_reductions(
 # ------------------------------------------------------------------------------ transformations
 
 
+@checked
 def check_vmap(f, batched_args, in_axes=0, *, atol: float = 1e-10):
     """``jax.vmap(f)`` over a leading batch axis equals calling ``f`` on each example."""
     batched_args = tuple(batched_args)
@@ -296,6 +308,7 @@ def check_vmap(f, batched_args, in_axes=0, *, atol: float = 1e-10):
             _expect_close("check_vmap", g, s, atol, what)
 
 
+@checked
 def check_jit(f, *args, atol: float = 1e-10, **kwargs):
     """``jax.jit(f)`` equals eager ``f``."""
     eager, jitted = f(*args, **kwargs), jax.jit(f)(*args, **kwargs)
@@ -334,6 +347,7 @@ def check_every_parameter_matters(f, theta):
             )
 
 
+@checked
 def check_residual_identity(block, X, *, atol: float = 1e-12):
     """A Pre-LN residual block whose branches output zero is the identity: ``block(X) = X``.
 
@@ -351,6 +365,7 @@ def check_residual_identity(block, X, *, atol: float = 1e-12):
 # ------------------------------------------------------------------------------------ training
 
 
+@checked
 def check_next_token_loss(loss_fn, logits_fn, theta, x, *, atol: float = 1e-8):
     """A training loss is Algorithm 13's ``−Σ_{t=1}^{ℓ−1} log P[x[t+1], t]`` (0-based: column t
     predicts ``x[t+1]``): catches targets shifted twice or not at all.
@@ -375,6 +390,7 @@ def check_next_token_loss(loss_fn, logits_fn, theta, x, *, atol: float = 1e-8):
         )
 
 
+@checked
 def check_incremental_matches_full(step_logits, full_logits, x, *, atol: float = 1e-8):
     """Cached decoding: ``step_logits(x)`` (logits computed one position at a time with a cache,
     ``(N_V, ℓ)``) equals the full forward ``full_logits(x)`` column by column. Catches a cache

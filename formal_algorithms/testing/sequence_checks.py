@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .adapters import NotSupported, TokenModel
+from .arguments import checked
 from .probing import (
     NotApplicable,
     column_diff,
@@ -26,6 +27,7 @@ from .probing import (
 )
 
 
+@checked
 def check_causality(model: TokenModel, *, seed: int = 0, length: int = 8, atol: float = 1e-4):
     """No output at position t depends on a token after t (the decoder of an encoder-decoder,
     with the context fixed): by perturbing each token alone, and by the gradient of every output
@@ -81,6 +83,7 @@ def check_causality(model: TokenModel, *, seed: int = 0, length: int = 8, atol: 
     return done + f", and every ∂ output[t] / ∂ e_s for s > t exactly 0 ({model.gradient})"
 
 
+@checked
 def check_padding(
     model: TokenModel,
     side: str = "right",
@@ -191,6 +194,7 @@ def _padding_gradient(model, invariant, ids, mask, pos, real) -> bool:
     return True
 
 
+@checked
 def check_batch(
     model: TokenModel, *, seed: int = 0, length: int = 8, atol: float = 1e-4, batch: int = 3
 ):
@@ -214,6 +218,7 @@ def check_batch(
     return f"{batch} examples of {ell} tokens, batched and alone"
 
 
+@checked
 def check_permutation(model: TokenModel, *, seed: int = 0, length: int = 8, atol: float = 1e-4):
     """For a model without positions (``positions=False``): an encoder's outputs are permuted
     with its tokens, ``f(x[π])[:, t] = f(x)[:, π(t)]``; an encoder-decoder's decoder outputs do
@@ -257,6 +262,7 @@ def check_permutation(model: TokenModel, *, seed: int = 0, length: int = 8, atol
     return f"a context of {ell} tokens reordered by {perm.tolist()}"
 
 
+@checked
 def check_bidirectionality(
     model: TokenModel, *, seed: int = 0, length: int = 8, atol: float = 1e-4
 ):

@@ -27,6 +27,27 @@ def accepted_arguments(fn) -> set[str]:
     return {n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
+def takes_keyword(fn, name: str) -> bool:
+    """``fn`` can be called with ``name=``: it names it, or takes ``**kwargs``, or its signature
+    cannot be read (then it is not refused)."""
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in accepted_arguments(fn) or any(
+        p.kind == p.VAR_KEYWORD for p in parameters.values()
+    )
+
+
+def check_options(where: str, options: dict, own=()) -> None:
+    """Every keyword of ``options`` is a setting (:data:`DEFAULT_SETTINGS`) or one of the
+    adapter's ``own`` options: an unknown one is refused by name, with the known ones."""
+    known = sorted({*DEFAULT_SETTINGS, *own})
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        fail(where, unknown[0], f"is not an option; the options are {', '.join(known)}", TypeError)
+
+
 def int_array(x, where: str, argument: str = "x") -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 1:

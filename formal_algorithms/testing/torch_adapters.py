@@ -5,11 +5,20 @@ torch is imported only when a torch model is given."""
 from __future__ import annotations
 
 import copy
+import inspect
 
 import numpy as np
 
 from ..paper.checks import fail
-from .token_model import DEFAULT_SETTINGS, NotSupported, TokenModel, accepted_arguments, as_numpy
+from .token_model import (
+    DEFAULT_SETTINGS,
+    NotSupported,
+    TokenModel,
+    accepted_arguments,
+    as_numpy,
+    check_options,
+    takes_keyword,
+)
 
 # ===================================================================================== torch
 
@@ -35,6 +44,14 @@ class _TorchModel(TokenModel):
             )
         self.module = module
         self._configure(where, name=name or type(module).__name__, **settings)
+        if not takes_keyword(module.forward, "input_ids"):
+            fail(
+                where,
+                "module",
+                f"must take token ids as forward(input_ids=…), Hugging Face style; "
+                f"{type(module).__name__}.forward{inspect.signature(module.forward)} does not",
+                TypeError,
+            )
         accepted = accepted_arguments(module.forward)
         self._accepted = accepted
         self.accepts_attention_mask = "attention_mask" in accepted
@@ -217,6 +234,7 @@ def from_torch(module, *, vocab_size: int, name=None, embedding=None, **settings
     ``embedding``: the module whose output is the token embeddings, for the gradient checks
     (default ``get_input_embeddings()`` or the first ``nn.Embedding``).
     """
+    check_options("from_torch", settings, ("vocab_size", "name", "embedding"))
     settings = {**DEFAULT_SETTINGS, **settings}
     return _TorchModel(module, "from_torch", vocab_size=vocab_size, name=name, embedding=embedding,
                        **settings)  # fmt: skip
@@ -277,8 +295,16 @@ def from_hf(model, *, kind=None, name=None, torch_dtype=None) -> TokenModel:
     """
     where = "from_hf"
     torch = _torch()
+    dtype = _check_dtype(torch, torch_dtype)
     if not isinstance(model, torch.nn.Module):
-        model = _load_hf(model, kind, torch_dtype)
+        model = _load_hf(model, kind, dtype)
+    elif dtype is not None:
+        fail(
+            where,
+            "torch_dtype",
+            f"= {torch_dtype!r} applies when loading a directory; the model given is already "
+            "loaded (convert it with model.to(dtype))",
+        )
     config = getattr(model, "config", None)
     if config is None:
         fail(where, "model", "is not a Hugging Face model (it has no .config)", TypeError)
@@ -310,6 +336,20 @@ def from_hf(model, *, kind=None, name=None, torch_dtype=None) -> TokenModel:
     if isinstance(window, int) and getattr(config, "use_sliding_window", True) is not False:
         adapted.sliding_window = window
     return adapted
+
+
+def _check_dtype(torch, torch_dtype):
+    """``None``, a ``torch.dtype`` or its name (``"float16"``), or ``"auto"`` (the config's)."""
+    if torch_dtype is None or torch_dtype == "auto" or isinstance(torch_dtype, torch.dtype):
+        return torch_dtype
+    if isinstance(torch_dtype, str) and isinstance(getattr(torch, torch_dtype, None), torch.dtype):
+        return getattr(torch, torch_dtype)
+    fail(
+        "from_hf",
+        "torch_dtype",
+        f"must be a torch.dtype, its name (e.g. 'float32', 'bfloat16') or 'auto', got "
+        f"{torch_dtype!r}",
+    )
 
 
 def _hf_kind(config, class_name: str) -> str:

@@ -1,0 +1,182 @@
+"""Issue 29's held-back catalogue (scratch/H29), the cases in the testing toolkit, the trace and the
+checkpoints: each bad input raises the stated exception, and the message names the function (or
+algorithm) and the argument, instead of a wrong verdict, an empty answer, a value stored as given
+or Python's own error about something the caller never passed."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import formal_algorithms as fa
+from formal_algorithms.practice.checkpoint import load_checkpoint, save_checkpoint
+from formal_algorithms.testing import (
+    check_batch,
+    check_causal_tokens,
+    check_causality,
+    check_column_stochastic,
+    check_jit,
+    check_layer_norm,
+    from_callable,
+    from_hf,
+    from_paper,
+    from_torch,
+    run_battery,
+)
+
+KEY = jax.random.key(0)
+THETA = fa.init_d_transformer(KEY, N_V=7, ell_max=8, L=1, H=2, d_e=4, d_mlp=8)
+x = jnp.asarray([1, 2, 3])
+
+
+def logits(x):
+    return fa.d_transformer_logits(x, THETA)
+
+
+MODEL = from_paper(logits, N_V=7)
+
+
+class Case(NamedTuple):
+    name: str
+    call: object
+    error: type
+    who: str  # regex: the function or algorithm
+    argument: str  # regex: the argument
+
+
+@pytest.fixture(scope="module")
+def tr():
+    return fa.trace(fa.d_transformer, x, THETA)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A checkpoint with an SGD-with-momentum state, and a folder to write into."""
+    folder = tmp_path_factory.mktemp("ck")
+    state = optax.sgd(0.1, momentum=0.9).init(THETA)
+    return save_checkpoint(folder / "model.safetensors", THETA, opt_state=state), folder
+
+
+TESTING = [
+    Case("run_battery lengths=[0]", lambda: run_battery(MODEL, checks=["causality"], lengths=[0]),
+         ValueError, r"^run_battery", r"'lengths' = 0 must be at least 2"),
+    Case("run_battery lengths=[]", lambda: run_battery(MODEL, checks=["causality"], lengths=[]),
+         ValueError, r"^run_battery", r"'lengths' is empty"),
+    Case("run_battery atol 0", lambda: run_battery(MODEL, checks=["causality"], atol=0.0),
+         ValueError, r"^run_battery", r"'atol' must be a finite number > 0, got 0.0"),
+    Case("from_callable bogus option", lambda: from_callable(lambda ids: ids, vocab_size=7,
+         bogus_option=1), TypeError, r"^from_callable", r"'bogus_option' is not an option"),
+    Case("check_causality length 0", lambda: check_causality(MODEL, length=0), ValueError,
+         r"^check_causality", r"'length' = 0 must be at least 2"),
+    Case("check_column_stochastic atol nan",
+         lambda: check_column_stochastic(jnp.full((3, 2), 0.9), atol=float("nan")), ValueError,
+         r"^check_column_stochastic", r"'atol' must be a finite number >= 0, got nan"),
+    Case("check_jit atol -1", lambda: check_jit(logits, x, atol=-1.0), ValueError, r"^check_jit",
+         r"'atol' must be a finite number >= 0, got -1.0"),
+    Case("check_layer_norm atol string",
+         lambda: check_layer_norm(lambda e: e, jnp.ones(4), atol="1e-6"), TypeError,
+         r"^check_layer_norm", r"'atol' must be a real number >= 0"),
+    Case("check_batch batch 0", lambda: check_batch(MODEL, batch=0), ValueError, r"^check_batch",
+         r"'batch' = 0 must be at least 1"),
+    Case("check_causal_tokens N_V 0", lambda: check_causal_tokens(logits, x, 0), ValueError,
+         r"^check_causal_tokens", r"'N_V' = 0 must be at least 1"),
+    Case("check_causal_tokens id beyond N_V", lambda: check_causal_tokens(logits, x, 3),
+         ValueError, r"^check_causal_tokens", r"'x' holds token ids \[3\] outside \[0, N_V = 3\)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", TESTING, ids=[c.name for c in TESTING])
+def test_testing_toolkit(case):
+    _expect(case, case.call)
+
+
+def test_from_torch_refuses_a_module_that_takes_no_token_ids():
+    """An ``nn.Linear`` gave one ERROR per check with Python's ``unexpected keyword argument
+    'input_ids'``; now the adapter refuses it by name."""
+    import torch
+
+    case = Case("from_torch nn.Linear", None, TypeError, r"^from_torch",
+                r"'module' must take token ids as forward\(input_ids=…\).*Linear.forward")  # fmt: skip
+    _expect(case, lambda: from_torch(torch.nn.Linear(3, 3), vocab_size=3))
+    _expect(case._replace(who=r"^from_torch", argument=r"'bogus' is not an option"),
+            lambda: from_torch(torch.nn.Embedding(3, 3), vocab_size=3, bogus=1))  # fmt: skip
+
+
+def test_from_hf_checks_torch_dtype_before_loading(tmp_path):
+    """A misspelt dtype was ignored for a loaded model; now it is refused before anything is
+    loaded, and refused for a model already loaded (where it would be ignored)."""
+    import torch
+
+    case = Case("from_hf torch_dtype", None, ValueError, r"^from_hf",
+                r"'torch_dtype' must be a torch.dtype, its name.*got 'float16x'")  # fmt: skip
+    _expect(case, lambda: from_hf(tmp_path, torch_dtype="float16x"))  # an empty folder
+    loaded = case._replace(argument=r"'torch_dtype' = 'float16' applies when loading a directory")
+    _expect(loaded, lambda: from_hf(torch.nn.Linear(2, 2), torch_dtype="float16"))
+    missing = case._replace(error=FileNotFoundError, argument=r"'model' = .* no.*config.json")
+    _expect(missing, lambda: from_hf(tmp_path, torch_dtype="bfloat16"))  # a good dtype passes
+
+
+TRACE = [
+    Case("find h=0", lambda tr: tr.find(4, h=0), ValueError, r"^Trace.find", r"'h' = 0 .*1-based"),
+    Case("table algorithm=99", lambda tr: tr.table(algorithm=99), ValueError, r"^Trace.table",
+         r"'algorithm' = 99 must be 1-15"),
+    Case("get line=None", lambda tr: tr.get(10, None), TypeError, r"^Trace.get",
+         r"'line' must be an integer .*got None"),
+    Case("get an unknown name=", lambda tr: tr.get(4, 6, name="Zed"), KeyError, r"^.Trace.get",
+         r"'name' = 'Zed': Algorithm 4 line 6 has no value of that name \(names recorded there: A"),
+    Case("to_html into a directory", lambda tr, folder: tr.to_html(folder), IsADirectoryError,
+         r"^Trace.to_html", r"'path' = .* is a directory"),
+    Case("to_html to an int", lambda tr: tr.to_html(123), TypeError, r"^Trace.to_html",
+         r"'path' must be a file name \(str or pathlib.Path\), got int 123"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", TRACE, ids=[c.name for c in TRACE])
+def test_trace(case, tr, tmp_path):
+    if case.call.__code__.co_argcount == 2:
+        _expect(case, lambda: case.call(tr, tmp_path))
+    else:
+        _expect(case, lambda: case.call(tr))
+
+
+def test_trace_lookups_of_good_addresses_still_answer(tr):
+    assert len(tr.find(4, h=1)) > 0 and len(tr.find(line=6)) > 0
+    assert "Algorithm 4" in tr.table(algorithm=4)
+    np.testing.assert_allclose(tr.get(4, 6, name="A", l=1, h=1).sum(axis=0), 1.0, rtol=1e-6)
+
+
+CHECKPOINT = [
+    Case("tokenizer 'abc'", lambda folder, path: save_checkpoint(folder / "t.safetensors", THETA,
+         tokenizer="abc"), TypeError, r"^save_checkpoint", r"'tokenizer' must be a dict or None"),
+    Case("arrays {'x': 'notarray'}", lambda folder, path: save_checkpoint(
+         folder / "a.safetensors", THETA, arrays={"x": "notarray"}), TypeError,
+         r"^save_checkpoint", r"'arrays': 'x' has dtype <U8"),
+    Case("arrays a list", lambda folder, path: save_checkpoint(folder / "l.safetensors", THETA,
+         arrays=[np.ones(2)]), TypeError, r"^save_checkpoint", r"'arrays' must be a dict"),
+    Case("path 5", lambda folder, path: save_checkpoint(5, THETA), TypeError, r"^save_checkpoint",
+         r"'path' must be a file name \(str or pathlib.Path\), got int 5"),
+    Case("opt_state_template of another optimizer", lambda folder, path: load_checkpoint(
+         path, opt_state_template=(jnp.zeros(3),)), ValueError, r"^load_checkpoint",
+         r"'opt_state_template' does not fit checkpoint .*model.safetensors.*opt_state\[0\]"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CHECKPOINT, ids=[c.name for c in CHECKPOINT])
+def test_checkpoint(case, saved):
+    path, folder = saved
+    _expect(case, lambda: case.call(folder, path))
+    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors"]  # nothing written
+
+
+def _expect(case, call):
+    with pytest.raises(case.error) as caught:
+        call()
+    message = str(caught.value)
+    assert re.search(case.who, message), message
+    assert re.search(case.argument, message), message
