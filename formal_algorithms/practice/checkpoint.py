@@ -160,7 +160,9 @@ def load_checkpoint(
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     ``opt_state_template`` (e.g. ``optimizer.init(theta)``) gives the optimizer state's structure;
-    without it the state is not restored. ``architecture`` and keyword hyperparameters (``d_e=64``)
+    without it the state is not restored; a template whose leaves are not the stored state's (by
+    name, shape and dtype: another optimizer) is refused naming ``opt_state_template``.
+    ``architecture`` and keyword hyperparameters (``d_e=64``)
     assert what the file must hold. Every check passes before anything is returned.
     """
     where = f"load_checkpoint: checkpoint {str(pathlib.Path(path))!r}"
