@@ -168,3 +168,36 @@ def test_the_cached_generations_take_python_lists(d_theta, ed_theta):
         fa.d_inference_cached([1, 2], d_theta, key, ell_gen=2),
         fa.d_inference_cached(jnp.asarray([1, 2]), d_theta, key, ell_gen=2),
     )
+
+
+def test_the_cached_generations_name_the_step_and_sequence_that_had_no_distribution(
+    d_theta, ed_theta
+):
+    """Seed 606's survivor (cache-1baab0): the cached forms' message says where the first step
+    without a distribution is, and in a batch which sequence; a NaN leaf of θ is named."""
+    key, x, y = jax.random.key(5), jnp.asarray([1, 2]), jnp.asarray([3])
+    d = d_theta._replace(gamma=d_theta.gamma.at[0].set(jnp.nan))
+    ed = ed_theta._replace(W_e=ed_theta.W_e.at[0, 0].set(jnp.nan))
+    keys = jax.random.split(key, 2)
+    calls = [
+        (lambda: cache.d_inference_cached(x, d, key, ell_gen=2), "step 0,", "theta.gamma"),
+        (lambda: cache.d_inference_cached_batch([x, y], d, keys, ell_gen=2),
+         "step 0 of sequence 0,", "theta.gamma"),
+        (lambda: cache.ed_inference_cached(x, ed, key, max_length=3), "step 1,", "theta.W_e"),
+        (lambda: cache.ed_inference_cached_batch([x, y], ed, keys, max_length=3),
+         "step 1 of sequence 0,", "theta.W_e"),
+    ]  # fmt: skip
+    for call, where, leaf in calls:
+        with pytest.raises(ValueError, match=r"argument 'theta' gave logits with NaN") as info:
+            call()
+        assert f"infinities at {where} so there is no" in str(info.value), info.value
+        assert str(info.value).endswith(f"{leaf} is not finite"), info.value
+
+
+def test_embed_names_a_w_e_that_is_not_a_matrix():
+    """Seed 606's survivor (embeddings-75bbfb): eq. 1's W_e checked as a matrix by embed itself
+    (a vector of d_e entries would otherwise pass the row-count check and gather garbage)."""
+    W_p = jnp.ones((4, 8))
+    for W_e in (jnp.ones(4), jnp.ones((4, 9, 1))):
+        with pytest.raises(ValueError, match=r"embed \(eq. 1\): argument 'W_e' must be a matrix"):
+            fa.embed(jnp.asarray([1, 2]), W_e, W_p)
