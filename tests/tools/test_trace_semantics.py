@@ -143,6 +143,14 @@ def _runs():
             lambda t: llama.llama_cached_logits(x, 0, t, llama.init_llama_cache(t, 8)),
             lt,
         ),  # fmt: skip
+        "cached GPT-NeoX parallel": (
+            lambda t: gpt_neox.gpt_neox_decoder(t).logits(x, 0, gpt_neox.gpt_neox_decoder(t).init_cache(8)),
+            nt._replace(config=gpt_neox.GPTNeoXConfig(d_rot=2)),
+        ),  # fmt: skip
+        "cached OPT Post-LN": (
+            lambda t: opt.opt_decoder(t).logits(x, 0, opt.opt_decoder(t).init_cache(8)),
+            opt.OPTParams(*d)._replace(gamma=None, beta=None, config=opt.OPTConfig(pre_ln=False)),
+        ),  # fmt: skip
         "cached Llama column": (
             lambda t: llama.llama_cached_logits(x[:1], 0, t, llama.init_llama_cache(t, 8)),
             lt,
