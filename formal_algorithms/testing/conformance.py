@@ -363,9 +363,21 @@ def run_battery(
 
     Each check runs at every length of ``lengths`` (default :func:`probe_lengths`: ``length``,
     one beyond 16 tokens, the declared boundaries) and stops at the first that does not pass; its
-    message begins with that length (``"ℓ = 20: …"``). The preconditions run at ``length``."""
+    message begins with that length (``"ℓ = 20: …"``). The preconditions run at ``length``.
+    A ``length`` or ``lengths`` beyond the model's ``max_length`` is refused (not cut)."""
     names = _check_battery_arguments(model, checks, seed, length, atol)
-    lengths = probe_lengths(model, length) if lengths is None else _check_lengths(lengths)
+    asked = [] if lengths is None else _check_lengths(lengths)
+    lengths = asked or probe_lengths(model, length)
+    for argument, n in [("length", length)] + [
+        ("lengths", n) for n in asked
+    ]:  # the probes of probe_lengths are capped; a length asked for is not
+        if model.max_length is not None and n > model.max_length:
+            fail(
+                "run_battery",
+                argument,
+                f"= {n} is more than the {model.max_length} positions of {model.name} "
+                "(its max_length)",
+            )
     report = ConformanceReport(model.name, model.kind, model.framework)
     invalid = _run_preconditions(model, report, seed, length, progress)
     for name in names:
