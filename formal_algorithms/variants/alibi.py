@@ -26,7 +26,14 @@ import numpy as np
 from ..paper.attention import AttentionParams, MHAttentionParams
 from ..paper.checks import check_count, concrete, fail
 from ..paper.functions import compute_dtype, softmax
-from ._params import check_heads, check_mask, check_matrix, check_positions
+from ._params import (
+    check_heads,
+    check_input_width,
+    check_linear,
+    check_mask,
+    check_matrix,
+    check_positions,
+)
 
 ALIBI = "alibi_mh_attention (Algorithm 5 with ALiBi at Algorithm 4 line 4)"
 ALIBI_HEAD = "alibi_attention (Algorithm 4 with ALiBi at line 4)"
@@ -48,6 +55,12 @@ def alibi_slopes(H: int, dtype=jnp.float32):
 def alibi_attention(X, Z, W: AttentionParams, m, Mask=None, *, t_x=None, t_z=None):
     """Algorithm 4 with ALiBi's bias ``−m (t_x − t_z)`` added to line 4's scaled scores.
     ``m``: the head's slope, a finite number (checked when concrete)."""
+    check_matrix(ALIBI_HEAD, "X", X)
+    check_matrix(ALIBI_HEAD, "Z", Z)
+    check_input_width(ALIBI_HEAD, "Z", np.shape(Z)[0], W)
+    d_attn = check_linear(ALIBI_HEAD, "W.W_q", W.W_q, W.b_q, np.shape(X)[0])
+    check_linear(ALIBI_HEAD, "W.W_k", W.W_k, W.b_k, np.shape(Z)[0], d_attn)
+    check_linear(ALIBI_HEAD, "W.W_v", W.W_v, W.b_v, np.shape(Z)[0])
     slope = concrete(m)
     if slope is not None and (slope.shape != () or not np.isfinite(slope.astype(float))):
         fail(ALIBI_HEAD, "m", f"(the head's slope) must be one finite number, got {m!r}")

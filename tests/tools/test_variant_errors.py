@@ -95,6 +95,8 @@ CASES = [
     ("alibi_slopes H 2.5", lambda: alibi.alibi_slopes(2.5), TypeError, r"^alibi_slopes: argument 'H' must be an integer, got 2.5"),
     ("alibi_slopes H 3", lambda: alibi.alibi_slopes(3), ValueError, r"^alibi_slopes: argument 'H' = 3 must be a power of two"),
     ("alibi_attention slope nan", lambda: alibi.alibi_attention(X, X, W1, float("nan")), ValueError, r"^alibi_attention.*argument 'm' \(the head's slope\) must be one finite number"),
+    ("alibi_attention Z rows", lambda: alibi.alibi_attention(X, jnp.ones((6, 5)), W1, 0.5), ValueError, r"^alibi_attention.*argument 'Z' has 6 rows, expected 8"),
+    ("alibi_attention W_q width", lambda: alibi.alibi_attention(X, X, W1._replace(W_q=W1.W_q[:, :7]), 0.5), ValueError, r"^alibi_attention.*argument 'W.W_q' has shape \(4, 7\)"),
     ("gated W_gate rows", lambda: gated_mlp.gated_mlp(**_gm(W_gate=jnp.ones((12, 8)))), ValueError, r"^gated_mlp.*argument 'W_gate' has shape \(12, 8\), expected \(16, 8\)"),
     ("gated W_down rows", lambda: gated_mlp.gated_mlp(**_gm(W_down=jnp.ones((7, 16)))), ValueError, r"^gated_mlp.*argument 'W_down' has shape \(7, 16\), expected \(8, 16\)"),
     ("gated activation string", lambda: gated_mlp.gated_mlp(**_gm(), activation="silu"), TypeError, r"^gated_mlp.*argument 'activation' must be a function"),
