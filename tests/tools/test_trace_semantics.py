@@ -144,7 +144,9 @@ def _runs():
             lt,
         ),  # fmt: skip
         "cached GPT-NeoX parallel": (
-            lambda t: gpt_neox.gpt_neox_decoder(t).logits(x, 0, gpt_neox.gpt_neox_decoder(t).init_cache(8)),
+            lambda t: gpt_neox.gpt_neox_decoder(t).logits(
+                x, 0, gpt_neox.gpt_neox_decoder(t).init_cache(8)
+            ),
             nt._replace(config=gpt_neox.GPTNeoXConfig(d_rot=2)),
         ),  # fmt: skip
         "cached OPT Post-LN": (
