@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..paper.checks import fail
 from ..paper.functions import gelu
@@ -76,6 +77,8 @@ def bert_encode(
 
 def mean_pool(X):
     """The sentence embedding: the mean of the columns of X, scaled to unit length."""
+    if np.ndim(X) != 2 or np.shape(X)[1] < 1:
+        fail("mean_pool", "X", f"has shape {np.shape(X)}, expected (d, ℓ) with ℓ ≥ 1")
     m = jnp.mean(X, axis=1)
     return m / jnp.linalg.norm(m)
 
@@ -103,7 +106,14 @@ def load_minilm(path: str | None = None) -> MiniLM:
     from safetensors.numpy import load
     from tokenizers import Tokenizer
 
-    with zipfile.ZipFile(minilm_zip() if path is None else path) as z:
+    path = minilm_zip() if path is None else path
+    if not isinstance(path, str | os.PathLike):
+        fail("load_minilm", "path", f"must be a path, got {type(path).__name__}", TypeError)
+    if not os.path.isfile(path):
+        fail("load_minilm", "path", f"{str(path)!r} is not a file", FileNotFoundError)
+    if not zipfile.is_zipfile(path):
+        fail("load_minilm", "path", f"{str(path)!r} is not a zip file (a model.zip)")
+    with zipfile.ZipFile(path) as z:
         config = json.loads(z.read("config.json"))
         arrays = load(z.read("model.safetensors"))
         tokenizer = Tokenizer.from_str(z.read("tokenizer.json").decode())
@@ -144,5 +154,7 @@ def load_minilm(path: str | None = None) -> MiniLM:
 def sentence_embedding(text: str, model: MiniLM):
     """all-MiniLM-L6-v2's embedding of ``text``: tokenised with the shipped tokenizer
     (``[CLS] … [SEP]``, at most ``max_seq_length`` = 256 tokens, as sentence-transformers), encoded (Algorithm 9 lines 1-9), mean-pooled, unit length."""
+    if not isinstance(text, str):
+        fail("sentence_embedding", "text", f"must be a str, got {type(text).__name__}", TypeError)
     ids = jnp.asarray(model.tokenizer.encode(text).ids, jnp.int32)
     return mean_pool(bert_encode(ids, model.params, eps=model.config["layer_norm_eps"]))

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..paper.architectures import post_ln_layer
 from ..paper.attention import MHAttentionParams
-from ..paper.checks import check_tokens, fail
+from ..paper.checks import check_sizes, check_tokens, fail
 from ..paper.embeddings import embed
 from ..paper.normalisation import layer_norm_columns
 from ..paper.parameters import Layer
@@ -108,6 +108,15 @@ def check_config_fields(owner: str, config, *, positive=(), flags=()) -> None:
             fail(owner, name, f"must be True or False, got {value!r}")
 
 
+def check_head_sizes(caller: str, *, H, d_e, d_attn=None, **sizes) -> int:
+    """A family's init sizes: each a positive integer, and H dividing d_e when d_attn is not
+    given (each head then has d_e / H rows); returns d_attn."""
+    check_sizes(caller, H=H, d_e=d_e, d_attn=d_attn, **sizes)
+    if d_attn is None and d_e % H:
+        fail(caller, "H", f"= {H} must divide d_e = {d_e} (each head has d_e / H rows)")
+    return d_e // H if d_attn is None else d_attn
+
+
 def check_config(caller: str, config, cls):
     """``config`` is a ``cls`` (the family's configuration class), else refused by name."""
     if not isinstance(config, cls):
@@ -122,10 +131,15 @@ class StateDict:
     def __init__(self, arrays: dict, where: str, dtype=jnp.float32):
         self.arrays, self.where, self.dtype, self.used = arrays, where, dtype, set()
 
-    def __call__(self, name):
+    def __call__(self, name, shape=None):
+        """The array ``name``; ``shape`` (when given): the shape the configuration implies, else
+        refused naming the tensor."""
         if name not in self.arrays:
             fail(self.where, "checkpoint", f"has no tensor {name!r}")
         self.used.add(name)
+        if shape is not None and np.shape(self.arrays[name]) != tuple(shape):
+            got = np.shape(self.arrays[name])
+            fail(self.where, "state", f"tensor {name!r} has shape {got}, expected {tuple(shape)}")
         return jnp.asarray(np.asarray(self.arrays[name]), self.dtype)
 
     def refuse_unused(self) -> None:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.checks import check_tokens, fail
+from ..paper.checks import check_count, check_sizes, check_tokens, fail
 from ..paper.inference import check_tau, sample_token, step_key
 from ..paper.normalisation import layer_norm_columns
 from ..practice.fast import stack_layers
@@ -136,10 +136,12 @@ class CachedDecoder:
         self.form, self.layers, self.head, self.config = form, tuple(layers), head, config
         self.stacked = stack_layers(self.layers)
         self.N_V, self.kv_shape, self.dtype = N_V, kv_shape, dtype
+        check_sizes(name, context=context)  # None: no limit
         self.context, self.name = context, name
 
     def init_cache(self, T: int) -> DecoderCache:
         """An empty cache of T positions for this θ."""
+        check_sizes(self.name, T=T)
         return init_decoder_cache(*self.kv_shape, T, self.dtype)
 
     def logits(self, tokens, start, cache: DecoderCache):
@@ -162,7 +164,7 @@ class CachedDecoder:
         check_tokens(self.name, "prompt", prompt, self.N_V, None)
         if prompt.ndim != 1 or prompt.shape[0] == 0:
             fail(self.name, "prompt", "must be a non-empty 1-D sequence of token ids")
-        if max_new < 1:
+        if check_count(self.name, "max_new", max_new) == 0:
             return
         ell = prompt.shape[0]
         if self.context is not None and ell + max_new > self.context:

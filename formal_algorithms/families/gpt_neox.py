@@ -44,7 +44,7 @@ from ..paper.parameters import DTransformerParams, Layer
 from ..paper.validation import check_params
 from ..practice.kv_attention import project
 from ..variants.partial_rope import partial_rope, partial_rope_attention
-from .core import StateDict, check_config, check_config_fields, family_config
+from .core import StateDict, check_config, check_config_fields, check_head_sizes, family_config
 from .decoding import CachedDecoder, PaperHead, cached_layer, paper_decoder, paper_form
 from .llama import forward_config
 from .llama_loading import require
@@ -162,11 +162,11 @@ def gpt_neox(x, theta: GPTNeoXParams, **kw):
 def init_gpt_neox(key, *, N_V, L, H, d_e, d_mlp, tied=False, dtype=jnp.float32, config=None):
     """A random θ (weights ~ N(0, 1/fan_in), biases and embeddings N(0, 0.02²), γ = 1, β = 0)
     carrying ``config`` (default: Pythia's ``d_rot = d_attn / 4``, base 1e4, ε = 1e-5, parallel)."""
+    d = check_head_sizes("init_gpt_neox", N_V=N_V, L=L, H=H, d_e=d_e, d_mlp=d_mlp)
     if config is None:
-        config = GPTNeoXConfig(d_rot=2 * (d_e // H // 8))
+        config = GPTNeoXConfig(d_rot=2 * (d // 8))
     if not isinstance(config, GPTNeoXConfig):
         fail("init_gpt_neox", "config", f"must be a GPTNeoXConfig, got {config!r}", TypeError)
-    d = d_e // H
     keys = iter(jax.random.split(key, 12 * L + 2))
 
     def w(*shape):

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..paper.architectures import unembedding_matrix
 from ..paper.attention import MHAttentionParams, unidirectional_mask
-from ..paper.checks import check_tokens, fail
+from ..paper.checks import check_sizes, check_tokens, fail
 from ..paper.functions import gelu_tanh, softmax
 from ..paper.normalisation import rms_norm_columns
 from ..practice.fast import stack_layers
@@ -50,7 +50,7 @@ from ..variants.gated_mlp import gated_mlp, silu
 from ..variants.grouped_attention import grouped_attention
 from ..variants.rope import affine, rope
 from ..variants.sliding_window import sliding_window_mask
-from .core import check_config, check_config_fields, family_config
+from .core import check_config, check_config_fields, check_head_sizes, family_config
 from .decoding import (
     CachedDecoder,
     CachedForm,
@@ -156,6 +156,13 @@ def llama_hyperparameters(theta: LlamaParams) -> dict:
         fail(LLAMA, "theta", f"must be LlamaParams, got {type(theta).__name__}", TypeError)
     if not theta.layers:
         fail(LLAMA, "theta.layers", "is empty; L must be at least 1")
+    for l, layer in enumerate(theta.layers):
+        for name in ("W_q", "W_k", "W_v", "W_o"):
+            if getattr(layer.W, name) is None:
+                fail(LLAMA, f"theta.layers[{l}].W.{name}", "is None; Llama's layer needs it")
+        for name in LlamaLayer._fields[1:]:
+            if getattr(layer, name) is None:
+                fail(LLAMA, f"theta.layers[{l}].{name}", "is None; Llama's layer needs it")
     d_e, N_V = np.shape(theta.W_e)
     W = theta.layers[0].W
     H, d_attn, _ = np.shape(W.W_q)
@@ -300,7 +307,9 @@ def init_llama(
     """A random θ (weights ~ N(0, 1/fan_in), embeddings N(0, 0.02²), γ = 1) carrying
     ``config`` (None: Llama's defaults, ``LlamaConfig()``), for tests."""
     config = LlamaConfig() if config is None else config
-    d_attn = d_e // H if d_attn is None else d_attn
+    d_attn = check_head_sizes(
+        "init_llama", N_V=N_V, L=L, H=H, G=G, d_e=d_e, d_mlp=d_mlp, d_attn=d_attn
+    )
     if H % G:
         fail("init_llama", "G", f"= {G} must divide H = {H}")
     keys = iter(jax.random.split(key, 7 * L + 2))
@@ -339,6 +348,7 @@ LlamaCache = DecoderCache
 def init_llama_cache(theta: LlamaParams, T: int, dtype=None, *, hp=None) -> LlamaCache:
     """An empty cache of T positions (T bounds the prompt plus the generated tokens); ``hp``:
     θ's hyperparameters if the caller has read them (a family's own check)."""
+    check_sizes("init_llama_cache", T=T)
     hp = llama_hyperparameters(theta) if hp is None else hp
     dtype = theta.W_e.dtype if dtype is None else dtype
     return init_decoder_cache(hp["L"], hp["G"], hp["d_attn"], hp["d_mid"], T, dtype)

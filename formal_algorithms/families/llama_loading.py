@@ -6,8 +6,10 @@ name; every tensor of a state dict is read or refused.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..paper.attention import MHAttentionParams
-from ..paper.checks import fail
+from ..paper.checks import check_sizes, fail
 from .core import StateDict, check_config
 from .llama import LlamaConfig, LlamaLayer, LlamaParams
 
@@ -17,9 +19,10 @@ def rope_base_of(caller: str, config: dict) -> float:
     other than none ("default") is refused by name: it is not written here."""
     params = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or {}
-    kind = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
-    if kind != "default":
-        fail(caller, "config", f"asks for RoPE scaling {kind!r}; only unscaled RoPE is written")
+    for written in (params.get("rope_type"), scaling.get("rope_type"), scaling.get("type")):
+        if written not in (None, "default"):
+            message = f"asks for RoPE scaling {written!r}; only unscaled RoPE is written"
+            fail(caller, "config", message)
     return float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
 
 
@@ -33,6 +36,12 @@ def llama_config(config: dict, caller: str = "llama_config", *, window=None) -> 
     """The keywords of :func:`llama_from_state_dict` from a transformers configuration
     (``config.to_dict()``), θ's :class:`LlamaConfig` among them (``window``: a family's sliding
     window); what is not written here is refused by name."""
+    if not isinstance(config, dict):
+        fail(caller, "config", f"must be a dict, got {type(config).__name__}", TypeError)
+    needed = ("num_attention_heads", "hidden_size", "rms_norm_eps", "num_hidden_layers")
+    missing = [key for key in needed if key not in config]
+    if missing:
+        fail(caller, "config", f"lacks {', '.join(missing)}")
     require(caller, config, "hidden_act", ("silu",))
     H = config["num_attention_heads"]
     if config.get("head_dim") not in (None, config["hidden_size"] // H):
@@ -59,11 +68,17 @@ def llama_from_state_dict(
     ``q_proj, k_proj, v_proj`` biases are read too (Qwen2's ``b_q, b_k, b_v``). Every tensor of
     ``state`` is read or refused by name."""
     check_config(caller, config, LlamaConfig)
+    check_sizes(caller, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads)
+    if n_heads % n_kv_heads:
+        fail(caller, "n_kv_heads", f"= {n_kv_heads} must divide n_heads = {n_heads}")
     sd = StateDict(state, caller, dtype)
+    N_V, d_e = _shape(sd, "model.embed_tokens.weight", 2)
+    d_attn = _shape(sd, "model.layers.0.self_attn.q_proj.weight", 2)[0] // n_heads
+    d_mlp = _shape(sd, "model.layers.0.mlp.gate_proj.weight", 2)[0]
 
     def heads(name, n):  # (n · d, d_in) → (n, d, d_in): the rows of head h are block h
-        W = sd(name + ".weight")
-        b = sd(name + ".bias").reshape(n, -1) if biases else None
+        W = sd(name + ".weight", (n * d_attn, d_e))
+        b = sd(name + ".bias", (n * d_attn,)).reshape(n, -1) if biases else None
         return W.reshape(n, -1, W.shape[-1]), b
 
     layers = []
@@ -73,16 +88,28 @@ def llama_from_state_dict(
             *heads(p + "self_attn.q_proj", n_heads),
             *heads(p + "self_attn.k_proj", n_kv_heads),
             *heads(p + "self_attn.v_proj", n_kv_heads),
-            sd(p + "self_attn.o_proj.weight"),
+            sd(p + "self_attn.o_proj.weight", (d_e, n_heads * d_attn)),
             None,
         )
-        mlp = [sd(p + f"mlp.{m}_proj.weight") for m in ("gate", "up", "down")]
-        norms = [sd(p + f"{m}_layernorm.weight") for m in ("input", "post_attention")]
+        mlp = [sd(p + f"mlp.{m}_proj.weight", (d_mlp, d_e)) for m in ("gate", "up")]
+        mlp.append(sd(p + "mlp.down_proj.weight", (d_e, d_mlp)))
+        norms = [sd(p + f"{m}_layernorm.weight", (d_e,)) for m in ("input", "post_attention")]
         layers.append(LlamaLayer(W, *norms, *mlp))
     E = sd("model.embed_tokens.weight").T
-    theta = LlamaParams(E, tuple(layers), sd("model.norm.weight"), sd.untied("lm_head"), config)
+    W_u = sd("lm_head.weight", (N_V, d_e)) if "lm_head.weight" in state else None
+    theta = LlamaParams(E, tuple(layers), sd("model.norm.weight", (d_e,)), W_u, config)
     sd.refuse_unused()
     return theta
+
+
+def _shape(sd: StateDict, name: str, ndim: int) -> tuple:
+    """The shape of tensor ``name`` (which must exist and have ``ndim`` axes), without reading it."""
+    if name not in sd.arrays:
+        fail(sd.where, "checkpoint", f"has no tensor {name!r}")
+    shape = np.shape(sd.arrays[name])
+    if len(shape) != ndim:
+        fail(sd.where, "state", f"tensor {name!r} has shape {shape}, expected {ndim} axes")
+    return shape
 
 
 def family_loader(caller: str, model: str, *, biases: bool = False):
