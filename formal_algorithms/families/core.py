@@ -172,6 +172,9 @@ class StateDict:
     def heads(self, prefix, H):
         """``(W, b)`` of a query/key/value ``nn.Linear`` split into H heads: ``(H, d, d_in)``."""
         W, b = self.linear(prefix)
+        if W.ndim != 2 or W.shape[0] % H or np.shape(b) != W.shape[:1]:
+            message = f"tensors {prefix!r} have shapes {W.shape} and {b.shape}: not {H} heads"
+            fail(self.where, "state", message + " of (d, d_in) with a bias")
         return W.reshape(H, -1, W.shape[1]), b.reshape(H, -1)
 
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from formal_algorithms.families import bert, gpt_neox, llama, llama_loading
+from formal_algorithms.families import bert, core, gpt_neox, llama, llama_loading
 
 KEY = jax.random.key(0)
 SIZES = dict(N_V=11, L=1, G=1, d_e=8, d_mlp=12)
@@ -54,6 +54,7 @@ def _minilm(path):
     return bert.load_minilm.__wrapped__(path)  # not through the cache: it keeps the real model
 
 
+HEADS = core.StateDict({"q.weight": np.ones((6, 4)), "q.bias": np.ones(6)}, "opt_from_state_dict")
 UP = "model.layers.0.mlp.up_proj.weight"
 SCALED = dict(CONFIG, rope_parameters={"rope_type": "default"}, rope_scaling={"type": "linear"})
 
@@ -67,6 +68,7 @@ CASES = [
     ("init_llama_cache T 0", lambda: llama.init_llama_cache(THETA, 0), ValueError, r"^init_llama_cache: argument 'T' = 0 must be at least 1"),
     ("llama_from_state_dict up_proj shape", lambda: _load(_state(**{UP: (5, 8)})), ValueError, r"^llama_from_state_dict: argument 'state' tensor 'model.layers.0.mlp.up_proj.weight' has shape \(5, 8\), expected \(12, 8\)"),
     ("llama_from_state_dict n_kv_heads 3", lambda: _load(_state(), n_heads=4, n_kv_heads=3), ValueError, r"^llama_from_state_dict: argument 'n_kv_heads' = 3 must divide n_heads = 4"),
+    ("StateDict.heads rows not H heads", lambda: HEADS.heads("q", 4), ValueError, r"^opt_from_state_dict: argument 'state' tensors 'q' have shapes \(6, 4\) and \(6,\): not 4 heads"),
     ("llama_config empty", lambda: llama_loading.llama_config({}), ValueError, r"^llama_config: argument 'config' lacks num_attention_heads, hidden_size"),
     ("llama_config rope_scaling linear", lambda: llama_loading.llama_config(SCALED), ValueError, r"^llama_config: argument 'config' asks for RoPE scaling 'linear'"),
     ("llama_logits W_gate None", lambda: llama.llama_logits(jnp.asarray([1, 2]), _no_gate()), ValueError, r"^llama_logits.*argument 'theta.layers\[0\].W_gate' is None"),
