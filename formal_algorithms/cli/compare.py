@@ -25,7 +25,13 @@ DEPARTS = 3  # the exit status of a model that departs from the paper
 # interop.compare.TABLES and interop.departures.DEPARTURES, named here so that building the
 # parser and checking the options import no torch (the command line's start-up time); a test
 # keeps them equal.
-TABLES = {"bert": "BertForMaskedLM", "gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
+TABLES = {
+    "bert": "BertForMaskedLM",
+    "gpt2": "GPT2LMHeadModel",
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+}
 INJECTABLE = ("eps", "gelu-form", "scale-d", "post-ln", "pre-ln", "positions+1", "mask-transposed",
               "heads-strided", "bias-dropped", "final-norm-missing", "untied",
               "embedding-scaled", "output-bias-doubled", "temperature", "softmax-axis",
@@ -217,8 +223,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "compare",
         help="find where a Hugging Face model departs from the paper, line by line",
-        description="Run a local Hugging Face GPT-2 (Algorithm 10), BERT (Algorithm 9) or Llama "
-        "(Algorithm 10 with Llama's substitutions) model and the paper's algorithm on the same "
+        description="Run a local Hugging Face GPT-2 (Algorithm 10), BERT (Algorithm 9), Llama, "
+        "Qwen2 or "
+        "Mistral (Algorithm 10 with the family's substitutions) model and the paper's algorithm on the same "
         "tokens, compare every line the model exposes, and name the first line beyond tolerance, "
         "its first departing token position, its likely causes and the evidence. Exit status 0: "
         f"equal; {DEPARTS}: the model departs; 1: error.",

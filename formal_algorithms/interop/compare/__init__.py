@@ -1,11 +1,12 @@
 """Where does a model depart from the paper? A line-by-line comparison (issues 16, 27).
 
-:func:`compare` takes a Hugging Face ``GPT2LMHeadModel``, ``BertForMaskedLM`` or
-``LlamaForCausalLM`` (or a class of the user's own of one of these architectures), or a
+:func:`compare` takes a Hugging Face ``GPT2LMHeadModel``, ``BertForMaskedLM``,
+``LlamaForCausalLM``, ``Qwen2ForCausalLM`` or ``MistralForCausalLM`` (or a class of the user's own of one of these architectures), or a
 ``torch.nn.Transformer`` with the embeddings around it, and a token sequence, and
 
 1. converts the model with this package's exact converters (:mod:`..gpt2`, :mod:`..bert`,
-   :mod:`..torch_transformer`, ``families.llama_loading.llama_from_state_dict``);
+   :mod:`..torch_transformer`, ``families.llama_loading.llama_from_state_dict``, the Qwen2 and
+   Mistral families' ``*_from_state_dict``);
 2. runs the paper's algorithm on the converted θ under :func:`formal_algorithms.trace`
    (Algorithm 10 for GPT-2, Algorithm 9 with BERT's extras for BERT, Algorithm 10 with Llama's
    substitutions for Llama, Algorithm 8 for ``nn.Transformer``);
@@ -72,8 +73,8 @@ def compare(
     where they part ways (see the module's docstring).
 
     ``model``: a Hugging Face ``GPT2LMHeadModel`` (Algorithm 10), ``BertForMaskedLM``
-    (Algorithm 9 with BERT's extras) or ``LlamaForCausalLM`` (Algorithm 10 with Llama's
-    substitutions), or a ``torch.nn.Transformer`` (Algorithm 8; then also the context tokens
+    (Algorithm 9 with BERT's extras), ``LlamaForCausalLM``, ``Qwen2ForCausalLM`` or
+    ``MistralForCausalLM`` (Algorithm 10 with the family's substitutions), or a ``torch.nn.Transformer`` (Algorithm 8; then also the context tokens
     ``z`` and the embeddings around the model in the paper's orientation: ``W_e`` ``(d_e, N_V)``,
     ``W_p`` ``(d_e, ℓ_max)``, ``W_u`` ``(N_V, d_e)`` or ``None`` for tied; ``eps`` defaults to the
     model's first LayerNorm's). The model must be in eval mode and convertible.
@@ -98,7 +99,7 @@ def session(model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=None, z
             NAME,
             "model",
             f"must be a torch module (GPT2LMHeadModel, BertForMaskedLM, "
-            f"LlamaForCausalLM or torch.nn.Transformer), got {type(model).__name__}",
+            f"LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM or torch.nn.Transformer), got {type(model).__name__}",
             TypeError,
         )
     extras = dict(z=z, W_e=W_e, W_p=W_p, W_u=W_u, eps=eps)

@@ -1,5 +1,5 @@
 """One table per model family (:mod:`.gpt2`, :mod:`.bert`, :mod:`.llama`,
-:mod:`.torch_transformer`), read by one mechanism (:mod:`.base`). :data:`TABLES` maps a Hugging
+:mod:`.llama_kin` (Qwen2, Mistral), :mod:`.torch_transformer`), read by one mechanism (:mod:`.base`). :data:`TABLES` maps a Hugging
 Face ``model_type`` to its family; :func:`family_for` picks the family of a model."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from .base import Family
 from .bert import Bert
 from .gpt2 import Gpt2
 from .llama import Llama
+from .llama_kin import Mistral, Qwen2
 from .torch_transformer import TorchTransformer
 
 __all__ = ["TABLES", "Family", "family_for"]
@@ -18,10 +19,16 @@ __all__ = ["TABLES", "Family", "family_for"]
 NAME = "compare"
 
 # model_type (config.json) -> the family; a Hugging Face model of another type has no table.
-TABLES = {"gpt2": Gpt2, "bert": Bert, "llama": Llama}
+TABLES = {"gpt2": Gpt2, "bert": Bert, "llama": Llama, "qwen2": Qwen2, "mistral": Mistral}
 
 # the Hugging Face class each table reads (its module paths are that class's)
-CLASSES = {"gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM", "llama": "LlamaForCausalLM"}
+CLASSES = {
+    "gpt2": "GPT2LMHeadModel",
+    "bert": "BertForMaskedLM",
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "mistral": "MistralForCausalLM",
+}
 
 
 def model_type(model) -> str | None:
@@ -54,7 +61,8 @@ def family_for(model, W_e, W_p, W_u, eps, z) -> Family:
         fail(
             NAME,
             "model",
-            f"must be a GPT2LMHeadModel, BertForMaskedLM, LlamaForCausalLM or "
+            f"must be a GPT2LMHeadModel, BertForMaskedLM, LlamaForCausalLM, Qwen2ForCausalLM, "
+            f"MistralForCausalLM or "
             f"torch.nn.Transformer (compare has tables for {', '.join(sorted(TABLES))} and "
             f"nn.Transformer), got {type(model).__name__}"
             + (f" of model_type {have!r}" if have else ""),

@@ -5,6 +5,7 @@ SwiGLU, no biases): the table, and its known departure (the float32 RMSnorm)."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 
 import jax.numpy as jnp
@@ -56,20 +57,45 @@ EXTRAS = decoder_extras(
 )
 
 
+def _rope(config) -> dict:
+    """The configuration's RoPE parameters (transformers ≥ 4.56: ``rope_parameters``)."""
+    return getattr(config, "rope_parameters", None) or {
+        "rope_theta": getattr(config, "rope_theta", 10000.0)
+    }
+
+
 class Llama(PreLNDecoder):
     name, algorithm, final_line = "Algorithm 10 with Llama's substitutions (families.llama)", 10, 11
     table, extras, kinds, causal_sites, rms = TABLE, EXTRAS, ALGORITHM_10_KINDS, (6,), True
     norm_params = {5: ("gamma1", None), 7: ("gamma2", None), 10: ("gamma", None)}
     rope = True
 
-    def __init__(self, model):
-        from ....families.llama import LlamaConfig
-        from ....families.llama_loading import llama_from_state_dict
+    rms_classes = ("LlamaRMSNorm",)  # Hugging Face's RMSnorm classes run in float32
+    modeling = "transformers.models.llama.modeling_llama"  # its eager attention kernel
+    hf_name = "Llama"
 
+    def __init__(self, model):
+        self.check(model.config)
+        self.model = model
         config = model.config
-        rope = getattr(config, "rope_parameters", None) or {
-            "rope_theta": getattr(config, "rope_theta", 10000.0)
+        tied = model.lm_head.weight is model.model.embed_tokens.weight
+        state = {
+            k: v.detach()
+            .cpu()
+            .to(torch.float64 if v.dtype == torch.float64 else torch.float32)
+            .numpy()
+            for k, v in model.state_dict().items()
+            if not (tied and k == "lm_head.weight")
         }
+        self.H, self.G = config.num_attention_heads, config.num_key_value_heads
+        self.L = config.num_hidden_layers
+        self.theta = self.load(config, state)
+        own = self.theta.config
+        self.kwargs = {"rope_base": own.rope_base, "eps": own.eps}
+
+    def check(self, config):
+        """Refuse what the Llama family does not write, by the configuration's name."""
+        rope = _rope(config)
         where = "model.config"
         if rope.get("rope_type", "default") != "default":
             fail(
@@ -82,25 +108,16 @@ class Llama(PreLNDecoder):
             fail(NAME, where, "has attention or MLP biases; Llama's projections are bias-free")
         if config.hidden_act != "silu":
             fail(NAME, f"{where}.hidden_act", f"= {config.hidden_act!r}; SwiGLU uses silu")
-        self.model = model
-        tied = model.lm_head.weight is model.model.embed_tokens.weight
-        state = {
-            k: v.detach()
-            .cpu()
-            .to(torch.float64 if v.dtype == torch.float64 else torch.float32)
-            .numpy()
-            for k, v in model.state_dict().items()
-            if not (tied and k == "lm_head.weight")
-        }
-        self.H, self.G = config.num_attention_heads, config.num_key_value_heads
-        self.L = config.num_hidden_layers
-        self.kwargs = {"rope_base": float(rope["rope_theta"]), "eps": config.rms_norm_eps}
-        self.theta = llama_from_state_dict(
-            state,
-            n_layers=self.L,
-            n_heads=self.H,
-            n_kv_heads=self.G,
-            config=LlamaConfig(**self.kwargs),
+
+    def load(self, config, state):
+        """θ from the state dict (the family's loader and its configuration reader)."""
+        from ....families.llama import LlamaConfig
+        from ....families.llama_loading import llama_from_state_dict
+
+        rope = _rope(config)
+        own = LlamaConfig(rope_base=float(rope["rope_theta"]), eps=config.rms_norm_eps)
+        return llama_from_state_dict(
+            state, n_layers=self.L, n_heads=self.H, n_kv_heads=self.G, config=own
         )
 
     def paper(self):
@@ -124,9 +141,10 @@ class Llama(PreLNDecoder):
 # ------------------------------------------------------------------- the known departure
 
 
-def _stock_rms_norm(module) -> bool:
-    """A Hugging Face RMSnorm running its class's own forward, which casts to float32."""
-    if type(module).__name__ not in ("LlamaRMSNorm",) or "forward" in vars(module):
+def _stock_rms_norm(module, classes) -> bool:
+    """A Hugging Face RMSnorm (of ``classes``) running its class's own forward, which casts to
+    float32."""
+    if type(module).__name__ not in classes or "forward" in vars(module):
         return False
     try:
         return "torch.float32" in inspect.getsource(type(module).forward)
@@ -149,7 +167,7 @@ def float32_rms_norm(family):
     modules run the same formula in float64 for the comparison, so that the lines after them are
     compared at float64's resolution; the size of the cast is measured on layer 1's first norm
     and reported. A module whose forward was replaced is left as it is."""
-    stock = [m for m in family.model.modules() if _stock_rms_norm(m)]
+    stock = [m for m in family.model.modules() if _stock_rms_norm(m, family.rms_classes)]
     if not stock:
         yield
         return
@@ -164,7 +182,7 @@ def float32_rms_norm(family):
         cast, exact = stock[0](probe), _rms_norm_in_input_dtype(stock[0])(probe)
     size = float((cast - exact).abs().max() / exact.abs().max())
     family.known_found.append(
-        f"Hugging Face's LlamaRMSNorm casts its input to float32 whatever the model's dtype "
+        f"Hugging Face's {type(stock[0]).__name__} casts its input to float32 whatever the model's dtype "
         f"(documented in its forward: .to(torch.float32)); measured on a random input, its "
         f"output differs from the float64 formula by {size:.2g} of its scale. compare ran the "
         f"{len(stock)} stock RMSnorm modules in float64 for this run, so every line is compared "
@@ -206,11 +224,11 @@ def float32_softmax(family):
     model whose attention does not call the kernel is unaffected."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
-    from transformers.models.llama import modeling_llama
 
     model = family.model
     before = model.config._attn_implementation
-    source = inspect.getsource(modeling_llama.eager_attention_forward)
+    modeling = importlib.import_module(family.modeling)
+    source = inspect.getsource(modeling.eager_attention_forward)
     if "dtype=torch.float32" not in source:
         with eager_attention(model):
             yield
@@ -218,8 +236,8 @@ def float32_softmax(family):
     AttentionInterface.register(KERNEL, _eager_in_query_dtype)
     AttentionMaskInterface.register(KERNEL, eager_mask)  # the eager kernel's additive mask
     family.known_found.append(
-        "Hugging Face's eager Llama attention takes its softmax in float32 whatever the model's "
-        "dtype (documented in eager_attention_forward: softmax(…, dtype=torch.float32)); compare "
+        f"Hugging Face's eager {family.hf_name} attention takes its softmax in float32 whatever "
+        "the model's dtype (documented in eager_attention_forward: softmax(…, dtype=torch.float32)); compare "
         "ran that kernel with the softmax in float64 for this run"
     )
     model.set_attn_implementation(KERNEL)
@@ -256,7 +274,7 @@ def float32_rope(family):
         return (emb.cos() * scaling).to(x.dtype), (emb.sin() * scaling).to(x.dtype)
 
     family.known_found.append(
-        "Hugging Face's Llama rotary embedding computes its angles in float32 (inv_freq made in "
+        f"Hugging Face's {family.hf_name} rotary embedding computes its angles in float32 (inv_freq made in "
         "float32, position_ids.float() in its forward); its frequencies here are the configured "
         f"base's ({base:g}) to float32's resolution, and compare computed them in float64 for "
         "this run"

@@ -1,0 +1,92 @@
+"""``compare`` on the families beyond GPT-2, BERT and Llama (issue 30): tiny Hugging Face Qwen2
+and Mistral models, every parameter re-randomised, are EQUAL to their families' Algorithm 10 in
+float64, and a departure injected into each is located at the paper line where it happens. The
+Mistral model's window (w = 3) is shorter than the sequence (ℓ = 8), so the window's mask
+matters in every layer. The departures are the catalogue's Llama-architecture patches
+(:data:`interop.departures.DEPARTURES`, the module names being Llama's: ε in Qwen2's last layer), and one written here:
+Mistral's window dropped in layer 1. Nothing is downloaded."""
+
+import numpy as np
+import pytest
+import torch
+from torch_reference import randomise
+from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from formal_algorithms.interop.compare import compare
+from formal_algorithms.interop.departures import DEPARTURES
+
+X = np.array([3, 7, 1, 12, 5, 9, 2, 8])
+SHAPE = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, intermediate_size=24, max_position_embeddings=32,
+             rms_norm_eps=1e-5)  # fmt: skip
+
+
+def qwen2():
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**SHAPE))
+    randomise(model, torch.Generator().manual_seed(4))
+    return model.eval()
+
+
+def mistral():
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(sliding_window=3, **SHAPE))
+    randomise(model, torch.Generator().manual_seed(5))
+    return model.eval()
+
+
+MODELS = {"qwen2": qwen2, "mistral": mistral}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def equal_report(request):
+    return request.param, compare(MODELS[request.param](), X, float64=True)
+
+
+def test_unmodified_models_are_equal_in_float64(equal_report):
+    family, report = equal_report
+    assert report.first is None, report.table()
+    assert all(row.ok for row in report.rows) and len(report.rows) > 40
+    assert "EQUAL" in report.table()
+    assert {"qwen2": "Qwen2's", "mistral": "Mistral's"}[family] in report.table()
+
+
+def _window_dropped(model):
+    """Layer 1's attention sees every earlier token (the causal mask, not the window's)."""
+
+    def hook(module, args, kwargs):
+        mask = kwargs["attention_mask"]
+        T = mask.shape[-1]
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        blocked = torch.full_like(mask, torch.finfo(mask.dtype).min)
+        kwargs["attention_mask"] = torch.where(causal, torch.zeros_like(mask), blocked)
+        return args, kwargs
+
+    model.model.layers[0].self_attn.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def _catalogue(name):
+    return lambda model: DEPARTURES[name].apply(model, "llama")
+
+
+# family, departure -> (top line, algorithm, line, indices, tag)
+CASES = {
+    ("qwen2", "eps"): (7, 10, 7, {"l": 2}, "", _catalogue("eps")),
+    ("mistral", "window-dropped"): (6, 4, 6, {"l": 1, "h": 1}, "A", _window_dropped),
+}
+
+
+@pytest.mark.parametrize("family, departure", list(CASES), ids=[f"{f}-{d}" for f, d in CASES])
+def test_each_departure_is_located_at_its_paper_line(family, departure):
+    top_line, algorithm, line, indices, tag, apply = CASES[family, departure]
+    model = MODELS[family]()
+    apply(model)
+    report = compare(model, X, float64=True)
+    first = report.first
+    assert first is not None, f"{departure} not found"
+    assert (first.top_line, first.algorithm, first.line, first.indices, first.tag) == (
+        top_line, algorithm, line, indices, tag,
+    ), first.path  # fmt: skip
+    i = report.rows.index(first)
+    assert all(row.ok for row in report.rows[:i])
+    assert "DEPARTS at" in report.table()
