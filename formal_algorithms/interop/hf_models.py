@@ -34,7 +34,7 @@ def read_folder(directory, option: str, kinds, reader: str) -> dict:
     path = pathlib.Path(directory)
     if not (path / "config.json").is_file():
         what = "does not exist" if not path.exists() else "has no config.json"
-        raise FileNotFoundError(f"{option} directory {str(directory)!r} {what}")
+        raise FileNotFoundError(f"{option} {str(directory)!r} {what}")
     try:
         config = json.loads((path / "config.json").read_text())
     except (ValueError, UnicodeDecodeError) as error:
@@ -92,8 +92,9 @@ class Loaded(NamedTuple):
     description: str
 
 
-def load_for_trace(directory, option: str = "directory") -> Loaded:
-    """Read ``directory``; errors name ``option`` (the command-line option that gave it)."""
+def load_for_trace(directory, option: str = "load_for_trace: argument 'directory'") -> Loaded:
+    """Read ``directory``; errors name ``option`` (the command-line option that gave it; called
+    from Python, the function and its argument)."""
     import transformers
 
     path = pathlib.Path(directory)

@@ -175,7 +175,7 @@ def test_hugging_face_folders(tmp_path, capsys, kind, algorithm):
 
 def test_hf_errors_are_one_line(tmp_path, capsys):
     assert cli.main(["trace", "--hf", str(tmp_path / "none")]) == 1
-    assert "--hf directory " in (err := capsys.readouterr().err) and "does not exist" in err
+    assert "--hf " in (err := capsys.readouterr().err) and "does not exist" in err
     (tmp_path / "t5").mkdir()
     transformers.T5Config(vocab_size=8).save_pretrained(tmp_path / "t5")
     assert cli.main(["trace", "--hf", str(tmp_path / "t5")]) == 1
@@ -213,3 +213,13 @@ def test_damaged_folders_and_files_are_named_before_transformers_reads_them(tmp_
 def test_options_that_would_be_ignored_are_refused(capsys, options, message):
     assert cli.main(["trace", *options]) == 1  # the default model: the paper's, untrained
     assert message in capsys.readouterr().err
+
+
+def test_load_for_trace_called_from_python_names_itself_and_its_argument(tmp_path):
+    from formal_algorithms.interop.hf_models import load_for_trace
+
+    with pytest.raises(FileNotFoundError, match=r"^load_for_trace: argument 'directory' '.*none'"):
+        load_for_trace(tmp_path / "none")
+    (tmp_path / "config.json").write_text("{ not json")
+    with pytest.raises(ValueError, match=r"^load_for_trace: argument 'directory' .*is not JSON"):
+        load_for_trace(tmp_path)
