@@ -41,14 +41,19 @@ def reversal_pairs(rng, n: int, n_symbols: int, max_len: int, exclude=frozenset(
     return pairs, seen
 
 
-def run(args) -> int:
-    started = time.perf_counter()
-    typed = "--examples" in getattr(args, "given", ())  # the default prints what there is
-    if typed and args.examples > args.test_size:  # before any work: it could print test_size
+def check_examples(args) -> None:
+    """``--examples`` typed beyond ``--test-size`` (before any work: only test_size can be shown);
+    the default prints the pairs there are."""
+    if "--examples" in getattr(args, "given", ()) and args.examples > args.test_size:
         raise ValueError(
             f"--examples {args.examples} is more than the {args.test_size} held-out pairs "
             "(--test-size)"
         )
+
+
+def run(args) -> int:
+    started = time.perf_counter()
+    check_examples(args)
     resumed, out = start(args, "EDTransformer", CONFIG_KEYS)
     rng = np.random.default_rng(args.seed)
     n_sym, max_len = args.symbols, args.max_len
