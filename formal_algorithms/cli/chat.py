@@ -46,11 +46,10 @@ def run(args) -> int:
     if args.max_tokens < 1:
         raise ValueError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
     from ..families.llama import Decoder
-    from ..interop.gguf import gguf_tokenizer, read_llama_gguf, smollm2_path
+    from ..interop.gguf import smollm2_path
+    from .common import load_gguf
 
-    path = args.gguf or smollm2_path()
-    model = read_llama_gguf(path)
-    tokenizer = gguf_tokenizer(path)
+    model, tokenizer = load_gguf(args.gguf or smollm2_path())
     decoder = Decoder(model.theta, context=model.context)
     messages = [] if args.system is None else [{"role": "system", "content": args.system}]
     key = jax.random.key(args.seed)

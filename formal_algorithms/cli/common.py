@@ -62,6 +62,17 @@ def load_lm(path):
     return checkpoint, tokenizer, ACTIVATIONS[name], float(checkpoint.extra.get("eps", EPS))
 
 
+def load_gguf(path):
+    """``--gguf``'s model and tokenizer, the model read first (its reader names what is wrong with
+    the file); an error says ``--gguf PATH`` as typed before the reader's own sentence."""
+    from ..interop.gguf import gguf_tokenizer, read_llama_gguf
+
+    try:
+        return read_llama_gguf(path), gguf_tokenizer(path)
+    except (ValueError, TypeError, OSError) as error:
+        raise type(error)(f"--gguf {path}: {error}") from None
+
+
 def sample_key(seed: int, j: int = 0):
     """The key of sample ``j`` (0-based) for ``--seed``: ``fold_in(k_sample, j)`` with ``k_sample``
     the third of ``split(key(seed), 3)`` (the first two initialise and train the model). ``train``

@@ -204,13 +204,13 @@ def _seq2seq_checkpoint(args, ckpt, kw, about) -> Subject:
 
 def _gguf(args) -> Subject:
     from ..families.llama import llama, llama_hyperparameters, llama_logits
-    from ..interop.gguf import gguf_tokenizer, read_llama_gguf, smollm2_path
+    from ..interop.gguf import smollm2_path
+    from .common import load_gguf
 
     path = args.gguf or smollm2_path()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--gguf {path}: no such file")
-    model = read_llama_gguf(path)  # first: its errors name the file and what is wrong with it
-    tokenizer = gguf_tokenizer(path)
+    model, tokenizer = load_gguf(path)
     x = tokenizer.encode(args.prompt)
     if not x:
         raise ValueError("--prompt is empty: nothing to trace")

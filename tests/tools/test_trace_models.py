@@ -199,7 +199,8 @@ def test_damaged_folders_and_files_are_named_before_transformers_reads_them(tmp_
     assert f"--hf {str(folder)!r}: config.json is not JSON" in capsys.readouterr().err
     (tmp_path / "not.gguf").write_bytes(b"not a GGUF at all " * 8)
     assert cli.main(["trace", "--gguf", str(tmp_path / "not.gguf")]) == 1
-    assert "read_llama_gguf: argument 'path'" in (err := capsys.readouterr().err)
+    err = capsys.readouterr().err  # the option as typed, then the reader's own sentence
+    assert f"error: --gguf {tmp_path / 'not.gguf'}: read_llama_gguf: argument 'path'" in err
     assert "not.gguf' is not a readable GGUF" in err
 
 
