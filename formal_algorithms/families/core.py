@@ -13,6 +13,8 @@ rows of a query/key/value projection are the heads in order.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
 
 import jax
 import jax.numpy as jnp
@@ -201,3 +203,12 @@ def bert_layer(
     return Layer(
         W, *sd.norm(p + norm1), *sd.norm(p + norm2), *sd.linear(p + ffn), *sd.linear(p + ffn_out)
     )
+
+
+def installed_file(module: str, name: str, missing: str) -> str:
+    """The path of the file ``name`` inside the installed package ``module``, found by its import
+    spec and never imported (weights packages run nothing); ``missing`` says how to install it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(missing)
+    return os.path.join(list(spec.submodule_search_locations)[0], name)

@@ -49,15 +49,6 @@ from .torch_transformer import (
     torch_dtype_of,
 )
 
-__all__ = [
-    "BertParams",
-    "bert_logits",
-    "bert_from_e_transformer",
-    "bert_from_hf",
-    "bert_to_hf",
-    "bert_kwargs_from_hf",
-]
-
 BERT_EPS = 1e-12  # BertConfig.layer_norm_eps default
 _ALG = "bert_logits (Algorithm 9 + BERT extras)"
 

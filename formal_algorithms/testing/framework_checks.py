@@ -19,20 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import probing as P
 from .arguments import checked
-from .probing import (
-    NotApplicable,
-    column_diff,
-    first_bad,
-    fmt_size,
-    left_position_ids,
-    probe_length,
-    random_context,
-    random_tokens,
-    seeded_rng,
-    tolerance_of,
-    violation,
-)
 from .token_model import TokenModel
 
 IGNORED = -100  # Hugging Face's label for "no loss here"
@@ -49,9 +37,9 @@ def check_attention_implementations(
     """Every attention implementation gives the reference's (the first's) outputs at the real
     positions of a batch whose second row is left padded by 2 (bug class: a mask built twice)."""
     implementations = model.attention_implementations()
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length)
-    x, z = random_tokens(model, rng, (2, ell)), random_context(model, rng, 2, ell)
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length)
+    x, z = P.random_tokens(model, rng, (2, ell)), P.random_context(model, rng, 2, ell)
     mask, kw = np.ones((2, ell), int), {}
     padding = np.ones((2, ell), int)
     padding[1, :2] = 0
@@ -60,20 +48,20 @@ def check_attention_implementations(
     elif model.accepts_attention_mask:
         mask, kw["attention_mask"] = padding, padding
         if model.accepts_position_ids:
-            kw["position_ids"] = left_position_ids(mask)
+            kw["position_ids"] = P.left_position_ids(mask)
     outputs = [model.logits_with_attention(i, x, z=z, **kw) for i in implementations]
     reference = outputs[0]
-    tol = tolerance_of(np.transpose(reference, (0, 2, 1))[mask.astype(bool)], atol)
+    tol = P.tolerance_of(np.transpose(reference, (0, 2, 1))[mask.astype(bool)], atol)
     for name, out in zip(implementations[1:], outputs[1:], strict=True):
         for b in range(2):
             real = mask[b].astype(bool)
-            p, size = first_bad(column_diff(out[b][:, real], reference[b][:, real]), tol)
+            p, size = P.first_bad(P.column_diff(out[b][:, real], reference[b][:, real]), tol)
             if p is not None:
                 p += int((~real).sum())
-                violation(
+                P.violation(
                     "attention_implementations",
                     f"with {name!r} attention the output at position {p} of row {b} differs from "
-                    f"{implementations[0]!r}'s by {fmt_size(size)}: is one path's mask (causal, "
+                    f"{implementations[0]!r}'s by {P.fmt_size(size)}: is one path's mask (causal, "
                     "padding) or scaling built differently?",
                     p,
                     size,
@@ -90,10 +78,10 @@ def check_eos(model: TokenModel, *, seed: int = 0, length: int = 8, new_tokens: 
     the rest, the tokens before it unchanged. The token is the first row's first (after step 0)
     that repeats no earlier one, or its first, so that the stop falls before the last step."""
     if model.kind == "masked":
-        raise NotApplicable("a masked language model does not generate")
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length, reserve=new_tokens)
-    x, z = random_tokens(model, rng, (2, ell)), random_context(model, rng, 2, ell)
+        raise P.NotApplicable("a masked language model does not generate")
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length, reserve=new_tokens)
+    x, z = P.random_tokens(model, rng, (2, ell)), P.random_context(model, rng, 2, ell)
     start = getattr(model, "decoder_start_token_id", None)
     if model.kind == "seq2seq" and start is not None:
         x[:, 0] = start  # else Hugging Face's generate puts it before the prompt
@@ -109,7 +97,7 @@ def check_eos(model: TokenModel, *, seed: int = 0, length: int = 8, new_tokens: 
         expected[b, :n] = free[b, :n]
     got = model.generate_until(x, new_tokens, eos=eos, z=z)[:, ell:]
     if got.shape != expected.shape:
-        violation(
+        P.violation(
             "eos",
             f"with eos = {eos} (generated at step {step}) the rows stop after {got.shape[1]} tokens, "
             f"expected {width}: is the stop checked after each token?",
@@ -126,7 +114,7 @@ def check_eos(model: TokenModel, *, seed: int = 0, length: int = 8, new_tokens: 
                 )
             else:
                 why = f"row {b} has token {got[b, i]} at step {i} before eos = {eos}, not {expected[b, i]}"
-            violation("eos", why, ell + i)
+            P.violation("eos", why, ell + i)
     return f"eos = {eos}: row 0 stopped at step {step}, {width} steps in all, finished rows padded"
 
 
@@ -134,16 +122,16 @@ def check_eos(model: TokenModel, *, seed: int = 0, length: int = 8, new_tokens: 
 def check_label_shift(model: TokenModel, *, seed: int = 0, length: int = 8, atol: float = 1e-4):
     """The model's loss from labels equals the loss computed by hand from its logits (module
     docstring), with one label ignored."""
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length)
-    x, z = random_tokens(model, rng, (2, ell)), random_context(model, rng, 2, ell)
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length)
+    x, z = P.random_tokens(model, rng, (2, ell)), P.random_context(model, rng, 2, ell)
     labels = x.copy()
     labels[1, ell // 2] = IGNORED
     got = model.loss_from_labels(x, labels, z=z)
     if model.kind == "seq2seq":
         start = getattr(model, "decoder_start_token_id", None)
         if start is None:
-            raise NotApplicable(f"{model.name} declares no decoder start token")
+            raise P.NotApplicable(f"{model.name} declares no decoder start token")
         reads = np.concatenate([np.full((2, 1), start), labels[:, :-1]], axis=1)
         reads[reads == IGNORED] = model.pad_token_id
         expected = _mean_nll(model.logits(reads, z=z), labels)
@@ -160,7 +148,7 @@ def check_label_shift(model: TokenModel, *, seed: int = 0, length: int = 8, atol
         hint = ""
         if model.kind == "causal" and abs(got - unshifted) <= atol * max(1.0, abs(unshifted)):
             hint = ": the labels are not shifted (each position scored on its own token)"
-        violation(
+        P.violation(
             "label_shift",
             f"the model's loss from labels is {got:.6g}, the loss by hand ({rule}) "
             f"{expected:.6g}{hint}",
@@ -185,22 +173,22 @@ def check_bfloat16(model: TokenModel, *, seed: int = 0, length: int = 8, atol: f
     """In bfloat16, outputs decoded through the cache (a prefill of half, then one token at a
     time) stay within :data:`BFLOAT16_DRIFT` · max |output| of the full forward's."""
     if model.kind == "masked":
-        raise NotApplicable("an encoder does not decode")
+        raise P.NotApplicable("an encoder does not decode")
     if not model.has_cache:
-        raise NotApplicable("the model has no key-value cache")
+        raise P.NotApplicable("the model has no key-value cache")
     low = model.in_dtype("bfloat16")
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length)
-    x, z = random_tokens(model, rng, (1, ell)), random_context(model, rng, 1, ell)
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length)
+    x, z = P.random_tokens(model, rng, (1, ell)), P.random_context(model, rng, 1, ell)
     full = low.logits(x, z=z)[0]
     cached = low.cached_logits(x, (max(1, ell // 2),), z=z)[0]
-    p, size = first_bad(column_diff(cached, full), tolerance_of(full, BFLOAT16_DRIFT))
+    p, size = P.first_bad(P.column_diff(cached, full), P.tolerance_of(full, BFLOAT16_DRIFT))
     largest = float(np.abs(full).max())
     if p is not None:
-        violation(
+        P.violation(
             "bfloat16",
             f"in bfloat16 the cached output at position {p} differs from the full forward's by "
-            f"{fmt_size(size)}, beyond {BFLOAT16_DRIFT} · max |output| = "
+            f"{P.fmt_size(size)}, beyond {BFLOAT16_DRIFT} · max |output| = "
             f"{BFLOAT16_DRIFT * largest:.3g}: is the cache stored or combined at lower precision?",
             p,
             size,

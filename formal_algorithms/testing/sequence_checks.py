@@ -7,24 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import probing as P
 from .adapters import NotSupported, TokenModel
 from .arguments import checked
-from .probing import (
-    NotApplicable,
-    column_diff,
-    first_bad,
-    fmt_size,
-    gradient_threshold,
-    left_position_ids,
-    other_token,
-    padded,
-    probe_length,
-    random_context,
-    random_tokens,
-    seeded_rng,
-    tolerance_of,
-    violation,
-)
 
 
 @checked
@@ -33,23 +18,23 @@ def check_causality(model: TokenModel, *, seed: int = 0, length: int = 8, atol: 
     with the context fixed): by perturbing each token alone, and by the gradient of every output
     w.r.t. every token embedding when the model has gradients (:meth:`TokenModel.influence`)."""
     if model.kind == "masked":
-        raise NotApplicable(
+        raise P.NotApplicable(
             "a bidirectional encoder: that every position sees every token is tested by the "
             "bidirectionality check"
         )
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length)
-    x, z = random_tokens(model, rng, (1, ell)), random_context(model, rng, 1, ell)
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length)
+    x, z = P.random_tokens(model, rng, (1, ell)), P.random_context(model, rng, 1, ell)
     base = model.logits(x, z=z)[0]
-    tol = tolerance_of(base, atol)
+    tol = P.tolerance_of(base, atol)
     for s in range(1, ell):
         x2 = x.copy()
-        x2[0, s] = other_token(model, rng, x[0, s])
-        p, size = first_bad(column_diff(model.logits(x2, z=z)[0][:, :s], base[:, :s]), tol)
+        x2[0, s] = P.other_token(model, rng, x[0, s])
+        p, size = P.first_bad(P.column_diff(model.logits(x2, z=z)[0][:, :s], base[:, :s]), tol)
         if p is not None:
-            violation(
+            P.violation(
                 "causality",
-                f"the output at position {p} changed by {fmt_size(size)} when only the token at "
+                f"the output at position {p} changed by {P.fmt_size(size)} when only the token at "
                 f"later position {s} changed: a later token leaks backwards (is the causal mask "
                 "triangle the right way round and aligned?)",
                 p,
@@ -60,12 +45,12 @@ def check_causality(model: TokenModel, *, seed: int = 0, length: int = 8, atol: 
         influence = model.influence(x, z=z)[0]
     except NotSupported:
         return done + " (no gradients)"
-    threshold = gradient_threshold(model, influence)
+    threshold = P.gradient_threshold(model, influence)
     for t in range(ell):
         later = np.flatnonzero(influence[t, t + 1 :] > threshold)
         if later.size:
             s = t + 1 + int(later[0])
-            violation(
+            P.violation(
                 "causality",
                 f"the output at position {t} has gradient {influence[t, s]:.3g} with respect to "
                 f"the embedding of the later token at position {s} ({model.gradient})",
@@ -73,7 +58,7 @@ def check_causality(model: TokenModel, *, seed: int = 0, length: int = 8, atol: 
                 influence[t, s],
             )
         if influence[t, t] <= threshold:
-            violation(
+            P.violation(
                 "causality",
                 f"the output at position {t} does not depend on its own token (gradient 0, "
                 f"{model.gradient}): is the causal mask a strict triangle?",
@@ -101,34 +86,36 @@ def check_padding(
     if side not in ("left", "right"):
         raise ValueError(f"check_padding: side must be 'left' or 'right', got {side!r}")
     if not model.accepts_attention_mask:
-        raise NotApplicable("the model takes no attention_mask (it cannot be padded)")
+        raise P.NotApplicable("the model takes no attention_mask (it cannot be padded)")
     if (
         side == "left"
         and model.kind != "causal"
         and not model.accepts_position_ids
         and model.positions is not False
     ):
-        raise NotApplicable("left padding shifts positions and the model takes no position_ids")
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length, reserve=max(amounts))
-    x = random_tokens(model, rng, (1, ell))
+        raise P.NotApplicable("left padding shifts positions and the model takes no position_ids")
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length, reserve=max(amounts))
+    x = P.random_tokens(model, rng, (1, ell))
     x_dec, ref = _unpadded_reference(model, x, side, rng)
-    tol = tolerance_of(ref, atol)
+    tol = P.tolerance_of(ref, atol)
     checked, gradients = 0, False
     for n in amounts:
         for content in ("pad-id", "random"):
             pads = np.full((1, n), model.pad_token_id)
-            pads = pads if content == "pad-id" else random_tokens(model, rng, (1, n))
-            ids, mask, real = padded(x, pads, side)
-            pos = left_position_ids(mask) if side == "left" and model.accepts_position_ids else None
+            pads = pads if content == "pad-id" else P.random_tokens(model, rng, (1, n))
+            ids, mask, real = P.padded(x, pads, side)
+            pos = (
+                P.left_position_ids(mask) if side == "left" and model.accepts_position_ids else None
+            )
             out, where = _padded_output(model, x_dec, ids, mask, pos, real)
-            p, size = first_bad(column_diff(out, ref), tol)
+            p, size = P.first_bad(P.column_diff(out, ref), tol)
             if p is not None:
                 hint = _padding_hint(model, side)
-                violation(
+                P.violation(
                     invariant,
                     f"with {n} {content} padding token(s) on the {side}, the {where} {p} "
-                    f"changed by {fmt_size(size)}: {hint}",
+                    f"changed by {P.fmt_size(size)}: {hint}",
                     p,
                     size,
                 )
@@ -148,7 +135,7 @@ def _unpadded_reference(model, x, side, rng):
     left padding, explicit 0-based positions on both sides: a model whose default positions start
     elsewhere (RoBERTa: after the padding index) is compared with itself."""
     if model.kind == "seq2seq":
-        x_dec = random_tokens(model, rng, x.shape)
+        x_dec = P.random_tokens(model, rng, x.shape)
         return x_dec, model.logits(x_dec, z=x)[0]
     if side == "left" and model.accepts_position_ids:
         return None, model.logits(x, position_ids=np.arange(x.shape[1])[None])[0]
@@ -177,13 +164,13 @@ def _padding_gradient(model, invariant, ids, mask, pos, real) -> bool:
         influence = model.influence(ids, attention_mask=mask, position_ids=pos)[0]
     except NotSupported:
         return False
-    threshold = gradient_threshold(model, influence)
+    threshold = P.gradient_threshold(model, influence)
     pad_positions = np.flatnonzero(mask[0] == 0)
     for q, t in enumerate(real):
         leak = np.flatnonzero(influence[t, pad_positions] > threshold)
         if leak.size:
             s = int(pad_positions[leak[0]])
-            violation(
+            P.violation(
                 invariant,
                 f"the output at real position {q} has gradient {influence[t, s]:.3g} with "
                 f"respect to the padding token at input position {s} ({model.gradient}): is the "
@@ -200,18 +187,18 @@ def check_batch(
 ):
     """A batch of ``batch`` different sequences gives each example what it gives alone: catches
     statistics (normalisation, dropout masks, …) computed over the batch axis."""
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length)
-    x, z = random_tokens(model, rng, (batch, ell)), random_context(model, rng, batch, ell)
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length)
+    x, z = P.random_tokens(model, rng, (batch, ell)), P.random_context(model, rng, batch, ell)
     together = model.logits(x, z=z)
     for b in range(batch):
         alone = model.logits(x[b : b + 1], z=None if z is None else z[b : b + 1])[0]
-        p, size = first_bad(column_diff(together[b], alone), tolerance_of(alone, atol))
+        p, size = P.first_bad(P.column_diff(together[b], alone), P.tolerance_of(alone, atol))
         if p is not None:
-            violation(
+            P.violation(
                 "batch",
                 f"example {b} of a batch of {batch} differs from the same example alone at "
-                f"position {p} by {fmt_size(size)}: is something computed over the batch axis?",
+                f"position {p} by {P.fmt_size(size)}: is something computed over the batch axis?",
                 p,
                 size,
             )
@@ -224,38 +211,38 @@ def check_permutation(model: TokenModel, *, seed: int = 0, length: int = 8, atol
     with its tokens, ``f(x[π])[:, t] = f(x)[:, π(t)]``; an encoder-decoder's decoder outputs do
     not change when the context is reordered (cross-attention reads a set)."""
     if model.positions is not False:
-        raise NotApplicable("the model uses token positions (declare positions=False if not)")
+        raise P.NotApplicable("the model uses token positions (declare positions=False if not)")
     if model.kind == "causal":
-        raise NotApplicable("a causal decoder is not permutation-equivariant")
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length)
-    x = random_tokens(model, rng, (1, ell))
+        raise P.NotApplicable("a causal decoder is not permutation-equivariant")
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length)
+    x = P.random_tokens(model, rng, (1, ell))
     perm = rng.permutation(ell)
     if model.kind == "masked":
         base = model.logits(x)[0]
-        p, size = first_bad(
-            column_diff(model.logits(x[:, perm])[0], base[:, perm]), tolerance_of(base, atol)
+        p, size = P.first_bad(
+            P.column_diff(model.logits(x[:, perm])[0], base[:, perm]), P.tolerance_of(base, atol)
         )
         if p is not None:
-            violation(
+            P.violation(
                 "permutation",
                 f"permuting the tokens by {perm.tolist()} did not permute the outputs: position "
-                f"{p} differs by {fmt_size(size)} (a mask or a position that the model should not "
+                f"{p} differs by {P.fmt_size(size)} (a mask or a position that the model should not "
                 "have?)",
                 p,
                 size,
             )
         return f"{ell} tokens permuted by {perm.tolist()}"
-    x_dec = random_tokens(model, rng, (1, ell))
+    x_dec = P.random_tokens(model, rng, (1, ell))
     base = model.logits(x_dec, z=x)[0]
-    p, size = first_bad(
-        column_diff(model.logits(x_dec, z=x[:, perm])[0], base), tolerance_of(base, atol)
+    p, size = P.first_bad(
+        P.column_diff(model.logits(x_dec, z=x[:, perm])[0], base), P.tolerance_of(base, atol)
     )
     if p is not None:
-        violation(
+        P.violation(
             "permutation",
             f"reordering the context by {perm.tolist()} changed the decoder output at position "
-            f"{p} by {fmt_size(size)}",
+            f"{p} by {P.fmt_size(size)}",
             p,
             size,
         )
@@ -272,11 +259,11 @@ def check_bidirectionality(
     counts (a strictly causal model moves earlier outputs by exactly 0)."""
     del atol
     if model.kind == "causal":
-        raise NotApplicable("a causal decoder must not see later tokens (the causality check)")
-    rng = seeded_rng(seed)
-    ell = probe_length(model, length)
-    x = random_tokens(model, rng, (1, ell))
-    x_dec = random_tokens(model, rng, (1, ell)) if model.kind == "seq2seq" else None
+        raise P.NotApplicable("a causal decoder must not see later tokens (the causality check)")
+    rng = P.seeded_rng(seed)
+    ell = P.probe_length(model, length)
+    x = P.random_tokens(model, rng, (1, ell))
+    x_dec = P.random_tokens(model, rng, (1, ell)) if model.kind == "seq2seq" else None
 
     def run(ids):
         return model.logits(ids)[0] if x_dec is None else model.logits(x_dec, z=ids)[0]
@@ -284,12 +271,12 @@ def check_bidirectionality(
     base = run(x)
     for s in range(ell):
         x2 = x.copy()
-        x2[0, s] = other_token(model, rng, x[0, s])
-        still = np.flatnonzero(column_diff(run(x2), base) == 0)
+        x2[0, s] = P.other_token(model, rng, x[0, s])
+        still = np.flatnonzero(P.column_diff(run(x2), base) == 0)
         if still.size:
             t = int(still[0])
             what = "the decoder output" if x_dec is not None else "the output"
-            violation(
+            P.violation(
                 "bidirectionality",
                 f"{what} at position {t} did not move at all when the token at position {s} "
                 "changed: it does not see that token (a causal mask, or is_decoder=True, in an "

@@ -123,6 +123,11 @@ def _esc(text) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _shape(value) -> str:
+    """``value``'s shape as a tuple's text, or "" for a value without one."""
+    return str(tuple(np.shape(value))) if hasattr(value, "shape") else ""
+
+
 def _slug(algorithm) -> str:
     return re.sub(r"[^0-9a-z]+", "-", str(algorithm).lower()).strip("-")
 
@@ -173,12 +178,11 @@ class _Page:
             for a in algorithms
         )
         result = self.trace.result
-        shape = np.shape(result) if hasattr(result, "shape") else None
+        shape = _shape(result)
         meta = (
             f"{len(records)} records of {len(algorithms)} algorithm"
             f"{'s' if len(algorithms) != 1 else ''}; result: "
-            f"{'shape ' + str(tuple(shape)) + ', ' if shape is not None else ''}"
-            f"{self.summary(result)}"
+            f"{'shape ' + shape + ', ' if shape else ''}{self.summary(result)}"
         )
         data = json.dumps({"tokens": self.tokens, "matrices": self.data}, separators=(",", ":"))
         data = data.replace("</", "<\\/")  # never close the script element early
@@ -277,10 +281,10 @@ class _Page:
             for k, v in r.indices.items()
         )
         value = r.value
-        shape = np.shape(value) if hasattr(value, "shape") else None
+        shape = _shape(value)
         head = (
             f"<div class=rhead><span class=name>{_esc(r.name or '—')}</span>"
-            f"{' <span class=shape>' + _esc(tuple(shape)) + '</span>' if shape is not None else ''}"
+            f"{' <span class=shape>' + _esc(shape) + '</span>' if shape else ''}"
             f" <span class=summary>{_esc(self.summary(value))}</span></div>"
             f'<div class=path title="{_esc(r.path)}">{_esc(r.path)}</div>'
         )

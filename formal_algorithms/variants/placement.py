@@ -36,6 +36,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ..paper import parameters
 from ..paper.architectures import (
     ed_decoder_layer,
     mlp,
@@ -47,16 +48,6 @@ from ..paper.attention import mh_attention, unidirectional_mask
 from ..paper.embeddings import embed
 from ..paper.functions import gelu, relu, softmax
 from ..paper.normalisation import EPS, layer_norm_columns
-from ..paper.parameters import (
-    DecoderLayer,
-    DTransformerParams,
-    EDTransformerParams,
-    ETransformerParams,
-    Layer,
-    init_d_transformer,
-    init_e_transformer,
-    init_ed_transformer,
-)
 from ._params import check_inputs
 
 ALG8_PRE = "Pre-LN EDTransformer (Algorithm 8, Pre-LN form)"
@@ -74,8 +65,8 @@ class PreLNEDTransformerParams(NamedTuple):
 
     W_e: jax.Array  # (d_e, N_V)
     W_p: jax.Array  # (d_e, ℓ_max)
-    enc: tuple[Layer, ...]  # L_enc layers
-    dec: tuple[DecoderLayer, ...]  # L_dec layers
+    enc: tuple[parameters.Layer, ...]  # L_enc layers
+    dec: tuple[parameters.DecoderLayer, ...]  # L_dec layers
     gamma_enc: jax.Array  # (d_e,) the encoder's final norm
     beta_enc: jax.Array  # (d_e,)
     gamma_dec: jax.Array  # (d_e,) the decoder's final norm
@@ -88,7 +79,7 @@ class PreLNETransformerParams(NamedTuple):
 
     W_e: jax.Array  # (d_e, N_V)
     W_p: jax.Array  # (d_e, ℓ_max)
-    layers: tuple[Layer, ...]  # L layers
+    layers: tuple[parameters.Layer, ...]  # L layers
     gamma_enc: jax.Array  # (d_e,) the encoder's final norm, before the head
     beta_enc: jax.Array  # (d_e,)
     W_f: jax.Array  # (d_f, d_e)
@@ -101,7 +92,7 @@ class PreLNETransformerParams(NamedTuple):
 # ------------------------------------------------------------------------------ building blocks
 
 
-def pre_ln_ed_decoder_layer(X, Z, layer: DecoderLayer, Mask, activation=relu, eps=EPS):
+def pre_ln_ed_decoder_layer(X, Z, layer: parameters.DecoderLayer, Mask, activation=relu, eps=EPS):
     """Lines 14-19 of Algorithm 8 in Pre-LN form: each branch reads a normalised copy X̃ of the
     stream; the stream X itself is never normalised (the counterpart of ``ed_decoder_layer``)."""
     X_tilde = layer_norm_columns(X, layer.gamma3, layer.beta3, eps)  # line 15, moved before 14
@@ -136,12 +127,12 @@ def e_head(X, theta, activation, eps=EPS):
 # --------------------------------------------------------------------------------- Algorithm 8
 
 
-def post_ln_ed_transformer_logits(z, x, theta: EDTransformerParams, *, eps=EPS):
+def post_ln_ed_transformer_logits(z, x, theta: parameters.EDTransformerParams, *, eps=EPS):
     """Algorithm 8 as printed (Post-LN), composed from the building blocks: ``W_u X``, ``(N_V, ℓ_x)``.
 
     Equal to :func:`formal_algorithms.ed_transformer_logits` bit for bit.
     """
-    check_inputs(ALG8_POST, theta, EDTransformerParams, z=z, x=x)
+    check_inputs(ALG8_POST, theta, parameters.EDTransformerParams, z=z, x=x)
     Z = embed(z, theta.W_e, theta.W_p)  # lines 1-3
     Z = post_ln_stack(Z, theta.enc, None, relu, eps)  # lines 4-9, Mask ≡ 1
     X = embed(x, theta.W_e, theta.W_p)  # lines 10-12
@@ -172,12 +163,14 @@ def pre_ln_ed_transformer(z, x, theta: PreLNEDTransformerParams, *, eps=EPS):
 # --------------------------------------------------------------------------------- Algorithm 9
 
 
-def post_ln_e_transformer_logits(x, theta: ETransformerParams, *, activation=gelu, eps=EPS):
+def post_ln_e_transformer_logits(
+    x, theta: parameters.ETransformerParams, *, activation=gelu, eps=EPS
+):
     """Algorithm 9 as printed (Post-LN), composed from the building blocks: ``W_u X``, ``(N_V, ℓ)``.
 
     Equal to :func:`formal_algorithms.e_transformer_logits` bit for bit.
     """
-    check_inputs(ALG9_POST, theta, ETransformerParams, x=x)
+    check_inputs(ALG9_POST, theta, parameters.ETransformerParams, x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     X = post_ln_stack(X, theta.layers, None, activation, eps)  # lines 4-9, Mask ≡ 1
     return e_head(X, theta, activation, eps)  # lines 10-12 (part: logits)
@@ -201,22 +194,26 @@ def pre_ln_e_transformer(x, theta: PreLNETransformerParams, *, activation=gelu, 
 # -------------------------------------------------------------------------------- Algorithm 10
 
 
-def pre_ln_d_transformer_logits(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):
+def pre_ln_d_transformer_logits(
+    x, theta: parameters.DTransformerParams, *, activation=gelu, eps=EPS
+):
     """Algorithm 10 as printed (Pre-LN), composed from the building blocks: ``W_u X``, ``(N_V, ℓ)``.
 
     Equal to :func:`formal_algorithms.d_transformer_logits` bit for bit.
     """
-    check_inputs(ALG10_PRE, theta, DTransformerParams, x=x)
+    check_inputs(ALG10_PRE, theta, parameters.DTransformerParams, x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(X.shape[1])
     X = pre_ln_stack(X, theta.layers, Mask, activation, theta.gamma, theta.beta, eps)  # lines 4-10
     return unembedding_matrix(theta) @ X  # line 11 (part: logits): before the softmax
 
 
-def post_ln_d_transformer_logits(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):
+def post_ln_d_transformer_logits(
+    x, theta: parameters.DTransformerParams, *, activation=gelu, eps=EPS
+):
     """Algorithm 10 in Post-LN form: lines 5-8 become ``post_ln_layer``; line 10 is kept, so θ is
     exactly Algorithm 10's. Returns ``W_u X``, ``(N_V, ℓ)``."""
-    check_inputs(ALG10_POST, theta, DTransformerParams, x=x)
+    check_inputs(ALG10_POST, theta, parameters.DTransformerParams, x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(X.shape[1])
     X = post_ln_stack(X, theta.layers, Mask, activation, eps)  # lines 4-9, Post-LN
@@ -224,7 +221,7 @@ def post_ln_d_transformer_logits(x, theta: DTransformerParams, *, activation=gel
     return unembedding_matrix(theta) @ X  # line 11 (part: logits): before the softmax
 
 
-def post_ln_d_transformer(x, theta: DTransformerParams, *, activation=gelu, eps=EPS):
+def post_ln_d_transformer(x, theta: parameters.DTransformerParams, *, activation=gelu, eps=EPS):
     """``P = softmax(W_u X)`` of :func:`post_ln_d_transformer_logits`."""
     return softmax(post_ln_d_transformer_logits(x, theta, activation=activation, eps=eps))
 
@@ -246,11 +243,11 @@ def with_final_norms(theta):
     the identity-at-init γ = 1, β = 0: the same weights, run in the other form."""
     d_e, dtype = theta.W_e.shape[0], theta.W_e.dtype
     ones, zeros = jnp.ones(d_e, dtype), jnp.zeros(d_e, dtype)
-    if isinstance(theta, EDTransformerParams):
+    if isinstance(theta, parameters.EDTransformerParams):
         return PreLNEDTransformerParams(
             theta.W_e, theta.W_p, theta.enc, theta.dec, ones, zeros, ones, zeros, theta.W_u
         )
-    if isinstance(theta, ETransformerParams):
+    if isinstance(theta, parameters.ETransformerParams):
         return PreLNETransformerParams(
             theta.W_e,
             theta.W_p,
@@ -270,26 +267,26 @@ def init_pre_ln_ed_transformer(key, *, dtype=None, **hyperparameters) -> PreLNED
     """θ of Algorithm 8's Pre-LN form: :func:`formal_algorithms.init_ed_transformer` (same
     hyperparameters, same draws) plus final norms γ = 1, β = 0."""
     kw = {} if dtype is None else {"dtype": dtype}
-    return with_final_norms(init_ed_transformer(key, **hyperparameters, **kw))
+    return with_final_norms(parameters.init_ed_transformer(key, **hyperparameters, **kw))
 
 
 def init_pre_ln_e_transformer(key, *, dtype=None, **hyperparameters) -> PreLNETransformerParams:
     """θ of Algorithm 9's Pre-LN form: :func:`formal_algorithms.init_e_transformer` plus the
     encoder's final norm γ = 1, β = 0."""
     kw = {} if dtype is None else {"dtype": dtype}
-    return with_final_norms(init_e_transformer(key, **hyperparameters, **kw))
+    return with_final_norms(parameters.init_e_transformer(key, **hyperparameters, **kw))
 
 
-def init_post_ln_d_transformer(key, **hyperparameters) -> DTransformerParams:
+def init_post_ln_d_transformer(key, **hyperparameters) -> parameters.DTransformerParams:
     """θ of Algorithm 10's Post-LN form: exactly :func:`formal_algorithms.init_d_transformer`."""
-    return init_d_transformer(key, **hyperparameters)
+    return parameters.init_d_transformer(key, **hyperparameters)
 
 
 def _ed_view(theta):
-    return EDTransformerParams(theta.W_e, theta.W_p, theta.enc, theta.dec, theta.W_u)
+    return parameters.EDTransformerParams(theta.W_e, theta.W_p, theta.enc, theta.dec, theta.W_u)
 
 
 def _e_view(theta):
-    return ETransformerParams(
+    return parameters.ETransformerParams(
         theta.W_e, theta.W_p, theta.layers, theta.W_f, theta.b_f, theta.gamma, theta.beta, theta.W_u
     )
