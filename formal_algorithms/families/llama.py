@@ -273,8 +273,8 @@ def rope_decoder_logits(x, theta: LlamaParams, N_V, algorithm, config: LlamaConf
     window = config.window
     check_tokens(algorithm, "x", x, N_V, None)
     x = jnp.asarray(x)
-    X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (RoPE in attention instead)
-    X = scaled_embedding(X, config)
+    # e ← W_e[:, x[t]] (Gemma: · √d_e), no W_p (RoPE in attention instead)
+    X = scaled_embedding(theta.W_e[:, x], config)  # lines 1-3
     t = jnp.arange(x.shape[0])
     ell = x.shape[0]
     Mask = unidirectional_mask(ell) if window is None else sliding_window_mask(ell, window)

@@ -1,16 +1,26 @@
-"""``compare`` on the families beyond GPT-2, BERT and Llama (issue 30): tiny Hugging Face Qwen2
-and Mistral models, every parameter re-randomised, are EQUAL to their families' Algorithm 10 in
+"""``compare`` on the families beyond GPT-2, BERT and Llama (issue 30): tiny Hugging Face Qwen2,
+Mistral and Gemma models, every parameter re-randomised, are EQUAL to their families' Algorithm 10 in
 float64, and a departure injected into each is located at the paper line where it happens. The
 Mistral model's window (w = 3) is shorter than the sequence (ℓ = 8), so the window's mask
 matters in every layer. The departures are the catalogue's Llama-architecture patches
 (:data:`interop.departures.DEPARTURES`, the module names being Llama's: ε in Qwen2's last layer), and one written here:
-Mistral's window dropped in layer 1. Nothing is downloaded."""
+Mistral's window dropped in layer 1, and Gemma's √d_e embedding scale dropped (a Gemma run as
+Llama would embed). Gemma's RMSnorm multiplies by 1 + γ and casts to float32 with ``.float()``:
+the float64 run computes it in float64 with the offset (else every norm line would differ at
+float32's resolution). Nothing is downloaded."""
 
 import numpy as np
 import pytest
 import torch
 from torch_reference import randomise
-from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    GemmaConfig,
+    GemmaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from formal_algorithms.interop.compare import compare
 from formal_algorithms.interop.departures import DEPARTURES
@@ -35,7 +45,15 @@ def mistral():
     return model.eval()
 
 
-MODELS = {"qwen2": qwen2, "mistral": mistral}
+def gemma():
+    torch.manual_seed(0)
+    config = GemmaConfig(head_dim=6, hidden_activation="gelu_pytorch_tanh", **SHAPE)
+    model = GemmaForCausalLM(config)  # head_dim 6, not d_e / H = 4
+    randomise(model, torch.Generator().manual_seed(6))
+    return model.eval()
+
+
+MODELS = {"qwen2": qwen2, "mistral": mistral, "gemma": gemma}
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
@@ -48,7 +66,9 @@ def test_unmodified_models_are_equal_in_float64(equal_report):
     assert report.first is None, report.table()
     assert all(row.ok for row in report.rows) and len(report.rows) > 40
     assert "EQUAL" in report.table()
-    assert {"qwen2": "Qwen2's", "mistral": "Mistral's"}[family] in report.table()
+    assert {"qwen2": "Qwen2's", "mistral": "Mistral's", "gemma": "Gemma's"}[
+        family
+    ] in report.table()
 
 
 def _window_dropped(model):
@@ -65,6 +85,12 @@ def _window_dropped(model):
     model.model.layers[0].self_attn.register_forward_pre_hook(hook, with_kwargs=True)
 
 
+def _scale_dropped(model):
+    """Gemma's embedding without its √d_e (Llama's line 2)."""
+    with torch.no_grad():
+        model.model.embed_tokens.embed_scale.fill_(1.0)
+
+
 def _catalogue(name):
     return lambda model: DEPARTURES[name].apply(model, "llama")
 
@@ -73,6 +99,8 @@ def _catalogue(name):
 CASES = {
     ("qwen2", "eps"): (7, 10, 7, {"l": 2}, "", _catalogue("eps")),
     ("mistral", "window-dropped"): (6, 4, 6, {"l": 1, "h": 1}, "A", _window_dropped),
+    ("gemma", "scale-dropped"): (3, 10, 3, {}, "", _scale_dropped),
+    ("gemma", "eps"): (7, 10, 7, {"l": 2}, "", _catalogue("eps")),
 }
 
 

@@ -1,5 +1,5 @@
 """One table per model family (:mod:`.gpt2`, :mod:`.bert`, :mod:`.llama`,
-:mod:`.llama_kin` (Qwen2, Mistral), :mod:`.torch_transformer`), read by one mechanism (:mod:`.base`). :data:`TABLES` maps a Hugging
+:mod:`.llama_kin` (Qwen2, Mistral, Gemma), :mod:`.torch_transformer`), read by one mechanism (:mod:`.base`). :data:`TABLES` maps a Hugging
 Face ``model_type`` to its family; :func:`family_for` picks the family of a model."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from .base import Family
 from .bert import Bert
 from .gpt2 import Gpt2
 from .llama import Llama
-from .llama_kin import Mistral, Qwen2
+from .llama_kin import Gemma, Mistral, Qwen2
 from .torch_transformer import TorchTransformer
 
 __all__ = ["TABLES", "Family", "family_for"]
@@ -19,7 +19,14 @@ __all__ = ["TABLES", "Family", "family_for"]
 NAME = "compare"
 
 # model_type (config.json) -> the family; a Hugging Face model of another type has no table.
-TABLES = {"gpt2": Gpt2, "bert": Bert, "llama": Llama, "qwen2": Qwen2, "mistral": Mistral}
+TABLES = {
+    "gpt2": Gpt2,
+    "bert": Bert,
+    "llama": Llama,
+    "qwen2": Qwen2,
+    "mistral": Mistral,
+    "gemma": Gemma,
+}
 
 # the Hugging Face class each table reads (its module paths are that class's)
 CLASSES = {
@@ -28,6 +35,7 @@ CLASSES = {
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "mistral": "MistralForCausalLM",
+    "gemma": "GemmaForCausalLM",
 }
 
 

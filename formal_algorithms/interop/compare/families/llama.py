@@ -71,6 +71,7 @@ class Llama(PreLNDecoder):
     rope = True
 
     rms_classes = ("LlamaRMSNorm",)  # Hugging Face's RMSnorm classes run in float32
+    norm_offset = 0.0  # their γ as stored is the norm's γ (Gemma's is γ − 1)
     modeling = "transformers.models.llama.modeling_llama"  # its eager attention kernel
     hf_name = "Llama"
 
@@ -143,19 +144,23 @@ class Llama(PreLNDecoder):
 
 def _stock_rms_norm(module, classes) -> bool:
     """A Hugging Face RMSnorm (of ``classes``) running its class's own forward, which casts to
-    float32."""
+    float32 (``.to(torch.float32)``, or Gemma's ``.float()``)."""
     if type(module).__name__ not in classes or "forward" in vars(module):
         return False
     try:
-        return "torch.float32" in inspect.getsource(type(module).forward)
+        source = inspect.getsource(type(module).forward)
     except (OSError, TypeError):
         return False
+    return "torch.float32" in source or ".float()" in source
 
 
-def _rms_norm_in_input_dtype(module):
+def _rms_norm_in_input_dtype(module, offset: float = 0.0):
+    eps = getattr(module, "variance_epsilon", None) or module.eps
+
     def forward(hidden_states):  # the stock formula without its float32 cast
         variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        return module.weight * (hidden_states * torch.rsqrt(variance + module.variance_epsilon))
+        gamma = module.weight + offset if offset else module.weight  # Gemma stores γ − 1
+        return gamma * (hidden_states * torch.rsqrt(variance + eps))
 
     return forward
 
@@ -179,7 +184,7 @@ def float32_rms_norm(family):
         dtype=stock[0].weight.dtype,
     )
     with torch.no_grad():
-        cast, exact = stock[0](probe), _rms_norm_in_input_dtype(stock[0])(probe)
+        cast, exact = stock[0](probe), _rms_norm_in_input_dtype(stock[0], family.norm_offset)(probe)
     size = float((cast - exact).abs().max() / exact.abs().max())
     family.known_found.append(
         f"Hugging Face's {type(stock[0]).__name__} casts its input to float32 whatever the model's dtype "
@@ -189,7 +194,7 @@ def float32_rms_norm(family):
         "at float64's resolution; the model as shipped carries that float32 rounding"
     )
     for m in stock:
-        m.forward = _rms_norm_in_input_dtype(m)
+        m.forward = _rms_norm_in_input_dtype(m, family.norm_offset)
     try:
         yield
     finally:

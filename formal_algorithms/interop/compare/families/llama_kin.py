@@ -54,3 +54,34 @@ class Mistral(Llama):
 
         kwargs = {**self.kwargs, "window": self.theta.config.window}
         return mistral_logits, (jnp.asarray(self.x), self.theta), kwargs
+
+
+class Gemma(Llama):
+    name = "Algorithm 10 with Gemma's substitutions (families.gemma)"
+    rms_classes = ("GemmaRMSNorm",)
+    norm_offset = 1.0  # Gemma's RMSnorm multiplies by 1 + γ
+    modeling = "transformers.models.gemma.modeling_gemma"
+    hf_name = "Gemma"
+
+    def check(self, config):
+        """What Gemma does not write is refused by :func:`families.gemma.gemma_config`."""
+
+    def load(self, config, state):
+        from ....families.gemma import gemma_config, gemma_from_state_dict
+
+        return gemma_from_state_dict(state, **gemma_config(config.to_dict()))
+
+    def paper(self):
+        from ....families.gemma import gemma_logits
+
+        return gemma_logits, (jnp.asarray(self.x), self.theta), self.kwargs
+
+    def activation_name(self):
+        return "the tanh GELU (GeGLU)"
+
+    def norm_of(self, k):
+        found = super().norm_of(k)
+        if found is None:
+            return None
+        gamma, beta, source, eps = found
+        return 1.0 + gamma, beta, source, eps  # the norm's γ is 1 + the stored offset
