@@ -45,7 +45,6 @@ from ..paper.functions import gelu_tanh, relu, softmax
 from ..paper.normalisation import rms_norm_columns
 from ..practice.cache import ed_cross_cache
 from ..practice.kv_attention import KV, heads_affine, output, position_mask, project, write
-from ..variants._params import check_valid
 from ..variants.gated_mlp import gated_mlp
 from ..variants.relative_bias import (
     biased_attend,
@@ -208,10 +207,20 @@ def t5_decoder_layer(X, layer: T5DecoderLayer, self_attention, cross_attention, 
     return X + t5_mlp(X_tilde, layer.W_mlp3, layer.W_mlp4, layer.W_up, config)  # line 18
 
 
+def check_z_valid(caller: str, z_valid, ell_z: int) -> None:
+    """``z_valid`` is None or a boolean ``(ℓ_z,)``: True at the real tokens of a padded z."""
+    if z_valid is None:
+        return
+    dtype = np.asarray(z_valid).dtype if not hasattr(z_valid, "dtype") else z_valid.dtype
+    if np.shape(z_valid) != (ell_z,) or dtype != np.bool_:
+        got = f"shape {np.shape(z_valid)} and dtype {dtype}"
+        fail(caller, "z_valid", f"must be a boolean ({ell_z},), one per token of z, got {got}")
+
+
 def check_source(caller: str, z, z_valid, N_V: int):
     """z: token ids in [0, N_V); ``z_valid``: None or a boolean (ℓ_z,), True at the real tokens."""
     check_tokens(caller, "z", z, N_V, None)
-    check_valid(caller, z_valid, np.shape(z)[0])
+    check_z_valid(caller, z_valid, np.shape(z)[0])
     return jnp.asarray(z), None if z_valid is None else jnp.asarray(z_valid).astype(bool)
 
 
@@ -255,7 +264,7 @@ def t5_decode_logits(x, Z, theta: T5Params, *, z_valid=None):
     check_tokens(T5, "x", x, hp["N_V"], None)
     if np.ndim(Z) != 2 or np.shape(Z)[0] != hp["d_e"]:
         fail(T5, "Z", f"must be the encoded (d_e = {hp['d_e']}, ℓ_z), got shape {np.shape(Z)}")
-    check_valid(T5, z_valid, np.shape(Z)[1])
+    check_z_valid(T5, z_valid, np.shape(Z)[1])
     x, config = jnp.asarray(x), theta.config
     X = theta.W_e[:, x]  # lines 10-12: no W_p
     t = jnp.arange(x.shape[0])
@@ -465,8 +474,8 @@ def t5_from_state_dict(
         def heads(m):
             return sd(f"{p}{m}.weight", (inner, d_e)).reshape(n_heads, d_kv, d_e)
 
-        o = sd(p + "o.weight", (d_e, inner))
-        return MHAttentionParams(heads("q"), None, heads("k"), None, heads("v"), None, o, None)
+        q, k, v = heads("q"), heads("k"), heads("v")
+        return MHAttentionParams(q, None, k, None, v, None, sd(p + "o.weight", (d_e, inner)), None)
 
     def mlp(p):  # (W_mlp1, W_mlp2, W_up)
         first = sd(p + ("wi_0" if gated else "wi") + ".weight", (d_mlp, d_e))
