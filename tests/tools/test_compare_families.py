@@ -9,6 +9,8 @@ Llama would embed). Gemma's RMSnorm multiplies by 1 + γ and casts to float32 wi
 the float64 run computes it in float64 with the offset (else every norm line would differ at
 float32's resolution). Nothing is downloaded."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -23,7 +25,7 @@ from transformers import (
 )
 
 from formal_algorithms.interop.compare import compare
-from formal_algorithms.interop.departures import DEPARTURES
+from formal_algorithms.interop.departures import DEPARTURES, inject
 
 X = np.array([3, 7, 1, 12, 5, 9, 2, 8])
 SHAPE = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
@@ -118,3 +120,40 @@ def test_each_departure_is_located_at_its_paper_line(family, departure):
     i = report.rows.index(first)
     assert all(row.ok for row in report.rows[:i])
     assert "DEPARTS at" in report.table()
+
+
+# Llama's catalogue entries through inject() on Qwen2 and Mistral (Llama's module tree): each is
+# found where test_compare's CATALOGUE finds it in Llama, with the same evidence (a sample of
+# the entries, split between the two, to keep the suite's time).
+KIN = {
+    "qwen2": ("rope-base", "kv-tiled", "gate-up-swapped", "rms-plus-one", "untied", "scale-d"),
+    "mistral": (
+        "final-norm-missing",
+        "rope-offset",
+        "rms-centred",
+        "temperature",
+        "embedding-scaled",
+    ),
+}
+
+
+KIN_CASES = [(f, d) for f, ds in KIN.items() for d in ds]
+
+
+@pytest.mark.parametrize("family, departure", KIN_CASES, ids=[f"{f}-{d}" for f, d in KIN_CASES])
+def test_llama_departures_inject_into_qwen2_and_mistral(family, departure):
+    from test_compare import CATALOGUE
+
+    top_line, algorithm, line, indices, tag, evidence = CATALOGUE["llama", departure]
+    report = compare(inject(MODELS[family](), departure), X)
+    first = report.first
+    assert first is not None, f"{departure} not found"
+    assert (first.top_line, first.algorithm, first.line, first.indices, first.tag) == (
+        top_line, algorithm, line, indices, tag,
+    ), first.path  # fmt: skip
+    assert any(re.search(evidence, e) for e in report.evidence), report.evidence
+
+
+def test_inject_refuses_a_family_without_llamas_modules():
+    with pytest.raises(TypeError, match=r"inject: argument 'model'.*GemmaForCausalLM"):
+        inject(MODELS["gemma"](), "eps")

@@ -8,9 +8,10 @@ of transformer libraries keep reporting (an ε, the GELU form, the attention sca
 placement, a position offset, the mask orientation, the head split, a bias, the final norm, the
 unembedding); each entry says where the comparison must find it.
 
-``inject(model, name)`` applies one to a Hugging Face ``GPT2LMHeadModel``, ``BertForMaskedLM`` or
-``LlamaForCausalLM`` or to a ``torch.nn.Transformer`` and returns the model; :data:`DEPARTURES`
-lists them and where each applies.
+``inject(model, name)`` applies one to a Hugging Face ``GPT2LMHeadModel``, ``BertForMaskedLM``,
+``LlamaForCausalLM`` (and ``Qwen2ForCausalLM`` and ``MistralForCausalLM``, which have Llama's
+modules: the "llama" entries apply to them) or to a ``torch.nn.Transformer`` and returns the
+model; :data:`DEPARTURES` lists them and where each applies.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ from .patches import (
 __all__ = ["DEPARTURES", "Departure", "inject"]
 
 
+#: the Hugging Face classes the "llama" departures patch (the same module tree and RMSnorm formula)
+LLAMA_LAYOUT = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
+
+
 class Departure(NamedTuple):
     """One departure: what it does, the families it applies to, and the paper line where the
     comparison finds it (for each family)."""
@@ -78,12 +83,12 @@ def _family(model) -> str:
         return "bert"
     if isinstance(model, nn.Transformer):
         return "torch"
-    if type(model).__name__ == "LlamaForCausalLM":
-        return "llama"
+    if type(model).__name__ in LLAMA_LAYOUT:
+        return "llama"  # Qwen2 and Mistral: Llama's modules, names and RMSnorm
     fail(
         "inject",
         "model",
-        f"must be a GPT2LMHeadModel, BertForMaskedLM, LlamaForCausalLM or "
+        f"must be a GPT2LMHeadModel, BertForMaskedLM, {', '.join(LLAMA_LAYOUT)} or "
         f"torch.nn.Transformer, got {type(model).__name__}",
         TypeError,
     )
