@@ -27,6 +27,7 @@ DEPARTS = 3  # the exit status of a model that departs from the paper
 # keeps them equal.
 TABLES = {
     "bert": "BertForMaskedLM",
+    "gemma": "GemmaForCausalLM",
     "gpt2": "GPT2LMHeadModel",
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
@@ -62,9 +63,9 @@ def _check_numbers(args) -> None:
 def _check_options(args, config) -> None:
     """Every option that needs the directory's configuration, before the model is loaded."""
     for name in args.inject or ():
-        from ..interop.departures import DEPARTURES
+        from ..interop.departures import DEPARTURES, family_of_type
 
-        if config["model_type"] not in DEPARTURES[name].where:
+        if family_of_type(config["model_type"]) not in DEPARTURES[name].where:
             raise ValueError(
                 f"--inject {name} does not apply to this model "
                 f"({config['model_type']}); it applies to "

@@ -99,6 +99,16 @@ def test_cli_healthy_float64_llama_exits_0(tmp_path, capsys):
     assert "EQUAL" in out and out.count("known departure: ") == 3
 
 
+def test_cli_injects_a_llama_departure_into_a_qwen2_directory(tmp_path, capsys):
+    from test_compare_families import qwen2
+
+    qwen2().save_pretrained(tmp_path)
+    argv = ["compare", "--hf", str(tmp_path), "--tokens", TOKENS, "--inject", "eps"]
+    assert main(argv) == 3
+    out = capsys.readouterr().out
+    assert "DEPARTS at Algorithm 10 › line 7 (l=2)" in out, out
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -142,7 +152,7 @@ def _directory(tmp_path, config, files=()):
 @pytest.mark.parametrize(
     "config, files, message",
     [
-        ({"model_type": "t5"}, (), r"holds a 't5' model; compare has a table for bert, gpt2, llama"),
+        ({"model_type": "t5"}, (), r"holds a 't5' model; compare has a table for bert, gemma, gpt2, llama"),
         ({"model_type": "gpt2", "vocab_size": 40, "n_positions": 16}, (),
          r"has no weights \(model\.safetensors or pytorch_model\.bin\)"),
         ({"model_type": "gpt2", "vocab_size": 40, "n_positions": 16},

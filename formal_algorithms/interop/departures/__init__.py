@@ -65,6 +65,11 @@ __all__ = ["DEPARTURES", "Departure", "inject"]
 LLAMA_LAYOUT = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 
 
+def family_of_type(model_type: str) -> str:
+    """The family whose departures apply to a configuration's ``model_type``."""
+    return "llama" if model_type in ("qwen2", "mistral") else model_type
+
+
 class Departure(NamedTuple):
     """One departure: what it does, the families it applies to, and the paper line where the
     comparison finds it (for each family)."""
