@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..paper.architectures import unembedding_matrix
 from ..paper.attention import MHAttentionParams, unidirectional_mask
 from ..paper.checks import check_sizes, check_tokens, fail
 from ..paper.functions import gelu_tanh, relu, softmax
@@ -252,11 +253,6 @@ def t5_unembed(X, gamma, W_u, config: T5Config):
     return W_u @ X  # line 21 (part: logits)
 
 
-def unembedding(theta: T5Params):
-    """``W_u``, or ``W_eᵀ`` when θ ties them."""
-    return theta.W_e.T if theta.W_u is None else theta.W_u
-
-
 def t5_decode_logits(x, Z, theta: T5Params, *, z_valid=None):
     """Lines 10-21 of Algorithm 8 with T5's substitutions up to the softmax: ``(N_V, ℓ_x)``;
     ``Z`` from :func:`t5_encode`, ``z_valid`` its real columns (None: all)."""
@@ -284,7 +280,7 @@ def t5_decode_logits(x, Z, theta: T5Params, *, z_valid=None):
 
     for layer in theta.dec:  # line 13
         X = t5_decoder_layer(X, layer, self_attention, cross_attention, config)  # lines 14-19
-    return t5_unembed(X, theta.gamma_dec, unembedding(theta), config)  # lines 20-21
+    return t5_unembed(X, theta.gamma_dec, unembedding_matrix(theta), config)  # lines 20-21
 
 
 def t5_logits(z, x, theta: T5Params, *, z_valid=None):
