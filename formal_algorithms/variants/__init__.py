@@ -14,7 +14,8 @@
   Algorithm 4 lines 1-2), :mod:`.grouped_attention` (grouped-query and multi-query attention,
   bias-free projections), :mod:`.gated_mlp` (SwiGLU, GeGLU), :mod:`.alibi` (linear biases at
   Algorithm 4 line 4), :mod:`.factorised` (ALBERT's factorised embeddings, cross-layer sharing).
-- Issue 30: :mod:`.sliding_window` (eq. 3 with a window), :mod:`.partial_rope` (RoPE on d_rot rows).
+- Issue 30: :mod:`.sliding_window` (eq. 3 with a window), :mod:`.partial_rope` (RoPE on d_rot rows),
+  :mod:`.relative_bias` (T5's bucketed relative position bias on Algorithm 4's scores, unscaled).
 
 This is an edge of the library: it imports the primitives and architectures; only the model
 families (:mod:`formal_algorithms.families`) build on it.

@@ -329,6 +329,21 @@ def test_the_examples_of_docs_families_run():
         assert N_V == 40 and np.isfinite(np.asarray(namespace["logits"])).all()
 
 
+@pytest.mark.parametrize("section", ["## T5", "## BART"])
+def test_the_encoder_decoder_examples_of_docs_families_run(section):
+    """The T5 and BART sections' Python blocks run on a random transformers model: logits
+    (N_V, ℓ_x) = (40, 3), finite, and greedy tokens of the vocabulary."""
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "families.md").read_text()
+    part = text.split(section)[1].split("\n## ")[0]
+    (block,) = re.findall(r"```python\n(.*?)```", part, re.S)
+    namespace = {}
+    exec(block, namespace)
+    logits = np.asarray(namespace["logits"])
+    assert logits.shape == (40, 3) and np.isfinite(logits).all()
+    tokens = np.asarray(namespace["tokens"])
+    assert tokens.ndim == 1 and len(tokens) >= 1 and ((0 <= tokens) & (tokens < 40)).all()
+
+
 def test_the_families_generation_benchmark_runs_and_the_tokens_agree():
     """The benchmark's quick size: every family's cached decoder gives generate's greedy tokens
     (what its speed-up is measured on); the timings themselves are the benchmark's, not a test's."""
@@ -353,12 +368,21 @@ def test_the_atlas_of_docs_families_is_generated_from_the_code():
     table = atlas.atlas()
     assert table.count("\n") == 1 + 11  # header, rule, Algorithm 10's 11 lines
     assert "| 6 | `X ← X + MHAttention(X̃ \\| W_l" in table and "sliding_window" in table
+    table_8 = atlas.atlas(8)
+    assert table_8.count("\n") == 1 + 21 and table_8 in page  # Algorithm 8's 21 lines
+    assert "| T5 | BART |" in table_8 and "relative_bias" in table_8
     atlas.FAMILIES["broken"] = {12: "a line the paper does not have"}
     try:
         with pytest.raises(ValueError, match=r"atlas: broken replaces lines \[12\]"):
             atlas.atlas()
     finally:
         del atlas.FAMILIES["broken"]
+    atlas.ED_FAMILIES["broken"] = {22: "a line the paper does not have"}
+    try:
+        with pytest.raises(ValueError, match=r"broken replaces lines \[22\] that Algorithm 8"):
+            atlas.atlas(8)
+    finally:
+        del atlas.ED_FAMILIES["broken"]
 
 
 @pytest.mark.parametrize("family", ["qwen2", "mistral", "gpt_neox"])
