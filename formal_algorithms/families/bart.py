@@ -175,8 +175,8 @@ def bart_embed(tokens, positions, W_e, W_p, gamma, beta, config: BartConfig):
     """Lines 1-3 (encoder) or 10-12 (decoder) with BART's substitutions, for tokens at
     ``positions``: ``layer_norm(s W_e[:, x[t]] + W_p[:, t] | γ_emb, β_emb)``."""
     s = math.sqrt(np.shape(W_e)[0]) if config.scale_embedding else 1.0
-    E = s * W_e[:, tokens] + W_p[:, positions]  # line 2 (11): s = √d_e if scaled
-    return layer_norm_columns(E, gamma, beta, config.eps)  # line 3 (12): BART's embedding norm
+    E = s * W_e[:, tokens] + W_p[:, positions]  # e_t, s = √d_e if scaled
+    return layer_norm_columns(E, gamma, beta, config.eps)  # BART's embedding norm
 
 
 def bart_unembed(X, W_u, b_u):
@@ -205,8 +205,8 @@ def bart_encode(z, theta: BartParams, *, z_valid=None):
     z = jnp.asarray(z)
     valid = _check_z_valid(BART, z_valid, z.shape[0])
     config = theta.config
-    Z = bart_embed(z, jnp.arange(z.shape[0]), theta.W_e, theta.W_p, theta.gamma_emb_enc,
-                   theta.beta_emb_enc, config)  # fmt: skip  # lines 1-3
+    W = theta.W_e, theta.W_p, theta.gamma_emb_enc, theta.beta_emb_enc
+    Z = bart_embed(z, jnp.arange(z.shape[0]), *W, config)  # lines 1-3
     Mask = key_padding_mask(valid, Z.shape[1])  # Mask ≡ 1 unless z is padded
     for layer in theta.enc:  # line 4
         Z = post_ln_layer(Z, layer, Mask, ACTIVATIONS[config.activation], config.eps)  # lines 5-8
@@ -221,8 +221,8 @@ def bart_decode_logits(x, Z, theta: BartParams, *, z_valid=None):
     x = jnp.asarray(x)
     valid = _check_z_valid(BART, z_valid, np.shape(Z)[1])
     config = theta.config
-    X = bart_embed(x, jnp.arange(x.shape[0]), decoder_embedding(theta), theta.W_p_dec,
-                   theta.gamma_emb_dec, theta.beta_emb_dec, config)  # fmt: skip  # lines 10-12
+    W = decoder_embedding(theta), theta.W_p_dec, theta.gamma_emb_dec, theta.beta_emb_dec
+    X = bart_embed(x, jnp.arange(x.shape[0]), *W, config)  # lines 10-12
     Mask = unidirectional_mask(X.shape[1])
     cross_Mask = key_padding_mask(valid, X.shape[1])  # line 16's Mask ≡ 1 unless z is padded
     activation = ACTIVATIONS[config.activation]

@@ -137,5 +137,7 @@ def relative_mh_attention(X, Z, W: MHAttentionParams, B=None, Mask=None):
         )
     Q, K, V = project(W, X, Z)  # Algorithm 4 lines 1-3, every head
     Mask = None if Mask is None else jnp.asarray(Mask).astype(bool)
-    Y = biased_attend(Q, K.transpose(0, 2, 1), V.transpose(0, 2, 1), B, Mask)  # lines 4-6
+    Y = biased_attend(
+        Q, K.transpose(0, 2, 1), V.transpose(0, 2, 1), B, Mask
+    )  # Algorithm 4 lines 4-6
     return output(W.W_o, W.b_o, Y)  # Algorithm 5 lines 3-4
