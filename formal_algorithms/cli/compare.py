@@ -31,6 +31,7 @@ TABLES = {
     "gpt2": "GPT2LMHeadModel",
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
+    "opt": "OPTForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
 }
 INJECTABLE = ("eps", "gelu-form", "scale-d", "post-ln", "pre-ln", "positions+1", "mask-transposed",

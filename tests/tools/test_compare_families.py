@@ -20,6 +20,8 @@ from transformers import (
     GemmaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
 )
@@ -55,7 +57,17 @@ def gemma():
     return model.eval()
 
 
-MODELS = {"qwen2": qwen2, "mistral": mistral, "gemma": gemma}
+def opt(pre_ln=True):
+    torch.manual_seed(0)
+    config = OPTConfig(vocab_size=40, hidden_size=16, ffn_dim=24, num_hidden_layers=2,
+                       num_attention_heads=4, max_position_embeddings=32, word_embed_proj_dim=16,
+                       do_layer_norm_before=pre_ln)  # fmt: skip
+    model = OPTForCausalLM(config)
+    randomise(model, torch.Generator().manual_seed(7))
+    return model.eval()
+
+
+MODELS = {"qwen2": qwen2, "mistral": mistral, "gemma": gemma, "opt": opt}
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
@@ -68,9 +80,8 @@ def test_unmodified_models_are_equal_in_float64(equal_report):
     assert report.first is None, report.table()
     assert all(row.ok for row in report.rows) and len(report.rows) > 40
     assert "EQUAL" in report.table()
-    assert {"qwen2": "Qwen2's", "mistral": "Mistral's", "gemma": "Gemma's"}[
-        family
-    ] in report.table()
+    names = {"qwen2": "Qwen2's", "mistral": "Mistral's", "gemma": "Gemma's", "opt": "OPT's"}
+    assert names[family] in report.table()
 
 
 def _window_dropped(model):
@@ -93,6 +104,16 @@ def _scale_dropped(model):
         model.model.embed_tokens.embed_scale.fill_(1.0)
 
 
+def _gelu_in_layer_1(model):
+    """OPT's first MLP with GELU where OPT (and the family) has ReLU."""
+    model.model.decoder.layers[0].activation_fn = torch.nn.GELU()
+
+
+def _positions_offset_1(model):
+    """OPT's learned positions read one row too early (offset 1 instead of 2)."""
+    model.model.decoder.embed_positions.offset = 1
+
+
 def _catalogue(name):
     return lambda model: DEPARTURES[name].apply(model, "llama")
 
@@ -103,6 +124,8 @@ CASES = {
     ("mistral", "window-dropped"): (6, 4, 6, {"l": 1, "h": 1}, "A", _window_dropped),
     ("gemma", "scale-dropped"): (3, 10, 3, {}, "", _scale_dropped),
     ("gemma", "eps"): (7, 10, 7, {"l": 2}, "", _catalogue("eps")),
+    ("opt", "gelu-in-layer-1"): (8, 10, 8, {"l": 1}, "", _gelu_in_layer_1),
+    ("opt", "positions-offset-1"): (3, 10, 3, {}, "", _positions_offset_1),
 }
 
 
@@ -152,6 +175,11 @@ def test_llama_departures_inject_into_qwen2_and_mistral(family, departure):
         top_line, algorithm, line, indices, tag,
     ), first.path  # fmt: skip
     assert any(re.search(evidence, e) for e in report.evidence), report.evidence
+
+
+def test_a_post_ln_opt_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"compare: argument 'model.config.do_layer_norm_before'"):
+        compare(opt(pre_ln=False), X)
 
 
 def test_inject_refuses_a_family_without_llamas_modules():

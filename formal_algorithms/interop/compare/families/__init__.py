@@ -1,5 +1,5 @@
 """One table per model family (:mod:`.gpt2`, :mod:`.bert`, :mod:`.llama`,
-:mod:`.llama_kin` (Qwen2, Mistral, Gemma), :mod:`.torch_transformer`), read by one mechanism (:mod:`.base`). :data:`TABLES` maps a Hugging
+:mod:`.llama_kin` (Qwen2, Mistral, Gemma), :mod:`.opt`, :mod:`.torch_transformer`), read by one mechanism (:mod:`.base`). :data:`TABLES` maps a Hugging
 Face ``model_type`` to its family; :func:`family_for` picks the family of a model."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from .bert import Bert
 from .gpt2 import Gpt2
 from .llama import Llama
 from .llama_kin import Gemma, Mistral, Qwen2
+from .opt import Opt
 from .torch_transformer import TorchTransformer
 
 __all__ = ["TABLES", "Family", "family_for"]
@@ -26,6 +27,7 @@ TABLES = {
     "qwen2": Qwen2,
     "mistral": Mistral,
     "gemma": Gemma,
+    "opt": Opt,
 }
 
 # the Hugging Face class each table reads (its module paths are that class's)
@@ -36,6 +38,7 @@ CLASSES = {
     "qwen2": "Qwen2ForCausalLM",
     "mistral": "MistralForCausalLM",
     "gemma": "GemmaForCausalLM",
+    "opt": "OPTForCausalLM",
 }
 
 

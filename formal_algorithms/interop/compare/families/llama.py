@@ -206,14 +206,12 @@ KERNEL = "formal_algorithms_eager_in_query_dtype"
 
 
 def _eager_in_query_dtype(module, query, key, value, attention_mask, scaling, dropout=0.0, **kw):
-    """Hugging Face's eager Llama attention with its softmax in the query's dtype (no float32
-    cast); its own ``repeat_kv`` (the grouping order stays the model's)."""
+    """Hugging Face's eager Llama (or OPT) attention with its softmax in the query's dtype (no
+    float32 cast); Llama's own ``repeat_kv`` (the grouping order stays the model's)."""
     from transformers.models.llama.modeling_llama import repeat_kv
 
-    key, value = (
-        repeat_kv(key, module.num_key_value_groups),
-        repeat_kv(value, module.num_key_value_groups),
-    )
+    groups = getattr(module, "num_key_value_groups", 1)  # OPT's attention has one set per head
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
         weights = weights + attention_mask

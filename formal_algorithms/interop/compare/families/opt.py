@@ -1,0 +1,95 @@
+"""Hugging Face ``OPTForCausalLM`` (Pre-LN, ``do_layer_norm_before``) against Algorithm 10 with
+OPT's substitutions (:mod:`formal_algorithms.families.opt`: ReLU in line 8, positions offset by 2
+in ``W_p``'s rows): θ is Algorithm 10's own, so the paper's run is ``d_transformer`` with ReLU.
+A Post-LN OPT (350m) is refused by name: its line 10 is dropped and its norms read other lines'
+values, which this table does not describe."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import torch
+
+from ....paper.checks import fail
+from .base import (
+    ALGORITHM_10_KINDS,
+    COLS,
+    WEIGHTS,
+    PreLNDecoder,
+    Tap,
+    decoder_extras,
+    heads,
+)
+from .llama import float32_softmax
+
+NAME = "compare"
+L_ = "model.decoder.layers.{i}"
+A_ = f"{L_}.self_attn"
+
+TABLE = (
+    Tap(3, 10, 3, "model.decoder.layers.0", "in"),
+    Tap(5, 10, 5, f"{L_}.self_attn_layer_norm"),
+    Tap(6, 4, 1, f"{A_}.q_proj", "out", heads()),  # before OPT's scaling of Q by 1/√d_attn
+    Tap(6, 4, 2, f"{A_}.k_proj", "out", heads()),
+    Tap(6, 4, 3, f"{A_}.v_proj", "out", heads()),
+    Tap(6, 4, 6, A_, "out1", WEIGHTS, "A"),
+    Tap(6, 4, 6, f"{A_}.out_proj", "in", heads()),
+    Tap(6, 5, 2, f"{A_}.out_proj", "in", heads()),
+    Tap(6, 5, 3, f"{A_}.out_proj", "in"),
+    Tap(6, 5, 4, f"{A_}.out_proj"),
+    Tap(6, 10, 6, f"{L_}.final_layer_norm", "in"),
+    Tap(7, 10, 7, f"{L_}.final_layer_norm"),
+    Tap(8, 10, 8, L_),
+    Tap(10, 10, 10, "model.decoder.final_layer_norm"),
+    Tap(11, 10, 11, "lm_head", "out", COLS, "logits"),
+)
+
+EXTRAS = decoder_extras(
+    f"{L_}.self_attn_layer_norm",
+    f"{L_}.final_layer_norm",
+    "model.decoder.final_layer_norm",
+    f"{A_}.q_proj",
+    f"{L_}.fc1",
+    f"{L_}.activation_fn",
+    "lm_head",
+)
+
+
+class Opt(PreLNDecoder):
+    name = "Algorithm 10 with OPT's substitutions (families.opt)"
+    algorithm, final_line = 10, 11
+    table, extras, kinds, causal_sites = TABLE, EXTRAS, ALGORITHM_10_KINDS, (6,)
+    norm_params = {5: ("gamma1", "beta1"), 7: ("gamma2", "beta2"), 10: ("gamma", "beta")}
+    modeling = "transformers.models.opt.modeling_opt"  # its eager attention kernel
+    hf_name = "OPT"
+
+    def __init__(self, model):
+        from ....families.opt import opt_config, opt_from_state_dict, paper_theta
+        from ....paper.functions import relu
+
+        config = model.config
+        if not config.do_layer_norm_before:
+            fail(
+                NAME,
+                "model.config.do_layer_norm_before",
+                "is False (Post-LN OPT); compare has OPT's Pre-LN table only",
+            )
+        self.model = model
+        tied = model.lm_head.weight is model.model.decoder.embed_tokens.weight
+        dtype = torch.float64 if model.dtype == torch.float64 else torch.float32
+        state = {
+            k: v.detach().cpu().to(dtype).numpy()
+            for k, v in model.state_dict().items()
+            if not (tied and k == "lm_head.weight")
+        }
+        theta = opt_from_state_dict(state, **opt_config(config.to_dict()))
+        self.theta = paper_theta(theta)
+        self.kwargs = {"activation": relu, "eps": theta.config.eps}
+        self.H, self.L = config.num_attention_heads, config.num_hidden_layers
+
+    def attention_kernel(self):
+        return float32_softmax(self) if self.float64 else super().attention_kernel()
+
+    def paper(self):
+        from ....paper.architectures import d_transformer
+
+        return d_transformer, (jnp.asarray(self.x), self.theta), self.kwargs
