@@ -81,6 +81,7 @@ def paper_sinusoidal_W_p(d_e: int, ell_max: int, dtype=None):
     """
     _check_even("paper_sinusoidal_W_p", d_e)
     check_sizes("paper_sinusoidal_W_p", ell_max=ell_max)
+    dtype = float_dtype(dtype, "paper_sinusoidal_W_p")
     i = np.arange(1, d_e // 2 + 1, dtype=np.float64)[:, None]  # 1-based pair index
     t = np.arange(1, ell_max + 1, dtype=np.float64)[None, :]  # 1-based position
     return _interleave(t / float(ell_max) ** (2 * i / d_e), dtype)
@@ -94,6 +95,7 @@ def vaswani_sinusoidal_W_p(d_e: int, ell_max: int, base: float = 10000.0, dtype=
     """
     _check_even("vaswani_sinusoidal_W_p", d_e)
     check_sizes("vaswani_sinusoidal_W_p", ell_max=ell_max)
+    dtype = float_dtype(dtype, "vaswani_sinusoidal_W_p")
     i = np.arange(d_e // 2, dtype=np.float64)[:, None]
     pos = np.arange(ell_max, dtype=np.float64)[None, :]
     return _interleave(pos / base ** (2 * i / d_e), dtype)

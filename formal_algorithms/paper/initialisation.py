@@ -52,19 +52,21 @@ def is_spec(leaf) -> bool:
     return isinstance(leaf, (Normal, Constant))
 
 
-def float_dtype(dtype=None):
+def float_dtype(dtype=None, name: str | None = None):
     """``dtype``, or JAX's default float dtype when it is ``None``: float64 with
-    ``jax_enable_x64`` on, float32 otherwise (what ``jnp.asarray(1.0)`` gives)."""
-    return jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+    ``jax_enable_x64`` on, float32 otherwise (what ``jnp.asarray(1.0)`` gives). Given ``name``
+    (the function that asks), a dtype that is not a float is refused by that name."""
+    dtype = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+    if name is not None and not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name}: argument 'dtype' must be a float dtype, got {dtype}")
+    return dtype
 
 
 def materialise(key, spec, dtype=None, name: str = "materialise"):
     """Turn a tree of leaf specs into arrays; all normal leaves come from one draw on ``key``.
     ``dtype=None``: JAX's default float dtype (:func:`float_dtype`); ``name``: the init that asks,
     named by its errors."""
-    dtype = float_dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{name}: argument 'dtype' must be a float dtype, got {jnp.dtype(dtype)}")
+    dtype = float_dtype(dtype, name)
     check_key(name, key)
     specs, tree = jax.tree_util.tree_flatten(spec, is_leaf=is_spec)
     sizes = [int(np.prod(s.shape)) if isinstance(s, Normal) else 0 for s in specs]

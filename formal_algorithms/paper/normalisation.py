@@ -10,7 +10,7 @@ vectors with a large mean). Low-precision inputs are normalised in float32 and c
 import jax
 import jax.numpy as jnp
 
-from .checks import check_eps, fail
+from .checks import check_eps, check_sizes, fail
 from .functions import compute_dtype
 from .initialisation import float_dtype
 from .shapes import Arr, Float
@@ -105,5 +105,6 @@ def _check_norm(algorithm, name, x, ndim, gamma, beta=None, eps=0.0):
 def init_layer_norm(d_e: int, dtype=None):
     """``γ = 1``, ``β = 0``: layer_norm starts as pure normalisation (JAX's default float dtype
     unless ``dtype`` is given)."""
-    dtype = float_dtype(dtype)
+    check_sizes("init_layer_norm", d_e=d_e)
+    dtype = float_dtype(dtype, "init_layer_norm")
     return jnp.ones(d_e, dtype), jnp.zeros(d_e, dtype)

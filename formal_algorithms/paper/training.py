@@ -175,6 +175,7 @@ def ed_loss_padded(
     theta: EDTransformerParams, z, z_valid, x, x_valid, *, activation=relu, eps=EPS
 ) -> TokenStats:
     """:func:`ed_loss` for ``z`` and ``x`` padded at their ends."""
+    _check_padded(ALG11, EDTransformerParams, theta, x=(x, x_valid))  # the targets' padding
     logits = ed_transformer_logits_padded(z, z_valid, x, theta, activation=activation, eps=eps)
     return token_stats(logits[:, :-1], x[1:], x_valid[1:])
 

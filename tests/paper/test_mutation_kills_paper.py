@@ -7,11 +7,16 @@ that the rest of the suite let pass.
   giving only one of them is refused; the specs' default is an untied W_u;
 - ``check_params`` without an algorithm names θ's class, and Algorithm 4 names a non-matrix X or Z;
 - Algorithm 14 compiles its step once per length, whatever the prompt's integer dtype (the tokens
-  are cast to int32 on the host), and Algorithm 15 its encoder once per length of z.
+  are cast to int32 on the host), and Algorithm 15 its encoder once per length of z;
+- (seed 707) every init and sinusoid refuses each size below its minimum, a float or a bool by
+  name, and defaults to JAX's float, honours a float dtype and refuses an integer one; every
+  branch of every helper of ``paper/checks.py`` (``check_key``'s raw key needs uint32 *and*
+  shape (2,)); every padded form checks the shape and order of each ``valid`` it takes.
 """
 
 import contextlib
 import logging
+import re
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +25,7 @@ import pytest
 from params import perturbed
 
 import formal_algorithms as fa
-from formal_algorithms.paper import parameters
+from formal_algorithms.paper import checks, parameters, training
 
 # Shapes of their own, so that no other test has compiled these executables before.
 D_HP = dict(N_V=9, ell_max=5, L=1, H=2, d_e=4, d_mlp=6)
@@ -232,3 +237,208 @@ def test_malformed_theta_is_named_by_the_training_algorithms(d_theta, ed_theta):
 def test_a_missing_leaf_is_named_as_none(d_theta):
     with pytest.raises(TypeError, match=r"'theta\.gamma' must be an array .*, got None$"):
         fa.check_params(d_theta._replace(gamma=None))
+
+
+# ------------------------------------------------------------- fresh seed 707 (issue 26)
+
+KEY = jax.random.key(0)
+TINY = dict(N_V=5, ell_max=3, H=2, d_e=4, d_mlp=3)
+# Each function that takes sizes, the name its errors give, valid sizes, and each size's minimum
+# (1 unless listed: θ's N_V leaves room for the three special tokens, an encoder-decoder may
+# lack one stack).
+SIZED = [
+    ("init_embeddings", lambda **kw: fa.init_embeddings(KEY, **kw), dict(N_V=5, d_e=4, ell_max=3), {}),
+    ("init_layer_norm", fa.init_layer_norm, dict(d_e=4), {}),
+    ("init_attention", lambda **kw: fa.init_attention(KEY, **kw), dict(d_x=3, d_z=2, d_attn=2, d_out=3), {}),
+    ("init_mh_attention", lambda **kw: fa.init_mh_attention(KEY, **kw), dict(H=2, d_x=3, d_z=2, d_attn=2, d_mid=2, d_out=3), {}),
+    ("paper_sinusoidal_W_p", fa.paper_sinusoidal_W_p, dict(d_e=4, ell_max=3), {}),
+    ("vaswani_sinusoidal_W_p", fa.vaswani_sinusoidal_W_p, dict(d_e=4, ell_max=3), {}),
+    ("init_d_transformer (Algorithm 10)", lambda **kw: fa.init_d_transformer(KEY, **kw), dict(TINY, L=1, d_attn=2, d_mid=2), dict(N_V=3)),
+    ("init_e_transformer (Algorithm 9)", lambda **kw: fa.init_e_transformer(KEY, **kw), dict(TINY, L=1, d_f=4, d_attn=2, d_mid=2), dict(N_V=3)),
+    ("init_ed_transformer (Algorithm 8)", lambda **kw: fa.init_ed_transformer(KEY, **kw), dict(TINY, L_enc=1, L_dec=1, d_attn=2, d_mid=2), dict(N_V=3, L_enc=0, L_dec=0)),
+]  # fmt: skip
+SIZE_CASES = [
+    pytest.param(name, call, sizes, argument, minimum.get(argument, 1), id=f"{name.split()[0]}-{argument}")
+    for name, call, sizes, minimum in SIZED
+    for argument in sizes
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, call, sizes, argument, minimum", SIZE_CASES)
+def test_every_sized_function_refuses_a_size_that_is_not_an_integer_at_least_its_minimum(
+    name, call, sizes, argument, minimum
+):
+    """Every init (and the sinusoids) names each size argument that is below its minimum, a
+    float or a bool; JAX would build empty arrays for 0 and fail on its own terms for -1.
+    (``init_layer_norm`` checked neither its size nor its dtype; it does now.)"""
+    prefix = re.escape(f"{name}: argument '{argument}'")
+    low = minimum - 1
+    with pytest.raises(ValueError, match=rf"^{prefix} = {low} must be at least {minimum}"):
+        call(**{**sizes, argument: low})
+    for bad in (2.5, True):
+        with pytest.raises(TypeError, match=rf"^{prefix} must be an integer, got {bad!r}"):
+            call(**{**sizes, argument: bad})
+
+
+X64 = bool(jax.config.jax_enable_x64)
+DEFAULT_FLOAT = np.dtype(np.float64 if X64 else np.float32)  # what jnp.asarray(1.0) gives
+TYPED = [(name, call, sizes) for name, call, sizes, _ in SIZED]
+
+
+@pytest.mark.parametrize("name, call, sizes", TYPED, ids=[t[0].split()[0] for t in TYPED])
+def test_every_function_that_takes_a_dtype_defaults_to_jax_s_float_and_honours_a_float_one(
+    name, call, sizes
+):
+    """``dtype`` left out gives JAX's default float (float64 here, with x64 on) in every leaf; a
+    float dtype given is the dtype of every leaf; an integer dtype is refused by name."""
+    for dtype, expected in (
+        (None, DEFAULT_FLOAT),
+        (jnp.float32, np.float32),
+        (jnp.bfloat16, jnp.bfloat16),
+    ):
+        kw = {} if dtype is None else dict(dtype=dtype)
+        leaves = jax.tree.leaves(call(**sizes, **kw))
+        assert leaves and all(leaf.dtype == np.dtype(expected) for leaf in leaves), (dtype, name)
+    with pytest.raises(TypeError, match=rf"^{re.escape(name)}: argument 'dtype' must be a float"):
+        call(**sizes, dtype=jnp.int32)
+
+
+def _key_cases():
+    typed, raw = jax.random.key(0), jax.random.PRNGKey(0)
+    refused = {
+        "two typed keys": jax.random.split(typed, 2),
+        "uint32 (3,)": jnp.zeros(3, jnp.uint32),
+        "uint32 ()": jnp.zeros((), jnp.uint32),
+        "int32 (2,)": jnp.zeros(2, jnp.int32),
+        "float32 (2,)": jnp.zeros(2, jnp.float32),
+        "int": 3,
+    }
+    accepted = {"typed ()": typed, "raw uint32 (2,)": raw}
+    return refused, accepted
+
+
+def test_check_key_accepts_exactly_one_typed_key_or_one_raw_uint32_pair():
+    """A typed key of shape () or a raw key (uint32, shape (2,)): both conditions of the raw form
+    matter, a uint32 array of another shape or another dtype of shape (2,) is refused by name."""
+    refused, accepted = _key_cases()
+    for label, key in refused.items():
+        with pytest.raises(TypeError, match=r"^alg: argument 'key' must be one jax\.random key"):
+            checks.check_key("alg", key)
+            pytest.fail(label)
+    for key in accepted.values():
+        assert checks.check_key("alg", key) is None
+    for bad in (None, {}):
+        with pytest.raises(
+            TypeError, match=rf"^alg: argument 'key' .*, got {re.escape(repr(bad))}$"
+        ):
+            checks.check_key("alg", bad)
+
+
+def _raises(error, message):
+    return (error, message)
+
+
+OK = (None, None)
+# Every branch of every helper of paper/checks.py: a refusal (its error and message) and the
+# accepted case at the boundary beside it.
+CHECK_BRANCHES = {
+    "shape: rank": (lambda: checks.check_shape("a", "X", np.ones(2), (2, 3)), _raises(ValueError, r"'X' has shape \(2,\), expected \(2, 3\)")),
+    "shape: a fixed dim": (lambda: checks.check_shape("a", "X", np.ones((2, 4)), (2, 3)), _raises(ValueError, r"'X' has shape \(2, 4\), expected \(2, 3\)")),
+    "shape: a free dim": (lambda: checks.check_shape("a", "X", np.ones((2, 4)), (None, 3)), _raises(ValueError, r"'X' has shape \(2, 4\), expected \(\*, 3\)")),
+    "shape: ok": (lambda: checks.check_shape("a", "X", np.ones((5, 3)), (None, 3)), OK),
+    "tokens: 2-D": (lambda: checks.check_tokens("a", "x", np.ones((1, 2), int), 5), _raises(ValueError, r"'x' must be a 1-D token sequence, got shape \(1, 2\)")),
+    "tokens: empty": (lambda: checks.check_tokens("a", "x", np.ones(0, int), 5), _raises(ValueError, r"'x' is empty")),
+    "tokens: floats": (lambda: checks.check_tokens("a", "x", np.ones(2), 5), _raises(TypeError, r"'x' must hold integer token ids, got dtype float64")),
+    "tokens: too long": (lambda: checks.check_tokens("a", "x", np.ones(4, int), 5, 3), _raises(ValueError, r"'x' has length 4 > ell_max = 3")),
+    "tokens: negative": (lambda: checks.check_tokens("a", "x", np.asarray([0, -1]), 5), _raises(ValueError, r"'x' holds token ids \[-1\] outside \[0, N_V = 5\)")),
+    "tokens: N_V": (lambda: checks.check_tokens("a", "x", np.asarray([5, 4, 6]), 5), _raises(ValueError, r"'x' holds token ids \[5, 6\] outside \[0, N_V = 5\)")),
+    "tokens: ok": (lambda: checks.check_tokens("a", "x", np.asarray([0, 4, 4]), 5, 3), OK),
+    "tokens: no ell_max": (lambda: checks.check_tokens("a", "x", np.zeros(50, int), 5), OK),
+    "index: float": (lambda: checks.check_index("a", "i", 1.0, 3), _raises(TypeError, r"'i' must be an integer index, got dtype float64")),
+    "index: negative": (lambda: checks.check_index("a", "i", -1, 3), _raises(ValueError, r"'i' = -1 is outside \[0, 3\)")),
+    "index: size": (lambda: checks.check_index("a", "i", np.asarray([0, 3]), 3), _raises(ValueError, r"'i' = \[0, 3\] is outside \[0, 3\)")),
+    "index: ok": (lambda: checks.check_index("a", "i", np.asarray([0, 2]), 3), OK),
+    "mask: shape": (lambda: checks.check_mask("a", np.ones((2, 3), bool), 3, 2), _raises(ValueError, r"'Mask' has shape \(2, 3\), expected \(3, 2\)")),
+    "mask: not 0/1": (lambda: checks.check_mask("a", np.full((3, 2), 2), 3, 2), _raises(TypeError, r"'Mask' must be boolean or 0/1, got dtype int64")),
+    "mask: 0/1": (lambda: checks.check_mask("a", np.eye(3, 2, dtype=int), 3, 2), OK),
+    "mask: bool": (lambda: checks.check_mask("a", np.ones((3, 2), bool), 3, 2), OK),
+    "count: bool": (lambda: checks.check_count("a", "n", np.True_), _raises(TypeError, r"'n' must be an integer, got (np\.)?True_?")),
+    "count: float": (lambda: checks.check_count("a", "n", 1.0), _raises(TypeError, r"'n' must be an integer, got 1\.0")),
+    "count: below": (lambda: checks.check_count("a", "n", 1, 2), _raises(ValueError, r"'n' = 1 must be at least 2")),
+    "token dtype: too narrow": (lambda: checks.check_token_dtype("a", "x", np.zeros(1, np.uint8), 257), _raises(TypeError, r"'x' has dtype uint8, which cannot hold .* up to N_V - 1 = 256")),
+    "token dtype: just wide enough": (lambda: checks.check_token_dtype("a", "x", np.zeros(1, np.uint8), 256), OK),
+    "eps: bool": (lambda: checks.check_eps("a", True), _raises(TypeError, r"'eps' must be a real number >= 0, got True")),
+    "eps: str": (lambda: checks.check_eps("a", "1e-5"), _raises(TypeError, r"'eps' must be a real number")),
+    "eps: a vector": (lambda: checks.check_eps("a", np.ones(1)), _raises(TypeError, r"'eps' must be a real number")),
+    "eps: nan": (lambda: checks.check_eps("a", float("nan")), _raises(ValueError, r"'eps' must be a finite number >= 0, got nan")),
+    "eps: inf": (lambda: checks.check_eps("a", float("inf")), _raises(ValueError, r"'eps' must be a finite number >= 0, got inf")),
+    "eps: negative": (lambda: checks.check_eps("a", -1e-9), _raises(ValueError, r"'eps' must be a finite number >= 0, got -1e-09")),
+    "eps: 0": (lambda: checks.check_eps("a", 0), OK),
+    "activation: a name": (lambda: checks.check_activation("a", "gelu", 1e-5), _raises(TypeError, r"'activation' must be a function .*, got 'gelu'")),
+    "activation: then eps": (lambda: checks.check_activation("a", fa.gelu, -1.0), _raises(ValueError, r"'eps' must be a finite number >= 0")),
+    "activation: ok": (lambda: checks.check_activation("a", fa.gelu, 0.0), OK),
+    "sizes: below the minimum": (lambda: checks.check_sizes("a", 2, n=None, m=1), _raises(ValueError, r"'m' = 1 must be at least 2")),
+    "sizes: None skipped": (lambda: checks.check_sizes("a", n=None, m=1), OK),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("call, outcome", CHECK_BRANCHES.values(), ids=CHECK_BRANCHES.keys())
+def test_every_branch_of_every_check_helper(call, outcome):
+    error, message = outcome
+    if error is None:
+        assert call() is None
+    else:
+        with pytest.raises(error, match=rf"^a: argument {message}"):
+            call()
+
+
+def test_check_count_returns_a_plain_int_and_the_small_helpers_convert():
+    for n in (2, np.int64(2), np.uint8(2)):
+        assert type(checks.check_count("a", "n", n, 2)) is int
+    assert checks.check_count("a", "n", 0) == 0  # the default minimum is 0
+    for x in ([1, 2], (1, 2)):
+        np.testing.assert_array_equal(checks.as_tokens(x), np.asarray([1, 2]))
+        assert isinstance(checks.as_tokens(x), jax.Array)
+    array = jnp.asarray([1, 2])
+    assert checks.as_tokens(array) is array
+    np.testing.assert_array_equal(checks.concrete(array), [1, 2])
+    seen = []
+    jax.jit(lambda x: seen.append(checks.concrete(x)) or x)(array)
+    assert seen == [None]
+
+
+def test_char_tokenizer_decode_refuses_an_unknown_special_mode_by_name():
+    tokenizer = fa.CharTokenizer.from_text("ab")
+    with pytest.raises(ValueError, match=r"^CharTokenizer\.decode: argument 'special' must be 'skip', 'show' or 'raise', got 'hide'$"):  # fmt: skip
+        tokenizer.decode([0, 1], special="hide")
+    assert tokenizer.decode([0, 1], special="show") == "ab"
+
+
+T4 = jnp.asarray([1, 2, 3, 4])
+# Every padded form and each of its ``valid`` arguments: (algorithm, argument, call(θs, valid)).
+PADDED = [
+    ("ETraining (Algorithm 12)", "x_valid", lambda t, v: training.e_transformer_logits_padded(T4, v, t["e"])),
+    ("EDTraining (Algorithm 11)", "z_valid", lambda t, v: training.ed_transformer_logits_padded(T4, v, T4, t["ed"])),
+    ("DTraining (Algorithm 13)", "x_valid", lambda t, v: training.d_loss_padded(t["d"], T4, v)),
+    ("ETraining (Algorithm 12)", "x_valid", lambda t, v: training.e_loss_padded(t["e"], T4, T4, v)),
+    ("EDTraining (Algorithm 11)", "z_valid", lambda t, v: training.ed_loss_padded(t["ed"], T4, v, T4, jnp.ones(4, bool))),
+    ("EDTraining (Algorithm 11)", "x_valid", lambda t, v: training.ed_loss_padded(t["ed"], T4, jnp.ones(4, bool), T4, v)),
+]  # fmt: skip
+PADDED_IDS = ["e_logits", "ed_logits", "d_loss", "e_loss", "ed_loss-z", "ed_loss-x"]
+
+
+@pytest.mark.parametrize("algorithm, argument, call", PADDED, ids=PADDED_IDS)
+def test_every_padded_form_checks_the_shape_and_order_of_each_valid(
+    d_theta, ed_theta, algorithm, argument, call
+):
+    """A ``valid`` of another shape than its tokens (one flag too many or too few, or a single
+    flag that would broadcast) and one with padding before a real token are refused by the
+    padded form's algorithm, naming the argument. (``ed_loss_padded`` checked neither for
+    ``x_valid``; it does now.)"""
+    thetas = dict(d=d_theta, ed=ed_theta, e=fa.init_e_transformer(KEY, **{**D_HP, "L": 1}))
+    prefix = re.escape(f"{algorithm}: argument '{argument}'")
+    for valid, shape in ((jnp.ones(5, bool), "(5,)"), (jnp.ones(1, bool), "(1,)"), (jnp.ones((1, 4), bool), "(1, 4)")):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"^{prefix} has shape {re.escape(shape)}, expected \(4,\)$"):  # fmt: skip
+            call(thetas, valid)
+    with pytest.raises(ValueError, match=rf"^{prefix} must be True…True False…False \(padding at the end\)$"):  # fmt: skip
+        call(thetas, jnp.asarray([True, False, True, True]))

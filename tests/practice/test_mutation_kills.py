@@ -7,7 +7,9 @@ rest of the suite let pass.
 - a cross-attention cache for another number of decoder layers is refused by name;
 - malformed θ reaching the cached generations and the batch-as-columns forms is refused by the
   public function's algorithm, naming the leaf (not later by a layer norm's ``X``);
-- the cached generations' default temperature is 1; a new length bucket traces exactly once.
+- the cached generations' default temperature is 1; a new length bucket traces exactly once;
+- (seed 707) ``init_kv_cache`` takes θ's dtype unless given one; ``compiled_count`` and
+  ``tree_shardings`` refuse an unknown choice by name.
 """
 
 import jax
@@ -17,7 +19,7 @@ import pytest
 from params import assert_no_vanishing_terms, perturbed
 
 import formal_algorithms as fa
-from formal_algorithms.practice import cache, fast
+from formal_algorithms.practice import cache, fast, parallel
 
 # Shapes of their own, so that the trace counts below see no executable of another test.
 D_HP = dict(N_V=9, ell_max=7, L=2, H=2, d_e=6, d_mlp=10)
@@ -201,3 +203,51 @@ def test_embed_names_a_w_e_that_is_not_a_matrix():
     for W_e in (jnp.ones(4), jnp.ones((4, 9, 1))):
         with pytest.raises(ValueError, match=r"embed \(eq. 1\): argument 'W_e' must be a matrix"):
             fa.embed(jnp.asarray([1, 2]), W_e, W_p)
+
+
+# ------------------------------------------------------------- fresh seed 707 (issue 26)
+
+
+@pytest.mark.parametrize("kind", ["d", "ed"])
+def test_init_kv_cache_defaults_to_theta_s_dtype_and_honours_a_given_one(d_theta, ed_theta, kind):
+    """An empty cache of θ's float32 leaves is float32 (not JAX's default float64, with x64 on);
+    a given dtype is every array's dtype; the shapes are (H, ℓ_max, d_attn) keys and
+    (H, ℓ_max, d_mid) values, one per decoder layer, all zero."""
+    theta64 = d_theta if kind == "d" else ed_theta
+    L = D_HP["L"] if kind == "d" else ED_HP["L_dec"]
+    H, ell_max, d_head = 2, 7, 3  # d_attn = d_mid = d_e / H
+    theta32 = jax.tree.map(lambda a: a.astype(jnp.float32), theta64)
+    for theta, kw, expected in (
+        (theta32, {}, np.float32),
+        (theta64, {}, np.float64),
+        (theta64, dict(dtype=jnp.float32), np.float32),
+        (theta32, dict(dtype=jnp.bfloat16), jnp.bfloat16),
+    ):
+        empty = cache.init_kv_cache(theta, **kw)
+        assert len(empty.K) == len(empty.V) == L
+        for a in (*empty.K, *empty.V):
+            assert a.dtype == np.dtype(expected) and a.shape == (H, ell_max, d_head)
+            assert not np.any(np.asarray(a, np.float32))
+
+
+def test_every_choice_argument_of_the_practical_forms_refuses_an_unknown_choice_by_name():
+    """``compiled_count``'s ``form`` and ``tree_shardings``' ``param_sharding``: an unknown name is
+    refused with the list of choices (not a KeyError or a silent fallback); each choice works."""
+    with pytest.raises(
+        ValueError,
+        match=r"^compiled_count: argument 'form' = 'generate' is not one of \['d_generate', 'ed_generate'\]$",
+    ):
+        cache.compiled_count("generate")
+    for form in ("d_generate", "ed_generate"):
+        n = cache.compiled_count(form)
+        assert type(n) is int and n >= 0
+    mesh, tree = parallel.data_mesh(), dict(W=jnp.ones((4, 2)))
+    with pytest.raises(
+        ValueError,
+        match=r"^data_parallel: argument 'param_sharding' must be one of \('replicated', 'fsdp', 'megatron'\), got 'sharded'$",
+    ):
+        parallel.tree_shardings(mesh, tree, "sharded")
+    for choice in ("replicated", "fsdp"):
+        assert isinstance(
+            parallel.tree_shardings(mesh, tree, choice)["W"], jax.sharding.NamedSharding
+        )
