@@ -59,6 +59,11 @@ def _check_numbers(args) -> None:
     """The options that need nothing else, before the directory is read."""
     if args.length < 1:
         raise ValueError(f"--length must be at least 1, got {args.length}")
+    one = args.tokens is None or ";" not in args.tokens
+    if one and "--padding" in getattr(args, "given", ()):
+        raise ValueError(
+            "--padding applies to a batch (--tokens 'a b; c'); one sequence is not padded"
+        )
 
 
 def _check_options(args, config) -> None:

@@ -227,7 +227,14 @@ def validate_options(args) -> None:
             f"--vocab-size must be at least 259 with --tokenizer bpe (256 bytes and "
             f"mask, bos, eos), got {args.vocab_size}"
         )
-    if getattr(args, "resume", None) is None:  # a resumed run has its own sizes
+    given = getattr(args, "given", ())
+    fresh = getattr(args, "resume", None) is None
+    if fresh and getattr(args, "tokenizer", None) == "char" and "--vocab-size" in given:
+        raise ValueError(
+            "--vocab-size applies to --tokenizer bpe; the character tokenizer's N_V is the "
+            "text's own characters (and mask, bos, eos)"
+        )
+    if fresh:  # a resumed run has its own sizes
         d_e, heads = getattr(args, "d_e", None), getattr(args, "heads", None)
         if d_e and heads and d_e % heads:
             raise ValueError(

@@ -72,6 +72,9 @@ def check_segments(algorithm, params, ell: int, token_type_ids) -> None:
 
 def post_ln_stack(X, layers, activation, eps, Mask=None):
     """Lines 4-8 of Algorithm 9 (``Mask ≡ 1`` unless given): the paper's Post-LN layers."""
+    if isinstance(layers, Layer) or not all(isinstance(layer, Layer) for layer in layers):
+        got = "one Layer" if isinstance(layers, Layer) else type(layers).__name__
+        fail("post_ln_stack", "layers", f"must be a sequence of Layer (one per layer), got {got}")
     for layer in layers:  # line 4
         X = post_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8
     return X

@@ -129,6 +129,9 @@ def rotary_columns(x, theta: GPTNeoXParams, N_V, algorithm, config: GPTNeoXConfi
     X = theta.W_e[:, x]  # lines 1-3: e ← W_e[:, x[t]], no W_p (rotary in attention instead)
     Mask = unidirectional_mask(x.shape[0])
     base, d_rot, eps = config.rope_base, config.d_rot, config.eps
+    d_head = np.shape(theta.layers[0].W.W_q)[-2] if theta.layers else d_rot
+    if d_rot > d_head:
+        fail(algorithm, "d_rot", f"= {d_rot} exceeds the {d_head} rows of each head's Q and K")
     attention = functools.partial(partial_rope_attention, base=base, d_rot=d_rot)
     layer_form = parallel_layer if config.parallel else pre_ln_layer
     activation = ACTIVATIONS[config.activation]
@@ -272,6 +275,9 @@ def gpt_neox_from_state_dict(
 
     def read_layer(p):
         qkv = sd(p + "attention.query_key_value.weight")
+        if qkv.ndim != 2 or qkv.shape[0] % (3 * n_heads):
+            fail(LOAD, "n_heads", f"= {n_heads} does not split {p}attention.query_key_value's "
+                 f"{qkv.shape[:1]} rows into a query, key and value per head")  # fmt: skip
         W_qkv = qkv.reshape(n_heads, 3, -1, qkv.shape[1])  # head h: [q rows; k rows; v rows]
         b_qkv = sd(p + "attention.query_key_value.bias").reshape(n_heads, 3, -1)
         W_b = [a for i in range(3) for a in (W_qkv[:, i], b_qkv[:, i])]

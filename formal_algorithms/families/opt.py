@@ -188,8 +188,10 @@ def opt_from_state_dict(
     layers = sd.layers(n_layers, "model.decoder.layers.", read_layer)
     d = "model.decoder."
     gamma, beta = sd.norm(d + "final_layer_norm") if config.pre_ln else (None, None)
-    W_p = sd(d + "embed_positions.weight")[OFFSET:].T
     W_e = sd(d + "embed_tokens.weight").T
+    positions = d + "embed_positions.weight"
+    n_rows = len(state[positions]) if positions in state else 0
+    W_p = sd(positions, (n_rows, W_e.shape[0]))[OFFSET:].T  # rows 0, 1: the offset's
     theta = OPTParams(W_e, W_p, layers, gamma, beta, sd.untied("lm_head"), config)
     sd.refuse_unused()
     return theta

@@ -188,3 +188,89 @@ def _expect(case, call):
     message = str(caught.value)
     assert re.search(case.who, message), message
     assert re.search(case.argument, message), message
+
+
+# ------------------------------------------------- the second held-back catalogue (scratch/H29new)
+# Its command-line, family and compare cases (the library's other cases are in
+# test_error_catalogue_second.py): each was silent or named an inner function before.
+
+
+def _families():
+    import transformers as tf
+
+    from formal_algorithms.families import gpt_neox as nx
+    from formal_algorithms.families import opt
+
+    def state(model):
+        return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+    cN = tf.GPTNeoXConfig(vocab_size=11, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=16, rotary_pct=0.5, max_position_embeddings=16)  # fmt: skip
+    cO = tf.OPTConfig(vocab_size=11, hidden_size=8, num_hidden_layers=1, ffn_dim=16,
+                      num_attention_heads=2, word_embed_proj_dim=8, max_position_embeddings=16)  # fmt: skip
+    sdN, kwN = state(tf.GPTNeoXForCausalLM(cN)), nx.gpt_neox_config(cN.to_dict())
+    sdO, kwO = state(tf.OPTForCausalLM(cO)), opt.opt_config(cO.to_dict())
+    return nx, opt, sdN, kwN, sdO, kwO
+
+
+def test_gpt_neox_loader_refuses_heads_that_do_not_split_its_rows():
+    nx, _, sdN, kwN, _, _ = _families()
+    with pytest.raises(ValueError, match=r"^gpt_neox_from_state_dict: argument 'n_heads' = 3 .*"
+                       r"query_key_value"):  # fmt: skip
+        nx.gpt_neox_from_state_dict(sdN, **dict(kwN, n_heads=3))
+
+
+def test_gpt_neox_logits_names_a_d_rot_beyond_the_head():
+    nx, _, sdN, kwN, _, _ = _families()
+    theta = nx.gpt_neox_from_state_dict(sdN, **kwN)
+    bad = theta._replace(config=nx.GPTNeoXConfig(d_rot=8))
+    with pytest.raises(ValueError, match=r"^gpt_neox_logits .*'d_rot' = 8 exceeds the 4 rows"):
+        nx.gpt_neox_logits(np.array([1, 2]), bad)
+    assert nx.gpt_neox_logits(np.array([1, 2]), theta).shape == (11, 2)  # d_rot 2 of 4: runs
+
+
+def test_opt_loader_refuses_a_positions_table_of_another_width():
+    _, opt, _, _, sdO, kwO = _families()
+    state = dict(sdO, **{"model.decoder.embed_positions.weight": np.ones((18, 6), np.float32)})
+    with pytest.raises(ValueError, match=r"^opt_from_state_dict: .*'model.decoder.embed_positions"
+                       r".weight' has shape \(18, 6\), expected \(18, 8\)"):  # fmt: skip
+        opt.opt_from_state_dict(state, **kwO)
+
+
+def test_post_ln_stack_refuses_one_layer_where_the_sequence_belongs():
+    from formal_algorithms.families.core import post_ln_stack
+
+    theta = fa.init_e_transformer(KEY, N_V=7, ell_max=8, L=1, H=2, d_e=4, d_mlp=8)
+    X = jnp.ones((4, 3))
+    with pytest.raises(ValueError, match=r"^post_ln_stack: argument 'layers' .* got one Layer"):
+        post_ln_stack(X, theta.layers[0], fa.gelu, 1e-5)
+    assert post_ln_stack(X, theta.layers, fa.gelu, 1e-5).shape == (4, 3)
+
+
+def test_compare_names_tokens_the_model_cannot_read():
+    from test_compare import gpt2
+
+    from formal_algorithms.interop.compare import compare, compare_batch
+
+    with pytest.raises(ValueError, match=r"^compare: argument 'x' holds token ids \[60\]"):
+        compare(gpt2(), [1, 2, 60])
+    with pytest.raises(ValueError, match=r"^compare: argument 'x' has length 40 > ell_max = 16"):
+        compare(gpt2(), list(range(40)))
+    with pytest.raises(ValueError, match=r"^compare: argument 'sequences\[1\]' holds token ids"):
+        compare_batch(gpt2(), [[1, 2], [1, 99]])
+
+
+def test_cli_refuses_options_that_would_be_ignored(tmp_path, capsys):
+    """``compare --padding`` with one sequence, ``train --vocab-size`` with the character
+    tokenizer: refused before any work, naming the option (they were ignored without a word)."""
+    from formal_algorithms.cli.main import main
+
+    code = main(["compare", "--hf", str(tmp_path), "--tokens", "1 2 3", "--padding", "left"])
+    err = capsys.readouterr().err
+    assert code != 0 and "--padding" in err and "directory" not in err  # before --hf is read
+    text = tmp_path / "t.txt"
+    text.write_text("abc " * 50)
+    argv = ["train", "--text", str(text), "--vocab-size", "100", "--out", str(tmp_path / "o")]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "--vocab-size applies to --tokenizer bpe" in err and "Traceback" not in err

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...paper.checks import check_eps, fail
+from ...paper.checks import check_eps, check_tokens, fail
 from .alignment import Key, align, paper_values
 from .causes import causes_for
 from .evidence import Context, explain
@@ -85,8 +85,21 @@ def compare(
     x = token_ids("x", x)
     z = None if z is None else token_ids("z", z)
     with session(model, float64, tolerance, W_e, W_p, W_u, eps, z) as family:
+        for name, tokens in (("x", x), ("z", z)):
+            if tokens is not None:
+                check_fits(family, name, tokens)
         family.x = x
         return comparison(family, type(model).__name__, tolerance)
+
+
+def check_fits(family, argument, x) -> None:
+    """``x``'s ids in the model's vocabulary (θ's ``W_e``) and, where θ has ``W_p``, at most its
+    ℓ_max long: refused as ``compare``'s, before the paper's run would refuse them as its own."""
+    W_e, W_p = (getattr(family.theta, name, None) for name in ("W_e", "W_p"))
+    N_V = np.shape(W_e)[1] if W_e is not None else None
+    ell_max = np.shape(W_p)[1] if W_p is not None else None
+    if N_V is not None:
+        check_tokens(NAME, argument, x, N_V, ell_max)
 
 
 @contextlib.contextmanager

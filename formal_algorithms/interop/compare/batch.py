@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ...paper.checks import fail
-from . import NAME, compare, comparison, session, token_ids
+from . import NAME, check_fits, compare, comparison, session, token_ids
 
 __all__ = ["compare_batch", "compare_cached"]
 
@@ -56,6 +56,8 @@ def compare_batch(model, sequences, *, padding="right", float64=False, tolerance
         ids[b, where], mask[b, where] = x, 1
     positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
     with session(model, float64, tolerance) as family:
+        for i, x in enumerate(xs):
+            check_fits(family, f"sequences[{i}]", x)
         family.call = lambda: model(
             torch.as_tensor(ids),
             attention_mask=torch.as_tensor(mask),
@@ -104,6 +106,7 @@ def compare_cached(model, x, *, float64=False, tolerance=None):
         )
 
     with session(model, float64, tolerance) as family:
+        check_fits(family, "x", x)
         family.x, family.call = x, call
         name = f"{type(model).__name__} (token {n} through its cache of {n - 1})"
         report = comparison(family, name, tolerance, last_column=True)
