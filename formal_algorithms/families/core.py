@@ -100,6 +100,15 @@ def family_config(cls):
     return jax.tree_util.register_static(dataclasses.dataclass(frozen=True)(cls))
 
 
+def check_config_dict(caller: str, config, needed) -> None:
+    """A transformers configuration's ``to_dict()`` (or config.json): a dict holding ``needed``."""
+    if not isinstance(config, dict):
+        fail(caller, "config", f"must be a dict, got {type(config).__name__}", TypeError)
+    missing = [key for key in needed if key not in config]
+    if missing:
+        fail(caller, "config", f"lacks {', '.join(missing)}")
+
+
 def check_config_fields(owner: str, config, *, positive=(), flags=()) -> None:
     """A family configuration's fields: each of ``positive`` a number > 0 (not a bool), each of
     ``flags`` True or False; else refused by name (``owner``: the configuration's class)."""

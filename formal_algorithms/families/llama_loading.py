@@ -10,7 +10,7 @@ import numpy as np
 
 from ..paper.attention import MHAttentionParams
 from ..paper.checks import check_sizes, fail
-from .core import StateDict, check_config
+from .core import StateDict, check_config, check_config_dict
 from .llama import LlamaConfig, LlamaLayer, LlamaParams
 
 
@@ -36,12 +36,9 @@ def llama_config(config: dict, caller: str = "llama_config", *, window=None) -> 
     """The keywords of :func:`llama_from_state_dict` from a transformers configuration
     (``config.to_dict()``), θ's :class:`LlamaConfig` among them (``window``: a family's sliding
     window); what is not written here is refused by name."""
-    if not isinstance(config, dict):
-        fail(caller, "config", f"must be a dict, got {type(config).__name__}", TypeError)
-    needed = ("num_attention_heads", "hidden_size", "rms_norm_eps", "num_hidden_layers")
-    missing = [key for key in needed if key not in config]
-    if missing:
-        fail(caller, "config", f"lacks {', '.join(missing)}")
+    check_config_dict(
+        caller, config, ("num_attention_heads", "hidden_size", "rms_norm_eps", "num_hidden_layers")
+    )
     require(caller, config, "hidden_act", ("silu",))
     H = config["num_attention_heads"]
     if config.get("head_dim") not in (None, config["hidden_size"] // H):

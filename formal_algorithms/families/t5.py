@@ -53,7 +53,7 @@ from ..variants.relative_bias import (
     relative_bias,
     relative_mh_attention,
 )
-from .core import StateDict, check_config, check_config_fields, family_config
+from .core import StateDict, check_config, check_config_dict, check_config_fields, family_config
 from .decoding import CachedDecoder, CachedForm
 
 T5 = "t5_logits (Algorithm 8 with T5's substitutions)"
@@ -397,12 +397,7 @@ def t5_config(config: dict) -> dict:
     checkpoint's config.json), θ's :class:`T5Config` among them; what is not written is refused by
     name."""
     caller = "t5_config"
-    if not isinstance(config, dict):
-        fail(caller, "config", f"must be a dict, got {type(config).__name__}", TypeError)
-    needed = ("d_model", "d_kv", "num_heads", "num_layers")
-    missing = [key for key in needed if key not in config]
-    if missing:
-        fail(caller, "config", f"lacks {', '.join(missing)}")
+    check_config_dict(caller, config, ("d_model", "d_kv", "num_heads", "num_layers"))
     proj = config.get("feed_forward_proj", "relu")
     if proj not in FEED_FORWARD:
         message = f"has feed_forward_proj = {proj!r}; T5 here writes {sorted(FEED_FORWARD)}"
