@@ -29,6 +29,7 @@ TABLES = {
     "bert": "BertForMaskedLM",
     "gemma": "GemmaForCausalLM",
     "gpt2": "GPT2LMHeadModel",
+    "gpt_neox": "GPTNeoXForCausalLM",
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "opt": "OPTForCausalLM",

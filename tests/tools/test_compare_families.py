@@ -18,6 +18,8 @@ from torch_reference import randomise
 from transformers import (
     GemmaConfig,
     GemmaForCausalLM,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     MistralConfig,
     MistralForCausalLM,
     OPTConfig,
@@ -67,7 +69,17 @@ def opt(pre_ln=True):
     return model.eval()
 
 
-MODELS = {"qwen2": qwen2, "mistral": mistral, "gemma": gemma, "opt": opt}
+def gpt_neox():
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2,
+                           num_attention_heads=4, intermediate_size=24, rotary_pct=0.5,
+                           max_position_embeddings=32)  # fmt: skip
+    model = GPTNeoXForCausalLM(config)  # d_rot = 2 of each head's 4 rows
+    randomise(model, torch.Generator().manual_seed(8))
+    return model.eval()
+
+
+MODELS = {"qwen2": qwen2, "mistral": mistral, "gemma": gemma, "opt": opt, "gpt_neox": gpt_neox}
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
@@ -80,7 +92,8 @@ def test_unmodified_models_are_equal_in_float64(equal_report):
     assert report.first is None, report.table()
     assert all(row.ok for row in report.rows) and len(report.rows) > 40
     assert "EQUAL" in report.table()
-    names = {"qwen2": "Qwen2's", "mistral": "Mistral's", "gemma": "Gemma's", "opt": "OPT's"}
+    names = {"qwen2": "Qwen2's", "mistral": "Mistral's", "gemma": "Gemma's", "opt": "OPT's",
+             "gpt_neox": "GPT-NeoX's"}  # fmt: skip
     assert names[family] in report.table()
 
 
@@ -114,6 +127,11 @@ def _positions_offset_1(model):
     model.model.decoder.embed_positions.offset = 1
 
 
+def _sequential_layer_1(model):
+    """GPT-NeoX's first layer with the sequential residual: line 7 reads X after line 6."""
+    model.gpt_neox.layers[0].use_parallel_residual = False
+
+
 def _catalogue(name):
     return lambda model: DEPARTURES[name].apply(model, "llama")
 
@@ -126,6 +144,7 @@ CASES = {
     ("gemma", "eps"): (7, 10, 7, {"l": 2}, "", _catalogue("eps")),
     ("opt", "gelu-in-layer-1"): (8, 10, 8, {"l": 1}, "", _gelu_in_layer_1),
     ("opt", "positions-offset-1"): (3, 10, 3, {}, "", _positions_offset_1),
+    ("gpt_neox", "sequential-layer-1"): (7, 10, 7, {"l": 1}, "", _sequential_layer_1),
 }
 
 

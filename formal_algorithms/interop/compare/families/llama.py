@@ -129,6 +129,10 @@ class Llama(PreLNDecoder):
     def activation_name(self):
         return "SiLU"
 
+    def rotary_module(self):
+        """Hugging Face's rotary embedding module (its frequencies and its float32 forward)."""
+        return self.model.model.rotary_emb
+
     def biases(self, k):
         return []
 
@@ -256,7 +260,7 @@ def float32_rope(family):
     ``inv_freq`` is made in float32, its forward calls ``.float()``). If the module is stock and
     its frequencies are the configured base's (to float32's resolution), the run uses the same
     frequencies in float64; frequencies of another base are a departure and stay as they are."""
-    rotary = family.model.model.rotary_emb
+    rotary = family.rotary_module()
     try:
         stock = "forward" not in vars(rotary) and ".float()" in inspect.getsource(
             type(rotary).forward
@@ -264,7 +268,7 @@ def float32_rope(family):
     except (OSError, TypeError):
         stock = False
     d = 2 * rotary.inv_freq.shape[0]
-    base = family.kwargs["rope_base"]
+    base = family.theta.config.rope_base
     exact = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
     if not stock or not torch.allclose(rotary.inv_freq.double(), exact, rtol=1e-6, atol=0):
         yield

@@ -1,0 +1,108 @@
+"""Hugging Face ``GPTNeoXForCausalLM`` (Pythia) against Algorithm 10 with GPT-NeoX's
+substitutions (:mod:`formal_algorithms.families.gpt_neox`: RoPE on the first d_rot rows of each
+head's Q and K, no ``W_p``, and the parallel residual ``X + attention(LN₁ X) + MLP(LN₂ X)``). In
+the parallel block line 6 adds nothing to X before line 7 reads it: its row is the attention
+branch (the trace's part "attention"), and line 7's norm reads line 5's input."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import torch
+
+from ....paper.checks import fail
+from ..capture import cols
+from .base import ALGORITHM_10_KINDS, COLS, WEIGHTS, PreLNDecoder, Tap, decoder_extras, heads
+from .llama import float32_rope, float32_softmax
+
+NAME = "compare"
+L_ = "gpt_neox.layers.{i}"
+A_ = f"{L_}.attention"
+
+
+def head_rows(k):
+    """Block ``k`` (q, k, v) of each head h of a projection whose rows are, head by head, that
+    head's query, key and value rows (GPT-NeoX's ``query_key_value``)."""
+
+    def take(values, family):
+        a = cols(values[0])
+        d = a.shape[0] // (3 * family.H)
+        return [
+            ({"h": h}, a[(3 * (h - 1) + k) * d : (3 * (h - 1) + k + 1) * d], f", head {h}")
+            for h in range(1, family.H + 1)
+        ]
+
+    return take
+
+
+TABLE = (
+    Tap(3, 10, 3, "gpt_neox.layers.0", "in"),
+    Tap(5, 10, 5, f"{L_}.input_layernorm"),
+    *(Tap(6, 4, n, f"{A_}.query_key_value", "out", head_rows(n - 1)) for n in (1, 2, 3)),
+    Tap(6, 4, 6, A_, "out1", WEIGHTS, "A"),
+    Tap(6, 4, 6, f"{A_}.dense", "in", heads()),
+    Tap(6, 5, 2, f"{A_}.dense", "in", heads()),
+    Tap(6, 5, 3, f"{A_}.dense", "in"),
+    Tap(6, 5, 4, f"{A_}.dense"),
+    Tap(6, 10, 6, f"{A_}.dense", "out", COLS, "attention"),
+    Tap(7, 10, 7, f"{L_}.post_attention_layernorm"),
+    Tap(8, 10, 8, L_),
+    Tap(10, 10, 10, "gpt_neox.final_layer_norm"),
+    Tap(11, 10, 11, "lm_head", "out", COLS, "logits"),
+)
+
+EXTRAS = decoder_extras(
+    f"{L_}.input_layernorm",
+    f"{L_}.post_attention_layernorm",
+    "gpt_neox.final_layer_norm",
+    f"{A_}.query_key_value",
+    f"{L_}.mlp",
+    f"{L_}.mlp.act",
+    "lm_head",
+)
+
+
+class GptNeoX(PreLNDecoder):
+    name = "Algorithm 10 with GPT-NeoX's substitutions (families.gpt_neox)"
+    algorithm, final_line = 10, 11
+    table, extras, kinds, causal_sites = TABLE, EXTRAS, ALGORITHM_10_KINDS, (6,)
+    norm_params = {5: ("gamma1", "beta1"), 7: ("gamma2", "beta2"), 10: ("gamma", "beta")}
+    modeling = "transformers.models.gpt_neox.modeling_gpt_neox"  # its eager attention kernel
+    hf_name = "GPT-NeoX"
+
+    def __init__(self, model):
+        from ....families.gpt_neox import gpt_neox_config, gpt_neox_from_state_dict
+
+        config = model.config
+        if not config.use_parallel_residual:
+            fail(NAME, "model.config.use_parallel_residual",
+                 "is False; compare has GPT-NeoX's parallel-residual table only")  # fmt: skip
+        self.model = model
+        dtype = torch.float64 if model.dtype == torch.float64 else torch.float32
+        tied = model.lm_head.weight is model.gpt_neox.embed_in.weight
+        state = {
+            k: v.detach().cpu().to(dtype).numpy()
+            for k, v in model.state_dict().items()
+            if not (tied and k == "lm_head.weight")
+        }
+        self.theta = gpt_neox_from_state_dict(state, **gpt_neox_config(config.to_dict()))
+        self.kwargs = {"eps": self.theta.config.eps}  # agrees with θ.config; the evidence reads it
+        self.H, self.L = config.num_attention_heads, config.num_hidden_layers
+
+    def rotary_module(self):
+        return self.model.gpt_neox.rotary_emb
+
+    def contexts(self):
+        return [float32_rope(self)] if self.float64 else []
+
+    def attention_kernel(self):
+        return float32_softmax(self) if self.float64 else super().attention_kernel()
+
+    def norm_input(self, line, l):
+        if line == 7:  # the parallel block: line 7 normalises X before line 6, as line 5 does
+            return super().norm_input(5, l)
+        return super().norm_input(line, l)
+
+    def paper(self):
+        from ....families.gpt_neox import gpt_neox_logits
+
+        return gpt_neox_logits, (jnp.asarray(self.x), self.theta), self.kwargs
