@@ -33,6 +33,7 @@ TABLES = {
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "opt": "OPTForCausalLM",
+    "phi": "PhiForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
 }
 INJECTABLE = ("eps", "gelu-form", "scale-d", "post-ln", "pre-ln", "positions+1", "mask-transposed",

@@ -24,6 +24,8 @@ from transformers import (
     MistralForCausalLM,
     OPTConfig,
     OPTForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
 )
@@ -79,7 +81,18 @@ def gpt_neox():
     return model.eval()
 
 
-MODELS = {"qwen2": qwen2, "mistral": mistral, "gemma": gemma, "opt": opt, "gpt_neox": gpt_neox}
+def phi():
+    torch.manual_seed(0)
+    config = PhiConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=24, partial_rotary_factor=0.5,
+                       max_position_embeddings=32)  # fmt: skip
+    model = PhiForCausalLM(config)
+    randomise(model, torch.Generator().manual_seed(9))
+    return model.eval()
+
+
+MODELS = {"qwen2": qwen2, "mistral": mistral, "gemma": gemma, "opt": opt, "gpt_neox": gpt_neox,
+          "phi": phi}  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
@@ -93,7 +106,7 @@ def test_unmodified_models_are_equal_in_float64(equal_report):
     assert all(row.ok for row in report.rows) and len(report.rows) > 40
     assert "EQUAL" in report.table()
     names = {"qwen2": "Qwen2's", "mistral": "Mistral's", "gemma": "Gemma's", "opt": "OPT's",
-             "gpt_neox": "GPT-NeoX's"}  # fmt: skip
+             "gpt_neox": "GPT-NeoX's", "phi": "Phi's"}  # fmt: skip
     assert names[family] in report.table()
 
 
@@ -132,6 +145,11 @@ def _sequential_layer_1(model):
     model.gpt_neox.layers[0].use_parallel_residual = False
 
 
+def _exact_gelu_in_layer_2(model):
+    """Phi's second MLP with the exact (erf) GELU where Phi has gelu_new (tanh)."""
+    model.model.layers[1].mlp.activation_fn = torch.nn.GELU()
+
+
 def _catalogue(name):
     return lambda model: DEPARTURES[name].apply(model, "llama")
 
@@ -145,6 +163,7 @@ CASES = {
     ("opt", "gelu-in-layer-1"): (8, 10, 8, {"l": 1}, "", _gelu_in_layer_1),
     ("opt", "positions-offset-1"): (3, 10, 3, {}, "", _positions_offset_1),
     ("gpt_neox", "sequential-layer-1"): (7, 10, 7, {"l": 1}, "", _sequential_layer_1),
+    ("phi", "exact-gelu-layer-2"): (8, 10, 8, {"l": 2}, "", _exact_gelu_in_layer_2),
 }
 
 

@@ -1,5 +1,5 @@
 """One table per model family (:mod:`.gpt2`, :mod:`.bert`, :mod:`.llama`,
-:mod:`.llama_kin` (Qwen2, Mistral, Gemma), :mod:`.opt`, :mod:`.gpt_neox`, :mod:`.torch_transformer`), read by one mechanism (:mod:`.base`). :data:`TABLES` maps a Hugging
+:mod:`.llama_kin` (Qwen2, Mistral, Gemma), :mod:`.opt`, :mod:`.gpt_neox` (GPT-NeoX, Phi), :mod:`.torch_transformer`), read by one mechanism (:mod:`.base`). :data:`TABLES` maps a Hugging
 Face ``model_type`` to its family; :func:`family_for` picks the family of a model."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from ....paper.checks import fail
 from .base import Family
 from .bert import Bert
 from .gpt2 import Gpt2
-from .gpt_neox import GptNeoX
+from .gpt_neox import GptNeoX, Phi
 from .llama import Llama
 from .llama_kin import Gemma, Mistral, Qwen2
 from .opt import Opt
@@ -30,6 +30,7 @@ TABLES = {
     "gemma": Gemma,
     "opt": Opt,
     "gpt_neox": GptNeoX,
+    "phi": Phi,
 }
 
 # the Hugging Face class each table reads (its module paths are that class's)
@@ -42,6 +43,7 @@ CLASSES = {
     "gemma": "GemmaForCausalLM",
     "opt": "OPTForCausalLM",
     "gpt_neox": "GPTNeoXForCausalLM",
+    "phi": "PhiForCausalLM",
 }
 
 

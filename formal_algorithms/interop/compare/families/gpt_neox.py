@@ -1,8 +1,10 @@
-"""Hugging Face ``GPTNeoXForCausalLM`` (Pythia) against Algorithm 10 with GPT-NeoX's
-substitutions (:mod:`formal_algorithms.families.gpt_neox`: RoPE on the first d_rot rows of each
-head's Q and K, no ``W_p``, and the parallel residual ``X + attention(LN₁ X) + MLP(LN₂ X)``). In
-the parallel block line 6 adds nothing to X before line 7 reads it: its row is the attention
-branch (the trace's part "attention"), and line 7's norm reads line 5's input."""
+"""Hugging Face ``GPTNeoXForCausalLM`` (Pythia) and ``PhiForCausalLM`` against Algorithm 10 with
+their families' substitutions (:mod:`formal_algorithms.families.gpt_neox`: RoPE on the first d_rot
+rows of each head's Q and K, no ``W_p``, and the parallel residual ``X + attention(LN₁ X) +
+MLP(LN₂ X)``; :mod:`formal_algorithms.families.phi`: the same block with one norm for both
+branches, separate q/k/v projections, ``W_u X + b_u 1ᵀ``). In the parallel block line 6 adds
+nothing to X before line 7 reads it: its row is the attention branch (the trace's part
+"attention"), and line 7's norm reads line 5's input (Phi's line 7 is line 5's norm again)."""
 
 from __future__ import annotations
 
@@ -34,20 +36,32 @@ def head_rows(k):
     return take
 
 
-TABLE = (
-    Tap(3, 10, 3, "gpt_neox.layers.0", "in"),
-    Tap(5, 10, 5, f"{L_}.input_layernorm"),
-    *(Tap(6, 4, n, f"{A_}.query_key_value", "out", head_rows(n - 1)) for n in (1, 2, 3)),
-    Tap(6, 4, 6, A_, "out1", WEIGHTS, "A"),
-    Tap(6, 4, 6, f"{A_}.dense", "in", heads()),
-    Tap(6, 5, 2, f"{A_}.dense", "in", heads()),
-    Tap(6, 5, 3, f"{A_}.dense", "in"),
-    Tap(6, 5, 4, f"{A_}.dense"),
-    Tap(6, 10, 6, f"{A_}.dense", "out", COLS, "attention"),
-    Tap(7, 10, 7, f"{L_}.post_attention_layernorm"),
-    Tap(8, 10, 8, L_),
-    Tap(10, 10, 10, "gpt_neox.final_layer_norm"),
-    Tap(11, 10, 11, "lm_head", "out", COLS, "logits"),
+def parallel_table(L_, A_, qkv, norm2, final_norm):
+    """The table of a parallel block: ``qkv`` the taps of Algorithm 4's lines 1-3, ``A_`` the
+    attention module (its output projection ``dense``), ``norm2`` line 7's norm module."""
+    return (
+        Tap(3, 10, 3, L_.format(i=0), "in"),
+        Tap(5, 10, 5, f"{L_}.input_layernorm"),
+        *qkv,
+        Tap(6, 4, 6, A_, "out1", WEIGHTS, "A"),
+        Tap(6, 4, 6, f"{A_}.dense", "in", heads()),
+        Tap(6, 5, 2, f"{A_}.dense", "in", heads()),
+        Tap(6, 5, 3, f"{A_}.dense", "in"),
+        Tap(6, 5, 4, f"{A_}.dense"),
+        Tap(6, 10, 6, f"{A_}.dense", "out", COLS, "attention"),
+        Tap(7, 10, 7, norm2),
+        Tap(8, 10, 8, L_),
+        Tap(10, 10, 10, final_norm),
+        Tap(11, 10, 11, "lm_head", "out", COLS, "logits"),
+    )
+
+
+TABLE = parallel_table(
+    L_,
+    A_,
+    [Tap(6, 4, n, f"{A_}.query_key_value", "out", head_rows(n - 1)) for n in (1, 2, 3)],
+    f"{L_}.post_attention_layernorm",
+    "gpt_neox.final_layer_norm",
 )
 
 EXTRAS = decoder_extras(
@@ -57,6 +71,24 @@ EXTRAS = decoder_extras(
     f"{A_}.query_key_value",
     f"{L_}.mlp",
     f"{L_}.mlp.act",
+    "lm_head",
+)
+
+P_ = "model.layers.{i}"
+PHI_TABLE = parallel_table(
+    P_,
+    f"{P_}.self_attn",
+    [Tap(6, 4, n + 1, f"{P_}.self_attn.{m}_proj", "out", heads()) for n, m in enumerate("qkv")],
+    f"{P_}.input_layernorm",  # Phi's one norm: line 7's X̃ is line 5's
+    "model.final_layernorm",
+)
+PHI_EXTRAS = decoder_extras(
+    f"{P_}.input_layernorm",
+    f"{P_}.input_layernorm",
+    "model.final_layernorm",
+    f"{P_}.self_attn.q_proj",
+    f"{P_}.mlp",
+    f"{P_}.mlp.activation_fn",
     "lm_head",
 )
 
@@ -106,3 +138,38 @@ class GptNeoX(PreLNDecoder):
         from ....families.gpt_neox import gpt_neox_logits
 
         return gpt_neox_logits, (jnp.asarray(self.x), self.theta), self.kwargs
+
+
+class Phi(GptNeoX):
+    name = "Algorithm 10 with Phi's substitutions (families.phi)"
+    table, extras = PHI_TABLE, PHI_EXTRAS
+    norm_params = {5: ("gamma1", "beta1"), 7: ("gamma1", "beta1"), 10: ("gamma", "beta")}
+    modeling = "transformers.models.phi.modeling_phi"
+    hf_name = "Phi"
+
+    def __init__(self, model):
+        from ....families.phi import phi_config, phi_from_state_dict
+
+        self.model = model
+        config = model.config
+        tied = model.lm_head.weight is model.model.embed_tokens.weight
+        dtype = torch.float64 if model.dtype == torch.float64 else torch.float32
+        state = {
+            k: v.detach().cpu().to(dtype).numpy()
+            for k, v in model.state_dict().items()
+            if not (tied and k == "lm_head.weight")
+        }
+        self.theta = phi_from_state_dict(state, **phi_config(config.to_dict()))
+        self.kwargs = {"eps": self.theta.config.eps}  # agrees with θ.config; the evidence reads it
+        self.H, self.L = config.num_attention_heads, config.num_hidden_layers
+
+    def rotary_module(self):
+        return self.model.model.rotary_emb
+
+    def logit_bias(self):
+        return self.theta.b_u
+
+    def paper(self):
+        from ....families.phi import phi_logits
+
+        return phi_logits, (jnp.asarray(self.x), self.theta), self.kwargs
