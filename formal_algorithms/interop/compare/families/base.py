@@ -134,6 +134,41 @@ ALGORITHM_10_KINDS = {
 }
 
 
+def decoder_table(embedding: Tap, norm1, qkv, attention, out, line6: Tap, norm2, layer, final_norm,
+                  logits="lm_head"):  # fmt: skip
+    """The rows of an Algorithm 10 decoder's table, by its modules' names: ``embedding`` (line
+    3's tap), ``qkv`` (Algorithm 4's lines 1-3), ``attention`` (its weights, item 1 of its
+    output), ``out`` (the output projection: Ṽ and Y its input, Algorithm 5's line 4 its output),
+    ``line6`` (line 6's tap: the residual sum, or a parallel block's attention branch)."""
+    return (
+        embedding,
+        Tap(5, 10, 5, norm1),
+        *qkv,
+        Tap(6, 4, 6, attention, "out1", WEIGHTS, "A"),
+        Tap(6, 4, 6, out, "in", heads()),  # Ṽ of every head
+        Tap(6, 5, 2, out, "in", heads()),  # Y^h
+        Tap(6, 5, 3, out, "in"),
+        Tap(6, 5, 4, out),
+        line6,
+        Tap(7, 10, 7, norm2),
+        Tap(8, 10, 8, layer),
+        Tap(10, 10, 10, final_norm),
+        Tap(11, 10, 11, logits, "out", COLS, "logits"),
+    )
+
+
+def float_state(model, tied_name=None) -> dict:
+    """The model's state dict as numpy arrays, float64 kept and every other dtype as float32;
+    ``tied_name`` (an output matrix tied to the embedding) left out."""
+    import torch
+
+    return {
+        k: v.detach().cpu().to(torch.float64 if v.dtype == torch.float64 else torch.float32).numpy()
+        for k, v in model.state_dict().items()
+        if k != tied_name
+    }
+
+
 def decoder_extras(norm1, norm2, final_norm, attention_input, mlp, activation, logits):
     """The values the evidence reads in an Algorithm 10 decoder, by their modules' names."""
     return (

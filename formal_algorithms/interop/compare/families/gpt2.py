@@ -6,31 +6,28 @@ import jax.numpy as jnp
 
 from .base import (
     ALGORITHM_10_KINDS,
-    COLS,
     SOFTMAX,
-    WEIGHTS,
     PreLNDecoder,
     Tap,
     decoder_extras,
+    decoder_table,
     heads,
 )
 
 H_ = "transformer.h.{i}"
 
 TABLE = (
-    Tap(3, 10, 3, "transformer.h.0", "in"),
-    Tap(5, 10, 5, f"{H_}.ln_1"),
-    *(Tap(6, 4, n, f"{H_}.attn.c_attn", "out", heads(n - 1, 3)) for n in (1, 2, 3)),
-    Tap(6, 4, 6, f"{H_}.attn", "out1", WEIGHTS, "A"),
-    Tap(6, 4, 6, f"{H_}.attn.c_proj", "in", heads()),  # Ṽ of every head
-    Tap(6, 5, 2, f"{H_}.attn.c_proj", "in", heads()),  # Y^h
-    Tap(6, 5, 3, f"{H_}.attn.c_proj", "in"),
-    Tap(6, 5, 4, f"{H_}.attn.c_proj"),
-    Tap(6, 10, 6, f"{H_}.ln_2", "in"),
-    Tap(7, 10, 7, f"{H_}.ln_2"),
-    Tap(8, 10, 8, H_),
-    Tap(10, 10, 10, "transformer.ln_f"),
-    Tap(11, 10, 11, "lm_head", "out", COLS, "logits"),
+    *decoder_table(
+        Tap(3, 10, 3, "transformer.h.0", "in"),
+        f"{H_}.ln_1",
+        [Tap(6, 4, n, f"{H_}.attn.c_attn", "out", heads(n - 1, 3)) for n in (1, 2, 3)],
+        f"{H_}.attn",
+        f"{H_}.attn.c_proj",
+        Tap(6, 10, 6, f"{H_}.ln_2", "in"),
+        f"{H_}.ln_2",
+        H_,
+        "transformer.ln_f",
+    ),
     Tap(11, 10, 11, "lm_head", "out", SOFTMAX, "P"),
 )
 

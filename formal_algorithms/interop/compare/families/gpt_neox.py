@@ -9,11 +9,19 @@ nothing to X before line 7 reads it: its row is the attention branch (the trace'
 from __future__ import annotations
 
 import jax.numpy as jnp
-import torch
 
 from ....paper.checks import fail
 from ..capture import cols
-from .base import ALGORITHM_10_KINDS, COLS, WEIGHTS, PreLNDecoder, Tap, decoder_extras, heads
+from .base import (
+    ALGORITHM_10_KINDS,
+    COLS,
+    PreLNDecoder,
+    Tap,
+    decoder_extras,
+    decoder_table,
+    float_state,
+    heads,
+)
 from .llama import float32_rope, float32_softmax
 
 NAME = "compare"
@@ -38,21 +46,12 @@ def head_rows(k):
 
 def parallel_table(L_, A_, qkv, norm2, final_norm):
     """The table of a parallel block: ``qkv`` the taps of Algorithm 4's lines 1-3, ``A_`` the
-    attention module (its output projection ``dense``), ``norm2`` line 7's norm module."""
-    return (
-        Tap(3, 10, 3, L_.format(i=0), "in"),
-        Tap(5, 10, 5, f"{L_}.input_layernorm"),
-        *qkv,
-        Tap(6, 4, 6, A_, "out1", WEIGHTS, "A"),
-        Tap(6, 4, 6, f"{A_}.dense", "in", heads()),
-        Tap(6, 5, 2, f"{A_}.dense", "in", heads()),
-        Tap(6, 5, 3, f"{A_}.dense", "in"),
-        Tap(6, 5, 4, f"{A_}.dense"),
-        Tap(6, 10, 6, f"{A_}.dense", "out", COLS, "attention"),
-        Tap(7, 10, 7, norm2),
-        Tap(8, 10, 8, L_),
-        Tap(10, 10, 10, final_norm),
-        Tap(11, 10, 11, "lm_head", "out", COLS, "logits"),
+    attention module (its output projection ``dense``), ``norm2`` line 7's norm module; line 6's
+    row is the attention branch (``dense``'s output)."""
+    branch = Tap(6, 10, 6, f"{A_}.dense", "out", COLS, "attention")
+    first = Tap(3, 10, 3, L_.format(i=0), "in")
+    return decoder_table(
+        first, f"{L_}.input_layernorm", qkv, A_, f"{A_}.dense", branch, norm2, L_, final_norm
     )
 
 
@@ -109,13 +108,8 @@ class GptNeoX(PreLNDecoder):
             fail(NAME, "model.config.use_parallel_residual",
                  "is False; compare has GPT-NeoX's parallel-residual table only")  # fmt: skip
         self.model = model
-        dtype = torch.float64 if model.dtype == torch.float64 else torch.float32
         tied = model.lm_head.weight is model.gpt_neox.embed_in.weight
-        state = {
-            k: v.detach().cpu().to(dtype).numpy()
-            for k, v in model.state_dict().items()
-            if not (tied and k == "lm_head.weight")
-        }
+        state = float_state(model, "lm_head.weight" if tied else None)
         self.theta = gpt_neox_from_state_dict(state, **gpt_neox_config(config.to_dict()))
         self.kwargs = {"eps": self.theta.config.eps}  # agrees with θ.config; the evidence reads it
         self.H, self.L = config.num_attention_heads, config.num_hidden_layers
@@ -153,12 +147,7 @@ class Phi(GptNeoX):
         self.model = model
         config = model.config
         tied = model.lm_head.weight is model.model.embed_tokens.weight
-        dtype = torch.float64 if model.dtype == torch.float64 else torch.float32
-        state = {
-            k: v.detach().cpu().to(dtype).numpy()
-            for k, v in model.state_dict().items()
-            if not (tied and k == "lm_head.weight")
-        }
+        state = float_state(model, "lm_head.weight" if tied else None)
         self.theta = phi_from_state_dict(state, **phi_config(config.to_dict()))
         self.kwargs = {"eps": self.theta.config.eps}  # agrees with θ.config; the evidence reads it
         self.H, self.L = config.num_attention_heads, config.num_hidden_layers

@@ -15,11 +15,11 @@ from ....paper.checks import fail
 from ..capture import eager_attention
 from .base import (
     ALGORITHM_10_KINDS,
-    COLS,
-    WEIGHTS,
     PreLNDecoder,
     Tap,
     decoder_extras,
+    decoder_table,
+    float_state,
     heads,
     kv_sets,
 )
@@ -28,22 +28,20 @@ NAME = "compare"
 L_ = "model.layers.{i}"
 A_ = f"{L_}.self_attn"
 
-TABLE = (
+TABLE = decoder_table(
     Tap(3, 10, 3, "model.embed_tokens"),
-    Tap(5, 10, 5, f"{L_}.input_layernorm"),
-    Tap(6, 4, 1, f"{A_}.q_proj", "out", heads()),  # before RoPE: the trace's first Q record
-    Tap(6, 4, 2, f"{A_}.k_proj", "out", kv_sets),
-    Tap(6, 4, 3, f"{A_}.v_proj", "out", kv_sets),
-    Tap(6, 4, 6, A_, "out1", WEIGHTS, "A"),
-    Tap(6, 4, 6, f"{A_}.o_proj", "in", heads()),
-    Tap(6, 5, 2, f"{A_}.o_proj", "in", heads()),
-    Tap(6, 5, 3, f"{A_}.o_proj", "in"),
-    Tap(6, 5, 4, f"{A_}.o_proj"),
+    f"{L_}.input_layernorm",
+    [
+        Tap(6, 4, 1, f"{A_}.q_proj", "out", heads()),  # before RoPE: the trace's first Q record
+        Tap(6, 4, 2, f"{A_}.k_proj", "out", kv_sets),
+        Tap(6, 4, 3, f"{A_}.v_proj", "out", kv_sets),
+    ],
+    A_,
+    f"{A_}.o_proj",
     Tap(6, 10, 6, f"{L_}.post_attention_layernorm", "in"),
-    Tap(7, 10, 7, f"{L_}.post_attention_layernorm"),
-    Tap(8, 10, 8, L_),
-    Tap(10, 10, 10, "model.norm"),
-    Tap(11, 10, 11, "lm_head", "out", COLS, "logits"),
+    f"{L_}.post_attention_layernorm",
+    L_,
+    "model.norm",
 )
 
 EXTRAS = decoder_extras(
@@ -80,14 +78,7 @@ class Llama(PreLNDecoder):
         self.model = model
         config = model.config
         tied = model.lm_head.weight is model.model.embed_tokens.weight
-        state = {
-            k: v.detach()
-            .cpu()
-            .to(torch.float64 if v.dtype == torch.float64 else torch.float32)
-            .numpy()
-            for k, v in model.state_dict().items()
-            if not (tied and k == "lm_head.weight")
-        }
+        state = float_state(model, "lm_head.weight" if tied else None)
         self.H, self.G = config.num_attention_heads, config.num_key_value_heads
         self.L = config.num_hidden_layers
         self.theta = self.load(config, state)

@@ -7,16 +7,15 @@ values, which this table does not describe."""
 from __future__ import annotations
 
 import jax.numpy as jnp
-import torch
 
 from ....paper.checks import fail
 from .base import (
     ALGORITHM_10_KINDS,
-    COLS,
-    WEIGHTS,
     PreLNDecoder,
     Tap,
     decoder_extras,
+    decoder_table,
+    float_state,
     heads,
 )
 from .llama import float32_softmax
@@ -25,22 +24,16 @@ NAME = "compare"
 L_ = "model.decoder.layers.{i}"
 A_ = f"{L_}.self_attn"
 
-TABLE = (
+TABLE = decoder_table(
     Tap(3, 10, 3, "model.decoder.layers.0", "in"),
-    Tap(5, 10, 5, f"{L_}.self_attn_layer_norm"),
-    Tap(6, 4, 1, f"{A_}.q_proj", "out", heads()),  # before OPT's scaling of Q by 1/√d_attn
-    Tap(6, 4, 2, f"{A_}.k_proj", "out", heads()),
-    Tap(6, 4, 3, f"{A_}.v_proj", "out", heads()),
-    Tap(6, 4, 6, A_, "out1", WEIGHTS, "A"),
-    Tap(6, 4, 6, f"{A_}.out_proj", "in", heads()),
-    Tap(6, 5, 2, f"{A_}.out_proj", "in", heads()),
-    Tap(6, 5, 3, f"{A_}.out_proj", "in"),
-    Tap(6, 5, 4, f"{A_}.out_proj"),
+    f"{L_}.self_attn_layer_norm",
+    [Tap(6, 4, n + 1, f"{A_}.{m}_proj", "out", heads()) for n, m in enumerate("qkv")],
+    A_,
+    f"{A_}.out_proj",
     Tap(6, 10, 6, f"{L_}.final_layer_norm", "in"),
-    Tap(7, 10, 7, f"{L_}.final_layer_norm"),
-    Tap(8, 10, 8, L_),
-    Tap(10, 10, 10, "model.decoder.final_layer_norm"),
-    Tap(11, 10, 11, "lm_head", "out", COLS, "logits"),
+    f"{L_}.final_layer_norm",
+    L_,
+    "model.decoder.final_layer_norm",
 )
 
 EXTRAS = decoder_extras(
@@ -75,12 +68,7 @@ class Opt(PreLNDecoder):
             )
         self.model = model
         tied = model.lm_head.weight is model.model.decoder.embed_tokens.weight
-        dtype = torch.float64 if model.dtype == torch.float64 else torch.float32
-        state = {
-            k: v.detach().cpu().to(dtype).numpy()
-            for k, v in model.state_dict().items()
-            if not (tied and k == "lm_head.weight")
-        }
+        state = float_state(model, "lm_head.weight" if tied else None)
         theta = opt_from_state_dict(state, **opt_config(config.to_dict()))
         self.theta = paper_theta(theta)
         self.kwargs = {"activation": relu, "eps": theta.config.eps}
