@@ -26,6 +26,7 @@ DEPARTS = 3  # the exit status of a model that departs from the paper
 # parser and checking the options import no torch (the command line's start-up time); a test
 # keeps them equal.
 TABLES = {
+    "bart": "BartForConditionalGeneration",
     "bert": "BertForMaskedLM",
     "gemma": "GemmaForCausalLM",
     "gpt2": "GPT2LMHeadModel",
@@ -70,6 +71,11 @@ def _check_numbers(args) -> None:
 
 def _check_options(args, config) -> None:
     """Every option that needs the directory's configuration, before the model is loaded."""
+    if config["model_type"] == "bart":
+        raise ValueError(
+            f"--hf {args.hf!r} holds a BART model, which reads a context z besides the tokens; "
+            "compare it from Python: formal_algorithms.interop.compare(model, x, z=z)"
+        )
     for name in args.inject or ():
         from ..interop.departures import DEPARTURES, family_of_type
 

@@ -109,6 +109,15 @@ def test_cli_injects_a_llama_departure_into_a_qwen2_directory(tmp_path, capsys):
     assert "DEPARTS at Algorithm 10 › line 7 (l=2)" in out, out
 
 
+def test_cli_sends_a_bart_directory_to_the_python_api(tmp_path, capsys):
+    from test_compare_families import bart
+
+    bart().save_pretrained(tmp_path)
+    assert main(["compare", "--hf", str(tmp_path), "--tokens", "2 0 5"]) != 0
+    err = capsys.readouterr().err
+    assert "holds a BART model" in err and "interop.compare(model, x, z=z)" in err, err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -152,7 +161,7 @@ def _directory(tmp_path, config, files=()):
 @pytest.mark.parametrize(
     "config, files, message",
     [
-        ({"model_type": "t5"}, (), r"holds a 't5' model; compare has a table for bert, gemma, gpt2, gpt_neox, llama"),
+        ({"model_type": "t5"}, (), r"holds a 't5' model; compare has a table for bart, bert, gemma, gpt2, gpt_neox, llama"),
         ({"model_type": "gpt2", "vocab_size": 40, "n_positions": 16}, (),
          r"has no weights \(model\.safetensors or pytorch_model\.bin\)"),
         ({"model_type": "gpt2", "vocab_size": 40, "n_positions": 16},

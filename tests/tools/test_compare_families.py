@@ -16,6 +16,8 @@ import pytest
 import torch
 from torch_reference import randomise
 from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
     GemmaConfig,
     GemmaForCausalLM,
     GPTNeoXConfig,
@@ -218,6 +220,37 @@ def test_llama_departures_inject_into_qwen2_and_mistral(family, departure):
 def test_a_post_ln_opt_is_refused_by_name():
     with pytest.raises(ValueError, match=r"compare: argument 'model.config.do_layer_norm_before'"):
         compare(opt(pre_ln=False), X)
+
+
+# BART: Algorithm 8 with its embeddings inside the model, compared on a context z and tokens x.
+Z = np.array([0, 7, 1, 12, 5, 2])
+X_DEC = np.array([2, 0, 5, 9])
+
+
+def bart():
+    torch.manual_seed(0)
+    config = BartConfig(vocab_size=40, d_model=16, encoder_layers=2, decoder_layers=2,
+                        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=24,
+                        decoder_ffn_dim=24, max_position_embeddings=32)  # fmt: skip
+    model = BartForConditionalGeneration(config)
+    randomise(model, torch.Generator().manual_seed(10))
+    return model.eval()
+
+
+def test_bart_is_equal_in_float64_and_its_departures_are_located():
+    report = compare(bart(), X_DEC, z=Z, float64=True)
+    assert report.first is None, report.table()
+    assert len(report.rows) > 40 and "BART's" in report.table()
+    model = bart()
+    model.model.decoder.layers[0].activation_fn = torch.nn.ReLU()  # BART's GELU → ReLU
+    first = compare(model, X_DEC, z=Z, float64=True).first
+    assert (first.algorithm, first.line, first.indices) == (8, 18, {"l": 1}), first.path
+    model = bart()
+    model.model.encoder.embed_positions.offset = 1  # positions read one row early
+    first = compare(model, X_DEC, z=Z, float64=True).first
+    assert (first.algorithm, first.line, first.indices) == (8, 3, {}), first.path
+    with pytest.raises(ValueError, match=r"^compare: argument 'z' is needed for a BART model"):
+        compare(bart(), X_DEC)
 
 
 def test_inject_refuses_a_family_without_llamas_modules():

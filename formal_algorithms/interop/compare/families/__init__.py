@@ -1,5 +1,5 @@
 """One table per model family (:mod:`.gpt2`, :mod:`.bert`, :mod:`.llama`,
-:mod:`.llama_kin` (Qwen2, Mistral, Gemma), :mod:`.opt`, :mod:`.gpt_neox` (GPT-NeoX, Phi), :mod:`.torch_transformer`), read by one mechanism (:mod:`.base`). :data:`TABLES` maps a Hugging
+:mod:`.llama_kin` (Qwen2, Mistral, Gemma), :mod:`.opt`, :mod:`.gpt_neox` (GPT-NeoX, Phi), :mod:`.bart`, :mod:`.torch_transformer`), read by one mechanism (:mod:`.base`). :data:`TABLES` maps a Hugging
 Face ``model_type`` to its family; :func:`family_for` picks the family of a model."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from torch import nn
 
 from ....paper.checks import fail
+from .bart import Bart
 from .base import Family
 from .bert import Bert
 from .gpt2 import Gpt2
@@ -31,6 +32,7 @@ TABLES = {
     "opt": Opt,
     "gpt_neox": GptNeoX,
     "phi": Phi,
+    "bart": Bart,
 }
 
 # the Hugging Face class each table reads (its module paths are that class's)
@@ -44,6 +46,7 @@ CLASSES = {
     "opt": "OPTForCausalLM",
     "gpt_neox": "GPTNeoXForCausalLM",
     "phi": "PhiForCausalLM",
+    "bart": "BartForConditionalGeneration",
 }
 
 

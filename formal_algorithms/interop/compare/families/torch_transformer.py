@@ -105,6 +105,10 @@ class TorchTransformer(Family):
         exposed[key(8, 21, 8, 21, "logits")] = (W @ X, source)
         exposed[key(8, 21, 8, 21, "P")] = (softmax_cols(W @ X), "softmax of " + source)
         extra[("logits", 21, None)] = (X, W @ X)
+        self.mlp_activations(extra)
+
+    def mlp_activations(self, extra):
+        """Each MLP's activation, as its first linear's output → its second's input."""
         for site in (7, 18):
             for l in range(1, self.stacks()["e" if site == 7 else "d"] + 1):
                 a_in = extra.get(("mlp input", site, l), (None, None))[1]
