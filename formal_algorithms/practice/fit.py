@@ -61,6 +61,14 @@ def no_improvement(evals, patience: int | None) -> bool:
 
 def _record(step, losses, result) -> dict:
     """An evaluation after ``step``: the mean training loss since the one before, and ``result``."""
+    if not all(hasattr(result, field) for field in trainer.Evaluation._fields):
+        fail(
+            NAME,
+            "evaluate",
+            f"must return a trainer.Evaluation (loss, accuracy, n_targets), e.g. "
+            f"trainer.evaluate(θ, held_out), got {type(result).__name__}",
+            TypeError,
+        )
     return dict(
         step=step,
         train_loss=float(np.mean(losses)),
@@ -68,6 +76,19 @@ def _record(step, losses, result) -> dict:
         accuracy=float(result.accuracy),
         n_targets=int(result.n_targets),
     )
+
+
+def _check_training(theta, data, key, optimizer, N_steps, batch_size, train, train_kw) -> None:
+    """The trainer's own arguments, checked here so that a bad one is refused under ``fit``'s
+    name: the options for every trainer, θ and the data for the default one (another trainer,
+    e.g. one process's share of a data-parallel run, checks its own)."""
+    reduction, p_mask = train_kw.get("reduction", "mean"), train_kw.get("p_mask", 0.15)
+    if train is None:
+        algorithm = trainer.check_theta(theta, NAME)
+        trainer.as_examples(algorithm, data, theta)
+    else:
+        algorithm = NAME
+    trainer.check_options(algorithm, optimizer, None, N_steps, batch_size, reduction, key, p_mask)
 
 
 def _check(N_steps, start_step, eval_every, patience, evaluate, train) -> None:
@@ -121,6 +142,7 @@ def fit(
     optimizer state, ``completed`` their steps and ``history`` all the run's per-step losses.
     """
     _check(N_steps, start_step, eval_every, patience, evaluate, train)
+    _check_training(theta, data, key, optimizer, N_steps, batch_size, train, train_kw)
     opt_state = optimizer.init(theta) if opt_state is None else opt_state
     train = trainer.train if train is None else train
     history, evals = np.asarray(history, np.float32), list(evals)

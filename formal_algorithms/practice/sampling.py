@@ -30,36 +30,68 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.checks import fail
-from ..paper.inference import sample_token
+from ..paper.checks import check_key, concrete, fail
+from ..paper.inference import check_tau, sample_token
 
 TOP_K = "top-k sampling"
 TOP_P = "top-p (nucleus) sampling"
+TOP_K_KEEP = f"top_k_keep ({TOP_K})"
+TOP_P_KEEP = f"top_p_keep ({TOP_P})"
+FILTERED = "sample_token_filtered (Algorithm 14 line 5 with top-k and top-p)"
+STOP_AT = "stop_at (a stop string)"
 
 
-def check_top_k(name: str, k) -> int:
-    """``k``: an integer ≥ 0 (0: no top-k filter)."""
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        fail(name, "top_k", f"must be an integer >= 0 (0: off), got {k!r}", TypeError)
+def check_top_k(name: str, k, argument: str = "top_k") -> int:
+    """``k``: an integer ≥ 0 (0: no top-k filter), a Python or a 0-d array integer."""
+    if np.ndim(k) != 0 or not np.issubdtype(np.asarray(k).dtype, np.integer):
+        fail(name, argument, f"must be an integer >= 0 (0: off), got {k!r}", TypeError)
     if k < 0:
-        fail(name, "top_k", f"= {k} must be >= 0 (0: off)")
+        fail(name, argument, f"= {int(k)} must be >= 0 (0: off)")
     return int(k)
 
 
 def check_top_p(name: str, p) -> float:
-    """``top_p``: a number in (0, 1] (1: no nucleus filter)."""
+    """``top_p``: a number in (0, 1] (1: no nucleus filter); NaN is refused."""
     if isinstance(p, (bool, np.bool_, str, bytes)) or np.ndim(p) != 0:
         fail(name, "top_p", f"must be a number in (0, 1] (1: off), got {p!r}", TypeError)
-    p = float(p)
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        fail(name, "top_p", f"must be a number in (0, 1] (1: off), got {p!r}", TypeError)
     if not 0 < p <= 1:
         fail(name, "top_p", f"= {p} must be in (0, 1] (1: off)")
     return p
 
 
+def _eager(value) -> bool:
+    """True for a concrete value (checked here); a traced one (inside ``jit``/``vmap``) is not."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def _check_logits(name: str, logits) -> None:
+    """One float column ``(N_V,)``; on concrete input, one that defines a distribution (no NaN,
+    no +∞, not −∞ everywhere), as :func:`sample_token` requires."""
+    if np.ndim(logits) != 1:
+        fail(name, "logits", f"must be one column (N_V,), got shape {np.shape(logits)}")
+    if not jnp.issubdtype(jnp.result_type(logits), jnp.floating):
+        fail(name, "logits", f"must be one float column, got {jnp.result_type(logits)}", TypeError)
+    values = concrete(logits)
+    if values is None:
+        return
+    if np.isnan(values).any():
+        where = np.flatnonzero(np.isnan(values))[:5].tolist()
+        fail(name, "logits", f"hold NaN at entries {where}: no distribution to sample")
+    if np.isposinf(values).any() or np.isneginf(values).all():
+        fail(name, "logits", "hold +inf, or -inf in every entry: no distribution to sample")
+
+
 def top_k_keep(logits, k):
     """Which tokens top-k sampling keeps: a boolean ``(N_V,)``, true for the ``k`` largest
     entries of ``logits`` (the ``k`` most likely tokens under ``p = softmax(logits)``) and for
-    every entry tied with the ``k``-th. ``k = 0`` or ``k ≥ N_V``: every token."""
+    every entry tied with the ``k``-th. ``k = 0`` or ``k ≥ N_V``: every token; a negative ``k``
+    is refused (on concrete input; inside ``jit`` it keeps every token)."""
+    if _eager(k):
+        check_top_k(TOP_K_KEEP, k, "k")
     N_V = logits.shape[-1]
     k = jnp.asarray(k)
     k_eff = jnp.where((k <= 0) | (k > N_V), N_V, k)
@@ -75,7 +107,12 @@ def top_p_keep(logits, top_p, tau=1.0):
     below ``top_p``: the smallest prefix of the ranking whose ``q``-mass reaches ``top_p``, and
     always the most likely token. ``top_p = 1``: every token. ``τ = 0``: only the argmax matters;
     ``τ = ∞``: ``q`` is uniform, so the ``⌈top_p · N_V⌉`` most likely tokens are kept.
+    ``top_p`` outside (0, 1] or NaN, and τ outside [0, ∞], are refused on concrete input.
     """
+    if _eager(top_p):
+        check_top_p(TOP_P_KEEP, top_p)
+    if _eager(tau):
+        check_tau(TOP_P_KEEP, tau)
     N_V = logits.shape[-1]
     tau = jnp.asarray(tau, logits.dtype)
     safe_tau = jnp.where((tau == 0) | jnp.isinf(tau), 1, tau)
@@ -96,12 +133,25 @@ def sample_token_filtered(key, logits, tau, top_k=0, top_p=1.0):
     unchanged (Gumbel-max over ``logits/τ``): so with nothing dropped the token is the one
     ``sample_token`` draws for the same key. ``τ = 0`` is the argmax (always kept); ``τ = ∞`` is
     uniform over the kept tokens. Returns a 0-d int32 token id.
+
+    Logits that define no distribution (NaN, +∞, or −∞ everywhere) are refused on concrete input,
+    as :func:`sample_token` refuses them; inside ``jit`` the token is then ``-1``, as there.
     """
+    _check_logits(FILTERED, logits)
+    check_key(FILTERED, key)
+    if _eager(tau):
+        check_tau(FILTERED, tau)
+    if _eager(top_k):
+        check_top_k(FILTERED, top_k)
+    if _eager(top_p):
+        check_top_p(FILTERED, top_p)
     keep = top_k_keep(logits, top_k) & top_p_keep(logits, top_p, tau)
     tau = jnp.asarray(tau, logits.dtype)
     inf_tau = jnp.isinf(tau)
     # τ = ∞ is uniform over the kept tokens: equal logits on them, τ = 1.
     kept = jnp.where(keep, jnp.where(inf_tau, 0.0, logits), -jnp.inf)
+    # a NaN logit is never kept, yet it leaves no distribution: sample_token's -1 (under jit)
+    kept = jnp.where(jnp.isnan(logits), logits, kept)
     return sample_token(key, kept, jnp.where(inf_tau, 1.0, tau))
 
 
@@ -110,7 +160,17 @@ def stop_at(pieces: Iterable[str], stop: str | None) -> Iterator[str]:
     string nor anything after it. A trailing part that could begin ``stop`` is held back until
     the next piece decides it. Stops consuming ``pieces`` as soon as ``stop`` is seen (so a
     generator upstream stops generating). ``stop`` empty or ``None``: every piece unchanged.
+    ``stop`` of another type is refused at the call, before any piece is read.
     """
+    if stop is not None and not isinstance(stop, str):
+        fail(STOP_AT, "stop", f"must be a string or None, got {type(stop).__name__}", TypeError)
+    if not isinstance(pieces, Iterable):
+        fail(STOP_AT, "pieces", f"must be text pieces, got {type(pieces).__name__}", TypeError)
+    return _until(pieces, stop)
+
+
+def _until(pieces: Iterable[str], stop: str | None) -> Iterator[str]:
+    """:func:`stop_at`'s stream (a generator: it reads ``pieces`` only as it is consumed)."""
     if not stop:
         yield from pieces
         return

@@ -74,6 +74,7 @@ def write_html(
         )
     label = token_label or str
     run = trace if run is None else run
+    _check_tokens(run, tokens)
     tokens = _with_generated(run, [str(t) for t in tokens], label) if tokens is not None else None
     key_tokens = [str(t) for t in key_tokens] if key_tokens is not None else None
     page = _Page(trace, title, tokens, key_tokens, label, max_side, max_cells)
@@ -82,6 +83,34 @@ def write_html(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page.render(), encoding="utf-8")
     return path
+
+
+def _sequence_length(trace) -> int | None:
+    """ℓ, the length of the input sequence x (Algorithm 14's prompt): the columns of the first
+    recorded value with a token axis ℓ (``None`` if the trace recorded none)."""
+    for r in trace.records:
+        expected = pseudocode.value(r.algorithm, r.line, r.name if r.part else None)
+        shape = expected.shape if expected is not None else None
+        if shape and "ℓ" in shape and np.ndim(r.value) == len(shape):
+            return int(np.shape(r.value)[shape.index("ℓ")])
+    return None
+
+
+def _check_tokens(run, tokens) -> None:
+    """``tokens``: one label per token of the trace's input sequence (the prompt)."""
+    if tokens is None:
+        return
+    if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__len__"):
+        raise TypeError(
+            f"write_html: argument 'tokens' must be a list of labels, one per token, got "
+            f"{type(tokens).__name__}"
+        )
+    ell = _sequence_length(run)
+    if ell is not None and len(tokens) != ell:
+        raise ValueError(
+            f"write_html: argument 'tokens' has {len(tokens)} labels, but the trace's input "
+            f"sequence has {ell} tokens (one label per token)"
+        )
 
 
 def _with_generated(trace, tokens, label):

@@ -234,10 +234,30 @@ def c_train_step(
     return optax.apply_updates(params, updates), opt_state, value, correct
 
 
+def _check_rows(examples, rows, batch_size) -> list:
+    """``rows``: 1 to ``batch_size`` indices of ``examples`` (a bad one would be Python's
+    IndexError, or a negative one a silent row from the end)."""
+    name = "make_labelled_batch"
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)):
+        fail(name, "batch_size", f"must be an integer >= 1, got {batch_size!r}", TypeError)
+    if batch_size < 1:
+        fail(name, "batch_size", f"must be an integer >= 1, got {batch_size!r}")
+    rows = list(rows)
+    index = np.asarray(rows)
+    if index.ndim != 1 or index.size == 0 or not np.issubdtype(index.dtype, np.integer):
+        fail(name, "rows", f"must be 1 or more integer indices of examples, got {rows!r}")
+    bad = index[(index < 0) | (index >= len(examples))]
+    if bad.size:
+        fail(name, "rows", f"holds {bad[:5].tolist()}, outside [0, {len(examples)}) (the examples)")
+    if len(rows) > batch_size:
+        fail(name, "rows", f"has {len(rows)} rows, more than batch_size = {batch_size}")
+    return [int(r) for r in rows]
+
+
 def make_labelled_batch(examples, rows, batch_size: int, ell_max: int) -> dict:
     """``examples[rows]`` padded to one bucket, filled up to ``batch_size`` with rows marked not
     ``real`` (weight 0), so every step of a run has one shape."""
-    rows = list(rows)
+    rows = _check_rows(examples, rows, batch_size)
     real = np.arange(batch_size) < len(rows)
     rows = rows + rows[:1] * (batch_size - len(rows))
     ell_pad = bucket_length(max(len(examples[r][0]) for r in rows), ell_max)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..paper.checks import fail
+from ..paper.checks import as_tokens, check_tokens, fail
 from ..paper.embeddings import embed
 from ._params import check_linear
 
@@ -27,7 +27,7 @@ def factorised_embed(x, W_e, W_p, W_proj, b_proj):
     """Lines 1-3 with factorised embeddings: ``W_proj (W_e[:, x] + W_p[:, :ℓ]) + b_proj 1ᵀ``,
     shape ``(d_e, ℓ)``."""
     d_emb = np.shape(W_e)[0] if np.ndim(W_e) == 2 else None
-    if d_emb is None or np.shape(W_p)[:1] != (d_emb,):
+    if d_emb is None or np.ndim(W_p) != 2 or np.shape(W_p)[0] != d_emb:
         fail(
             FACTORISED,
             "W_e" if d_emb is None else "W_p",
@@ -37,6 +37,8 @@ def factorised_embed(x, W_e, W_p, W_proj, b_proj):
     check_linear(FACTORISED, "W_proj", W_proj, b_proj, d_emb)
     if b_proj is None:
         fail(FACTORISED, "b_proj", "is missing: ALBERT's projection has a bias")
+    x = as_tokens(x)
+    check_tokens(FACTORISED, "x", x, N_V=np.shape(W_e)[1], ell_max=np.shape(W_p)[1])
     E = embed(x, W_e, W_p)  # lines 1-3 in the small width d_emb
     X = W_proj @ E + b_proj[:, None]  # the projection to d_e
     return X

@@ -24,6 +24,7 @@ import jax
 
 from ..paper.architectures import mlp, unembedding_matrix
 from ..paper.attention import MHAttentionParams, mh_attention, unidirectional_mask
+from ..paper.checks import check_activation
 from ..paper.embeddings import embed
 from ..paper.functions import gelu, softmax
 from ..paper.normalisation import EPS, rms_norm_columns
@@ -68,6 +69,7 @@ def rms_pre_ln_layer(X, layer: RMSLayer, Mask, activation=gelu, eps=EPS):
 def gopher_d_transformer_logits(x, theta: GopherDTransformerParams, *, activation=gelu, eps=EPS):
     """Algorithm 10 with RMSnorm at lines 5, 7 and 10 (paper §6, Gopher): ``W_u X``, ``(N_V, ℓ)``."""
     check_inputs(ALG10_RMS, theta, GopherDTransformerParams, _paper_view, x=x)
+    check_activation(ALG10_RMS, activation, eps)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(X.shape[1])
     for layer in theta.layers:  # line 4
