@@ -38,6 +38,7 @@ from ..paper.normalisation import layer_norm_columns
 from ..paper.parameters import Layer
 from ..variants._params import check_linear
 from ..variants.factorised import shared_layers
+from ..variants.placement import post_ln_stack
 from . import core
 
 ALBERT = "albert_logits (Algorithm 9 with factorised embeddings and one shared layer)"
@@ -89,7 +90,7 @@ def albert_logits(x, params: AlbertParams, *, L: int, activation=gelu, eps=1e-12
         x, params.W_e, params.W_p, params.W_tt, params.gamma_emb, params.beta_emb, eps
     )  # lines 1-3 in d_emb, BERT extras
     X = params.W_proj @ E + params.b_proj[:, None]  # factorised: project to d_e
-    X = core.post_ln_stack(X, shared_layers(params.layer, L), activation, eps)  # lines 4-8, shared
+    X = post_ln_stack(X, shared_layers(params.layer, L), None, activation, eps)  # lines 4-8, shared
     X = activation(params.W_f @ X + params.b_f[:, None])  # line 10
     X = layer_norm_columns(X, params.gamma, params.beta, eps)  # line 11
     logits = params.W_e.T @ X + params.b_u[:, None]  # line 12 (tied W_u = W_eᵀ), before softmax

@@ -27,6 +27,7 @@ import numpy as np
 from ..paper.checks import fail
 from ..paper.functions import gelu
 from ..paper.parameters import Layer
+from ..variants.placement import post_ln_stack
 from .core import (
     StateDict,
     bert_layer,
@@ -34,7 +35,6 @@ from .core import (
     check_sequence,
     embed_with_segments,
     installed_file,
-    post_ln_stack,
 )
 
 BERT = "bert_encode (Algorithm 9, lines 1-9, with BERT's extras)"
@@ -71,7 +71,7 @@ def bert_encode(
         eps,
         token_type_ids,
     )  # lines 1-3 + extras
-    X = post_ln_stack(X, params.layers, activation, eps)  # lines 4-8, Mask ≡ 1
+    X = post_ln_stack(X, params.layers, None, activation, eps)  # lines 4-8, Mask ≡ 1
     return X
 
 

@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import post_ln_layer
 from ..paper.attention import MHAttentionParams
 from ..paper.checks import check_sizes, check_tokens, fail
 from ..paper.embeddings import embed
@@ -68,16 +67,6 @@ def check_segments(algorithm, params, ell: int, token_type_ids) -> None:
                 f"holds {int(s.min() if s.min() < 0 else s.max())}, "
                 f"not a segment: W_tt has {n_types} (0 … {n_types - 1})",
             )
-
-
-def post_ln_stack(X, layers, activation, eps, Mask=None):
-    """Lines 4-8 of Algorithm 9 (``Mask ≡ 1`` unless given): the paper's Post-LN layers."""
-    if isinstance(layers, Layer) or not all(isinstance(layer, Layer) for layer in layers):
-        got = "one Layer" if isinstance(layers, Layer) else type(layers).__name__
-        fail("post_ln_stack", "layers", f"must be a sequence of Layer (one per layer), got {got}")
-    for layer in layers:  # line 4
-        X = post_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8
-    return X
 
 
 def check_sequence(algorithm, x, N_V, ell_max):

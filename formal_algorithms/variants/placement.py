@@ -45,6 +45,7 @@ from ..paper.architectures import (
     unembedding_matrix,
 )
 from ..paper.attention import mh_attention, unidirectional_mask
+from ..paper.checks import fail
 from ..paper.embeddings import embed
 from ..paper.functions import gelu, relu, softmax
 from ..paper.normalisation import EPS, layer_norm_columns
@@ -103,8 +104,17 @@ def pre_ln_ed_decoder_layer(X, Z, layer: parameters.DecoderLayer, Mask, activati
     return X + mlp(X_tilde, layer.W_mlp3, layer.b_mlp3, layer.W_mlp4, layer.b_mlp4, activation)
 
 
+def check_stack(name: str, layers) -> None:
+    """``layers``: a sequence of the paper's layers (one per layer), not one layer alone."""
+    kinds = (parameters.Layer, parameters.DecoderLayer)
+    if isinstance(layers, kinds) or not all(isinstance(layer, kinds) for layer in layers):
+        got = "one layer" if isinstance(layers, kinds) else type(layers).__name__
+        fail(name, "layers", f"must be a sequence of Layer (one per layer), got {got}")
+
+
 def post_ln_stack(X, layers, Mask, activation, eps=EPS):
     """``for l: X ← post_ln_layer(X)``: a Post-LN stack, which ends normalised by its last layer."""
+    check_stack("post_ln_stack", layers)
     for layer in layers:
         X = post_ln_layer(X, layer, Mask, activation, eps)
     return X
@@ -112,6 +122,7 @@ def post_ln_stack(X, layers, Mask, activation, eps=EPS):
 
 def pre_ln_stack(X, layers, Mask, activation, gamma, beta, eps=EPS):
     """``for l: X ← pre_ln_layer(X)``, then the stack's final norm (Algorithm 10, lines 4-10)."""
+    check_stack("pre_ln_stack", layers)
     for layer in layers:
         X = pre_ln_layer(X, layer, Mask, activation, eps)
     return layer_norm_columns(X, gamma, beta, eps)

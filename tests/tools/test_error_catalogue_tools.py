@@ -238,13 +238,15 @@ def test_opt_loader_refuses_a_positions_table_of_another_width():
 
 
 def test_post_ln_stack_refuses_one_layer_where_the_sequence_belongs():
-    from formal_algorithms.families.core import post_ln_stack
+    from formal_algorithms.variants.placement import post_ln_stack, pre_ln_stack
 
     theta = fa.init_e_transformer(KEY, N_V=7, ell_max=8, L=1, H=2, d_e=4, d_mlp=8)
     X = jnp.ones((4, 3))
-    with pytest.raises(ValueError, match=r"^post_ln_stack: argument 'layers' .* got one Layer"):
-        post_ln_stack(X, theta.layers[0], fa.gelu, 1e-5)
-    assert post_ln_stack(X, theta.layers, fa.gelu, 1e-5).shape == (4, 3)
+    with pytest.raises(ValueError, match=r"^post_ln_stack: argument 'layers' .* got one layer"):
+        post_ln_stack(X, theta.layers[0], None, fa.gelu, 1e-5)
+    with pytest.raises(ValueError, match=r"^pre_ln_stack: argument 'layers' .* got one layer"):
+        pre_ln_stack(X, theta.layers[0], None, fa.gelu, jnp.ones(4), jnp.zeros(4))
+    assert post_ln_stack(X, theta.layers, None, fa.gelu, 1e-5).shape == (4, 3)
 
 
 def test_compare_names_tokens_the_model_cannot_read():
