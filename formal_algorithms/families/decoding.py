@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..paper.checks import check_count, check_sizes, check_tokens, fail
-from ..paper.inference import check_tau, sample_token, step_key
+from ..paper.inference import check_sampled, check_tau, sample_token, step_key
 from ..paper.normalisation import layer_norm_columns
 from ..practice.fast import stack_layers
 from ..practice.kv_attention import KV, cached_attention
@@ -105,11 +105,19 @@ def _block(tokens, start, layers, head, cache: DecoderCache, form: CachedForm, c
 cached_block = jax.jit(_block, static_argnames=("form", "config"))
 
 
+@jax.jit
+def draw(key, i, p, tau):
+    """Line 5 of Algorithm 14 at step i, on the device: ``sample_token(fold_in(key, i), p, τ)``
+    (``-1`` when p defines no distribution; the caller checks it with ``check_sampled``)."""
+    return sample_token(step_key(key, i), p, tau)
+
+
 @functools.partial(jax.jit, static_argnames=("form", "config"), donate_argnums=(4,))
-def cached_step(token, t, layers, head, cache, form, config):
-    """One column (position t) of :func:`cached_block`, the cache donated: ``(logits, cache)``."""
+def cached_draw_step(token, t, layers, head, cache, key, i, tau, form, config):
+    """One column (position t) of :func:`cached_block`, the cache donated, then step i's draw
+    from it: ``(next token, cache)``, one round trip to the host per token."""
     logits, cache = _block(token[None], t, layers, head, cache, form, config)
-    return logits[:, 0], cache
+    return sample_token(step_key(key, i), logits[:, 0], tau), cache
 
 
 def check_start(caller: str, start, n: int, cache: DecoderCache) -> None:
@@ -121,6 +129,13 @@ def check_start(caller: str, start, n: int, cache: DecoderCache) -> None:
 
 def _bucket(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
+
+
+class DecoderTheta(NamedTuple):
+    """A decoder's arrays as θ's paths name them in errors (``theta.head.gamma``)."""
+
+    layers: tuple
+    head: object
 
 
 class CachedDecoder:
@@ -180,13 +195,16 @@ class CachedDecoder:
             jnp.asarray(padded), 0, self.stacked, self.head, cache, **static
         )
         p = logits[:, ell - 1]  # P[:, ℓ−1]; padded columns (≥ ℓ) are overwritten before use
+        y = draw(key, jnp.int32(0), p, tau)  # line 5 of step 0, on the device
         for i in range(max_new):
-            y = int(sample_token(step_key(key, i), p, tau))  # line 5
+            y = int(y)
+            check_sampled(self.name, y, i + 1, DecoderTheta(self.layers, self.head))
             yield y  # line 6
             if y in stop or i == max_new - 1:
                 return
-            t = jnp.int32(ell + i)
-            p, cache = cached_step(jnp.int32(y), t, self.layers, self.head, cache, **static)
+            t, step = jnp.int32(ell + i), jnp.int32(i + 1)
+            args = (jnp.int32(y), t, self.layers, self.head, cache, key, step, tau)
+            y, cache = cached_draw_step(*args, **static)  # lines 3-5 of the next step
 
     def generate(self, prompt, *, max_new: int, key=None, tau=0.0, stop=()) -> list[int]:
         """The tokens of :meth:`stream` as a list."""

@@ -406,3 +406,18 @@ def test_the_battery_passes_on_the_families(family):
     checks = ["causality", "batch", "distributions", "determinism"]
     report = C.run_battery(model, checks=checks, lengths=[8])
     assert report.ok, str(report)
+
+
+def test_cached_decoding_names_the_step_and_leaf_without_a_distribution():
+    """The cached decoders draw each token on the device (one round trip per token): logits
+    with NaN give -1 there, and the host names the step and θ's first non-finite leaf."""
+    theta = init_gpt_neox(jax.random.key(0), N_V=9, L=1, H=2, d_e=8, d_mlp=12,
+                          config=OwnNeoXConfig(d_rot=2))  # fmt: skip
+    decoder = gpt_neox_decoder(theta)
+    tokens = decoder.generate(np.array([1, 2, 3]), max_new=4)  # finite θ: four tokens of 9
+    assert len(tokens) == 4 and all(0 <= y < 9 for y in tokens)
+    bad = gpt_neox_decoder(theta._replace(gamma=theta.gamma.at[0].set(np.nan)))
+    with pytest.raises(
+        ValueError, match=r"^gpt_neox_decoder .*at step 1, .*theta\.head\.gamma is not finite"
+    ):
+        bad.generate(np.array([1, 2, 3]), max_new=4)
