@@ -437,6 +437,57 @@ def _shared_embedding(sd: StateDict, state: dict):
     return sd("shared.weight").T
 
 
+class _Reader:
+    """Reads T5's layers from transformers' names, each tensor checked against the shape the
+    configuration implies (``sd``'s, which records what was read)."""
+
+    def __init__(self, sd: StateDict, *, d_e, n_heads, d_kv, d_mlp, gated):
+        self.sd, self.d_e, self.H, self.d_kv = sd, d_e, n_heads, d_kv
+        self.d_mlp, self.gated = d_mlp, gated
+
+    def attention(self, p):  # Algorithm 5's W from q, k, v (rows: the heads in order) and o
+        inner, d_e = self.H * self.d_kv, self.d_e
+        q, k, v = (
+            self.sd(f"{p}{m}.weight", (inner, d_e)).reshape(self.H, self.d_kv, d_e) for m in "qkv"
+        )
+        return MHAttentionParams(q, None, k, None, v, None, self.sd(p + "o.weight", (d_e, inner)),
+                                 None)  # fmt: skip
+
+    def mlp(self, p):  # (W_mlp1, W_mlp2, W_up)
+        shape = (self.d_mlp, self.d_e)
+        first = self.sd(p + ("wi_0" if self.gated else "wi") + ".weight", shape)
+        up = self.sd(p + "wi_1.weight", shape) if self.gated else None
+        return first, self.sd(p + "wo.weight", (self.d_e, self.d_mlp)), up
+
+    def norm(self, name):
+        return self.sd(name, (self.d_e,))
+
+    def encoder_layer(self, l):
+        p = f"encoder.block.{l}.layer."
+        W = self.attention(p + "0.SelfAttention.")
+        norms = self.norm(p + "0.layer_norm.weight"), self.norm(p + "1.layer_norm.weight")
+        return T5EncoderLayer(W, *norms, *self.mlp(p + "1.DenseReluDense."))
+
+    def decoder_layer(self, l):
+        p = f"decoder.block.{l}.layer."
+        Ws = self.attention(p + "0.SelfAttention."), self.attention(p + "1.EncDecAttention.")
+        gammas = [self.norm(f"{p}{i}.layer_norm.weight") for i in range(3)]
+        return T5DecoderLayer(*Ws, *gammas, *self.mlp(p + "2.DenseReluDense."))
+
+    def bias(self, stack, n_buckets):  # the first layer's (n_buckets, H) table, as (H, n_buckets)
+        name = f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+        return self.sd(name, (n_buckets, self.H)).T
+
+
+def _output_matrix(sd: StateDict, state: dict, N_V: int, d_e: int):
+    """``W_u``: ``lm_head.weight``, or None (tied) when it is absent or equals ``shared.weight``."""
+    if "lm_head.weight" not in state:
+        return None
+    W_u = sd("lm_head.weight", (N_V, d_e))
+    same = np.array_equal(np.asarray(state["lm_head.weight"]), np.asarray(state["shared.weight"]))
+    return None if same else W_u
+
+
 def t5_from_state_dict(
     state: dict,
     *,
@@ -457,57 +508,18 @@ def t5_from_state_dict(
     sd = StateDict(state, LOAD, dtype)
     W_e = _shared_embedding(sd, state)
     d_e, N_V = W_e.shape
-    inner, gated = n_heads * d_kv, FEED_FORWARD[config.feed_forward_proj][1]
     wo = np.shape(state.get("encoder.block.0.layer.1.DenseReluDense.wo.weight", ()))
     d_mlp = wo[1] if len(wo) == 2 else None  # checked against every layer's wo
-
-    def attention(p):  # Algorithm 5's W from q, k, v (rows: the heads in order) and o
-        def heads(m):
-            return sd(f"{p}{m}.weight", (inner, d_e)).reshape(n_heads, d_kv, d_e)
-
-        q, k, v = heads("q"), heads("k"), heads("v")
-        return MHAttentionParams(q, None, k, None, v, None, sd(p + "o.weight", (d_e, inner)), None)
-
-    def mlp(p):  # (W_mlp1, W_mlp2, W_up)
-        first = sd(p + ("wi_0" if gated else "wi") + ".weight", (d_mlp, d_e))
-        up = sd(p + "wi_1.weight", (d_mlp, d_e)) if gated else None
-        return first, sd(p + "wo.weight", (d_e, d_mlp)), up
-
-    def norm(name):
-        return sd(name, (d_e,))
-
-    def encoder_layer(l):
-        p = f"encoder.block.{l}.layer."
-        W = attention(p + "0.SelfAttention.")
-        return T5EncoderLayer(W, norm(p + "0.layer_norm.weight"), norm(p + "1.layer_norm.weight"),
-                              *mlp(p + "1.DenseReluDense."))  # fmt: skip
-
-    def decoder_layer(l):
-        p = f"decoder.block.{l}.layer."
-        Ws = attention(p + "0.SelfAttention."), attention(p + "1.EncDecAttention.")
-        gammas = [norm(f"{p}{i}.layer_norm.weight") for i in range(3)]
-        return T5DecoderLayer(*Ws, *gammas, *mlp(p + "2.DenseReluDense."))
-
-    def bias(stack):  # the first layer's (n_buckets, H) embedding, as (H, n_buckets)
-        name = f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-        return sd(name, (config.n_buckets, n_heads)).T
-
-    enc = tuple(encoder_layer(l) for l in range(n_layers))
-    dec = tuple(decoder_layer(l) for l in range(n_decoder_layers))
-    W_u = None
-    if "lm_head.weight" in state:
-        W_u = sd("lm_head.weight", (N_V, d_e))
-        W_u = (
-            None
-            if np.array_equal(
-                np.asarray(state["lm_head.weight"]), np.asarray(state["shared.weight"])
-            )
-            else W_u
-        )
+    gated = FEED_FORWARD[config.feed_forward_proj][1]
+    read = _Reader(sd, d_e=d_e, n_heads=n_heads, d_kv=d_kv, d_mlp=d_mlp, gated=gated)
+    enc = tuple(read.encoder_layer(l) for l in range(n_layers))
+    dec = tuple(read.decoder_layer(l) for l in range(n_decoder_layers))
+    W_u = _output_matrix(sd, state, N_V, d_e)
     if IGNORED in state:
         sd(IGNORED)
-    gammas = norm("encoder.final_layer_norm.weight"), norm("decoder.final_layer_norm.weight")
-    theta = T5Params(W_e, bias("encoder"), enc, gammas[0], bias("decoder"), dec, gammas[1], W_u,
-                     config)  # fmt: skip
+    gamma_enc = read.norm("encoder.final_layer_norm.weight")
+    gamma_dec = read.norm("decoder.final_layer_norm.weight")
+    R_enc, R_dec = read.bias("encoder", config.n_buckets), read.bias("decoder", config.n_buckets)
+    theta = T5Params(W_e, R_enc, enc, gamma_enc, R_dec, dec, gamma_dec, W_u, config)
     sd.refuse_unused()
     return theta
