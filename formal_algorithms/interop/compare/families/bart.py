@@ -12,15 +12,9 @@ import torch
 from ..alignment import key
 from ..capture import softmax_cols
 from .base import WEIGHTS, Extra, Tap, float_state
-from .torch_transformer import KINDS, TorchTransformer
+from .torch_transformer import KINDS, TorchTransformer, norm_taps
 
 E_, D_ = "model.encoder.layers.{e}", "model.decoder.layers.{d}"
-
-
-def _norm_taps(layer, norms):
-    for sub, line in norms:
-        yield Tap(line, 8, line, f"{layer}.{sub}", "in")
-        yield Tap(line + 1, 8, line + 1, f"{layer}.{sub}")
 
 
 ENCODER_NORMS = (("self_attn_layer_norm", 5), ("final_layer_norm", 7))
@@ -36,8 +30,8 @@ TABLE = (
     Tap(14, 5, 4, f"{D_}.self_attn"),
     Tap(16, 4, 6, f"{D_}.encoder_attn", "out1", WEIGHTS, "A"),
     Tap(16, 5, 4, f"{D_}.encoder_attn"),
-    *_norm_taps(E_, ENCODER_NORMS),
-    *_norm_taps(D_, DECODER_NORMS),
+    *norm_taps(E_, ENCODER_NORMS),
+    *norm_taps(D_, DECODER_NORMS),
 )
 
 EXTRAS = (

@@ -15,7 +15,8 @@ from .base import WEIGHTS, Extra, Family, Tap, paper_key
 E_, D_ = "encoder.layers.{e}", "decoder.layers.{d}"
 
 
-def _norm_taps(layer, norms):
+def norm_taps(layer, norms):
+    """Each Post-LN norm of ``layer``: its input is line n's X, its output line n + 1's."""
     for sub, line in norms:
         yield Tap(line, 8, line, f"{layer}.{sub}", "in")
         yield Tap(line + 1, 8, line + 1, f"{layer}.{sub}")
@@ -30,8 +31,8 @@ TABLE = (
     Tap(14, 5, 4, f"{D_}.self_attn"),
     Tap(16, 4, 6, f"{D_}.multihead_attn", "out1", WEIGHTS, "A"),
     Tap(16, 5, 4, f"{D_}.multihead_attn"),
-    *_norm_taps(E_, (("norm1", 5), ("norm2", 7))),
-    *_norm_taps(D_, (("norm1", 14), ("norm2", 16), ("norm3", 18))),
+    *norm_taps(E_, (("norm1", 5), ("norm2", 7))),
+    *norm_taps(D_, (("norm1", 14), ("norm2", 16), ("norm3", 18))),
 )
 
 EXTRAS = (
