@@ -404,6 +404,10 @@ class PreLNDecoder(Family):
     before its branch (line 5: line 3's X or the layer before's line 8; line 7: line 6's; line
     10: the last layer's line 8), attention and the MLP read the normalised X̃ of lines 5 and 7."""
 
+    algorithm, final_line = 10, 11
+    kinds, causal_sites = ALGORITHM_10_KINDS, (6,)
+    norm_params = {5: ("gamma1", "beta1"), 7: ("gamma2", "beta2"), 10: ("gamma", "beta")}
+
     def norm_input(self, line, l):
         if line == 5:
             return paper_key(self, 3, 3) if l == 1 else paper_key(self, 8, 8, l=l - 1)

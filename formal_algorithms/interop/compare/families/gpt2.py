@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from .base import (
-    ALGORITHM_10_KINDS,
     SOFTMAX,
     PreLNDecoder,
     Tap,
@@ -43,9 +42,8 @@ EXTRAS = decoder_extras(
 
 
 class Gpt2(PreLNDecoder):
-    name, algorithm, final_line = "Algorithm 10 (DTransformer)", 10, 11
-    table, extras, kinds, causal_sites = TABLE, EXTRAS, ALGORITHM_10_KINDS, (6,)
-    norm_params = {5: ("gamma1", "beta1"), 7: ("gamma2", "beta2"), 10: ("gamma", "beta")}
+    name = "Algorithm 10 (DTransformer)"
+    table, extras = TABLE, EXTRAS
 
     def __init__(self, model):
         from ...gpt2 import d_transformer_from_gpt2, d_transformer_kwargs_from_gpt2

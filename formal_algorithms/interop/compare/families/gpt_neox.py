@@ -13,7 +13,6 @@ import jax.numpy as jnp
 from ....paper.checks import fail
 from ..capture import cols
 from .base import (
-    ALGORITHM_10_KINDS,
     COLS,
     PreLNDecoder,
     Tap,
@@ -94,9 +93,7 @@ PHI_EXTRAS = decoder_extras(
 
 class GptNeoX(PreLNDecoder):
     name = "Algorithm 10 with GPT-NeoX's substitutions (families.gpt_neox)"
-    algorithm, final_line = 10, 11
-    table, extras, kinds, causal_sites = TABLE, EXTRAS, ALGORITHM_10_KINDS, (6,)
-    norm_params = {5: ("gamma1", "beta1"), 7: ("gamma2", "beta2"), 10: ("gamma", "beta")}
+    table, extras = TABLE, EXTRAS
     modeling = "transformers.models.gpt_neox.modeling_gpt_neox"  # its eager attention kernel
     hf_name = "GPT-NeoX"
 

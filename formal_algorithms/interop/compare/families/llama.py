@@ -14,7 +14,6 @@ import torch
 from ....paper.checks import fail
 from ..capture import eager_attention
 from .base import (
-    ALGORITHM_10_KINDS,
     PreLNDecoder,
     Tap,
     decoder_extras,
@@ -63,8 +62,8 @@ def _rope(config) -> dict:
 
 
 class Llama(PreLNDecoder):
-    name, algorithm, final_line = "Algorithm 10 with Llama's substitutions (families.llama)", 10, 11
-    table, extras, kinds, causal_sites, rms = TABLE, EXTRAS, ALGORITHM_10_KINDS, (6,), True
+    name = "Algorithm 10 with Llama's substitutions (families.llama)"
+    table, extras, rms = TABLE, EXTRAS, True
     norm_params = {5: ("gamma1", None), 7: ("gamma2", None), 10: ("gamma", None)}
     rope = True
 
@@ -149,6 +148,12 @@ def _stock_rms_norm(module, classes) -> bool:
     return "torch.float32" in source or ".float()" in source
 
 
+def _float32_cast(module) -> str:
+    """The cast to float32 in a stock RMSnorm's forward, as its source writes it."""
+    source = inspect.getsource(type(module).forward)
+    return ".to(torch.float32)" if "torch.float32" in source else ".float()"
+
+
 def _rms_norm_in_input_dtype(module, offset: float = 0.0):
     eps = getattr(module, "variance_epsilon", None) or module.eps
 
@@ -183,7 +188,7 @@ def float32_rms_norm(family):
     size = float((cast - exact).abs().max() / exact.abs().max())
     family.known_found.append(
         f"Hugging Face's {type(stock[0]).__name__} casts its input to float32 whatever the model's dtype "
-        f"(documented in its forward: .to(torch.float32)); measured on a random input, its "
+        f"(documented in its forward: {_float32_cast(stock[0])}); measured on a random input, its "
         f"output differs from the float64 formula by {size:.2g} of its scale. compare ran the "
         f"{len(stock)} stock RMSnorm modules in float64 for this run, so every line is compared "
         "at float64's resolution; the model as shipped carries that float32 rounding"

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 
 from ....paper.checks import fail
 from .base import (
-    ALGORITHM_10_KINDS,
     PreLNDecoder,
     Tap,
     decoder_extras,
@@ -49,9 +48,7 @@ EXTRAS = decoder_extras(
 
 class Opt(PreLNDecoder):
     name = "Algorithm 10 with OPT's substitutions (families.opt)"
-    algorithm, final_line = 10, 11
-    table, extras, kinds, causal_sites = TABLE, EXTRAS, ALGORITHM_10_KINDS, (6,)
-    norm_params = {5: ("gamma1", "beta1"), 7: ("gamma2", "beta2"), 10: ("gamma", "beta")}
+    table, extras = TABLE, EXTRAS
     modeling = "transformers.models.opt.modeling_opt"  # its eager attention kernel
     hf_name = "OPT"
 
