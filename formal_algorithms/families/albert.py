@@ -145,17 +145,7 @@ def load_rxnmapper(source: str | None = None) -> Rxnmapper:
     state = torch.load(io.BytesIO(raw_weights), map_location="cpu", weights_only=True)
     sd = core.StateDict({k: v.numpy() for k, v in state.items()}, "load_rxnmapper")
     p = "albert.encoder.albert_layer_groups.0.albert_layers.0."
-    layer = core.bert_layer(
-        sd,
-        p,
-        config["num_attention_heads"],
-        attention="attention",
-        output="attention.dense",
-        norm1="attention.LayerNorm",
-        ffn="ffn",
-        ffn_out="ffn_output",
-        norm2="full_layer_layer_norm",
-    )
+    layer = core.bert_layer(sd, p, config["num_attention_heads"], "albert")
     params = AlbertParams(
         sd("albert.embeddings.word_embeddings.weight").T,
         sd("albert.embeddings.position_embeddings.weight").T,

@@ -47,14 +47,7 @@ from ..paper.normalisation import layer_norm_columns
 from ..paper.parameters import DecoderLayer, EDTransformerParams, Layer
 from ..paper.validation import check_params
 from ..practice.cache import ed_cross_cache, length_bucket
-from ..practice.kv_attention import (
-    KV,
-    attend,
-    cached_attention,
-    heads_affine,
-    output,
-    paper_projection,
-)
+from ..practice.kv_attention import KV, cached_decoder_attention
 from .core import StateDict, check_config, check_config_fields, family_config
 from .decoding import CachedDecoder, CachedForm
 from .opt import OFFSET  # transformers' learned positions: W_p's column t is row t + 2
@@ -274,15 +267,7 @@ def _cached_layer(X, positions, cached: BartCachedLayer, kv: KV, config):
     """Lines 14-19: the paper's decoder layer, its self-attention over the cache ``kv`` (the new
     columns' keys and values written at ``positions``) and its cross-attention over Z's stored
     keys and values (given in place of Z)."""
-    written = []
-
-    def attention(X_, Z, W, Mask):
-        if isinstance(Z, KV):  # line 16: Z's keys and values, computed once per z
-            return output(W.W_o, W.b_o, attend(heads_affine(W.W_q, W.b_q, X_), *Z, Mask))
-        A, new = cached_attention(paper_projection(W), W.W_o, W.b_o, X_, positions, kv)  # line 14
-        written.append(new)
-        return A
-
+    attention, written = cached_decoder_attention(positions, kv)
     cross_Mask = key_padding_mask(cached.valid, X.shape[1])
     activation = ACTIVATIONS[config.activation]
     X = ed_decoder_layer(X, cached.cross, cached.layer, None, activation, config.eps, cross_Mask,

@@ -127,18 +127,7 @@ def load_minilm(path: str | None = None) -> MiniLM:
     sd = StateDict(arrays, "load_minilm")
     H = config["num_attention_heads"]
     layers = tuple(
-        bert_layer(
-            sd,
-            f"encoder.layer.{l}.",
-            H,
-            attention="attention.self",
-            output="attention.output.dense",
-            norm1="attention.output.LayerNorm",
-            ffn="intermediate.dense",
-            ffn_out="output.dense",
-            norm2="output.LayerNorm",
-        )
-        for l in range(config["num_hidden_layers"])
+        bert_layer(sd, f"encoder.layer.{l}.", H, "bert") for l in range(config["num_hidden_layers"])
     )
     params = BertEncoderParams(
         sd("embeddings.word_embeddings.weight").T,

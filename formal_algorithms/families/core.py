@@ -181,20 +181,20 @@ class StateDict:
         return W.reshape(H, -1, W.shape[1]), b.reshape(H, -1)
 
 
-def bert_layer(
-    sd: StateDict,
-    p: str,
-    H: int,
-    *,
-    attention: str,
-    output: str,
-    ffn: str,
-    ffn_out: str,
-    norm1: str,
-    norm2: str,
-) -> Layer:
+# The submodules of one Post-LN layer, as each BERT-style checkpoint names them below the layer's
+# prefix: (query/key/value parent, attention output, its norm, MLP in, MLP out, its norm).
+BERT_LAYER_NAMES = {
+    "bert": ("attention.self", "attention.output.dense", "attention.output.LayerNorm",
+             "intermediate.dense", "output.dense", "output.LayerNorm"),
+    "albert": ("attention", "attention.dense", "attention.LayerNorm",
+               "ffn", "ffn_output", "full_layer_layer_norm"),
+}  # fmt: skip
+
+
+def bert_layer(sd: StateDict, p: str, H: int, family: str) -> Layer:
     """One Post-LN :class:`~formal_algorithms.Layer` from a BERT-style checkpoint: ``p`` is the
-    layer's prefix, the keyword arguments name its submodules (BERT and ALBERT differ)."""
+    layer's prefix, ``family`` the row of :data:`BERT_LAYER_NAMES` that names its submodules."""
+    attention, output, norm1, ffn, ffn_out, norm2 = BERT_LAYER_NAMES[family]
     W = MHAttentionParams(
         *sd.heads(f"{p}{attention}.query", H),
         *sd.heads(f"{p}{attention}.key", H),

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.architectures import mlp, post_ln_layer, unembedding_matrix
+from ..paper.architectures import ed_decoder_layer, mlp, post_ln_layer, unembedding_matrix
 from ..paper.attention import MHAttentionParams
 from ..paper.checks import (
     check_count,
@@ -76,10 +76,8 @@ from ..paper.parameters import DTransformerParams, EDTransformerParams
 from ..paper.validation import check_params
 from .kv_attention import (
     KV,
-    attend,
     cached_attention,
-    heads_affine,
-    output,
+    cached_decoder_attention,
     paper_projection,
     project,
 )
@@ -399,21 +397,15 @@ def _ed_block(tokens, start, theta, cache, cross, eps, activation=relu):
     n = tokens.shape[0]
     K, V = [], []
     layers = zip(theta.dec, cache.K, cache.V, cross.K, cross.V, strict=True)
+    positions = start + jnp.arange(n)
     for layer, K_l, V_l, Kz, Vz in layers:  # line 13
-        A, K_l, V_l = _self_attention(layer.W_dec, X, start, K_l, V_l)
-        X = X + A  # line 14
-        X = layer_norm_columns(X, layer.gamma3, layer.beta3, eps)  # line 15
-        W = layer.W_ed
+        attention, written = cached_decoder_attention(positions, KV(K_l, V_l))
         Mask = jnp.broadcast_to(cross.valid[:, None], (Kz.shape[1], n))  # Mask ≡ 1 on real z
-        Y = attend(heads_affine(W.W_q, W.b_q, X), Kz, Vz, Mask)  # Alg 4, stored K, V
-        X = X + output(W.W_o, W.b_o, Y)  # line 16
-        X = layer_norm_columns(X, layer.gamma4, layer.beta4, eps)  # line 17
-        X = X + mlp(
-            X, layer.W_mlp3, layer.b_mlp3, layer.W_mlp4, layer.b_mlp4, activation
-        )  # line 18
-        X = layer_norm_columns(X, layer.gamma5, layer.beta5, eps)  # line 19
-        K.append(K_l)
-        V.append(V_l)
+        X = ed_decoder_layer(X, KV(Kz, Vz), layer, None, activation, eps, Mask,
+                             attention=attention)  # lines 14-19  # fmt: skip
+        (kv,) = written
+        K.append(kv.K)
+        V.append(kv.V)
     logits = unembedding_matrix(theta) @ X  # line 21 (part: logits)
     return logits, KVCache(tuple(K), tuple(V))
 

@@ -126,3 +126,26 @@ def cached_attention(qkv: Projection, W_o, b_o, X, positions, kv: KV, *, window=
 def paper_projection(W: MHAttentionParams) -> Projection:
     """The paper's Algorithm 4 lines 1-3 (positions unused: positions enter through ``W_p``)."""
     return lambda X, positions: project(W, X)
+
+
+def stored_attention(W: MHAttentionParams, X, kv: KV, Mask):
+    """Algorithm 5 of the columns ``X`` over keys and values stored once (Algorithm 8's line 16
+    over Z's): line 1 of Algorithm 4 for the queries, lines 4-6 over the store, the output."""
+    return output(W.W_o, W.b_o, attend(heads_affine(W.W_q, W.b_q, X), kv.K, kv.V, Mask))
+
+
+def cached_decoder_attention(positions, kv: KV, qkv=paper_projection):
+    """The ``attention`` of :func:`~formal_algorithms.paper.architectures.ed_decoder_layer` in a
+    cached decoder, and the list its new self-attention store is appended to: line 14 (``Z`` is
+    ``X``) runs :func:`cached_attention` over ``kv``; line 16, given the context's stored
+    :class:`KV` as ``Z``, runs :func:`stored_attention`. ``qkv(W)`` is the layer's projection."""
+    written = []
+
+    def attention(X, Z, W, Mask):
+        if isinstance(Z, KV):  # line 16: Z's keys and values, computed once per z
+            return stored_attention(W, X, Z, Mask)
+        A, new = cached_attention(qkv(W), W.W_o, W.b_o, X, positions, kv)  # line 14
+        written.append(new)
+        return A
+
+    return attention, written
