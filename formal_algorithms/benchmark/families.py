@@ -27,11 +27,27 @@ import statistics
 
 from .common import round_robin, warm_up
 
-SMALL = dict(vocab_size=2000, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-             num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=512,
-             rope_theta=1e4, rms_norm_eps=1e-5)  # fmt: skip
-QUICK = dict(SMALL, vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
-             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)  # fmt: skip
+SMALL = dict(
+    vocab_size=2000,
+    hidden_size=256,
+    intermediate_size=512,
+    num_hidden_layers=4,
+    num_attention_heads=8,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    rope_theta=1e4,
+    rms_norm_eps=1e-5,
+)
+QUICK = dict(
+    SMALL,
+    vocab_size=50,
+    hidden_size=16,
+    intermediate_size=24,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_position_embeddings=64,
+)
 PROMPT = 16
 
 
@@ -52,9 +68,14 @@ def _sizes(size: dict) -> dict:
         pad_token_id=0,
     )
     neox = {k: v for k, v in size.items() if k not in ("num_key_value_heads", "rms_norm_eps")}
-    return {"llama": size, "qwen2": size, "gemma": dict(size, head_dim=d // H),
-            "gpt_neox": dict(neox, rotary_pct=0.25, layer_norm_eps=1e-5), "opt_post_ln": opt,
-            "phi": dict(neox, num_key_value_heads=H, layer_norm_eps=1e-5)}  # fmt: skip
+    return {
+        "llama": size,
+        "qwen2": size,
+        "gemma": dict(size, head_dim=d // H),
+        "gpt_neox": dict(neox, rotary_pct=0.25, layer_norm_eps=1e-5),
+        "opt_post_ln": opt,
+        "phi": dict(neox, num_key_value_heads=H, layer_norm_eps=1e-5),
+    }
 
 
 def family_models(size: dict, window: int) -> dict:
@@ -117,14 +138,22 @@ def run(*, n: int = 64, repeats: int = 3, size=None) -> dict:
             try:
                 with torch.no_grad():
                     greedy = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
-                    out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n,
-                                         min_new_tokens=n, **greedy)  # fmt: skip
+                    out = model.generate(
+                        x,
+                        attention_mask=torch.ones_like(x),
+                        max_new_tokens=n,
+                        min_new_tokens=n,
+                        **greedy,
+                    )
             finally:
                 torch.set_num_threads(threads)
             outputs["transformers"] = out[0, PROMPT:].tolist()
 
-        runs = {"ours": ours, "transformers": lambda t=theirs: t(k=threads),
-                "transformers_1_thread": theirs}  # fmt: skip
+        runs = {
+            "ours": ours,
+            "transformers": lambda t=theirs: t(k=threads),
+            "transformers_1_thread": theirs,
+        }
         warm_up(runs)
         times = round_robin(runs, repeats)
         median = {k: statistics.median(t) for k, t in times.items()}
@@ -135,11 +164,25 @@ def run(*, n: int = 64, repeats: int = 3, size=None) -> dict:
             "same_tokens": outputs["ours"] == outputs["transformers"],
             "times_s": times,
         }
-    sizes = {k: size[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                                   "num_key_value_heads", "vocab_size")}  # fmt: skip
-    return {"size": sizes, "prompt_tokens": PROMPT, "new_tokens": n, "repeats": repeats,
-            "threads": threads, "families": results,
-            "load_average": {"before": load_before, "after": os.getloadavg()}}  # fmt: skip
+    sizes = {
+        k: size[k]
+        for k in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "vocab_size",
+        )
+    }
+    return {
+        "size": sizes,
+        "prompt_tokens": PROMPT,
+        "new_tokens": n,
+        "repeats": repeats,
+        "threads": threads,
+        "families": results,
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+    }
 
 
 def main(argv=None) -> int:

@@ -93,8 +93,11 @@ class BartConfig:
     def __post_init__(self):
         check_config_fields("BartConfig", self, positive=("eps",), flags=("scale_embedding",))
         if self.activation not in ACTIVATIONS:
-            fail("BartConfig", "activation", f"= {self.activation!r} is not written; "
-                 f"one of {sorted(ACTIVATIONS)}")  # fmt: skip
+            fail(
+                "BartConfig",
+                "activation",
+                f"= {self.activation!r} is not written; one of {sorted(ACTIVATIONS)}",
+            )
         for name in ("decoder_start_token_id", "eos_token_id"):
             _check_token_id(name, getattr(self, name), optional=False)
         for name in ("forced_bos_token_id", "forced_eos_token_id"):
@@ -141,8 +144,13 @@ def check_theta(caller: str, theta) -> None:
     check_params(paper_theta(theta)._replace(dec=()), caller, EDTransformerParams)
     check_params(paper_theta(theta)._replace(enc=()), caller, EDTransformerParams)
     d_e, N_V = np.shape(theta.W_e)
-    expected = dict(gamma_emb_enc=(d_e,), beta_emb_enc=(d_e,), gamma_emb_dec=(d_e,),
-                    beta_emb_dec=(d_e,), b_u=(N_V,))  # fmt: skip
+    expected = dict(
+        gamma_emb_enc=(d_e,),
+        beta_emb_enc=(d_e,),
+        gamma_emb_dec=(d_e,),
+        beta_emb_dec=(d_e,),
+        b_u=(N_V,),
+    )
     if theta.W_e_dec is not None:
         expected["W_e_dec"] = (d_e, N_V)
     for name, shape in expected.items():
@@ -270,8 +278,9 @@ def _cached_layer(X, positions, cached: BartCachedLayer, kv: KV, config):
     attention, written = cached_decoder_attention(positions, kv)
     cross_Mask = key_padding_mask(cached.valid, X.shape[1])
     activation = ACTIVATIONS[config.activation]
-    X = ed_decoder_layer(X, cached.cross, cached.layer, None, activation, config.eps, cross_Mask,
-                         attention=attention)  # fmt: skip
+    X = ed_decoder_layer(
+        X, cached.cross, cached.layer, None, activation, config.eps, cross_Mask, attention=attention
+    )
     (kv,) = written
     return X, kv
 
@@ -302,17 +311,28 @@ def bart_decoder(z, theta: BartParams, *, z_valid=None) -> CachedDecoder:
         valid[:ell_z] &= np.asarray(real)
     Z = bart_encode(padded, theta, z_valid=valid)  # lines 1-9, once
     cross = ed_cross_cache(Z, paper_theta(theta), jnp.asarray(valid))  # line 16's K, V, once
-    layers = [BartCachedLayer(layer, KV(K, V), cross.valid)
-              for layer, K, V in zip(theta.dec, cross.K, cross.V, strict=True)]  # fmt: skip
+    layers = [
+        BartCachedLayer(layer, KV(K, V), cross.valid)
+        for layer, K, V in zip(theta.dec, cross.K, cross.V, strict=True)
+    ]
     W_e = decoder_embedding(theta)
-    head = BartHead(W_e, theta.W_p_dec, theta.gamma_emb_dec, theta.beta_emb_dec,
-                    unembedding(theta), theta.b_u)  # fmt: skip
+    head = BartHead(
+        W_e, theta.W_p_dec, theta.gamma_emb_dec, theta.beta_emb_dec, unembedding(theta), theta.b_u
+    )
     W = theta.dec[0].W_dec
     H, d_attn, _ = np.shape(W.W_k)
     kv_shape = (len(theta.dec), H, d_attn, np.shape(W.W_v)[1])
-    return CachedDecoder(BART_FORM, layers, head, theta.config, N_V=N_V, kv_shape=kv_shape,
-                         dtype=W_e.dtype, context=np.shape(theta.W_p_dec)[1],
-                         name=BART_DECODER)  # fmt: skip
+    return CachedDecoder(
+        BART_FORM,
+        layers,
+        head,
+        theta.config,
+        N_V=N_V,
+        kv_shape=kv_shape,
+        dtype=W_e.dtype,
+        context=np.shape(theta.W_p_dec)[1],
+        name=BART_DECODER,
+    )
 
 
 def bart_generate(z, theta: BartParams, *, max_new: int, z_valid=None) -> list[int]:
@@ -326,8 +346,11 @@ def bart_generate(z, theta: BartParams, *, max_new: int, z_valid=None) -> list[i
     max_new = check_count(GENERATE, "max_new", max_new)
     decoder = bart_decoder(z, theta, z_valid=z_valid)
     if max_new > decoder.context:
-        fail(GENERATE, "max_new", f"= {max_new} exceeds the decoder's context of "
-             f"{decoder.context} positions")  # fmt: skip
+        fail(
+            GENERATE,
+            "max_new",
+            f"= {max_new} exceeds the decoder's context of {decoder.context} positions",
+        )
     config = theta.config
     x_hat = [config.decoder_start_token_id]  # line 1
     if max_new == 0:
@@ -356,8 +379,12 @@ def bart_config(config: dict) -> dict:
     caller = "bart_config"
     if not isinstance(config, dict):
         fail(caller, "config", f"must be a dict, got {type(config).__name__}", TypeError)
-    needed = ("encoder_layers", "decoder_layers", "encoder_attention_heads",
-              "decoder_attention_heads")  # fmt: skip
+    needed = (
+        "encoder_layers",
+        "decoder_layers",
+        "encoder_attention_heads",
+        "decoder_attention_heads",
+    )
     missing = [key for key in needed if key not in config]
     if missing:
         fail(caller, "config", f"lacks {', '.join(missing)}")
@@ -365,14 +392,21 @@ def bart_config(config: dict) -> dict:
         fail(caller, "config", f"has model_type = {config['model_type']!r}; this family is 'bart'")
     activation = config.get("activation_function", "gelu")
     if activation not in ACTIVATIONS:
-        fail(caller, "config", f"has activation_function = {activation!r}; this family writes "
-             f"{sorted(ACTIVATIONS)}")  # fmt: skip
+        fail(
+            caller,
+            "config",
+            f"has activation_function = {activation!r}; this family writes {sorted(ACTIVATIONS)}",
+        )
     for key in ("normalize_before", "add_final_layer_norm"):  # mBART's Pre-LN layers
         if config.get(key):
             fail(caller, "config", f"has {key} = True (mBART's Pre-LN): not written")
     tokens = {}
-    for key in ("decoder_start_token_id", "eos_token_id", "forced_bos_token_id",
-                "forced_eos_token_id"):  # fmt: skip
+    for key in (
+        "decoder_start_token_id",
+        "eos_token_id",
+        "forced_bos_token_id",
+        "forced_eos_token_id",
+    ):
         value = config.get(key)
         if isinstance(value, list | tuple):
             fail(caller, "config", f"has {key} = {value!r}; one token id is written")
@@ -381,10 +415,14 @@ def bart_config(config: dict) -> dict:
     scale = bool(config.get("scale_embedding", False))
     eps = 1e-5  # transformers' nn.LayerNorm default
     own = BartConfig(eps=eps, activation=activation, scale_embedding=scale, **tokens)
-    return dict(n_enc_layers=config["encoder_layers"], n_dec_layers=config["decoder_layers"],
-                n_enc_heads=config["encoder_attention_heads"],
-                n_dec_heads=config["decoder_attention_heads"],
-                tied=bool(config.get("tie_word_embeddings", True)), config=own)  # fmt: skip
+    return dict(
+        n_enc_layers=config["encoder_layers"],
+        n_dec_layers=config["decoder_layers"],
+        n_enc_heads=config["encoder_attention_heads"],
+        n_dec_heads=config["decoder_attention_heads"],
+        tied=bool(config.get("tie_word_embeddings", True)),
+        config=own,
+    )
 
 
 def _read_embeddings(sd: StateDict, tied: bool):
@@ -393,8 +431,11 @@ def _read_embeddings(sd: StateDict, tied: bool):
     equal; untied, ``model.shared.weight`` is never read by transformers' forward and is passed
     over, each side reads its own."""
     shared = "model.shared.weight"
-    names = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight",
-             "lm_head.weight")  # fmt: skip
+    names = (
+        "model.encoder.embed_tokens.weight",
+        "model.decoder.embed_tokens.weight",
+        "lm_head.weight",
+    )
     if not tied:
         if shared in sd.arrays:
             sd.used.add(shared)  # untied: unused by transformers' forward
@@ -407,14 +448,26 @@ def _read_embeddings(sd: StateDict, tied: bool):
     W_e = sd(present[0])
     for name in present[1:]:
         if not np.array_equal(sd(name, W_e.shape), W_e):
-            fail(LOAD, "state", f"tensor {name!r} differs from {present[0]!r}, but the config "
-                 "ties them (tie_word_embeddings=True)")  # fmt: skip
+            fail(
+                LOAD,
+                "state",
+                f"tensor {name!r} differs from {present[0]!r}, but the config "
+                "ties them (tie_word_embeddings=True)",
+            )
     return W_e.T, None, None
 
 
-def bart_from_state_dict(state: dict, *, n_enc_layers: int, n_dec_layers: int, n_enc_heads: int,
-                         n_dec_heads: int, tied: bool, config: BartConfig,
-                         dtype=None) -> BartParams:  # fmt: skip
+def bart_from_state_dict(
+    state: dict,
+    *,
+    n_enc_layers: int,
+    n_dec_layers: int,
+    n_enc_heads: int,
+    n_dec_heads: int,
+    tied: bool,
+    config: BartConfig,
+    dtype=None,
+) -> BartParams:
     """θ from Hugging Face ``BartForConditionalGeneration`` names (numpy arrays), carrying
     ``config``. Every tensor of ``state`` must be used (untied: ``model.shared.weight`` aside,
     which transformers' untied forward never reads)."""
@@ -424,26 +477,48 @@ def bart_from_state_dict(state: dict, *, n_enc_layers: int, n_dec_layers: int, n
 
     def encoder_layer(p):
         W = sd.attention(p + "self_attn.", n_enc_heads)
-        return Layer(W, *norms(p + "self_attn_layer_norm"), *norms(p + "final_layer_norm"),
-                     *sd.linear(p + "fc1"), *sd.linear(p + "fc2"))  # fmt: skip
+        return Layer(
+            W,
+            *norms(p + "self_attn_layer_norm"),
+            *norms(p + "final_layer_norm"),
+            *sd.linear(p + "fc1"),
+            *sd.linear(p + "fc2"),
+        )
 
     def decoder_layer(p):
         W_dec = sd.attention(p + "self_attn.", n_dec_heads)
         W_ed = sd.attention(p + "encoder_attn.", n_dec_heads)
-        return DecoderLayer(W_dec, W_ed, *norms(p + "self_attn_layer_norm"),
-                            *norms(p + "encoder_attn_layer_norm"), *norms(p + "final_layer_norm"),
-                            *sd.linear(p + "fc1"), *sd.linear(p + "fc2"))  # fmt: skip
+        return DecoderLayer(
+            W_dec,
+            W_ed,
+            *norms(p + "self_attn_layer_norm"),
+            *norms(p + "encoder_attn_layer_norm"),
+            *norms(p + "final_layer_norm"),
+            *sd.linear(p + "fc1"),
+            *sd.linear(p + "fc2"),
+        )
 
     W_e, W_e_dec, W_u = _read_embeddings(sd, tied)
     d_e, N_V = W_e.shape
-    W_p, W_p_dec = (sd(f"model.{part}.embed_positions.weight")[OFFSET:].T
-                    for part in ("encoder", "decoder"))  # fmt: skip
+    W_p, W_p_dec = (
+        sd(f"model.{part}.embed_positions.weight")[OFFSET:].T for part in ("encoder", "decoder")
+    )
     enc = sd.layers(n_enc_layers, "model.encoder.layers.", encoder_layer)
     dec = sd.layers(n_dec_layers, "model.decoder.layers.", decoder_layer)
     b_u = sd("final_logits_bias", (1, N_V))[0]
-    theta = BartParams(W_e, W_p, *norms("model.encoder.layernorm_embedding"), enc, W_e_dec,
-                       W_p_dec, *norms("model.decoder.layernorm_embedding"), dec, W_u, b_u,
-                       config)  # fmt: skip
+    theta = BartParams(
+        W_e,
+        W_p,
+        *norms("model.encoder.layernorm_embedding"),
+        enc,
+        W_e_dec,
+        W_p_dec,
+        *norms("model.decoder.layernorm_embedding"),
+        dec,
+        W_u,
+        b_u,
+        config,
+    )
     sd.refuse_unused()
     check_theta(LOAD, theta)
     return theta

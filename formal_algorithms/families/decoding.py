@@ -183,8 +183,10 @@ class CachedDecoder:
             return
         ell = prompt.shape[0]
         if self.context is not None and ell + max_new > self.context:
-            message = (f"= {max_new} with a prompt of {ell} tokens exceeds the model's context "
-                       f"of {self.context} positions")  # fmt: skip
+            message = (
+                f"= {max_new} with a prompt of {ell} tokens exceeds the model's context "
+                f"of {self.context} positions"
+            )
             fail(self.name, "max_new", message)
         key = jax.random.key(0) if key is None else key
         padded = np.zeros(_bucket(ell), np.int32)
@@ -256,5 +258,14 @@ def paper_decoder(form, theta, head: PaperHead, config, *, context, name) -> Cac
     H, d_attn, _ = np.shape(W.W_k)
     kv_shape = (len(theta.layers), H, d_attn, np.shape(W.W_v)[1])
     N_V = np.shape(theta.W_e)[1]
-    return CachedDecoder(form, theta.layers, head, config, N_V=N_V, kv_shape=kv_shape,
-                         dtype=theta.W_e.dtype, context=context, name=name)  # fmt: skip
+    return CachedDecoder(
+        form,
+        theta.layers,
+        head,
+        config,
+        N_V=N_V,
+        kv_shape=kv_shape,
+        dtype=theta.W_e.dtype,
+        context=context,
+        name=name,
+    )

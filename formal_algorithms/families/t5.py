@@ -168,8 +168,12 @@ def check_theta(caller: str, theta) -> dict:
                 )
                 fail(caller, f"theta.{stack}[{l}].W_up", message)
     H = np.shape(theta.enc[0].W.W_q)[0]
-    for name, shape in (("R_enc", (H, theta.config.n_buckets)), ("R_dec", (H, theta.config.n_buckets)),
-                        ("gamma_enc", (d_e,)), ("gamma_dec", (d_e,))):  # fmt: skip
+    for name, shape in (
+        ("R_enc", (H, theta.config.n_buckets)),
+        ("R_dec", (H, theta.config.n_buckets)),
+        ("gamma_enc", (d_e,)),
+        ("gamma_dec", (d_e,)),
+    ):
         if np.shape(getattr(theta, name)) != shape:
             got = np.shape(getattr(theta, name))
             fail(caller, f"theta.{name}", f"has shape {got}, expected {shape} (θ's config and W_q)")
@@ -335,8 +339,9 @@ def _cached_layer(X, positions, entry: T5CachedLayer, kv: KV, config: T5Config):
         Q, K, V = project(W, X_tilde)  # Algorithm 4 lines 1-3 of the new columns
         store = write(kv, K, V, positions[0])
         T = store.K.shape[1]
-        B = relative_bias(entry.R, jnp.arange(T), positions, bidirectional=False,
-                          max_distance=config.max_distance)  # fmt: skip
+        B = relative_bias(
+            entry.R, jnp.arange(T), positions, bidirectional=False, max_distance=config.max_distance
+        )
         written.append(store)
         return output(
             W.W_o, W.b_o, biased_attend(Q, store.K, store.V, B, position_mask(T, positions))
@@ -370,18 +375,30 @@ def t5_decoder(theta: T5Params, z, *, z_valid=None) -> CachedDecoder:
     Z = t5_encode(z, theta, z_valid=valid)
     valid = jnp.ones(z.shape[0], bool) if valid is None else valid
     cross = ed_cross_cache(Z, theta, valid)  # K, V of Z for each decoder layer (line 16)
-    layers = [T5CachedLayer(layer, theta.R_dec, K, V, valid)
-              for layer, K, V in zip(theta.dec, cross.K, cross.V, strict=True)]  # fmt: skip
+    layers = [
+        T5CachedLayer(layer, theta.R_dec, K, V, valid)
+        for layer, K, V in zip(theta.dec, cross.K, cross.V, strict=True)
+    ]
     E = jnp.asarray(np.asarray(theta.W_e).T)
     head = T5Head(E, theta.gamma_dec, E if theta.W_u is None else theta.W_u)
     W = theta.dec[0].W_dec
     kv_shape = (len(theta.dec), hp["H"], np.shape(W.W_k)[1], np.shape(W.W_v)[1])
-    return CachedDecoder(T5_FORM, layers, head, theta.config, N_V=hp["N_V"], kv_shape=kv_shape,
-                         dtype=theta.W_e.dtype, context=None, name=T5_DECODER)  # fmt: skip
+    return CachedDecoder(
+        T5_FORM,
+        layers,
+        head,
+        theta.config,
+        N_V=hp["N_V"],
+        kv_shape=kv_shape,
+        dtype=theta.W_e.dtype,
+        context=None,
+        name=T5_DECODER,
+    )
 
 
-def t5_generate(z, theta: T5Params, *, max_new: int, start: int = 0, eos: int | None = 1,
-                z_valid=None) -> list[int]:  # fmt: skip
+def t5_generate(
+    z, theta: T5Params, *, max_new: int, start: int = 0, eos: int | None = 1, z_valid=None
+) -> list[int]:
     """Greedy decoding (Algorithm 15 with τ = 0), cached: the tokens after ``start``
     (``decoder_start_token_id``, 0 for T5), up to ``max_new`` of them, the last one ``eos`` if it
     came (None: never stop early)."""
@@ -415,8 +432,13 @@ def t5_config(config: dict) -> dict:
         output_scale=bool(scale),
     )
     n_dec = config.get("num_decoder_layers") or config["num_layers"]
-    return dict(n_layers=config["num_layers"], n_decoder_layers=n_dec, n_heads=config["num_heads"],
-                d_kv=config["d_kv"], config=own)  # fmt: skip
+    return dict(
+        n_layers=config["num_layers"],
+        n_decoder_layers=n_dec,
+        n_heads=config["num_heads"],
+        d_kv=config["d_kv"],
+        config=own,
+    )
 
 
 #: A tensor of early T5 checkpoints that transformers ignores on load (T5's cross-attention has
@@ -450,8 +472,9 @@ class _Reader:
         q, k, v = (
             self.sd(f"{p}{m}.weight", (inner, d_e)).reshape(self.H, self.d_kv, d_e) for m in "qkv"
         )
-        return MHAttentionParams(q, None, k, None, v, None, self.sd(p + "o.weight", (d_e, inner)),
-                                 None)  # fmt: skip
+        return MHAttentionParams(
+            q, None, k, None, v, None, self.sd(p + "o.weight", (d_e, inner)), None
+        )
 
     def mlp(self, p):  # (W_mlp1, W_mlp2, W_up)
         shape = (self.d_mlp, self.d_e)
@@ -503,8 +526,9 @@ def t5_from_state_dict(
     ``lm_head.weight`` absent or equal to ``shared.weight`` means tied (``W_u`` None). Every
     tensor of ``state`` is read or refused by name."""
     check_config(LOAD, config, T5Config)
-    check_sizes(LOAD, n_layers=n_layers, n_decoder_layers=n_decoder_layers, n_heads=n_heads,
-                d_kv=d_kv)  # fmt: skip
+    check_sizes(
+        LOAD, n_layers=n_layers, n_decoder_layers=n_decoder_layers, n_heads=n_heads, d_kv=d_kv
+    )
     sd = StateDict(state, LOAD, dtype)
     W_e = _shared_embedding(sd, state)
     d_e, N_V = W_e.shape

@@ -401,8 +401,9 @@ def _ed_block(tokens, start, theta, cache, cross, eps, activation=relu):
     for layer, K_l, V_l, Kz, Vz in layers:  # line 13
         attention, written = cached_decoder_attention(positions, KV(K_l, V_l))
         Mask = jnp.broadcast_to(cross.valid[:, None], (Kz.shape[1], n))  # Mask ≡ 1 on real z
-        X = ed_decoder_layer(X, KV(Kz, Vz), layer, None, activation, eps, Mask,
-                             attention=attention)  # lines 14-19  # fmt: skip
+        X = ed_decoder_layer(
+            X, KV(Kz, Vz), layer, None, activation, eps, Mask, attention=attention
+        )  # lines 14-19
         (kv,) = written
         K.append(kv.K)
         V.append(kv.V)
