@@ -195,8 +195,11 @@ def _check_coordinator(text):
     """``FA_COORDINATOR``: ``host:port``, the port an integer in 1 .. 65535."""
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        fail("initialize", "environment variable FA_COORDINATOR",
-             f"must be host:port (a port in 1 .. 65535), got {text!r}")  # fmt: skip
+        fail(
+            "initialize",
+            "environment variable FA_COORDINATOR",
+            f"must be host:port (a port in 1 .. 65535), got {text!r}",
+        )
 
 
 def launch(n_processes, devices_per_process, argv, *, timeout, environ=None, show=None):

@@ -20,9 +20,19 @@ from .token_model import (
 
 class _FunctionModel(TokenModel):
     def __init__(
-        self, fn, where, *, batched, name, embed, from_embeddings, framework, columns=False,
-        cached=None, **settings,
-    ):  # fmt: skip
+        self,
+        fn,
+        where,
+        *,
+        batched,
+        name,
+        embed,
+        from_embeddings,
+        framework,
+        columns=False,
+        cached=None,
+        **settings,
+    ):
         """``settings``: :meth:`TokenModel._configure`'s (kind, vocab_size, pad_token_id, …)."""
         if not callable(fn):
             fail(where, "fn", f"must be callable, got {type(fn).__name__}", TypeError)
@@ -126,10 +136,24 @@ class _FunctionModel(TokenModel):
         return influence
 
 
-def _function_model(fn, where, framework, *, batched=True, name=None, embed=None,
-                    from_embeddings=None, columns=False, cached=None, **settings):  # fmt: skip
-    check_options(where, settings, ("vocab_size", "batched", "name", "embed", "from_embeddings",
-                                    "columns", "cached"))  # fmt: skip
+def _function_model(
+    fn,
+    where,
+    framework,
+    *,
+    batched=True,
+    name=None,
+    embed=None,
+    from_embeddings=None,
+    columns=False,
+    cached=None,
+    **settings,
+):
+    check_options(
+        where,
+        settings,
+        ("vocab_size", "batched", "name", "embed", "from_embeddings", "columns", "cached"),
+    )
     adapter = dict(batched=batched, name=name, embed=embed, from_embeddings=from_embeddings)
     adapter.update(framework=framework, columns=columns, cached=cached)
     return _FunctionModel(fn, where, **adapter, **{**DEFAULT_SETTINGS, **settings})

@@ -66,8 +66,9 @@ def int_array(x, where: str, argument: str = "x") -> np.ndarray:
 
 #: the defaults of the settings every adapter takes (:meth:`TokenModel._configure`'s, but
 #: ``vocab_size`` and ``name``, which each adapter gives)
-DEFAULT_SETTINGS = dict(kind="causal", pad_token_id=0, special_ids=(), max_length=None,
-                        output="logits", positions=None)  # fmt: skip
+DEFAULT_SETTINGS = dict(
+    kind="causal", pad_token_id=0, special_ids=(), max_length=None, output="logits", positions=None
+)
 
 
 class TokenModel:
@@ -272,8 +273,9 @@ class TokenModel:
             del step
         return (x, np.stack(steps, axis=1)) if return_logits else x
 
-    def logits_with_attention(self, implementation, x, *, attention_mask=None, position_ids=None,
-                              z=None, z_mask=None):  # fmt: skip
+    def logits_with_attention(
+        self, implementation, x, *, attention_mask=None, position_ids=None, z=None, z_mask=None
+    ):
         """:meth:`logits` with the model's attention computed by ``implementation`` (one of
         :meth:`attention_implementations`; the model's own setting is restored after)."""
         where = f"{self.name}.logits_with_attention"

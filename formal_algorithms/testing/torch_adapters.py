@@ -236,8 +236,9 @@ def from_torch(module, *, vocab_size: int, name=None, embedding=None, **settings
     """
     check_options("from_torch", settings, ("vocab_size", "name", "embedding"))
     settings = {**DEFAULT_SETTINGS, **settings}
-    return _TorchModel(module, "from_torch", vocab_size=vocab_size, name=name, embedding=embedding,
-                       **settings)  # fmt: skip
+    return _TorchModel(
+        module, "from_torch", vocab_size=vocab_size, name=name, embedding=embedding, **settings
+    )
 
 
 # ============================================================================== Hugging Face
@@ -264,8 +265,14 @@ class _HFModel(_TorchModel):
         torch = _torch()
         config = copy.deepcopy(self.module.generation_config)
         eos = [] if eos is None else eos  # None would fall back to the model's own eos
-        config.update(eos_token_id=eos, pad_token_id=self.pad_token_id, max_new_tokens=n,
-                      min_new_tokens=None, do_sample=False, forced_eos_token_id=None)  # fmt: skip
+        config.update(
+            eos_token_id=eos,
+            pad_token_id=self.pad_token_id,
+            max_new_tokens=n,
+            min_new_tokens=None,
+            do_sample=False,
+            forced_eos_token_id=None,
+        )
         kw = {"input_ids": self._tensor(x), "attention_mask": self._tensor(np.ones_like(x))}
         if self.kind == "seq2seq":
             kw = {"input_ids": self._tensor(z), "decoder_input_ids": self._tensor(x)}

@@ -48,8 +48,13 @@ def _qkv(algorithm, X, W: AttentionParams, phi):
     check_matrix(algorithm, "X", X)
     check_input_width(algorithm, "X", np.shape(X)[0], W, ("W_q", "W_k", "W_v"))
     for name in ("W_q", "W_k", "W_v"):
-        check_linear(algorithm, f"W.{name}", getattr(W, name), getattr(W, name.replace("W", "b")),
-                     np.shape(X)[0])  # fmt: skip
+        check_linear(
+            algorithm,
+            f"W.{name}",
+            getattr(W, name),
+            getattr(W, name.replace("W", "b")),
+            np.shape(X)[0],
+        )
     check_function(algorithm, "phi", phi, "elu_plus_one")
     Q = W.W_q @ X + W.b_q[:, None]  # Algorithm 4, line 1
     K = W.W_k @ X + W.b_k[:, None]  # line 2
