@@ -27,27 +27,12 @@ import statistics
 
 from .common import round_robin, warm_up
 
-SMALL = dict(
-    vocab_size=2000,
-    hidden_size=256,
-    intermediate_size=512,
-    num_hidden_layers=4,
-    num_attention_heads=8,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-    rope_theta=1e4,
-    rms_norm_eps=1e-5,
-)
-QUICK = dict(
-    SMALL,
-    vocab_size=50,
-    hidden_size=16,
-    intermediate_size=24,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    max_position_embeddings=64,
-)
+# Llama's keywords; each family's are derived in _sizes
+SMALL = dict(vocab_size=2000, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+             num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=512,
+             rope_theta=1e4, rms_norm_eps=1e-5)  # fmt: skip
+QUICK = dict(SMALL, vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)  # fmt: skip
 PROMPT = 16
 
 
