@@ -36,7 +36,7 @@ from ..paper.checks import fail
 from ..paper.functions import gelu
 from ..paper.normalisation import layer_norm_columns
 from ..paper.parameters import Layer
-from ..variants._params import check_linear
+from ..variants.checks import check_linear
 from ..variants.factorised import shared_layers
 from ..variants.placement import post_ln_stack
 from . import core

@@ -26,7 +26,7 @@ import numpy as np
 from ..paper.attention import AttentionParams, MHAttentionParams
 from ..paper.checks import check_count, concrete, fail
 from ..paper.functions import compute_dtype, softmax
-from ._params import (
+from .checks import (
     check_heads,
     check_input_width,
     check_linear,

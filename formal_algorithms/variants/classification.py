@@ -45,7 +45,7 @@ from ..paper.normalisation import EPS, layer_norm_columns
 from ..paper.parameters import DTransformerParams, ETransformerParams
 from ..paper.training import bucket_length, check_sequence, pad
 from ..paper.validation import check_params
-from ._params import check_valid
+from .checks import check_valid
 
 ALG = "Classification (an extension of Algorithms 9, 10 and 11-13)"
 

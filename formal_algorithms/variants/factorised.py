@@ -18,7 +18,7 @@ import numpy as np
 
 from ..paper.checks import as_tokens, check_tokens, fail
 from ..paper.embeddings import embed
-from ._params import check_linear
+from .checks import check_linear
 
 FACTORISED = "factorised_embed (Algorithm 9 lines 1-3, ALBERT's factorised embedding)"
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from ._params import agreed_size, check_function, check_linear, check_matrix
+from .checks import agreed_size, check_function, check_linear, check_matrix
 from .rope import affine
 
 GATED_MLP = "gated_mlp (Algorithm 10 line 8's MLP substituted: GLU)"

@@ -29,7 +29,7 @@ from ..paper.embeddings import embed
 from ..paper.functions import gelu, softmax
 from ..paper.normalisation import EPS, rms_norm_columns
 from ..paper.parameters import DTransformerParams, Layer, init_d_transformer
-from ._params import check_inputs
+from .checks import check_inputs
 
 ALG10_RMS = "Gopher DTransformer (Algorithm 10 with RMSnorm)"
 

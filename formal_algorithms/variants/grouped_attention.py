@@ -21,7 +21,7 @@ import numpy as np
 
 from ..paper.attention import AttentionParams, MHAttentionParams
 from ..paper.checks import check_sizes, fail
-from ._params import check_heads, check_mask, check_matrix
+from .checks import check_heads, check_mask, check_matrix
 from .rope import affine, check_base, rope_attention
 
 GQA = "grouped_attention (Algorithm 5 with G key/value sets)"

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..paper.attention import AttentionParams, MHAttentionParams, unidirectional_mask
-from ._params import check_function, check_input_width, check_linear, check_matrix
+from .checks import check_function, check_input_width, check_linear, check_matrix
 
 CAUSAL_LINEAR = "causal_linear_attention (Algorithm 4, exp replaced by a kernel)"
 FAST_WEIGHT = "fast_weight_attention (Algorithm 4 as causal linear attention, recurrent)"

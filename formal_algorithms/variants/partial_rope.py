@@ -19,7 +19,7 @@ import numpy as np
 
 from ..paper.attention import AttentionParams, MHAttentionParams
 from ..paper.checks import fail
-from ._params import check_heads, check_mask, check_matrix
+from .checks import check_heads, check_mask, check_matrix
 from .rope import affine, check_base, check_rotation, rope, rope_attention
 
 PARTIAL_ROPE = "partial_rope"

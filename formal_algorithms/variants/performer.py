@@ -56,7 +56,7 @@ from ..paper.functions import gelu
 from ..paper.normalisation import EPS, layer_norm_columns
 from ..paper.parameters import DTransformerParams, ETransformerParams
 from ..paper.validation import check_inputs
-from ._params import check_valid
+from .checks import check_valid
 
 ALG = "FAVOR+ attention (Algorithm 4, lines 4-6 substituted)"
 

@@ -49,7 +49,7 @@ from ..paper.checks import fail
 from ..paper.embeddings import embed
 from ..paper.functions import gelu, relu, softmax
 from ..paper.normalisation import EPS, layer_norm_columns
-from ._params import check_inputs
+from .checks import check_inputs
 
 ALG8_PRE = "Pre-LN EDTransformer (Algorithm 8, Pre-LN form)"
 ALG8_POST = "Post-LN EDTransformer (Algorithm 8)"

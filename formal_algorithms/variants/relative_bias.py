@@ -38,7 +38,7 @@ from ..paper.attention import MHAttentionParams
 from ..paper.checks import check_count, fail
 from ..paper.functions import compute_dtype, softmax
 from ..practice.kv_attention import output, project
-from ._params import check_heads, check_mask, check_matrix
+from .checks import check_heads, check_mask, check_matrix
 
 BUCKET = "relative_position_bucket (T5's buckets of t_z − t_x)"
 BIAS = "relative_bias (T5's bias at Algorithm 4 line 4)"

@@ -31,7 +31,7 @@ from ..paper.embeddings import embed
 from ..paper.functions import gelu, softmax
 from ..paper.normalisation import EPS, layer_norm_columns
 from ..paper.parameters import DTransformerParams
-from ._params import check_inputs
+from .checks import check_inputs
 
 RESIDUAL = "ResiDual DTransformer (Algorithm 10 with dual residual streams)"
 

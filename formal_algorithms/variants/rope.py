@@ -29,7 +29,7 @@ import numpy as np
 from ..paper.attention import AttentionParams
 from ..paper.checks import check_count, fail
 from ..paper.functions import compute_dtype, softmax
-from ._params import (
+from .checks import (
     check_input_width,
     check_linear,
     check_mask,
