@@ -5,7 +5,8 @@
 - Layer 3, the tools (command line, benchmark, interop, variants, testing, trace, families,
   pictures): import the layers below and each other, without cycles.
 
-No module imports a ``_private`` name of another module (a shared helper is public where it
+No module imports a ``_private`` name of another module, nor a ``_private`` module from outside
+its package (a shared helper is public where it
 lives), no import cycle exists (lazy imports inside functions count: a cycle is a cycle), and the
 top-level API is pinned: ``formal_algorithms.__all__`` changes only on purpose.
 """
@@ -91,12 +92,23 @@ def _attribute_privates(module: str):
             yield f"{node.value.id}.{node.attr}", node.lineno
 
 
+def _private_module_outside(module: str, target: str) -> bool:
+    """``target`` has a ``_private`` part and ``module`` is outside the package that holds it."""
+    parts = target.split(".")
+    for i, part in enumerate(parts):
+        if part.startswith("_") and not part.startswith("__"):
+            return not module.startswith(".".join(parts[:i]) + ".")
+    return False
+
+
 def test_no_private_name_is_imported_from_another_module():
     found = []
     for module in MODULES:
         for target, name, line in _imports(module):
             if name and name.startswith("_") and target != module:
                 found.append(f"{module}:{line} imports {name} from {target}")
+            if _private_module_outside(module, target):
+                found.append(f"{module}:{line} imports the private module {target}")
         for use, line in _attribute_privates(module):
             found.append(f"{module}:{line} uses {use}")
     assert not found, "private names used across modules:\n" + "\n".join(found)
@@ -142,7 +154,7 @@ def test_no_import_cycle():
 
 
 def test_the_checker_finds_what_it_looks_for(tmp_path, monkeypatch):
-    """The three rules above fail on a package that breaks them (they are not vacuous)."""
+    """The rules above fail on a package that breaks them (they are not vacuous)."""
     pkg = tmp_path / ROOT
     for sub in ("paper", "practice"):
         (pkg / sub).mkdir(parents=True)
@@ -150,8 +162,15 @@ def test_the_checker_finds_what_it_looks_for(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "paper" / "a.py").write_text("from ..practice.b import helper\n")
     (pkg / "practice" / "b.py").write_text("from ..paper.a import _private\n")
+    (pkg / "paper" / "_helpers.py").write_text("")
+    (pkg / "paper" / "c.py").write_text("from ._helpers import *\n")  # inside its package: allowed
+    (pkg / "practice" / "d.py").write_text("from ..paper._helpers import *\n")  # outside
     monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
     monkeypatch.setattr(__import__(__name__), "MODULES", _modules())
+    private = [
+        (m, t) for m in sorted(MODULES) for t, _, _ in _imports(m) if _private_module_outside(m, t)
+    ]
+    assert private == [(f"{ROOT}.practice.d", f"{ROOT}.paper._helpers")]
     for rule in (
         test_no_private_name_is_imported_from_another_module,
         test_imports_point_down_the_layers,
