@@ -7,7 +7,8 @@
 
 No module imports a ``_private`` name of another module, nor a ``_private`` module from outside
 its package (a shared helper is public where it lives), no import cycle exists (lazy imports
-inside functions count: a cycle is a cycle), and the top-level API is pinned: ``formal_algorithms.__all__`` changes only on purpose.
+inside functions count: a cycle is a cycle), and the top-level API is pinned:
+``formal_algorithms.__all__`` changes only on purpose.
 """
 
 from __future__ import annotations
