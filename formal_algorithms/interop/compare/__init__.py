@@ -38,7 +38,7 @@ from ...paper.checks import check_eps, check_tokens, fail
 from .alignment import Key, align, paper_values
 from .causes import causes_for
 from .evidence import Context, explain
-from .families import TABLES, family_for, model_type
+from .families import CONTEXT, TABLES, family_for, model_type
 from .report import TOLERANCES, Report, Row, tolerance_for, tolerance_note
 
 __all__ = [
@@ -117,9 +117,11 @@ def session(model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=None, z
         )
     extras = dict(z=z, W_e=W_e, W_p=W_p, W_u=W_u, eps=eps)
     given = [name for name, value in extras.items() if value is not None]
-    if model_type(model) == "bart":  # Algorithm 8 with its embeddings inside: z alone
+    kind = model_type(model)
+    if kind in CONTEXT:  # Algorithm 8 with its embeddings inside (BART, T5): z alone
         if z is None:
-            fail(NAME, "z", "is needed for a BART model: Algorithm 8 encodes the context z")
+            fail(NAME, "z", f"is needed for a {CONTEXT[kind]} model: Algorithm 8 encodes the "
+                 "context z")  # fmt: skip
         given.remove("z")
     if given and not isinstance(model, nn.Transformer):
         fail(NAME, given[0], f"is for a torch.nn.Transformer (Algorithm 8); a "

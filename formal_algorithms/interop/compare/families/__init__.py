@@ -1,6 +1,8 @@
-"""One table per model family (:mod:`.gpt2`, :mod:`.bert`, :mod:`.llama`,
-:mod:`.llama_kin` (Qwen2, Mistral, Gemma), :mod:`.opt`, :mod:`.gpt_neox` (GPT-NeoX, Phi), :mod:`.bart`, :mod:`.torch_transformer`), read by one mechanism (:mod:`.base`). :data:`TABLES` maps a Hugging
-Face ``model_type`` to its family; :func:`family_for` picks the family of a model."""
+"""One table per model family (:mod:`.gpt2`, :mod:`.bert`, :mod:`.llama`, :mod:`.llama_kin`
+(Qwen2, Mistral, Gemma), :mod:`.opt` (Pre-LN and Post-LN), :mod:`.gpt_neox` (GPT-NeoX, Phi),
+:mod:`.bart`, :mod:`.t5`, :mod:`.torch_transformer`), read by one mechanism (:mod:`.base`).
+:data:`TABLES` maps a Hugging Face ``model_type`` to its family; :func:`family_for` picks the
+family of a model."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from .gpt_neox import GptNeoX, Phi
 from .llama import Llama
 from .llama_kin import Gemma, Mistral, Qwen2
 from .opt import Opt
+from .t5 import T5
 from .torch_transformer import TorchTransformer
 
-__all__ = ["TABLES", "Family", "family_for"]
+__all__ = ["TABLES", "CLASSES", "CONTEXT", "Family", "family_for"]
 
 NAME = "compare"
 
@@ -33,6 +36,7 @@ TABLES = {
     "gpt_neox": GptNeoX,
     "phi": Phi,
     "bart": Bart,
+    "t5": T5,
 }
 
 # the Hugging Face class each table reads (its module paths are that class's)
@@ -47,7 +51,12 @@ CLASSES = {
     "gpt_neox": "GPTNeoXForCausalLM",
     "phi": "PhiForCausalLM",
     "bart": "BartForConditionalGeneration",
+    "t5": "T5ForConditionalGeneration",
 }
+
+#: the model types whose table is Algorithm 8 with the embeddings inside the model (it reads the
+#: context z alone) -> the name compare's messages give them
+CONTEXT = {kind: family.hf_name for kind, family in TABLES.items() if family.algorithm == 8}
 
 
 def model_type(model) -> str | None:
@@ -80,11 +89,9 @@ def family_for(model, W_e, W_p, W_u, eps, z) -> Family:
         fail(
             NAME,
             "model",
-            f"must be a GPT2LMHeadModel, BertForMaskedLM, LlamaForCausalLM, Qwen2ForCausalLM, "
-            f"MistralForCausalLM or "
-            f"torch.nn.Transformer (compare has tables for {', '.join(sorted(TABLES))} and "
-            f"nn.Transformer), got {type(model).__name__}"
-            + (f" of model_type {have!r}" if have else ""),
+            f"must be a {', '.join(CLASSES.values())} or torch.nn.Transformer (compare has "
+            f"tables for {', '.join(sorted(TABLES))} and nn.Transformer), got "
+            f"{type(model).__name__}" + (f" of model_type {have!r}" if have else ""),
             TypeError,
         )
     try:

@@ -51,6 +51,7 @@ class Bart(TorchTransformer):
     name = "Algorithm 8 with BART's substitutions (families.bart)"
     table, extras, kinds, causal_sites = TABLE, EXTRAS, KINDS, (14,)
     weights_kwargs = ()
+    hf_name = "BART"
 
     def __init__(self, model):  # no W_e, W_p, W_u around it: BART's embeddings are inside
         from ....families.bart import ACTIVATIONS, bart_config, bart_from_state_dict

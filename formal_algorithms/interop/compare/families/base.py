@@ -101,8 +101,9 @@ def WEIGHTS(values, family):
 
 class Tap(NamedTuple):
     """Paper key (site, algorithm, line, part) ← ``module`` (a path; ``{i}`` is the layer index
-    from 0, ``{e}``/``{d}`` an encoder/decoder layer's) ``io`` ("in", "out", or "out1": item 1
-    of the output), turned by ``take``. A tuple of modules hands ``take`` all their values."""
+    from 0, ``{e}``/``{d}`` an encoder/decoder layer's) ``io`` ("in", "out", or "out1", "out2":
+    item 1, 2 of the output), turned by ``take``. A tuple of modules hands ``take`` all their
+    values."""
 
     site: int
     algorithm: int
@@ -263,13 +264,14 @@ class Family:
     def _read(self, tap, store, exposed):
         modules = tap.module if isinstance(tap.module, tuple) else (tap.module,)
         per = [self.expand(m) for m in modules]
-        which, item = ("out", 1) if tap.io == "out1" else (tap.io, 0)
+        item = int(tap.io[3:]) if tap.io[:3] == "out" and tap.io[3:] else 0
+        which = "out" if item else tap.io
         for paths in zip(*per, strict=True):
             values = [store.get(p, which, item) for p, _ in paths]
             if any(v is None for v in values):
                 continue
             l = paths[0][1]
-            what = {"in": "input", "out": "output"}[which] + ("[1]" if item else "")
+            what = {"in": "input", "out": "output"}[which] + (f"[{item}]" if item else "")
             where = " + ".join(f"{p} {what}" for p, _ in paths)
             for indices, value, suffix in tap.take(values, self):
                 k = key(
