@@ -6,7 +6,10 @@ error | max rel error, then the verdict: EQUAL, or the first line beyond toleran
 departing token position, the likely causes and the evidence
 (:mod:`formal_algorithms.interop.compare`). ``--all`` lists every departing row; ``--json`` prints
 the report as JSON; ``--model-class module:Class`` loads the directory with a class of the user's
-own. Every option and the directory are checked before the model is loaded. Exit status: 0
+own. An encoder-decoder model (BART, T5: Algorithm 8) reads two sequences: ``--context`` is the
+encoder's (the paper's z), ``--tokens`` (or ``--length``) the decoder's (x); without
+``--context`` it is refused, and so are ``--text``, ``--cached`` and a batch, which read one
+sequence. Every option and the directory are checked before the model is loaded. Exit status: 0
 equal, 3 the model departs, 1 an error.
 """
 
@@ -36,7 +39,10 @@ TABLES = {
     "opt": "OPTForCausalLM",
     "phi": "PhiForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
+    "t5": "T5ForConditionalGeneration",
 }
+#: interop.compare's CONTEXT: the tables of Algorithm 8, which read a context z (--context)
+ENCODER_DECODER = {"bart": "BART", "t5": "T5"}
 INJECTABLE = ("eps", "gelu-form", "scale-d", "post-ln", "pre-ln", "positions+1", "mask-transposed",
               "heads-strided", "bias-dropped", "final-norm-missing", "untied",
               "embedding-scaled", "output-bias-doubled", "temperature", "softmax-axis",
@@ -54,8 +60,9 @@ def _config(directory: str) -> dict:
 
 
 def _limits(config: dict):
+    """N_V and ℓ_max (None: no learned positions, as T5's relative ones)."""
     positions = config.get("n_positions", config.get("max_position_embeddings"))
-    return int(config["vocab_size"]), int(positions)
+    return int(config["vocab_size"]), None if positions is None else int(positions)
 
 
 def _check_numbers(args) -> None:
@@ -69,13 +76,36 @@ def _check_numbers(args) -> None:
         )
 
 
-def _check_options(args, config) -> None:
-    """Every option that needs the directory's configuration, before the model is loaded."""
-    if config["model_type"] == "bart":
+def _check_context(args, kind) -> None:
+    """An encoder-decoder model needs ``--context`` and reads one decoder sequence; any other
+    model has no context."""
+    if kind not in ENCODER_DECODER:
+        if args.context is not None:
+            raise ValueError(
+                f"--context is the context z of an encoder-decoder model "
+                f"({', '.join(ENCODER_DECODER)}); --hf {args.hf!r} holds a {kind!r} model, "
+                "which reads --tokens alone"
+            )
+        return
+    name = ENCODER_DECODER[kind]
+    if args.context is None:
         raise ValueError(
-            f"--hf {args.hf!r} holds a BART model, which reads a context z besides the tokens; "
+            f"--hf {args.hf!r} holds a {name} model, which reads a context z besides the tokens: "
+            "give z with --context IDS (the encoder's tokens; --tokens are the decoder's), or "
             "compare it from Python: formal_algorithms.interop.compare(model, x, z=z)"
         )
+    one = "compare reads one context (--context) and one decoder sequence (--tokens)"
+    if args.text is not None:
+        raise ValueError(f"--text does not apply to a {name} model: {one}")
+    if args.cached:
+        raise ValueError(f"--cached does not apply to a {name} model: {one}")
+    if args.tokens is not None and ";" in args.tokens:
+        raise ValueError(f"--tokens gives a batch, which a {name} model is not compared on: {one}")
+
+
+def _check_options(args, config) -> None:
+    """Every option that needs the directory's configuration, before the model is loaded."""
+    _check_context(args, config["model_type"])
     for name in args.inject or ():
         from ..interop.departures import DEPARTURES, family_of_type
 
@@ -122,23 +152,39 @@ def _tokens(args, config):
         xs = [np.random.default_rng(args.seed).integers(0, N_V, args.length)]
         where = "--length"
     for x in xs:
-        if x.size == 0:
-            raise ValueError(
-                f"{where} gives no tokens"
-                + (" in one of its ';'-separated sequences" if len(xs) > 1 else "")
-            )
-        if x.min() < 0 or x.max() >= N_V:
-            raise ValueError(f"{where} holds token ids outside [0, {N_V}) (the model's vocabulary)")
-        if x.size > ell_max:
-            raise ValueError(
-                f"{where} gives {x.size} tokens, more than the model's {ell_max} positions"
-            )
+        _check_ids(where, x, N_V, ell_max, len(xs) > 1)
     if args.cached and (len(xs) > 1 or xs[0].size < 2):
         raise ValueError(
             "--cached needs one sequence of at least 2 tokens (a prefix to cache "
             "and the step read through it)"
         )
     return xs
+
+
+def _check_ids(where, x, N_V, ell_max, several=False) -> None:
+    if x.size == 0:
+        raise ValueError(
+            f"{where} gives no tokens"
+            + (" in one of its ';'-separated sequences" if several else "")
+        )
+    if x.min() < 0 or x.max() >= N_V:
+        raise ValueError(f"{where} holds token ids outside [0, {N_V}) (the model's vocabulary)")
+    if ell_max is not None and x.size > ell_max:
+        raise ValueError(
+            f"{where} gives {x.size} tokens, more than the model's {ell_max} positions"
+        )
+
+
+def _context(args, config):
+    """The context z of ``--context`` (an encoder-decoder model's), or None."""
+    if args.context is None:
+        return None
+    try:
+        z = np.array([int(t) for t in args.context.replace(",", " ").split()], np.int64)
+    except ValueError:
+        raise ValueError(f"--context {args.context!r} must be integers") from None
+    _check_ids("--context", z, *_limits(config))
+    return z
 
 
 def _model_class(spec: str):
@@ -201,6 +247,7 @@ def run(args) -> int:
     config = _config(args.hf)
     _check_options(args, config)
     xs = _tokens(args, config)
+    z = _context(args, config)
     if args.model_class is not None:
         _model_class(args.model_class)  # importable, before the weights are read
     from ..interop.compare import compare, compare_batch, compare_cached
@@ -215,7 +262,7 @@ def run(args) -> int:
     elif args.cached:
         reports = [compare_cached(model, xs[0], **options)]
     else:
-        reports = [compare(model, xs[0], **options)]
+        reports = [compare(model, xs[0], **({} if z is None else {"z": z}), **options)]
     if args.json:
         data = [r.to_dict() for r in reports]
         say(json.dumps(data[0] if len(data) == 1 else data, indent=1, ensure_ascii=False))
@@ -223,6 +270,7 @@ def run(args) -> int:
         say(
             f"{args.hf}: {report.model} against {report.algorithm}, {report.dtype}, "
             f"{len(report.tokens)} tokens {report.tokens}"
+            + ("" if z is None else f", context z {z.tolist()}")
         )
         text = report.table(all_rows=False, departing=args.all)
         say(
@@ -238,10 +286,10 @@ def register(sub) -> None:
     p = sub.add_parser(
         "compare",
         help="find where a Hugging Face model departs from the paper, line by line",
-        description="Run a local Hugging Face GPT-2 (Algorithm 10), BERT (Algorithm 9), Llama, "
-        "Qwen2 or "
-        "Mistral (Algorithm 10 with the family's substitutions) model and the paper's algorithm on the same "
-        "tokens, compare every line the model exposes, and name the first line beyond tolerance, "
+        description="Run a local Hugging Face model of one of compare's tables "
+        f"({', '.join(TABLES)}) and the paper's algorithm (Algorithm 10, 9 or 8 with the "
+        "family's substitutions) on the same tokens, compare every line the model exposes, "
+        "and name the first line beyond tolerance, "
         "its first departing token position, its likely causes and the evidence. Exit status 0: "
         f"equal; {DEPARTS}: the model departs; 1: error.",
     )
@@ -273,6 +321,12 @@ def _token_options(g) -> None:
         help="without --tokens/--text: this many random token ids (default %(default)s)",
     )
     g.add_argument("--seed", type=integer(0), default=0, help="seed of the random tokens")
+    g.add_argument(
+        "--context",
+        metavar="IDS",
+        help="an encoder-decoder model's (BART, T5) context z: the encoder's token ids; "
+        "--tokens (or --length) are then the decoder's x",
+    )
     g.add_argument(
         "--padding",
         choices=("left", "right"),

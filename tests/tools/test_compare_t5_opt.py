@@ -8,6 +8,8 @@ the paper's run reads the weights) is found at the paper line and layer where it
 paper's side is the family's own function (``families.t5.t5_logits``, ``families.opt.opt_logits``);
 the model's side is transformers'. Nothing is downloaded."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -159,7 +161,7 @@ def test_each_departure_is_located_at_its_paper_line(case):
     assert got == where, first.path
     assert all(row.ok for row in report.rows[: report.rows.index(first)])
     assert "DEPARTS at" in report.table()
-    assert any(__import__("re").search(evidence, e) for e in report.evidence), report.evidence
+    assert any(re.search(evidence, e) for e in report.evidence), report.evidence
 
 
 def test_what_is_not_written_is_refused_by_name():
@@ -174,3 +176,53 @@ def test_what_is_not_written_is_refused_by_name():
     ) as e:
         compare(torch.nn.Linear(2, 2), X)
     assert all(name in str(e.value) for name in CLASSES.values()), e.value
+
+
+# The command line: an encoder-decoder directory reads --context (z) and --tokens (x).
+
+
+@pytest.fixture(scope="module")
+def directories(tmp_path_factory):
+    t5_dir, opt_dir = tmp_path_factory.mktemp("t5"), tmp_path_factory.mktemp("opt")
+    t5("v1.1").save_pretrained(t5_dir)
+    post_ln_opt("small").save_pretrained(opt_dir)
+    return str(t5_dir), str(opt_dir)
+
+
+def test_cli_compares_t5_on_a_context_and_a_post_ln_opt(directories, capsys):
+    from formal_algorithms.cli.compare import ENCODER_DECODER
+    from formal_algorithms.cli.main import main
+    from formal_algorithms.interop.compare.families import CONTEXT
+
+    assert ENCODER_DECODER == CONTEXT  # the command line's names, without importing torch
+    t5_dir, opt_dir = directories
+    context, tokens = " ".join(map(str, Z)), " ".join(map(str, X_DEC))
+    argv = ["compare", "--hf", t5_dir, "--context", context, "--tokens", tokens, "--float64"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "EQUAL" in out and "T5's" in out and f"context z {Z.tolist()}" in out, out
+    assert main(["compare", "--hf", opt_dir, "--tokens", " ".join(map(str, X))]) == 0
+    out = capsys.readouterr().out
+    assert "EQUAL" in out and "Post-LN" in out, out
+
+
+@pytest.mark.parametrize(
+    "which, options, message",
+    [
+        ("t5", ["--tokens", "0 3"], r"holds a T5 model, which reads a context z besides the "
+         r"tokens: give z with --context IDS"),
+        ("t5", ["--context", "1 2", "--tokens", "0 3", "--cached"], r"--cached does not apply"),
+        ("t5", ["--context", "1 2", "--tokens", "0 3; 0 4"], r"--tokens gives a batch"),
+        ("t5", ["--context", "1 99"], r"--context holds token ids outside \[0, 40\)"),
+        ("opt", ["--context", "1 2"], r"--context is the context z of an encoder-decoder model "
+         r"\(bart, t5\); .* holds a 'opt' model"),
+    ],
+)  # fmt: skip
+def test_cli_refuses_what_an_encoder_decoder_does_not_read(directories, capsys, which, options,
+                                                           message):  # fmt: skip
+    from formal_algorithms.cli.main import main
+
+    directory = directories[0 if which == "t5" else 1]
+    assert main(["compare", "--hf", directory, *options]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
