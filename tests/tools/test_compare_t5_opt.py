@@ -1,9 +1,10 @@
 """``compare`` on T5 (Algorithm 8 with T5's substitutions) and on a Post-LN OPT (Algorithm 10 with
 the paper's Post-LN layer, no line 10) (issue 30): tiny Hugging Face models built from a
 configuration, every parameter re-randomised, are EQUAL to the family's algorithm in float64 (two
-configurations each: T5 v1.1's gated-GELU MLP with 2 encoder and 3 decoder layers, untied output
-unscaled, and the original T5's ReLU MLP with the tied output scaled by 1/√d_e; two sizes of
-Post-LN OPT), and a departure injected into the model's code (a patched module, never a weight:
+configurations each: T5 v1.1's gated-GELU MLP with 2 encoder and 3 decoder layers, its output
+unscaled, and the original T5's ReLU MLP with its output scaled by 1/√d_e (transformers ties
+lm_head to the embedding in both; tie_word_embeddings sets the scale); two sizes of Post-LN
+OPT), and a departure injected into the model's code (a patched module, never a weight:
 the paper's run reads the weights) is found at the paper line and layer where it happens. The
 paper's side is the family's own function (``families.t5.t5_logits``, ``families.opt.opt_logits``);
 the model's side is transformers'. Nothing is downloaded."""
@@ -24,10 +25,10 @@ X_DEC = np.array([0, 3, 5, 9, 1])  # the decoder's, from decoder_start_token_id 
 X = np.array([3, 7, 1, 12, 5, 9, 2, 8])
 
 T5_SHAPES = {
-    # v1.1: gated-GELU, untied (no output scale), L_dec ≠ L_enc
+    # v1.1: gated-GELU, no output scale (tie_word_embeddings=False), L_dec ≠ L_enc
     "v1.1": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False, num_layers=2,
                  num_decoder_layers=3),
-    # the original: ReLU MLP, tied output scaled by 1/√d_e
+    # the original: ReLU MLP, output scaled by 1/√d_e
     "v1.0": dict(feed_forward_proj="relu", num_layers=2),
 }  # fmt: skip
 
