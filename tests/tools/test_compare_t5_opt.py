@@ -92,6 +92,16 @@ def test_post_ln_opt_is_equal_in_float64(size):
     assert len(report.rows) > 50
 
 
+def test_post_ln_opt_through_a_padded_batch_and_its_cache():
+    from formal_algorithms.interop.compare import compare_batch, compare_cached
+
+    model = post_ln_opt("small")
+    reports = compare_batch(model, [X, X[:5]], padding="left", float64=True)
+    assert [r.departs for r in reports] == [False, False], reports[1].table()
+    report = compare_cached(model, X, float64=True)
+    assert not report.departs and len(report.rows) > 50, report.table()
+
+
 def _gelu_in_decoder_layer_2(model):
     """T5 v1.1's second decoder MLP with the exact (erf) GELU where it has gelu_new (tanh)."""
     model.decoder.block[1].layer[2].DenseReluDense.act = torch.nn.GELU()
