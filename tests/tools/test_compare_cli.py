@@ -161,7 +161,7 @@ def _directory(tmp_path, config, files=()):
 @pytest.mark.parametrize(
     "config, files, message",
     [
-        ({"model_type": "t5"}, (), r"holds a 't5' model; compare has a table for bart, bert, gemma, gpt2, gpt_neox, llama"),
+        ({"model_type": "xlnet"}, (), r"holds a 'xlnet' model; compare has a table for bart, bert, gemma, gpt2, gpt_neox, llama"),
         ({"model_type": "gpt2", "vocab_size": 40, "n_positions": 16}, (),
          r"has no weights \(model\.safetensors or pytorch_model\.bin\)"),
         ({"model_type": "gpt2", "vocab_size": 40, "n_positions": 16},

@@ -217,11 +217,6 @@ def test_llama_departures_inject_into_qwen2_and_mistral(family, departure):
     assert any(re.search(evidence, e) for e in report.evidence), report.evidence
 
 
-def test_a_post_ln_opt_is_refused_by_name():
-    with pytest.raises(ValueError, match=r"compare: argument 'model.config.do_layer_norm_before'"):
-        compare(opt(pre_ln=False), X)
-
-
 # BART: Algorithm 8 with its embeddings inside the model, compared on a context z and tokens x.
 Z = np.array([0, 7, 1, 12, 5, 2])
 X_DEC = np.array([2, 0, 5, 9])
