@@ -287,7 +287,7 @@ class ConformanceReport:
         return "\n".join(lines)
 
 
-def _check_battery_arguments(model, checks, seed, length, atol):
+def _check_battery_arguments(model, checks, seed, length, atol, progress=None):
     where = "run_battery"
     if not isinstance(model, TokenModel):
         fail(
@@ -310,6 +310,10 @@ def _check_battery_arguments(model, checks, seed, length, atol):
     check_tolerance(where, "atol", atol, positive=True)
     RULES["length"](where, "length", length)
     RULES["seed"](where, "seed", seed)
+    if progress is not None and not callable(progress):
+        fail(
+            where, "progress", f"must be a function of a check's name, got {progress!r}", TypeError
+        )
     return names
 
 
@@ -333,6 +337,7 @@ def probe_lengths(model: TokenModel, length: int = 8) -> list[int]:
     """The lengths each check runs at: ``length`` (the short probe), :data:`LONG`, one token past
     the model's sliding window when it declares one, and its maximum length when that is at most
     :data:`BOUNDARY_LIMIT`; all capped at the maximum length."""
+    RULES["length"]("probe_lengths", "length", length)
     wanted = {length, LONG}
     if model.sliding_window is not None:
         wanted.add(model.sliding_window + 1)
@@ -365,7 +370,7 @@ def run_battery(
     one beyond 16 tokens, the declared boundaries) and stops at the first that does not pass; its
     message begins with that length (``"ℓ = 20: …"``). The preconditions run at ``length``.
     A ``length`` or ``lengths`` beyond the model's ``max_length`` is refused (not cut)."""
-    names = _check_battery_arguments(model, checks, seed, length, atol)
+    names = _check_battery_arguments(model, checks, seed, length, atol, progress)
     asked = [] if lengths is None else _check_lengths(lengths)
     lengths = asked or probe_lengths(model, length)
     for argument, n in [("length", length)] + [

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..paper.attention import AttentionParams, attention, mh_attention, single_query_attention
-from ..paper.checks import check_tokens
+from ..paper.checks import check_tokens, fail
 from .arguments import checked
 
 
@@ -293,6 +293,13 @@ def check_attention_reductions(
 @checked
 def check_vmap(f, batched_args, in_axes=0, *, atol: float = 1e-10):
     """``jax.vmap(f)`` over a leading batch axis equals calling ``f`` on each example."""
+    if not isinstance(batched_args, (tuple, list)):
+        fail(
+            "check_vmap",
+            "batched_args",
+            f"must be a tuple of f's arguments, e.g. (xs,), got {type(batched_args).__name__}",
+            TypeError,
+        )
     batched_args = tuple(batched_args)
     axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(batched_args)
     out = jax.vmap(f, in_axes=axes)(*batched_args)

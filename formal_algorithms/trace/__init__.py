@@ -51,6 +51,7 @@ class Trace:
         indices include ``indices`` (``l=2``) and, if given, whose variable is ``name``.
         ``algorithm``, ``line`` and the indices are the paper's numbers, 1-based (0 is refused)."""
         _check_address("Trace.find", algorithm, line, indices)
+        _check_index_names("Trace.find", self.records, indices)
         return [
             r
             for r in self.records
@@ -70,6 +71,7 @@ class Trace:
         records left at different indices: the error lists the indices that tell them apart.
         """
         _check_address("Trace.get", algorithm, line, indices, required=True)
+        _check_index_names("Trace.get", self.records, indices)
         found = self.find(algorithm, line, name=name, **indices)
         if name is None:
             found = [r for r in found if not r.part]
@@ -177,6 +179,18 @@ def _check_address(method, algorithm, line, indices, *, required=False) -> None:
             raise ValueError(
                 f"{method}: argument {key!r} = {value} must be at least 1: lines and the paper's "
                 f"indices (l, h, t, i, …) are 1-based, as in the paper"
+            )
+
+
+def _check_index_names(method, records, indices) -> None:
+    """An index keyword is one of the paper's loop indices (or one this trace recorded): ``layer=``
+    for ``l=`` is refused by name, not answered with "no record"."""
+    known = {"l", "h", "t", "i", "n", "b"} | {k for r in records for k in r.indices}
+    for key in indices:
+        if key not in known:
+            raise TypeError(
+                f"{method}: argument {key!r} is not one of the paper's loop indices; give "
+                f"{', '.join(f'{k}=' for k in sorted(known))} (l: layer, h: head, i: iteration)"
             )
 
 

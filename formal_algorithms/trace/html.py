@@ -68,6 +68,11 @@ def write_html(
     ``max_side``: matrices are drawn up to this many rows and columns; ``max_cells``: cells drawn
     on the whole page.
     """
+    if not hasattr(trace, "records"):
+        raise TypeError(
+            f"write_html: argument 'trace' must be a Trace (what fa.trace returns), got "
+            f"{type(trace).__name__}"
+        )
     if max_side < 1 or max_cells < 0:
         raise ValueError(
             f"write_html: max_side must be >= 1 and max_cells >= 0, got {max_side}, {max_cells}"

@@ -55,6 +55,13 @@ def shared_layers(layer, L: int) -> tuple:
             f"{len(layer)}; pass theta.layers[0] to share the first layer",
             TypeError,
         )
+    if not hasattr(layer, "_fields"):
+        fail(
+            "shared_layers (ALBERT's sharing)",
+            "layer",
+            f"must be one layer's parameters (a Layer), got {type(layer).__name__}",
+            TypeError,
+        )
     if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 1:
         fail(
             "shared_layers (ALBERT's sharing)",

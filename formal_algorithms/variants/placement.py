@@ -45,7 +45,7 @@ from ..paper.architectures import (
     unembedding_matrix,
 )
 from ..paper.attention import mh_attention, unidirectional_mask
-from ..paper.checks import fail
+from ..paper.checks import check_activation, check_eps, fail
 from ..paper.embeddings import embed
 from ..paper.functions import gelu, relu, softmax
 from ..paper.normalisation import EPS, layer_norm_columns
@@ -144,6 +144,7 @@ def post_ln_ed_transformer_logits(z, x, theta: parameters.EDTransformerParams, *
     Equal to :func:`formal_algorithms.ed_transformer_logits` bit for bit.
     """
     check_inputs(ALG8_POST, theta, parameters.EDTransformerParams, z=z, x=x)
+    check_eps(ALG8_POST, eps)
     Z = embed(z, theta.W_e, theta.W_p)  # lines 1-3
     Z = post_ln_stack(Z, theta.enc, None, relu, eps)  # lines 4-9, Mask ≡ 1
     X = embed(x, theta.W_e, theta.W_p)  # lines 10-12
@@ -156,6 +157,7 @@ def post_ln_ed_transformer_logits(z, x, theta: parameters.EDTransformerParams, *
 def pre_ln_ed_transformer_logits(z, x, theta: PreLNEDTransformerParams, *, eps=EPS):
     """Algorithm 8 in Pre-LN form, with a final norm after each stack: ``W_u X``, ``(N_V, ℓ_x)``."""
     check_inputs(ALG8_PRE, theta, PreLNEDTransformerParams, _ed_view, _FINAL_NORMS_ED, z=z, x=x)
+    check_eps(ALG8_PRE, eps)
     Z = embed(z, theta.W_e, theta.W_p)  # lines 1-3
     Z = pre_ln_stack(Z, theta.enc, None, relu, theta.gamma_enc, theta.beta_enc, eps)  # 4-9 + norm
     X = embed(x, theta.W_e, theta.W_p)  # lines 10-12
@@ -182,6 +184,7 @@ def post_ln_e_transformer_logits(
     Equal to :func:`formal_algorithms.e_transformer_logits` bit for bit.
     """
     check_inputs(ALG9_POST, theta, parameters.ETransformerParams, x=x)
+    check_activation(ALG9_POST, activation, eps)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     X = post_ln_stack(X, theta.layers, None, activation, eps)  # lines 4-9, Mask ≡ 1
     return e_head(X, theta, activation, eps)  # lines 10-12 (part: logits)
@@ -190,6 +193,7 @@ def post_ln_e_transformer_logits(
 def pre_ln_e_transformer_logits(x, theta: PreLNETransformerParams, *, activation=gelu, eps=EPS):
     """Algorithm 9 in Pre-LN form, the encoder's final norm before the head: ``(N_V, ℓ)``."""
     check_inputs(ALG9_PRE, theta, PreLNETransformerParams, _e_view, _FINAL_NORMS_E, x=x)
+    check_activation(ALG9_PRE, activation, eps)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     X = pre_ln_stack(
         X, theta.layers, None, activation, theta.gamma_enc, theta.beta_enc, eps
@@ -213,6 +217,7 @@ def pre_ln_d_transformer_logits(
     Equal to :func:`formal_algorithms.d_transformer_logits` bit for bit.
     """
     check_inputs(ALG10_PRE, theta, parameters.DTransformerParams, x=x)
+    check_activation(ALG10_PRE, activation, eps)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(X.shape[1])
     X = pre_ln_stack(X, theta.layers, Mask, activation, theta.gamma, theta.beta, eps)  # lines 4-10
@@ -225,6 +230,7 @@ def post_ln_d_transformer_logits(
     """Algorithm 10 in Post-LN form: lines 5-8 become ``post_ln_layer``; line 10 is kept, so θ is
     exactly Algorithm 10's. Returns ``W_u X``, ``(N_V, ℓ)``."""
     check_inputs(ALG10_POST, theta, parameters.DTransformerParams, x=x)
+    check_activation(ALG10_POST, activation, eps)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(X.shape[1])
     X = post_ln_stack(X, theta.layers, Mask, activation, eps)  # lines 4-9, Post-LN
@@ -274,9 +280,26 @@ def with_final_norms(theta):
     raise TypeError(f"with_final_norms: expected θ of Algorithm 8 or 9, got {type(theta).__name__}")
 
 
+_SIZES = ("N_V", "ell_max", "H", "d_e", "d_mlp")
+_OPTIONAL = ("d_attn", "d_mid", "tied", "dtype")
+
+
+def _check_hyperparameters(name: str, given: dict, layers: tuple, optional=_OPTIONAL) -> None:
+    """The init's keywords, before Python's own error names the inner ``init_*``."""
+    for key in given:
+        if key not in (*_SIZES, *layers, *optional):
+            fail(
+                name, key, f"is not a hyperparameter; give {', '.join(_SIZES + layers)}", TypeError
+            )
+    missing = [key for key in (*_SIZES, *layers) if key not in given]
+    if missing:
+        fail(name, missing[0], f"is missing: give {', '.join(missing)}", TypeError)
+
+
 def init_pre_ln_ed_transformer(key, *, dtype=None, **hyperparameters) -> PreLNEDTransformerParams:
     """θ of Algorithm 8's Pre-LN form: :func:`formal_algorithms.init_ed_transformer` (same
     hyperparameters, same draws) plus final norms γ = 1, β = 0."""
+    _check_hyperparameters("init_pre_ln_ed_transformer", hyperparameters, ("L_enc", "L_dec"))
     kw = {} if dtype is None else {"dtype": dtype}
     return with_final_norms(parameters.init_ed_transformer(key, **hyperparameters, **kw))
 
@@ -284,12 +307,16 @@ def init_pre_ln_ed_transformer(key, *, dtype=None, **hyperparameters) -> PreLNED
 def init_pre_ln_e_transformer(key, *, dtype=None, **hyperparameters) -> PreLNETransformerParams:
     """θ of Algorithm 9's Pre-LN form: :func:`formal_algorithms.init_e_transformer` plus the
     encoder's final norm γ = 1, β = 0."""
+    _check_hyperparameters(
+        "init_pre_ln_e_transformer", hyperparameters, ("L",), (*_OPTIONAL, "d_f")
+    )
     kw = {} if dtype is None else {"dtype": dtype}
     return with_final_norms(parameters.init_e_transformer(key, **hyperparameters, **kw))
 
 
 def init_post_ln_d_transformer(key, **hyperparameters) -> parameters.DTransformerParams:
     """θ of Algorithm 10's Post-LN form: exactly :func:`formal_algorithms.init_d_transformer`."""
+    _check_hyperparameters("init_post_ln_d_transformer", hyperparameters, ("L",))
     return parameters.init_d_transformer(key, **hyperparameters)
 
 
