@@ -135,13 +135,16 @@ ALGORITHM_10_KINDS = {
 }
 
 
-def decoder_table(embedding: Tap, norm1, qkv, attention, out, line6: Tap, norm2, layer, final_norm,
-                  logits="lm_head"):  # fmt: skip
-    """The rows of an Algorithm 10 decoder's table, by its modules' names: ``embedding`` (line
-    3's tap), ``qkv`` (Algorithm 4's lines 1-3), ``attention`` (its weights, item 1 of its
-    output), ``out`` (the output projection: Ṽ and Y its input, Algorithm 5's line 4 its output),
-    ``line6`` (line 6's tap: the residual sum, or a parallel block's attention branch)."""
-    return (
+def decoder_parts(embedding: Tap, norm1, qkv, attention, out, line6: Tap, norm2, layer,
+                  final_norm, *, attention_input, mlp, activation, logits="lm_head"):  # fmt: skip
+    """An Algorithm 10 decoder's table and the values its evidence reads, by its modules' names,
+    each named once: ``embedding`` (line 3's tap), ``norm1``, ``norm2``, ``final_norm`` (lines 5, 7
+    and 10), ``qkv`` (Algorithm 4's lines 1-3), ``attention`` (its weights, item 1 of its output),
+    ``out`` (the output projection: Ṽ and Y its input, Algorithm 5's line 4 its output), ``line6``
+    (line 6's tap: the residual sum, or a parallel block's attention branch), ``layer`` (line 8's
+    output); the evidence reads ``attention_input``, ``mlp``'s input and ``activation``.
+    Returns ``(table, extras)``."""
+    table = (
         embedding,
         Tap(5, 10, 5, norm1),
         *qkv,
@@ -156,6 +159,16 @@ def decoder_table(embedding: Tap, norm1, qkv, attention, out, line6: Tap, norm2,
         Tap(10, 10, 10, final_norm),
         Tap(11, 10, 11, logits, "out", COLS, "logits"),
     )
+    extras = (
+        Extra("norm", 5, norm1),
+        Extra("norm", 7, norm2),
+        Extra("norm", 10, final_norm),
+        Extra("attention input", 6, attention_input),
+        Extra("mlp input", 8, mlp),
+        Extra("activation", 8, activation),
+        Extra("logits", 11, logits),
+    )
+    return table, extras
 
 
 def float_state(model, tied_name=None) -> dict:
@@ -168,19 +181,6 @@ def float_state(model, tied_name=None) -> dict:
         for k, v in model.state_dict().items()
         if k != tied_name
     }
-
-
-def decoder_extras(norm1, norm2, final_norm, attention_input, mlp, activation, logits):
-    """The values the evidence reads in an Algorithm 10 decoder, by their modules' names."""
-    return (
-        Extra("norm", 5, norm1),
-        Extra("norm", 7, norm2),
-        Extra("norm", 10, final_norm),
-        Extra("attention input", 6, attention_input),
-        Extra("mlp input", 8, mlp),
-        Extra("activation", 8, activation),
-        Extra("logits", 11, logits),
-    )
 
 
 _SLOT = re.compile(r"\{(\w)\}")

@@ -8,37 +8,27 @@ from .base import (
     SOFTMAX,
     PreLNDecoder,
     Tap,
-    decoder_extras,
-    decoder_table,
+    decoder_parts,
     heads,
 )
 
 H_ = "transformer.h.{i}"
 
-TABLE = (
-    *decoder_table(
-        Tap(3, 10, 3, "transformer.h.0", "in"),
-        f"{H_}.ln_1",
-        [Tap(6, 4, n, f"{H_}.attn.c_attn", "out", heads(n - 1, 3)) for n in (1, 2, 3)],
-        f"{H_}.attn",
-        f"{H_}.attn.c_proj",
-        Tap(6, 10, 6, f"{H_}.ln_2", "in"),
-        f"{H_}.ln_2",
-        H_,
-        "transformer.ln_f",
-    ),
-    Tap(11, 10, 11, "lm_head", "out", SOFTMAX, "P"),
-)
-
-EXTRAS = decoder_extras(
+TABLE, EXTRAS = decoder_parts(
+    Tap(3, 10, 3, "transformer.h.0", "in"),
     f"{H_}.ln_1",
+    [Tap(6, 4, n, f"{H_}.attn.c_attn", "out", heads(n - 1, 3)) for n in (1, 2, 3)],
+    f"{H_}.attn",
+    f"{H_}.attn.c_proj",
+    Tap(6, 10, 6, f"{H_}.ln_2", "in"),
     f"{H_}.ln_2",
+    H_,
     "transformer.ln_f",
-    f"{H_}.attn.c_attn",
-    f"{H_}.mlp",
-    f"{H_}.mlp.act",
-    "lm_head",
+    attention_input=f"{H_}.attn.c_attn",
+    mlp=f"{H_}.mlp",
+    activation=f"{H_}.mlp.act",
 )
+TABLE = (*TABLE, Tap(11, 10, 11, "lm_head", "out", SOFTMAX, "P"))
 
 
 class Gpt2(PreLNDecoder):

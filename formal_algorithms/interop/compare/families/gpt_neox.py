@@ -16,8 +16,7 @@ from .base import (
     COLS,
     PreLNDecoder,
     Tap,
-    decoder_extras,
-    decoder_table,
+    decoder_parts,
     float_state,
     heads,
 )
@@ -43,51 +42,38 @@ def head_rows(k):
     return take
 
 
-def parallel_table(L_, A_, qkv, norm2, final_norm):
-    """The table of a parallel block: ``qkv`` the taps of Algorithm 4's lines 1-3, ``A_`` the
-    attention module (its output projection ``dense``), ``norm2`` line 7's norm module; line 6's
-    row is the attention branch (``dense``'s output)."""
+def parallel_parts(L_, A_, qkv, norm2, final_norm, **evidence):
+    """The table and evidence of a parallel block (:func:`.base.decoder_parts`): ``qkv`` the taps
+    of Algorithm 4's lines 1-3, ``A_`` the attention module (its output projection ``dense``),
+    ``norm2`` line 7's norm module, ``evidence`` the modules the evidence reads; line 6's row is the
+    attention branch (``dense``'s output)."""
     branch = Tap(6, 10, 6, f"{A_}.dense", "out", COLS, "attention")
     first = Tap(3, 10, 3, L_.format(i=0), "in")
-    return decoder_table(
-        first, f"{L_}.input_layernorm", qkv, A_, f"{A_}.dense", branch, norm2, L_, final_norm
-    )
+    norm1, out = f"{L_}.input_layernorm", f"{A_}.dense"
+    return decoder_parts(first, norm1, qkv, A_, out, branch, norm2, L_, final_norm, **evidence)
 
 
-TABLE = parallel_table(
+TABLE, EXTRAS = parallel_parts(
     L_,
     A_,
     [Tap(6, 4, n, f"{A_}.query_key_value", "out", head_rows(n - 1)) for n in (1, 2, 3)],
     f"{L_}.post_attention_layernorm",
     "gpt_neox.final_layer_norm",
-)
-
-EXTRAS = decoder_extras(
-    f"{L_}.input_layernorm",
-    f"{L_}.post_attention_layernorm",
-    "gpt_neox.final_layer_norm",
-    f"{A_}.query_key_value",
-    f"{L_}.mlp",
-    f"{L_}.mlp.act",
-    "lm_head",
+    attention_input=f"{A_}.query_key_value",
+    mlp=f"{L_}.mlp",
+    activation=f"{L_}.mlp.act",
 )
 
 P_ = "model.layers.{i}"
-PHI_TABLE = parallel_table(
+PHI_TABLE, PHI_EXTRAS = parallel_parts(
     P_,
     f"{P_}.self_attn",
     [Tap(6, 4, n + 1, f"{P_}.self_attn.{m}_proj", "out", heads()) for n, m in enumerate("qkv")],
     f"{P_}.input_layernorm",  # Phi's one norm: line 7's X̃ is line 5's
     "model.final_layernorm",
-)
-PHI_EXTRAS = decoder_extras(
-    f"{P_}.input_layernorm",
-    f"{P_}.input_layernorm",
-    "model.final_layernorm",
-    f"{P_}.self_attn.q_proj",
-    f"{P_}.mlp",
-    f"{P_}.mlp.activation_fn",
-    "lm_head",
+    attention_input=f"{P_}.self_attn.q_proj",
+    mlp=f"{P_}.mlp",
+    activation=f"{P_}.mlp.activation_fn",
 )
 
 

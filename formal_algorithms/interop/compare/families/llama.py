@@ -16,8 +16,7 @@ from ..capture import eager_attention
 from .base import (
     PreLNDecoder,
     Tap,
-    decoder_extras,
-    decoder_table,
+    decoder_parts,
     float_state,
     heads,
     kv_sets,
@@ -27,7 +26,7 @@ NAME = "compare"
 L_ = "model.layers.{i}"
 A_ = f"{L_}.self_attn"
 
-TABLE = decoder_table(
+TABLE, EXTRAS = decoder_parts(
     Tap(3, 10, 3, "model.embed_tokens"),
     f"{L_}.input_layernorm",
     [
@@ -41,16 +40,9 @@ TABLE = decoder_table(
     f"{L_}.post_attention_layernorm",
     L_,
     "model.norm",
-)
-
-EXTRAS = decoder_extras(
-    f"{L_}.input_layernorm",
-    f"{L_}.post_attention_layernorm",
-    "model.norm",
-    f"{A_}.q_proj",
-    f"{L_}.mlp",
-    f"{L_}.mlp.act_fn",
-    "lm_head",
+    attention_input=f"{A_}.q_proj",
+    mlp=f"{L_}.mlp",
+    activation=f"{L_}.mlp.act_fn",
 )
 
 

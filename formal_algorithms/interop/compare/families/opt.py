@@ -25,8 +25,7 @@ from .base import (
     Family,
     PreLNDecoder,
     Tap,
-    decoder_extras,
-    decoder_table,
+    decoder_parts,
     float_state,
     heads,
     paper_key,
@@ -37,7 +36,7 @@ NAME = "compare"
 L_ = "model.decoder.layers.{i}"
 A_ = f"{L_}.self_attn"
 
-TABLE = decoder_table(
+TABLE, EXTRAS = decoder_parts(
     Tap(3, 10, 3, "model.decoder.layers.0", "in"),
     f"{L_}.self_attn_layer_norm",
     [Tap(6, 4, n + 1, f"{A_}.{m}_proj", "out", heads()) for n, m in enumerate("qkv")],
@@ -47,16 +46,9 @@ TABLE = decoder_table(
     f"{L_}.final_layer_norm",
     L_,
     "model.decoder.final_layer_norm",
-)
-
-EXTRAS = decoder_extras(
-    f"{L_}.self_attn_layer_norm",
-    f"{L_}.final_layer_norm",
-    "model.decoder.final_layer_norm",
-    f"{A_}.q_proj",
-    f"{L_}.fc1",
-    f"{L_}.activation_fn",
-    "lm_head",
+    attention_input=f"{A_}.q_proj",
+    mlp=f"{L_}.fc1",
+    activation=f"{L_}.activation_fn",
 )
 
 
