@@ -11,8 +11,8 @@ import torch
 
 from ..alignment import key
 from ..capture import softmax_cols
-from .base import WEIGHTS, Extra, Tap, float_state
-from .torch_transformer import KINDS, TorchTransformer, norm_taps
+from .base import float_state
+from .torch_transformer import KINDS, TorchTransformer, ed_parts
 
 E_, D_ = "model.encoder.layers.{e}", "model.decoder.layers.{d}"
 
@@ -21,29 +21,13 @@ ENCODER_NORMS = (("self_attn_layer_norm", 5), ("final_layer_norm", 7))
 DECODER_NORMS = (("self_attn_layer_norm", 14), ("encoder_attn_layer_norm", 16),
                  ("final_layer_norm", 18))  # fmt: skip
 
-TABLE = (
-    Tap(3, 8, 3, "model.encoder.layers.0", "in"),
-    Tap(12, 8, 12, "model.decoder.layers.0", "in"),
-    Tap(5, 4, 6, f"{E_}.self_attn", "out1", WEIGHTS, "A"),
-    Tap(5, 5, 4, f"{E_}.self_attn"),
-    Tap(14, 4, 6, f"{D_}.self_attn", "out1", WEIGHTS, "A"),
-    Tap(14, 5, 4, f"{D_}.self_attn"),
-    Tap(16, 4, 6, f"{D_}.encoder_attn", "out1", WEIGHTS, "A"),
-    Tap(16, 5, 4, f"{D_}.encoder_attn"),
-    *norm_taps(E_, ENCODER_NORMS),
-    *norm_taps(D_, DECODER_NORMS),
-)
-
-EXTRAS = (
-    *(Extra("norm", line + 1, f"{E_}.{sub}") for sub, line in ENCODER_NORMS),
-    *(Extra("norm", line + 1, f"{D_}.{sub}") for sub, line in DECODER_NORMS),
-    Extra("attention input", 5, f"{E_}.self_attn"),
-    Extra("attention input", 14, f"{D_}.self_attn"),
-    Extra("attention input", 16, f"{D_}.encoder_attn"),
-    Extra("mlp input", 7, f"{E_}.fc1"),
-    Extra("mlp input", 18, f"{D_}.fc1"),
-    Extra("mlp hidden", 7, f"{E_}.fc2"),
-    Extra("mlp hidden", 18, f"{D_}.fc2"),
+TABLE, EXTRAS = ed_parts(
+    E_,
+    D_,
+    ("model.encoder.layers.0", "model.decoder.layers.0"),
+    "encoder_attn",
+    (ENCODER_NORMS, DECODER_NORMS),
+    ("fc1", "fc2"),
 )
 
 

@@ -22,32 +22,45 @@ def norm_taps(layer, norms):
         yield Tap(line + 1, 8, line + 1, f"{layer}.{sub}")
 
 
-TABLE = (
-    Tap(3, 8, 3, "encoder.layers.0", "in"),
-    Tap(12, 8, 12, "decoder.layers.0", "in"),
-    Tap(5, 4, 6, f"{E_}.self_attn", "out1", WEIGHTS, "A"),
-    Tap(5, 5, 4, f"{E_}.self_attn"),
-    Tap(14, 4, 6, f"{D_}.self_attn", "out1", WEIGHTS, "A"),
-    Tap(14, 5, 4, f"{D_}.self_attn"),
-    Tap(16, 4, 6, f"{D_}.multihead_attn", "out1", WEIGHTS, "A"),
-    Tap(16, 5, 4, f"{D_}.multihead_attn"),
-    *norm_taps(E_, (("norm1", 5), ("norm2", 7))),
-    *norm_taps(D_, (("norm1", 14), ("norm2", 16), ("norm3", 18))),
-)
+def ed_parts(E_, D_, first, cross, norms, mlp):
+    """Algorithm 8's table and the values its evidence reads, by module names: ``E_``, ``D_`` the
+    layer templates, ``first`` the first encoder and decoder layers (their inputs are lines 3 and
+    12), ``cross`` the decoder's cross-attention, ``norms`` the encoder's and the decoder's
+    ``(norm, line)`` pairs, ``mlp`` the MLP's two linear maps. Returns ``(table, extras)``."""
+    enc_norms, dec_norms = norms
+    table = (
+        Tap(3, 8, 3, first[0], "in"),
+        Tap(12, 8, 12, first[1], "in"),
+        Tap(5, 4, 6, f"{E_}.self_attn", "out1", WEIGHTS, "A"),
+        Tap(5, 5, 4, f"{E_}.self_attn"),
+        Tap(14, 4, 6, f"{D_}.self_attn", "out1", WEIGHTS, "A"),
+        Tap(14, 5, 4, f"{D_}.self_attn"),
+        Tap(16, 4, 6, f"{D_}.{cross}", "out1", WEIGHTS, "A"),
+        Tap(16, 5, 4, f"{D_}.{cross}"),
+        *norm_taps(E_, enc_norms),
+        *norm_taps(D_, dec_norms),
+    )
+    extras = (
+        *(Extra("norm", line + 1, f"{E_}.{sub}") for sub, line in enc_norms),
+        *(Extra("norm", line + 1, f"{D_}.{sub}") for sub, line in dec_norms),
+        Extra("attention input", 5, f"{E_}.self_attn"),
+        Extra("attention input", 14, f"{D_}.self_attn"),
+        Extra("attention input", 16, f"{D_}.{cross}"),
+        Extra("mlp input", 7, f"{E_}.{mlp[0]}"),
+        Extra("mlp input", 18, f"{D_}.{mlp[0]}"),
+        Extra("mlp hidden", 7, f"{E_}.{mlp[1]}"),
+        Extra("mlp hidden", 18, f"{D_}.{mlp[1]}"),
+    )
+    return table, extras
 
-EXTRAS = (
-    *(Extra("norm", line + 1, f"{E_}.{sub}") for sub, line in (("norm1", 5), ("norm2", 7))),
-    *(
-        Extra("norm", line + 1, f"{D_}.{sub}")
-        for sub, line in (("norm1", 14), ("norm2", 16), ("norm3", 18))
-    ),  # fmt: skip
-    Extra("attention input", 5, f"{E_}.self_attn"),
-    Extra("attention input", 14, f"{D_}.self_attn"),
-    Extra("attention input", 16, f"{D_}.multihead_attn"),
-    Extra("mlp input", 7, f"{E_}.linear1"),
-    Extra("mlp input", 18, f"{D_}.linear1"),
-    Extra("mlp hidden", 7, f"{E_}.linear2"),
-    Extra("mlp hidden", 18, f"{D_}.linear2"),
+
+TABLE, EXTRAS = ed_parts(
+    E_,
+    D_,
+    ("encoder.layers.0", "decoder.layers.0"),
+    "multihead_attn",
+    ((("norm1", 5), ("norm2", 7)), (("norm1", 14), ("norm2", 16), ("norm3", 18))),
+    ("linear1", "linear2"),
 )
 
 KINDS = {3: "embedding", 5: "attention residual", 6: "norm", 7: "mlp residual", 8: "norm",
