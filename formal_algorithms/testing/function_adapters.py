@@ -136,27 +136,16 @@ class _FunctionModel(TokenModel):
         return influence
 
 
-def _function_model(
-    fn,
-    where,
-    framework,
-    *,
-    batched=True,
-    name=None,
-    embed=None,
-    from_embeddings=None,
-    columns=False,
-    cached=None,
-    **settings,
-):
-    check_options(
-        where,
-        settings,
-        ("vocab_size", "batched", "name", "embed", "from_embeddings", "columns", "cached"),
-    )
-    adapter = dict(batched=batched, name=name, embed=embed, from_embeddings=from_embeddings)
-    adapter.update(framework=framework, columns=columns, cached=cached)
-    return _FunctionModel(fn, where, **adapter, **{**DEFAULT_SETTINGS, **settings})
+# the adapter's own options and their defaults; every other keyword is a setting
+ADAPTER_OPTIONS = dict(
+    batched=True, name=None, embed=None, from_embeddings=None, columns=False, cached=None
+)
+
+
+def _function_model(fn, where, framework, **options):
+    check_options(where, options, ("vocab_size", *ADAPTER_OPTIONS))
+    adapter = {k: options.pop(k, default) for k, default in ADAPTER_OPTIONS.items()}
+    return _FunctionModel(fn, where, framework=framework, **adapter, **DEFAULT_SETTINGS | options)
 
 
 def from_callable(fn, *, vocab_size: int, **options) -> TokenModel:
