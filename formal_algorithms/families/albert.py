@@ -143,7 +143,9 @@ def load_rxnmapper(source: str | None = None) -> Rxnmapper:
     if config.get("num_hidden_groups", 1) != 1 or config.get("inner_group_num", 1) != 1:
         fail("load_rxnmapper", "source", "holds an ALBERT with more than one shared layer")
     state = torch.load(io.BytesIO(raw_weights), map_location="cpu", weights_only=True)
-    sd = core.StateDict({k: v.numpy() for k, v in state.items()}, "load_rxnmapper")
+    sd = core.StateDict(
+        {k: v.numpy() for k, v in state.items()}, "load_rxnmapper", argument="source"
+    )
     p = "albert.encoder.albert_layer_groups.0.albert_layers.0."
     layer = core.bert_layer(sd, p, config["num_attention_heads"], "albert")
     params = AlbertParams(
@@ -161,18 +163,20 @@ def load_rxnmapper(source: str | None = None) -> Rxnmapper:
     return Rxnmapper(params, vocab, config)
 
 
-def smiles_tokens(smiles: str) -> list[str]:
+def smiles_tokens(smiles: str, caller: str = "smiles_tokens") -> list[str]:
     """A reaction SMILES split into atoms, bonds, ring closures and ``>>`` (every character is
-    kept: the pieces join back to the input)."""
+    kept: the pieces join back to the input); ``caller`` names the function in errors."""
+    if not isinstance(smiles, str):
+        fail(caller, "smiles", f"must be a str, got {type(smiles).__name__}", TypeError)
     tokens = SMILES_PATTERN.findall(smiles)
     if "".join(tokens) != smiles:
-        fail("smiles_tokens", "smiles", f"= {smiles!r} has characters no SMILES token covers")
+        fail(caller, "smiles", f"= {smiles!r} has characters no SMILES token covers")
     return tokens
 
 
 def encode_smiles(smiles: str, vocab: dict) -> list[int]:
     """``[CLS] tokens… [SEP]`` as ids; a token outside the vocabulary is ``[UNK]``."""
-    ids = [vocab.get(t, vocab["[UNK]"]) for t in smiles_tokens(smiles)]
+    ids = [vocab.get(t, vocab["[UNK]"]) for t in smiles_tokens(smiles, "encode_smiles")]
     return [vocab["[CLS]"], *ids, vocab["[SEP]"]]
 
 

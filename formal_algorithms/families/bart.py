@@ -195,6 +195,8 @@ def _check_z_valid(caller: str, z_valid, ell_z: int):
     v = z_valid if isinstance(z_valid, jax.core.Tracer) else np.asarray(z_valid)
     if not isinstance(v, jax.core.Tracer) and not (v.dtype == bool or np.isin(v, (0, 1)).all()):
         fail(caller, "z_valid", "must hold booleans or 0/1 (1: a real token, 0: padding)")
+    if not isinstance(v, jax.core.Tracer) and not v.any():
+        fail(caller, "z_valid", "marks no token of z as real: there is no context to attend to")
     return jnp.asarray(v).astype(bool)
 
 

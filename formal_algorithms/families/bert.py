@@ -124,7 +124,7 @@ def load_minilm(path: str | None = None) -> MiniLM:
     config = {**config, "max_seq_length": int(recipe["max_seq_length"])}
     if config.get("hidden_act") != "gelu" or config.get("position_embedding_type") != "absolute":
         fail("load_minilm", "path", "holds a BERT that is not GELU with absolute positions")
-    sd = StateDict(arrays, "load_minilm")
+    sd = StateDict(arrays, "load_minilm", argument="path")
     H = config["num_attention_heads"]
     layers = tuple(
         bert_layer(sd, f"encoder.layer.{l}.", H, "bert") for l in range(config["num_hidden_layers"])
@@ -144,5 +144,8 @@ def sentence_embedding(text: str, model: MiniLM):
     (``[CLS] … [SEP]``, at most ``max_seq_length`` = 256 tokens, as sentence-transformers), encoded (Algorithm 9 lines 1-9), mean-pooled, unit length."""
     if not isinstance(text, str):
         fail("sentence_embedding", "text", f"must be a str, got {type(text).__name__}", TypeError)
+    if not isinstance(model, MiniLM):
+        fail("sentence_embedding", "model", f"must be the MiniLM of load_minilm(), got "
+             f"{type(model).__name__}", TypeError)  # fmt: skip
     ids = jnp.asarray(model.tokenizer.encode(text).ids, jnp.int32)
     return mean_pool(bert_encode(ids, model.params, eps=model.config["layer_norm_eps"]))

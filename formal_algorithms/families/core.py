@@ -131,18 +131,23 @@ class StateDict:
     """Arrays by Hugging Face name, converted to the paper's orientation on request; it records
     the names read, for :meth:`refuse_unused`. ``dtype`` None keeps each array's own."""
 
-    def __init__(self, arrays: dict, where: str, dtype=jnp.float32):
+    def __init__(self, arrays: dict, where: str, dtype=jnp.float32, argument: str = "state"):
         self.arrays, self.where, self.dtype, self.used = arrays, where, dtype, set()
+        self.argument = argument  # the caller's argument that holds the arrays, for errors
 
     def __call__(self, name, shape=None):
         """The array ``name``; ``shape`` (when given): the shape the configuration implies, else
         refused naming the tensor."""
         if name not in self.arrays:
-            fail(self.where, "checkpoint", f"has no tensor {name!r}")
+            fail(self.where, self.argument, f"has no tensor {name!r}")
         self.used.add(name)
         if shape is not None and np.shape(self.arrays[name]) != tuple(shape):
             got = np.shape(self.arrays[name])
-            fail(self.where, "state", f"tensor {name!r} has shape {got}, expected {tuple(shape)}")
+            fail(
+                self.where,
+                self.argument,
+                f"tensor {name!r} has shape {got}, expected {tuple(shape)}",
+            )
         return jnp.asarray(np.asarray(self.arrays[name]), self.dtype)
 
     def refuse_unused(self) -> None:
@@ -157,7 +162,17 @@ class StateDict:
 
     def layers(self, n_layers: int, prefix: str, read_layer) -> tuple:
         """``read_layer(p)`` for each layer's prefix ``p = f"{prefix}{l}."``, l = 0 … L − 1."""
+        self.check_layers(n_layers, prefix)
         return tuple(read_layer(f"{prefix}{l}.") for l in range(n_layers))
+
+    def check_layers(self, n_layers: int, prefix: str, argument: str = "n_layers") -> None:
+        """The arrays hold layers ``{prefix}0.`` … of exactly ``n_layers``, else ``argument`` is
+        refused by name (not a missing tensor of the last layer)."""
+        held = {k[len(prefix) :].split(".")[0] for k in self.arrays if k.startswith(prefix)}
+        count = len([i for i in held if i.isdigit()])
+        if held and count != n_layers:
+            fail(self.where, argument, f"= {n_layers}, but {self.argument!r} holds {count} layers "
+                 f"({prefix}0 … {prefix}{count - 1})")  # fmt: skip
 
     def untied(self, prefix):
         """``W_u`` of an output ``nn.Linear`` (``prefix.weight``), or None when absent (tied)."""
@@ -177,7 +192,7 @@ class StateDict:
         W, b = self.linear(prefix)
         if W.ndim != 2 or W.shape[0] % H or np.shape(b) != W.shape[:1]:
             message = f"tensors {prefix!r} have shapes {W.shape} and {b.shape}: not {H} heads"
-            fail(self.where, "state", message + " of (d, d_in) with a bias")
+            fail(self.where, self.argument, message + " of (d, d_in) with a bias")
         return W.reshape(H, -1, W.shape[1]), b.reshape(H, -1)
 
 

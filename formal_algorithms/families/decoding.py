@@ -120,8 +120,26 @@ def cached_draw_step(token, t, layers, head, cache, key, i, tau, form, config):
     return sample_token(step_key(key, i), logits[:, 0], tau), cache
 
 
-def check_start(caller: str, start, n: int, cache: DecoderCache) -> None:
-    """Columns start … start+n−1 fit the cache's T positions, else refused by name."""
+def check_start(caller: str, start, n: int, cache: DecoderCache, sizes=None) -> None:
+    """Columns start … start+n−1 fit the cache's T positions, else refused by name; ``sizes``
+    (L, G, d_attn, d_mid), when given: the cache is θ's (from ``init_*_cache`` of the same θ)."""
+    if not isinstance(cache, DecoderCache):
+        fail(caller, "cache", f"must be the DecoderCache of init_*_cache, got {type(cache).__name__}",
+             TypeError)  # fmt: skip
+    if sizes is not None:
+        L, G, d_attn, d_mid = sizes
+        want_K, want_V = (L, G, None, d_attn), (L, G, None, d_mid)
+        got_K, got_V = cache.K.shape, cache.V.shape
+        if (
+            len(got_K) != 4
+            or len(got_V) != 4
+            or any(
+                w is not None and w != g
+                for w, g in zip(want_K + want_V, got_K + got_V, strict=True)
+            )
+        ):
+            fail(caller, "cache", f"has keys {got_K} and values {got_V}; θ needs (L, G, T, ·) = "
+                 f"({L}, {G}, T, {d_attn}) and ({L}, {G}, T, {d_mid}): make it with init_*_cache(θ, T)")  # fmt: skip
     T = cache.K.shape[2]
     if start < 0 or start + n > T:
         fail(caller, "start", f"= {start} with {n} tokens does not fit the cache of {T} positions")

@@ -255,6 +255,12 @@ def gpt_neox_config(config: dict) -> dict:
     H = config["num_attention_heads"]
     d = config["hidden_size"] // H
     factor = params.get("partial_rotary_factor", config.get("rotary_pct", 0.25))
+    if not 0 <= factor <= 1:
+        fail(
+            caller,
+            "config",
+            f"has partial_rotary_factor (rotary_pct) = {factor}; it must be in [0, 1]",
+        )
     own = GPTNeoXConfig(
         d_rot=int(d * factor),
         rope_base=float(params.get("rope_theta", config.get("rotary_emb_base", 10000.0))),

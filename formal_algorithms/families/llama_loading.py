@@ -69,6 +69,7 @@ def llama_from_state_dict(
     if n_heads % n_kv_heads:
         fail(caller, "n_kv_heads", f"= {n_kv_heads} must divide n_heads = {n_heads}")
     sd = StateDict(state, caller, dtype)
+    sd.check_layers(n_layers, "model.layers.")
     N_V, d_e = _shape(sd, "model.embed_tokens.weight", 2)
     d_attn = _shape(sd, "model.layers.0.self_attn.q_proj.weight", 2)[0] // n_heads
     d_mlp = _shape(sd, "model.layers.0.mlp.gate_proj.weight", 2)[0]

@@ -58,6 +58,9 @@ def mistral_config(config: dict) -> dict:
     caller = "mistral_config"
     if config.get("sliding_window") is None:
         fail(caller, "config", "has no sliding_window: that is the Llama family (llama_logits)")
+    window = config["sliding_window"]
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        fail(caller, "config", f"has sliding_window = {window!r}; it must be an integer >= 1")
     return llama_config(config, caller, window=config["sliding_window"])
 
 

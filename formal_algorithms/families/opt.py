@@ -106,9 +106,9 @@ def opt_logits(x, theta: OPTParams, *, pre_ln=None, eps=None):
     paper = paper_theta(theta)
     config = forward_config(OPT, theta, OPTConfig(), pre_ln=pre_ln, eps=eps)
     check_final_norm(OPT, theta, config)
+    (x,) = check_inputs(paper, OPT, DTransformerParams, x=x)
     if config.pre_ln:
         return d_transformer_logits(x, paper, activation=relu, eps=config.eps)  # the paper's own
-    (x,) = check_inputs(paper, OPT, DTransformerParams, x=x)
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = unidirectional_mask(X.shape[1])
     for layer in theta.layers:  # line 4

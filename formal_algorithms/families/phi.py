@@ -150,6 +150,8 @@ def phi_config(config: dict) -> dict:
         fail(caller, "config", f"has head_dim = {config['head_dim']}, not hidden_size / heads")
     params = config.get("rope_parameters") or {}
     factor = params.get("partial_rotary_factor", config.get("partial_rotary_factor", 0.5))
+    if not 0 <= factor <= 1:
+        fail(caller, "config", f"has partial_rotary_factor = {factor}; it must be in [0, 1]")
     own = GPTNeoXConfig(
         d_rot=int(d_e // H * factor),
         rope_base=rope_base_of(caller, config),

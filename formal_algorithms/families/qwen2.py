@@ -120,6 +120,12 @@ def qwen2_config(config: dict) -> dict:
     """The keywords of :func:`qwen2_from_state_dict` from a ``Qwen2Config.to_dict()`` (θ's
     :class:`.llama.LlamaConfig` among them); what is not written is refused by name."""
     caller = "qwen2_config"
+    if isinstance(config, dict) and config.get("model_type", "qwen2") != "qwen2":
+        fail(
+            caller,
+            "config",
+            f"is a {config['model_type']!r} configuration (model_type), not qwen2's",
+        )
     require(caller, config, "use_sliding_window", (False,))
     return llama_config(config, caller)
 

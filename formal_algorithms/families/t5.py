@@ -41,7 +41,7 @@ import numpy as np
 
 from ..paper.architectures import unembedding_matrix
 from ..paper.attention import MHAttentionParams, unidirectional_mask
-from ..paper.checks import check_sizes, check_tokens, fail
+from ..paper.checks import check_count, check_index, check_sizes, check_tokens, concrete, fail
 from ..paper.functions import gelu_tanh, relu, softmax
 from ..paper.normalisation import rms_norm_columns
 from ..practice.cache import ed_cross_cache
@@ -58,6 +58,7 @@ from .decoding import CachedDecoder, CachedForm
 
 T5 = "t5_logits (Algorithm 8 with T5's substitutions)"
 T5_DECODER = "t5_decoder (Algorithm 15 on T5, cached)"
+T5_GENERATE = "t5_generate (Algorithm 15 on T5, greedy)"
 LOAD = "t5_from_state_dict"
 #: transformers' ``feed_forward_proj`` → (activation, gated) as written here
 FEED_FORWARD = {"gated-gelu": (gelu_tanh, True), "relu": (relu, False)}
@@ -220,6 +221,9 @@ def check_z_valid(caller: str, z_valid, ell_z: int) -> None:
     if np.shape(z_valid) != (ell_z,) or dtype != np.bool_:
         got = f"shape {np.shape(z_valid)} and dtype {dtype}"
         fail(caller, "z_valid", f"must be a boolean ({ell_z},), one per token of z, got {got}")
+    values = concrete(z_valid)
+    if values is not None and not values.any():
+        fail(caller, "z_valid", "marks no token of z as real: there is no context to attend to")
 
 
 def check_source(caller: str, z, z_valid, N_V: int):
@@ -402,6 +406,11 @@ def t5_generate(
     """Greedy decoding (Algorithm 15 with τ = 0), cached: the tokens after ``start``
     (``decoder_start_token_id``, 0 for T5), up to ``max_new`` of them, the last one ``eos`` if it
     came (None: never stop early)."""
+    N_V = check_theta(T5_GENERATE, theta)["N_V"]
+    check_count(T5_GENERATE, "max_new", max_new)
+    check_index(T5_GENERATE, "start", start, N_V)
+    if eos is not None:
+        check_index(T5_GENERATE, "eos", eos, N_V)
     stop = () if eos is None else (eos,)
     return t5_decoder(theta, z, z_valid=z_valid).generate([start], max_new=max_new, stop=stop)
 
