@@ -45,6 +45,10 @@ def _answer(decoder, tokenizer, messages, key, args) -> str:
 def run(args) -> int:
     if args.max_tokens < 1:
         raise ValueError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
+    if args.prompt is not None and not args.prompt.strip():
+        raise ValueError(
+            "--prompt is empty: give a question (or no --prompt, to read them from stdin)"
+        )
     from ..families.llama import Decoder
     from ..interop.gguf import smollm2_path
     from .common import load_gguf

@@ -201,14 +201,15 @@ INPUT_FILES = {
     "attention": ("checkpoint",),
     "trace": ("checkpoint",),
 }
-#: output options: a directory to write into (DIR) or a file to write (FILE), per command.
+#: output options: directories to write into (DIR) or files to write (FILE), per command.
 OUTPUTS = {
-    "train": ("out", "DIR"),
-    "seq2seq": ("out", "DIR"),
-    "mlm": ("out", "DIR"),
-    "finetune": ("out", "DIR"),
-    "attention": ("out", "FILE"),
-    "trace": ("html", "FILE"),
+    "train": (("out", "DIR"),),
+    "seq2seq": (("out", "DIR"),),
+    "mlm": (("out", "DIR"),),
+    "finetune": (("out", "DIR"),),
+    "attention": (("out", "FILE"),),
+    "trace": (("html", "FILE"),),
+    "benchmark": (("json", "FILE"), ("png", "FILE")),
 }
 BYTES_PER_FLOAT = 4
 
@@ -247,8 +248,7 @@ def validate_options(args) -> None:
         path = getattr(args, name, None)
         if path is not None:
             check_input_file(option(name), path)
-    if command in OUTPUTS and getattr(args, "resume", None) is None:
-        name, kind = OUTPUTS[command]
+    for name, kind in OUTPUTS.get(command, ()) if getattr(args, "resume", None) is None else ():
         path = getattr(args, name, None)
         if path is not None:
             (check_out_dir if kind == "DIR" else check_out_file)(option(name), path)

@@ -109,6 +109,14 @@ def load_run(args, architecture: str, config_keys):
     and ``--early-stop`` keep the run's unless given now)."""
     out = pathlib.Path(args.resume)
     path = out / CHECKPOINT_NAME
+    if out.is_file():
+        raise ValueError(
+            f"--resume {args.resume!r} is a file; give the run's directory (--resume {out.parent})"
+        )
+    if getattr(args, "force", False):
+        raise ValueError(
+            "--force does not apply with --resume: a resumed run writes to its own DIR"
+        )
     if not path.exists():
         raise FileNotFoundError(f"--resume {args.resume!r}: there is no {CHECKPOINT_NAME} in it")
     checkpoint = load_checkpoint(path)

@@ -94,7 +94,7 @@ def _decoder(args, theta, tokenizer, activation, eps, about) -> Subject:
     kw = dict(activation=activation or gelu, eps=EPS if eps is None else eps)
     x = _encode(tokenizer, args.prompt, "--prompt", bos=True)
     hp = hyperparameters(theta)
-    _fits(x, hp["ell_max"] - (args.generate or 1) + 1, "--prompt")
+    _fits(x, hp["ell_max"], "--prompt", args.generate)
     label = functools.partial(_char, tokenizer)
     if args.generate:
         fn = functools.partial(d_inference, ell_gen=args.generate, tau=args.temperature, **kw)
@@ -214,7 +214,7 @@ def _gguf(args) -> Subject:
     x = tokenizer.encode(args.prompt)
     if not x:
         raise ValueError("--prompt is empty: nothing to trace")
-    _fits(x, model.context - (args.generate or 1) + 1, "--prompt")
+    _fits(x, model.context, "--prompt", args.generate)
     config = dict(theta=model.theta)  # θ carries its RoPE base and ε
     logits, P = functools.partial(llama_logits, **config), functools.partial(llama, **config)
     hp = llama_hyperparameters(model.theta)
@@ -248,7 +248,7 @@ def _hf(args) -> Subject:
     x = tokenizer.encode(args.prompt)
     if not x:
         raise ValueError("--prompt is empty: nothing to trace")
-    _fits(x, loaded.context - (args.generate or 1) + 1, "--prompt")
+    _fits(x, loaded.context, "--prompt", args.generate)
     about = f"{args.hf} ({loaded.description})"
     if args.generate and not loaded.decoder:
         raise ValueError(f"--generate: {args.hf} is an encoder ({loaded.description})")
@@ -310,7 +310,13 @@ def _symbols(text, n_symbols, ell_max):
     return z
 
 
-def _fits(x, limit, option):
+def _fits(x, limit, option, generate=None):
+    """``x`` and the ``generate`` tokens after it (all but the last read back) fit ``limit``."""
+    if generate and len(x) + generate - 1 > limit:
+        raise ValueError(
+            f"{option} of {len(x)} tokens with --generate {generate} needs {len(x) + generate - 1} "
+            f"positions, more than the model reads here ({limit}); shorten one of them"
+        )
     if len(x) > limit:
         raise ValueError(f"{option} is {len(x)} tokens, more than the model reads here ({limit})")
 

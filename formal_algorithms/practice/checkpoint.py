@@ -171,6 +171,10 @@ def load_checkpoint(
     hp = _field(where, metadata, "hyperparameters")
     if architecture is not None and kind != architecture:
         raise ValueError(f"{where} holds a {kind}, expected a {architecture}")
+    for k in expected_hp:
+        if k not in hp:
+            raise TypeError(f"{where}: argument {k!r} is not a hyperparameter of its {kind} "
+                            f"({', '.join(sorted(hp))})")  # fmt: skip
     wrong = {k: (hp.get(k), v) for k, v in expected_hp.items() if hp.get(k) != v}
     if wrong:
         detail = ", ".join(f"{k} = {a} (expected {b})" for k, (a, b) in wrong.items())

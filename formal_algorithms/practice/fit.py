@@ -85,7 +85,8 @@ def _check_training(theta, data, key, optimizer, N_steps, batch_size, train, tra
     reduction, p_mask = train_kw.get("reduction", "mean"), train_kw.get("p_mask", 0.15)
     if train is None:
         algorithm = trainer.check_theta(theta, NAME)
-        trainer.as_examples(algorithm, data, theta)
+        if not trainer.as_examples(algorithm, data, theta):
+            fail(algorithm, "data", "is empty; there is nothing to train on")
     else:
         algorithm = NAME
     trainer.check_options(algorithm, optimizer, None, N_steps, batch_size, reduction, key, p_mask)
