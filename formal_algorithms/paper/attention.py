@@ -83,6 +83,16 @@ def causal_mask(t_z: Int[Arr, " ell_z"], t_x: Int[Arr, " ell_x"]) -> Bool[Arr, "
     of earlier keys): building the mask from positions, not from a top-left-aligned triangle,
     keeps the newest query able to see every earlier key.
     """
+    for name, t in (("t_z", t_z), ("t_x", t_x)):
+        if jnp.ndim(t) != 1:
+            fail("causal_mask (eq. 3)", name, f"must be 1-D positions, got shape {jnp.shape(t)}")
+        if not jnp.issubdtype(jnp.result_type(t), jnp.integer):
+            fail(
+                "causal_mask (eq. 3)",
+                name,
+                f"must hold integer positions, got dtype {jnp.result_type(t)}",
+                TypeError,
+            )
     return t_z[:, None] <= t_x[None, :]
 
 

@@ -18,6 +18,18 @@ def compute_dtype(dtype):
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def _check_scores(algorithm, A) -> None:
+    """``A`` a float vector or matrix (a column, or columns, of scores)."""
+    if not hasattr(A, "dtype") or not jnp.issubdtype(A.dtype, jnp.floating) or A.ndim > 2:
+        fail(
+            algorithm,
+            "A",
+            "must be a float vector or matrix, got "
+            f"{getattr(A, 'dtype', type(A).__name__)} of shape {jnp.shape(A)}",
+            TypeError,
+        )
+
+
 def softmax(
     A: Float[Arr, "ell_z *ell_x"],  # noqa: F821 ("*ell_x": zero or one jaxtyping dimension)
     mask: Shaped[Arr, "ell_z *ell_x"] | None = None,  # noqa: F821
@@ -33,14 +45,7 @@ def softmax(
     (a NaN in ``A`` stays NaN in its column). ``A`` must be a float vector or matrix and ``mask``
     exactly ``A``'s shape (no broadcasting): checked on shapes, so also under ``jit``.
     """
-    if not hasattr(A, "dtype") or not jnp.issubdtype(A.dtype, jnp.floating) or A.ndim > 2:
-        fail(
-            "softmax (eq. 2)",
-            "A",
-            "must be a float vector or matrix, got "
-            f"{getattr(A, 'dtype', type(A).__name__)} of shape {jnp.shape(A)}",
-            TypeError,
-        )
+    _check_scores("softmax (eq. 2)", A)
     if mask is not None and jnp.shape(mask) != A.shape:
         fail("softmax (eq. 2)", "mask", f"has shape {jnp.shape(mask)}, expected A's {A.shape}")
     dtype = A.dtype
@@ -59,7 +64,9 @@ def softmax(
 
 
 def log_softmax(A: Float[Arr, "ell_z *ell_x"]) -> Float[Arr, "ell_z *ell_x"]:  # noqa: F821 (variadic jaxtyping dimension)
-    """``log softmax(A)`` column-wise (eq. 2), computed stably; used by the training losses."""
+    """``log softmax(A)`` column-wise (eq. 2), computed stably; used by the training losses.
+    ``A`` must be a float vector or matrix, as for :func:`softmax`."""
+    _check_scores("log_softmax (eq. 2)", A)
     dtype = A.dtype
     A = A.astype(compute_dtype(dtype))
     return jax.nn.log_softmax(A, axis=0).astype(dtype)

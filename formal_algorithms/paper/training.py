@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .architectures import d_transformer_logits, e_transformer_logits, ed_transformer_logits
-from .checks import check_key, check_tokens, concrete, fail
+from .checks import as_tokens, check_count, check_key, check_sizes, check_tokens, concrete, fail
 from .functions import gelu, log_softmax, relu
 from .normalisation import EPS
 from .parameters import DTransformerParams, EDTransformerParams, ETransformerParams
@@ -207,6 +207,13 @@ def draw_mask(key, ell: int, p_mask, ell_max: int):
     One Bernoulli draw per position of the model's context (ℓ_max of them) from ``key``; the first
     ℓ are used. So position t's draw depends only on the key and t, never on the padding.
     """
+    check_key(ALG12, key)
+    check_sizes(ALG12, ell_max=ell_max)
+    check_count(ALG12, "ell", ell, minimum=1)
+    if ell > ell_max:
+        fail(ALG12, "ell", f"= {ell} > ell_max = {ell_max}: one coin per position of the context")
+    if not isinstance(p_mask, jax.core.Tracer):  # a traced p_mask was checked by its caller
+        check_p_mask(ALG12, p_mask)
     return jax.random.bernoulli(key, p_mask, (ell_max,))[:ell]
 
 
@@ -217,6 +224,8 @@ def mask_tokens(key, x, theta: ETransformerParams, *, p_mask, valid=None):
     per context position, :func:`draw_mask`). ``valid`` (padded input): padded positions are never
     masked.
     """
+    x = as_tokens(x)
+    _check_padded(ALG12, ETransformerParams, theta, x=(x, valid))
     N_V, ell_max = theta.W_e.shape[1], theta.W_p.shape[1]
     mask_token = N_V - 3
     masked = draw_mask(key, x.shape[0], p_mask, ell_max)

@@ -16,6 +16,7 @@ that the rest of the suite let pass.
 
 import contextlib
 import logging
+import math
 import re
 
 import jax
@@ -25,7 +26,7 @@ import pytest
 from params import perturbed
 
 import formal_algorithms as fa
-from formal_algorithms.paper import checks, parameters, training
+from formal_algorithms.paper import checks, inference, parameters, training
 
 # Shapes of their own, so that no other test has compiled these executables before.
 D_HP = dict(N_V=9, ell_max=5, L=1, H=2, d_e=4, d_mlp=6)
@@ -423,8 +424,9 @@ PADDED = [
     ("ETraining (Algorithm 12)", "x_valid", lambda t, v: training.e_loss_padded(t["e"], T4, T4, v)),
     ("EDTraining (Algorithm 11)", "z_valid", lambda t, v: training.ed_loss_padded(t["ed"], T4, v, T4, jnp.ones(4, bool))),
     ("EDTraining (Algorithm 11)", "x_valid", lambda t, v: training.ed_loss_padded(t["ed"], T4, jnp.ones(4, bool), T4, v)),
+    ("ETraining (Algorithm 12)", "x_valid", lambda t, v: fa.mask_tokens(KEY, T4, t["e"], p_mask=0.5, valid=v)),
 ]  # fmt: skip
-PADDED_IDS = ["e_logits", "ed_logits", "d_loss", "e_loss", "ed_loss-z", "ed_loss-x"]
+PADDED_IDS = ["e_logits", "ed_logits", "d_loss", "e_loss", "ed_loss-z", "ed_loss-x", "mask_tokens"]
 
 
 @pytest.mark.parametrize("algorithm, argument, call", PADDED, ids=PADDED_IDS)
@@ -442,3 +444,158 @@ def test_every_padded_form_checks_the_shape_and_order_of_each_valid(
             call(thetas, valid)
     with pytest.raises(ValueError, match=rf"^{prefix} must be True…True False…False \(padding at the end\)$"):  # fmt: skip
         call(thetas, jnp.asarray([True, False, True, True]))
+
+
+# ---------------------------------------------------------------------------------- seed 808
+# Every function of Algorithms 1-7 and eq. 1-3 given a bad array argument: (function, argument,
+# call). The refusal must name that function and that argument, not a function it calls later
+# (deleting a function's own check must show even when a later check would still refuse).
+F = lambda *shape: jnp.ones(shape)  # noqa: E731
+I = lambda *shape: jnp.ones(shape, jnp.int32)  # noqa: E731
+A1 = fa.init_attention(KEY, 4, 5, 3, 2)  # d_x = 4, d_z = 5, d_attn = 3, d_out = 2
+MH = fa.init_mh_attention(KEY, 2, 4, 5, 3, 3, 2)
+G, B = jnp.ones(4), jnp.zeros(4)
+OWN_ARGUMENTS = {
+    "token_embedding W_e vector": ("token_embedding (Algorithm 1)", "W_e", lambda: fa.token_embedding(1, F(4))),
+    "positional_embedding W_p vector": ("positional_embedding (Algorithm 2)", "W_p", lambda: fa.positional_embedding(1, F(4))),
+    "embed x matrix": ("embed (eq. 1)", "x", lambda: fa.embed(I(1, 1), F(4, 9), F(4, 5))),
+    "embed W_p rows": ("embed (eq. 1)", "W_p", lambda: fa.embed(I(1), F(4, 9), F(3, 5))),
+    "alg3 e matrix": ("single_query_attention (Algorithm 3)", "e", lambda: fa.single_query_attention(F(4, 1), F(5, 2), A1)),
+    "alg3 e_ctx vector": ("single_query_attention (Algorithm 3)", "e_ctx", lambda: fa.single_query_attention(F(4), F(5), A1)),
+    "alg3 e_ctx rows": ("single_query_attention (Algorithm 3)", "e_ctx", lambda: fa.single_query_attention(F(4), F(4, 2), A1)),
+    "alg4 X rows": ("attention (Algorithm 4)", "X", lambda: fa.attention(F(3, 2), F(5, 2), A1)),
+    "alg4 Z rows": ("attention (Algorithm 4)", "Z", lambda: fa.attention(F(4, 2), F(4, 2), A1)),
+    "alg4 Mask": ("attention (Algorithm 4)", "Mask", lambda: fa.attention(F(4, 2), F(5, 3), A1, jnp.ones((2, 3), bool))),
+    "alg5 X rows": ("mh_attention (Algorithm 5)", "X", lambda: fa.mh_attention(F(3, 2), F(5, 2), MH)),
+    "alg5 Z rows": ("mh_attention (Algorithm 5)", "Z", lambda: fa.mh_attention(F(4, 2), F(4, 2), MH)),
+    "alg5 Mask": ("mh_attention (Algorithm 5)", "Mask", lambda: fa.mh_attention(F(4, 2), F(5, 3), MH, jnp.ones((2, 3), bool))),
+    "layer_norm e matrix": ("layer_norm (Algorithm 6)", "e", lambda: fa.layer_norm(F(4, 2), G, B)),
+    "layer_norm_columns X vector": ("layer_norm (Algorithm 6)", "X", lambda: fa.layer_norm_columns(F(4), G, B)),
+    "layer_norm_columns X 3-D": ("layer_norm (Algorithm 6)", "X", lambda: fa.layer_norm_columns(F(4, 2, 1), G, B)),
+    "layer_norm_columns X int": ("layer_norm (Algorithm 6)", "X", lambda: fa.layer_norm_columns(I(4, 2), G, B)),
+    "rms_norm e matrix": ("rms_norm", "e", lambda: fa.rms_norm(F(4, 2), G)),
+    "rms_norm_columns X vector": ("rms_norm", "X", lambda: fa.rms_norm_columns(F(4), G)),
+    "rms_norm_columns X 3-D": ("rms_norm", "X", lambda: fa.rms_norm_columns(F(4, 2, 1), G)),
+    "rms_norm_columns X int": ("rms_norm", "X", lambda: fa.rms_norm_columns(I(4, 2), G)),
+    "unembedding e rows": ("unembedding (Algorithm 7)", "e", lambda: fa.unembedding(F(3, 2), F(9, 4))),
+    "unembedding W_u vector": ("unembedding (Algorithm 7)", "W_u", lambda: fa.unembedding(F(4, 2), F(4))),
+    "softmax A int": ("softmax (eq. 2)", "A", lambda: fa.softmax(I(3, 2))),
+    "softmax mask": ("softmax (eq. 2)", "mask", lambda: fa.softmax(F(3, 2), jnp.ones((2, 3), bool))),
+    "log_softmax A int": ("log_softmax (eq. 2)", "A", lambda: fa.log_softmax(I(3, 2))),
+    "log_softmax A 3-D": ("log_softmax (eq. 2)", "A", lambda: fa.log_softmax(F(3, 2, 1))),
+    "causal_mask t_z matrix": ("causal_mask (eq. 3)", "t_z", lambda: fa.causal_mask(I(2, 2), jnp.arange(3))),
+    "causal_mask t_x float": ("causal_mask (eq. 3)", "t_x", lambda: fa.causal_mask(jnp.arange(3), F(3))),
+    "key_padding_mask valid matrix": ("key_padding_mask", "valid", lambda: fa.key_padding_mask(jnp.ones((2, 2), bool), 3)),
+    "sample_token logits matrix": ("sample_token", "logits", lambda: fa.sample_token(KEY, F(3, 2), 1.0)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "algorithm, argument, call", OWN_ARGUMENTS.values(), ids=OWN_ARGUMENTS.keys()
+)
+def test_every_layer_level_function_names_its_own_bad_argument(algorithm, argument, call):
+    """Seed 808: deleting ``single_query_attention``'s row check on ``e_ctx`` (a raw matmul
+    error followed) or ``rms_norm_columns``' own check (``rms_norm`` then refused the column
+    under the name ``e``) went unseen. Writing this table found three functions that checked
+    nothing: ``log_softmax`` cast the log-probabilities of integer scores back to integers,
+    ``causal_mask`` broadcast a matrix of positions into a 3-D mask (or failed in JAX), and
+    ``mask_tokens`` (below). They check now. (``mlp`` still raises JAX's own error.)"""
+    with pytest.raises((TypeError, ValueError), match=rf"^{re.escape(algorithm)}.*: argument {re.escape(repr(argument))} "):  # fmt: skip
+        call()
+
+
+def test_causal_mask_and_log_softmax_still_take_what_they_took():
+    """Mask[i, j] = [[t_z[i] ≤ t_x[j]]], and log softmax by columns (numpy's, in float64)."""
+    mask = fa.causal_mask(jnp.asarray([0, 2, 3]), jnp.asarray([1, 2]))
+    np.testing.assert_array_equal(mask, [[True, True], [False, True], [False, False]])
+    A = np.asarray([[0.0, 1.0], [2.0, -1.0], [0.5, 0.5]])
+    expected = A - np.log(np.exp(A).sum(axis=0, keepdims=True))
+    np.testing.assert_allclose(fa.log_softmax(jnp.asarray(A)), expected, rtol=1e-12)
+    np.testing.assert_allclose(fa.log_softmax(jnp.asarray(A[:, 0])), expected[:, 0], rtol=1e-12)
+
+
+def test_mask_tokens_and_draw_mask_name_each_bad_argument():
+    """Algorithm 12, lines 4-6 as functions of their own checked nothing: a Python list raised
+    ``AttributeError``, an id of 99, a θ of Algorithm 10 and p_mask = 2 were used silently. They
+    are checked under Algorithm 12's name, like the padded loss they feed."""
+    e = fa.init_e_transformer(KEY, **{**D_HP, "L": 1})
+    alg12 = re.escape("ETraining (Algorithm 12): argument ")
+    mask = lambda x, theta=e, **kw: fa.mask_tokens(KEY, x, theta, **{"p_mask": 0.5, **kw})  # noqa: E731
+    cases = [
+        (lambda: mask(jnp.asarray([[1, 2]])), "'x' must be a 1-D token sequence"),
+        (lambda: mask(jnp.asarray([1, 99])), "'x' holds token ids [99]"),
+        (lambda: mask(jnp.arange(6)), "'x' has length 6 > ell_max = 5"),
+        (
+            lambda: mask(T4, fa.init_d_transformer(KEY, **D_HP)),
+            "'theta' must be ETransformerParams",
+        ),
+        (lambda: mask(T4, p_mask=2.0), "'p_mask' must be in the open interval (0, 1), got 2.0"),
+        (lambda: mask(T4, p_mask=float("nan")), "'p_mask' must be in the open interval (0, 1)"),
+        (lambda: fa.mask_tokens(3, T4, e, p_mask=0.5), "'key' must be one jax.random key"),
+        (lambda: fa.draw_mask(KEY, 6, 0.5, 5), "'ell' = 6 > ell_max = 5"),
+        (lambda: fa.draw_mask(KEY, 0, 0.5, 5), "'ell' = 0 must be at least 1"),
+        (lambda: fa.draw_mask(KEY, 2, 0.5, 0), "'ell_max' = 0 must be at least 1"),
+        (lambda: fa.draw_mask(KEY, 2, 1.5, 5), "'p_mask' must be in the open interval (0, 1)"),
+    ]
+    for call, message in cases:
+        with pytest.raises((TypeError, ValueError), match=f"^{alg12}{re.escape(message)}"):
+            call()
+    np.testing.assert_array_equal(mask([1, 2, 3, 4]), mask(T4))  # a list is an array
+    coins = np.asarray(fa.draw_mask(KEY, 4, 0.5, 5))
+    np.testing.assert_array_equal(mask(T4), np.where(coins, D_HP["N_V"] - 3, T4))
+    traced = jax.jit(lambda p: fa.mask_tokens(KEY, T4, e, p_mask=p))(0.5)  # a traced p_mask
+    np.testing.assert_array_equal(traced, mask(T4))
+
+
+# Every function of the package's API that takes token ids, called with a Python list and with
+# the array: the same. (The padded forms of ``paper.training`` take the arrays of ``pad``.)
+Z3, X3 = [4, 5, 6], [1, 2, 3]
+TAKE_LISTS = {
+    "d_transformer": lambda t, a: fa.d_transformer(a, t["d"]),
+    "d_transformer_logits": lambda t, a: fa.d_transformer_logits(a, t["d"]),
+    "e_transformer": lambda t, a: fa.e_transformer(a, t["e"]),
+    "e_transformer_logits": lambda t, a: fa.e_transformer_logits(a, t["e"]),
+    "ed_transformer": lambda t, a: fa.ed_transformer(a, a, t["ed"]),
+    "ed_transformer_logits": lambda t, a: fa.ed_transformer_logits(a, a, t["ed"]),
+    "ed_decode_logits": lambda t, a: fa.ed_decode_logits(a, fa.ed_encode(jnp.asarray(Z3), t["ed"]), t["ed"]),
+    "ed_encode": lambda t, a: fa.ed_encode(a, t["ed"]),
+    "embed": lambda t, a: fa.embed(a, t["d"].W_e, t["d"].W_p),
+    "d_loss": lambda t, a: fa.d_loss(t["d"], a),
+    "e_loss": lambda t, a: fa.e_loss(t["e"], a, a),
+    "ed_loss": lambda t, a: fa.ed_loss(t["ed"], a, a),
+    "mask_tokens": lambda t, a: fa.mask_tokens(KEY, a, t["e"], p_mask=0.5),
+    "d_inference": lambda t, a: fa.d_inference(a, t["d"], KEY, ell_gen=2),
+    "d_inference window": lambda t, a: fa.d_inference(a, t["d"], KEY, ell_gen=4, window=True),
+    "ed_inference": lambda t, a: fa.ed_inference(a, t["ed"], KEY, max_length=4),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("call", TAKE_LISTS.values(), ids=TAKE_LISTS.keys())
+def test_every_function_that_takes_token_ids_takes_a_python_list(d_theta, ed_theta, call):
+    """Seed 808: deleting ``ed_inference``'s ``z = jnp.asarray(z)`` went unseen (a list then
+    failed at the end, on ``z.dtype``). Each function gives a list what it gives the array, and
+    the inferences return an array in the array's dtype."""
+    thetas = dict(d=d_theta, ed=ed_theta, e=fa.init_e_transformer(KEY, **{**D_HP, "L": 1}))
+    from_list, from_array = call(thetas, X3), call(thetas, jnp.asarray(X3))
+    for a, b in zip(jax.tree.leaves(from_list), jax.tree.leaves(from_array), strict=True):
+        assert isinstance(a, jax.Array) and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.0, math.inf])
+def test_sampling_at_every_temperature_forms_no_nan_even_in_a_discarded_branch(tau):
+    """Seed 808: ``_log_q``'s guard ``where(τ = 0, 1, τ)`` made ``where(τ = 1, 1, τ)`` went unseen:
+    at τ = 0 the sample is the argmax either way, but log q became 0/0 = NaN in the branch the
+    argmax discards, which JAX's NaN check reports and which made the gradient of the tempered
+    distribution NaN. The same bug class as the masked softmax's double ``where``: no NaN is
+    formed from finite logits, at τ = 0, 1 or ∞, in the value or in the gradient."""
+    logits = jnp.asarray([0.5, 2.0, -1.0, 2.0])
+    with jax.debug_nans(True):
+        y = fa.sample_token(KEY, logits, tau)
+        q = inference.tempered_distribution(logits, tau)
+        jac = jax.jacrev(lambda l: inference.tempered_distribution(l, tau))(logits)
+        masked = jax.grad(lambda A: fa.softmax(A, jnp.asarray([[True], [False]]))[0, 0])(F(2, 1))
+    assert 0 <= int(y) < 4 and np.isclose(float(jnp.sum(q)), 1.0)
+    assert np.all(np.isfinite(jac)) and np.all(np.isfinite(masked))
+    if tau == 0.0:
+        assert int(y) == 1 and np.array_equal(q, [0, 1, 0, 0]) and not np.any(jac)
