@@ -44,7 +44,7 @@ def mlp(
 
 
 def post_ln_layer(X, layer: Layer, Mask, activation, eps=EPS, *, attention=mh_attention):
-    """Lines 5-8 of Algorithms 8 (encoder) and 9: a Post-LN layer, the norm after each residual sum.
+    """Lines 5-8 of Algorithms 9 and 8 (encoder): a Post-LN layer, the norm after each residual sum.
 
     ``attention``: Algorithm 5 (``attention(X, Z, W, Mask)``), or another evaluation of it (the
     batch-as-columns one of :mod:`.fast`)."""

@@ -142,9 +142,10 @@ def cached_decoder_attention(positions, kv: KV, qkv=paper_projection):
     written = []
 
     def attention(X, Z, W, Mask):
-        if isinstance(Z, KV):  # line 16: Z's keys and values, computed once per z
+        # (not `# line` tags: ed_decoder_layer's lines 14 and 16 record the residual sums)
+        if isinstance(Z, KV):  # cross-attention over Z's keys and values, computed once per z
             return stored_attention(W, X, Z, Mask)
-        A, new = cached_attention(qkv(W), W.W_o, W.b_o, X, positions, kv)  # line 14
+        A, new = cached_attention(qkv(W), W.W_o, W.b_o, X, positions, kv)  # over the cache
         written.append(new)
         return A
 

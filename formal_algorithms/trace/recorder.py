@@ -136,6 +136,10 @@ class Recorder:
             algorithm = own
             prefix = [_Segment(pseudocode.label(own), {}, ())] if own is not None else []
             return _Frame(index, algorithm, prefix, ())
+        if own is None and len(index.static) > 1 and parent.algorithm not in index.static:
+            # a layer two algorithms print (the Post-LN layer of 8 and 9) run by a third (a
+            # Post-LN Algorithm 10): its lines are the first one's, not the caller's lines
+            own = index.static[0]
         algorithm = own if own is not None else parent.algorithm
         site = parent.current
         vector, prefix, carry = parent.vector, list(parent.prefix), dict(parent.carry)
@@ -262,7 +266,9 @@ class Recorder:
         if stmt.kind == "loop" or "scan(" in stmt.code:
             return ()
         names = (pseudocode.loop_variable(state.algorithm, n) for n in stmt.lines)
-        return tuple(n for n in names if n)
+        # The layer loop's body overwrites one X: a statement that covers it (a whole stack in one
+        # call) has the value after the last layer, never one value per l to split.
+        return tuple(n for n in names if n and n != "l")
 
     # ---------------------------------------------------------------------------- records
 

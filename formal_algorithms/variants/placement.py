@@ -115,16 +115,16 @@ def check_stack(name: str, layers) -> None:
 def post_ln_stack(X, layers, Mask, activation, eps=EPS):
     """``for l: X ← post_ln_layer(X)``: a Post-LN stack, which ends normalised by its last layer."""
     check_stack("post_ln_stack", layers)
-    for layer in layers:
-        X = post_ln_layer(X, layer, Mask, activation, eps)
+    for layer in layers:  # line 4
+        X = post_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8
     return X
 
 
 def pre_ln_stack(X, layers, Mask, activation, gamma, beta, eps=EPS):
     """``for l: X ← pre_ln_layer(X)``, then the stack's final norm (Algorithm 10, lines 4-10)."""
     check_stack("pre_ln_stack", layers)
-    for layer in layers:
-        X = pre_ln_layer(X, layer, Mask, activation, eps)
+    for layer in layers:  # line 4
+        X = pre_ln_layer(X, layer, Mask, activation, eps)  # lines 5-8
     return layer_norm_columns(X, gamma, beta, eps)
 
 

@@ -151,9 +151,9 @@ CASES = {
     "opt-pre-ln-layer": (lambda: post_ln_opt("small"), _pre_ln_layer_1,
                          (5, 4, 1, {"l": 1, "h": 1}, ""), "another input than the paper's X of "
                          "line 3"),
-    "opt-gelu": (lambda: post_ln_opt("wider"), _gelu_in_layer_2, (7, 10, 7, {"l": 2}, ""),
+    "opt-gelu": (lambda: post_ln_opt("wider"), _gelu_in_layer_2, (7, 9, 7, {"l": 2}, ""),
                  "exact \\(erf\\) GELU"),
-    "opt-eps": (lambda: post_ln_opt("small"), _eps_after_attention_2, (6, 10, 6, {"l": 2}, ""),
+    "opt-eps": (lambda: post_ln_opt("small"), _eps_after_attention_2, (6, 9, 6, {"l": 2}, ""),
                 "ε ≈ 0.001"),
     "opt-positions": (lambda: post_ln_opt("wider"), _positions_offset_1, (3, 10, 3, {}, ""), ""),
 }  # fmt: skip

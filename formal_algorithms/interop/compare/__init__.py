@@ -192,7 +192,7 @@ def comparison(family, model_name, tolerance, *, captured=None, last_column=Fals
     fn, args, kwargs = family.paper()
     records = trace(fn, *args, **kwargs).records
     exposed, extra = family.run() if captured is None else captured
-    paper_list = paper_values(records, family.algorithm, family.final_line)
+    paper_list = paper_values(records, family.algorithm, family.final_line, family.layer_algorithm)
     if last_column:
         family.full_paper = {k: np.asarray(rec.value, np.float64) for k, rec, _ in paper_list}
         paper_list = [

@@ -50,13 +50,13 @@ def key(top, site, algorithm, line, part="", **indices) -> Key:
     return Key(top, site, algorithm, line, part, tuple(sorted(indices.items())))
 
 
-def paper_values(records, top: int, final_line: int):
+def paper_values(records, top: int, final_line: int, layer: int | None = None):
     """``[(Key, record, the site's lines)]`` in execution order, one per line value (the first
     record of a key wins: ``lines 5-8`` after ``line 8``); a second record of Q or K (RoPE's
     rotation) is kept under the part ``"rotated"``."""
     out, seen, site, site_indices, site_lines = [], set(), None, {}, ()
     for rec in reversed(records):
-        if rec.algorithm == top:
+        if rec.algorithm in (top, layer):  # `layer`: the algorithm whose layer the top one runs
             site, site_indices, site_lines = rec.line, rec.indices, rec.lines
         if not hasattr(rec.value, "shape") or np.ndim(rec.value) == 0 or site is None:
             continue
@@ -64,7 +64,7 @@ def paper_values(records, top: int, final_line: int):
         part = rec.name if rec.part else ""
         if rec.algorithm == top and rec.line == final_line and not rec.part:
             part = "P"
-        at = rec.line if rec.algorithm == top else site
+        at = rec.line if rec.algorithm in (top, layer) else site
         out.append((key(top, at, rec.algorithm, rec.line, part, **indices), rec, site_lines))
     out.reverse()
     result = []

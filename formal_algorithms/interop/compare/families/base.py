@@ -199,6 +199,9 @@ class Family:
     weights_kwargs: tuple = ()  # module templates whose call must ask for the weights
     rms = False  # the norms are RMSnorm
     G = None  # key/value sets (grouped-query attention)
+    # the algorithm whose printed layer the paper's run calls for ``layer_lines`` (a Post-LN
+    # decoder runs Algorithm 9's layer; the trace records those lines under it)
+    layer_algorithm, layer_lines = None, ()
     float64 = False  # set by compare(): the run is in float64
     x = z = None  # set by compare(): the tokens
 
@@ -339,7 +342,8 @@ class Family:
 
     def norm_of(self, k):
         """(γ, β, paper key of the norm's input, ε) for a norm line, or None."""
-        if k.algorithm != self.algorithm or k.line not in self.norm_params:
+        own = self.layer_algorithm if k.line in self.layer_lines else self.algorithm
+        if k.algorithm != own or k.line not in self.norm_params:
             return None
         owner = self.theta if k.l is None else self.theta.layers[k.l - 1]
         g, b = self.norm_params[k.line]
@@ -397,8 +401,9 @@ def _ask_for_weights(kwargs):
 
 
 def paper_key(family, site, line, **indices):
-    """A key of the top algorithm's own line."""
-    return key(family.algorithm, site, family.algorithm, line, **indices)
+    """A key of the top algorithm's own line (of its layer's algorithm for ``layer_lines``)."""
+    algorithm = family.layer_algorithm if line in family.layer_lines else family.algorithm
+    return key(family.algorithm, site, algorithm, line, **indices)
 
 
 class PreLNDecoder(Family):

@@ -61,10 +61,10 @@ POST_LN_TABLE = (
     Tap(5, 5, 2, f"{A_}.out_proj", "in", heads()),  # Y^h
     Tap(5, 5, 3, f"{A_}.out_proj", "in"),
     Tap(5, 5, 4, f"{A_}.out_proj"),
-    Tap(5, 10, 5, f"{L_}.self_attn_layer_norm", "in"),  # X + MHAttention(X)
-    Tap(6, 10, 6, f"{L_}.self_attn_layer_norm"),
-    Tap(7, 10, 7, f"{L_}.final_layer_norm", "in"),  # X + MLP(X)
-    Tap(8, 10, 8, L_),  # final_layer_norm's output, the layer's
+    Tap(5, 9, 5, f"{L_}.self_attn_layer_norm", "in"),  # X + MHAttention(X)
+    Tap(6, 9, 6, f"{L_}.self_attn_layer_norm"),
+    Tap(7, 9, 7, f"{L_}.final_layer_norm", "in"),  # X + MLP(X)
+    Tap(8, 10, 8, L_),  # final_layer_norm's output, the layer's (lines 5-8 of Algorithm 10)
     Tap(11, 10, 11, "lm_head", "out", part="logits"),
 )
 
@@ -134,6 +134,7 @@ class PostLNOpt(Family):
 
     name = "Algorithm 10 with OPT's substitutions, Post-LN (families.opt, pre_ln=False)"
     algorithm, final_line = 10, 11
+    layer_algorithm, layer_lines = 9, (5, 6, 7)
     table, extras = POST_LN_TABLE, POST_LN_EXTRAS
     kinds = {3: "embedding", 5: "attention residual", 6: "norm", 7: "mlp residual", 8: "norm",
              11: "output"}  # fmt: skip
