@@ -70,10 +70,12 @@ TESTS = {
     "formal_algorithms/paper/functions.py": [
         "test_functions_and_norms.py",
         "test_attention.py",
+        "test_mutation_kills_paper.py",
         "test_every_check_is_called.py",
     ],
     "formal_algorithms/paper/normalisation.py": [
         "test_functions_and_norms.py",
+        "test_mutation_kills_paper.py",
         "test_every_check_is_called.py",
     ],
     "formal_algorithms/paper/embeddings.py": [
