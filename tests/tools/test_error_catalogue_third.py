@@ -149,6 +149,9 @@ def test_families(hf):
              r"^llama_cached_logits", r"'cache' has keys"),
         Case("cached logits: no cache", lambda: llama.llama_cached_logits(x, 0, theta, None),
              TypeError, r"^llama_cached_logits", r"'cache' must be the DecoderCache"),
+        Case("qwen2 loader: no q/k/v biases", lambda: qwen2.qwen2_from_state_dict(
+             state, **qwen2.qwen2_config(dict(config, model_type="qwen2"))), ValueError,
+             r"^qwen2_from_state_dict", r"argument 'state' has no tensor '.*q_proj.bias'"),
         Case("qwen2_config of Llama's", lambda: qwen2.qwen2_config(config), ValueError,
              r"^qwen2_config", r"'config' is a 'llama' configuration"),
         Case("mistral_config window 'four'", lambda: mistral.mistral_config(dict(
