@@ -12,9 +12,10 @@ the gradient of ``W_e`` is the sum over both paths.
 """
 
 import jax.numpy as jnp
+import numpy as np
 
 from .attention import mh_attention, unidirectional_mask
-from .checks import check_activation, fail
+from .checks import check_activation, check_shape, fail
 from .embeddings import embed
 from .functions import gelu, relu, softmax
 from .normalisation import EPS, layer_norm_columns
@@ -31,6 +32,9 @@ from .validation import check_inputs
 # ------------------------------------------------------------------------------ building blocks
 
 
+MLP = "mlp (the MLP of Algorithms 8-10)"
+
+
 def mlp(
     X: Float[Arr, "d_e ell"],
     W_1: Float[Arr, "d_mlp d_e"],
@@ -40,7 +44,24 @@ def mlp(
     activation,
 ) -> Float[Arr, "d_e ell"]:
     """``W_2 σ(W_1 X + b_1 1ᵀ) + b_2 1ᵀ``: the position-wise MLP of lines 7 (Alg 8, 9) and 8 (Alg 10)."""
+    _check_mlp(X, W_1, b_1, W_2, b_2, activation)
     return W_2 @ activation(W_1 @ X + b_1[:, None]) + b_2[:, None]
+
+
+def _check_mlp(X, W_1, b_1, W_2, b_2, activation):
+    """Shapes agree (static, so this costs nothing under jit) and σ is a function."""
+    check_shape(MLP, "X", X, (None, None))
+    check_shape(MLP, "W_1", W_1, (None, np.shape(X)[0]))
+    check_shape(MLP, "b_1", b_1, (np.shape(W_1)[0],))
+    check_shape(MLP, "W_2", W_2, (None, np.shape(W_1)[0]))
+    check_shape(MLP, "b_2", b_2, (np.shape(W_2)[0],))
+    if not callable(activation):
+        fail(
+            MLP,
+            "activation",
+            f"must be a function such as formal_algorithms.gelu, got {activation!r}",
+            TypeError,
+        )
 
 
 def post_ln_layer(X, layer: Layer, Mask, activation, eps=EPS, *, attention=mh_attention):

@@ -278,3 +278,31 @@ def test_bad_input_raises_a_clear_error(call, error, message):
 
 def test_the_catalogue_is_large():
     assert len(CATALOGUE) >= 25
+
+
+_X, _W1, _b1, _W2, _b2 = (
+    jnp.ones((4, 3)),
+    jnp.ones((5, 4)),
+    jnp.ones(5),
+    jnp.ones((4, 5)),
+    jnp.ones(4),
+)
+
+
+@pytest.mark.parametrize(
+    "args, argument",
+    [
+        ((_X[0], _W1, _b1, _W2, _b2, fa.relu), "X"),  # a vector, not a matrix of columns
+        ((_X, _W1.T, _b1, _W2, _b2, fa.relu), "W_1"),  # (d_e, d_mlp): transposed
+        ((_X, _W1, _b2, _W2, _b2, fa.relu), "b_1"),
+        ((_X, _W1, _b1, _W2.T, _b2, fa.relu), "W_2"),
+        ((_X, _W1, _b1, _W2, _b1, fa.relu), "b_2"),
+        ((_X, _W1, _b1, _W2, _b2, "relu"), "activation"),
+    ],
+)
+def test_the_mlp_names_its_bad_argument(args, argument):
+    from formal_algorithms.paper.architectures import mlp
+
+    error = TypeError if argument == "activation" else ValueError
+    with pytest.raises(error, match=rf"^mlp \(the MLP of Algorithms 8-10\): argument '{argument}'"):
+        mlp(*args)
