@@ -544,6 +544,11 @@ def t5_from_state_dict(
     wo = np.shape(state.get("encoder.block.0.layer.1.DenseReluDense.wo.weight", ()))
     d_mlp = wo[1] if len(wo) == 2 else None  # checked against every layer's wo
     gated = FEED_FORWARD[config.feed_forward_proj][1]
+    name = "encoder.block.0.layer.0.SelfAttention.q.weight"
+    q = np.shape(state.get(name, ()))
+    if len(q) == 2 and q[0] != n_heads * d_kv:
+        fail(LOAD, "d_kv", f"= {d_kv} with n_heads = {n_heads}: tensor {name!r} has shape {q}, "
+             f"expected ({n_heads * d_kv}, {d_e}) (n_heads × d_kv rows)")  # fmt: skip
     read = _Reader(sd, d_e=d_e, n_heads=n_heads, d_kv=d_kv, d_mlp=d_mlp, gated=gated)
     enc = tuple(read.encoder_layer(l) for l in range(n_layers))
     dec = tuple(read.decoder_layer(l) for l in range(n_decoder_layers))

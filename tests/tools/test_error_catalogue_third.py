@@ -123,7 +123,8 @@ def hf():
                                 cT), ("bart", tf.BartForConditionalGeneration, cB)):  # fmt: skip
         module = {"opt": opt, "t5": t5, "bart": bart}[name]
         kw = getattr(module, f"{name}_config")(config.to_dict())
-        out[name] = getattr(module, f"{name}_from_state_dict")(_state(model(config)), **kw)
+        state = _state(model(config))
+        out[name], out[name + " state"] = getattr(module, f"{name}_from_state_dict")(state, **kw), (state, kw)  # fmt: skip
     out["neox"] = tf.GPTNeoXConfig(hidden_size=8, num_attention_heads=2).to_dict()
     out["phi"] = tf.PhiConfig(hidden_size=8, num_attention_heads=2).to_dict()
     return out
@@ -171,6 +172,9 @@ def test_families(hf):
              ValueError, r"^t5_generate", r"'start' = 99 is outside \[0, 20\)"),
         Case("t5_generate eos -5", lambda: t5.t5_generate(z, hf["t5"], max_new=2, eos=-5),
              ValueError, r"^t5_generate", r"'eos' = -5"),
+        Case("t5 loader: d_kv 2 for 4", lambda: t5.t5_from_state_dict(hf["t5 state"][0],
+             **dict(hf["t5 state"][1], d_kv=2)), ValueError, r"^t5_from_state_dict",
+             r"'d_kv' = 2 with n_heads = 2: tensor '.*q.weight' has shape \(8, 8\), expected \(4, 8\)"),
         Case("t5_logits no real token", lambda: t5.t5_logits(z, x, hf["t5"], z_valid=none),
              ValueError, r"^t5_logits", r"'z_valid' marks no token of z as real"),
         Case("bart_logits no real token", lambda: bart.bart_logits(z, x, hf["bart"],
