@@ -109,8 +109,16 @@ def _interleave(angles, dtype):
 
 
 def _check_matrix(algorithm, name, W):
+    """A matrix of real numbers: an integer or boolean one would embed ids as ids."""
     if jnp.ndim(W) != 2:
         fail(algorithm, name, f"must be a matrix, got shape {jnp.shape(W)}")
+    if not jnp.issubdtype(jnp.result_type(W), jnp.floating):
+        fail(
+            algorithm,
+            name,
+            f"must hold floating-point numbers, got dtype {jnp.result_type(W)}",
+            TypeError,
+        )
 
 
 def _check_even(name, d_e):

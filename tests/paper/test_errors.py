@@ -306,3 +306,25 @@ def test_the_mlp_names_its_bad_argument(args, argument):
     error = TypeError if argument == "activation" else ValueError
     with pytest.raises(error, match=rf"^mlp \(the MLP of Algorithms 8-10\): argument '{argument}'"):
         mlp(*args)
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda W: fa.token_embedding(1, W), "token_embedding \\(Algorithm 1\\): argument 'W_e'"),
+        (
+            lambda W: fa.positional_embedding(1, W),
+            "positional_embedding \\(Algorithm 2\\): argument 'W_p'",
+        ),
+        (
+            lambda W: fa.embed(jnp.asarray([1]), W, jnp.ones((3, 4))),
+            "embed \\(eq. 1\\): argument 'W_e'",
+        ),
+        (lambda W: fa.unembedding(jnp.ones(4), W), "unembedding \\(Algorithm 7\\): argument 'W_u'"),
+    ],
+)
+@pytest.mark.parametrize("dtype", [jnp.int32, bool])
+def test_an_embedding_matrix_of_integers_or_booleans_is_refused(call, name, dtype):
+    """Integer ids gathered from an integer W_e would embed ids as ids, silently."""
+    with pytest.raises(TypeError, match=f"^{name} must hold floating-point numbers"):
+        call(jnp.ones((3, 4), dtype))
