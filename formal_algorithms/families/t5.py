@@ -244,7 +244,8 @@ def t5_encode(z, theta: T5Params, *, z_valid=None):
     B = relative_bias(theta.R_enc, t, t, bidirectional=True, max_distance=config.max_distance)
     Mask = None if valid is None else jnp.broadcast_to(valid[:, None], (z.shape[0],) * 2)
 
-    def attention(Z_tilde, W):  # line 5: Mask ≡ 1 on the real tokens
+    # (comments, not `# line` tags: a tag on a def would record its return as the residual sum)
+    def attention(Z_tilde, W):  # the attention of line 5: Mask ≡ 1 on the real tokens
         return relative_mh_attention(Z_tilde, Z_tilde, W, B, Mask)
 
     for layer in theta.enc:  # line 4
@@ -280,15 +281,16 @@ def t5_decode_logits(x, Z, theta: T5Params, *, z_valid=None):
             jnp.asarray(z_valid).astype(bool)[:, None], (Z.shape[1], x.shape[0])
         )
 
-    def self_attention(X_tilde, W):  # line 14
+    def self_attention(X_tilde, W):  # the attention of line 14
         return relative_mh_attention(X_tilde, X_tilde, W, B, Mask)
 
-    def cross_attention(X_tilde, W):  # line 16: no position bias
+    def cross_attention(X_tilde, W):  # the attention of line 16: no position bias
         return relative_mh_attention(X_tilde, Z, W, None, cross_Mask)
 
     for layer in theta.dec:  # line 13
         X = t5_decoder_layer(X, layer, self_attention, cross_attention, config)  # lines 14-19
-    return t5_unembed(X, theta.gamma_dec, unembedding_matrix(theta), config)  # lines 20-21
+    # t5_unembed records line 20 and line 21's logits; t5() records line 21's P
+    return t5_unembed(X, theta.gamma_dec, unembedding_matrix(theta), config)
 
 
 def t5_logits(z, x, theta: T5Params, *, z_valid=None):
@@ -339,7 +341,7 @@ def _cached_layer(X, positions, entry: T5CachedLayer, kv: KV, config: T5Config):
     distance; line 16 attends to the stored keys and values of Z."""
     written = []
 
-    def self_attention(X_tilde, W):  # line 14 over the store
+    def self_attention(X_tilde, W):  # the attention of line 14, over the store
         Q, K, V = project(W, X_tilde)  # Algorithm 4 lines 1-3 of the new columns
         store = write(kv, K, V, positions[0])
         T = store.K.shape[1]
@@ -351,7 +353,7 @@ def _cached_layer(X, positions, entry: T5CachedLayer, kv: KV, config: T5Config):
             W.W_o, W.b_o, biased_attend(Q, store.K, store.V, B, position_mask(T, positions))
         )
 
-    def cross_attention(X_tilde, W):  # line 16: Z's keys and values computed once
+    def cross_attention(X_tilde, W):  # the attention of line 16: Z's keys, values stored once
         Mask = jnp.broadcast_to(entry.valid[:, None], (entry.K_z.shape[1], X_tilde.shape[1]))
         Q = heads_affine(W.W_q, W.b_q, X_tilde)  # Algorithm 4 line 1
         return output(W.W_o, W.b_o, biased_attend(Q, entry.K_z, entry.V_z, None, Mask))

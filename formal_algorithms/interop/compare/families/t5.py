@@ -11,10 +11,7 @@ records them), the weights A and Ṽ per head, Algorithm 5's Y and output W_o Y 
 and 18); each stack's final norm (lines 9 and 20); line 21's logits. The norms before the
 attentions (lines 6, 15, 17) are folded into the attentions' statements and have no row: a
 departure there shows at Algorithm 4's Q (and K, V) of that attention. The attentions' residual
-sums have no row either: the paper's run records under lines 5, 14 and 16 the attention's output
-(``families.t5``'s attention closures carry those line comments, and the first record of a line
-is its value), which Algorithm 5's line 4 row already compares; a departure in the sum shows at
-the norm that reads it (line 8, or Algorithm 4's Q of the next attention)."""
+sums (lines 5, 14, 16) are the outputs of the layer's ``layer.0`` (``layer.1``) sublayers."""
 
 from __future__ import annotations
 
@@ -53,12 +50,15 @@ def attention_taps(site, attention):
 TABLE = (
     Tap(3, 8, 3, "encoder.block.0", "in"),
     *attention_taps(5, f"{E_}.0.SelfAttention"),
+    Tap(5, 8, 5, f"{E_}.0"),  # X + attention: the residual sum
     Tap(8, 8, 8, f"{E_}.1.layer_norm"),
     Tap(7, 8, 7, f"{E_}.1"),
     Tap(9, 8, 9, "encoder.final_layer_norm"),
     Tap(12, 8, 12, "decoder.block.0", "in"),
     *attention_taps(14, f"{D_}.0.SelfAttention"),
+    Tap(14, 8, 14, f"{D_}.0"),
     *attention_taps(16, f"{D_}.1.EncDecAttention"),
+    Tap(16, 8, 16, f"{D_}.1"),
     Tap(19, 8, 19, f"{D_}.2.layer_norm"),
     Tap(18, 8, 18, f"{D_}.2"),
     Tap(20, 8, 20, "decoder.final_layer_norm"),
@@ -84,10 +84,8 @@ KINDS = {3: "embedding", 5: "attention residual", 7: "mlp residual", 8: "norm", 
          12: "embedding", 14: "attention residual", 16: "attention residual",
          18: "mlp residual", 19: "norm", 20: "final norm", 21: "output"}  # fmt: skip
 
-#: paper line -> (stack, γ's field, the line whose X it normalises); stack None: θ's own γ; the
-#: line None: the attention's residual sum, which the paper's run does not record (its lines 5
-#: and 16 hold the attention's output), so the norm's input is not checked against the paper's
-NORMS = {8: ("enc", "gamma2", None), 19: ("dec", "gamma5", None), 9: (None, "gamma_enc", 7),
+#: paper line -> (stack, γ's field, the line whose X it normalises); stack None: θ's own γ
+NORMS = {8: ("enc", "gamma2", 5), 19: ("dec", "gamma5", 16), 9: (None, "gamma_enc", 7),
          20: (None, "gamma_dec", 18)}  # fmt: skip
 
 
@@ -145,7 +143,8 @@ class T5(Family):
             L = len(self.theta.enc if before == 7 else self.theta.dec)
             gamma, previous = getattr(self.theta, g), paper_key(self, before, before, l=L)
         else:
-            gamma, previous = getattr(getattr(self.theta, stack)[k.l - 1], g), None
+            gamma = getattr(getattr(self.theta, stack)[k.l - 1], g)
+            previous = paper_key(self, before, before, l=k.l)
         return gamma, np.zeros(np.shape(gamma)), previous, self.kwargs["eps"]
 
     def attention_input(self, site, l, paper):
