@@ -73,11 +73,11 @@ def opt(pre_ln=True):
     return model.eval()
 
 
-def gpt_neox():
+def gpt_neox(parallel=True):
     torch.manual_seed(0)
     config = GPTNeoXConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2,
                            num_attention_heads=4, intermediate_size=24, rotary_pct=0.5,
-                           max_position_embeddings=32)  # fmt: skip
+                           max_position_embeddings=32, use_parallel_residual=parallel)  # fmt: skip
     model = GPTNeoXForCausalLM(config)  # d_rot = 2 of each head's 4 rows
     randomise(model, torch.Generator().manual_seed(8))
     return model.eval()
@@ -94,7 +94,7 @@ def phi():
 
 
 MODELS = {"qwen2": qwen2, "mistral": mistral, "gemma": gemma, "opt": opt, "gpt_neox": gpt_neox,
-          "phi": phi}  # fmt: skip
+          "gpt_neox_sequential": lambda: gpt_neox(parallel=False), "phi": phi}  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
@@ -108,7 +108,7 @@ def test_unmodified_models_are_equal_in_float64(equal_report):
     assert all(row.ok for row in report.rows) and len(report.rows) > 40
     assert "EQUAL" in report.table()
     names = {"qwen2": "Qwen2's", "mistral": "Mistral's", "gemma": "Gemma's", "opt": "OPT's",
-             "gpt_neox": "GPT-NeoX's", "phi": "Phi's"}  # fmt: skip
+             "gpt_neox": "GPT-NeoX's", "gpt_neox_sequential": "GPT-NeoX's", "phi": "Phi's"}  # fmt: skip
     assert names[family] in report.table()
 
 
@@ -142,6 +142,13 @@ def _positions_offset_1(model):
     model.model.decoder.embed_positions.offset = 1
 
 
+def _parallel_layer_2(model):
+    """A sequential GPT-NeoX's second layer run as the parallel block: line 7's norm reads X
+    before the attention's residual sum, so the model has no line 6 (X + attention) where the
+    table reads it (that norm's input)."""
+    model.gpt_neox.layers[1].use_parallel_residual = True
+
+
 def _sequential_layer_1(model):
     """GPT-NeoX's first layer with the sequential residual: line 7 reads X after line 6."""
     model.gpt_neox.layers[0].use_parallel_residual = False
@@ -165,6 +172,7 @@ CASES = {
     ("opt", "gelu-in-layer-1"): (8, 10, 8, {"l": 1}, "", _gelu_in_layer_1),
     ("opt", "positions-offset-1"): (3, 10, 3, {}, "", _positions_offset_1),
     ("gpt_neox", "sequential-layer-1"): (7, 10, 7, {"l": 1}, "", _sequential_layer_1),
+    ("gpt_neox_sequential", "parallel-layer-2"): (6, 10, 6, {"l": 2}, "", _parallel_layer_2),
     ("phi", "exact-gelu-layer-2"): (8, 10, 8, {"l": 2}, "", _exact_gelu_in_layer_2),
 }
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ....paper.checks import fail
 from ..capture import cols
 from .base import (
     COLS,
@@ -53,15 +52,24 @@ def parallel_parts(L_, A_, qkv, norm2, final_norm, **evidence):
     return decoder_parts(first, norm1, qkv, A_, out, branch, norm2, L_, final_norm, **evidence)
 
 
-TABLE, EXTRAS = parallel_parts(
-    L_,
+QKV = [Tap(6, 4, n, f"{A_}.query_key_value", "out", head_rows(n - 1)) for n in (1, 2, 3)]
+EVIDENCE = dict(
+    attention_input=f"{A_}.query_key_value", mlp=f"{L_}.mlp", activation=f"{L_}.mlp.act"
+)
+NORM2, FINAL = f"{L_}.post_attention_layernorm", "gpt_neox.final_layer_norm"
+TABLE, EXTRAS = parallel_parts(L_, A_, QKV, NORM2, FINAL, **EVIDENCE)
+# use_parallel_residual=False: Algorithm 10's own sequential layer (line 6 the residual sum)
+SEQUENTIAL_TABLE, SEQUENTIAL_EXTRAS = decoder_parts(
+    Tap(3, 10, 3, L_.format(i=0), "in"),
+    f"{L_}.input_layernorm",
+    QKV,
     A_,
-    [Tap(6, 4, n, f"{A_}.query_key_value", "out", head_rows(n - 1)) for n in (1, 2, 3)],
-    f"{L_}.post_attention_layernorm",
-    "gpt_neox.final_layer_norm",
-    attention_input=f"{A_}.query_key_value",
-    mlp=f"{L_}.mlp",
-    activation=f"{L_}.mlp.act",
+    f"{A_}.dense",
+    Tap(6, 10, 6, NORM2, "in"),
+    NORM2,
+    L_,
+    FINAL,
+    **EVIDENCE,
 )
 
 P_ = "model.layers.{i}"
@@ -82,14 +90,15 @@ class GptNeoX(PreLNDecoder):
     table, extras = TABLE, EXTRAS
     modeling = "transformers.models.gpt_neox.modeling_gpt_neox"  # its eager attention kernel
     hf_name = "GPT-NeoX"
+    parallel = True  # use_parallel_residual (Phi's block is always parallel)
 
     def __init__(self, model):
         from ....families.gpt_neox import gpt_neox_config, gpt_neox_from_state_dict
 
         config = model.config
-        if not config.use_parallel_residual:
-            fail(NAME, "model.config.use_parallel_residual",
-                 "is False; compare has GPT-NeoX's parallel-residual table only")  # fmt: skip
+        self.parallel = bool(config.use_parallel_residual)
+        if not self.parallel:
+            self.table, self.extras = SEQUENTIAL_TABLE, SEQUENTIAL_EXTRAS
         self.model = model
         tied = model.lm_head.weight is model.gpt_neox.embed_in.weight
         state = float_state(model, "lm_head.weight" if tied else None)
@@ -107,7 +116,7 @@ class GptNeoX(PreLNDecoder):
         return float32_softmax(self) if self.float64 else super().attention_kernel()
 
     def norm_input(self, line, l):
-        if line == 7:  # the parallel block: line 7 normalises X before line 6, as line 5 does
+        if line == 7 and self.parallel:  # line 7 normalises X before line 6, as line 5 does
             return super().norm_input(5, l)
         return super().norm_input(line, l)
 
