@@ -11,7 +11,9 @@ that the rest of the suite let pass.
 - (seed 707) every init and sinusoid refuses each size below its minimum, a float or a bool by
   name, and defaults to JAX's float, honours a float dtype and refuses an integer one; every
   branch of every helper of ``paper/checks.py`` (``check_key``'s raw key needs uint32 *and*
-  shape (2,)); every padded form checks the shape and order of each ``valid`` it takes.
+  shape (2,)); every padded form checks the shape and order of each ``valid`` it takes;
+- (seed 909) every mask builder of eq. 3 is its definition for every size, the unidirectional
+  mask's ``ell_x`` form (the last ℓ_x queries) included.
 """
 
 import contextlib
@@ -599,3 +601,42 @@ def test_sampling_at_every_temperature_forms_no_nan_even_in_a_discarded_branch(t
     assert np.all(np.isfinite(jac)) and np.all(np.isfinite(masked))
     if tau == 0.0:
         assert int(y) == 1 and np.array_equal(q, [0, 1, 0, 0]) and not np.any(jac)
+
+
+def _mask_reference(t_z, t_x):
+    """Eq. 3 by its definition, entry by entry in plain Python: ``[[t_z[i] ≤ t_x[j]]]``."""
+    return np.asarray([[bool(a <= b) for b in t_x] for a in t_z], dtype=bool).reshape(
+        len(t_z), len(t_x)
+    )
+
+
+def test_every_mask_of_eq_3_is_its_definition_for_every_size():
+    """Seed 909: ``unidirectional_mask(ℓ, ℓ_x)`` built from ``t[ℓ + ℓ_x:]`` instead of
+    ``t[ℓ − ℓ_x:]`` (an (ℓ, 0) mask) went unseen: the tests of its ``ell_x`` form are not in the
+    map of its module. Every mask builder of ``paper`` against eq. 3 entry by entry: the
+    bidirectional (all ones), the unidirectional for every ℓ ≤ 5 and every ℓ_x ≤ ℓ (the queries
+    are the last ℓ_x positions), ``causal_mask`` of positions out of order, ``key_padding_mask``
+    (``Mask[t_z, t_x] = valid[t_z]``) and its ``None`` (the paper's Mask ≡ 1)."""
+    for ell_z in range(4):
+        for ell_x in range(4):
+            mask = fa.bidirectional_mask(ell_z, ell_x)
+            assert mask.dtype == jnp.bool_
+            np.testing.assert_array_equal(mask, np.ones((ell_z, ell_x), bool))
+    for ell in range(6):
+        t = list(range(ell))
+        full = fa.unidirectional_mask(ell)
+        assert full.dtype == jnp.bool_ and full.shape == (ell, ell)
+        np.testing.assert_array_equal(full, _mask_reference(t, t))
+        for ell_x in range(ell + 1):
+            part = fa.unidirectional_mask(ell, ell_x)
+            assert part.dtype == jnp.bool_ and part.shape == (ell, ell_x)
+            np.testing.assert_array_equal(part, _mask_reference(t, t[ell - ell_x :]))
+        np.testing.assert_array_equal(fa.unidirectional_mask(ell, ell), full)
+    t_z, t_x = [3, 0, 2, 5], [4, 1, 3]
+    mask = fa.causal_mask(jnp.asarray(t_z), jnp.asarray(t_x))
+    np.testing.assert_array_equal(mask, _mask_reference(t_z, t_x))
+    valid = [True, False, True]
+    for ell_x in (1, 2, 4):
+        expected = np.asarray([[v] * ell_x for v in valid], bool)
+        np.testing.assert_array_equal(fa.key_padding_mask(jnp.asarray(valid), ell_x), expected)
+    assert fa.key_padding_mask(None, 3) is None
