@@ -43,13 +43,37 @@ TABLES = {
 }
 #: interop.compare's CONTEXT: the tables of Algorithm 8, which read a context z (--context)
 ENCODER_DECODER = {"bart": "BART", "t5": "T5"}
-INJECTABLE = ("eps", "gelu-form", "scale-d", "post-ln", "pre-ln", "positions+1", "mask-transposed",
-              "heads-strided", "bias-dropped", "final-norm-missing", "untied",
-              "embedding-scaled", "output-bias-doubled", "temperature", "softmax-axis",
-              "mask-future", "qk-swapped", "causal-where-none", "relu-layer", "unbiased-variance",
-              "rope-base", "rope-scaled", "rope-offset", "kv-tiled",
-              "cache-before-rope", "padding-on-queries", "gate-up-swapped", "rms-plus-one",
-              "rms-centred")  # fmt: skip
+INJECTABLE = (
+    "eps",
+    "gelu-form",
+    "scale-d",
+    "post-ln",
+    "pre-ln",
+    "positions+1",
+    "mask-transposed",
+    "heads-strided",
+    "bias-dropped",
+    "final-norm-missing",
+    "untied",
+    "embedding-scaled",
+    "output-bias-doubled",
+    "temperature",
+    "softmax-axis",
+    "mask-future",
+    "qk-swapped",
+    "causal-where-none",
+    "relu-layer",
+    "unbiased-variance",
+    "rope-base",
+    "rope-scaled",
+    "rope-offset",
+    "kv-tiled",
+    "cache-before-rope",
+    "padding-on-queries",
+    "gate-up-swapped",
+    "rms-plus-one",
+    "rms-centred",
+)
 
 
 def _config(directory: str) -> dict:

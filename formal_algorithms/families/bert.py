@@ -145,7 +145,11 @@ def sentence_embedding(text: str, model: MiniLM):
     if not isinstance(text, str):
         fail("sentence_embedding", "text", f"must be a str, got {type(text).__name__}", TypeError)
     if not isinstance(model, MiniLM):
-        fail("sentence_embedding", "model", f"must be the MiniLM of load_minilm(), got "
-             f"{type(model).__name__}", TypeError)  # fmt: skip
+        fail(
+            "sentence_embedding",
+            "model",
+            f"must be the MiniLM of load_minilm(), got {type(model).__name__}",
+            TypeError,
+        )
     ids = jnp.asarray(model.tokenizer.encode(text).ids, jnp.int32)
     return mean_pool(bert_encode(ids, model.params, eps=model.config["layer_norm_eps"]))

@@ -171,8 +171,12 @@ class StateDict:
         held = {k[len(prefix) :].split(".")[0] for k in self.arrays if k.startswith(prefix)}
         count = len([i for i in held if i.isdigit()])
         if held and count != n_layers:
-            fail(self.where, argument, f"= {n_layers}, but {self.argument!r} holds {count} layers "
-                 f"({prefix}0 … {prefix}{count - 1})")  # fmt: skip
+            fail(
+                self.where,
+                argument,
+                f"= {n_layers}, but {self.argument!r} holds {count} layers "
+                f"({prefix}0 … {prefix}{count - 1})",
+            )
 
     def untied(self, prefix):
         """``W_u`` of an output ``nn.Linear`` (``prefix.weight``), or None when absent (tied)."""

@@ -124,8 +124,12 @@ def check_start(caller: str, start, n: int, cache: DecoderCache, sizes=None) -> 
     """Columns start … start+n−1 fit the cache's T positions, else refused by name; ``sizes``
     (L, G, d_attn, d_mid), when given: the cache is θ's (from ``init_*_cache`` of the same θ)."""
     if not isinstance(cache, DecoderCache):
-        fail(caller, "cache", f"must be the DecoderCache of init_*_cache, got {type(cache).__name__}",
-             TypeError)  # fmt: skip
+        fail(
+            caller,
+            "cache",
+            f"must be the DecoderCache of init_*_cache, got {type(cache).__name__}",
+            TypeError,
+        )
     if sizes is not None:
         L, G, d_attn, d_mid = sizes
         want_K, want_V = (L, G, None, d_attn), (L, G, None, d_mid)
@@ -138,8 +142,12 @@ def check_start(caller: str, start, n: int, cache: DecoderCache, sizes=None) -> 
                 for w, g in zip(want_K + want_V, got_K + got_V, strict=True)
             )
         ):
-            fail(caller, "cache", f"has keys {got_K} and values {got_V}; θ needs (L, G, T, ·) = "
-                 f"({L}, {G}, T, {d_attn}) and ({L}, {G}, T, {d_mid}): make it with init_*_cache(θ, T)")  # fmt: skip
+            fail(
+                caller,
+                "cache",
+                f"has keys {got_K} and values {got_V}; θ needs (L, G, T, ·) = "
+                f"({L}, {G}, T, {d_attn}) and ({L}, {G}, T, {d_mid}): make it with init_*_cache(θ, T)",
+            )
     T = cache.K.shape[2]
     if start < 0 or start + n > T:
         fail(caller, "start", f"= {start} with {n} tokens does not fit the cache of {T} positions")

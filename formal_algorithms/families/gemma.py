@@ -48,8 +48,12 @@ def gemma_logits(x, theta: LlamaParams, *, rope_base=None, eps=None):
     N_V = llama_hyperparameters(theta)["N_V"]
     own = theta.config
     if own is not None and not own.embed_scale and own.norm_offset == 0:
-        fail(GEMMA, "theta", f"carries another family's configuration ({own}: no √d_e scaling, "
-             "no 1 + γ); load a Gemma θ (gemma_from_state_dict) or run it with its own family")  # fmt: skip
+        fail(
+            GEMMA,
+            "theta",
+            f"carries another family's configuration ({own}: no √d_e scaling, "
+            "no 1 + γ); load a Gemma θ (gemma_from_state_dict) or run it with its own family",
+        )
     config = forward_config(GEMMA, theta, GEMMA_DEFAULTS, rope_base=rope_base, eps=eps)
     return rope_decoder_logits(x, theta, N_V, GEMMA, config)
 

@@ -282,8 +282,12 @@ def gpt_neox_from_state_dict(
     def read_layer(p):
         qkv = sd(p + "attention.query_key_value.weight")
         if qkv.ndim != 2 or qkv.shape[0] % (3 * n_heads):
-            fail(LOAD, "n_heads", f"= {n_heads} does not split {p}attention.query_key_value's "
-                 f"{qkv.shape[:1]} rows into a query, key and value per head")  # fmt: skip
+            fail(
+                LOAD,
+                "n_heads",
+                f"= {n_heads} does not split {p}attention.query_key_value's "
+                f"{qkv.shape[:1]} rows into a query, key and value per head",
+            )
         W_qkv = qkv.reshape(n_heads, 3, -1, qkv.shape[1])  # head h: [q rows; k rows; v rows]
         b_qkv = sd(p + "attention.query_key_value.bias").reshape(n_heads, 3, -1)
         W_b = [a for i in range(3) for a in (W_qkv[:, i], b_qkv[:, i])]

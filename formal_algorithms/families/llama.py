@@ -481,6 +481,14 @@ class Decoder(CachedDecoder):
         given = dict(rope_base=rope_base, eps=eps, window=window)
         config = forward_config(LLAMA_DECODER, theta, LlamaConfig(), **given)
         kv_shape = (hp["L"], hp["G"], hp["d_attn"], hp["d_mid"])
-        super().__init__(LLAMA_FORM, fused_layers(theta), llama_head(theta), config, N_V=hp["N_V"],
-                         kv_shape=kv_shape, dtype=theta.W_e.dtype, context=context,
-                         name=LLAMA_DECODER)  # fmt: skip
+        super().__init__(
+            LLAMA_FORM,
+            fused_layers(theta),
+            llama_head(theta),
+            config,
+            N_V=hp["N_V"],
+            kv_shape=kv_shape,
+            dtype=theta.W_e.dtype,
+            context=context,
+            name=LLAMA_DECODER,
+        )

@@ -168,8 +168,9 @@ def opt_config(config: dict) -> dict:
     if pre_ln and config.get("_remove_final_layer_norm", False):
         fail(caller, "config", "removes the final norm of a Pre-LN OPT: not written")
     own = OPTConfig(pre_ln=pre_ln, eps=1e-5)  # transformers' nn.LayerNorm default
-    return dict(n_layers=config["num_hidden_layers"], n_heads=config["num_attention_heads"],
-                config=own)  # fmt: skip
+    return dict(
+        n_layers=config["num_hidden_layers"], n_heads=config["num_attention_heads"], config=own
+    )
 
 
 def opt_from_state_dict(

@@ -144,8 +144,12 @@ def phi_config(config: dict) -> dict:
     require(caller, config, "qk_layernorm", (False,))
     H, d_e = config["num_attention_heads"], config["hidden_size"]
     if (config.get("num_key_value_heads") or H) != H:
-        fail(caller, "config", f"has num_key_value_heads = {config['num_key_value_heads']} ≠ "
-             f"{H} heads; this family writes one key/value set per head")  # fmt: skip
+        fail(
+            caller,
+            "config",
+            f"has num_key_value_heads = {config['num_key_value_heads']} ≠ "
+            f"{H} heads; this family writes one key/value set per head",
+        )
     if config.get("head_dim") not in (None, d_e // H):
         fail(caller, "config", f"has head_dim = {config['head_dim']}, not hidden_size / heads")
     params = config.get("rope_parameters") or {}

@@ -549,8 +549,12 @@ def t5_from_state_dict(
     name = "encoder.block.0.layer.0.SelfAttention.q.weight"
     q = np.shape(state.get(name, ()))
     if len(q) == 2 and q[0] != n_heads * d_kv:
-        fail(LOAD, "d_kv", f"= {d_kv} with n_heads = {n_heads}: tensor {name!r} has shape {q}, "
-             f"expected ({n_heads * d_kv}, {d_e}) (n_heads × d_kv rows)")  # fmt: skip
+        fail(
+            LOAD,
+            "d_kv",
+            f"= {d_kv} with n_heads = {n_heads}: tensor {name!r} has shape {q}, "
+            f"expected ({n_heads * d_kv}, {d_e}) (n_heads × d_kv rows)",
+        )
     read = _Reader(sd, d_e=d_e, n_heads=n_heads, d_kv=d_kv, d_mlp=d_mlp, gated=gated)
     enc = tuple(read.encoder_layer(l) for l in range(n_layers))
     dec = tuple(read.decoder_layer(l) for l in range(n_decoder_layers))

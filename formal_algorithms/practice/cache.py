@@ -113,8 +113,13 @@ class CrossCache(NamedTuple):
 def init_kv_cache(theta, dtype=None) -> KVCache:
     """An empty (zero) cache of ℓ_max positions for θ of Algorithm 10 or Algorithm 8's decoder."""
     if not isinstance(theta, (DTransformerParams, EDTransformerParams)):
-        fail("init_kv_cache", "theta", "must be θ of Algorithm 10 or 8 (a decoder: "
-             f"DTransformerParams or EDTransformerParams), got {type(theta).__name__}", TypeError)  # fmt: skip
+        fail(
+            "init_kv_cache",
+            "theta",
+            "must be θ of Algorithm 10 or 8 (a decoder: "
+            f"DTransformerParams or EDTransformerParams), got {type(theta).__name__}",
+            TypeError,
+        )
     ell_max = theta.W_p.shape[1]
     dtype = theta.W_e.dtype if dtype is None else dtype
     Ws = [_self_attention_params(layer) for layer in _decoder_layers(theta)]
@@ -160,8 +165,12 @@ def _check_block(algorithm, tokens, start, theta, cache):
         )
     expected = init_kv_cache_shapes(theta)
     if not isinstance(cache, KVCache):
-        fail(algorithm, "cache", f"must be a KVCache (init_kv_cache(θ)), got {type(cache).__name__}",
-             TypeError)  # fmt: skip
+        fail(
+            algorithm,
+            "cache",
+            f"must be a KVCache (init_kv_cache(θ)), got {type(cache).__name__}",
+            TypeError,
+        )
     actual = [np.shape(a) for a in (*cache.K, *cache.V)]
     if actual != expected:
         fail(algorithm, "cache", f"has shapes {actual}, expected {expected} (see init_kv_cache)")

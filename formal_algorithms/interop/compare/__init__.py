@@ -120,12 +120,19 @@ def session(model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=None, z
     kind = model_type(model)
     if kind in CONTEXT:  # Algorithm 8 with its embeddings inside (BART, T5): z alone
         if z is None:
-            fail(NAME, "z", f"is needed for a {CONTEXT[kind]} model: Algorithm 8 encodes the "
-                 "context z")  # fmt: skip
+            fail(
+                NAME,
+                "z",
+                f"is needed for a {CONTEXT[kind]} model: Algorithm 8 encodes the context z",
+            )
         given.remove("z")
     if given and not isinstance(model, nn.Transformer):
-        fail(NAME, given[0], f"is for a torch.nn.Transformer (Algorithm 8); a "
-             f"{type(model).__name__} carries its own embeddings, context and ε")  # fmt: skip
+        fail(
+            NAME,
+            given[0],
+            f"is for a torch.nn.Transformer (Algorithm 8); a "
+            f"{type(model).__name__} carries its own embeddings, context and ε",
+        )
     if eps is not None:
         check_eps(NAME, eps)
     dtypes = {p.dtype for p in model.parameters()}

@@ -18,8 +18,11 @@ E_, D_ = "model.encoder.layers.{e}", "model.decoder.layers.{d}"
 
 
 ENCODER_NORMS = (("self_attn_layer_norm", 5), ("final_layer_norm", 7))
-DECODER_NORMS = (("self_attn_layer_norm", 14), ("encoder_attn_layer_norm", 16),
-                 ("final_layer_norm", 18))  # fmt: skip
+DECODER_NORMS = (
+    ("self_attn_layer_norm", 14),
+    ("encoder_attn_layer_norm", 16),
+    ("final_layer_norm", 18),
+)
 
 TABLE, EXTRAS = ed_parts(
     E_,

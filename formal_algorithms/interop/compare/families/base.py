@@ -135,8 +135,22 @@ ALGORITHM_10_KINDS = {
 }
 
 
-def decoder_parts(embedding: Tap, norm1, qkv, attention, out, line6: Tap, norm2, layer,
-                  final_norm, *, attention_input, mlp, activation, logits="lm_head"):  # fmt: skip
+def decoder_parts(
+    embedding: Tap,
+    norm1,
+    qkv,
+    attention,
+    out,
+    line6: Tap,
+    norm2,
+    layer,
+    final_norm,
+    *,
+    attention_input,
+    mlp,
+    activation,
+    logits="lm_head",
+):
     """An Algorithm 10 decoder's table and the values its evidence reads, by its modules' names,
     each named once: ``embedding`` (line 3's tap), ``norm1``, ``norm2``, ``final_norm`` (lines 5, 7
     and 10), ``qkv`` (Algorithm 4's lines 1-3), ``attention`` (its weights, item 1 of its output),
