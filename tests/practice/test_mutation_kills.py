@@ -9,7 +9,8 @@ rest of the suite let pass.
   public function's algorithm, naming the leaf (not later by a layer norm's ``X``);
 - the cached generations' default temperature is 1; a new length bucket traces exactly once;
 - (seed 707) ``init_kv_cache`` takes θ's dtype unless given one; ``compiled_count`` and
-  ``tree_shardings`` refuse an unknown choice by name.
+  ``tree_shardings`` refuse an unknown choice by name;
+- (seed 909) the cache's ``position_mask`` is its definition, with and without a window.
 """
 
 import jax
@@ -251,3 +252,23 @@ def test_every_choice_argument_of_the_practical_forms_refuses_an_unknown_choice_
         assert isinstance(
             parallel.tree_shardings(mesh, tree, choice)["W"], jax.sharding.NamedSharding
         )
+
+
+def test_the_cache_s_position_mask_is_its_definition_with_and_without_a_window():
+    """Seed 909 (the kind of ``attention-8e98c8``, a mask form with no value test):
+    ``position_mask(T, positions, w)`` is ``Mask[t_z, j] = [[t_z ≤ positions[j]]]`` over the T
+    stored rows, and with a window w also ``[[positions[j] − t_z < w]]``, computed here entry by
+    entry in plain Python for positions out of order, repeated and at both ends."""
+    from formal_algorithms.practice.kv_attention import position_mask
+
+    for T in (1, 3, 5):
+        for positions in ([0], [T - 1], [2, 0, 4, 4, 1][: T + 1], list(range(T))):
+            positions = [min(p, T - 1) for p in positions]
+            for window in (None, 1, 2, T + 1):
+                expected = [
+                    [t <= p and (window is None or p - t < window) for p in positions]
+                    for t in range(T)
+                ]
+                mask = position_mask(T, jnp.asarray(positions), window)
+                assert mask.dtype == jnp.bool_ and mask.shape == (T, len(positions))
+                np.testing.assert_array_equal(mask, np.asarray(expected, bool))
