@@ -615,7 +615,8 @@ def test_every_mask_of_eq_3_is_its_definition_for_every_size():
     ``t[ℓ − ℓ_x:]`` (an (ℓ, 0) mask) went unseen: the tests of its ``ell_x`` form are not in the
     map of its module. Every mask builder of ``paper`` against eq. 3 entry by entry: the
     bidirectional (all ones), the unidirectional for every ℓ ≤ 5 and every ℓ_x ≤ ℓ (the queries
-    are the last ℓ_x positions), ``causal_mask`` of positions out of order, ``key_padding_mask``
+    are the last ℓ_x positions; ℓ_x = ℓ + 1 is refused by name, where the slice would silently
+    wrap around), ``causal_mask`` of positions out of order, ``key_padding_mask``
     (``Mask[t_z, t_x] = valid[t_z]``) and its ``None`` (the paper's Mask ≡ 1)."""
     for ell_z in range(4):
         for ell_x in range(4):
@@ -632,6 +633,11 @@ def test_every_mask_of_eq_3_is_its_definition_for_every_size():
             assert part.dtype == jnp.bool_ and part.shape == (ell, ell_x)
             np.testing.assert_array_equal(part, _mask_reference(t, t[ell - ell_x :]))
         np.testing.assert_array_equal(fa.unidirectional_mask(ell, ell), full)
+        message = (
+            rf"^unidirectional_mask \(eq. 3\): argument 'ell_x' = {ell + 1} exceeds ell = {ell}: "
+        )
+        with pytest.raises(ValueError, match=message):  # t[ℓ − ℓ_x:] would wrap around
+            fa.unidirectional_mask(ell, ell + 1)
     t_z, t_x = [3, 0, 2, 5], [4, 1, 3]
     mask = fa.causal_mask(jnp.asarray(t_z), jnp.asarray(t_x))
     np.testing.assert_array_equal(mask, _mask_reference(t_z, t_x))
