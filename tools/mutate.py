@@ -108,7 +108,11 @@ TESTS = {
         "test_mutation_kills_paper.py",
         "test_every_check_is_called.py",
     ],
-    "formal_algorithms/practice/kv_attention.py": ["test_cache.py", "test_fast.py"],
+    "formal_algorithms/practice/kv_attention.py": [
+        "test_cache.py",
+        "test_fast.py",
+        "test_mutation_kills.py",
+    ],
     "formal_algorithms/paper/inference.py": [
         "test_inference.py",
         "test_mutation_kills_paper.py",
