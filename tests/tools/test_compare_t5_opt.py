@@ -239,3 +239,19 @@ def test_cli_refuses_what_an_encoder_decoder_does_not_read(directories, capsys, 
     assert main(["compare", "--hf", directory, *options]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_t5s_likely_causes_are_its_own():
+    """T5 divides its scores by no √d_attn and adds a relative position bias: the causes a report
+    lists for its attention lines say so, and the decoders' still name √d_attn."""
+    from formal_algorithms.interop.compare.causes import causes_for
+    from formal_algorithms.interop.compare.families import family_for
+
+    t5_family = family_for(t5("v1.1"), None, None, None, None, Z)
+    opt_family = family_for(post_ln_opt("small"), None, None, None, None, None)
+    t5_causes = " ".join(causes_for(t5_family, "attention", set(), set())[0])
+    opt_causes = " ".join(causes_for(opt_family, "attention", set(), set())[0])
+    assert "relative position bias" in t5_causes and "instead of √d_attn" not in t5_causes
+    assert "instead of √d_attn" in opt_causes and "relative position bias" not in opt_causes
+    embedding = " ".join(causes_for(t5_family, "embedding", set(), set())[0])
+    assert "T5" not in embedding  # T5 does not scale its token embedding

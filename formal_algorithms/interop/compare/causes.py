@@ -53,6 +53,14 @@ def _f64(f):
     return f.float64
 
 
+def _scaled(f):
+    return not _relative(f)  # T5 divides by no √d_attn (its W_q absorbs it)
+
+
+def _relative(f):
+    return hasattr(f.theta, "R_enc")  # a relative position bias (T5)
+
+
 NORM = [
     Cause("ε: another value than the configuration says (1e-5, 1e-6, 1e-12), or ε outside "
           "the √", "eps"),
@@ -71,7 +79,12 @@ NORM = [
 
 ATTENTION = [
     Cause("the attention scale: scores divided by d_attn (or not at all) instead of √d_attn",
-          "scale"),
+          "scale", _scaled),
+    Cause("the attention scale: scores divided by √d_attn, which T5's attention does not do",
+          "scale", _relative),
+    Cause("the relative position bias: buckets computed another way (bidirectional where "
+          "causal, another max_distance or bucket count) or another head's row of R",
+          None, _relative),
     Cause("the mask: Mask[t_z, t_x] transposed, off by one (a future token seen), or a causal "
           "mask where the paper has none", "mask"),
     Cause("the padding mask on the wrong axis (over the queries t_x instead of the keys t_z)",
@@ -98,7 +111,7 @@ CAUSES = {
               "W_p[:, t + k]", "positions", _positions),
         Cause("no positional embedding, or a sinusoid where W_p is learned", "no-positions",
               _positions),
-        Cause("a scaled token embedding (√d_e · W_e[:, x[t]], as Gemma and T5)",
+        Cause("a scaled token embedding (√d_e · W_e[:, x[t]], as Gemma)",
               "scaled-embedding"),
         Cause("extra embeddings (token types, an embedding layer norm)"),
         Cause("token ids mapped differently (another vocabulary, W_e read transposed)"),
