@@ -214,7 +214,9 @@ class CachedDecoder:
                 f"of {self.context} positions"
             )
             fail(self.name, "max_new", message)
-        key = jax.random.key(0) if key is None else key
+        if key is None and tau > 0:  # randomness is an explicit key, never a hidden seed
+            fail(self.name, "key", f"is None, but τ = {tau} samples: give a jax.random key")
+        key = jax.random.key(0) if key is None else key  # τ = 0: the argmax, the key unused
         padded = np.zeros(_bucket(ell), np.int32)
         padded[:ell] = prompt
         cache = self.init_cache(_bucket(ell + max_new))

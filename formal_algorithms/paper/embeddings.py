@@ -95,6 +95,9 @@ def vaswani_sinusoidal_W_p(d_e: int, ell_max: int, base: float = 10000.0, dtype=
     """
     _check_even("vaswani_sinusoidal_W_p", d_e)
     check_sizes("vaswani_sinusoidal_W_p", ell_max=ell_max)
+    real = isinstance(base, (int, float, np.integer, np.floating)) and not isinstance(base, bool)
+    if not (real and np.isfinite(base) and base > 0):
+        fail("vaswani_sinusoidal_W_p", "base", f"= {base!r} must be a finite number > 0 (e.g. 1e4)")
     dtype = float_dtype(dtype, "vaswani_sinusoidal_W_p")
     i = np.arange(d_e // 2, dtype=np.float64)[:, None]
     pos = np.arange(ell_max, dtype=np.float64)[None, :]

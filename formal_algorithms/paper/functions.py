@@ -20,7 +20,7 @@ def compute_dtype(dtype):
 
 def _check_scores(algorithm, A) -> None:
     """``A`` a float vector or matrix (a column, or columns, of scores)."""
-    if not hasattr(A, "dtype") or not jnp.issubdtype(A.dtype, jnp.floating) or A.ndim > 2:
+    if not hasattr(A, "dtype") or not jnp.issubdtype(A.dtype, jnp.floating) or not 1 <= A.ndim <= 2:
         fail(
             algorithm,
             "A",

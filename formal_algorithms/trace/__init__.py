@@ -22,6 +22,7 @@ import inspect
 import math
 import os
 import pathlib
+import re
 
 import numpy as np
 
@@ -160,7 +161,7 @@ def _check_address(method, algorithm, line, indices, *, required=False) -> None:
     """Algorithms, lines and the paper's loop indices are numbers, 1-based: refuse 0, a negative
     or a non-integer by name. ``required``: algorithm and line must be given (``get``)."""
     if (required or algorithm is not None) and not (
-        isinstance(algorithm, str)
+        (isinstance(algorithm, str) and re.fullmatch(r"eq\. \d+", algorithm))
         or (isinstance(algorithm, int) and not isinstance(algorithm, bool) and 1 <= algorithm <= 15)
     ):
         raise ValueError(
