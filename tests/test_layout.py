@@ -246,3 +246,19 @@ def test_submodules_of_the_old_flat_layout_still_resolve_as_attributes():
     assert trainer.__name__ == "formal_algorithms.practice.trainer"
     assert fast.__name__ == "formal_algorithms.practice.fast"
     assert training.__name__ == "formal_algorithms.paper.training"
+
+
+def test_no_module_over_600_lines_and_no_function_over_60():
+    """Issue 26's sizes: a module that grows past 600 lines, or a function past 60 (its `def` to
+    its last line), is split by what it does."""
+    found = []
+    for module, (path, _) in MODULES.items():
+        source = path.read_text()
+        if len(source.splitlines()) > 600:
+            found.append(f"{module}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                size = node.end_lineno - node.lineno + 1
+                if size > 60:
+                    found.append(f"{module}.{node.name} (line {node.lineno}): {size} lines")
+    assert not found, "too long:\n" + "\n".join(found)

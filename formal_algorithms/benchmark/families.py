@@ -101,6 +101,22 @@ def family_models(size: dict, window: int) -> dict:
     return models
 
 
+# the sizes a result records
+REPORTED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "vocab_size")  # fmt: skip
+
+
+def _greedy(model, x, n):
+    """transformers' greedy ``generate`` of exactly n tokens (no early stop)."""
+    import torch
+
+    greedy = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
+    with torch.no_grad():
+        return model.generate(
+            x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n, **greedy
+        )
+
+
 def run(*, n: int = 64, repeats: int = 3, size=None) -> dict:
     import jax
     import numpy as np
@@ -121,15 +137,7 @@ def run(*, n: int = 64, repeats: int = 3, size=None) -> dict:
         def theirs(model=model, outputs=outputs, k=1):
             torch.set_num_threads(k)
             try:
-                with torch.no_grad():
-                    greedy = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
-                    out = model.generate(
-                        x,
-                        attention_mask=torch.ones_like(x),
-                        max_new_tokens=n,
-                        min_new_tokens=n,
-                        **greedy,
-                    )
+                out = _greedy(model, x, n)
             finally:
                 torch.set_num_threads(threads)
             outputs["transformers"] = out[0, PROMPT:].tolist()
@@ -149,18 +157,8 @@ def run(*, n: int = 64, repeats: int = 3, size=None) -> dict:
             "same_tokens": outputs["ours"] == outputs["transformers"],
             "times_s": times,
         }
-    sizes = {
-        k: size[k]
-        for k in (
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "vocab_size",
-        )
-    }
     return {
-        "size": sizes,
+        "size": {k: size[k] for k in REPORTED},
         "prompt_tokens": PROMPT,
         "new_tokens": n,
         "repeats": repeats,

@@ -113,14 +113,18 @@ class Task:
         ]
 
 
-def run(args) -> int:
-    labels, classes, unlabelled = args.labels, args.classes, args.unlabelled
+def _check_unlabelled(classes, unlabelled) -> None:
     both = [name for name in unlabelled if name in classes]
     if both:
         raise ValueError(
             f"--unlabelled {both[0]!r} is also one of --classes: its held-out passages would be "
             "pretraining text (a class's other passages are unlabelled text already)"
         )
+
+
+def run(args) -> int:
+    labels, classes, unlabelled = args.labels, args.classes, args.unlabelled
+    _check_unlabelled(classes, unlabelled)
     started = time.perf_counter()
     out = prepare_out_dir(pathlib.Path(args.out), force=args.force)
     task = Task(classes, unlabelled, args.passage, args.test_per_class, max(labels))

@@ -459,6 +459,22 @@ def _read_embeddings(sd: StateDict, tied: bool):
     return W_e.T, None, None
 
 
+# A layer's attentions and norms in θ's field order, and its class (fc1, fc2 follow the norms)
+ENCODER_LAYER = (("self_attn",), ("self_attn_layer_norm", "final_layer_norm"), Layer)
+DECODER_LAYER = (
+    ("self_attn", "encoder_attn"),
+    ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"),
+    DecoderLayer,
+)
+
+
+def _read_layer(sd: StateDict, p: str, H: int, attentions, norms, cls):
+    """One encoder or decoder layer of θ under the prefix ``p``."""
+    Ws = [sd.attention(f"{p}{a}.", H) for a in attentions]
+    gammas_betas = [x for n in norms for x in sd.norm(p + n)]
+    return cls(*Ws, *gammas_betas, *sd.linear(p + "fc1"), *sd.linear(p + "fc2"))
+
+
 def bart_from_state_dict(
     state: dict,
     *,
@@ -476,37 +492,21 @@ def bart_from_state_dict(
     check_config(LOAD, config, BartConfig)
     sd = StateDict(state, LOAD, dtype)
     norms = sd.norm
-
-    def encoder_layer(p):
-        W = sd.attention(p + "self_attn.", n_enc_heads)
-        return Layer(
-            W,
-            *norms(p + "self_attn_layer_norm"),
-            *norms(p + "final_layer_norm"),
-            *sd.linear(p + "fc1"),
-            *sd.linear(p + "fc2"),
-        )
-
-    def decoder_layer(p):
-        W_dec = sd.attention(p + "self_attn.", n_dec_heads)
-        W_ed = sd.attention(p + "encoder_attn.", n_dec_heads)
-        return DecoderLayer(
-            W_dec,
-            W_ed,
-            *norms(p + "self_attn_layer_norm"),
-            *norms(p + "encoder_attn_layer_norm"),
-            *norms(p + "final_layer_norm"),
-            *sd.linear(p + "fc1"),
-            *sd.linear(p + "fc2"),
-        )
-
     W_e, W_e_dec, W_u = _read_embeddings(sd, tied)
     d_e, N_V = W_e.shape
     W_p, W_p_dec = (
         sd(f"model.{part}.embed_positions.weight")[OFFSET:].T for part in ("encoder", "decoder")
     )
-    enc = sd.layers(n_enc_layers, "model.encoder.layers.", encoder_layer)
-    dec = sd.layers(n_dec_layers, "model.decoder.layers.", decoder_layer)
+    enc = sd.layers(
+        n_enc_layers,
+        "model.encoder.layers.",
+        lambda p: _read_layer(sd, p, n_enc_heads, *ENCODER_LAYER),
+    )
+    dec = sd.layers(
+        n_dec_layers,
+        "model.decoder.layers.",
+        lambda p: _read_layer(sd, p, n_dec_heads, *DECODER_LAYER),
+    )
     b_u = sd("final_logits_bias", (1, N_V))[0]
     theta = BartParams(
         W_e,
