@@ -134,18 +134,18 @@ def stored_attention(W: MHAttentionParams, X, kv: KV, Mask):
     return output(W.W_o, W.b_o, attend(heads_affine(W.W_q, W.b_q, X), kv.K, kv.V, Mask))
 
 
-def cached_decoder_attention(positions, kv: KV, qkv=paper_projection):
+def cached_decoder_attention(positions, kv: KV):
     """The ``attention`` of :func:`~formal_algorithms.paper.architectures.ed_decoder_layer` in a
     cached decoder, and the list its new self-attention store is appended to: line 14 (``Z`` is
     ``X``) runs :func:`cached_attention` over ``kv``; line 16, given the context's stored
-    :class:`KV` as ``Z``, runs :func:`stored_attention`. ``qkv(W)`` is the layer's projection."""
+    :class:`KV` as ``Z``, runs :func:`stored_attention` (the paper's projections, Algorithm 4)."""
     written = []
 
     def attention(X, Z, W, Mask):
         # (not `# line` tags: ed_decoder_layer's lines 14 and 16 record the residual sums)
         if isinstance(Z, KV):  # cross-attention over Z's keys and values, computed once per z
             return stored_attention(W, X, Z, Mask)
-        A, new = cached_attention(qkv(W), W.W_o, W.b_o, X, positions, kv)  # over the cache
+        A, new = cached_attention(paper_projection(W), W.W_o, W.b_o, X, positions, kv)  # cache
         written.append(new)
         return A
 
