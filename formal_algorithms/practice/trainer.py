@@ -302,8 +302,8 @@ def train(
     """Minibatch training of θ on ``data`` with an optax ``optimizer`` (paper §8).
 
     ``data``: token sequences (Algorithms 12, 13) or pairs ``(z, x)`` (Algorithm 11), each at most
-    ℓ_max long. Runs ``N_epochs`` passes, or stops after ``N_steps`` optimiser steps (passes
-    repeat as needed); at least one must be given. ``callback(step, loss, stats)`` is called after
+    ℓ_max long. Runs ``N_epochs`` passes, or ``N_steps`` optimiser steps (passes repeat as
+    needed): exactly one of them, an integer >= 1. ``callback(step, loss, stats)`` is called after
     every step (e.g. a progress bar). Returns ``(θ, history)``, ``history`` the numpy array of the
     per-step losses (before each update), or ``(θ, history, opt_state)`` with
     ``return_opt_state=True``. Deterministic given ``key``.
@@ -337,13 +337,20 @@ def train(
 
 
 def check_run_length(algorithm, N_epochs, N_steps):
+    """Exactly one of ``N_epochs`` and ``N_steps``, an integer >= 1 (a run of no step is a
+    mistake; a resumed run that is done is ``start_step = N_steps``, not ``N_steps = 0``)."""
     if N_epochs is None and N_steps is None:
-        fail(algorithm, "N_epochs", "and N_steps are both None; give at least one")
+        fail(algorithm, "N_epochs", "and N_steps are both None; give one of them")
+    if N_epochs is not None and N_steps is not None:
+        fail(
+            algorithm,
+            "N_epochs",
+            f"= {N_epochs!r} and argument 'N_steps' = {N_steps!r} are both given; give one of "
+            "them (N_epochs passes over the data, or N_steps steps)",
+        )
     for name, value in (("N_epochs", N_epochs), ("N_steps", N_steps)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0
-        ):
-            fail(algorithm, name, f"must be an integer >= 0, got {value!r}")
+        if value is not None:
+            check_count(algorithm, name, value, 1)
 
 
 def _schedule(theta, N, key, N_epochs, N_steps, batch_size, shuffle, start_step):
