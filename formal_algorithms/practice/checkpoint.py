@@ -162,23 +162,17 @@ def load_checkpoint(
     ``opt_state_template`` (e.g. ``optimizer.init(theta)``) gives the optimizer state's structure;
     without it the state is not restored; a template whose leaves are not the stored state's (by
     name, shape and dtype: another optimizer) is refused naming ``opt_state_template``.
-    ``architecture`` and keyword hyperparameters (``d_e=64``)
-    assert what the file must hold. Every check passes before anything is returned.
+    ``architecture`` (one of :data:`ARCHITECTURES`' names: ``"DTransformer"``, ``"ETransformer"``,
+    ``"EDTransformer"``) and keyword hyperparameters (``d_e=64``) assert what the file must hold.
+    Every check passes before anything is returned.
     """
-    where = f"load_checkpoint: checkpoint {str(pathlib.Path(path))!r}"
+    _check_architecture(architecture)
+    file = f"checkpoint {str(pathlib.Path(path))!r}"
+    where = f"load_checkpoint: {file}"
     tensors, metadata = _read_verified(where, pathlib.Path(path))
     kind = metadata["architecture"]
     hp = _field(where, metadata, "hyperparameters")
-    if architecture is not None and kind != architecture:
-        raise ValueError(f"{where} holds a {kind}, expected a {architecture}")
-    for k in expected_hp:
-        if k not in hp:
-            raise TypeError(f"{where}: argument {k!r} is not a hyperparameter of its {kind} "
-                            f"({', '.join(sorted(hp))})")  # fmt: skip
-    wrong = {k: (hp.get(k), v) for k, v in expected_hp.items() if hp.get(k) != v}
-    if wrong:
-        detail = ", ".join(f"{k} = {a} (expected {b})" for k, (a, b) in wrong.items())
-        raise ValueError(f"{where} holds a {kind} with {detail}")
+    _check_expected(file, kind, hp, architecture, expected_hp)
     cls, spec_fn = ARCHITECTURES[kind]
     try:
         spec = spec_fn(**hp)
@@ -217,6 +211,42 @@ def load_checkpoint(
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+def _check_architecture(architecture) -> None:
+    """``load_checkpoint``'s ``architecture``: ``None`` or one of :data:`ARCHITECTURES`' names,
+    checked before the file is read."""
+    if architecture is None or (isinstance(architecture, str) and architecture in ARCHITECTURES):
+        return
+    names = ", ".join(repr(a) for a in sorted(ARCHITECTURES))
+    if isinstance(architecture, str):
+        raise ValueError(
+            f"load_checkpoint: argument 'architecture' = {architecture!r:.80} is not an "
+            f"architecture; give one of {names} or None"
+        )
+    raise TypeError(
+        f"load_checkpoint: argument 'architecture' must be an architecture's name ({names}) "
+        f"or None, got {type(architecture).__name__} {architecture!r:.80}"
+    )
+
+
+def _check_expected(file, kind, hp, architecture, expected_hp) -> None:
+    """What ``load_checkpoint``'s caller asserts the file holds: its ``architecture`` and the
+    hyperparameters ``expected_hp``."""
+    if architecture is not None and kind != architecture:
+        raise ValueError(
+            f"load_checkpoint: argument 'architecture' = {architecture!r} does not match: "
+            f"{file} holds a {kind}, expected a {architecture}"
+        )
+    where = f"load_checkpoint: {file}"
+    for k in expected_hp:
+        if k not in hp:
+            raise TypeError(f"{where}: argument {k!r} is not a hyperparameter of its {kind} "
+                            f"({', '.join(sorted(hp))})")  # fmt: skip
+    wrong = {k: (hp.get(k), v) for k, v in expected_hp.items() if hp.get(k) != v}
+    if wrong:
+        detail = ", ".join(f"{k} = {a} (expected {b})" for k, (a, b) in wrong.items())
+        raise ValueError(f"{where} holds a {kind} with {detail}")
 
 
 def _flatten(prefix, tree) -> dict:
