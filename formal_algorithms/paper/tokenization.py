@@ -206,8 +206,7 @@ def chunk(tokens, ell_max: int, *, bos_token: int, eos_token: int | None) -> lis
     pieces of ``ell_max − 1`` tokens (the last may be shorter), and each piece becomes
     ``[bos, piece…]``. Returns a list of int32 arrays.
     """
-    if not isinstance(ell_max, (int, np.integer)) or isinstance(ell_max, bool) or ell_max < 2:
-        raise ValueError(f"chunk: argument 'ell_max' must be an integer >= 2, got {ell_max!r}")
+    _check_ell_max("chunk", ell_max)
     tokens = np.asarray(tokens)
     if tokens.ndim != 1 or (tokens.size and not np.issubdtype(tokens.dtype, np.integer)):
         raise ValueError(
@@ -226,9 +225,17 @@ def chunk(tokens, ell_max: int, *, bos_token: int, eos_token: int | None) -> lis
 
 def chunk_text(text: str, tokenizer: CharTokenizer, ell_max: int, *, eos: bool = True):
     """``chunk(tokenizer.encode(text), ell_max, …)`` with the tokenizer's bos and eos tokens."""
+    _check_ell_max("chunk_text", ell_max)  # under this name, and before the text is encoded
     return chunk(
         tokenizer.encode(text),
         ell_max,
         bos_token=tokenizer.bos_token,
         eos_token=tokenizer.eos_token if eos else None,
     )
+
+
+def _check_ell_max(name: str, ell_max) -> None:
+    """The ``ell_max`` of :func:`chunk` and :func:`chunk_text`, refused under ``name``: a chunk
+    holds ``bos`` and at least one token."""
+    if not isinstance(ell_max, (int, np.integer)) or isinstance(ell_max, bool) or ell_max < 2:
+        raise ValueError(f"{name}: argument 'ell_max' must be an integer >= 2, got {ell_max!r}")
