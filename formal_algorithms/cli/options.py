@@ -220,9 +220,10 @@ def option(name: str) -> str:
 
 def validate_options(args) -> None:
     """What the parser types cannot see, before any work: ``--heads`` dividing ``--d-e``, a BPE
-    vocabulary that holds the bytes, a model that fits in memory, input files that exist and
-    output paths that can be written (not checked with ``--resume``: the run's own). Raises
-    ``ValueError`` (or ``FileNotFoundError``/``PermissionError``) naming the option."""
+    vocabulary that holds the bytes, the command's own ``check_input(args)`` if it sets one
+    (``train``: an ``--ell-max`` the text can fill), a model that fits in memory, input files
+    that exist and output paths that can be written (not checked with ``--resume``: the run's
+    own). Raises ``ValueError`` (or ``FileNotFoundError``/``PermissionError``) naming the option."""
     if getattr(args, "tokenizer", None) == "bpe" and args.vocab_size < 259:
         raise ValueError(
             f"--vocab-size must be at least 259 with --tokenizer bpe (256 bytes and "
@@ -241,6 +242,9 @@ def validate_options(args) -> None:
             raise ValueError(
                 f"--heads {heads} does not divide --d-e {d_e} (each head gets d_e / H)"
             )
+        check_input = getattr(args, "check_input", None)
+        if check_input is not None:  # the command's options against its input, e.g. the text
+            check_input(args)
         check_memory(args)
     check_processes(args)
     command = getattr(args, "command", None)
@@ -329,20 +333,39 @@ def check_memory(args) -> None:
     if not d_e or not L:
         return
     d_mlp = getattr(args, "d_mlp", None) or 4 * d_e
-    ell = getattr(args, "ell_max", None) or 2 * (getattr(args, "max_len", None) or 8)
+    ell, context = context_length(args)
     N_V = getattr(args, "vocab_size", None) or 512
     B, H = getattr(args, "batch_size", None) or 1, getattr(args, "heads", None) or 1
     params = L * (4 * d_e * d_e + 2 * d_e * d_mlp) * (2 if args.command == "seq2seq" else 1)
     params += d_e * (ell + 2 * N_V)
-    activations = B * L * ell * (12 * d_e + 2 * d_mlp + 3 * H * ell)
+    scores = B * L * 3 * H * ell * ell  # the attention scores: quadratic in the context
+    activations = B * L * ell * (12 * d_e + 2 * d_mlp) + scores
     need = BYTES_PER_FLOAT * (4 * params + 2 * activations)
     try:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return
     if need > have:
-        raise ValueError(
-            f"--d-e {d_e}, --layers {L}, --batch-size {B}: training needs about "
-            f"{need / 2**30:,.0f} GiB of memory, more than this machine's {have / 2**30:,.0f} GiB;"
-            " choose smaller sizes"
+        sizes = f"--d-e {d_e}, --layers {L}, --heads {H}, --batch-size {B}"
+        share = 2 * BYTES_PER_FLOAT * scores / need
+        why = (
+            f" ({share:.0%} of it the attention scores, which grow as the square of {context})"
+            if context and share >= 0.5
+            else ""
         )
+        raise ValueError(
+            f"{sizes}{', ' + context if context else ''}: training needs about "
+            f"{need / 2**30:,.0f} GiB of memory{why}, more than this machine's "
+            f"{have / 2**30:,.0f} GiB; choose smaller sizes"
+        )
+
+
+def context_length(args) -> tuple[int, str]:
+    """``(ℓ, option)``: the context length of the memory estimate and the option it comes from
+    as typed (``--ell-max N``; seq2seq's ``--max-len N``, whose sequences are up to 2N long), or
+    ``""`` for a command with neither (then ℓ = 16)."""
+    if getattr(args, "ell_max", None):
+        return args.ell_max, f"--ell-max {args.ell_max}"
+    if getattr(args, "max_len", None):
+        return 2 * args.max_len, f"--max-len {args.max_len}"
+    return 16, ""

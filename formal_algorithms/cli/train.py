@@ -27,7 +27,7 @@ from .common import (
     sample_key,
     say,
 )
-from .corpus import chunks, make_tokenizer, unigram_entropy
+from .corpus import chunks, make_tokenizer, read_text, unigram_entropy
 from .options import (
     MODEL_KEYS,
     integer,
@@ -52,6 +52,7 @@ from .runs import (
 from .stream import stream_sample
 
 DEFAULT_STEPS = 2400
+HELD_OUT = 0.1  # the last tenth of the text is held out
 CONFIG_KEYS = (*MODEL_KEYS, "ell_max", "tokenizer", "vocab_size", "text")
 
 
@@ -62,11 +63,12 @@ def run(args) -> int:
     member = join(args)  # one of several processes: joined before any other JAX work
     resumed, out = start(args, "DTransformer", CONFIG_KEYS)
     text, source, text_sha256 = run_text(args, resumed)
-    train_text, held_text = split_text(text, 0.1)
+    train_text, held_text = split_text(text, HELD_OUT)
     tokenizer = corpus_tokenizer(args, resumed, text, train_text)
     check_prompt(tokenizer, args.prompt)  # before training, not after it
     data = chunks(train_text, tokenizer, args.ell_max, "training")
     held = chunks(held_text, tokenizer, args.ell_max, "held-out")
+    check_data(args, resumed, data, source)
     key_init, key_train, _ = jax.random.split(jax.random.key(args.seed), 3)
     args.d_mlp = args.d_mlp or 4 * args.d_e
     theta = init_d_transformer(
@@ -114,6 +116,58 @@ def run(args) -> int:
         f"{shlex.quote(suggest_prompt(train_text))}; {PROG} info {shlex.quote(str(out / CHECKPOINT_NAME))}"
     )
     return 0
+
+
+def check_input(args) -> None:
+    """``--ell-max`` against the text, before the memory estimate (which a long ``--ell-max``
+    dominates) and before a BPE tokenizer is trained: the training text, n characters, makes
+    n + 2 tokens with bos and eos with the character tokenizer, and at most its UTF-8 bytes + 2
+    with byte-level BPE (whose exact count :func:`check_data` checks once it is tokenized)."""
+    text, source = read_text(args.text)
+    train_text = split_text(text, HELD_OUT)[0]
+    if args.tokenizer == "char":
+        n = len(train_text)
+        how = f"is {n:,} characters, {n + 2:,} tokens with bos and eos"
+    else:
+        n = len(train_text.encode("utf-8"))
+        how = f"is {n:,} bytes, at most {n + 2:,} tokens with bos and eos"
+    if args.ell_max > n + 2:
+        refuse_ell_max(args.ell_max, n + 2, f"{training_part(source)} {how}")
+
+
+def training_part(source: str) -> str:
+    return f"the first {1 - HELD_OUT:.0%} of {source}, the training text,"
+
+
+def refuse_ell_max(ell_max: int, longest: int, how: str):
+    raise ValueError(
+        f"--ell-max {ell_max} is longer than the text: {how}, so no training sequence would be "
+        f"{ell_max} tokens long; give --ell-max at most {longest}"
+    )
+
+
+def check_data(args, resumed, data, source) -> None:
+    """The training sequences as the trainer gets them (:func:`.corpus.chunks`) fill
+    ``--ell-max`` (exactly, now that the text is tokenized) and at least one ``--batch-size``
+    (else every step would be mostly empty rows). Not for a ``resumed`` run: it keeps its own
+    sizes (``--batch-size`` given with ``--resume`` is refused), checked when it started."""
+    if resumed is not None:
+        return
+    longest = max(len(c) for c in data)
+    if longest < args.ell_max:
+        refuse_ell_max(
+            args.ell_max,
+            longest,
+            f"{training_part(source)} is {longest:,} tokens of --tokenizer {args.tokenizer} "
+            "with bos and eos",
+        )
+    if args.batch_size > len(data):
+        raise ValueError(
+            f"--batch-size {args.batch_size} is larger than the {len(data):,} training "
+            f"sequence{'s' * (len(data) != 1)} (of --ell-max {args.ell_max} tokens) in "
+            f"{training_part(source)} so every step would be mostly empty rows; give "
+            f"--batch-size at most {len(data)} (or a longer text, or a smaller --ell-max)"
+        )
 
 
 def held_out(theta, *, held, args):
@@ -304,4 +358,4 @@ def register(sub) -> None:
         default=0.8,
         help="sampling temperature τ (default %(default)s; 0 = argmax)",
     )
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, check_input=check_input)
