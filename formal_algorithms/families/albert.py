@@ -176,7 +176,16 @@ def smiles_tokens(smiles: str, caller: str = "smiles_tokens") -> list[str]:
 
 def encode_smiles(smiles: str, vocab: dict) -> list[int]:
     """``[CLS] tokens… [SEP]`` as ids; a token outside the vocabulary is ``[UNK]``."""
-    ids = [vocab.get(t, vocab["[UNK]"]) for t in smiles_tokens(smiles, "encode_smiles")]
+    tokens = smiles_tokens(smiles, "encode_smiles")
+    if not isinstance(vocab, dict):
+        got = type(vocab).__name__
+        fail("encode_smiles", "vocab", f"must be a dict token → id, got {got}", TypeError)
+    missing = [t for t in ("[CLS]", "[SEP]", "[UNK]") if t not in vocab]
+    if missing:
+        fail(
+            "encode_smiles", "vocab", f"lacks the special tokens {missing} (rxnmapper's vocab.txt)"
+        )
+    ids = [vocab.get(t, vocab["[UNK]"]) for t in tokens]
     return [vocab["[CLS]"], *ids, vocab["[SEP]"]]
 
 

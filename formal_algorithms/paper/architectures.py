@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .attention import mh_attention, unidirectional_mask
-from .checks import check_activation, check_shape, fail
+from .checks import check_activation, check_mask, check_shape, check_valid, fail
 from .embeddings import embed
 from .functions import gelu, relu, softmax
 from .normalisation import EPS, layer_norm_columns
@@ -33,6 +33,7 @@ from .validation import check_inputs
 
 
 MLP = "mlp (the MLP of Algorithms 8-10)"
+ALG8, ALG9 = "EDTransformer (Algorithm 8)", "ETransformer (Algorithm 9)"
 
 
 def mlp(
@@ -64,11 +65,39 @@ def _check_mlp(X, W_1, b_1, W_2, b_2, activation):
         )
 
 
+POST_LN = "post_ln_layer (lines 5-8 of Algorithm 9)"
+PRE_LN = "pre_ln_layer (lines 5-8 of Algorithm 10)"
+ED_LAYER = "ed_decoder_layer (lines 14-19 of Algorithm 8)"
+
+
+def check_layer(where, X, layer, Mask, attention, expected=Layer, Z=None, cross_Mask=None):
+    """A layer's own arguments, so that a wrong one is named here rather than by the inner
+    algorithm it reaches first: ``layer`` a ``Layer`` (``DecoderLayer``), ``X`` (and ``Z``) with
+    d_e rows, and, for Algorithm 5 itself (other ``attention`` forms take other masks), the masks
+    ``(ℓ, ℓ)`` and ``(ℓ_z, ℓ)``. Shapes and types: nothing that costs a pass over values."""
+    if not isinstance(layer, expected):
+        got = type(layer).__name__
+        fail(
+            where, "layer", f"must be one {expected.__name__} (θ's layers[l]), got {got}", TypeError
+        )
+    d_e = np.shape(layer.gamma1 if expected is Layer else layer.gamma3)[0]
+    check_shape(where, "X", X, (d_e, None))
+    if attention is not mh_attention:  # e.g. a cache stands for Z
+        return
+    if Z is not None:
+        check_shape(where, "Z", Z, (d_e, None))
+    if Mask is not None:
+        check_mask(where, Mask, X.shape[1], X.shape[1])
+    if cross_Mask is not None:
+        check_mask(where, cross_Mask, Z.shape[1], X.shape[1], "cross_Mask")
+
+
 def post_ln_layer(X, layer: Layer, Mask, activation, eps=EPS, *, attention=mh_attention):
     """Lines 5-8 of Algorithms 9 and 8 (encoder): a Post-LN layer, the norm after each residual sum.
 
     ``attention``: Algorithm 5 (``attention(X, Z, W, Mask)``), or another evaluation of it (the
     batch-as-columns one of :mod:`.fast`)."""
+    check_layer(POST_LN, X, layer, Mask, attention)
     X = X + attention(X, X, layer.W, Mask)  # line 5
     X = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 6
     X = X + mlp(X, layer.W_mlp1, layer.b_mlp1, layer.W_mlp2, layer.b_mlp2, activation)  # line 7
@@ -78,6 +107,7 @@ def post_ln_layer(X, layer: Layer, Mask, activation, eps=EPS, *, attention=mh_at
 def pre_ln_layer(X, layer: Layer, Mask, activation, eps=EPS, *, attention=mh_attention):
     """Lines 5-8 of Algorithm 10: a Pre-LN layer; only the branch input X̃ is normalised, never X.
     ``attention`` as in :func:`post_ln_layer`."""
+    check_layer(PRE_LN, X, layer, Mask, attention)
     X_tilde = layer_norm_columns(X, layer.gamma1, layer.beta1, eps)  # line 5
     X = X + attention(X_tilde, X_tilde, layer.W, Mask)  # line 6
     X_tilde = layer_norm_columns(X, layer.gamma2, layer.beta2, eps)  # line 7
@@ -103,6 +133,7 @@ def ed_decoder_layer(
     ``cross_Mask`` (default ``None``: the paper's ``Mask ≡ 1``) masks padded context tokens;
     ``attention`` as in :func:`post_ln_layer`.
     """
+    check_layer(ED_LAYER, X, layer, Mask, attention, DecoderLayer, Z, cross_Mask)
     X = X + attention(X, X, layer.W_dec, Mask)  # line 14
     X = layer_norm_columns(X, layer.gamma3, layer.beta3, eps)  # line 15
     X = X + attention(X, Z, layer.W_ed, cross_Mask)  # line 16: Mask ≡ 1
@@ -150,8 +181,9 @@ def ed_encode(
     real; their keys alone are attended to (:func:`key_padding_mask`), so the real columns equal
     those of the unpadded z.
     """
-    (z,) = check_inputs(theta, "EDTransformer (Algorithm 8)", EDTransformerParams, z=z)
-    check_activation("EDTransformer (Algorithm 8)", activation, eps)
+    (z,) = check_inputs(theta, ALG8, EDTransformerParams, z=z)
+    check_activation(ALG8, activation, eps)
+    check_valid(ALG8, "valid", valid, z.shape[0])
     Z = embed(z, theta.W_e, theta.W_p)  # lines 1-3
     Mask = key_padding_mask(valid, Z.shape[1])
     for layer in theta.enc:  # line 4
@@ -172,8 +204,10 @@ def ed_decode_logits(
 
     ``z_valid`` masks the padded columns of ``Z`` in cross-attention (see :func:`ed_encode`).
     """
-    (x,) = check_inputs(theta, "EDTransformer (Algorithm 8)", EDTransformerParams, x=x)
-    check_activation("EDTransformer (Algorithm 8)", activation, eps)
+    (x,) = check_inputs(theta, ALG8, EDTransformerParams, x=x)
+    check_activation(ALG8, activation, eps)
+    check_shape(ALG8, "Z", Z, (theta.W_e.shape[0], None))
+    check_valid(ALG8, "z_valid", z_valid, np.shape(Z)[1])
     X = embed(x, theta.W_e, theta.W_p)  # lines 10-12
     Mask = unidirectional_mask(X.shape[1])
     cross_Mask = key_padding_mask(z_valid, X.shape[1])
@@ -195,6 +229,8 @@ def ed_transformer_logits(
 
     ``activation`` is the paper's ReLU; ``z_valid`` marks the real tokens of a z padded at its end.
     """
+    if np.ndim(z) == 1:  # (a wrong z is named by ed_encode)
+        check_valid(ALG8, "z_valid", z_valid, np.shape(z)[0])
     Z = ed_encode(z, theta, activation=activation, eps=eps, valid=z_valid)
     return ed_decode_logits(x, Z, theta, activation=activation, eps=eps, z_valid=z_valid)
 
@@ -233,8 +269,9 @@ def e_transformer_logits(
     ``valid`` (optional): x is padded at its end; padded keys are masked in every attention, so the
     real columns equal those of the unpadded x (the padded columns are meaningless).
     """
-    (x,) = check_inputs(theta, "ETransformer (Algorithm 9)", ETransformerParams, x=x)
-    check_activation("ETransformer (Algorithm 9)", activation, eps)
+    (x,) = check_inputs(theta, ALG9, ETransformerParams, x=x)
+    check_activation(ALG9, activation, eps)
+    check_valid(ALG9, "valid", valid, x.shape[0])
     X = embed(x, theta.W_e, theta.W_p)  # lines 1-3
     Mask = key_padding_mask(valid, X.shape[1])
     for layer in theta.layers:  # line 4

@@ -32,7 +32,8 @@ def check_shape(algorithm: str, argument: str, x, shape: tuple) -> None:
     if len(actual) != len(shape) or any(
         e is not None and e != a for e, a in zip(shape, actual, strict=True)
     ):
-        expected = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
+        dims = ["*" if e is None else str(e) for e in shape]
+        expected = f"({dims[0]},)" if len(dims) == 1 else "(" + ", ".join(dims) + ")"
         fail(algorithm, argument, f"has shape {actual}, expected {expected}")
 
 
@@ -64,13 +65,24 @@ def check_index(algorithm: str, argument: str, i, size: int) -> None:
         fail(algorithm, argument, f"= {values.tolist()} is outside [0, {size})")
 
 
-def check_mask(algorithm: str, mask, ell_z: int, ell_x: int) -> None:
-    check_shape(algorithm, "Mask", mask, (ell_z, ell_x))
-    dtype = np.dtype(mask.dtype) if hasattr(mask, "dtype") else np.asarray(mask).dtype
+def check_mask(algorithm: str, mask, ell_z: int, ell_x: int, argument: str = "Mask") -> None:
+    check_shape(algorithm, argument, mask, (ell_z, ell_x))
+    _check_boolean(algorithm, argument, mask)
+
+
+def check_valid(algorithm: str, argument: str, valid, ell: int) -> None:
+    """A padding vector: ``None`` (no padding) or ``(ℓ,)`` boolean (or 0/1), True at real tokens."""
+    if valid is not None:
+        check_shape(algorithm, argument, valid, (ell,))
+        _check_boolean(algorithm, argument, valid)
+
+
+def _check_boolean(algorithm, argument, x):
+    dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
     if dtype != np.bool_:
-        values = concrete(mask)
+        values = concrete(x)
         if values is None or not np.isin(values, (0, 1)).all():
-            fail(algorithm, "Mask", f"must be boolean or 0/1, got dtype {dtype}", TypeError)
+            fail(algorithm, argument, f"must be boolean or 0/1, got dtype {dtype}", TypeError)
 
 
 def check_key(algorithm, key):

@@ -91,7 +91,7 @@ def _check_norm(algorithm, name, x, ndim, gamma, beta=None, eps=0.0):
     d_e = jnp.shape(x)[0]
     bad = [(n, p) for n, p in params if jnp.shape(p)[0] != d_e]
     if len(bad) == 2 and jnp.shape(gamma) == jnp.shape(beta):
-        expected = f"({gamma.shape[0]})" if ndim == 1 else f"({gamma.shape[0]}, *)"
+        expected = f"({gamma.shape[0]},)" if ndim == 1 else f"({gamma.shape[0]}, *)"
         fail(
             algorithm,
             name,

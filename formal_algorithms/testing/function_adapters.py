@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..paper.checks import fail
+from ..paper.checks import check_count, fail
 from .token_model import (
     DEFAULT_SETTINGS,
     NotSupported,
@@ -218,6 +218,7 @@ def from_paper(fn, *, N_V: int, kind: str = "causal", **options) -> TokenModel:
     ``from_embeddings`` may split it (``E`` is then ``(d_e, ℓ)``, the paper's X; transposed here);
     ``cached(new_x (n,), state) → (logits (N_V, n), state)`` gives it a cache (state None at
     first), e.g. around :func:`~formal_algorithms.practice.cache.d_cached_logits`."""
+    check_count("from_paper", "N_V", N_V, 2)  # named as the caller typed it, not vocab_size
     embed, from_embeddings = options.pop("embed", None), options.pop("from_embeddings", None)
     if embed is not None and from_embeddings is not None:
         inner_embed, inner_from = embed, from_embeddings

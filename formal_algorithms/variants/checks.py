@@ -11,6 +11,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..paper.checks import check_mask as paper_check_mask
 from ..paper.checks import check_tokens, fail
 from ..paper.validation import check_params
 
@@ -93,32 +94,15 @@ def check_positions(algorithm: str, argument: str, t, ell: int) -> None:
 
 
 def check_mask(algorithm: str, Mask, ell_z: int, ell_x: int) -> None:
-    if Mask is not None and np.shape(Mask) != (ell_z, ell_x):
-        fail(
-            algorithm,
-            "Mask",
-            f"has shape {np.shape(Mask)}, expected (ℓ_z, ℓ_x) = ({ell_z}, {ell_x})",
-        )
+    """``Mask`` is ``None`` (Mask ≡ 1) or ``(ℓ_z, ℓ_x)``, boolean or 0/1 (the paper's check)."""
+    if Mask is not None:
+        paper_check_mask(algorithm, Mask, ell_z, ell_x)
 
 
 def check_function(algorithm: str, argument: str, f, example: str) -> None:
     """``f`` is a function (``silu``, not the string ``"silu"``)."""
     if not callable(f):
         fail(algorithm, argument, f"must be a function such as {example}, got {f!r}", TypeError)
-
-
-def check_valid(algorithm: str, valid, ell: int) -> None:
-    """``valid`` is ``None`` or a boolean ``(ℓ,)``: True for the real tokens of a padded input."""
-    if valid is None:
-        return
-    dtype = valid.dtype if hasattr(valid, "dtype") else np.asarray(valid).dtype
-    if np.shape(valid) != (ell,) or dtype != np.bool_:
-        fail(
-            algorithm,
-            "valid",
-            f"must be a boolean ({ell},), one per token, got shape {np.shape(valid)} and "
-            f"dtype {dtype}",
-        )
 
 
 def agreed_size(*sizes) -> int:

@@ -38,14 +38,13 @@ import numpy as np
 
 from ..paper.architectures import key_padding_mask, post_ln_layer, pre_ln_layer
 from ..paper.attention import unidirectional_mask
-from ..paper.checks import check_key, check_tokens, fail
+from ..paper.checks import check_key, check_tokens, check_valid, fail
 from ..paper.embeddings import embed
 from ..paper.functions import gelu, log_softmax
 from ..paper.normalisation import EPS, layer_norm_columns
 from ..paper.parameters import DTransformerParams, ETransformerParams
 from ..paper.training import bucket_length, check_sequence, pad
 from ..paper.validation import check_params
-from .checks import check_valid
 
 ALG = "Classification (an extension of Algorithms 9, 10 and 11-13)"
 
@@ -114,7 +113,7 @@ def classifier_logits(
     theta = params.theta
     check_tokens(ALG, "x", x, theta.W_e.shape[1], theta.W_p.shape[1])
     ell = x.shape[0]
-    check_valid(ALG, valid, ell)
+    check_valid(ALG, "valid", valid, ell)
     if isinstance(theta, ETransformerParams):
         X = e_features(x, theta, activation=activation, eps=eps, valid=valid)
         t_star = 0

@@ -50,15 +50,16 @@ import numpy as np
 
 from ..paper.architectures import post_ln_layer, pre_ln_layer, unembedding_matrix
 from ..paper.attention import AttentionParams, MHAttentionParams
-from ..paper.checks import check_key, fail
+from ..paper.checks import check_key, check_valid, fail
 from ..paper.embeddings import embed
 from ..paper.functions import gelu
 from ..paper.normalisation import EPS, layer_norm_columns
 from ..paper.parameters import DTransformerParams, ETransformerParams
 from ..paper.validation import check_inputs
-from .checks import check_valid
+from .checks import check_heads
 
 ALG = "FAVOR+ attention (Algorithm 4, lines 4-6 substituted)"
+MH_ALG = "mh_favor_attention (Algorithm 5 with FAVOR+ heads)"
 
 
 def _fail(argument, message, error=ValueError):
@@ -157,7 +158,7 @@ def favor_attention(X, Z, W: AttentionParams, Omega, *, causal=False, valid=None
     causal mask by prefix sums (``Z`` must be ``X``'s length; ``valid`` is not needed: a causal
     model's padding at the end never reaches a real token).
     """
-    check_valid(ALG, valid, np.shape(Z)[1])
+    check_valid(ALG, "valid", valid, np.shape(Z)[1])
     Q, K, V = _qkv(X, Z, W)  # lines 1-3
     Q_f, K_f = favor_features(Q, Omega), favor_features(K, Omega)  # FAVOR+: φ(Q), φ(K), (m, ℓ)
     if not causal:
@@ -175,6 +176,13 @@ def favor_attention(X, Z, W: AttentionParams, Omega, *, causal=False, valid=None
 
 def mh_favor_attention(X, Z, W: MHAttentionParams, Omega, *, causal=False, valid=None):
     """Algorithm 5 with :func:`favor_attention` heads (one Ω for all heads): heads stacked, ``W_o``."""
+    for name, A in (("X", X), ("Z", Z)):
+        if np.ndim(A) != 2:
+            fail(MH_ALG, name, f"must be a matrix (d, ℓ) with tokens as columns, got {np.shape(A)}")
+    H, G = check_heads(MH_ALG, W, np.shape(X)[0], np.shape(Z)[0])
+    if G != H:
+        fail(MH_ALG, "W.W_k", f"holds {G} key/value heads for H = {H} query heads; FAVOR+ "
+                              "attention here has one key/value set per head")  # fmt: skip
     heads = AttentionParams(*W[:6])
     attend = functools.partial(favor_attention, X, Z, Omega=Omega, causal=causal, valid=valid)
     Y = jax.vmap(attend)(heads)  # lines 1-2

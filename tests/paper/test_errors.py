@@ -97,7 +97,7 @@ CATALOGUE = [
         "layer norm width",
         lambda: fa.layer_norm(jnp.ones(3), jnp.ones(4), jnp.zeros(4)),
         ValueError,
-        r"layer_norm \(Algorithm 6\): argument 'e' has shape \(3,\), expected \(4\)",
+        r"layer_norm \(Algorithm 6\): argument 'e' has shape \(3,\), expected \(4,\) to match",
     ),
     (
         "unembedding width",

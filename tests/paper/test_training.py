@@ -191,6 +191,8 @@ def test_one_step_of_d_training_is_theta_minus_eta_grad(theta_d):
     eta = 0.05
     expected = sgd_step(theta_d, j_d_vg(theta_d, X)[1], eta)
     tree_allclose(d_training([X], theta_d, N_epochs=1, eta=eta, activation=ACT_D), expected)
+    as_list = [[int(t) for t in X]]  # a sequence may be a Python list, as for every algorithm
+    tree_allclose(d_training(as_list, theta_d, N_epochs=1, eta=eta, activation=ACT_D), expected)
 
 
 def test_one_step_of_ed_training_is_theta_minus_eta_grad(theta_ed):
@@ -198,6 +200,8 @@ def test_one_step_of_ed_training_is_theta_minus_eta_grad(theta_ed):
     expected = sgd_step(theta_ed, j_ed_vg(theta_ed, Z, X)[1], eta)
     out = ed_training([(Z, X)], theta_ed, N_epochs=1, eta=eta, activation=ACT_ED)
     tree_allclose(out, expected)
+    as_lists = [([int(t) for t in Z], [int(t) for t in X])]
+    tree_allclose(ed_training(as_lists, theta_ed, N_epochs=1, eta=eta, activation=ACT_ED), expected)
 
 
 def test_one_step_of_e_training_masks_with_the_documented_key(theta_e):
