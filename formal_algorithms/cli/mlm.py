@@ -19,6 +19,7 @@ from .common import CHECKPOINT_NAME, PROG, duration, n_params, say
 from .corpus import chunks
 from .options import MODEL_KEYS, integer, model_options, probability, run_options
 from .runs import Run, best_line, eval_interval, run_config, run_text, start, train_run
+from .train import HELD_OUT, check_data, check_input
 
 FAMILY = "masked-character model (Algorithms 9, 12)"
 CONFIG_KEYS = (*MODEL_KEYS, "ell_max", "p_mask", "test_size", "text")
@@ -28,9 +29,10 @@ def run(args) -> int:
     started = time.perf_counter()
     resumed, out = start(args, "ETransformer", CONFIG_KEYS)
     text, source, text_sha256 = run_text(args, resumed)
-    train_text, held_text = split_text(text, 0.1)
+    train_text, held_text = split_text(text, HELD_OUT)
     tokenizer = CharTokenizer.from_text(text)
     data = chunks(train_text, tokenizer, args.ell_max, "training")
+    check_data(args, resumed, data, source)  # --ell-max and --batch-size against the text
     held = chunks(held_text, tokenizer, args.ell_max, "held-out")[: args.test_size]
     key_init, key_train, key_eval = jax.random.split(jax.random.key(args.seed), 3)
     args.d_mlp = args.d_mlp or 4 * args.d_e
@@ -151,4 +153,4 @@ def register(sub) -> None:
         weight_decay=0.01,
     )
     run_options(p, pathlib.Path("runs") / "mlm")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, check_input=check_input)

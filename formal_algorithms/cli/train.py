@@ -125,7 +125,7 @@ def check_input(args) -> None:
     with byte-level BPE (whose exact count :func:`check_data` checks once it is tokenized)."""
     text, source = read_text(args.text)
     train_text = split_text(text, HELD_OUT)[0]
-    if args.tokenizer == "char":
+    if getattr(args, "tokenizer", "char") == "char":  # (mlm has no --tokenizer: characters)
         n = len(train_text)
         how = f"is {n:,} characters, {n + 2:,} tokens with bos and eos"
     else:
@@ -158,8 +158,8 @@ def check_data(args, resumed, data, source) -> None:
         refuse_ell_max(
             args.ell_max,
             longest,
-            f"{training_part(source)} is {longest:,} tokens of --tokenizer {args.tokenizer} "
-            "with bos and eos",
+            f"{training_part(source)} is {longest:,} tokens{tokenizer_words(args)} with bos "
+            "and eos",
         )
     if args.batch_size > len(data):
         raise ValueError(
@@ -168,6 +168,12 @@ def check_data(args, resumed, data, source) -> None:
             f"{training_part(source)} so every step would be mostly empty rows; give "
             f"--batch-size at most {len(data)} (or a longer text, or a smaller --ell-max)"
         )
+
+
+def tokenizer_words(args) -> str:
+    """`` of --tokenizer NAME`` for the commands that have the option (``mlm`` has not)."""
+    name = getattr(args, "tokenizer", None)
+    return f" of --tokenizer {name}" if name else ""
 
 
 def held_out(theta, *, held, args):
