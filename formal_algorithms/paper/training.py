@@ -37,7 +37,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from .architectures import d_transformer_logits, e_transformer_logits, ed_transformer_logits
-from .checks import as_tokens, check_count, check_key, check_sizes, check_tokens, concrete, fail
+from .checks import (
+    as_tokens,
+    check_count,
+    check_key,
+    check_sizes,
+    check_tokens,
+    check_valid,
+    concrete,
+    fail,
+)
 from .functions import gelu, log_softmax, relu
 from .normalisation import EPS
 from .parameters import DTransformerParams, EDTransformerParams, ETransformerParams
@@ -429,8 +438,7 @@ def _check_padded(algorithm, expected, theta, **sequences):
         check_tokens(algorithm, name, x, N_V, ell_max)
         if valid is None:
             continue
-        if jnp.shape(valid) != jnp.shape(x):
-            fail(algorithm, f"{name}_valid", f"has shape {jnp.shape(valid)}, expected {x.shape}")
+        check_valid(algorithm, f"{name}_valid", valid, x.shape[0])
         v = concrete(valid)
         if v is not None and np.any(v[1:] & ~v[:-1]):
             fail(algorithm, f"{name}_valid", "must be True…True False…False (padding at the end)")

@@ -139,17 +139,10 @@ def tree_shardings(
     parameter. ``"megatron"`` (a mesh with a ``"model"`` axis, :func:`model_mesh`): see
     :func:`megatron_spec`.
     """
-    if param_sharding not in PARAM_SHARDINGS:
-        fail(
-            "data_parallel",
-            "param_sharding",
-            f"must be one of {PARAM_SHARDINGS}, got {param_sharding!r}",
-        )
+    check_param_sharding("tree_shardings", mesh, param_sharding)
     if param_sharding == "replicated":
         return jax.tree.map(lambda _: replicated(mesh), tree)
     if param_sharding == "megatron":
-        if MODEL not in mesh.shape:
-            fail("data_parallel", "mesh", f"needs a {MODEL!r} axis for 'megatron' (model_mesh)")
         n_model = mesh.shape[MODEL]
         return jax.tree_util.tree_map_with_path(
             lambda p, a: NamedSharding(mesh, megatron_spec(p, np.shape(a), n_model)), tree
@@ -160,14 +153,18 @@ def tree_shardings(
     )
 
 
-def _check_divisible(mesh, batch_size, axis=DATA):
+def check_param_sharding(where, mesh, param_sharding):
+    if param_sharding not in PARAM_SHARDINGS:
+        fail(where, "param_sharding", f"must be one of {PARAM_SHARDINGS}, got {param_sharding!r}")
+    if param_sharding == "megatron" and MODEL not in mesh.shape:
+        fail(where, "mesh", f"needs a {MODEL!r} axis for 'megatron' (model_mesh)")
+
+
+def _check_divisible(where, mesh, batch_size, axis=DATA, argument="batch_size"):
     n = mesh.shape[axis]
     if batch_size % n:
-        fail(
-            "data_parallel",
-            "batch_size",
-            f"= {batch_size} must be a multiple of the {n} devices of mesh axis {axis!r}",
-        )
+        what = f"has {batch_size} rows, which" if argument == "batch" else f"= {batch_size}"
+        fail(where, argument, f"{what} must be a multiple of the {n} devices of mesh axis {axis!r}")
 
 
 def shard_batch(mesh: Mesh, batch: dict, axis: str = DATA) -> dict:
@@ -179,7 +176,7 @@ def shard_batch(mesh: Mesh, batch: dict, axis: str = DATA) -> dict:
     with the same key build the same global array as one process does.
     """
     rows = len(next(iter(batch.values())))
-    _check_divisible(mesh, rows, axis)
+    _check_divisible("shard_batch", mesh, rows, axis, "batch")
     sharding = batch_sharding(mesh, axis)
     return {
         k: jax.make_array_from_callback(np.shape(v), sharding, lambda index, v=v: v[index])
@@ -190,7 +187,7 @@ def shard_batch(mesh: Mesh, batch: dict, axis: str = DATA) -> dict:
 def process_rows(mesh: Mesh, rows: int, axis: str = DATA) -> range:
     """The rows of a ``rows``-row global batch that this process's devices hold on ``mesh``
     (every row with one process; the process's contiguous block with ``jax.distributed``)."""
-    _check_divisible(mesh, rows, axis)
+    _check_divisible("process_rows", mesh, rows, axis, "rows")
     spans = batch_sharding(mesh, axis).addressable_devices_indices_map((rows,)).values()
     starts = sorted({(s[0].start or 0, rows if s[0].stop is None else s[0].stop) for s in spans})
     for (_, stop), (start, _) in itertools.pairwise(starts):
@@ -301,7 +298,8 @@ def data_parallel_train(
         algorithm, optimizer, N_epochs, N_steps, batch_size, reduction, key, p_mask
     )
     mesh = data_mesh() if mesh is None else mesh
-    _check_divisible(mesh, batch_size)
+    _check_divisible(algorithm, mesh, batch_size)
+    check_param_sharding(algorithm, mesh, param_sharding)
     activation = default_activation(theta, activation)
     examples = as_examples(algorithm, data, theta)
     opt_state = optimizer.init(theta) if opt_state is None else opt_state

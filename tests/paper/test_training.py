@@ -356,6 +356,11 @@ def test_padding_must_be_at_the_end(theta_d):
     xp, valid = pad(X, 8)
     with pytest.raises(ValueError, match="padding at the end"):
         d_loss_padded(theta_d, xp, valid[::-1].copy())
+    # valid is a boolean (or 0/1) vector of x's length, named as x_valid
+    with pytest.raises(TypeError, match=r"argument 'x_valid' must be boolean or 0/1"):
+        d_loss_padded(theta_d, xp, valid * 0.5)
+    with pytest.raises(ValueError, match=r"argument 'x_valid' has shape \(7,\), expected \(8,\)"):
+        d_loss_padded(theta_d, xp, valid[:7])
 
 
 # ------------------------------------------------------------------------------ compile counts

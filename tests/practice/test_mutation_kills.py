@@ -16,6 +16,7 @@ rest of the suite let pass.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from params import assert_no_vanishing_terms, perturbed
 
@@ -245,12 +246,26 @@ def test_every_choice_argument_of_the_practical_forms_refuses_an_unknown_choice_
     mesh, tree = parallel.data_mesh(), dict(W=jnp.ones((4, 2)))
     with pytest.raises(
         ValueError,
-        match=r"^data_parallel: argument 'param_sharding' must be one of \('replicated', 'fsdp', 'megatron'\), got 'sharded'$",
+        match=r"^tree_shardings: argument 'param_sharding' must be one of \('replicated', 'fsdp', 'megatron'\), got 'sharded'$",
     ):
         parallel.tree_shardings(mesh, tree, "sharded")
     for choice in ("replicated", "fsdp"):
         assert isinstance(
             parallel.tree_shardings(mesh, tree, choice)["W"], jax.sharding.NamedSharding
+        )
+    # the trainer refuses it under its own name, before anything is compiled or placed
+    theta = fa.init_d_transformer(jax.random.key(0), N_V=9, ell_max=8, L=1, H=2, d_e=8, d_mlp=8)
+    with pytest.raises(
+        ValueError, match=r"^data_parallel_train.*: argument 'param_sharding' must be one of"
+    ):
+        parallel.data_parallel_train(
+            theta,
+            [[1, 2, 3]],
+            jax.random.key(1),
+            optimizer=optax.sgd(0.1),
+            N_steps=1,
+            batch_size=1,
+            param_sharding="sharded",
         )
 
 
