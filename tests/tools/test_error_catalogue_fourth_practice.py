@@ -154,18 +154,10 @@ COMMAND_LINE = {
         r"--batch-size 100000 is larger than the 600 training sequences \(of --ell-max 16 "
         r"tokens\) in the first 90% of .*; give --batch-size at most 600",
     ),
-    # mlm trains on the same kind of text and shares the checks
-    "mlm-ell-max-beyond-the-text": (
-        lambda d: ["--text", _text(d, 10_000), "--ell-max", "100000"],
-        r"--ell-max 100000 is longer than the text: the first 90% of .*text10000\.txt .* is "
-        r"9,000 characters, 9,002 tokens with bos and eos, .* give --ell-max at most 9002$",
-    ),
-    "mlm-batch-size-beyond-the-data": (
-        lambda d: ["--text", _text(d, 10_000), "--ell-max", "16", "--batch-size", "100000"],
-        r"--batch-size 100000 is larger than the 600 training sequences \(of --ell-max 16 "
-        r"tokens\) in the first 90% of .*; give --batch-size at most 600",
-    ),
 }
+# mlm trains on the same kind of text and shares the checks
+for _case in ("ell-max-beyond-the-text", "batch-size-beyond-the-data"):
+    COMMAND_LINE[f"mlm-{_case}"] = COMMAND_LINE[f"train-{_case}"]
 
 
 @pytest.mark.parametrize("name", list(COMMAND_LINE))
