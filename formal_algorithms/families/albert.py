@@ -129,8 +129,13 @@ def _read_model_files(source: str) -> tuple[bytes, bytes, bytes]:
             f"pip download --no-deps rxnmapper==0.4.3 -d ~/.cache/formal_algorithms "
             f"(or set {RXNMAPPER_ENV} to a wheel or a folder)"
         )
-    with zipfile.ZipFile(source) as z:
-        return tuple(z.read(MODEL_DIR + n) for n in names)
+    try:
+        with zipfile.ZipFile(source) as z:
+            return tuple(z.read(MODEL_DIR + n) for n in names)
+    except (zipfile.BadZipFile, KeyError) as error:  # not a wheel, or not rxnmapper's
+        fail(
+            "load_rxnmapper", "source", f"= {source!r} is not rxnmapper's wheel or folder ({error})"
+        )
 
 
 @functools.lru_cache(maxsize=1)

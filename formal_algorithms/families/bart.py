@@ -48,7 +48,7 @@ from ..paper.parameters import DecoderLayer, EDTransformerParams, Layer
 from ..paper.validation import check_params
 from ..practice.cache import ed_cross_cache, length_bucket
 from ..practice.kv_attention import KV, cached_decoder_attention
-from .core import StateDict, check_config, check_config_fields, family_config
+from .core import StateDict, check_config, check_config_dict, check_config_fields, family_config
 from .decoding import CachedDecoder, CachedForm
 from .opt import OFFSET  # transformers' learned positions: W_p's column t is row t + 2
 
@@ -379,19 +379,8 @@ def bart_config(config: dict) -> dict:
     """The keywords of :func:`bart_from_state_dict` from a transformers ``BartConfig.to_dict()``
     (θ's :class:`BartConfig` among them); what is not written is refused by name."""
     caller = "bart_config"
-    if not isinstance(config, dict):
-        fail(caller, "config", f"must be a dict, got {type(config).__name__}", TypeError)
-    needed = (
-        "encoder_layers",
-        "decoder_layers",
-        "encoder_attention_heads",
-        "decoder_attention_heads",
-    )
-    missing = [key for key in needed if key not in config]
-    if missing:
-        fail(caller, "config", f"lacks {', '.join(missing)}")
-    if config.get("model_type", "bart") != "bart":
-        fail(caller, "config", f"has model_type = {config['model_type']!r}; this family is 'bart'")
+    heads = ("encoder_attention_heads", "decoder_attention_heads")
+    check_config_dict(caller, config, ("encoder_layers", "decoder_layers", *heads), "bart")
     activation = config.get("activation_function", "gelu")
     if activation not in ACTIVATIONS:
         fail(
@@ -446,7 +435,7 @@ def _read_embeddings(sd: StateDict, tied: bool):
         return W_e.T, W_e_dec.T, W_u
     present = [name for name in (shared, *names) if name in sd.arrays]
     if not present:
-        fail(LOAD, "checkpoint", f"has no tensor {shared!r}")
+        fail(LOAD, "state", f"has no tensor {shared!r}")
     W_e = sd(present[0])
     for name in present[1:]:
         if not np.array_equal(sd(name, W_e.shape), W_e):

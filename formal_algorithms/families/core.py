@@ -89,10 +89,18 @@ def family_config(cls):
     return jax.tree_util.register_static(dataclasses.dataclass(frozen=True)(cls))
 
 
-def check_config_dict(caller: str, config, needed) -> None:
-    """A transformers configuration's ``to_dict()`` (or config.json): a dict holding ``needed``."""
+def check_config_dict(caller: str, config, needed, model_type: str | None = None) -> None:
+    """A transformers configuration's ``to_dict()`` (or config.json): a dict holding ``needed``,
+    of the family's ``model_type`` when it names one (another family's is refused by name)."""
     if not isinstance(config, dict):
         fail(caller, "config", f"must be a dict, got {type(config).__name__}", TypeError)
+    if model_type is not None and config.get("model_type", model_type) != model_type:
+        got = config["model_type"]
+        fail(
+            caller,
+            "config",
+            f"is a {got!r} configuration (model_type); this family is {model_type!r}",
+        )
     missing = [key for key in needed if key not in config]
     if missing:
         fail(caller, "config", f"lacks {', '.join(missing)}")

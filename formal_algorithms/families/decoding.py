@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..paper.checks import check_count, check_sizes, check_tokens, fail
+from ..paper.checks import check_count, check_key, check_sizes, check_tokens, fail
 from ..paper.inference import check_sampled, check_tau, sample_token, step_key
 from ..paper.normalisation import layer_norm_columns
 from ..practice.fast import stack_layers
@@ -199,14 +199,20 @@ class CachedDecoder:
         """Algorithm 14 with a cache, one token at a time: yields each sampled token as soon as
         it is drawn (so the first arrives after the prefill). Step i draws with
         ``fold_in(key, i)`` as the library's Algorithm 14; τ = 0 is the argmax. Stops after
-        ``max_new`` tokens or after yielding a token in ``stop``."""
+        ``max_new`` tokens or after yielding a token in ``stop``. The arguments are checked
+        when it is called, before the first token is asked for."""
         prompt = np.asarray(prompt)
         tau = check_tau(self.name, tau)
+        if isinstance(stop, (int, np.integer, str)) or not hasattr(stop, "__contains__"):
+            message = f"must be a collection of token ids such as (eos,), got {stop!r}"
+            fail(self.name, "stop", message, TypeError)
+        if key is not None:
+            check_key(self.name, key)
         check_tokens(self.name, "prompt", prompt, self.N_V, None)
         if prompt.ndim != 1 or prompt.shape[0] == 0:
             fail(self.name, "prompt", "must be a non-empty 1-D sequence of token ids")
         if check_count(self.name, "max_new", max_new) == 0:
-            return
+            return iter(())
         ell = prompt.shape[0]
         if self.context is not None and ell + max_new > self.context:
             message = (
@@ -217,6 +223,11 @@ class CachedDecoder:
         if key is None and tau > 0:  # randomness is an explicit key, never a hidden seed
             fail(self.name, "key", f"is None, but τ = {tau} samples: give a jax.random key")
         key = jax.random.key(0) if key is None else key  # τ = 0: the argmax, the key unused
+        return self._tokens(prompt, max_new, key, tau, stop)
+
+    def _tokens(self, prompt, max_new, key, tau, stop):
+        """:meth:`stream`'s tokens, its arguments checked."""
+        ell = prompt.shape[0]
         padded = np.zeros(_bucket(ell), np.int32)
         padded[:ell] = prompt
         cache = self.init_cache(_bucket(ell + max_new))

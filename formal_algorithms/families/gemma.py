@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ..paper.checks import fail
 from ..paper.functions import softmax
+from .core import check_config_dict
 from .llama import (
     LlamaConfig,
     LlamaParams,
@@ -45,7 +46,7 @@ ALGORITHM_10 = {
 def gemma_logits(x, theta: LlamaParams, *, rope_base=None, eps=None):
     """Algorithm 10 with Gemma's substitutions, without the final softmax: ``(N_V, ℓ)``; θ runs
     with ``θ.config`` (keywords must agree with it)."""
-    N_V = llama_hyperparameters(theta)["N_V"]
+    N_V = llama_hyperparameters(theta, GEMMA)["N_V"]
     own = theta.config
     if own is not None and not own.embed_scale and own.norm_offset == 0:
         fail(
@@ -68,6 +69,8 @@ def gemma_config(config: dict) -> dict:
     ``to_dict()`` (θ's :class:`.llama.LlamaConfig` among them); what is not written is refused by
     name."""
     caller = "gemma_config"
+    needed = ("num_attention_heads", "num_hidden_layers", "rms_norm_eps")
+    check_config_dict(caller, config, needed, "gemma")
     act = config.get("hidden_activation") or config.get("hidden_act")
     if act != "gelu_pytorch_tanh":
         fail(caller, "config", f"has activation {act!r}; Gemma's GeGLU is gelu_pytorch_tanh")

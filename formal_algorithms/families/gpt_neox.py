@@ -44,7 +44,14 @@ from ..paper.parameters import DTransformerParams, Layer
 from ..paper.validation import check_params
 from ..practice.kv_attention import project
 from ..variants.partial_rope import partial_rope, partial_rope_attention
-from .core import StateDict, check_config, check_config_fields, check_head_sizes, family_config
+from .core import (
+    StateDict,
+    check_config,
+    check_config_dict,
+    check_config_fields,
+    check_head_sizes,
+    family_config,
+)
 from .decoding import CachedDecoder, PaperHead, cached_layer, paper_decoder, paper_form
 from .llama import forward_config
 from .llama_loading import require
@@ -245,6 +252,8 @@ def gpt_neox_config(config: dict) -> dict:
     ``to_dict()`` (θ's :class:`GPTNeoXConfig` among them); what is not written is refused by
     name."""
     caller = "gpt_neox_config"
+    needed = ("num_attention_heads", "hidden_size", "num_hidden_layers", "layer_norm_eps")
+    check_config_dict(caller, config, needed, "gpt_neox")
     require(caller, config, "hidden_act", ("gelu",))
     require(caller, config, "attention_bias", (True,))
     params = config.get("rope_parameters") or {}

@@ -150,19 +150,19 @@ def forward_config(caller: str, theta: LlamaParams, defaults: LlamaConfig, **giv
     return theta.config
 
 
-def llama_hyperparameters(theta: LlamaParams) -> dict:
+def llama_hyperparameters(theta: LlamaParams, caller: str = LLAMA) -> dict:
     """The shape hyperparameters of θ: N_V, d_e, L, H, G, d_attn, d_mid, d_mlp, tied."""
     if not isinstance(theta, LlamaParams):
-        fail(LLAMA, "theta", f"must be LlamaParams, got {type(theta).__name__}", TypeError)
+        fail(caller, "theta", f"must be LlamaParams, got {type(theta).__name__}", TypeError)
     if not theta.layers:
-        fail(LLAMA, "theta.layers", "is empty; L must be at least 1")
+        fail(caller, "theta.layers", "is empty; L must be at least 1")
     for l, layer in enumerate(theta.layers):
         for name in ("W_q", "W_k", "W_v", "W_o"):
             if getattr(layer.W, name) is None:
-                fail(LLAMA, f"theta.layers[{l}].W.{name}", "is None; Llama's layer needs it")
+                fail(caller, f"theta.layers[{l}].W.{name}", "is None; Llama's layer needs it")
         for name in LlamaLayer._fields[1:]:
             if getattr(layer, name) is None:
-                fail(LLAMA, f"theta.layers[{l}].{name}", "is None; Llama's layer needs it")
+                fail(caller, f"theta.layers[{l}].{name}", "is None; Llama's layer needs it")
     d_e, N_V = np.shape(theta.W_e)
     W = theta.layers[0].W
     H, d_attn, _ = np.shape(W.W_q)
@@ -178,15 +178,15 @@ def llama_hyperparameters(theta: LlamaParams) -> dict:
         d_mlp=np.shape(theta.layers[0].W_gate)[0],
         tied=theta.W_u is None,
     )
-    _check_shapes(theta, hp)
+    _check_shapes(theta, hp, caller)
     return hp
 
 
-def _check_shapes(theta, hp):
+def _check_shapes(theta, hp, caller=LLAMA):
     d_e, H, G, d_attn, d_mid, d_mlp = (hp[k] for k in ("d_e", "H", "G", "d_attn", "d_mid", "d_mlp"))
     if G < 1 or H % G:
         fail(
-            LLAMA,
+            caller,
             "theta.layers[0].W",
             f"has {H} query heads and {G} key/value sets; G must divide H",
         )
@@ -218,13 +218,13 @@ def _check_shapes(theta, hp):
         ):
             if np.shape(leaf) != shape:
                 name = f"theta.layers[{l}]" + jax.tree_util.keystr(path)
-                fail(LLAMA, name, f"has shape {np.shape(leaf)}, expected {shape} for {hp}")
+                fail(caller, name, f"has shape {np.shape(leaf)}, expected {shape} for {hp}")
         if any(b is not None for b in (layer.W.b_q, layer.W.b_k, layer.W.b_v, layer.W.b_o)):
-            fail(LLAMA, f"theta.layers[{l}].W", "has biases; Llama's projections are bias-free")
+            fail(caller, f"theta.layers[{l}].W", "has biases; Llama's projections are bias-free")
     if np.shape(theta.gamma) != (d_e,):
-        fail(LLAMA, "theta.gamma", f"has shape {np.shape(theta.gamma)}, expected ({d_e},)")
+        fail(caller, "theta.gamma", f"has shape {np.shape(theta.gamma)}, expected ({d_e},)")
     if theta.W_u is not None and np.shape(theta.W_u) != (hp["N_V"], d_e):
-        fail(LLAMA, "theta.W_u", f"has shape {np.shape(theta.W_u)}, expected ({hp['N_V']}, {d_e})")
+        fail(caller, "theta.W_u", f"has shape {np.shape(theta.W_u)}, expected ({hp['N_V']}, {d_e})")
 
 
 # ------------------------------------------------------------------ Algorithm 10, substituted

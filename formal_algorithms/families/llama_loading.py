@@ -32,13 +32,14 @@ def require(caller: str, config: dict, key: str, allowed) -> None:
         fail(caller, "config", f"has {key} = {config[key]!r}; this family writes {allowed[0]!r}")
 
 
-def llama_config(config: dict, caller: str = "llama_config", *, window=None) -> dict:
+def llama_config(
+    config: dict, caller: str = "llama_config", *, window=None, model_type="llama"
+) -> dict:
     """The keywords of :func:`llama_from_state_dict` from a transformers configuration
     (``config.to_dict()``), θ's :class:`LlamaConfig` among them (``window``: a family's sliding
     window); what is not written here is refused by name."""
-    check_config_dict(
-        caller, config, ("num_attention_heads", "hidden_size", "rms_norm_eps", "num_hidden_layers")
-    )
+    needed = ("num_attention_heads", "hidden_size", "rms_norm_eps", "num_hidden_layers")
+    check_config_dict(caller, config, needed, model_type)
     require(caller, config, "hidden_act", ("silu",))
     H = config["num_attention_heads"]
     if config.get("head_dim") not in (None, config["hidden_size"] // H):
@@ -103,10 +104,10 @@ def llama_from_state_dict(
 def _shape(sd: StateDict, name: str, ndim: int) -> tuple:
     """The shape of tensor ``name`` (which must exist and have ``ndim`` axes), without reading it."""
     if name not in sd.arrays:
-        fail(sd.where, "checkpoint", f"has no tensor {name!r}")
+        fail(sd.where, sd.argument, f"has no tensor {name!r}")
     shape = np.shape(sd.arrays[name])
     if len(shape) != ndim:
-        fail(sd.where, "state", f"tensor {name!r} has shape {shape}, expected {ndim} axes")
+        fail(sd.where, sd.argument, f"tensor {name!r} has shape {shape}, expected {ndim} axes")
     return shape
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..paper.checks import fail
 from ..paper.functions import softmax
+from .core import check_config_dict
 from .llama import ALGORITHM_10 as LLAMA_LINES
 from .llama import (
     LlamaConfig,
@@ -38,7 +39,7 @@ def mistral_logits(x, theta: LlamaParams, *, window=None, rope_base=None, eps=No
     """Algorithm 10 with Mistral's substitutions, without the final softmax: ``(N_V, ℓ)``; θ runs
     with ``θ.config`` (keywords must agree), whose ``window`` w is the positions each token sees
     (itself and the w − 1 before it)."""
-    N_V = llama_hyperparameters(theta)["N_V"]
+    N_V = llama_hyperparameters(theta, MISTRAL)["N_V"]
     given = dict(window=window, rope_base=rope_base, eps=eps)
     config = forward_config(MISTRAL, theta, LlamaConfig(), **given)
     if config.window is None:
@@ -56,12 +57,13 @@ def mistral_config(config: dict) -> dict:
     :class:`.llama.LlamaConfig`, with the window, among them); what is not written is refused by
     name."""
     caller = "mistral_config"
+    check_config_dict(caller, config, (), "mistral")
     if config.get("sliding_window") is None:
         fail(caller, "config", "has no sliding_window: that is the Llama family (llama_logits)")
     window = config["sliding_window"]
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         fail(caller, "config", f"has sliding_window = {window!r}; it must be an integer >= 1")
-    return llama_config(config, caller, window=config["sliding_window"])
+    return llama_config(config, caller, window=config["sliding_window"], model_type="mistral")
 
 
 #: θ from Hugging Face ``MistralForCausalLM`` names: Llama's (every tensor used or refused by name).

@@ -39,7 +39,7 @@ from ..paper.functions import relu, softmax
 from ..paper.parameters import DTransformerParams, Layer
 from ..paper.validation import check_inputs, check_params
 from ..practice.kv_attention import paper_projection
-from .core import StateDict, check_config, check_config_fields, family_config
+from .core import StateDict, check_config, check_config_dict, check_config_fields, family_config
 from .decoding import CachedDecoder, PaperHead, cached_layer, paper_decoder, paper_form
 from .llama import forward_config
 from .llama_loading import require
@@ -157,6 +157,8 @@ def opt_config(config: dict) -> dict:
     """The keywords of :func:`opt_from_state_dict` from a transformers ``OPTConfig.to_dict()``
     (θ's :class:`OPTConfig` among them); what is not written is refused by name."""
     caller = "opt_config"
+    needed = ("num_attention_heads", "hidden_size", "num_hidden_layers")
+    check_config_dict(caller, config, needed, "opt")
     require(caller, config, "activation_function", ("relu",))
     require(caller, config, "enable_bias", (True,))
     require(caller, config, "layer_norm_elementwise_affine", (True,))

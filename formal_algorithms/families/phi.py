@@ -35,7 +35,7 @@ import numpy as np
 from ..paper.checks import fail
 from ..paper.functions import softmax
 from ..paper.parameters import Layer
-from .core import StateDict, check_config
+from .core import StateDict, check_config, check_config_dict
 from .decoding import CachedDecoder, PaperHead, paper_decoder
 from .gpt_neox import (
     GPT_NEOX_FORM,
@@ -140,6 +140,8 @@ def phi_config(config: dict) -> dict:
     """The keywords of :func:`phi_from_state_dict` from a transformers ``PhiConfig.to_dict()``
     (θ's :class:`.gpt_neox.GPTNeoXConfig` among them); what is not written is refused by name."""
     caller = "phi_config"
+    needed = ("num_attention_heads", "hidden_size", "num_hidden_layers", "layer_norm_eps")
+    check_config_dict(caller, config, needed, "phi")
     require(caller, config, "hidden_act", ("gelu_new",))
     require(caller, config, "qk_layernorm", (False,))
     H, d_e = config["num_attention_heads"], config["hidden_size"]

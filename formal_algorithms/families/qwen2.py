@@ -24,6 +24,7 @@ import numpy as np
 
 from ..paper.checks import fail
 from ..paper.functions import softmax
+from .core import check_config_dict
 from .llama import ALGORITHM_10 as LLAMA_LINES
 from .llama import (
     LlamaConfig,
@@ -59,7 +60,7 @@ def qwen2_hyperparameters(theta: LlamaParams) -> dict:
     """Llama's shape hyperparameters, and every layer's ``b_q, b_k, b_v`` present and shaped."""
     if not isinstance(theta, LlamaParams):
         fail(QWEN2, "theta", f"must be LlamaParams, got {type(theta).__name__}", TypeError)
-    hp = llama_hyperparameters(unbiased(theta))
+    hp = llama_hyperparameters(unbiased(theta), QWEN2)
     for l, layer in enumerate(theta.layers):
         W = layer.W
         for name, shape in (
@@ -120,14 +121,9 @@ def qwen2_config(config: dict) -> dict:
     """The keywords of :func:`qwen2_from_state_dict` from a ``Qwen2Config.to_dict()`` (θ's
     :class:`.llama.LlamaConfig` among them); what is not written is refused by name."""
     caller = "qwen2_config"
-    if isinstance(config, dict) and config.get("model_type", "qwen2") != "qwen2":
-        fail(
-            caller,
-            "config",
-            f"is a {config['model_type']!r} configuration (model_type), not qwen2's",
-        )
+    check_config_dict(caller, config, (), "qwen2")
     require(caller, config, "use_sliding_window", (False,))
-    return llama_config(config, caller)
+    return llama_config(config, caller, model_type="qwen2")
 
 
 #: θ from Hugging Face ``Qwen2ForCausalLM`` names: Llama's tensors and the biases of ``q_proj,

@@ -425,7 +425,7 @@ def t5_config(config: dict) -> dict:
     checkpoint's config.json), θ's :class:`T5Config` among them; what is not written is refused by
     name."""
     caller = "t5_config"
-    check_config_dict(caller, config, ("d_model", "d_kv", "num_heads", "num_layers"))
+    check_config_dict(caller, config, ("d_model", "d_kv", "num_heads", "num_layers"), "t5")
     proj = config.get("feed_forward_proj", "relu")
     if proj not in FEED_FORWARD:
         message = f"has feed_forward_proj = {proj!r}; T5 here writes {sorted(FEED_FORWARD)}"

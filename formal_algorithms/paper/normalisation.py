@@ -69,7 +69,10 @@ def rms_norm_columns(
     return jax.vmap(rms_norm, in_axes=(1, None, None), out_axes=1)(X, gamma, eps)
 
 
-def _check_norm(algorithm, name, x, ndim, gamma, beta=None, eps=0.0):
+NO_BETA = object()  # RMSnorm has no β (``None`` for layer norm's β is a mistake, refused)
+
+
+def _check_norm(algorithm, name, x, ndim, gamma, beta=NO_BETA, eps=0.0):
     """``x`` a vector (d_e,) or a matrix (d_e, ℓ); γ and β vectors of x's d_e (no broadcasting);
     ε finite and >= 0. A mismatch blames the odd one out: x when γ and β agree with each other,
     else γ or β."""
@@ -84,8 +87,10 @@ def _check_norm(algorithm, name, x, ndim, gamma, beta=None, eps=0.0):
     if jnp.ndim(x) != ndim:
         what = "a vector (d_e,)" if ndim == 1 else "a matrix (d_e, ℓ) with tokens as columns"
         fail(algorithm, name, f"must be {what}, got shape {jnp.shape(x)}")
-    params = [(n, p) for n, p in (("gamma", gamma), ("beta", beta)) if p is not None]
+    params = [("gamma", gamma)] + ([] if beta is NO_BETA else [("beta", beta)])
     for n, p in params:
+        if not hasattr(p, "shape"):
+            fail(algorithm, n, f"must be a vector (d_e,), got {type(p).__name__}", TypeError)
         if jnp.ndim(p) != 1:
             fail(algorithm, n, f"must be a vector (d_e,), got shape {jnp.shape(p)}")
     d_e = jnp.shape(x)[0]

@@ -27,6 +27,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from ..paper.checks import fail
 from ..paper.initialisation import is_spec
 from ..paper.parameters import (
     DTransformerParams,
@@ -71,12 +72,8 @@ def save_checkpoint(
     ``to_dict()``), an optimizer state, JSON-able ``extra`` metadata and named numpy ``arrays``,
     to ``path`` atomically. Returns the path."""
     name = "save_checkpoint"
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
-            f"{name}: argument 'path' must be a file name (str or pathlib.Path), got "
-            f"{type(path).__name__} {path!r:.60}"
-        )
-    if pathlib.Path(path).is_dir():
+    path = as_path(name, path)
+    if path.is_dir():
         raise IsADirectoryError(
             f"{name}: argument 'path' {str(path)!r} is a directory; give a "
             "file name such as model.safetensors"
@@ -167,7 +164,8 @@ def load_checkpoint(
     Every check passes before anything is returned.
     """
     _check_architecture(architecture)
-    file = f"checkpoint {str(pathlib.Path(path))!r}"
+    path = as_path("load_checkpoint", path)
+    file = f"checkpoint {str(path)!r}"
     where = f"load_checkpoint: {file}"
     tensors, metadata = _read_verified(where, pathlib.Path(path))
     kind = metadata["architecture"]
@@ -247,6 +245,14 @@ def _check_expected(file, kind, hp, architecture, expected_hp) -> None:
     if wrong:
         detail = ", ".join(f"{k} = {a} (expected {b})" for k, (a, b) in wrong.items())
         raise ValueError(f"{where} holds a {kind} with {detail}")
+
+
+def as_path(where, path) -> pathlib.Path:
+    """A file name (``str`` or ``os.PathLike``) as a path; anything else refused by name."""
+    if not isinstance(path, (str, os.PathLike)):
+        got = f"{type(path).__name__} {path!r:.60}"
+        fail(where, "path", f"must be a file name (str or pathlib.Path), got {got}", TypeError)
+    return pathlib.Path(path)
 
 
 def _flatten(prefix, tree) -> dict:

@@ -135,6 +135,7 @@ def c_loss(
 
     ``c``: the class, an integer in ``[0, N_C)``; checked when concrete (JAX's indexing would
     clamp an id out of range into a finite, wrong loss)."""
+    _check_params(params)
     check_class(c, params.W_c.shape[0])
     logits = classifier_logits(
         x, params, activation=activation, eps=eps, valid=valid, pooling=pooling

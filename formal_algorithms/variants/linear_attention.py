@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..paper.attention import AttentionParams, MHAttentionParams, unidirectional_mask
-from .checks import check_function, check_input_width, check_linear, check_matrix
+from ..paper.checks import fail
+from .checks import check_function, check_heads, check_input_width, check_linear, check_matrix
 
 CAUSAL_LINEAR = "causal_linear_attention (Algorithm 4, exp replaced by a kernel)"
 FAST_WEIGHT = "fast_weight_attention (Algorithm 4 as causal linear attention, recurrent)"
@@ -95,8 +96,13 @@ def fast_weight_attention(X, W: AttentionParams, phi=elu_plus_one):
     return out.T  # (d_out, ℓ): tokens back to columns
 
 
-def _multi_head(single_head, X, W: MHAttentionParams, phi):
+def _multi_head(where, single_head, X, W: MHAttentionParams, phi):
     """Algorithm 5 around any single-head attention: heads stacked ``[Y^1; …; Y^H]``, then ``W_o``."""
+    if np.ndim(X) != 2:
+        fail(where, "X", f"must be a matrix (d, ℓ) with tokens as columns, got {np.shape(X)}")
+    H, G = check_heads(where, W, np.shape(X)[0], np.shape(X)[0])
+    if G != H:
+        fail(where, "W.W_k", f"holds {G} key/value heads for H = {H} query heads; one per head")
     heads = AttentionParams(*W[:6])
     Y = jax.vmap(single_head, in_axes=(None, 0, None))(X, heads, phi)  # lines 1-2
     H, d_mid, ell = Y.shape
@@ -105,9 +111,9 @@ def _multi_head(single_head, X, W: MHAttentionParams, phi):
 
 def mh_causal_linear_attention(X, W: MHAttentionParams, phi=elu_plus_one):
     """Algorithm 5 with :func:`causal_linear_attention` heads (parallel form)."""
-    return _multi_head(causal_linear_attention, X, W, phi)
+    return _multi_head("mh_causal_linear_attention", causal_linear_attention, X, W, phi)
 
 
 def mh_fast_weight_attention(X, W: MHAttentionParams, phi=elu_plus_one):
     """Algorithm 5 with :func:`fast_weight_attention` heads (recurrent form)."""
-    return _multi_head(fast_weight_attention, X, W, phi)
+    return _multi_head("mh_fast_weight_attention", fast_weight_attention, X, W, phi)

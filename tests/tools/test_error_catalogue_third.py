@@ -156,7 +156,7 @@ def test_families(hf):
         Case("qwen2_config of Llama's", lambda: qwen2.qwen2_config(config), ValueError,
              r"^qwen2_config", r"'config' is a 'llama' configuration"),
         Case("mistral_config window 'four'", lambda: mistral.mistral_config(dict(
-             config, sliding_window="four")), ValueError, r"^mistral_config",
+             config, model_type="mistral", sliding_window="four")), ValueError, r"^mistral_config",
              r"'config' has sliding_window = 'four'"),
         Case("gemma_logits of a Llama θ", lambda: gemma.gemma_logits(x, theta), ValueError,
              r"^gemma_logits", r"'theta' carries another family's configuration"),
