@@ -13,6 +13,7 @@ conversation.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import jax
@@ -21,10 +22,36 @@ from .common import say
 from .options import integer, temperature
 
 
-def _answer(decoder, tokenizer, messages, key, args) -> str:
-    ids = tokenizer.apply_chat_template(
+def _ids(tokenizer, messages) -> list[int]:
+    """The conversation's token ids, formatted by the GGUF's chat template."""
+    return tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=True
     )["input_ids"]
+
+
+def check_room(args, context: int, n_prompt: int | None = None, what: str = "--prompt") -> None:
+    """--max-tokens and the prompt's ``n_prompt`` tokens (None: not known yet, at least one) fit
+    the model's ``context``: checked before the weights are read, and before every answer."""
+    name = os.path.basename(args.gguf) if args.gguf else "SmolLM2-135M-Instruct"
+    if n_prompt is None and args.max_tokens >= context:
+        raise ValueError(
+            f"--max-tokens {args.max_tokens} does not fit the model's context of {context} "
+            f"positions ({name}), which holds the prompt too; give --max-tokens at most "
+            f"{context - 1}"
+        )
+    if n_prompt is not None and n_prompt + args.max_tokens > context:
+        raise ValueError(
+            f"--max-tokens {args.max_tokens} after {what} of {n_prompt} tokens (with the chat "
+            f"template) needs {n_prompt + args.max_tokens} positions, more than the model's "
+            f"context of {context} ({name}); give --max-tokens at most "
+            f"{max(context - n_prompt, 0)} or a shorter {what}"
+        )
+
+
+def _answer(decoder, tokenizer, messages, key, args) -> str:
+    ids = _ids(tokenizer, messages)
+    what = "--prompt" if args.prompt is not None else "the conversation"
+    check_room(args, decoder.context, len(ids), what)
     stop = {tokenizer.eos_token_id}
     out, shown = [], ""
     for y in decoder.stream(ids, max_new=args.max_tokens, key=key, tau=args.temperature, stop=stop):
@@ -51,11 +78,20 @@ def run(args) -> int:
         )
     from ..families.llama import Decoder
     from ..interop.gguf import smollm2_path
-    from .common import load_gguf
+    from .common import gguf_context, load_gguf
 
-    model, tokenizer = load_gguf(args.gguf or smollm2_path())
-    decoder = Decoder(model.theta, context=model.context)
+    path = args.gguf or smollm2_path()
     messages = [] if args.system is None else [{"role": "system", "content": args.system}]
+    first = messages + ([] if args.prompt is None else [{"role": "user", "content": args.prompt}])
+    context = gguf_context(path)  # from the file's header, before anything is loaded
+    if context is not None:
+        check_room(args, context)
+
+    def check(tokenizer, context):  # before the weights are read
+        check_room(args, context, None if args.prompt is None else len(_ids(tokenizer, first)))
+
+    model, tokenizer = load_gguf(path, check)
+    decoder = Decoder(model.theta, context=model.context)
     key = jax.random.key(args.seed)
     if args.prompt is not None:
         messages.append({"role": "user", "content": args.prompt})

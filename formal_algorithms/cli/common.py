@@ -38,39 +38,144 @@ def duration(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 
-def load_lm(path):
-    """θ, tokenizer, activation and eps of a ``train`` checkpoint, or a one-line error."""
+#: each architecture's checkpoints: the command that writes them and the paper's algorithm
+WRITTEN_BY = {
+    "DTransformer": ("train", "Algorithm 10"),
+    "ETransformer": ("mlm", "Algorithm 9"),
+    "EDTransformer": ("seq2seq", "Algorithm 8"),
+}
+
+
+def _a(name: str) -> str:
+    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
+
+
+def read_checkpoint(path, typed: str | None = None, *, architecture: str | None = None, **kw):
+    """:func:`load_checkpoint` for a command, the one place the commands read a checkpoint: an
+    error says what the user typed, ``typed`` (default ``--checkpoint 'PATH'``), where the
+    library says ``load_checkpoint: checkpoint 'PATH'``, then the library's reason;
+    ``architecture``: the one the command reads, another refused with the command that writes
+    it. ``kw``: ``load_checkpoint``'s (``opt_state_template``)."""
+    typed = f"--checkpoint {str(path)!r}" if typed is None else typed
+    try:
+        checkpoint = load_checkpoint(path, **kw)
+    except (ValueError, TypeError, OSError) as error:
+        raise type(error)(typed + checkpoint_reason(error, path)) from None
+    kind = checkpoint.architecture
+    if architecture is not None and kind != architecture:
+        command, algorithm = WRITTEN_BY[architecture]
+        raise ValueError(
+            f"{typed} holds {_a(kind)}, not {_a(architecture)} ({algorithm}); use a checkpoint "
+            f"written by '{PROG} {command}'"
+        )
+    return checkpoint
+
+
+def checkpoint_reason(error: BaseException, path) -> str:
+    """The library's reason a checkpoint was not read, as it follows the file's name (" is
+    truncated ...", ": metadata field ..."), without the library's function and argument names."""
+    text = str(error)
+    file = f"checkpoint {str(pathlib.Path(path))!r}"
+    if text.startswith(f"load_checkpoint: {file}"):
+        return text.removeprefix(f"load_checkpoint: {file}")
+    if text.startswith("load_checkpoint: argument 'opt_state_template'"):  # --resume's
+        detail = text.partition(f"{file}: ")[2].split(";")[0].removeprefix("its leaves ")
+        return f": its optimizer state does not fit this command's optimizer, whose leaves {detail}"
+    return ": " + text.removeprefix("load_checkpoint: ")
+
+
+def load_lm(path, typed: str | None = None):
+    """θ, tokenizer, activation and eps of a ``train`` checkpoint, or a one-line error naming
+    ``typed`` (default ``--checkpoint 'PATH'``)."""
     from ..practice.bpe import tokenizer_from_dict
 
-    checkpoint = load_checkpoint(path)
-    if checkpoint.architecture != "DTransformer":
-        raise ValueError(
-            f"checkpoint {str(path)!r} holds an {checkpoint.architecture}, not a DTransformer "
-            f"(Algorithm 10); use a checkpoint written by '{PROG} train'"
-        )
+    typed = f"--checkpoint {str(path)!r}" if typed is None else typed
+    checkpoint = read_checkpoint(path, typed, architecture="DTransformer")
     if checkpoint.tokenizer is None:
-        raise ValueError(f"checkpoint {str(path)!r} has no tokenizer in its metadata")
+        raise ValueError(f"{typed}: the file has no tokenizer in its metadata")
     tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
     if tokenizer.N_V != checkpoint.hyperparameters["N_V"]:
         raise ValueError(
-            f"checkpoint {str(path)!r}: its tokenizer has N_V = {tokenizer.N_V} but θ has "
+            f"{typed}: its tokenizer has N_V = {tokenizer.N_V} but θ has "
             f"N_V = {checkpoint.hyperparameters['N_V']}"
         )
     name = checkpoint.extra.get("activation", "gelu")
     if name not in ACTIVATIONS:
-        raise ValueError(f"checkpoint {str(path)!r} names an unknown activation {name!r}")
+        raise ValueError(f"{typed}: the file names an unknown activation {name!r}")
     return checkpoint, tokenizer, ACTIVATIONS[name], float(checkpoint.extra.get("eps", EPS))
 
 
-def load_gguf(path):
-    """``--gguf``'s model and tokenizer, the model read first (its reader names what is wrong with
-    the file); an error says ``--gguf PATH`` as typed before the reader's own sentence."""
+def load_gguf(path, check=None):
+    """``--gguf``'s model and tokenizer. ``check(tokenizer, context)``, when given, runs before
+    the weights are read (the tokenizer takes seconds, the weights many more), with the context
+    the file's header declares (:func:`gguf_context`). A file whose header does not read so is
+    read whole first, its reader naming what is wrong with it. An error says ``--gguf PATH`` as
+    typed before the reader's own sentence."""
     from ..interop.gguf import gguf_tokenizer, read_llama_gguf
 
+    context = gguf_context(path) if check is not None else None
+    if context is not None:
+        tokenizer = _gguf_read(gguf_tokenizer, path)
+        check(tokenizer, context)
+        return _gguf_read(read_llama_gguf, path), tokenizer
+    model, tokenizer = _gguf_read(read_llama_gguf, path), _gguf_read(gguf_tokenizer, path)
+    if check is not None:
+        check(tokenizer, model.context)
+    return model, tokenizer
+
+
+def _gguf_read(read, path):
     try:
-        return read_llama_gguf(path), gguf_tokenizer(path)
+        return read(path)
     except (ValueError, TypeError, OSError) as error:
         raise type(error)(f"--gguf {path}: {error}") from None
+
+
+#: the struct formats of GGUF's scalar metadata types (8: string, 9: array)
+GGUF_SCALARS = dict(enumerate("<B <b <H <h <I <i <f <?".split())) | {10: "<Q", 11: "<q", 12: "<d"}
+
+
+def gguf_context(path) -> int | None:
+    """The context length a Llama GGUF declares (``llama.context_length``), read from the
+    metadata at the head of the file, without its tensors (milliseconds, where the whole read
+    takes seconds); ``None`` when the file does not read so (the whole read then says why)."""
+    import struct
+
+    def read(f, fmt):
+        data = f.read(struct.calcsize(fmt))
+        return struct.unpack(fmt, data)[0]  # struct.error when the file ends
+
+    def value(f, kind):
+        if kind == 8:  # a string: its length, then UTF-8
+            n = read(f, "<Q")
+            if n > 1 << 20:
+                raise ValueError(f"a string of {n} bytes")
+            return f.read(n).decode()
+        if kind == 9:  # an array: its type, its length, its values
+            inner, n = read(f, "<I"), read(f, "<Q")
+            if n > 1 << 24:
+                raise ValueError(f"an array of {n} values")
+            for _ in range(n):
+                value(f, inner)
+            return None
+        return read(f, GGUF_SCALARS[kind])
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF" or read(f, "<I") < 2:
+                return None
+            _, n_fields = read(f, "<Q"), read(f, "<Q")
+            arch = None
+            for _ in range(min(n_fields, 1 << 16)):
+                key = value(f, 8)
+                found = value(f, read(f, "<I"))
+                if key == "general.architecture":
+                    arch = found
+                elif arch == "llama" and key == "llama.context_length":
+                    return int(found)
+    except (OSError, ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
+        return None
+    return None
 
 
 def sample_key(seed: int, j: int = 0):
@@ -104,11 +209,30 @@ def unescape(text: str) -> str:
 def encode_option(tokenizer, text: str, option: str = "--prompt", *, bos: bool = False):
     """``text``'s token ids, or an error naming the option as the user typed it (a character
     tokenizer knows only the characters of its corpus)."""
+    return encode_typed(tokenizer, text, option, text, 0, bos=bos)
+
+
+def encode_typed(tokenizer, piece: str, option: str, typed: str, at: int, *, bos=False):
+    """The ids of ``piece``, the part of the option's value ``typed`` that starts at index
+    ``at``; an unknown character is named with ``typed`` and its index in it."""
     try:
-        return tokenizer.encode(text, bos=bos)
+        return tokenizer.encode(piece, bos=bos)
     except ValueError as error:
         why = re.sub(r"^\S+: argument 'text' ", "", str(error))  # the tokenizer's own argument
-        raise ValueError(f"{option} {text[:40]!r} {why}") from None
+        why = re.sub(r"at index (\d+)", lambda m: f"at index {int(m.group(1)) + at}", why)
+        raise ValueError(f"{option} {typed[:40]!r} {why}") from None
+
+
+def encode_masked(tokenizer, text: str, mask: str, option: str = "--prompt") -> list[int]:
+    """The ids of ``text`` with every ``mask`` in it the tokenizer's mask token (an ``mlm``
+    checkpoint's prompt), each piece between them checked as :func:`encode_option` does."""
+    ids, at = [], 0
+    for k, piece in enumerate(text.split(mask)):
+        if k:
+            ids.append(tokenizer.mask_token)
+        ids += [int(t) for t in encode_typed(tokenizer, piece, option, text, at)]
+        at += len(piece) + len(mask)
+    return ids
 
 
 def check_prompt(tokenizer, prompt: str, name: str = "--prompt") -> None:

@@ -4,7 +4,8 @@ The algorithm (which of the paper's architectures, and the algorithms that train
 it), its hyperparameters, the tokenizer, the parameter count, the training state (steps taken of
 those planned, held-out loss, the best evaluation, status), the corpus or task, and the file's
 size and SHA-256. The file is read through :func:`~formal_algorithms.practice.checkpoint.
-load_checkpoint`, so a corrupted or truncated file is reported as such.
+load_checkpoint` (by :func:`.common.read_checkpoint`, as every command reads one), so a corrupted
+or truncated file is reported as such, named as typed.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from __future__ import annotations
 import hashlib
 import pathlib
 
-from ..practice.checkpoint import load_checkpoint
-from .common import n_params, say
+from .common import n_params, read_checkpoint, say
 
 ALGORITHMS = {
     "DTransformer": "DTransformer (Algorithm 10), trained with Algorithm 13's loss, sampled with "
@@ -43,8 +43,8 @@ def file_sha256(path: pathlib.Path) -> str:
 
 def info_lines(path) -> list[str]:
     """The lines ``info`` prints for the checkpoint at ``path``."""
+    checkpoint = read_checkpoint(path, f"checkpoint {str(path)!r}")  # the file as typed
     path = pathlib.Path(path)
-    checkpoint = load_checkpoint(path)
     hp, extra = checkpoint.hyperparameters, checkpoint.extra
     lines = [
         f"file        {path} ({path.stat().st_size:,} bytes, SHA-256 {file_sha256(path)})",

@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..practice.checkpoint import load_checkpoint, save_checkpoint
-from .common import CHECKPOINT_NAME, PROG, duration, say
+from ..practice.checkpoint import save_checkpoint
+from .common import CHECKPOINT_NAME, PROG, duration, read_checkpoint, say
 from .errors import stop_run
 from .options import check_split, option
 
@@ -119,7 +119,7 @@ def load_run(args, architecture: str, config_keys):
         )
     if not path.exists():
         raise FileNotFoundError(f"--resume {args.resume!r}: there is no {CHECKPOINT_NAME} in it")
-    checkpoint = load_checkpoint(path)
+    checkpoint = read_checkpoint(path, f"--resume {args.resume!r} ({CHECKPOINT_NAME})")
     config = checkpoint.extra.get("config")
     if checkpoint.architecture != architecture or not config or "step" not in checkpoint.extra:
         raise ValueError(
@@ -284,7 +284,11 @@ def train_run(run: Run, theta, data, evaluate, key, args, *, resumed=None, membe
 def resume_state(run: Run, theta, optimizer, args):
     """θ and what ``fit`` resumes from (optimizer state, step, evaluations, losses), read from
     the run's checkpoint with the optimizer state's structure taken from ``optimizer``."""
-    resumed = load_checkpoint(run.out / CHECKPOINT_NAME, opt_state_template=optimizer.init(theta))
+    resumed = read_checkpoint(
+        run.out / CHECKPOINT_NAME,
+        f"--resume {args.resume!r} ({CHECKPOINT_NAME})",
+        opt_state_template=optimizer.init(theta),
+    )
     step = int(resumed.extra["step"])
     say(f"resumed     {run.out / CHECKPOINT_NAME} at step {step} of {args.steps}")
     return resumed.theta, dict(

@@ -10,13 +10,14 @@ import json
 import jax
 import numpy as np
 
-from ..practice.checkpoint import load_checkpoint
 from . import mlm, seq2seq
 from .common import (
     CHECKPOINT_NAME,
     DEFAULT_OUT,
     check_prompt,
+    encode_masked,
     load_lm,
+    read_checkpoint,
     sample_key,
     say,
     unescape,
@@ -38,13 +39,46 @@ def checkpoint_family(path) -> str | None:
         return None
 
 
-def run(args) -> int:
-    tau, top_k, top_p = args.temperature, args.top_k, args.top_p
+#: what a seq2seq or mlm checkpoint prints instead of --length tokens, cut by no --stop
+OUTPUTS = {
+    seq2seq.FAMILY: "a seq2seq checkpoint's output ends at its <eos>",
+    mlm.FAMILY: "an mlm checkpoint's output is the prompt with each _ filled",
+}
+
+
+def check_options(args) -> None:
+    """The options that contradict each other, before the checkpoint is read: a filter of the
+    draws (--top-k, --top-p) with --temperature 0, which draws nothing (the most likely token;
+    the filter would be ignored). A filter set to off (--top-k 0, --top-p 1) is no filter."""
     if args.stop == "":
         raise ValueError("--stop is empty: give the text to stop before")
+    if args.temperature == 0:
+        for name, value, off in (("--top-k", args.top_k, 0), ("--top-p", args.top_p, 1.0)):
+            if value != off:
+                raise ValueError(
+                    f"{name} {value:g} filters the tokens a sample draws from, but --temperature "
+                    f"0 draws none (it takes the most likely token): give {name} with a "
+                    f"temperature above 0, or drop it"
+                )
+
+
+def check_family(args, family) -> None:
+    """--length and --stop shape a language model's sample; another checkpoint refuses them."""
+    for name in ("--length", "--stop"):
+        if name in getattr(args, "given", ()):
+            raise ValueError(
+                f"{name} applies to a checkpoint of 'train'; --checkpoint {args.checkpoint!r} "
+                f"is not one: {OUTPUTS[family]}"
+            )
+
+
+def run(args) -> int:
+    check_options(args)
+    tau, top_k, top_p = args.temperature, args.top_k, args.top_p
     stop = unescape(args.stop) if args.stop is not None else None
     family = checkpoint_family(args.checkpoint)
     if family in (seq2seq.FAMILY, mlm.FAMILY):
+        check_family(args, family)
         fill = reverse_sequence if family == seq2seq.FAMILY else fill_masks
         for j in range(args.num_samples):
             say(fill(args.checkpoint, args.prompt, sample_key(args.seed, j), tau, top_k, top_p))
@@ -74,7 +108,7 @@ def reverse_sequence(path, prompt, key, tau, top_k, top_p) -> str:
     """A ``seq2seq`` checkpoint: Algorithm 15 on the symbols of ``prompt`` ("3 1 4")."""
     from ..paper.inference import ed_inference
 
-    checkpoint = load_checkpoint(path, architecture="EDTransformer")
+    checkpoint = read_checkpoint(path, architecture="EDTransformer")
     N_V = checkpoint.hyperparameters["N_V"]
     try:
         z = [int(v) for v in prompt.replace(",", " ").split()]
@@ -103,7 +137,9 @@ def fill_masks(path, prompt, key, tau, top_k, top_p) -> str:
     from ..practice.bpe import tokenizer_from_dict
     from ..practice.sampling import sample_token_filtered
 
-    checkpoint = load_checkpoint(path, architecture="ETransformer")
+    checkpoint = read_checkpoint(path, architecture="ETransformer")
+    if checkpoint.tokenizer is None:
+        raise ValueError(f"--checkpoint {str(path)!r}: the file has no tokenizer in its metadata")
     tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
     if "_" not in prompt:
         raise ValueError(f"--prompt {prompt!r}: mark the characters to fill with _, e.g. 'th_ c_t'")
@@ -112,9 +148,7 @@ def fill_masks(path, prompt, key, tau, top_k, top_p) -> str:
         raise ValueError(
             f"--prompt is {len(prompt)} characters; this model reads at most {ell_max - 1}"
         )
-    x = [tokenizer.bos_token] + [
-        tokenizer.mask_token if c == "_" else int(tokenizer.encode(c)[0]) for c in prompt
-    ]
+    x = [tokenizer.bos_token, *encode_masked(tokenizer, prompt, "_")]  # as train's: --prompt
     logits = np.asarray(jax.jit(e_transformer_logits)(np.asarray(x, np.int32), checkpoint.theta))
     out = []
     for t, c in enumerate(prompt, start=1):

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .common import encode_option, say
+from .common import encode_masked, encode_option, say
 from .options import integer, temperature
 
 #: The random model's sizes (no --checkpoint): small enough to read every value.
@@ -112,14 +112,13 @@ def _decoder(args, theta, tokenizer, activation, eps, about) -> Subject:
 def _checkpoint(args) -> Subject:
     """A checkpoint of ``train`` (Algorithm 10), ``mlm`` (9) or ``seq2seq`` (8, 15)."""
     from ..practice.bpe import tokenizer_from_dict
-    from ..practice.checkpoint import load_checkpoint
-    from .common import ACTIVATIONS, EPS
+    from .common import ACTIVATIONS, EPS, read_checkpoint
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = read_checkpoint(args.checkpoint)
     hp = ckpt.hyperparameters
     name = ckpt.extra.get("activation", "relu" if ckpt.architecture == "EDTransformer" else "gelu")
     if name not in ACTIVATIONS:
-        raise ValueError(f"--checkpoint {args.checkpoint}: unknown activation {name!r}")
+        raise ValueError(f"--checkpoint {args.checkpoint!r}: unknown activation {name!r}")
     kw = dict(activation=ACTIVATIONS[name], eps=float(ckpt.extra.get("eps", EPS)))
     sizes = f"L = {hp.get('L', hp.get('L_dec'))}, H = {hp['H']}, d_e = {hp['d_e']}"
     about = f"{args.checkpoint} ({ckpt.architecture}, {sizes})"
@@ -144,13 +143,7 @@ def _mlm_checkpoint(args, ckpt, kw, about) -> Subject:
 
     hp = ckpt.hyperparameters
     tokenizer = _tokenizer(ckpt, tokenizer_from_dict, args)
-    pieces = args.prompt.split(MASK_TEXT)
-    x = []
-    for k, piece in enumerate(pieces):
-        x += ([tokenizer.mask_token] if k else []) + list(
-            _encode(tokenizer, piece, "--prompt", bos=False)
-        )
-    x = [tokenizer.bos_token, *x]
+    x = [tokenizer.bos_token, *encode_masked(tokenizer, args.prompt, MASK_TEXT)]
     _fits(x, hp["ell_max"], "--prompt")
     label = functools.partial(_char, tokenizer)
     what = f"Algorithm 9 on {args.prompt!r}: {len(x)} tokens with bos"
@@ -205,16 +198,26 @@ def _seq2seq_checkpoint(args, ckpt, kw, about) -> Subject:
 def _gguf(args) -> Subject:
     from ..families.llama import llama, llama_hyperparameters, llama_logits
     from ..interop.gguf import smollm2_path
-    from .common import load_gguf
+    from .common import gguf_context, load_gguf
 
     path = args.gguf or smollm2_path()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--gguf {path}: no such file")
-    model, tokenizer = load_gguf(path)
+    context = gguf_context(path)  # from the file's header: before anything is loaded
+    if context is not None and args.generate and args.generate > context:
+        raise ValueError(
+            f"--generate {args.generate} is more than the model's context of {context} "
+            f"positions ({os.path.basename(path)}), which holds the prompt too"
+        )
+
+    def check(tokenizer, context):  # the prompt, before the weights are read
+        x = tokenizer.encode(args.prompt)
+        if not x:
+            raise ValueError("--prompt is empty: nothing to trace")
+        _fits(x, context, "--prompt", args.generate)
+
+    model, tokenizer = load_gguf(path, check)
     x = tokenizer.encode(args.prompt)
-    if not x:
-        raise ValueError("--prompt is empty: nothing to trace")
-    _fits(x, model.context, "--prompt", args.generate)
     config = dict(theta=model.theta)  # θ carries its RoPE base and ε
     logits, P = functools.partial(llama_logits, **config), functools.partial(llama, **config)
     hp = llama_hyperparameters(model.theta)
@@ -292,7 +295,7 @@ def _encode(tokenizer, text, option, *, bos):
 
 def _tokenizer(ckpt, tokenizer_from_dict, args):
     if ckpt.tokenizer is None:
-        raise ValueError(f"--checkpoint {args.checkpoint}: the file has no tokenizer")
+        raise ValueError(f"--checkpoint {args.checkpoint!r}: the file has no tokenizer")
     return tokenizer_from_dict(ckpt.tokenizer)
 
 
