@@ -130,7 +130,12 @@ TESTS = {
     ],
     "formal_algorithms/practice/fast.py": ["test_fast.py", "test_mutation_kills.py"],
     "formal_algorithms/practice/fit.py": ["test_fit.py", "test_cli_runs_shared.py"],
-    "formal_algorithms/practice/update.py": ["test_fast.py", "test_learning.py"],
+    "formal_algorithms/practice/update.py": [
+        "test_fast.py",
+        "test_learning.py",
+        "test_training.py",
+        "test_mutation_kills.py",
+    ],
     "formal_algorithms/paper/checks.py": [
         "test_errors.py",
         "test_embeddings.py",

@@ -34,7 +34,7 @@ def layer_norm(
     e: Float[Arr, " d_e"], gamma: Float[Arr, " d_e"], beta: Float[Arr, " d_e"], eps: float = EPS
 ) -> Float[Arr, " d_e"]:
     """Algorithm 6, ``ê ← layer_norm(e | γ, β)`` for one vector ``e`` of shape ``(d_e,)``."""
-    _check_norm("layer_norm (Algorithm 6)", "e", e, 1, gamma, beta, eps)
+    _check_norm("layer_norm (Algorithm 6)", "e", e, 1, gamma, beta, eps=eps)
     return _layer_norm_axis0(e, gamma, beta, eps)
 
 
@@ -47,7 +47,7 @@ def layer_norm_columns(
     same arithmetic per column, but ``vmap`` over axis 1 transposes X there and back, which costs
     ~10 % of a training step on CPU.
     """
-    _check_norm("layer_norm (Algorithm 6)", "X", X, 2, gamma, beta, eps)
+    _check_norm("layer_norm (Algorithm 6)", "X", X, 2, gamma, beta, eps=eps)
     return _layer_norm_axis0(X, gamma, beta, eps)
 
 
@@ -72,7 +72,7 @@ def rms_norm_columns(
 NO_BETA = object()  # RMSnorm has no β (``None`` for layer norm's β is a mistake, refused)
 
 
-def _check_norm(algorithm, name, x, ndim, gamma, beta=NO_BETA, eps=0.0):
+def _check_norm(algorithm, name, x, ndim, gamma, beta=NO_BETA, *, eps):
     """``x`` a vector (d_e,) or a matrix (d_e, ℓ); γ and β vectors of x's d_e (no broadcasting);
     ε finite and >= 0. A mismatch blames the odd one out: x when γ and β agree with each other,
     else γ or β."""

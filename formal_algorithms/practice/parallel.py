@@ -309,15 +309,7 @@ def data_parallel_train(
     theta, opt_state = place(mesh, theta, opt_state, param_sharding, min_shard_size=min_shard_size)
     loop = dict(N_epochs=N_epochs, N_steps=N_steps, batch_size=batch_size, shuffle=shuffle)
     loop.update(callback=callback, start_step=start_step)
-    theta, opt_state, history = run_steps(
-        algorithm,
-        step,
-        theta,
-        opt_state,
-        examples,
-        key,
-        p_mask,
-        place_batch=functools.partial(shard_batch, mesh),
-        **loop,
-    )
+    loop.update(place_batch=functools.partial(shard_batch, mesh))
+    run = (algorithm, step, theta, opt_state, examples, key, p_mask)
+    theta, opt_state, history = run_steps(*run, **loop)
     return (theta, history, opt_state) if return_opt_state else (theta, history)

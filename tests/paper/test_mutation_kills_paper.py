@@ -646,3 +646,43 @@ def test_every_mask_of_eq_3_is_its_definition_for_every_size():
         expected = np.asarray([[v] * ell_x for v in valid], bool)
         np.testing.assert_array_equal(fa.key_padding_mask(jnp.asarray(valid), ell_x), expected)
     assert fa.key_padding_mask(None, 3) is None
+
+
+# --------------------------------------------------------------------------------- seed 1111
+@pytest.mark.parametrize(
+    "call, expected",
+    [
+        (lambda: fa.layer_norm(F(4, 2), G, B), "a vector (d_e,), got shape (4, 2)"),
+        (lambda: fa.rms_norm(F(4, 2), G), "a vector (d_e,), got shape (4, 2)"),
+        (lambda: fa.layer_norm_columns(F(4), G, B), "a matrix (d_e, ℓ) with tokens as columns"),
+        (lambda: fa.rms_norm_columns(F(4), G), "a matrix (d_e, ℓ) with tokens as columns"),
+        (lambda: fa.layer_norm(F(4), F(4, 1), B), "'gamma' must be a vector (d_e,), got shape"),
+        (lambda: fa.rms_norm(F(4), None), "'gamma' must be a vector (d_e,), got NoneType"),
+        (lambda: fa.layer_norm(F(3), G, B), "'e' has shape (3,), expected (4,) to match gamma"),
+        (lambda: fa.layer_norm_columns(F(3, 2), G, B), "shape (3, 2), expected (4, *) to match"),
+    ],
+)
+def test_a_norm_s_refusal_says_what_it_expected(call, expected):
+    """Seed 1111 (``normalisation-ac45c3``): the refusal of a matrix where a vector belongs said
+    "must be a matrix" when its ``ndim == 1`` test was changed, and no test read past the name.
+    For every norm form, the message states the form it expects, and a missing γ is named."""
+    with pytest.raises((TypeError, ValueError), match=re.escape(expected)):
+        call()
+
+
+@pytest.mark.parametrize("eps", [-1.0, float("nan"), float("inf"), "1e-5"])
+@pytest.mark.parametrize(
+    "algorithm, call",
+    [
+        ("layer_norm (Algorithm 6)", lambda eps: fa.layer_norm(F(4), G, B, eps)),
+        ("layer_norm (Algorithm 6)", lambda eps: fa.layer_norm_columns(F(4, 2), G, B, eps)),
+        ("rms_norm", lambda eps: fa.rms_norm(F(4), G, eps)),
+        ("rms_norm", lambda eps: fa.rms_norm_columns(F(4, 2), G, eps)),
+    ],
+)
+def test_every_norm_form_refuses_a_bad_epsilon_itself(algorithm, call, eps):
+    """Seed 1111 (``normalisation-e4af22``): deleting the norms' own ε check went unseen, since
+    the architectures check ε before they reach a norm. Called directly, each norm form refuses
+    a negative, NaN, infinite or string ε naming itself and ``eps``."""
+    with pytest.raises((TypeError, ValueError), match=rf"^{re.escape(algorithm)}: argument 'eps'"):
+        call(eps)

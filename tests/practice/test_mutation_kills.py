@@ -287,3 +287,21 @@ def test_the_cache_s_position_mask_is_its_definition_with_and_without_a_window()
                 mask = position_mask(T, jnp.asarray(positions), window)
                 assert mask.dtype == jnp.bool_ and mask.shape == (T, len(positions))
                 np.testing.assert_array_equal(mask, np.asarray(expected, bool))
+
+
+def test_the_mean_loss_of_a_batch_with_no_target_is_zero_with_a_finite_gradient():
+    """Seed 1111 (``update-ed062c``): a batch can hold no target (an MLM draw that masks nothing,
+    every row padding), and its mean is the empty mean, taken as 0, not 0 / 0 = NaN. Its
+    derivative in the summed loss is finite (1 / max(0, 1)), so θ's gradient, 0 with no target,
+    stays 0 rather than 0 · ∞. The sum reduction is the sum whatever the count."""
+    from formal_algorithms.paper.training import TokenStats
+    from formal_algorithms.practice.update import reduce_loss
+
+    def mean(loss):
+        return reduce_loss(TokenStats(loss, jnp.int32(0), jnp.int32(0)), "mean")
+
+    assert float(mean(jnp.float32(0.0))) == 0.0
+    assert float(jax.grad(mean)(jnp.float32(0.0))) == 1.0
+    stats = TokenStats(jnp.float32(6.0), jnp.int32(4), jnp.int32(1))
+    assert float(reduce_loss(stats, "mean")) == 1.5
+    assert float(reduce_loss(stats, "sum")) == 6.0
