@@ -125,10 +125,14 @@ def load_gguf(path, check=None):
 
 
 def _gguf_read(read, path):
+    """``read(path)``; an error says ``--gguf 'PATH'`` and the reader's reason, without the
+    reader's function and argument names (the library's words, not the command's)."""
     try:
         return read(path)
     except (ValueError, TypeError, OSError) as error:
-        raise type(error)(f"--gguf {path}: {error}") from None
+        reason, quoted = re.sub(r"^[\w.]+: argument 'path':? ", "", str(error)), repr(str(path))
+        typed = f"--gguf {reason}" if reason.startswith(quoted) else f"--gguf {quoted}: {reason}"
+        raise type(error)(typed) from None
 
 
 #: the struct formats of GGUF's scalar metadata types (8: string, 9: array)

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.register(sub)
     for command_parser in sub.choices.values():
         compile_cache.add_option(command_parser)  # --no-compile-cache on every command
+        # an abbreviation (--temp) would slip past the checks that read the options as typed
+        # (--temperature without --generate), so every option is spelt out
+        command_parser.allow_abbrev = False
     return parser
 
 

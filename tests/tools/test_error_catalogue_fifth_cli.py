@@ -245,3 +245,11 @@ def test_a_gguf_header_gives_the_context_without_the_tensors(tmp_path, no_weight
         "--max-tokens 16 does not fit the model's context of 16 positions (tiny.gguf), which "
         "holds the prompt too; give --max-tokens at most 15"
     )
+
+
+def test_an_abbreviated_option_is_refused_by_the_parser(capsys):
+    """argparse took ``--temp`` for ``--temperature``, past the checks that read the options as
+    typed (``trace --temperature`` without ``--generate``); every option is now spelt out."""
+    with pytest.raises(SystemExit, match="2"):
+        cli.main(["trace", "--prompt", "hi", "--temp", "1"])
+    assert "unrecognized arguments: --temp 1" in capsys.readouterr().err

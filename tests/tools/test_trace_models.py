@@ -200,8 +200,8 @@ def test_damaged_folders_and_files_are_named_before_transformers_reads_them(tmp_
     (tmp_path / "not.gguf").write_bytes(b"not a GGUF at all " * 8)
     assert cli.main(["trace", "--gguf", str(tmp_path / "not.gguf")]) == 1
     err = capsys.readouterr().err  # the option as typed, then the reader's own sentence
-    assert f"error: --gguf {tmp_path / 'not.gguf'}: read_llama_gguf: argument 'path'" in err
-    assert "not.gguf' is not a readable GGUF" in err
+    assert f"error: --gguf {str(tmp_path / 'not.gguf')!r} is not a readable GGUF (" in err
+    assert "read_llama_gguf" not in err and "argument 'path'" not in err
 
 
 @pytest.mark.parametrize(
