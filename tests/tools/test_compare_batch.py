@@ -62,17 +62,22 @@ def test_keys_cached_before_rope_are_found_only_through_the_cache():
 
 
 def test_bad_batches_name_the_argument():
-    with pytest.raises(ValueError, match=r"compare: argument 'padding' must be 'left' or 'right'"):
+    """Each refusal names the function called (issue 29: not ``compare``)."""
+    with pytest.raises(
+        ValueError, match=r"^compare_batch: argument 'padding' must be 'left' or 'right'"
+    ):
         compare_batch(gpt2(), SEQUENCES, padding="middle")
-    with pytest.raises(TypeError, match=r"compare: argument 'sequences'"):
+    with pytest.raises(TypeError, match=r"^compare_batch: argument 'sequences'"):
         compare_batch(gpt2(), [])
-    with pytest.raises(ValueError, match=r"compare: argument 'sequences\[1\]'"):
+    with pytest.raises(ValueError, match=r"^compare_batch: argument 'sequences\[1\]'"):
         compare_batch(gpt2(), [X, np.array([])])
-    with pytest.raises(ValueError, match=r"compare: argument 'x' needs at least 2 tokens"):
+    with pytest.raises(ValueError, match=r"^compare_cached: argument 'x' needs at least 2 tokens"):
         compare_cached(gpt2(), X[:1])
-    with pytest.raises(ValueError, match=r"compare: argument 'tolerance'"):
+    with pytest.raises(ValueError, match=r"^compare_cached: argument 'tolerance'"):
         compare_cached(gpt2(), X, tolerance=float("nan"))
     model, _ = transformer()
-    with pytest.raises(TypeError, match=r"compare: argument 'model' is a torch.nn.Transformer"):
+    with pytest.raises(
+        TypeError, match=r"^compare_cached: argument 'model' is a torch.nn.Transformer"
+    ):
         compare_cached(model, X)
     assert torch is not None

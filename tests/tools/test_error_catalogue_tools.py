@@ -258,7 +258,7 @@ def test_compare_names_tokens_the_model_cannot_read():
         compare(gpt2(), [1, 2, 60])
     with pytest.raises(ValueError, match=r"^compare: argument 'x' has length 40 > ell_max = 16"):
         compare(gpt2(), list(range(40)))
-    with pytest.raises(ValueError, match=r"^compare: argument 'sequences\[1\]' holds token ids"):
+    with pytest.raises(ValueError, match=r"^compare_batch: argument 'sequences\[1\]' holds"):
         compare_batch(gpt2(), [[1, 2], [1, 99]])
 
 

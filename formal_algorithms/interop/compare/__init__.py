@@ -36,6 +36,7 @@ from torch import nn
 
 from ...paper.checks import check_eps, check_tokens, fail
 from .alignment import Key, align, paper_values
+from .caller import calling
 from .causes import causes_for
 from .evidence import Context, explain
 from .families import CONTEXT, TABLES, family_for, model_type
@@ -82,34 +83,37 @@ def compare(
     model is cast in place and cast back afterwards (exact for float32/bfloat16/float16 weights).
     ``tolerance``: a finite number > 0 overriding :func:`tolerance_for`. Returns a :class:`Report`.
     """
-    x = token_ids("x", x)
-    z = None if z is None else token_ids("z", z)
-    with session(model, float64, tolerance, W_e, W_p, W_u, eps, z) as family:
+    x = token_ids(NAME, "x", x)
+    z = None if z is None else token_ids(NAME, "z", z)
+    with session(NAME, model, float64, tolerance, W_e, W_p, W_u, eps, z) as family:
         for name, tokens in (("x", x), ("z", z)):
             if tokens is not None:
-                check_fits(family, name, tokens)
+                check_fits(NAME, family, name, tokens)
         family.x = x
         return comparison(family, type(model).__name__, tolerance)
 
 
-def check_fits(family, argument, x) -> None:
+def check_fits(where, family, argument, x) -> None:
     """``x``'s ids in the model's vocabulary (θ's ``W_e``) and, where θ has ``W_p``, at most its
-    ℓ_max long: refused as ``compare``'s, before the paper's run would refuse them as its own."""
+    ℓ_max long: refused as ``where``'s (the compare function called), before the paper's run
+    would refuse them as its own."""
     W_e, W_p = (getattr(family.theta, name, None) for name in ("W_e", "W_p"))
     N_V = np.shape(W_e)[1] if W_e is not None else None
     ell_max = np.shape(W_p)[1] if W_p is not None else None
     if N_V is not None:
-        check_tokens(NAME, argument, x, N_V, ell_max)
+        check_tokens(where, argument, x, N_V, ell_max)
 
 
 @contextlib.contextmanager
-def session(model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=None, z=None):
-    """The checked model's family, inside float64 (the model cast and cast back) if asked."""
+def session(where, model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=None, z=None):
+    """The checked model's family, inside float64 (the model cast and cast back) if asked; its
+    arguments refused as ``where``'s (the compare function called), and so is what the family
+    refuses inside (:func:`.caller.calling`)."""
     if tolerance is not None:
-        _check_tolerance(tolerance)
+        _check_tolerance(where, tolerance)
     if not isinstance(model, nn.Module):
         fail(
-            NAME,
+            where,
             "model",
             f"must be a torch module (GPT2LMHeadModel, BertForMaskedLM, "
             f"LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM or torch.nn.Transformer), got {type(model).__name__}",
@@ -121,23 +125,23 @@ def session(model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=None, z
     if kind in CONTEXT:  # Algorithm 8 with its embeddings inside (BART, T5): z alone
         if z is None:
             fail(
-                NAME,
+                where,
                 "z",
                 f"is needed for a {CONTEXT[kind]} model: Algorithm 8 encodes the context z",
             )
         given.remove("z")
     if given and not isinstance(model, nn.Transformer):
         fail(
-            NAME,
+            where,
             given[0],
             f"is for a torch.nn.Transformer (Algorithm 8); a "
             f"{type(model).__name__} carries its own embeddings, context and ε",
         )
     if eps is not None:
-        check_eps(NAME, eps)
+        check_eps(where, eps)
     dtypes = {p.dtype for p in model.parameters()}
     if float64 and len(dtypes) > 1:
-        fail(NAME, "model", f"mixes dtypes {sorted(map(str, dtypes))}; float64=True needs one")
+        fail(where, "model", f"mixes dtypes {sorted(map(str, dtypes))}; float64=True needs one")
     before = dtypes.pop() if len(dtypes) == 1 else None
     if float64:
         model.to(torch.float64)
@@ -145,11 +149,11 @@ def session(model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=None, z
             None if w is None else np.asarray(_as_numpy(w), np.float64) for w in (W_e, W_p, W_u)
         )
     try:
-        with jax.enable_x64(True) if float64 else contextlib.nullcontext():
+        with calling(where), jax.enable_x64(True) if float64 else contextlib.nullcontext():
             family = family_for(model, W_e, W_p, W_u, eps, z)
             if model.training:
                 fail(
-                    NAME,
+                    where,
                     "model",
                     "is in training mode; call model.eval() (the paper has no dropout)",
                 )
@@ -160,27 +164,28 @@ def session(model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=None, z
             model.to(before)
 
 
-def _check_tolerance(tolerance):
+def _check_tolerance(where, tolerance):
     if isinstance(tolerance, bool) or not isinstance(tolerance, int | float | np.floating):
-        fail(NAME, "tolerance", f"must be a number, got {type(tolerance).__name__}", TypeError)
+        fail(where, "tolerance", f"must be a number, got {type(tolerance).__name__}", TypeError)
     if not math.isfinite(tolerance) or tolerance <= 0:
-        fail(NAME, "tolerance", f"must be a finite number > 0, got {tolerance!r}")
+        fail(where, "tolerance", f"must be a finite number > 0, got {tolerance!r}")
 
 
 def _as_numpy(w):
     return w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)
 
 
-def token_ids(argument, x):
+def token_ids(where, argument, x):
+    """``x`` as 1-D int64 token ids, or refused as ``where``'s ``argument``."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     try:
         x = np.asarray(x)
     except ValueError:  # a ragged list of lists
-        fail(NAME, argument, "must be one sequence of integer token ids, got a ragged list")
+        fail(where, argument, "must be one sequence of integer token ids, got a ragged list")
     if x.ndim != 1 or x.size == 0 or not np.issubdtype(x.dtype, np.integer):
         fail(
-            NAME,
+            where,
             argument,
             f"must be a non-empty 1-D sequence of integer token ids, got "
             f"shape {x.shape} and dtype {x.dtype}",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ...paper.checks import fail
-from . import NAME, check_fits, compare, comparison, session, token_ids
+from . import check_fits, compare, comparison, session, token_ids
 
 __all__ = ["compare_batch", "compare_cached"]
 
@@ -43,21 +43,22 @@ def compare_batch(model, sequences, *, padding="right", float64=False, tolerance
     """One :class:`~.report.Report` per sequence of ``sequences`` (1-D token ids of any lengths),
     from one run of ``model`` on them padded (``padding`` "left" or "right") with the attention
     mask and position ids 0 … n_b − 1 of each sequence's real tokens."""
-    _hugging_face(model, "compare_batch")
+    where = "compare_batch"
+    _hugging_face(model, where)
     if padding not in ("left", "right"):
-        fail(NAME, "padding", f"must be 'left' or 'right', got {padding!r}")
+        fail(where, "padding", f"must be 'left' or 'right', got {padding!r}")
     if not isinstance(sequences, list | tuple) or not sequences:
-        fail(NAME, "sequences", "must be a non-empty list of token sequences", TypeError)
-    xs = [token_ids(f"sequences[{i}]", s) for i, s in enumerate(sequences)]
+        fail(where, "sequences", "must be a non-empty list of token sequences", TypeError)
+    xs = [token_ids(where, f"sequences[{i}]", s) for i, s in enumerate(sequences)]
     T = max(len(x) for x in xs)
     ids, mask = np.zeros((len(xs), T), np.int64), np.zeros((len(xs), T), np.int64)
     for b, x in enumerate(xs):
-        where = slice(T - len(x), T) if padding == "left" else slice(0, len(x))
-        ids[b, where], mask[b, where] = x, 1
+        real = slice(T - len(x), T) if padding == "left" else slice(0, len(x))
+        ids[b, real], mask[b, real] = x, 1
     positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-    with session(model, float64, tolerance) as family:
+    with session(where, model, float64, tolerance) as family:
         for i, x in enumerate(xs):
-            check_fits(family, f"sequences[{i}]", x)
+            check_fits(where, family, f"sequences[{i}]", x)
         family.call = lambda: model(
             torch.as_tensor(ids),
             attention_mask=torch.as_tensor(mask),
@@ -86,10 +87,11 @@ def compare_batch(model, sequences, *, padding="right", float64=False, tolerance
 def compare_cached(model, x, *, float64=False, tolerance=None):
     """The last token of ``x`` through the model's own cache (the model run on ``x[:-1]`` with
     ``use_cache=True`` first) against the last column of the paper's run on ``x``."""
-    _hugging_face(model, "compare_cached")
-    x = token_ids("x", x)
+    where = "compare_cached"
+    _hugging_face(model, where)
+    x = token_ids(where, "x", x)
     if len(x) < 2:
-        fail(NAME, "x", f"needs at least 2 tokens (a prefix to cache and a step), got {len(x)}")
+        fail(where, "x", f"needs at least 2 tokens (a prefix to cache and a step), got {len(x)}")
     n = len(x)
 
     def call():
@@ -105,8 +107,8 @@ def compare_cached(model, x, *, float64=False, tolerance=None):
             **{name: cache},
         )
 
-    with session(model, float64, tolerance) as family:
-        check_fits(family, "x", x)
+    with session(where, model, float64, tolerance) as family:
+        check_fits(where, family, "x", x)
         family.x, family.call = x, call
         name = f"{type(model).__name__} (token {n} through its cache of {n - 1})"
         report = comparison(family, name, tolerance, last_column=True)
@@ -115,12 +117,12 @@ def compare_cached(model, x, *, float64=False, tolerance=None):
     return report
 
 
-def _hugging_face(model, function):
+def _hugging_face(model, where):
     if isinstance(model, torch.nn.Transformer):
         fail(
-            NAME,
+            where,
             "model",
-            f"is a torch.nn.Transformer; {function} takes a Hugging Face model "
+            f"is a torch.nn.Transformer; {where} takes a Hugging Face model "
             "(its attention mask, position ids and cache)",
             TypeError,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from ....paper.checks import fail
+from ..caller import caller
 from .bart import Bart
 from .base import Family
 from .bert import Bert
@@ -21,8 +22,6 @@ from .t5 import T5
 from .torch_transformer import TorchTransformer
 
 __all__ = ["TABLES", "CLASSES", "CONTEXT", "Family", "family_for"]
-
-NAME = "compare"
 
 # model_type (config.json) -> the family; a Hugging Face model of another type has no table.
 TABLES = {
@@ -76,7 +75,7 @@ def family_for(model, W_e, W_p, W_u, eps, z) -> Family:
         for name, value in (("z", z), ("W_e", W_e), ("W_p", W_p)):
             if value is None:
                 fail(
-                    NAME,
+                    caller(),
                     name,
                     "is needed for a torch.nn.Transformer: Algorithm 8 embeds the "
                     "context z and the tokens x outside the model (W_e, W_p)",
@@ -87,7 +86,7 @@ def family_for(model, W_e, W_p, W_u, eps, z) -> Family:
         config = getattr(model, "config", None)
         have = getattr(config, "model_type", None)
         fail(
-            NAME,
+            caller(),
             "model",
             f"must be a {', '.join(CLASSES.values())} or torch.nn.Transformer (compare has "
             f"tables for {', '.join(sorted(TABLES))} and nn.Transformer), got "
@@ -98,7 +97,7 @@ def family_for(model, W_e, W_p, W_u, eps, z) -> Family:
         return TABLES[kind](model)
     except AttributeError as error:  # a class of the user's own, its modules renamed
         fail(
-            NAME,
+            caller(),
             "model",
             f"cannot be read as {CLASSES[kind]} ({error}): a model class of your "
             "own must keep the architecture's module names",

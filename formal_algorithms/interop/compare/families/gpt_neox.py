@@ -21,7 +21,6 @@ from .base import (
 )
 from .llama import float32_rope, float32_softmax
 
-NAME = "compare"
 L_ = "gpt_neox.layers.{i}"
 A_ = f"{L_}.attention"
 
