@@ -55,7 +55,7 @@ import numpy as np
 
 from ..paper.checks import fail
 from .adapters import NotSupported, TokenModel
-from .arguments import RULES, check_tolerance
+from .arguments import RULES, check_model, check_tolerance
 from .decoding_checks import (
     check_batched_generation,
     check_cache,
@@ -187,21 +187,24 @@ CHECKS = {
 }
 EXACT = ("determinism", "eos")  # the checks that compare exactly (no atol)
 
-STATUSES = ("pass", "fail", "skip", "error", "not meaningful")
+STATUSES = ("pass", "fail", "skip", "error", "not meaningful", "not run")
 _LABELS = {
     "pass": "PASS",
     "fail": "FAIL",
     "skip": "SKIP",
     "error": "ERROR",
     "not meaningful": "N/M",
+    "not run": "N/R",
 }
 
 
 @dataclass
 class CheckResult:
     """One check's outcome: ``status`` is ``"pass"``, ``"fail"`` (an invariant violated),
-    ``"skip"`` (not applicable; ``message`` says why), ``"error"`` (the check could not run) or
-    ``"not meaningful"`` (a precondition failed; ``message`` says which)."""
+    ``"skip"`` (not applicable; ``message`` says why), ``"error"`` (the check could not run),
+    ``"not meaningful"`` (a precondition failed; ``message`` says which) or ``"not run"`` (at a
+    probe length the model raises on, its adapter declaring no ``max_length``: perhaps longer
+    than the model takes; ``message`` says so, after the lengths that passed)."""
 
     check: str
     invariant: str
@@ -218,7 +221,8 @@ class ConformanceReport:
     """What :func:`run_battery` found. ``verdict`` is ``"conforms"`` (the preconditions hold, at
     least one check passed, none failed, errored or was made meaningless), ``"violates"`` (a
     precondition or a check failed, or a check errored) or ``"unverified"`` (nothing failed, but no
-    check passed: every one skipped, or none asked); ``ok`` is ``verdict == "conforms"``."""
+    check passed: every one skipped, or none asked; or a check was not run at a length the model
+    raised on); ``ok`` is ``verdict == "conforms"``."""
 
     model: str
     kind: str
@@ -232,6 +236,8 @@ class ConformanceReport:
         if any(r.status in ("fail", "error", "not meaningful") for r in everything):
             return "violates"
         if not any(r.status == "pass" for r in self.results):
+            return "unverified"
+        if any(r.status == "not run" for r in self.results):
             return "unverified"
         return "conforms"
 
@@ -250,6 +256,8 @@ class ConformanceReport:
 
     def to_dict(self) -> dict:
         counts = {s: sum(r.status == s for r in self.results) for s in STATUSES}
+        if not counts["not run"]:  # only a model of undeclared max_length has such rows
+            del counts["not run"]
         size = lambda v: v if v is None or np.isfinite(v) else str(v)  # noqa: E731
         row = lambda r: {**asdict(r), "size": size(r.size), "seconds": round(r.seconds, 3)}  # noqa: E731
         return {
@@ -272,31 +280,31 @@ class ConformanceReport:
         for r in self.preconditions + self.results:
             lines.append(f"  {_LABELS[r.status]:5} {r.check:{width}}  {r.message}")
             lines.extend(f"  {'':5} {'':{width}}  (warning) {w}" for w in r.warnings)
-        c = self.to_dict()["counts"]
+        c = {"not run": 0, **self.to_dict()["counts"]}
         verdict = {
             "conforms": "conforms",
             "violates": "VIOLATES the invariants above",
             "unverified": "NOT VERIFIED: no check passed (every one skipped or none asked)",
         }[self.verdict]
+        if self.verdict == "unverified" and c["not run"]:
+            verdict = (
+                "NOT VERIFIED at every length: the model raised on the inputs of the N/R rows; "
+                "if they are longer than it takes, give its adapter max_length="
+            )
         if any(r.status == "fail" for r in self.preconditions):
             verdict = "PRECONDITION FAILED (first lines): the checks marked N/M are not meaningful"
         lines.append(
             f"{c['pass']} passed, {c['fail']} failed, {c['skip']} skipped, "
-            f"{c['error']} errors, {c['not meaningful']} not meaningful: {verdict}"
+            f"{c['error']} errors, {c['not meaningful']} not meaningful"
+            + (f", {c['not run']} not run" if c["not run"] else "")
+            + f": {verdict}"
         )
         return "\n".join(lines)
 
 
 def _check_battery_arguments(model, checks, seed, length, atol, progress=None):
     where = "run_battery"
-    if not isinstance(model, TokenModel):
-        fail(
-            where,
-            "model",
-            "must be a TokenModel (see formal_algorithms.testing.adapters), got "
-            f"{type(model).__name__}",
-            TypeError,
-        )
+    check_model(where, "model", model)
     if isinstance(checks, str):
         fail(
             where, "checks", f"must be a list of check names, got the string {checks!r}", TypeError
@@ -337,6 +345,7 @@ def probe_lengths(model: TokenModel, length: int = 8) -> list[int]:
     """The lengths each check runs at: ``length`` (the short probe), :data:`LONG`, one token past
     the model's sliding window when it declares one, and its maximum length when that is at most
     :data:`BOUNDARY_LIMIT`; all capped at the maximum length."""
+    check_model("probe_lengths", "model", model)
     RULES["length"]("probe_lengths", "length", length)
     wanted = {length, LONG}
     if model.sliding_window is not None:
@@ -369,22 +378,19 @@ def run_battery(
     Each check runs at every length of ``lengths`` (default :func:`probe_lengths`: ``length``,
     one beyond 16 tokens, the declared boundaries) and stops at the first that does not pass; its
     message begins with that length (``"ℓ = 20: …"``). The preconditions run at ``length``.
-    A ``length`` or ``lengths`` beyond the model's ``max_length`` is refused (not cut)."""
+    A ``length`` or ``lengths`` beyond the model's ``max_length`` is refused (not cut); when the
+    adapter declares no ``max_length``, one the model raises on (while it takes 2 tokens) is
+    refused too, and a check that errors at a probe length where a plain input of that length
+    (or of the up to :data:`ADDED` tokens more a check feeds) raises is ``"not run"``, not an
+    error of the model: the verdict is then NOT VERIFIED, and the message suggests
+    ``max_length=``."""
     names = _check_battery_arguments(model, checks, seed, length, atol, progress)
     asked = [] if lengths is None else _check_lengths(lengths)
     lengths = asked or probe_lengths(model, length)
-    for argument, n in [("length", length)] + [
-        ("lengths", n) for n in asked
-    ]:  # the probes of probe_lengths are capped; a length asked for is not
-        if model.max_length is not None and n > model.max_length:
-            fail(
-                "run_battery",
-                argument,
-                f"= {n} is more than the {model.max_length} positions of {model.name} "
-                "(its max_length)",
-            )
+    _check_lengths_taken(model, seed, [("length", length)] + [("lengths", n) for n in asked])
     report = ConformanceReport(model.name, model.kind, model.framework)
     invalid = _run_preconditions(model, report, seed, length, progress)
+    ran = report["finite"].status == "pass"  # the model took ``length`` tokens
     for name in names:
         if name in invalid:
             report.results.append(
@@ -392,18 +398,98 @@ def run_battery(
             )
             continue
         kwargs = {"seed": seed} if name in EXACT else {"seed": seed, "atol": atol}
-        report.results.append(_at_lengths(name, model, kwargs, lengths, progress))
+        report.results.append(_at_lengths(name, model, kwargs, lengths, progress, ran))
     return report
 
 
-def _at_lengths(name, model, kwargs, lengths, progress) -> CheckResult:
-    """``name`` at each length until one does not pass; its message begins with the length."""
+#: the most tokens a check of the battery feeds beyond its probe length ℓ (``eos`` generates 6
+#: after a prompt of ℓ, the padding checks add 3)
+ADDED = 6
+
+
+def _raises_at(model, n, seed):
+    """The exception a plain forward pass of one ordinary input of ``n`` tokens (and a context
+    of ``n``, for an encoder-decoder) raises, or None."""
+    rng = seeded_rng(seed)
+    try:
+        model.logits(random_tokens(model, rng, (1, n)), z=random_context(model, rng, 1, n))
+    except Exception as error:  # noqa: BLE001 (what the model raises is the answer)
+        return error
+    return None
+
+
+def _first_line(error) -> str:
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+
+
+def _check_lengths_taken(model, seed, asked) -> None:
+    """Each ``(argument, n)`` asked for is a length the model takes: at most its ``max_length``;
+    when that is not declared, a length a plain forward pass raises on while it takes 2 tokens
+    is refused (a model that raises at every length is left to the preconditions' report)."""
+    for argument, n in asked:  # the probes of probe_lengths are capped; a length asked for is not
+        if model.max_length is not None and n > model.max_length:
+            fail(
+                "run_battery",
+                argument,
+                f"= {n} is more than the {model.max_length} positions of {model.name} "
+                "(its max_length)",
+            )
+    if model.max_length is not None:
+        return
+    for argument, n in asked:
+        error = _raises_at(model, n, seed)
+        if error is None:
+            continue
+        if _raises_at(model, 2, seed) is not None:
+            return
+        fail(
+            "run_battery",
+            argument,
+            f"= {n}: {model.name} raises on an input of {n} tokens ({_first_line(error)}) but "
+            "takes 2: give a length it takes, or give its adapter max_length= (the probes then "
+            "stay within it)",
+        )
+
+
+def _not_run(model, n, seed, result) -> str | None:
+    """Why a check that errored at probe length ``n`` was perhaps given more tokens than the
+    model takes (its ``max_length`` not declared): a plain input of ``n`` (or ``n +``
+    :data:`ADDED`) tokens raises too; None when both run (the error is the model's)."""
+    if model.max_length is not None:
+        return None
+    for m in (n, n + ADDED):
+        error = _raises_at(model, m, seed)
+        if error is not None:
+            what = (
+                f"a plain input of {n} tokens raises too"
+                if m == n
+                else f"a plain input of {n} tokens runs, one of {m} (the up to {ADDED} tokens "
+                "of padding or generation a check adds) raises"
+            )
+            return (
+                f"not run: {result.message}; {what} and the adapter declares no max_length: if "
+                f"that is more than {model.name} takes, give its adapter max_length= (the probes "
+                "then stay within it); if not, this is the model's error"
+            )
+    return None
+
+
+def _at_lengths(name, model, kwargs, lengths, progress, ran=True) -> CheckResult:
+    """``name`` at each length until one does not pass; its message begins with the length.
+    ``ran``: the model took the preconditions' length (an error at a longer length may then be
+    the length's: :func:`_not_run`)."""
     seconds, seen, details = 0.0, [], []
     for n in lengths:
         result = _timed(
             name, lambda n=n: CHECKS[name](model, length=n, **kwargs), INVARIANTS[name], progress
         )
         seconds, seen = seconds + result.seconds, seen + result.warnings
+        reason = (
+            _not_run(model, n, kwargs["seed"], result) if ran and result.status == "error" else None
+        )
+        if reason is not None:
+            result.status, result.message = "not run", "; ".join([*details, f"ℓ = {n}: {reason}"])
+            break
         if result.status != "pass":
             if result.status != "skip" or details:  # a skip applies to every length
                 result.message = f"ℓ = {n}: {result.message}"

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..paper.attention import AttentionParams, attention, mh_attention, single_query_attention
-from ..paper.checks import check_tokens, fail
-from .arguments import checked
+from ..paper.checks import check_count, check_tokens, fail
+from .arguments import check_tolerance, checked
 
 
 class InvariantViolation(AssertionError):
@@ -219,14 +219,16 @@ def check_layer_norm(f, e, *, eps: float = 1e-5, atol: float = 1e-6):
         )
 
 
-def check_layer_norm_columns(f, X, **kw):
-    """``f(X, γ, β)`` normalises each column of ``X`` (``(d_e, ℓ)``) separately, not each row."""
+@checked
+def check_layer_norm_columns(f, X, *, eps: float = 1e-5, atol: float = 1e-6):
+    """``f(X, γ, β)`` normalises each column of ``X`` (``(d_e, ℓ)``) separately, not each row
+    (each column as :func:`check_layer_norm`)."""
     X = jnp.asarray(X)
     d = X.shape[0]
     out = f(X, jnp.ones(d, X.dtype), jnp.zeros(d, X.dtype))
     for t in range(X.shape[1]):
         try:
-            check_layer_norm(lambda e, g, b, t=t: out[:, t], X[:, t], **kw)
+            check_layer_norm(lambda e, g, b, t=t: out[:, t], X[:, t], eps=eps, atol=atol)
         except InvariantViolation as error:
             _fail(
                 "check_layer_norm_columns", f"column {t}: {error} (normalised over the wrong axis?)"
@@ -327,6 +329,15 @@ def check_jit(f, *args, atol: float = 1e-10, **kwargs):
 
 def check_shape_contract(f, args, expected_shape):
     """``f(*args)`` has ``expected_shape``, checked with ``jax.eval_shape`` (no FLOPs spent)."""
+    if isinstance(expected_shape, (str, bytes)) or not hasattr(expected_shape, "__iter__"):
+        fail(
+            "check_shape_contract",
+            "expected_shape",
+            f"must be a tuple of sizes, got {expected_shape!r}",
+            TypeError,
+        )
+    for n in expected_shape:
+        check_count("check_shape_contract", "expected_shape", n, 0)
     out = jax.eval_shape(f, *args)
     if tuple(out.shape) != tuple(expected_shape):
         _fail(
@@ -417,19 +428,33 @@ SMALL_DIMS = (2, 3, 4, 6)
 SMALL_LENGTHS = (1, 2, 3, 5)
 
 
+def _sizes(strategy: str, argument: str, values, minimum: int) -> tuple[int, ...]:
+    """A strategy's fixed set of sizes: a non-empty list of integers ≥ ``minimum``, checked
+    when the strategy is made (Hypothesis would draw from it only when a test runs)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        fail(strategy, argument, f"must be a list of sizes, got {values!r}", TypeError)
+    values = tuple(values)
+    if not values:
+        fail(strategy, argument, f"is empty; give at least one size (≥ {minimum})")
+    return tuple(check_count(strategy, argument, n, minimum) for n in values)
+
+
 def dims(values=SMALL_DIMS):
     """A dimension (d_e, d_attn, d_mid, …) from a small fixed set."""
     from hypothesis import strategies as st
 
-    return st.sampled_from(values)
+    return st.sampled_from(_sizes("dims", "values", values, 1))
 
 
 def token_sequences(N_V: int, lengths=SMALL_LENGTHS, *, specials: bool = False):
     """Token sequences (``jnp.int32``) of a length from ``lengths``. By default the three special
     tokens of the paper (mask, bos, eos: the top three ids) are excluded; ``specials=True``
-    frames the sequence as a text is framed: ``bos, tokens…, eos``."""
+    frames the sequence as a text is framed: ``bos, tokens…, eos`` (then a length may be 0).
+    ``N_V`` ≥ 4 leaves at least one ordinary token."""
     from hypothesis import strategies as st
 
+    check_count("token_sequences", "N_V", N_V, 4)  # mask, bos, eos and one ordinary token
+    lengths = _sizes("token_sequences", "lengths", lengths, 0 if specials else 1)
     top = N_V - 3  # ordinary tokens are [0, N_V − 3)
 
     @st.composite
@@ -449,6 +474,11 @@ def masks(ell_z: int, ell_x: int, kind: str = "any"):
     ``"any"`` (arbitrary, every query keeps at least one context token)."""
     from hypothesis import strategies as st
 
+    check_count("masks", "ell_z", ell_z, 1)
+    check_count("masks", "ell_x", ell_x, 1)
+    kinds = ("any", "bidirectional", "unidirectional", "padding")
+    if kind not in kinds:
+        fail("masks", "kind", f"must be one of {kinds}, got {kind!r}")
     if kind == "bidirectional":
         return st.just(jnp.ones((ell_z, ell_x), bool))
     if kind == "unidirectional":
@@ -477,6 +507,9 @@ def params(init_fn, *, perturb: float = 0.3, dtype=jnp.float64, **hyperparameter
     """Parameter pytrees drawn as ``init_fn(key, **hyperparameters)``, each leaf then moved by
     ``perturb · N(0, 1)`` so that γ ≠ 1, β ≠ 0 and biases ≠ 0 (a missing norm or bias shows).
     Works for every ``init_*`` function of the library, and for any ``init(key, **hp)`` of yours."""
+    if not callable(init_fn):
+        fail("params", "init_fn", f"must be a function init(key, **hp), got {init_fn!r}", TypeError)
+    check_tolerance("params", "perturb", perturb)
 
     def build(seed):
         key, noise = jax.random.split(jax.random.key(seed))

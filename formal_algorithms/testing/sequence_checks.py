@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..paper.checks import check_count, fail
 from . import probing as P
 from .adapters import NotSupported, TokenModel
 from .arguments import checked
@@ -84,7 +85,8 @@ def check_padding(
     An encoder-decoder has its context z padded; its decoder outputs must not change."""
     invariant = f"padding_{side}"
     if side not in ("left", "right"):
-        raise ValueError(f"check_padding: side must be 'left' or 'right', got {side!r}")
+        fail("check_padding", "side", f"must be 'left' or 'right', got {side!r}")
+    amounts = _amounts(amounts)
     if not model.accepts_attention_mask:
         raise P.NotApplicable("the model takes no attention_mask (it cannot be padded)")
     if (
@@ -128,6 +130,16 @@ def check_padding(
     if not gradients:
         return done + " (no gradients)"
     return done + f"; on each, gradients w.r.t. padding exactly 0 ({model.gradient})"
+
+
+def _amounts(amounts) -> tuple[int, ...]:
+    """``check_padding``'s ``amounts``: a non-empty list of padding lengths, each ≥ 1."""
+    if isinstance(amounts, (str, bytes)) or not hasattr(amounts, "__iter__"):
+        fail("check_padding", "amounts", f"must be a list of counts, got {amounts!r}", TypeError)
+    amounts = tuple(amounts)
+    if not amounts:
+        fail("check_padding", "amounts", "is empty; give at least one amount of padding (≥ 1)")
+    return tuple(check_count("check_padding", "amounts", n, 1) for n in amounts)
 
 
 def _unpadded_reference(model, x, side, rng):

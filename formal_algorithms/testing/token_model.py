@@ -8,7 +8,7 @@ import inspect
 
 import numpy as np
 
-from ..paper.checks import fail
+from ..paper.checks import check_count, fail
 
 KINDS = ("causal", "masked", "seq2seq")
 OUTPUTS = ("logits", "log_probs", "probs")
@@ -16,6 +16,12 @@ OUTPUTS = ("logits", "log_probs", "probs")
 
 class NotSupported(Exception):
     """The model cannot do what a check needs (no cache, no gradients, …): the check is skipped."""
+
+
+def check_kind(where: str, kind) -> None:
+    """A model's kind: one of :data:`KINDS`."""
+    if kind not in KINDS:
+        fail(where, "kind", f"must be one of {KINDS}, got {kind!r}")
 
 
 def accepted_arguments(fn) -> set[str]:
@@ -122,8 +128,7 @@ class TokenModel:
         positions,
         name,
     ):
-        if kind not in KINDS:
-            fail(where, "kind", f"must be one of {KINDS}, got {kind!r}")
+        check_kind(where, kind)
         if output not in OUTPUTS:
             fail(where, "output", f"must be one of {OUTPUTS}, got {output!r}")
         if not isinstance(vocab_size, int | np.integer) or vocab_size < 2:
@@ -241,8 +246,13 @@ class TokenModel:
 
         ``return_logits=True``: ``(tokens, logits)``, the raw outputs each step chose from,
         ``(B, n, N_V)`` (Hugging Face's ``output_logits``), or None when the model's own
-        ``generate`` cannot give them."""
+        ``generate`` cannot give them.
+
+        ``n`` ≥ 0: ``n = 0`` returns ``x`` (and logits ``(B, 0, N_V)``) without calling the model."""
         x = int_array(x, f"{self.name}.generate")
+        n = check_count(f"{self.name}.generate", "n", n, 0)
+        if n == 0:
+            return (x, np.zeros((x.shape[0], 0, self.vocab_size))) if return_logits else x
         kw = dict(use_cache=use_cache, sample=sample, seed=seed, z=z, z_mask=z_mask)
         own = self._own_generate(x, n, attention_mask=attention_mask, **kw)
         if own is not None:
@@ -295,8 +305,11 @@ class TokenModel:
 
     def generate_until(self, x, n, *, eos=None, z=None) -> np.ndarray:
         """Greedy ``x`` + at most ``n`` tokens from the model's own ``generate``, stopping a row at
-        the token ``eos`` (None: never) and filling finished rows with ``pad_token_id``."""
+        the token ``eos`` (None: never) and filling finished rows with ``pad_token_id``;
+        ``n = 0`` returns ``x``."""
         x = int_array(x, f"{self.name}.generate_until")
+        if check_count(f"{self.name}.generate_until", "n", n, 0) == 0:
+            return x
         return np.asarray(self._generate_until(x, n, eos, z))
 
     def loss_from_labels(self, x, labels, *, z=None) -> float:

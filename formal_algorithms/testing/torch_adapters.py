@@ -16,6 +16,7 @@ from .token_model import (
     TokenModel,
     accepted_arguments,
     as_numpy,
+    check_kind,
     check_options,
     takes_keyword,
 )
@@ -295,12 +296,14 @@ def from_hf(model, *, kind=None, name=None, torch_dtype=None) -> TokenModel:
     """A Hugging Face model as a :class:`TokenModel`: a ``PreTrainedModel`` or the path of a local
     directory (``config.json`` and weights; loaded offline with ``AutoModelFor…``, set to eval).
 
-    ``kind`` defaults from the config: ``is_encoder_decoder`` → ``"seq2seq"``, an architecture
+    ``kind`` (one of ``"causal"``, ``"masked"``, ``"seq2seq"``) defaults from the config: ``is_encoder_decoder`` → ``"seq2seq"``, an architecture
     named ``…ForMaskedLM`` → ``"masked"``, else ``"causal"``. ``generate`` is the model's own
     (greedy and seeded sampling with and without the cache); the cache is the model's
     (``cache`` or ``past_key_values``).
     """
     where = "from_hf"
+    if kind is not None:
+        check_kind(where, kind)  # before anything is loaded
     torch = _torch()
     dtype = _check_dtype(torch, torch_dtype)
     if not isinstance(model, torch.nn.Module):
