@@ -36,7 +36,6 @@ from torch import nn
 
 from ...paper.checks import check_eps, check_tokens, fail
 from .alignment import Key, align, paper_values
-from .caller import calling
 from .causes import causes_for
 from .evidence import Context, explain
 from .families import CONTEXT, TABLES, family_for, model_type
@@ -108,7 +107,7 @@ def check_fits(where, family, argument, x) -> None:
 def session(where, model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=None, z=None):
     """The checked model's family, inside float64 (the model cast and cast back) if asked; its
     arguments refused as ``where``'s (the compare function called), and so is what the family
-    refuses inside (:func:`.caller.calling`)."""
+    refuses inside, named ``compare`` there and renamed as it leaves (:func:`named`)."""
     if tolerance is not None:
         _check_tolerance(where, tolerance)
     if not isinstance(model, nn.Module):
@@ -149,7 +148,7 @@ def session(where, model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=
             None if w is None else np.asarray(_as_numpy(w), np.float64) for w in (W_e, W_p, W_u)
         )
     try:
-        with calling(where), jax.enable_x64(True) if float64 else contextlib.nullcontext():
+        with named(where), jax.enable_x64(True) if float64 else contextlib.nullcontext():
             family = family_for(model, W_e, W_p, W_u, eps, z)
             if model.training:
                 fail(
@@ -162,6 +161,20 @@ def session(where, model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=
     finally:
         if float64 and before is not None:
             model.to(before)
+
+
+@contextlib.contextmanager
+def named(where):
+    """Inside, a refusal that names ``compare`` (the tables and the capture, which know no
+    caller) is raised again naming ``where``, the compare function called: the name travels
+    with the error, not in a global."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        text = str(error)
+        if type(error) in (ValueError, TypeError) and text.startswith("compare: "):
+            raise type(error)(f"{where}: {text.removeprefix('compare: ')}") from None
+        raise
 
 
 def _check_tolerance(where, tolerance):

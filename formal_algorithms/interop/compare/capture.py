@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from ...paper.checks import fail
-from .caller import caller
 
 __all__ = ["Captured", "captured", "cols", "softmax_cols"]
 
@@ -48,7 +47,7 @@ def captured(model, watch: dict, kwargs_hooks: dict | None = None):
                 module = model.get_submodule(path)
             except AttributeError:
                 fail(
-                    caller(),
+                    "compare",
                     "model",
                     f"has no submodule {path!r}, which the table of its "
                     "family reads: a model class of your own must keep the architecture's "

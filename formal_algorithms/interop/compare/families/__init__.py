@@ -9,7 +9,6 @@ from __future__ import annotations
 from torch import nn
 
 from ....paper.checks import fail
-from ..caller import caller
 from .bart import Bart
 from .base import Family
 from .bert import Bert
@@ -75,7 +74,7 @@ def family_for(model, W_e, W_p, W_u, eps, z) -> Family:
         for name, value in (("z", z), ("W_e", W_e), ("W_p", W_p)):
             if value is None:
                 fail(
-                    caller(),
+                    "compare",
                     name,
                     "is needed for a torch.nn.Transformer: Algorithm 8 embeds the "
                     "context z and the tokens x outside the model (W_e, W_p)",
@@ -86,7 +85,7 @@ def family_for(model, W_e, W_p, W_u, eps, z) -> Family:
         config = getattr(model, "config", None)
         have = getattr(config, "model_type", None)
         fail(
-            caller(),
+            "compare",
             "model",
             f"must be a {', '.join(CLASSES.values())} or torch.nn.Transformer (compare has "
             f"tables for {', '.join(sorted(TABLES))} and nn.Transformer), got "
@@ -97,7 +96,7 @@ def family_for(model, W_e, W_p, W_u, eps, z) -> Family:
         return TABLES[kind](model)
     except AttributeError as error:  # a class of the user's own, its modules renamed
         fail(
-            caller(),
+            "compare",
             "model",
             f"cannot be read as {CLASSES[kind]} ({error}): a model class of your "
             "own must keep the architecture's module names",

@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import torch
 
 from ....paper.checks import fail
-from ..caller import caller
 from ..capture import eager_attention
 from .base import (
     PreLNDecoder,
@@ -82,15 +81,15 @@ class Llama(PreLNDecoder):
         where = "model.config"
         if rope.get("rope_type", "default") != "default":
             fail(
-                caller(),
+                "compare",
                 f"{where}.rope_parameters",
                 f"has rope_type {rope['rope_type']!r}; the "
                 "Llama family here has the original RoPE only",
             )
         if config.attention_bias or getattr(config, "mlp_bias", False):
-            fail(caller(), where, "has attention or MLP biases; Llama's projections are bias-free")
+            fail("compare", where, "has attention or MLP biases; Llama's projections are bias-free")
         if config.hidden_act != "silu":
-            fail(caller(), f"{where}.hidden_act", f"= {config.hidden_act!r}; SwiGLU uses silu")
+            fail("compare", f"{where}.hidden_act", f"= {config.hidden_act!r}; SwiGLU uses silu")
 
     def load(self, config, state):
         """θ from the state dict (the family's loader and its configuration reader)."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from ....paper.checks import fail
-from ..caller import caller
 from .base import (
     WEIGHTS,
     Extra,
@@ -87,7 +86,7 @@ def load(model):
     width = getattr(config, "word_embed_proj_dim", None) or config.hidden_size
     if width != config.hidden_size:
         fail(
-            caller(),
+            "compare",
             "model.config.word_embed_proj_dim",
             f"= {width} ≠ hidden_size {config.hidden_size} (OPT-350m's project_in and "
             "project_out around the layers): the OPT family does not write the projection",
