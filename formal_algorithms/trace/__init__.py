@@ -85,6 +85,7 @@ class Trace:
                 f"value of that name (names recorded there: {', '.join(parts) or 'none'})"
             )
         if not found:
+            _missing_argument(self, algorithm, line, indices)
             have = sorted({(r.algorithm, n) for r in self.records for n in r.lines}, key=str)
             raise KeyError(
                 f"Trace.get: no record of {_alg(algorithm)} line {line} at {indices or 'any indices'}"
@@ -210,3 +211,28 @@ def _shape(value) -> str:
 
 def _is_arrayish(value) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def _missing_argument(trace, algorithm, line, indices) -> None:
+    """Why ``Trace.get`` found nothing, named by the argument that misses: a ``line`` the
+    algorithm never recorded, or an index (``l``, ``h``, ``t``) at a value the line never had."""
+    at_line = trace.find(algorithm, line)
+    lines = sorted({n for r in trace.find(algorithm, None) for n in r.lines})
+    if not lines:
+        names = sorted({_alg(r.algorithm) for r in trace.records})
+        raise KeyError(
+            f"Trace.get: argument 'algorithm' = {algorithm!r}: this trace recorded "
+            f"{', '.join(names)}, not {_alg(algorithm)}"
+        )
+    if not at_line:
+        raise KeyError(
+            f"Trace.get: argument 'line' = {line}: {_alg(algorithm)} recorded lines "
+            f"{', '.join(map(str, lines))}, not {line}"
+        )
+    for k, v in indices.items():
+        values = sorted({r.indices[k] for r in at_line if k in r.indices})
+        if values and v not in values:
+            raise KeyError(
+                f"Trace.get: argument {k!r} = {v}: {_alg(algorithm)} line {line} was recorded "
+                f"at {k} = {', '.join(map(str, values))} (1-based)"
+            )

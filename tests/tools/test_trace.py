@@ -113,8 +113,13 @@ def test_paths_name_the_nesting_and_indices(d_theta):
     assert record.function == "attention" and "K.astype(c).T @ Q" in record.code
     with pytest.raises(KeyError, match="give h="):
         tr.get(4, 4, l=2)  # two heads: the error names the index that tells them apart
-    with pytest.raises(KeyError, match="no record of Algorithm 9"):
+    # what misses is named: the algorithm, the line, or the index and the values recorded
+    with pytest.raises(KeyError, match=r"argument 'algorithm' = 9: this trace recorded .*, not Algorithm 9"):  # fmt: skip
         tr.get(9, 5)
+    with pytest.raises(KeyError, match=r"argument 'line' = 99: Algorithm 10 recorded lines 1, 2, "):
+        tr.get(10, 99)
+    with pytest.raises(KeyError, match=r"argument 'l' = 5: Algorithm 10 line 6 was recorded at l = 1, 2 \(1-based\)"):  # fmt: skip
+        tr.get(10, 6, l=5)
     table = tr.table(4, 4, l=1)
     assert table.count("Algorithm 4 › line 4") == 2 and "(5, 5)" in table
 
