@@ -14,7 +14,7 @@ import numpy as np
 
 from ..paper.functions import gelu, gelu_tanh, relu
 from ..paper.normalisation import EPS
-from ..practice.checkpoint import load_checkpoint
+from ..practice.checkpoint import load_checkpoint, path_argument
 
 PROG = "formal-algorithms"
 
@@ -53,7 +53,7 @@ def _a(name: str) -> str:
 def read_checkpoint(path, typed: str | None = None, *, architecture: str | None = None, **kw):
     """:func:`load_checkpoint` for a command, the one place the commands read a checkpoint: an
     error says what the user typed, ``typed`` (default ``--checkpoint 'PATH'``), where the
-    library says ``load_checkpoint: checkpoint 'PATH'``, then the library's reason;
+    library says ``load_checkpoint: argument 'path' = 'PATH'``, then the library's reason;
     ``architecture``: the one the command reads, another refused with the command that writes
     it. ``kw``: ``load_checkpoint``'s (``opt_state_template``)."""
     typed = f"--checkpoint {str(path)!r}" if typed is None else typed
@@ -75,11 +75,11 @@ def checkpoint_reason(error: BaseException, path) -> str:
     """The library's reason a checkpoint was not read, as it follows the file's name (" is
     truncated ...", ": metadata field ..."), without the library's function and argument names."""
     text = str(error)
-    file = f"checkpoint {str(pathlib.Path(path))!r}"
+    file = path_argument(path)
     if text.startswith(f"load_checkpoint: {file}"):
         return text.removeprefix(f"load_checkpoint: {file}")
     if text.startswith("load_checkpoint: argument 'opt_state_template'"):  # --resume's
-        detail = text.partition(f"{file}: ")[2].split(";")[0].removeprefix("its leaves ")
+        detail = text.partition(": its leaves ")[2].split(";")[0]
         return f": its optimizer state does not fit this command's optimizer, whose leaves {detail}"
     return ": " + text.removeprefix("load_checkpoint: ")
 

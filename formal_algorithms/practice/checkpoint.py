@@ -165,7 +165,7 @@ def load_checkpoint(
     """
     _check_architecture(architecture)
     path = as_path("load_checkpoint", path)
-    file = f"checkpoint {str(path)!r}"
+    file = path_argument(path)
     where = f"load_checkpoint: {file}"
     tensors, metadata = _read_verified(where, pathlib.Path(path))
     kind = metadata["architecture"]
@@ -247,6 +247,12 @@ def _check_expected(file, kind, hp, architecture, expected_hp) -> None:
         raise ValueError(f"{where} holds a {kind} with {detail}")
 
 
+def path_argument(path) -> str:
+    """How ``load_checkpoint``'s messages name the file: ``argument 'path' = 'PATH'`` (the command
+    line puts the option as typed in its place)."""
+    return f"argument 'path' = {str(pathlib.Path(path))!r}"
+
+
 def as_path(where, path) -> pathlib.Path:
     """A file name (``str`` or ``os.PathLike``) as a path; anything else refused by name."""
     if not isinstance(path, (str, os.PathLike)):
@@ -293,7 +299,10 @@ def _check_template(where, template, tensors) -> str:
     """The leaves of ``opt_state_template`` are the stored optimizer state's, by name; returns
     the ``where`` of the template's shape and dtype errors (the template is blamed, the file's
     digest is verified)."""
-    blame = f"load_checkpoint: argument 'opt_state_template' does not fit {where.split(': ', 1)[1]}"
+    file = where.split(" = ", 1)[1]  # the file's name, as load_checkpoint's messages give it
+    blame = (
+        "load_checkpoint: argument 'opt_state_template' does not fit the optimizer state in " + file
+    )
     paths = jax.tree_util.tree_flatten_with_path(template)[0]
     wanted = {"opt_state" + jax.tree_util.keystr(path) for path, _ in paths}
     stored = {k for k in tensors if k.startswith("opt_state")}

@@ -145,7 +145,9 @@ def test_mismatched_architecture_or_sizes_raise(tmp_path):
         THETAS["DTransformer"],
         opt_state=opt.init(THETAS["DTransformer"]),
     )
-    with pytest.raises(ValueError, match="argument 'opt_state_template' does not fit checkpoint"):
+    with pytest.raises(
+        ValueError, match="argument 'opt_state_template' does not fit the optimizer state in '"
+    ):
         load_checkpoint(path2, opt_state_template=optax.adam(1e-3).init(THETAS["DTransformer"]))
     with pytest.raises(TypeError, match="argument 'theta' must be θ of Algorithm 8, 9 or 10"):
         save_checkpoint(tmp_path / "x.safetensors", {"W_e": jnp.ones(3)})

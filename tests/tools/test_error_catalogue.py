@@ -426,7 +426,7 @@ def files(tmp_path_factory):
 
 CHECKPOINT_CASES = [
     Case("foreign safetensors (no metadata)", lambda d: load_checkpoint(d / "foreign.safetensors"),
-         ValueError, r"load_checkpoint: checkpoint '.*foreign.safetensors'",
+         ValueError, r"load_checkpoint: argument 'path' = '.*foreign.safetensors'",
          r"not a formal_algorithms checkpoint \(no metadata"),
     Case("metadata JSON corrupt", lambda d: load_checkpoint(d / "bad_json.safetensors"),
          ValueError, r"'.*bad_json.safetensors'", r"metadata field 'extra' is not valid JSON"),
@@ -437,11 +437,11 @@ CHECKPOINT_CASES = [
     Case("unknown architecture", lambda d: load_checkpoint(d / "unknown.safetensors"),
          ValueError, r"'.*unknown.safetensors'", r"field 'architecture' is 'Mamba'"),
     Case("a directory", lambda d: load_checkpoint(d / "dir"), IsADirectoryError,
-         r"load_checkpoint: checkpoint '.*dir'", r"is a directory"),
+         r"load_checkpoint: argument 'path' = '.*dir'", r"is a directory"),
     Case("a text file", lambda d: load_checkpoint(d / "text.txt"), ValueError,
-         r"load_checkpoint: checkpoint '.*text.txt'", r"not a safetensors file"),
+         r"load_checkpoint: argument 'path' = '.*text.txt'", r"not a safetensors file"),
     Case("missing", lambda d: load_checkpoint(d / "none.safetensors"), FileNotFoundError,
-         r"load_checkpoint: checkpoint '.*none.safetensors'", r"does not exist"),
+         r"load_checkpoint: argument 'path' = '.*none.safetensors'", r"does not exist"),
     Case("string array", lambda d: save_checkpoint(d / "s.safetensors", D,
                                                    arrays={"names": np.asarray(["a"])}),
          TypeError, r"save_checkpoint", r"argument 'arrays': 'names' has dtype <U1"),

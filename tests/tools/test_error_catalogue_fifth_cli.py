@@ -70,7 +70,7 @@ TRUNCATED = r"is truncated or not a safetensors file \(.+\)$"
 
 # name: (argv with {file} placeholders, regex on the one error line)
 COMMAND_LINE = {
-    # 1. "load_checkpoint: checkpoint 'x' is truncated ...": the option, as typed, for every command
+    # 1. "load_checkpoint: argument 'path' = 'x' is truncated ...": the option, as typed, for every command
     "sample-garbage-checkpoint": (
         ["sample", "--checkpoint", "{garbage}"],
         rf"^--checkpoint '\S+/garbage\.safetensors' {TRUNCATED}",

@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
 import formal_algorithms as fa
 from formal_algorithms.interop.compare import compare_batch, compare_cached
+from formal_algorithms.practice.checkpoint import load_checkpoint
 from formal_algorithms.testing import (
     check_cache,
     check_causality,
@@ -49,6 +50,12 @@ def _gpt2():
                         eos_token_id=None)  # fmt: skip
     torch.manual_seed(0)
     return GPT2LMHeadModel(config).eval()
+
+
+def _bert():
+    config = BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=16)  # fmt: skip
+    return BertForMaskedLM(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +196,25 @@ CASES = {
         lambda d: compare_batch(torch.nn.Linear(2, 2), [[1, 2]]),
         TypeError,
         r"^compare_batch: argument 'model' must be a GPT2LMHeadModel",
+    ),
+    # the sixth catalogue: a model with dropout on was refused by the GPT-2 converter, naming
+    # d_transformer_from_gpt2 and a module; an encoder reached a raw AttributeError ('cache')
+    "compare_batch-training-mode": (
+        lambda d: compare_batch(_gpt2().train(), [[1, 2], [3, 4]]),
+        ValueError,
+        r"^compare_batch: argument 'model' is in training mode; call model.eval\(\)",
+    ),
+    "compare_cached-encoder": (
+        lambda d: compare_cached(_bert(), [1, 2, 3]),
+        ValueError,
+        r"^compare_cached: argument 'model' is a BertForMaskedLM, read as Algorithm 9: "
+        r"compare_cached reads a decoder-only model's key/value cache",
+    ),
+    # "load_checkpoint: checkpoint 'x' does not exist" named no argument
+    "load_checkpoint-missing": (
+        lambda d: load_checkpoint(d / "none.safetensors"),
+        FileNotFoundError,
+        r"^load_checkpoint: argument 'path' = '.*none\.safetensors' does not exist",
     ),
 }
 

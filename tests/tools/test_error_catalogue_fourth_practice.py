@@ -72,7 +72,7 @@ CASES = {
         lambda d: load_checkpoint(_checkpoint(d), architecture="ETransformer"),
         ValueError,
         r"^load_checkpoint: argument 'architecture' = 'ETransformer' does not match: "
-        r"checkpoint '.*m\.safetensors' holds a DTransformer",
+        r"argument 'path' = '.*m\.safetensors' holds a DTransformer",
     ),
     # an unknown name was compared with the file's, as if it could match
     "load_checkpoint-unknown-architecture": (

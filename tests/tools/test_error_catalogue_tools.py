@@ -171,7 +171,7 @@ CHECKPOINT = [
          r"'path' must be a file name \(str or pathlib.Path\), got int 5"),
     Case("opt_state_template of another optimizer", lambda folder, path: load_checkpoint(
          path, opt_state_template=(jnp.zeros(3),)), ValueError, r"^load_checkpoint",
-         r"'opt_state_template' does not fit checkpoint .*model.safetensors.*opt_state\[0\]"),
+         r"'opt_state_template' does not fit the optimizer state in '.*model.safetensors'.*opt_state\[0\]"),
 ]  # fmt: skip
 
 

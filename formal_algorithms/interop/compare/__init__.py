@@ -149,13 +149,14 @@ def session(where, model, float64, tolerance, W_e=None, W_p=None, W_u=None, eps=
         )
     try:
         with named(where), jax.enable_x64(True) if float64 else contextlib.nullcontext():
-            family = family_for(model, W_e, W_p, W_u, eps, z)
-            if model.training:
+            known = kind is not None or isinstance(model, nn.Transformer)
+            if model.training and known:  # before a converter meets its dropout
                 fail(
                     where,
                     "model",
                     "is in training mode; call model.eval() (the paper has no dropout)",
                 )
+            family = family_for(model, W_e, W_p, W_u, eps, z)
             family.z, family.float64 = z, float64
             yield family
     finally:

@@ -108,6 +108,9 @@ def compare_cached(model, x, *, float64=False, tolerance=None):
         )
 
     with session(where, model, float64, tolerance) as family:
+        if family.algorithm != 10:  # an encoder has no cache; an encoder-decoder needs z
+            what = f"is a {type(model).__name__}, read as Algorithm {family.algorithm}"
+            fail(where, "model", f"{what}: {where} reads a decoder-only model's key/value cache")
         check_fits(where, family, "x", x)
         family.x, family.call = x, call
         name = f"{type(model).__name__} (token {n} through its cache of {n - 1})"
