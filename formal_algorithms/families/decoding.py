@@ -180,18 +180,24 @@ class CachedDecoder:
         check_sizes(name, context=context)  # None: no limit
         self.context, self.name = context, name
 
+    def where(self, method: str) -> str:
+        """A method's name in errors: ``gpt_neox_decoder(θ).generate (Algorithm 14 on …)``."""
+        head, _, label = self.name.partition(" (")
+        return f"{head}(θ).{method} ({label}" if label else f"{head}(θ).{method}"
+
     def init_cache(self, T: int) -> DecoderCache:
         """An empty cache of T positions for this θ."""
-        check_sizes(self.name, T=T)
+        check_sizes(self.where("init_cache"), T=T)
         return init_decoder_cache(*self.kv_shape, T, self.dtype)
 
     def logits(self, tokens, start, cache: DecoderCache):
         """``W_u X`` for the columns at positions start … start+n−1, given a cache holding
         positions < start: ``(logits (N_V, n), new cache)``; column j equals column start + j of
         the family's uncached forward on the whole sequence."""
+        where = self.where("logits")
         tokens = jnp.asarray(tokens)
-        check_tokens(self.name, "tokens", tokens, self.N_V, None)
-        check_start(self.name, start, tokens.shape[0], cache)
+        check_tokens(where, "tokens", tokens, self.N_V, None)
+        check_start(where, start, tokens.shape[0], cache)
         static = dict(form=self.form, config=self.config)
         return cached_block(tokens, jnp.asarray(start), self.stacked, self.head, cache, **static)
 
@@ -201,32 +207,42 @@ class CachedDecoder:
         ``fold_in(key, i)`` as the library's Algorithm 14; τ = 0 is the argmax. Stops after
         ``max_new`` tokens or after yielding a token in ``stop``. The arguments are checked
         when it is called, before the first token is asked for."""
-        prompt = np.asarray(prompt)
-        tau = check_tau(self.name, tau)
+        return self._tokens(self._checked("stream", prompt, max_new, key, tau, stop))
+
+    def generate(self, prompt, *, max_new: int, key=None, tau=0.0, stop=()) -> list[int]:
+        """The tokens of :meth:`stream` as a list."""
+        return list(self._tokens(self._checked("generate", prompt, max_new, key, tau, stop)))
+
+    def _checked(self, method, prompt, max_new, key, tau, stop):
+        """The arguments of ``method`` checked under its name: ``(where, prompt, max_new, key,
+        τ, stop)``, the key drawn for τ = 0 (unused: the argmax)."""
+        where, prompt = self.where(method), np.asarray(prompt)
+        tau = check_tau(where, tau)
         if isinstance(stop, (int, np.integer, str)) or not hasattr(stop, "__contains__"):
             message = f"must be a collection of token ids such as (eos,), got {stop!r}"
-            fail(self.name, "stop", message, TypeError)
+            fail(where, "stop", message, TypeError)
         if key is not None:
-            check_key(self.name, key)
-        check_tokens(self.name, "prompt", prompt, self.N_V, None)
+            check_key(where, key)
+        check_tokens(where, "prompt", prompt, self.N_V, None)
         if prompt.ndim != 1 or prompt.shape[0] == 0:
-            fail(self.name, "prompt", "must be a non-empty 1-D sequence of token ids")
-        if check_count(self.name, "max_new", max_new) == 0:
-            return iter(())
-        ell = prompt.shape[0]
+            fail(where, "prompt", "must be a non-empty 1-D sequence of token ids")
+        max_new, ell = check_count(where, "max_new", max_new), prompt.shape[0]
         if self.context is not None and ell + max_new > self.context:
             message = (
                 f"= {max_new} with a prompt of {ell} tokens exceeds the model's context "
                 f"of {self.context} positions"
             )
-            fail(self.name, "max_new", message)
-        if key is None and tau > 0:  # randomness is an explicit key, never a hidden seed
-            fail(self.name, "key", f"is None, but τ = {tau} samples: give a jax.random key")
-        key = jax.random.key(0) if key is None else key  # τ = 0: the argmax, the key unused
-        return self._tokens(prompt, max_new, key, tau, stop)
+            fail(where, "max_new", message)
+        if key is None and tau > 0 and max_new > 0:  # randomness is an explicit key
+            fail(where, "key", f"is None, but τ = {tau} samples: give a jax.random key")
+        key = jax.random.key(0) if key is None else key
+        return where, prompt, max_new, key, tau, stop
 
-    def _tokens(self, prompt, max_new, key, tau, stop):
-        """:meth:`stream`'s tokens, its arguments checked."""
+    def _tokens(self, checked):
+        """The tokens of a :meth:`_checked` call, one at a time."""
+        where, prompt, max_new, key, tau, stop = checked
+        if max_new == 0:
+            return
         ell = prompt.shape[0]
         padded = np.zeros(_bucket(ell), np.int32)
         padded[:ell] = prompt
@@ -239,17 +255,13 @@ class CachedDecoder:
         y = draw(key, jnp.int32(0), p, tau)  # line 5 of step 0, on the device
         for i in range(max_new):
             y = int(y)
-            check_sampled(self.name, y, i + 1, DecoderTheta(self.layers, self.head))
+            check_sampled(where, y, i + 1, DecoderTheta(self.layers, self.head))
             yield y  # line 6
             if y in stop or i == max_new - 1:
                 return
             t, step = jnp.int32(ell + i), jnp.int32(i + 1)
             args = (jnp.int32(y), t, self.layers, self.head, cache, key, step, tau)
             y, cache = cached_draw_step(*args, **static)  # lines 3-5 of the next step
-
-    def generate(self, prompt, *, max_new: int, key=None, tau=0.0, stop=()) -> list[int]:
-        """The tokens of :meth:`stream` as a list."""
-        return list(self.stream(prompt, max_new=max_new, key=key, tau=tau, stop=stop))
 
 
 # ------------------------------------------------------- the paper's head (GPT-NeoX, OPT, Phi)

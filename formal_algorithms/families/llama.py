@@ -62,7 +62,7 @@ from .decoding import (
 
 LLAMA = "llama_logits (Algorithm 10 with Llama's substitutions)"
 LLAMA_CACHED = "llama_cached_logits"
-LLAMA_DECODER = "Decoder.stream (Algorithm 14 on Llama, cached)"
+LLAMA_DECODER = "Decoder (Algorithm 14 on Llama, cached)"
 ACTIVATIONS = {"silu": silu, "gelu_tanh": gelu_tanh}  # the gated MLP's (SwiGLU, GeGLU)
 
 #: Algorithm 10's lines that Llama replaces, as docs/families.md's atlas prints them (links are

@@ -69,14 +69,14 @@ CASES = {
     "generate-stop-int": (
         lambda: Decoder(_llama()).generate([1, 2], max_new=2, stop=5),
         TypeError,
-        r"^Decoder.stream .*argument 'stop' must be a collection of token ids such as \(eos,\), "
+        r"^Decoder\(θ\).generate \(Algorithm 14 on Llama, cached\): argument 'stop' must be a collection of token ids such as \(eos,\), "
         r"got 5",
     ),
     # key=0: JAX's "invalid PRNG key data"
     "generate-int-key": (
         lambda: Decoder(_llama()).generate([1, 2], max_new=2, key=0, tau=1.0),
         TypeError,
-        r"^Decoder.stream .*argument 'key' must be one jax.random key",
+        r"^Decoder\(θ\).generate .*argument 'key' must be one jax.random key",
     ),
     # another family's configuration: a bare KeyError 'hidden_size'
     "opt-config-of-gpt2": (

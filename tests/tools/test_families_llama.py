@@ -287,10 +287,10 @@ def test_read_llama_gguf_rereads_a_replaced_file(tmp_path):
 def test_cached_forms_errors_name_the_defined_functions():
     """The cached forms' errors name functions that exist (not a stale ``llama_generate``)."""
     theta = init_llama(jax.random.PRNGKey(0), N_V=7, L=1, H=2, G=1, d_e=4, d_mlp=8)
-    with pytest.raises(ValueError, match=r"^Decoder\.stream .*argument 'max_new'"):
+    with pytest.raises(ValueError, match=r"^Decoder\(θ\)\.generate .*argument 'max_new'"):
         Decoder(theta, context=4).generate([1, 2], max_new=5)
-    with pytest.raises(ValueError, match=r"^Decoder\.stream .*argument 'prompt'"):
-        Decoder(theta, context=4).generate([9], max_new=1)
+    with pytest.raises(ValueError, match=r"^Decoder\(θ\)\.stream .*argument 'prompt'"):
+        next(Decoder(theta, context=4).stream([9], max_new=1))
 
 
 @pytest.mark.parametrize("bias", ["attention_bias", "mlp_bias"])
@@ -321,7 +321,10 @@ def test_a_loaded_theta_refuses_another_familys_settings(smollm2):
         match=r"llama_logits .*'rope_base' = 10000.0 contradicts θ's own rope_base = 100000.0",
     ):
         llama_logits(x, ours.theta, rope_base=1e4)
-    with pytest.raises(ValueError, match=r"Decoder.stream .*'eps' = 1e-06 contradicts θ's own eps"):
+    with pytest.raises(
+        ValueError,
+        match=r"^Decoder \(Algorithm 14 on Llama, cached\): .*'eps' = 1e-06 contradicts θ's own eps",
+    ):
         Decoder(ours.theta, eps=1e-6)
     cache = init_llama_cache(ours.theta, 4)
     with pytest.raises(ValueError, match=r"llama_cached_logits: argument 'rope_base'"):
