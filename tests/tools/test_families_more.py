@@ -418,6 +418,7 @@ def test_cached_decoding_names_the_step_and_leaf_without_a_distribution():
     assert len(tokens) == 4 and all(0 <= y < 9 for y in tokens)
     bad = gpt_neox_decoder(theta._replace(gamma=theta.gamma.at[0].set(np.nan)))
     with pytest.raises(
-        ValueError, match=r"^gpt_neox_decoder\(θ\)\.generate .*at step 1, .*theta\.head\.gamma is not finite"
+        ValueError,
+        match=r"^gpt_neox_decoder\(θ\)\.generate .*at step 1, .*theta\.head\.gamma is not finite",
     ):
         bad.generate(np.array([1, 2, 3]), max_new=4)
