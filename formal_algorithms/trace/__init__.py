@@ -29,7 +29,7 @@ import numpy as np
 from .recorder import Record, Recorder
 from .values import summary
 
-__all__ = ["Record", "Trace", "trace"]
+__all__ = ["NotRecorded", "Record", "Trace", "trace"]
 
 _PACKAGE = str(pathlib.Path(__file__).resolve().parent.parent) + "/"
 
@@ -80,21 +80,21 @@ class Trace:
         found = exact or found
         if not found and name is not None and self.find(algorithm, line, **indices):
             parts = sorted({r.name for r in self.find(algorithm, line, **indices)} - {None})
-            raise KeyError(
+            raise NotRecorded(
                 f"Trace.get: argument 'name' = {name!r}: {_alg(algorithm)} line {line} has no "
                 f"value of that name (names recorded there: {', '.join(parts) or 'none'})"
             )
         if not found:
             _missing_argument(self, algorithm, line, indices)
             have = sorted({(r.algorithm, n) for r in self.records for n in r.lines}, key=str)
-            raise KeyError(
+            raise NotRecorded(
                 f"Trace.get: no record of {_alg(algorithm)} line {line} at {indices or 'any indices'}"
                 f" (recorded: {', '.join(f'{_alg(a)} line {n}' for a, n in have[:40])}…)"
             )
         apart = sorted({k for r in found for k in r.indices if k not in indices})
         keys = {tuple(sorted(r.indices.items(), key=str)) for r in found}
         if len(keys) > 1:
-            raise KeyError(
+            raise NotRecorded(
                 f"Trace.get: {_alg(algorithm)} line {line} was recorded {len(found)} times; "
                 f"give {', '.join(f'{k}=' for k in apart)} to choose one"
             )
@@ -213,6 +213,14 @@ def _is_arrayish(value) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
+class NotRecorded(KeyError, ValueError):
+    """``Trace.get`` found no record, or more than one: a ``KeyError`` (a lookup that missed)
+    and a ``ValueError`` (an argument's value the trace does not hold), printed as its sentence."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
 def _missing_argument(trace, algorithm, line, indices) -> None:
     """Why ``Trace.get`` found nothing, named by the argument that misses: a ``line`` the
     algorithm never recorded, or an index (``l``, ``h``, ``t``) at a value the line never had."""
@@ -220,19 +228,19 @@ def _missing_argument(trace, algorithm, line, indices) -> None:
     lines = sorted({n for r in trace.find(algorithm, None) for n in r.lines})
     if not lines:
         names = sorted({_alg(r.algorithm) for r in trace.records})
-        raise KeyError(
+        raise NotRecorded(
             f"Trace.get: argument 'algorithm' = {algorithm!r}: this trace recorded "
             f"{', '.join(names)}, not {_alg(algorithm)}"
         )
     if not at_line:
-        raise KeyError(
+        raise NotRecorded(
             f"Trace.get: argument 'line' = {line}: {_alg(algorithm)} recorded lines "
             f"{', '.join(map(str, lines))}, not {line}"
         )
     for k, v in indices.items():
         values = sorted({r.indices[k] for r in at_line if k in r.indices})
         if values and v not in values:
-            raise KeyError(
+            raise NotRecorded(
                 f"Trace.get: argument {k!r} = {v}: {_alg(algorithm)} line {line} was recorded "
                 f"at {k} = {', '.join(map(str, values))} (1-based)"
             )

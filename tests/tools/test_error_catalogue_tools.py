@@ -136,7 +136,7 @@ TRACE = [
          r"'algorithm' = 99 must be 1-15"),
     Case("get line=None", lambda tr: tr.get(10, None), TypeError, r"^Trace.get",
          r"'line' must be an integer .*got None"),
-    Case("get an unknown name=", lambda tr: tr.get(4, 6, name="Zed"), KeyError, r"^.Trace.get",
+    Case("get an unknown name=", lambda tr: tr.get(4, 6, name="Zed"), KeyError, r"^Trace.get",
          r"'name' = 'Zed': Algorithm 4 line 6 has no value of that name \(names recorded there: A"),
     Case("to_html into a directory", lambda tr, folder: tr.to_html(folder), IsADirectoryError,
          r"^Trace.to_html", r"'path' = .* is a directory"),

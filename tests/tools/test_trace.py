@@ -116,8 +116,8 @@ def test_paths_name_the_nesting_and_indices(d_theta):
     # what misses is named: the algorithm, the line, or the index and the values recorded
     with pytest.raises(KeyError, match=r"argument 'algorithm' = 9: this trace recorded .*, not Algorithm 9"):  # fmt: skip
         tr.get(9, 5)
-    with pytest.raises(KeyError, match=r"argument 'line' = 99: Algorithm 10 recorded lines 1, 2, "):
-        tr.get(10, 99)
+    with pytest.raises(ValueError, match=r"^Trace.get: argument 'line' = 99: Algorithm 10 recorded lines 1, 2, "):  # fmt: skip
+        tr.get(10, 99)  # a KeyError and a ValueError, printed as its sentence (no quotes)
     with pytest.raises(KeyError, match=r"argument 'l' = 5: Algorithm 10 line 6 was recorded at l = 1, 2 \(1-based\)"):  # fmt: skip
         tr.get(10, 6, l=5)
     table = tr.table(4, 4, l=1)
