@@ -345,6 +345,7 @@ def bart_generate(z, theta: BartParams, *, max_new: int, z_valid=None) -> list[i
     with its start token: ``model.generate(do_sample=False, num_beams=1, max_new_tokens=…)``.
     Plain greedy: transformers' other generation options (``no_repeat_ngram_size``,
     ``min_length``, beams: bart-large-cnn's generation configuration) are not applied."""
+    check_theta(GENERATE, theta)  # named as called, before bart_decoder checks it again
     max_new = check_count(GENERATE, "max_new", max_new)
     decoder = bart_decoder(z, theta, z_valid=z_valid)
     if max_new > decoder.context:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 import formal_algorithms as fa
-from formal_algorithms.families import albert, gemma, mistral, opt, qwen2, t5
+from formal_algorithms.families import albert, bart, gemma, mistral, opt, qwen2, t5
 from formal_algorithms.families.gpt_neox import init_gpt_neox
 from formal_algorithms.families.llama import Decoder, init_llama
 from formal_algorithms.practice.checkpoint import load_checkpoint
@@ -109,6 +109,13 @@ CASES = {
         TypeError,
         r"^gemma_logits \(Algorithm 10 with Gemma's substitutions\): argument 'theta' must be "
         r"LlamaParams, got GPTNeoXParams",
+    ),
+    # the sixth catalogue: another θ given to bart_generate was named by bart_decoder
+    "bart-generate-theta": (
+        lambda: bart.bart_generate(X, _d_theta(), max_new=3),
+        TypeError,
+        r"^bart_generate \(Algorithm 15 on BART, greedy, cached\): argument 'theta' must be "
+        r"BartParams, got DTransformerParams",
     ),
     "mistral-logits-neox": (
         lambda: mistral.mistral_logits(X, _neox()),
