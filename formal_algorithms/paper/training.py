@@ -67,8 +67,7 @@ def ed_loss(theta: EDTransformerParams, z, x, *, eps=EPS):
     predicts the next token ``x[t+1]``. A pure function of θ; ``jax.grad`` gives line 6's gradient.
     """
     z, x = check_inputs(theta, ALG11, EDTransformerParams, z=z, x=x)
-    if x.shape[0] < 2:
-        fail(ALG11, "x", f"has length {x.shape[0]}; {NEXT_TOKEN}")
+    check_has_next(ALG11, "x", x)
     ell = x.shape[0]  # line 3
     log_P = log_softmax(ed_transformer_logits(z, x, theta, eps=eps))  # line 4 (part: log_P)
     P = jnp.exp(log_P)  # line 4: P(θ), for the trace (the loss reads log P)  # noqa: F841
@@ -99,8 +98,7 @@ def d_loss(theta: DTransformerParams, x, *, activation=gelu, eps=EPS):
     0-based: ``− Σ_{t=0}^{ℓ−2} log P[x[t+1], t]`` with ``P = DTransformer(x | θ)``.
     """
     (x,) = check_inputs(theta, ALG13, DTransformerParams, x=x)
-    if x.shape[0] < 2:
-        fail(ALG13, "x", f"has length {x.shape[0]}; {NEXT_TOKEN}")
+    check_has_next(ALG13, "x", x)
     ell = x.shape[0]  # line 3
     logits = d_transformer_logits(x, theta, activation=activation, eps=eps)
     log_P = log_softmax(logits)  # line 4 (part: log_P)
@@ -307,7 +305,7 @@ def ed_training(
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             fail(ALG11, f"data[{n}]", "must be a pair (z_n, x_n) of token sequences")
         z = check_sequence(ALG11, f"data[{n}][0] (z_n)", pair[0], theta)
-        x = check_sequence(ALG11, f"data[{n}][1] (x_n)", pair[1], theta, minimum=2)
+        x = check_sequence(ALG11, f"data[{n}][1] (x_n)", pair[1], theta, predicts_next=True)
         pairs.append((*_bucketed(z, theta), *_bucketed(x, theta)))
     for _i in range(N_epochs):  # line 1
         for z, z_valid, x, x_valid in pairs:  # line 2
@@ -368,7 +366,7 @@ def d_training(
     check_params(theta, ALG13, DTransformerParams)
     N_epochs, eta = _check_hyperparameters(ALG13, N_epochs, eta)
     seqs = [
-        _bucketed(check_sequence(ALG13, f"data[{n}]", x, theta, minimum=2), theta)
+        _bucketed(check_sequence(ALG13, f"data[{n}]", x, theta, predicts_next=True), theta)
         for n, x in enumerate(check_data(ALG13, data))
     ]
     for _i in range(N_epochs):  # line 1
@@ -413,17 +411,22 @@ def check_data(algorithm, data):
     return data
 
 
-def check_sequence(algorithm, name, x, theta, minimum=1):
-    """A training sequence; ``minimum=2`` where the loss predicts each next token (Algorithms 11,
-    13): one token has nothing to predict, so its loss would be an empty sum."""
+def check_sequence(algorithm, name, x, theta, *, predicts_next=False):
+    """A training sequence; ``predicts_next`` where the loss predicts each next token
+    (Algorithms 11, 13: :func:`check_has_next`)."""
     x = np.asarray(x)
     check_tokens(algorithm, name, x, theta.W_e.shape[1], theta.W_p.shape[1])
-    if x.shape[0] < minimum:
-        fail(algorithm, name, f"has length {x.shape[0]}; {NEXT_TOKEN}")
+    if predicts_next:
+        check_has_next(algorithm, name, x)
     return x.astype(np.int32)
 
 
-NEXT_TOKEN = "the loss predicts x[t+1] from x[:t+1], so it needs at least 2 tokens"
+def check_has_next(algorithm, name, x):
+    """A sequence whose loss predicts ``x[t+1]`` from ``x[:t+1]`` has at least 2 tokens: one
+    token has nothing to predict, so its loss would be an empty sum (a guard beyond the paper)."""
+    if np.shape(x)[0] < 2:
+        message = "the loss predicts x[t+1] from x[:t+1], so it needs at least 2 tokens"
+        fail(algorithm, name, f"has length {np.shape(x)[0]}; {message}")
 
 
 def _bucketed(x, theta):
