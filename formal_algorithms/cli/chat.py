@@ -77,8 +77,8 @@ def run(args) -> int:
             "--prompt is empty: give a question (or no --prompt, to read them from stdin)"
         )
     from ..families.llama import Decoder
-    from ..interop.gguf import smollm2_path
-    from .common import gguf_context, load_gguf
+    from ..interop.gguf import gguf_context, smollm2_path
+    from .common import load_gguf
 
     path = args.gguf or smollm2_path()
     messages = [] if args.system is None else [{"role": "system", "content": args.system}]

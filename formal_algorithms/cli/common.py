@@ -111,7 +111,7 @@ def load_gguf(path, check=None):
     the file's header declares (:func:`gguf_context`). A file whose header does not read so is
     read whole first, its reader naming what is wrong with it. An error says ``--gguf PATH`` as
     typed before the reader's own sentence."""
-    from ..interop.gguf import gguf_tokenizer, read_llama_gguf
+    from ..interop.gguf import gguf_context, gguf_tokenizer, read_llama_gguf
 
     context = gguf_context(path) if check is not None else None
     if context is not None:
@@ -133,53 +133,6 @@ def _gguf_read(read, path):
         reason, quoted = re.sub(r"^[\w.]+: argument 'path':? ", "", str(error)), repr(str(path))
         typed = f"--gguf {reason}" if reason.startswith(quoted) else f"--gguf {quoted}: {reason}"
         raise type(error)(typed) from None
-
-
-#: the struct formats of GGUF's scalar metadata types (8: string, 9: array)
-GGUF_SCALARS = dict(enumerate("<B <b <H <h <I <i <f <?".split())) | {10: "<Q", 11: "<q", 12: "<d"}
-
-
-def gguf_context(path) -> int | None:
-    """The context length a Llama GGUF declares (``llama.context_length``), read from the
-    metadata at the head of the file, without its tensors (milliseconds, where the whole read
-    takes seconds); ``None`` when the file does not read so (the whole read then says why)."""
-    import struct
-
-    def read(f, fmt):
-        data = f.read(struct.calcsize(fmt))
-        return struct.unpack(fmt, data)[0]  # struct.error when the file ends
-
-    def value(f, kind):
-        if kind == 8:  # a string: its length, then UTF-8
-            n = read(f, "<Q")
-            if n > 1 << 20:
-                raise ValueError(f"a string of {n} bytes")
-            return f.read(n).decode()
-        if kind == 9:  # an array: its type, its length, its values
-            inner, n = read(f, "<I"), read(f, "<Q")
-            if n > 1 << 24:
-                raise ValueError(f"an array of {n} values")
-            for _ in range(n):
-                value(f, inner)
-            return None
-        return read(f, GGUF_SCALARS[kind])
-
-    try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"GGUF" or read(f, "<I") < 2:
-                return None
-            _, n_fields = read(f, "<Q"), read(f, "<Q")
-            arch = None
-            for _ in range(min(n_fields, 1 << 16)):
-                key = value(f, 8)
-                found = value(f, read(f, "<I"))
-                if key == "general.architecture":
-                    arch = found
-                elif arch == "llama" and key == "llama.context_length":
-                    return int(found)
-    except (OSError, ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
-        return None
-    return None
 
 
 def sample_key(seed: int, j: int = 0):

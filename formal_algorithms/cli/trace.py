@@ -197,8 +197,8 @@ def _seq2seq_checkpoint(args, ckpt, kw, about) -> Subject:
 
 def _gguf(args) -> Subject:
     from ..families.llama import llama, llama_hyperparameters, llama_logits
-    from ..interop.gguf import smollm2_path
-    from .common import gguf_context, load_gguf
+    from ..interop.gguf import gguf_context, smollm2_path
+    from .common import load_gguf
 
     path = args.gguf or smollm2_path()
     if not os.path.isfile(path):
