@@ -111,6 +111,22 @@ def agreed_size(*sizes) -> int:
     return Counter(sizes).most_common(1)[0][0]
 
 
+def check_stacked_heads(algorithm: str, W, X, Z) -> int:
+    """``X`` and ``Z`` matrices (tokens as columns) and ``W`` Algorithm 5's θ with one key/value
+    set per query head, for a variant that maps one single-head form over the H heads: H."""
+    for name, A in (("X", X), ("Z", Z)):
+        if np.ndim(A) != 2:
+            fail(
+                algorithm,
+                name,
+                f"must be a matrix (d, ℓ) with tokens as columns, got {np.shape(A)}",
+            )
+    H, G = check_heads(algorithm, W, np.shape(X)[0], np.shape(Z)[0])
+    if G != H:
+        fail(algorithm, "W.W_k", f"holds {G} key/value heads for H = {H} query heads; one per head")
+    return H
+
+
 def check_heads(algorithm: str, W, d_x: int, d_z: int) -> tuple[int, int]:
     """Algorithm 5's θ with H query heads and G key/value sets: ``W_q`` (H, d_attn, d_x),
     ``W_k`` (G, d_attn, d_z), ``W_v`` (G, d_mid, d_z), ``W_o`` (d_out, H d_mid), biases matching or

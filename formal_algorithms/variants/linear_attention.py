@@ -32,8 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..paper.attention import AttentionParams, MHAttentionParams, unidirectional_mask
-from ..paper.checks import fail
-from .checks import check_function, check_heads, check_input_width, check_linear, check_matrix
+from .checks import (
+    check_function,
+    check_input_width,
+    check_linear,
+    check_matrix,
+    check_stacked_heads,
+)
 
 CAUSAL_LINEAR = "causal_linear_attention (Algorithm 4, exp replaced by a kernel)"
 FAST_WEIGHT = "fast_weight_attention (Algorithm 4 as causal linear attention, recurrent)"
@@ -98,11 +103,7 @@ def fast_weight_attention(X, W: AttentionParams, phi=elu_plus_one):
 
 def _multi_head(where, single_head, X, W: MHAttentionParams, phi):
     """Algorithm 5 around any single-head attention: heads stacked ``[Y^1; …; Y^H]``, then ``W_o``."""
-    if np.ndim(X) != 2:
-        fail(where, "X", f"must be a matrix (d, ℓ) with tokens as columns, got {np.shape(X)}")
-    H, G = check_heads(where, W, np.shape(X)[0], np.shape(X)[0])
-    if G != H:
-        fail(where, "W.W_k", f"holds {G} key/value heads for H = {H} query heads; one per head")
+    check_stacked_heads(where, W, X, X)  # self-attention: Z is X
     heads = AttentionParams(*W[:6])
     Y = jax.vmap(single_head, in_axes=(None, 0, None))(X, heads, phi)  # lines 1-2
     H, d_mid, ell = Y.shape

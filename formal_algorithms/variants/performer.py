@@ -56,7 +56,7 @@ from ..paper.functions import gelu
 from ..paper.normalisation import EPS, layer_norm_columns
 from ..paper.parameters import DTransformerParams, ETransformerParams
 from ..paper.validation import check_inputs
-from .checks import check_heads
+from .checks import check_stacked_heads
 
 ALG = "FAVOR+ attention (Algorithm 4, lines 4-6 substituted)"
 MH_ALG = "mh_favor_attention (Algorithm 5 with FAVOR+ heads)"
@@ -176,13 +176,7 @@ def favor_attention(X, Z, W: AttentionParams, Omega, *, causal=False, valid=None
 
 def mh_favor_attention(X, Z, W: MHAttentionParams, Omega, *, causal=False, valid=None):
     """Algorithm 5 with :func:`favor_attention` heads (one Ω for all heads): heads stacked, ``W_o``."""
-    for name, A in (("X", X), ("Z", Z)):
-        if np.ndim(A) != 2:
-            fail(MH_ALG, name, f"must be a matrix (d, ℓ) with tokens as columns, got {np.shape(A)}")
-    H, G = check_heads(MH_ALG, W, np.shape(X)[0], np.shape(Z)[0])
-    if G != H:
-        fail(MH_ALG, "W.W_k", f"holds {G} key/value heads for H = {H} query heads; FAVOR+ "
-                              "attention here has one key/value set per head")  # fmt: skip
+    check_stacked_heads(MH_ALG, W, X, Z)
     heads = AttentionParams(*W[:6])
     attend = functools.partial(favor_attention, X, Z, Omega=Omega, causal=causal, valid=valid)
     Y = jax.vmap(attend)(heads)  # lines 1-2
